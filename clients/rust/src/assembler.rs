@@ -1,0 +1,202 @@
+//! Reassembly of multi-part `channel:message` events.
+
+use std::collections::HashMap;
+
+use peerix_ipc_proto::rmpv::Value;
+use peerix_ipc_proto::{event_names, ChannelMessageData, Event, MessageType};
+
+use crate::error::{ClientError, Result};
+
+/// The data of a whole received message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageData {
+    /// A text message.
+    Text(String),
+    /// A `bytes` or `blob` message.
+    Bytes(Vec<u8>),
+    /// A json-type message.
+    Json(Value),
+}
+
+/// A complete message assembled from one or more `channel:message` events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssembledMessage {
+    /// Sequence number of the final part's event.
+    pub seq: u64,
+    /// Room of the message.
+    pub room: Option<String>,
+    /// Sending peer id.
+    pub peer: String,
+    /// Channel label.
+    pub label: String,
+    /// Message type as reported by the daemon.
+    pub kind: MessageType,
+    /// Sender-provided metadata (from the first part that carried it).
+    pub info: Option<Value>,
+    /// Sender's transfer id.
+    pub transfer: u32,
+    /// Number of events the message was delivered in.
+    pub parts: usize,
+    /// The data.
+    pub data: MessageData,
+}
+
+#[derive(Debug)]
+struct Partial {
+    kind: MessageType,
+    info: Option<Value>,
+    bytes: Vec<u8>,
+    parts: usize,
+}
+
+type Key = (Option<String>, String, String, u32);
+
+/// Joins multi-part `channel:message` events into whole messages.
+///
+/// Parts are keyed by room, peer, label and transfer id; offsets must be
+/// consecutive. A size limit guards memory use.
+#[derive(Debug)]
+pub struct MessageAssembler {
+    partial: HashMap<Key, Partial>,
+    limit: u64,
+}
+
+impl Default for MessageAssembler {
+    fn default() -> Self {
+        MessageAssembler::new()
+    }
+}
+
+impl MessageAssembler {
+    /// Default maximum size of one assembled message (1 GiB).
+    pub const DEFAULT_LIMIT: u64 = 1 << 30;
+
+    /// Creates an assembler with [`MessageAssembler::DEFAULT_LIMIT`].
+    pub fn new() -> Self {
+        Self::with_limit(Self::DEFAULT_LIMIT)
+    }
+
+    /// Creates an assembler refusing messages larger than `limit` bytes.
+    pub fn with_limit(limit: u64) -> Self {
+        MessageAssembler {
+            partial: HashMap::new(),
+            limit,
+        }
+    }
+
+    /// Number of messages currently incomplete.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Drops incomplete messages from `peer` (e.g. after `connection:closed`).
+    pub fn forget_peer(&mut self, peer: &str) {
+        self.partial.retain(|k, _| k.1 != peer);
+    }
+
+    /// Feeds an event. Returns `Ok(Some(message))` when a message completes,
+    /// `Ok(None)` for non-final parts and for events that are not
+    /// `channel:message`. Inconsistent parts (offset gap, type change,
+    /// oversize, bad data) yield an error and discard that message.
+    pub fn push(&mut self, event: &Event) -> Result<Option<AssembledMessage>> {
+        if event.name != event_names::CHANNEL_MESSAGE {
+            return Ok(None);
+        }
+        let msg: ChannelMessageData = event
+            .data_as()
+            .map_err(|e| ClientError::Assemble(format!("bad channel:message data: {e}")))?;
+        let key: Key = (
+            event.room.clone(),
+            msg.peer.clone(),
+            msg.label.clone(),
+            msg.transfer,
+        );
+        if msg.kind == MessageType::Json {
+            self.partial.remove(&key);
+            return Ok(Some(finish(event, msg, MessageData::Json, 1)));
+        }
+        let part: Vec<u8> = match (&msg.kind, &msg.data) {
+            (MessageType::Text, Value::String(s)) => s.as_bytes().to_vec(),
+            (MessageType::Bytes | MessageType::Blob, Value::Binary(b)) => b.clone(),
+            (kind, _) => {
+                self.partial.remove(&key);
+                return Err(ClientError::Assemble(format!(
+                    "{kind:?} part from {} has data of the wrong type",
+                    msg.peer
+                )));
+            }
+        };
+        let mut p = self.partial.remove(&key).unwrap_or(Partial {
+            kind: msg.kind,
+            info: None,
+            bytes: Vec::new(),
+            parts: 0,
+        });
+        if p.kind != msg.kind {
+            return Err(ClientError::Assemble(format!(
+                "transfer {} from {} changed type",
+                msg.transfer, msg.peer
+            )));
+        }
+        if msg.offset != p.bytes.len() as u64 {
+            return Err(ClientError::Assemble(format!(
+                "transfer {} from {}: expected offset {}, got {}",
+                msg.transfer,
+                msg.peer,
+                p.bytes.len(),
+                msg.offset
+            )));
+        }
+        if p.bytes.len() as u64 + part.len() as u64 > self.limit {
+            return Err(ClientError::Assemble(format!(
+                "transfer {} from {} exceeds the limit of {} bytes",
+                msg.transfer, msg.peer, self.limit
+            )));
+        }
+        p.bytes.extend_from_slice(&part);
+        p.parts += 1;
+        if p.info.is_none() {
+            p.info = msg.info.clone();
+        }
+        if !msg.is_final {
+            self.partial.insert(key, p);
+            return Ok(None);
+        }
+        let data = match p.kind {
+            MessageType::Text => match String::from_utf8(p.bytes) {
+                Ok(s) => MessageData::Text(s),
+                Err(_) => {
+                    return Err(ClientError::Assemble(format!(
+                        "text transfer {} from {} is not valid UTF-8",
+                        msg.transfer, msg.peer
+                    )))
+                }
+            },
+            _ => MessageData::Bytes(p.bytes),
+        };
+        let info = p.info.take();
+        let parts = p.parts;
+        let mut out = finish(event, msg, |_| data, parts);
+        out.info = info;
+        Ok(Some(out))
+    }
+}
+
+fn finish(
+    event: &Event,
+    msg: ChannelMessageData,
+    data: impl FnOnce(Value) -> MessageData,
+    parts: usize,
+) -> AssembledMessage {
+    AssembledMessage {
+        seq: event.seq,
+        room: event.room.clone(),
+        peer: msg.peer,
+        label: msg.label,
+        kind: msg.kind,
+        info: msg.info,
+        transfer: msg.transfer,
+        parts,
+        data: data(msg.data),
+    }
+}

@@ -1,0 +1,686 @@
+//! Async Rust client for `peerixd`, the Peerix peer daemon.
+//!
+//! [`Client::connect`] opens the daemon's local socket (see
+//! [`default_socket_path`]) and performs the handshake. Requests may be in
+//! flight concurrently: a background task dispatches replies by request id,
+//! events to the subscriber and progress frames to streamed sends.
+//!
+//! ```no_run
+//! # async fn demo() -> peerix_client::Result<()> {
+//! use peerix_client::{default_socket_path, Client, SendOptions};
+//! let client = Client::connect(default_socket_path()).await?;
+//! client.join(peerix_client::JoinArgs::new("lobby")).await?;
+//! let mut events = client.subscribe(&["channel:message"], Some("lobby")).await?;
+//! client.send_text("lobby", "default", "hello", SendOptions::default()).await?;
+//! while let Some(event) = events.recv().await {
+//!     println!("{} {:?}", event.name, event.data);
+//! }
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod assembler;
+mod error;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use peerix_ipc_proto::rmpv::Value;
+use peerix_ipc_proto::{
+    decode_daemon, encode_frame_limited, ClientMessage, CloseArgs, DaemonMessage, FrameDecoder,
+    Hello, LeaveArgs, Op, OpenArgs, Payload, PeersArgs, Progress, Reply, Request, SendArgs,
+    SendChunk, SendStart, SubscribeArgs, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use assembler::{AssembledMessage, MessageAssembler, MessageData};
+pub use error::{ClientError, Result};
+pub use peerix_ipc_proto as proto;
+pub use peerix_ipc_proto::{
+    DeliveryReport, DriverInfo, Event, JoinArgs, JoinOptions, JoinResult, PeerInfo, RoomInfo,
+    SendResult, StatusResult,
+};
+
+/// Environment variable overriding the socket path.
+pub const SOCKET_ENV: &str = "PEERIX_SOCKET";
+
+/// Size of the chunks of a streamed send (1 MiB).
+pub const STREAM_CHUNK: usize = 1024 * 1024;
+
+/// Capacity of the event channel returned by [`Client::subscribe`].
+pub const EVENT_QUEUE: usize = 1024;
+
+/// How long [`Client::connect`] waits for the daemon's `welcome`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves the daemon socket path exactly like `peerixd` does:
+/// `PEERIX_SOCKET`, else `$XDG_RUNTIME_DIR/peerix/peerixd.sock`, else
+/// `/run/peerix/peerixd.sock`. (On Windows the fallback is the named pipe
+/// name `peerixd.sock`.)
+pub fn default_socket_path() -> PathBuf {
+    socket_path_from(
+        std::env::var_os(SOCKET_ENV),
+        std::env::var_os("XDG_RUNTIME_DIR"),
+    )
+}
+
+fn socket_path_from(
+    explicit: Option<std::ffi::OsString>,
+    runtime_dir: Option<std::ffi::OsString>,
+) -> PathBuf {
+    if let Some(p) = explicit.filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if cfg!(windows) {
+        return PathBuf::from("peerixd.sock");
+    }
+    match runtime_dir.filter(|p| !p.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("peerix").join("peerixd.sock"),
+        None => PathBuf::from("/run/peerix/peerixd.sock"),
+    }
+}
+
+/// Options common to the `send_*` methods.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Send to this peer only (all connected peers when `None`).
+    pub to: Option<String>,
+    /// Metadata map delivered with the message.
+    pub info: Option<Value>,
+}
+
+impl SendOptions {
+    /// Options sending to one peer.
+    pub fn to(peer: impl Into<String>) -> Self {
+        SendOptions {
+            to: Some(peer.into()),
+            info: None,
+        }
+    }
+}
+
+/// Progress of [`Client::send_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendProgress {
+    /// Bytes handed to (and buffered by) the daemon so far.
+    Buffered {
+        /// Bytes sent so far.
+        sent: u64,
+        /// Total bytes, if known.
+        total: Option<u64>,
+    },
+    /// A `progress` frame from the daemon (bytes going out to a peer).
+    Delivery(Progress),
+}
+
+type BoxedWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    progress: HashMap<u64, mpsc::UnboundedSender<Progress>>,
+    events: Option<mpsc::Sender<Event>>,
+    /// Why the connection is closed, once it is.
+    closed: Option<String>,
+}
+
+struct Inner {
+    writer: tokio::sync::Mutex<BoxedWriter>,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    max_frame: usize,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked while holding
+        // it; the state itself stays consistent, so keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shutdown(&self, reason: String) {
+        let mut st = self.state();
+        if st.closed.is_none() {
+            st.closed = Some(reason);
+        }
+        st.pending.clear();
+        st.progress.clear();
+        st.events = None;
+    }
+
+    fn closed_error(&self) -> ClientError {
+        ClientError::Closed(
+            self.state()
+                .closed
+                .clone()
+                .unwrap_or_else(|| "connection lost".into()),
+        )
+    }
+
+    async fn write(&self, msg: &ClientMessage) -> Result<()> {
+        let frame = encode_frame_limited(msg, self.max_frame)?;
+        let mut w = self.writer.lock().await;
+        let res = async {
+            w.write_all(&frame).await?;
+            w.flush().await
+        }
+        .await;
+        if let Err(e) = res {
+            self.shutdown(format!("write failed: {e}"));
+            return Err(ClientError::Io(e));
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&self, body: &[u8]) {
+        let Ok(msg) = decode_daemon(body) else {
+            // Malformed frames from the daemon are skipped; the stream stays
+            // in sync thanks to the length prefix.
+            return;
+        };
+        match msg {
+            DaemonMessage::Reply(reply) => {
+                let tx = self.state().pending.remove(&reply.id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(reply);
+                }
+            }
+            DaemonMessage::Event(event) => {
+                let tx = self.state().events.clone();
+                if let Some(tx) = tx {
+                    if tx.send(event).await.is_err() {
+                        let mut st = self.state();
+                        if st.events.as_ref().is_some_and(|e| e.same_channel(&tx)) {
+                            st.events = None;
+                        }
+                    }
+                }
+            }
+            DaemonMessage::Progress(p) => {
+                if let Some(tx) = self.state().progress.get(&p.id) {
+                    let _ = tx.send(p);
+                }
+            }
+            DaemonMessage::Error(e) => {
+                self.state().closed = Some(format!("peerixd reported {e}"));
+            }
+            DaemonMessage::Welcome(_) => {}
+        }
+    }
+}
+
+/// A connection to `peerixd`.
+///
+/// All methods take `&self`; several requests can be awaited concurrently.
+/// Dropping the client closes the connection (rooms stay joined in the daemon).
+pub struct Client {
+    inner: Arc<Inner>,
+    welcome: Welcome,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("welcome", &self.welcome)
+            .finish_non_exhaustive()
+    }
+}
+
+fn client_name() -> String {
+    format!("peerix-client/{}", env!("CARGO_PKG_VERSION"))
+}
+
+impl Client {
+    /// Connects to the daemon socket at `path` and performs the handshake.
+    ///
+    /// A missing socket or a refused connection yields
+    /// [`ClientError::NotRunning`].
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Client> {
+        Self::connect_as(path, &client_name()).await
+    }
+
+    /// Like [`Client::connect`] with a custom client name for `hello`
+    /// (e.g. `"peerix-cli/0.1.0"`).
+    pub async fn connect_as(path: impl AsRef<Path>, client: &str) -> Result<Client> {
+        let path = path.as_ref();
+        let stream = open_local_socket(path).await.map_err(|source| {
+            use std::io::ErrorKind::*;
+            match source.kind() {
+                NotFound | ConnectionRefused | AddrNotAvailable => ClientError::NotRunning {
+                    path: path.to_owned(),
+                    source,
+                },
+                _ => ClientError::Connect {
+                    path: path.to_owned(),
+                    source,
+                },
+            }
+        })?;
+        Self::handshake(stream, client).await
+    }
+
+    /// Performs the handshake over an already connected byte stream (any
+    /// `AsyncRead + AsyncWrite`, e.g. for tests or custom transports).
+    pub async fn handshake<S>(stream: S, client: &str) -> Result<Client>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut rd, wr) = tokio::io::split(stream);
+        let mut writer: BoxedWriter = Box::new(wr);
+        let hello = ClientMessage::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            client: client.to_owned(),
+            capabilities: Vec::new(),
+        });
+        let frame = encode_frame_limited(&hello, DEFAULT_MAX_FRAME)?;
+        writer.write_all(&frame).await?;
+        writer.flush().await?;
+
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut rd, &mut dec))
+            .await
+            .map_err(|_| ClientError::Timeout("waiting for the daemon's welcome".into()))??;
+        let welcome = match decode_daemon(&first)? {
+            DaemonMessage::Welcome(w) => w,
+            DaemonMessage::Error(e) => return Err(ClientError::Rejected(e)),
+            other => {
+                return Err(ClientError::Handshake(format!(
+                    "expected welcome, got {other:?}"
+                )))
+            }
+        };
+        if welcome.version != PROTOCOL_VERSION {
+            return Err(ClientError::VersionMismatch {
+                client: PROTOCOL_VERSION,
+                daemon: welcome.version,
+            });
+        }
+        let max_frame = usize::try_from(welcome.max_frame)
+            .unwrap_or(usize::MAX)
+            .clamp(1024, u32::MAX as usize);
+        let inner = Arc::new(Inner {
+            writer: tokio::sync::Mutex::new(writer),
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+            max_frame,
+        });
+        let reader = tokio::spawn(reader_loop(rd, dec, Arc::clone(&inner)));
+        Ok(Client {
+            inner,
+            welcome,
+            reader,
+        })
+    }
+
+    /// The daemon's `welcome` (peer id, version, limits).
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// The daemon's Peerix peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.welcome.id
+    }
+
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a pending reply for `id`, sends the request and returns the
+    /// receiver of the reply.
+    async fn start_request(
+        &self,
+        id: u64,
+        op: &str,
+        args: Value,
+    ) -> Result<oneshot::Receiver<Reply>> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.inner.state();
+            if let Some(reason) = &st.closed {
+                return Err(ClientError::Closed(reason.clone()));
+            }
+            st.pending.insert(id, tx);
+        }
+        let msg = ClientMessage::Request(Request {
+            id,
+            op: op.to_owned(),
+            args,
+        });
+        if let Err(e) = self.inner.write(&msg).await {
+            self.inner.state().pending.remove(&id);
+            return Err(e);
+        }
+        Ok(rx)
+    }
+
+    async fn finish(&self, rx: oneshot::Receiver<Reply>) -> Result<Value> {
+        let reply = rx.await.map_err(|_| self.inner.closed_error())?;
+        reply.into_result().map_err(ClientError::Daemon)
+    }
+
+    /// Sends a raw request and returns the raw result.
+    pub async fn request_raw(&self, op: &str, args: Value) -> Result<Value> {
+        let rx = self.start_request(self.next_id(), op, args).await?;
+        self.finish(rx).await
+    }
+
+    /// Sends a typed request and returns the raw result.
+    pub async fn request(&self, op: &Op) -> Result<Value> {
+        self.request_raw(op.name(), op.to_args()?).await
+    }
+
+    async fn request_typed<T: DeserializeOwned>(&self, op: &Op) -> Result<T> {
+        let v = self.request(op).await?;
+        peerix_ipc_proto::from_value(v).map_err(|e| ClientError::UnexpectedResult(e.to_string()))
+    }
+
+    /// `status`: daemon version, drivers and rooms.
+    pub async fn status(&self) -> Result<StatusResult> {
+        self.request_typed(&Op::Status).await
+    }
+
+    /// `join`: joins a room (idempotent for an already joined room).
+    pub async fn join(&self, args: JoinArgs) -> Result<JoinResult> {
+        self.request_typed(&Op::Join(args)).await
+    }
+
+    /// `leave`: leaves a room.
+    pub async fn leave(&self, room: &str) -> Result<()> {
+        self.request(&Op::Leave(LeaveArgs { room: room.into() }))
+            .await
+            .map(drop)
+    }
+
+    /// `peers`: lists the peers of a room.
+    pub async fn peers(&self, room: &str) -> Result<Vec<PeerInfo>> {
+        let r: peerix_ipc_proto::PeersResult = self
+            .request_typed(&Op::Peers(PeersArgs { room: room.into() }))
+            .await?;
+        Ok(r.peers)
+    }
+
+    /// `open`: opens a data channel.
+    pub async fn open(&self, args: OpenArgs) -> Result<()> {
+        self.request(&Op::Open(args)).await.map(drop)
+    }
+
+    /// `close`: closes a data channel (towards one peer if `to` is set).
+    pub async fn close(&self, room: &str, label: &str, to: Option<&str>) -> Result<()> {
+        self.request(&Op::Close(CloseArgs {
+            room: room.into(),
+            label: label.into(),
+            to: to.map(Into::into),
+        }))
+        .await
+        .map(drop)
+    }
+
+    async fn send_payload(
+        &self,
+        room: &str,
+        label: &str,
+        payload: Payload,
+        opts: SendOptions,
+    ) -> Result<SendResult> {
+        self.request_typed(&Op::Send(SendArgs::Start(SendStart {
+            room: room.into(),
+            label: label.into(),
+            to: opts.to,
+            payload,
+            info: opts.info,
+            more: false,
+            progress: false,
+        })))
+        .await
+    }
+
+    /// Sends a text message; resolves after every target peer acknowledged.
+    pub async fn send_text(
+        &self,
+        room: &str,
+        label: &str,
+        text: &str,
+        opts: SendOptions,
+    ) -> Result<SendResult> {
+        self.send_payload(room, label, Payload::Text(text.into()), opts)
+            .await
+    }
+
+    /// Sends a binary message (must fit in one frame; see [`Client::send_stream`]).
+    pub async fn send_bytes(
+        &self,
+        room: &str,
+        label: &str,
+        bytes: Vec<u8>,
+        opts: SendOptions,
+    ) -> Result<SendResult> {
+        self.send_payload(room, label, Payload::Bytes(bytes), opts)
+            .await
+    }
+
+    /// Sends a structured (json-type) message.
+    pub async fn send_json(
+        &self,
+        room: &str,
+        label: &str,
+        value: Value,
+        opts: SendOptions,
+    ) -> Result<SendResult> {
+        self.send_payload(room, label, Payload::Json(value), opts)
+            .await
+    }
+
+    /// Streams bytes from `reader` as one message, in chunks of
+    /// [`STREAM_CHUNK`] bytes (smaller if the daemon's frame limit requires).
+    ///
+    /// `total` is only used for progress reporting. `on_progress` is called
+    /// after each chunk is buffered by the daemon and for each `progress`
+    /// frame. Returns the final delivery result.
+    pub async fn send_stream<R, F>(
+        &self,
+        room: &str,
+        label: &str,
+        mut reader: R,
+        total: Option<u64>,
+        opts: SendOptions,
+        mut on_progress: F,
+    ) -> Result<SendResult>
+    where
+        R: AsyncRead + Unpin,
+        F: FnMut(&SendProgress),
+    {
+        let chunk_size = STREAM_CHUNK.min(self.inner.max_frame.saturating_sub(512).max(1));
+        let start_id = self.next_id();
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        self.inner.state().progress.insert(start_id, ptx);
+        let result = async {
+            let start = Op::Send(SendArgs::Start(SendStart {
+                room: room.into(),
+                label: label.into(),
+                to: opts.to,
+                payload: Payload::Bytes(Vec::new()),
+                info: opts.info,
+                more: true,
+                progress: true,
+            }));
+            let rx = self
+                .start_request(start_id, start.name(), start.to_args()?)
+                .await?;
+            let first: SendResult = decode_result(self.finish(rx).await?)?;
+            let transfer = first.transfer;
+            let mut sent = 0u64;
+            let mut current = read_chunk(&mut reader, chunk_size).await?;
+            loop {
+                let next = if current.len() == chunk_size {
+                    read_chunk(&mut reader, chunk_size).await?
+                } else {
+                    Vec::new()
+                };
+                let more = !next.is_empty();
+                let len = current.len() as u64;
+                let op = Op::Send(SendArgs::Chunk(SendChunk {
+                    transfer,
+                    data: Payload::Bytes(std::mem::replace(&mut current, next)),
+                    more,
+                }));
+                let rx = self
+                    .start_request(self.next_id(), op.name(), op.to_args()?)
+                    .await?;
+                let fut = self.finish(rx);
+                tokio::pin!(fut);
+                let value = loop {
+                    tokio::select! {
+                        v = &mut fut => break v?,
+                        Some(p) = prx.recv() => on_progress(&SendProgress::Delivery(p)),
+                    }
+                };
+                sent += len;
+                on_progress(&SendProgress::Buffered { sent, total });
+                if !more {
+                    while let Ok(p) = prx.try_recv() {
+                        on_progress(&SendProgress::Delivery(p));
+                    }
+                    return decode_result::<SendResult>(value);
+                }
+            }
+        }
+        .await;
+        self.inner.state().progress.remove(&start_id);
+        result
+    }
+
+    /// `subscribe`: adds an event filter and returns the event receiver.
+    ///
+    /// All events of this connection go to the receiver returned by the most
+    /// recent `subscribe` call (earlier receivers are closed). The receiver
+    /// must be drained: when it is full, reading from the daemon pauses.
+    pub async fn subscribe(
+        &self,
+        events: &[&str],
+        room: Option<&str>,
+    ) -> Result<mpsc::Receiver<Event>> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let args = SubscribeArgs {
+            events: events.iter().map(|s| s.to_string()).collect(),
+            room: room.map(Into::into),
+        };
+        args.filter()?;
+        // Install the sender first so that no event following the reply is lost.
+        let previous = self.inner.state().events.replace(tx);
+        match self.request(&Op::Subscribe(args)).await {
+            Ok(_) => Ok(rx),
+            Err(e) => {
+                self.inner.state().events = previous;
+                Err(e)
+            }
+        }
+    }
+
+    /// `unsubscribe`: removes all event filters and closes the event receiver.
+    pub async fn unsubscribe(&self) -> Result<()> {
+        self.request(&Op::Unsubscribe).await?;
+        self.inner.state().events = None;
+        Ok(())
+    }
+}
+
+fn decode_result<T: DeserializeOwned>(v: Value) -> Result<T> {
+    peerix_ipc_proto::from_value(v).map_err(|e| ClientError::UnexpectedResult(e.to_string()))
+}
+
+/// Reads until `size` bytes or EOF.
+async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut filled = 0;
+    while filled < size {
+        let n = reader.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, dec: &mut FrameDecoder) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        if let Some(f) = dec
+            .next_frame()
+            .map_err(peerix_ipc_proto::ProtoError::from)?
+        {
+            return Ok(f);
+        }
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return Err(ClientError::Closed(
+                "peerixd closed the connection during the handshake".into(),
+            ));
+        }
+        dec.push(&buf[..n]);
+    }
+}
+
+async fn reader_loop<R: AsyncRead + Unpin>(mut rd: R, mut dec: FrameDecoder, inner: Arc<Inner>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let reason = 'outer: loop {
+        loop {
+            match dec.next_frame() {
+                Ok(Some(frame)) => inner.dispatch(&frame).await,
+                Ok(None) => break,
+                Err(e) => break 'outer format!("{e}"),
+            }
+        }
+        match rd.read(&mut buf).await {
+            Ok(0) => break "peerixd closed the connection".to_string(),
+            Ok(n) => dec.push(&buf[..n]),
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    inner.shutdown(reason);
+}
+
+#[cfg(unix)]
+async fn open_local_socket(
+    path: &Path,
+) -> std::io::Result<interprocess::local_socket::tokio::Stream> {
+    use interprocess::local_socket::tokio::prelude::*;
+    use interprocess::local_socket::GenericFilePath;
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    interprocess::local_socket::tokio::Stream::connect(name).await
+}
+
+#[cfg(windows)]
+async fn open_local_socket(
+    path: &Path,
+) -> std::io::Result<interprocess::local_socket::tokio::Stream> {
+    use interprocess::local_socket::tokio::prelude::*;
+    use interprocess::local_socket::{GenericFilePath, GenericNamespaced};
+    let s = path.to_string_lossy();
+    let name = if s.starts_with(r"\\.\pipe\") || s.starts_with(r"\\?\pipe\") {
+        path.to_fs_name::<GenericFilePath>()?
+    } else {
+        s.into_owned().to_ns_name::<GenericNamespaced>()?
+    };
+    interprocess::local_socket::tokio::Stream::connect(name).await
+}
+
+#[cfg(test)]
+mod tests;

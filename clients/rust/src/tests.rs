@@ -1,0 +1,441 @@
+//! Client unit tests against a FAKE in-test daemon.
+//!
+//! `fake_daemon` below is NOT peerixd: it speaks just enough of the protocol
+//! (handshake + scripted replies) to exercise the client's framing and
+//! dispatch. End-to-end tests against the real daemon live elsewhere.
+
+use super::*;
+use peerix_ipc_proto::{
+    decode_client, encode_frame, ChannelMessageData, DeliveryReport, ErrorBody, ErrorCode,
+    MessageType,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
+}
+
+fn welcome() -> DaemonMessage {
+    DaemonMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        daemon: "fake-peerixd/0".into(),
+        id: "fake-peer".into(),
+        capabilities: vec![],
+        max_frame: DEFAULT_MAX_FRAME as u64,
+    })
+}
+
+/// FAKE daemon (test only): answers `hello` with `first`, then calls
+/// `handler` for each request and writes the messages it returns.
+async fn fake_daemon<S, F>(stream: S, first: DaemonMessage, mut handler: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(Request) -> Vec<DaemonMessage>,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut handshaken = false;
+    loop {
+        while let Ok(Some(frame)) = dec.next_frame() {
+            let out = match decode_client(&frame).expect("fake daemon: client sent garbage") {
+                ClientMessage::Hello(h) if !handshaken => {
+                    assert_eq!(h.version, PROTOCOL_VERSION);
+                    handshaken = true;
+                    vec![first.clone()]
+                }
+                ClientMessage::Request(r) => handler(r),
+                ClientMessage::Hello(_) => panic!("fake daemon: second hello"),
+            };
+            for m in out {
+                let f = encode_frame(&m).expect("encode");
+                if wr.write_all(&f).await.is_err() {
+                    return;
+                }
+            }
+        }
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => dec.push(&buf[..n]),
+        }
+    }
+}
+
+async fn client_with<F>(handler: F) -> Client
+where
+    F: FnMut(Request) -> Vec<DaemonMessage> + Send + 'static,
+{
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(fake_daemon(b, welcome(), handler));
+    Client::handshake(a, "test").await.expect("handshake")
+}
+
+fn reply(id: u64, v: Value) -> DaemonMessage {
+    DaemonMessage::Reply(Reply::ok(id, v))
+}
+
+#[tokio::test]
+async fn handshake_and_status() {
+    let client = client_with(|r| {
+        assert_eq!(r.op, "status");
+        vec![reply(
+            r.id,
+            map(vec![
+                ("version", Value::from("0.1.0")),
+                ("id", Value::from("fake-peer")),
+                (
+                    "drivers",
+                    Value::Array(vec![map(vec![
+                        ("name", Value::from("nats")),
+                        ("kind", Value::from("nats")),
+                        ("active", Value::Boolean(true)),
+                    ])]),
+                ),
+                ("rooms", Value::Array(vec![])),
+            ]),
+        )]
+    })
+    .await;
+    assert_eq!(client.peer_id(), "fake-peer");
+    let st = client.status().await.expect("status");
+    assert_eq!(st.drivers[0].name, "nats");
+    assert!(st.rooms.is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_requests_are_dispatched_by_id() {
+    let mut held: Vec<Request> = Vec::new();
+    let client = client_with(move |r| {
+        held.push(r);
+        if held.len() < 3 {
+            return vec![];
+        }
+        // Answer in reverse order.
+        held.drain(..)
+            .rev()
+            .map(|r| {
+                let room = r.parse_op().map(|op| match op {
+                    Op::Leave(a) => a.room,
+                    _ => String::new(),
+                });
+                match room {
+                    Ok(room) if room == "bad" => DaemonMessage::Reply(Reply::err(
+                        r.id,
+                        ErrorCode::NotJoined,
+                        "room bad is not joined",
+                    )),
+                    _ => reply(r.id, map(vec![])),
+                }
+            })
+            .collect()
+    })
+    .await;
+    let (a, b, c) = tokio::join!(client.leave("a"), client.leave("bad"), client.leave("c"));
+    a.expect("a");
+    c.expect("c");
+    let e = b.expect_err("bad");
+    assert_eq!(
+        e.daemon_error().map(|e| e.code.clone()),
+        Some(ErrorCode::NotJoined)
+    );
+    assert_eq!(e.to_string(), "NOT_JOINED: room bad is not joined");
+}
+
+fn message_event(
+    seq: u64,
+    data: Value,
+    kind: MessageType,
+    offset: u64,
+    fin: bool,
+) -> DaemonMessage {
+    DaemonMessage::Event(
+        Event::new(
+            seq,
+            "channel:message",
+            Some("lobby".into()),
+            &ChannelMessageData {
+                peer: "p".into(),
+                id: "p".into(),
+                label: "default".into(),
+                kind,
+                data,
+                info: None,
+                transfer: 5,
+                offset,
+                total: None,
+                is_final: fin,
+            },
+        )
+        .expect("event"),
+    )
+}
+
+#[tokio::test]
+async fn subscribe_delivers_events_and_assembler_joins_parts() {
+    let client = client_with(|r| match r.op.as_str() {
+        "subscribe" => vec![
+            reply(r.id, map(vec![])),
+            message_event(1, Value::Binary(vec![1, 2]), MessageType::Bytes, 0, false),
+            message_event(2, Value::Binary(vec![3]), MessageType::Bytes, 2, true),
+            message_event(3, Value::from("hé"), MessageType::Text, 0, true),
+        ],
+        _ => vec![reply(r.id, map(vec![]))],
+    })
+    .await;
+    let mut rx = client
+        .subscribe(&["channel:message"], Some("lobby"))
+        .await
+        .expect("subscribe");
+    let mut asm = MessageAssembler::new();
+    let mut out = Vec::new();
+    while out.len() < 2 {
+        let ev = rx.recv().await.expect("event");
+        if let Some(m) = asm.push(&ev).expect("assemble") {
+            out.push(m);
+        }
+    }
+    assert_eq!(out[0].data, MessageData::Bytes(vec![1, 2, 3]));
+    assert_eq!(out[0].parts, 2);
+    assert_eq!(out[0].seq, 2);
+    assert_eq!(out[1].data, MessageData::Text("hé".into()));
+    assert_eq!(asm.pending(), 0);
+    assert!(client.subscribe(&["Bad Pattern"], None).await.is_err());
+}
+
+#[test]
+fn assembler_rejects_gaps() {
+    let mut asm = MessageAssembler::new();
+    let ev = |m: DaemonMessage| match m {
+        DaemonMessage::Event(e) => e,
+        _ => unreachable!(),
+    };
+    assert!(asm
+        .push(&ev(message_event(
+            1,
+            Value::Binary(vec![1]),
+            MessageType::Blob,
+            0,
+            false
+        )))
+        .expect("first")
+        .is_none());
+    assert!(asm
+        .push(&ev(message_event(
+            2,
+            Value::Binary(vec![2]),
+            MessageType::Blob,
+            5,
+            true
+        )))
+        .is_err());
+    assert_eq!(asm.pending(), 0);
+    let mut small = MessageAssembler::with_limit(1);
+    assert!(small
+        .push(&ev(message_event(
+            1,
+            Value::Binary(vec![1, 2]),
+            MessageType::Bytes,
+            0,
+            true
+        )))
+        .is_err());
+}
+
+#[tokio::test]
+async fn send_stream_chunks_and_reports_progress() {
+    let total_len = 2 * STREAM_CHUNK + 10;
+    let mut received = 0usize;
+    let mut chunks = Vec::new();
+    let mut start_id = 0;
+    let client = client_with(move |r| match r.parse_op().expect("op") {
+        Op::Send(SendArgs::Start(s)) => {
+            assert!(s.more && s.progress);
+            assert_eq!(s.to.as_deref(), Some("peerB"));
+            start_id = r.id;
+            vec![reply(r.id, map(vec![("transfer", Value::from(77))]))]
+        }
+        Op::Send(SendArgs::Chunk(c)) => {
+            assert_eq!(c.transfer, 77);
+            received += c.data.len();
+            chunks.push((c.data.len(), c.more));
+            let mut out = vec![DaemonMessage::Progress(Progress {
+                id: start_id,
+                peer: Some("peerB".into()),
+                label: "files".into(),
+                current: received as u64,
+                total: None,
+                done: !c.more,
+            })];
+            if c.more {
+                out.push(reply(r.id, map(vec![("transfer", Value::from(77))])));
+            } else {
+                assert_eq!(chunks.len(), 3);
+                assert_eq!(chunks[2], (10, false));
+                out.push(DaemonMessage::Reply(
+                    Reply::ok_with(
+                        r.id,
+                        &SendResult {
+                            transfer: 77,
+                            peers: Some(vec![DeliveryReport {
+                                id: "peerB".into(),
+                                ok: true,
+                                error: None,
+                            }]),
+                        },
+                    )
+                    .expect("reply"),
+                ));
+            }
+            out
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    let data = vec![7u8; total_len];
+    let mut buffered = Vec::new();
+    let mut delivered = 0;
+    let res = client
+        .send_stream(
+            "lobby",
+            "files",
+            &data[..],
+            Some(total_len as u64),
+            SendOptions::to("peerB"),
+            |p| match p {
+                SendProgress::Buffered { sent, .. } => buffered.push(*sent),
+                SendProgress::Delivery(_) => delivered += 1,
+            },
+        )
+        .await
+        .expect("send");
+    assert_eq!(res.transfer, 77);
+    assert!(res.peers.expect("peers")[0].ok);
+    assert_eq!(buffered.last().copied(), Some(total_len as u64));
+    assert_eq!(buffered.len(), 3);
+    assert_eq!(delivered, 3);
+}
+
+#[tokio::test]
+async fn empty_stream_sends_one_final_chunk() {
+    let client = client_with(|r| match r.parse_op().expect("op") {
+        Op::Send(SendArgs::Start(_)) => vec![reply(r.id, map(vec![("transfer", Value::from(1))]))],
+        Op::Send(SendArgs::Chunk(c)) => {
+            assert!(!c.more && c.data.is_empty());
+            vec![reply(
+                r.id,
+                map(vec![
+                    ("transfer", Value::from(1)),
+                    ("peers", Value::Array(vec![])),
+                ]),
+            )]
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    let res = client
+        .send_stream("r", "l", &[][..], Some(0), SendOptions::default(), |_| {})
+        .await
+        .expect("send");
+    assert_eq!(res.peers, Some(vec![]));
+}
+
+#[tokio::test]
+async fn closed_connection_fails_pending_requests() {
+    let (a, b) = tokio::io::duplex(1024);
+    let srv = tokio::spawn(async move {
+        let (mut rd, mut wr) = tokio::io::split(b);
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut buf = [0u8; 1024];
+        let mut seen = 0;
+        while seen < 2 {
+            let n = rd.read(&mut buf).await.expect("read");
+            dec.push(&buf[..n]);
+            while let Ok(Some(_)) = dec.next_frame() {
+                seen += 1;
+                if seen == 1 {
+                    wr.write_all(&encode_frame(&welcome()).expect("w"))
+                        .await
+                        .expect("write");
+                }
+            }
+        }
+        // Drop both halves: the connection closes with a request pending.
+    });
+    let c2 = Client::handshake(a, "test").await.expect("handshake");
+    let e = c2.status().await.expect_err("closed");
+    assert!(matches!(e, ClientError::Closed(_)), "{e:?}");
+    srv.await.expect("server");
+    assert!(matches!(c2.status().await, Err(ClientError::Closed(_))));
+}
+
+#[tokio::test]
+async fn handshake_rejection_is_reported() {
+    let (a, b) = tokio::io::duplex(1024);
+    tokio::spawn(fake_daemon(
+        b,
+        DaemonMessage::Error(ErrorBody::new(ErrorCode::VersionMismatch, "want 2")),
+        |_| vec![],
+    ));
+    let e = Client::handshake(a, "test").await.expect_err("rejected");
+    assert!(matches!(e, ClientError::Rejected(ref b) if b.code == ErrorCode::VersionMismatch));
+}
+
+#[tokio::test]
+async fn missing_socket_says_not_running() {
+    let dir = std::env::temp_dir().join(format!("peerix-client-test-{}", std::process::id()));
+    let path = dir.join("nope.sock");
+    let e = Client::connect(&path).await.expect_err("not running");
+    assert!(matches!(e, ClientError::NotRunning { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "peerixd is not running (no socket at {}); start it with `peerixd`",
+            path.display()
+        )
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn connect_over_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("peerix-client-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("fake.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+    tokio::spawn(async move {
+        if let Ok((s, _)) = listener.accept().await {
+            fake_daemon(s, welcome(), |r| vec![reply(r.id, map(vec![]))]).await;
+        }
+    });
+    let client = Client::connect(&path).await.expect("connect");
+    client.unsubscribe().await.expect("unsubscribe");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn socket_path_resolution() {
+    use std::ffi::OsString;
+    assert_eq!(
+        socket_path_from(
+            Some(OsString::from("/x/y.sock")),
+            Some(OsString::from("/run/user/1"))
+        ),
+        PathBuf::from("/x/y.sock")
+    );
+    if cfg!(unix) {
+        assert_eq!(
+            socket_path_from(Some(OsString::new()), Some(OsString::from("/run/user/1"))),
+            PathBuf::from("/run/user/1/peerix/peerixd.sock")
+        );
+        assert_eq!(
+            socket_path_from(None, None),
+            PathBuf::from("/run/peerix/peerixd.sock")
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Reproducible numbers for peerix-rtc on this machine (two peers in one process).
+//!
+//! `cargo run -p peerix-rtc --example rtc_bench [setup_trials] [tput_trials] [MiB]`
+//! (the dev profile builds dependencies at opt-level 2, close to release numbers)
+//!
+//! Prints connection setup time (RtcPeer::new → ControlOpen on both sides, and
+//! offer → ControlOpen) as median/p95, and one-channel throughput (16 KiB messages paced by
+//! `buffered_amount`) with the `Udp: RcvbufErrors` delta from /proc/net/snmp.
+//! Runs on a current-thread runtime, like actix.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use peerix_rtc::{ChannelEvent, ChannelInit, RtcConfig, RtcEvent, RtcPeer};
+use tokio::sync::{mpsc, watch};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn config() -> RtcConfig {
+    RtcConfig {
+        ice_servers: vec![],
+        relay_only: false,
+        mdns: true,
+        udp_recv_buffer: 4 * 1024 * 1024,
+        max_message_size: 256 * 1024,
+    }
+}
+
+/// Sum of `Udp:` and `Udp6:`-less `RcvbufErrors` from /proc/net/snmp (0 if unreadable).
+fn rcvbuf_errors() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    if udp.len() < 2 {
+        return 0;
+    }
+    let names: Vec<&str> = udp[0].split_whitespace().collect();
+    let values: Vec<&str> = udp[1].split_whitespace().collect();
+    names
+        .iter()
+        .position(|n| *n == "RcvbufErrors")
+        .and_then(|i| values.get(i))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Forwards candidates from one peer to the other once `ready` is true; other events out.
+fn route(
+    mut rx: mpsc::UnboundedReceiver<RtcEvent>,
+    to: RtcPeer,
+    mut ready: watch::Receiver<bool>,
+) -> mpsc::UnboundedReceiver<RtcEvent> {
+    let (tx, out) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut pending = Vec::new();
+        let mut is_ready = false;
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(RtcEvent::LocalCandidate(c)) => pending.push(c),
+                    Some(other) => { let _ = tx.send(other); }
+                    None => break,
+                },
+                changed = ready.changed() => {
+                    if changed.is_err() { break }
+                    is_ready = *ready.borrow();
+                }
+            }
+            if is_ready {
+                for c in pending.drain(..) {
+                    if let Err(err) = to.add_ice_candidate(c).await {
+                        eprintln!("add_ice_candidate: {err}");
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+async fn wait_control_open(rx: &mut mpsc::UnboundedReceiver<RtcEvent>) -> Result<(), BoxError> {
+    let wait = async {
+        while let Some(ev) = rx.recv().await {
+            if matches!(ev, RtcEvent::ControlOpen) {
+                return Ok(());
+            }
+        }
+        Err::<(), BoxError>("event stream ended".into())
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await?
+}
+
+struct Pair {
+    a: RtcPeer,
+    b: RtcPeer,
+    b_events: mpsc::UnboundedReceiver<RtcEvent>,
+    _keep: (watch::Sender<bool>, watch::Sender<bool>),
+    new_to_open: Duration,
+    offer_to_open: Duration,
+}
+
+async fn connect() -> Result<Pair, BoxError> {
+    let cfg = config();
+    let t0 = Instant::now();
+    let (atx, arx) = mpsc::unbounded_channel();
+    let (btx, brx) = mpsc::unbounded_channel();
+    let a = RtcPeer::new(&cfg, atx).await?;
+    let b = RtcPeer::new(&cfg, btx).await?;
+    let (a_ready_tx, a_ready_rx) = watch::channel(false);
+    let (b_ready_tx, b_ready_rx) = watch::channel(false);
+    let mut a_events = route(arx, b.clone(), b_ready_rx);
+    let mut b_events = route(brx, a.clone(), a_ready_rx);
+    let t1 = Instant::now();
+    let offer = a.create_offer().await?;
+    b.set_remote_description(offer).await?;
+    let _ = b_ready_tx.send(true);
+    let answer = b.create_answer().await?;
+    a.set_remote_description(answer).await?;
+    let _ = a_ready_tx.send(true);
+    wait_control_open(&mut a_events).await?;
+    wait_control_open(&mut b_events).await?;
+    Ok(Pair {
+        a,
+        b,
+        b_events,
+        _keep: (a_ready_tx, b_ready_tx),
+        new_to_open: t0.elapsed(),
+        offer_to_open: t1.elapsed(),
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn throughput(total: usize) -> Result<(f64, u64), BoxError> {
+    const PIECE: usize = 16 * 1024;
+    const HIGH_WATER: usize = 1024 * 1024;
+    let mut pair = connect().await?;
+    let a_chat = pair.a.create_channel("bench", ChannelInit::default()).await?;
+    let b_chat = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = pair.b_events.recv().await {
+            if let RtcEvent::RemoteChannel(c) = ev {
+                return Some(c);
+            }
+        }
+        None
+    })
+    .await?
+    .ok_or("no remote channel")?;
+    let mut a_ev = a_chat.take_events().ok_or("events taken")?;
+    let mut b_ev = b_chat.take_events().ok_or("events taken")?;
+    while let Some(ev) = a_ev.recv().await {
+        if ev == ChannelEvent::Open {
+            break;
+        }
+    }
+    // Drain the sender's events (BufferedAmountLow) so they do not pile up.
+    tokio::spawn(async move { while a_ev.recv().await.is_some() {} });
+
+    let errors_before = rcvbuf_errors();
+    let receiver = tokio::spawn(async move {
+        let mut got = 0usize;
+        while got < total {
+            match b_ev.recv().await {
+                Some(ChannelEvent::Message { data, .. }) => got += data.len(),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got
+    });
+    let start = Instant::now();
+    let piece = Bytes::from(vec![0x5au8; PIECE]);
+    let mut sent = 0usize;
+    while sent < total {
+        while a_chat.buffered_amount().await >= HIGH_WATER {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        a_chat.send(piece.clone()).await?;
+        sent += PIECE;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(120), receiver).await??;
+    let secs = start.elapsed().as_secs_f64();
+    let errors = rcvbuf_errors().saturating_sub(errors_before);
+    pair.a.close().await;
+    pair.b.close().await;
+    Ok((got as f64 / secs / 1e6, errors))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let setup_trials: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let tput_trials: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let mib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+
+    let mut new_to_open = Vec::new();
+    let mut offer_to_open = Vec::new();
+    for _ in 0..setup_trials {
+        let pair = connect().await?;
+        new_to_open.push(pair.new_to_open);
+        offer_to_open.push(pair.offer_to_open);
+        pair.a.close().await;
+        pair.b.close().await;
+    }
+    new_to_open.sort();
+    offer_to_open.sort();
+    println!(
+        "setup new->ControlOpen(both): median {:?} p95 {:?} | offer->ControlOpen: median {:?} p95 {:?} (n={setup_trials})",
+        percentile(&new_to_open, 0.5),
+        percentile(&new_to_open, 0.95),
+        percentile(&offer_to_open, 0.5),
+        percentile(&offer_to_open, 0.95),
+    );
+    println!("  all offer->open: {offer_to_open:?}");
+
+    for trial in 0..tput_trials {
+        let (mbps, errors) = throughput(mib * 1024 * 1024).await?;
+        println!("throughput trial {trial}: {mib} MiB at {mbps:.1} MB/s, Udp RcvbufErrors +{errors}");
+    }
+    Ok(())
+}

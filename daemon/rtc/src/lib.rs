@@ -1,0 +1,177 @@
+//! `peerix-rtc`: one WebRTC peer connection as Peerix needs it.
+//!
+//! A thin, tuned wrapper over `webrtc` 0.21.1:
+//! * the negotiated control channel (stream id 0, label `""`, ordered, reliable) is created
+//!   together with the connection, before any SDP (wire spec §6.1, §12.12);
+//! * local candidates carry the real ICE ufrag and `sdpMid` so Peerix does not queue them
+//!   forever (wire spec §5.6, §12.10);
+//! * sockets get large kernel buffers and the ICE/SCTP timers are tuned for fast setup;
+//! * every event is forwarded into one `tokio::sync::mpsc` channel, so callers (an actix
+//!   actor) never run code on the connection's driver task.
+//!
+//! All futures are `Send`; the crate works inside `actix_rt::System` (current-thread tokio
+//! plus `LocalSet`) and on any tokio runtime.
+
+#![warn(missing_docs)]
+
+mod channel;
+mod peer;
+mod runtime;
+
+use serde::{Deserialize, Serialize};
+
+pub use channel::{ChannelEvent, ChannelInit, RtcChannel};
+pub use peer::RtcPeer;
+
+/// Settings for every connection created with [`RtcPeer::new`].
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    /// STUN/TURN servers. Only `stun:` and `turn:` over UDP are used by the stack; prefer IP
+    /// literals, because host names are resolved on the connection's driver task.
+    pub ice_servers: Vec<IceServer>,
+    /// Only relay candidates are gathered and used (`iceTransportPolicy: "relay"`).
+    pub relay_only: bool,
+    /// Resolve remote `<uuid>.local` (mDNS) host candidates, as browsers send them.
+    pub mdns: bool,
+    /// Requested `SO_RCVBUF`/`SO_SNDBUF` for every UDP socket (capped by the kernel's
+    /// `net.core.rmem_max`/`wmem_max`); 0 keeps the kernel default.
+    pub udp_recv_buffer: usize,
+    /// Largest message we accept, advertised as `a=max-message-size`. The stack caps it at
+    /// 256 KiB; smaller values are raised to 256 KiB because that is what browsers expect.
+    pub max_message_size: usize,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            relay_only: false,
+            mdns: true,
+            udp_recv_buffer: 4 * 1024 * 1024,
+            max_message_size: 256 * 1024,
+        }
+    }
+}
+
+/// One STUN or TURN server, like the browser's `RTCIceServer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port` / `turn:host:port` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// An SDP offer or answer in the browser's JSON shape (`{"type":"offer","sdp":"…"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    /// `"offer"`, `"answer"` (also accepted: `"pranswer"`, `"rollback"`).
+    #[serde(rename = "type")]
+    pub r#type: String,
+    /// The SDP text.
+    pub sdp: String,
+}
+
+/// An ICE candidate in the browser's JSON shape (`RTCIceCandidateInit`, camelCase).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidateInit {
+    /// `candidate:…` attribute text; empty means end-of-candidates and is ignored.
+    #[serde(default)]
+    pub candidate: String,
+    /// The `a=mid` of the media section (always `"0"` for ours).
+    #[serde(default)]
+    pub sdp_mid: Option<String>,
+    /// Index of the media section (always 0 for ours).
+    #[serde(default)]
+    pub sdp_m_line_index: Option<u16>,
+    /// ICE ufrag of the sender's description; Peerix drops candidates without it.
+    #[serde(default)]
+    pub username_fragment: Option<String>,
+}
+
+/// `iceConnectionState`, which Peerix derives its connection state from (wire spec §5.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IceState {
+    /// Gathering or waiting for the remote side.
+    New,
+    /// Connectivity checks running.
+    Checking,
+    /// A candidate pair works.
+    Connected,
+    /// Checks finished (the stack rarely reports this).
+    Completed,
+    /// Consent lost; may recover.
+    Disconnected,
+    /// Gave up; Peerix closes the connection.
+    Failed,
+    /// The connection was closed.
+    Closed,
+}
+
+/// Signaling state, as far as Peerix's perfect negotiation needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignalingState {
+    /// No negotiation in progress.
+    Stable,
+    /// Our offer is applied, waiting for the answer.
+    HaveLocalOffer,
+    /// The remote offer is applied, our answer is due.
+    HaveRemoteOffer,
+    /// The connection is closed.
+    Closed,
+    /// Provisional answers, which Peerix never uses.
+    Other,
+}
+
+/// Everything a connection reports, in order, through the channel given to [`RtcPeer::new`].
+#[derive(Debug)]
+pub enum RtcEvent {
+    /// A local candidate to send to the remote peer; carries our ufrag, mid `"0"`, index 0.
+    LocalCandidate(IceCandidateInit),
+    /// ICE connection state changed.
+    IceState(IceState),
+    /// The stack wants an offer (fires on both sides when the control channel is created).
+    NegotiationNeeded,
+    /// The control channel (stream 0) is open.
+    ControlOpen,
+    /// A binary message on the control channel (text messages are dropped, wire spec §6.1).
+    ControlMessage(bytes::Bytes),
+    /// The control channel closed (remote reset it or the association is gone): the remote
+    /// left (wire spec §5.8).
+    ControlClosed,
+    /// A data channel the remote opened in-band (DCEP). Its `Open` is the first event on it.
+    RemoteChannel(RtcChannel),
+    /// The connection is gone: closed locally or its driver stopped. Always the last event.
+    Closed,
+}
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum RtcError {
+    /// The WebRTC stack refused (bad SDP or candidate, wrong signaling state, channel not
+    /// open, message too large, …).
+    #[error("webrtc: {0}")]
+    Webrtc(#[from] webrtc::error::Error),
+    /// A session description with a `type` other than offer/answer/pranswer/rollback.
+    #[error("unsupported session description type {0:?}")]
+    InvalidSdpType(String),
+    /// Channel options the stack cannot honour.
+    #[error("invalid channel options: {0}")]
+    InvalidChannelInit(&'static str),
+    /// The message is larger than the remote accepts (its `a=max-message-size`).
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    MessageTooLarge {
+        /// Size of the rejected message.
+        size: usize,
+        /// The negotiated maximum.
+        max: usize,
+    },
+    /// The connection (or channel) is closed.
+    #[error("connection closed")]
+    Closed,
+}

@@ -1,0 +1,565 @@
+//! One peer connection plus its negotiated control channel.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rtc::data_channel::RTCDataChannelInit;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
+use tokio::sync::mpsc::UnboundedSender;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceConnectionState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+};
+use webrtc::runtime::Runtime;
+
+use crate::channel::{to_bytes_mut, RtcChannel};
+use crate::runtime::TunedRuntime;
+use crate::{
+    ChannelInit, IceCandidateInit, IceState, RtcConfig, RtcError, RtcEvent, SessionDescription,
+    SignalingState,
+};
+
+/// Largest message size the stack can advertise (`SctpMaxMessageSize::MAX_MESSAGE_SIZE`).
+const STACK_MAX_MESSAGE_SIZE: usize = 256 * 1024;
+/// SCTP receive window (a_rwnd). The default 1 MiB limits a single channel on a fast path;
+/// a few MiB keeps the pipe full without unbounded memory per connection.
+const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
+/// Send buffer for each UDP socket; bursts of DATA chunks leave in GSO batches.
+const UDP_SEND_BUFFER: usize = 1024 * 1024;
+
+const SIG_STABLE: u8 = 0;
+const SIG_LOCAL_OFFER: u8 = 1;
+const SIG_REMOTE_OFFER: u8 = 2;
+const SIG_CLOSED: u8 = 3;
+const SIG_OTHER: u8 = 4;
+
+/// A peer connection to one remote Peerix peer. Cheap to clone (one `Arc`).
+///
+/// Dropping the last clone without [`close`](Self::close) closes the connection in the
+/// background (when inside a tokio runtime); call `close` to control the order.
+#[derive(Clone)]
+pub struct RtcPeer {
+    inner: Arc<PeerInner>,
+}
+
+struct PeerInner {
+    pc: Arc<dyn PeerConnection>,
+    control: Arc<dyn DataChannel>,
+    shared: Arc<Shared>,
+}
+
+/// State shared with the event handler. Holds no strong reference to the connection or its
+/// channels, so the handler (owned by the connection) forms no `Arc` cycle (notes §9).
+struct Shared {
+    events: UnboundedSender<RtcEvent>,
+    /// Our ICE ufrag and first mid, read from the local SDP: the stack's `to_json` leaves
+    /// them null/"" and Peerix drops such candidates (§5.6).
+    local_ufrag: Mutex<Option<String>>,
+    local_mid: Mutex<Option<String>>,
+    /// Tracked here because the stack has no synchronous getter; only our own calls change it.
+    signaling: AtomicU8,
+    closing: AtomicBool,
+    control_closed_sent: AtomicBool,
+    closed_sent: AtomicBool,
+    /// Used only to wake the driver (see [`Shared::wake_driver`]).
+    control: OnceLock<Weak<dyn DataChannel>>,
+}
+
+impl Shared {
+    fn emit(&self, event: RtcEvent) {
+        // A dropped receiver means the owner is gone; nothing to do but discard.
+        let _ = self.events.send(event);
+    }
+
+    fn emit_control_closed(&self) {
+        if !self.control_closed_sent.swap(true, Ordering::AcqRel) {
+            self.emit(RtcEvent::ControlClosed);
+        }
+    }
+
+    fn emit_closed(&self) {
+        self.emit_control_closed();
+        if !self.closed_sent.swap(true, Ordering::AcqRel) {
+            self.signaling.store(SIG_CLOSED, Ordering::Release);
+            self.emit(RtcEvent::Closed);
+        }
+    }
+
+    fn lock<'a>(m: &'a Mutex<Option<String>>) -> std::sync::MutexGuard<'a, Option<String>> {
+        match m.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Makes the connection's driver run one more loop iteration now.
+    ///
+    /// Why: the driver flushes the core's outgoing packets once per iteration, *before* it
+    /// pumps events, and it is not woken by `add_ice_candidate`. Packets produced while events
+    /// are pumped (the DTLS ClientHello after ICE connects, the SCTP INIT after DTLS
+    /// completes) or checks made possible by a new remote candidate therefore wait for the
+    /// next timer, which is what made setup advance in ~200 ms steps. Every data-channel
+    /// setter ends in the driver's coalescing write wake; setting the high threshold to its
+    /// existing value (`u32::MAX`, never used by us) is a no-op apart from that wake.
+    async fn wake_driver(&self) {
+        if let Some(dc) = self.control.get().and_then(Weak::upgrade) {
+            let r = dc.set_buffered_amount_high_threshold(u32::MAX).await;
+            tracing::trace!("wake_driver: {r:?}");
+        }
+    }
+}
+
+/// Forwards connection events into the owner's channel; does no other work on the driver.
+struct Handler {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_negotiation_needed(&self) {
+        self.shared.emit(RtcEvent::NegotiationNeeded);
+    }
+
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        let init = match event.candidate.to_json() {
+            Ok(init) => init,
+            Err(err) => {
+                tracing::warn!("dropping unserializable local candidate: {err}");
+                return;
+            }
+        };
+        let ufrag = Shared::lock(&self.shared.local_ufrag).clone();
+        let mid = Shared::lock(&self.shared.local_mid)
+            .clone()
+            .unwrap_or_else(|| "0".to_owned());
+        self.shared.emit(RtcEvent::LocalCandidate(IceCandidateInit {
+            candidate: init.candidate,
+            sdp_mid: Some(mid),
+            sdp_m_line_index: Some(0),
+            username_fragment: ufrag,
+        }));
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        let state = match state {
+            RTCIceConnectionState::New => IceState::New,
+            RTCIceConnectionState::Checking => IceState::Checking,
+            RTCIceConnectionState::Connected => IceState::Connected,
+            RTCIceConnectionState::Completed => IceState::Completed,
+            RTCIceConnectionState::Disconnected => IceState::Disconnected,
+            RTCIceConnectionState::Failed => IceState::Failed,
+            RTCIceConnectionState::Closed => IceState::Closed,
+            _ => return,
+        };
+        tracing::trace!("ice state {state:?}");
+        self.shared.emit(RtcEvent::IceState(state));
+        if state == IceState::Connected {
+            // The DTLS handshake starts while this event is pumped; flush it now.
+            self.shared.wake_driver().await;
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if matches!(
+            state,
+            RTCPeerConnectionState::Connecting | RTCPeerConnectionState::Connected
+        ) {
+            // DTLS completion queues the SCTP INIT while events are pumped; flush it now.
+            self.shared.wake_driver().await;
+        }
+    }
+
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        // Reading label/options takes the core lock; do it off the driver task.
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let label = data_channel.label().await.unwrap_or_default();
+            let ordered = data_channel.ordered().await.unwrap_or(true);
+            let protocol = data_channel.protocol().await.unwrap_or_default();
+            let channel = RtcChannel::start(data_channel, label, ordered, protocol);
+            shared.emit(RtcEvent::RemoteChannel(channel));
+        });
+    }
+}
+
+/// First value of `a=<attr>:` in an SDP, which is what Peerix compares (§5.2).
+fn sdp_attr(sdp: &str, attr: &str) -> Option<String> {
+    sdp.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("a=")
+            .and_then(|rest| rest.strip_prefix(attr))
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|value| value.trim().to_owned())
+    })
+}
+
+fn to_public(desc: &RTCSessionDescription) -> SessionDescription {
+    SessionDescription {
+        r#type: desc.sdp_type.to_string(),
+        sdp: desc.sdp.clone(),
+    }
+}
+
+async fn build_pc(
+    cfg: &RtcConfig,
+    mdns: bool,
+    shared: &Arc<Shared>,
+) -> Result<Arc<dyn PeerConnection>, RtcError> {
+    let ice_servers = cfg
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let mut configuration = RTCConfigurationBuilder::default().with_ice_servers(ice_servers);
+    if cfg.relay_only {
+        configuration = configuration.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+    }
+    let max_message = cfg.max_message_size.max(STACK_MAX_MESSAGE_SIZE);
+    let max_message = u32::try_from(max_message).unwrap_or(u32::MAX);
+    let setting_engine = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(if mdns {
+            MulticastDnsMode::QueryOnly
+        } else {
+            MulticastDnsMode::Disabled
+        })
+        // Browsers without camera permission only send mDNS candidates; the first check
+        // from them arrives as prflx, which the default 1 s wait would hold back.
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message))
+        .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
+        .build();
+    let runtime: Arc<dyn Runtime> =
+        Arc::new(TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER));
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(configuration.build())
+        .with_setting_engine(setting_engine)
+        .with_runtime(runtime)
+        .with_handler(Arc::new(Handler {
+            shared: Arc::clone(shared),
+        }))
+        .with_udp_addrs(vec!["0.0.0.0:0"])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+impl RtcPeer {
+    /// Creates the connection and, immediately, the negotiated control channel (id 0)
+    /// before any SDP (spec §12.12). Events start flowing into `events` at once
+    /// (`NegotiationNeeded` first).
+    pub async fn new(cfg: &RtcConfig, events: UnboundedSender<RtcEvent>) -> Result<Self, RtcError> {
+        let shared = Arc::new(Shared {
+            events,
+            local_ufrag: Mutex::new(None),
+            local_mid: Mutex::new(None),
+            signaling: AtomicU8::new(SIG_STABLE),
+            closing: AtomicBool::new(false),
+            control_closed_sent: AtomicBool::new(false),
+            closed_sent: AtomicBool::new(false),
+            control: OnceLock::new(),
+        });
+        let pc = match build_pc(cfg, cfg.mdns, &shared).await {
+            Ok(pc) => pc,
+            // Joining the mDNS multicast group fails where there is no multicast route (e.g.
+            // a namespace with only `lo`); resolving .local candidates is optional.
+            Err(err) if cfg.mdns => {
+                tracing::warn!("peer connection with mDNS failed ({err}); retrying without");
+                build_pc(cfg, false, &shared).await?
+            }
+            Err(err) => return Err(err),
+        };
+        let control = match pc
+            .create_data_channel(
+                "",
+                Some(RTCDataChannelInit {
+                    ordered: true,
+                    max_packet_life_time: None,
+                    max_retransmits: None,
+                    protocol: String::new(),
+                    negotiated: Some(0),
+                }),
+            )
+            .await
+        {
+            Ok(dc) => dc,
+            Err(err) => {
+                let _ = pc.close().await;
+                return Err(err.into());
+            }
+        };
+        let _ = shared.control.set(Arc::downgrade(&control));
+        spawn_control_reader(Arc::clone(&control), Arc::clone(&shared));
+        Ok(Self {
+            inner: Arc::new(PeerInner {
+                pc,
+                control,
+                shared,
+            }),
+        })
+    }
+
+    /// Creates an offer and sets it as the local description.
+    pub async fn create_offer(&self) -> Result<SessionDescription, RtcError> {
+        let offer = self.inner.pc.create_offer(None).await?;
+        self.remember_local(&offer.sdp);
+        self.inner.pc.set_local_description(offer.clone()).await?;
+        self.set_signaling(SIG_LOCAL_OFFER);
+        Ok(to_public(&offer))
+    }
+
+    /// Creates an answer to the applied remote offer and sets it as the local description.
+    pub async fn create_answer(&self) -> Result<SessionDescription, RtcError> {
+        let answer = self.inner.pc.create_answer(None).await?;
+        self.remember_local(&answer.sdp);
+        self.inner.pc.set_local_description(answer.clone()).await?;
+        self.set_signaling(SIG_STABLE);
+        Ok(to_public(&answer))
+    }
+
+    /// Applies a remote offer or answer (or `pranswer`/`rollback`). Fails on an offer while
+    /// our own offer is pending: roll back first if we are the polite side (§6.5).
+    pub async fn set_remote_description(&self, d: SessionDescription) -> Result<(), RtcError> {
+        let (desc, next) = match d.r#type.as_str() {
+            "offer" => (RTCSessionDescription::offer(d.sdp)?, SIG_REMOTE_OFFER),
+            "answer" => (RTCSessionDescription::answer(d.sdp)?, SIG_STABLE),
+            "pranswer" => (RTCSessionDescription::pranswer(d.sdp)?, SIG_OTHER),
+            "rollback" => (RTCSessionDescription::rollback(None)?, SIG_STABLE),
+            _ => return Err(RtcError::InvalidSdpType(d.r#type)),
+        };
+        self.inner.pc.set_remote_description(desc).await?;
+        self.set_signaling(next);
+        Ok(())
+    }
+
+    /// Discards a pending local (or remote) offer, returning to `Stable`.
+    pub async fn rollback(&self) -> Result<(), RtcError> {
+        let desc = RTCSessionDescription::rollback(None)?;
+        if self.signaling_state() == SignalingState::HaveRemoteOffer {
+            self.inner.pc.set_remote_description(desc).await?;
+        } else {
+            self.inner.pc.set_local_description(desc).await?;
+        }
+        self.set_signaling(SIG_STABLE);
+        Ok(())
+    }
+
+    /// Current signaling state (tracked from our own successful calls).
+    pub fn signaling_state(&self) -> SignalingState {
+        match self.inner.shared.signaling.load(Ordering::Acquire) {
+            SIG_STABLE => SignalingState::Stable,
+            SIG_LOCAL_OFFER => SignalingState::HaveLocalOffer,
+            SIG_REMOTE_OFFER => SignalingState::HaveRemoteOffer,
+            SIG_CLOSED => SignalingState::Closed,
+            _ => SignalingState::Other,
+        }
+    }
+
+    /// Our ICE ufrag, known once the first offer or answer was created.
+    pub fn local_ufrag(&self) -> Option<String> {
+        Shared::lock(&self.inner.shared.local_ufrag).clone()
+    }
+
+    /// Adds a remote candidate. An empty `candidate` (end-of-candidates) is ignored. Fails
+    /// before a remote description is set: queue candidates until then (§5.2).
+    pub async fn add_ice_candidate(&self, c: IceCandidateInit) -> Result<(), RtcError> {
+        if c.candidate.trim().is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .pc
+            .add_ice_candidate(webrtc::peer_connection::RTCIceCandidateInit {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_m_line_index,
+                username_fragment: c.username_fragment,
+                url: None,
+            })
+            .await?;
+        // The driver is not woken by a new remote candidate; without this the first check
+        // waits for the next ICE tick (up to 200 ms).
+        self.inner.shared.wake_driver().await;
+        Ok(())
+    }
+
+    /// Sends one binary message on the control channel (fails until `ControlOpen`).
+    pub async fn send_control(&self, data: Bytes) -> Result<(), RtcError> {
+        self.inner.control.send(to_bytes_mut(data)).await?;
+        Ok(())
+    }
+
+    /// Creates an in-band (DCEP) data channel. Peerix: only the impolite side does (§7.1).
+    pub async fn create_channel(
+        &self,
+        label: &str,
+        init: ChannelInit,
+    ) -> Result<RtcChannel, RtcError> {
+        if init.max_retransmits.is_some() && init.max_packet_life_time.is_some() {
+            return Err(RtcError::InvalidChannelInit(
+                "max_retransmits and max_packet_life_time are exclusive",
+            ));
+        }
+        let dc = self
+            .inner
+            .pc
+            .create_data_channel(
+                label,
+                Some(RTCDataChannelInit {
+                    ordered: init.ordered,
+                    max_packet_life_time: init.max_packet_life_time,
+                    max_retransmits: init.max_retransmits,
+                    protocol: init.protocol.clone(),
+                    negotiated: None,
+                }),
+            )
+            .await?;
+        Ok(RtcChannel::start(
+            dc,
+            label.to_owned(),
+            init.ordered,
+            init.protocol,
+        ))
+    }
+
+    /// Closes the control channel (SCTP stream reset, so the remote learns we left, §5.8),
+    /// then the connection. Idempotent. `ControlClosed` and `Closed` follow on the event
+    /// channel (if not sent before).
+    pub async fn close(&self) {
+        close_inner(&self.inner.pc, &self.inner.control, &self.inner.shared).await;
+    }
+
+    fn remember_local(&self, sdp: &str) {
+        if let Some(ufrag) = sdp_attr(sdp, "ice-ufrag") {
+            *Shared::lock(&self.inner.shared.local_ufrag) = Some(ufrag);
+        }
+        if let Some(mid) = sdp_attr(sdp, "mid") {
+            let mut guard = Shared::lock(&self.inner.shared.local_mid);
+            if guard.is_none() {
+                *guard = Some(mid);
+            }
+        }
+    }
+
+    fn set_signaling(&self, state: u8) {
+        // Never leave Closed: a call racing close() must not resurrect the state.
+        let _ =
+            self.inner
+                .shared
+                .signaling
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                    (cur != SIG_CLOSED).then_some(state)
+                });
+    }
+}
+
+async fn close_inner(
+    pc: &Arc<dyn PeerConnection>,
+    control: &Arc<dyn DataChannel>,
+    shared: &Shared,
+) {
+    if shared.closing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    shared.signaling.store(SIG_CLOSED, Ordering::Release);
+    // The stream reset of channel 0 is what a browser peer reacts to (§5.8); give the driver
+    // one turn to put it on the wire before the association is aborted.
+    let _ = control.close().await;
+    tokio::task::yield_now().await;
+    if let Err(err) = pc.close().await {
+        tracing::debug!("peer connection close: {err}");
+    }
+    // close() ended the event streams; the control reader emits ControlClosed/Closed. Emit
+    // here too in case the reader is already gone (both are deduplicated).
+    shared.emit_closed();
+}
+
+impl Drop for PeerInner {
+    fn drop(&mut self) {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return;
+        }
+        // Without close() the driver (on the ambient runtime) and its sockets live forever.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let pc = Arc::clone(&self.pc);
+            let control = Arc::clone(&self.control);
+            let shared = Arc::clone(&self.shared);
+            handle.spawn(async move { close_inner(&pc, &control, &shared).await });
+        }
+    }
+}
+
+fn spawn_control_reader(control: Arc<dyn DataChannel>, shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        while let Some(event) = control.poll().await {
+            match event {
+                DataChannelEvent::OnOpen => shared.emit(RtcEvent::ControlOpen),
+                // Peerix ignores text on the control channel (§6.2).
+                DataChannelEvent::OnMessage(msg) if !msg.is_string => {
+                    shared.emit(RtcEvent::ControlMessage(msg.data.freeze()));
+                }
+                DataChannelEvent::OnClose => shared.emit_control_closed(),
+                _ => {}
+            }
+        }
+        // The stream ends only when the connection is closed or its driver stopped.
+        shared.emit_closed();
+    });
+}
+
+impl std::fmt::Debug for RtcPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtcPeer")
+            .field("signaling", &self.signaling_state())
+            .field("local_ufrag", &self.local_ufrag())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdp_attr_takes_first() {
+        let sdp = "v=0\r\na=ice-ufrag:abcd\r\nm=application 9\r\na=mid:0\r\na=ice-ufrag:zzz\r\n";
+        assert_eq!(sdp_attr(sdp, "ice-ufrag").as_deref(), Some("abcd"));
+        assert_eq!(sdp_attr(sdp, "mid").as_deref(), Some("0"));
+        assert_eq!(sdp_attr(sdp, "ice-pwd"), None);
+        assert_eq!(sdp_attr("a=ice-ufragX:1", "ice-ufrag"), None);
+    }
+
+    #[test]
+    fn json_shapes() {
+        let c = IceCandidateInit {
+            candidate: "candidate:1 1 udp 1 1.2.3.4 5 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: Some("uf".into()),
+        };
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"candidate":"candidate:1 1 udp 1 1.2.3.4 5 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"uf"}"#
+        );
+        let d = SessionDescription {
+            r#type: "offer".into(),
+            sdp: "v=0".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&d).unwrap_or_default(),
+            r#"{"type":"offer","sdp":"v=0"}"#
+        );
+        let parsed: IceCandidateInit =
+            serde_json::from_str(r#"{"candidate":"x","sdpMid":null}"#).unwrap_or_default();
+        assert_eq!(parsed.candidate, "x");
+        assert_eq!(parsed.username_fragment, None);
+    }
+}

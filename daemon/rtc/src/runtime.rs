@@ -1,0 +1,117 @@
+//! A thin [`Runtime`] wrapper over webrtc's `TokioRuntime` that tunes every UDP socket the
+//! driver binds.
+//!
+//! Why: the driver never sets `SO_RCVBUF`, and at the kernel default (~208 KiB) a bulk
+//! data-channel transfer overruns the socket while the single driver task is busy, which shows
+//! up as `RcvbufErrors` in `/proc/net/snmp` and as SCTP retransmission stalls (1–6 MB/s
+//! instead of 100+ MB/s). The driver hands every socket it binds (the mDNS one included)
+//! through [`Runtime::wrap_udp_socket`], so this is the one place we can reach them without
+//! forking the crate.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
+    TokioRuntime,
+};
+
+/// Delegates everything to [`TokioRuntime`] except socket wrapping, where it first enlarges
+/// the kernel buffers.
+#[derive(Debug)]
+pub(crate) struct TunedRuntime {
+    inner: TokioRuntime,
+    recv_buffer: usize,
+    send_buffer: usize,
+}
+
+impl TunedRuntime {
+    /// `recv_buffer`/`send_buffer` of 0 leave the kernel default in place.
+    pub(crate) fn new(recv_buffer: usize, send_buffer: usize) -> Self {
+        Self {
+            inner: TokioRuntime,
+            recv_buffer,
+            send_buffer,
+        }
+    }
+}
+
+impl Runtime for TunedRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        self.inner.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn JoinHandle> {
+        self.inner.spawn_reactor(reactor_pool_size, future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let sock_ref = socket2::SockRef::from(&socket);
+        // Best effort: the kernel silently caps at net.core.{r,w}mem_max, and a failure here
+        // only costs throughput, never correctness, so it must not fail the connection.
+        if self.recv_buffer > 0 {
+            if let Err(err) = sock_ref.set_recv_buffer_size(self.recv_buffer) {
+                tracing::debug!("SO_RCVBUF {} failed: {err}", self.recv_buffer);
+            }
+        }
+        if self.send_buffer > 0 {
+            if let Err(err) = sock_ref.set_send_buffer_size(self.send_buffer) {
+                tracing::debug!("SO_SNDBUF {} failed: {err}", self.send_buffer);
+            }
+        }
+        self.inner.wrap_udp_socket(socket)
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        self.inner.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        self.inner.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        self.inner.resolve_host(host)
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        self.inner.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.inner.block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "peerix-tuned-tokio"
+    }
+}

@@ -1,0 +1,421 @@
+//! `ChannelActor`: one per user data channel (one label on one peer connection). Speaks Peerix's
+//! framing (§7): chunking, reassembly, acknowledgements and aborts, and turns channel traffic into
+//! `channel:*` events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use peerix_rtc::{ChannelEvent, RtcChannel};
+use peerix_wire::frame::Frame;
+use peerix_wire::transfer::{Chunker, Outcome, PayloadType, Reassembler, TransferIds};
+use rmpv::Value;
+use tokio::sync::{oneshot, Mutex, Notify};
+
+use super::event_bus::{Emit, EventBus, EventRecord};
+use super::{error_value, json_to_msgpack, ReceiverStream};
+
+/// How long Peerix waits for the receiver's ack after the last frame (§7.4).
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a frame may wait for room in the send buffer before the transfer fails (§7.4).
+const BUFFER_WAIT: Duration = Duration::from_secs(10);
+/// Send-buffer high-water mark. Peerix uses 256 KiB; loopback and LAN links profit from more
+/// in flight, and the browser side does not observe the difference.
+const HIGH_WATER: usize = 1 << 20;
+/// Low-water mark that wakes a waiting sender.
+const LOW_WATER: usize = 256 << 10;
+
+/// Limits and identity shared by every channel of a room.
+#[derive(Clone)]
+pub struct ChannelContext {
+    /// Room name.
+    pub room: String,
+    /// Remote peer id.
+    pub peer: String,
+    /// Event bus.
+    pub bus: Addr<EventBus>,
+    /// Largest incoming message we reassemble.
+    pub max_message_size: usize,
+    /// Largest `data` part in one `channel:message` event.
+    pub inline_limit: usize,
+}
+
+/// Where progress of one send request goes.
+#[derive(Clone)]
+pub struct ProgressTo {
+    /// The session.
+    pub to: Recipient<SendProgress>,
+    /// The request id it reports for.
+    pub request: u64,
+}
+
+/// A progress report for a send (current bytes of total).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct SendProgress {
+    /// The request id.
+    pub request: u64,
+    /// Remote peer.
+    pub peer: String,
+    /// Channel label.
+    pub label: String,
+    /// Bytes handed to the channel so far.
+    pub current: u64,
+    /// Total bytes.
+    pub total: u64,
+    /// Last frame sent.
+    pub done: bool,
+}
+
+/// One outgoing application message.
+#[derive(Clone)]
+pub struct OutgoingMessage {
+    /// Peerix payload type.
+    pub kind: PayloadType,
+    /// Optional `info` JSON bytes.
+    pub info: Option<Vec<u8>>,
+    /// Payload bytes.
+    pub data: Bytes,
+}
+
+/// Send a message; resolves when the remote acknowledged it.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct ChannelSend {
+    /// The message.
+    pub message: OutgoingMessage,
+    /// Where to report progress, if anyone asked.
+    pub progress: Option<ProgressTo>,
+}
+
+/// Close the channel (SCTP stream reset; no control message, §7.6).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseChannel;
+
+/// Sent to the owning peer when the channel is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelGone {
+    /// Label.
+    pub label: String,
+    /// The actor that went away (a newer channel may have replaced it).
+    pub addr: Addr<ChannelActor>,
+}
+
+type AckMap = Arc<std::sync::Mutex<HashMap<u32, oneshot::Sender<Result<(), String>>>>>;
+
+/// The channel actor.
+pub struct ChannelActor {
+    cx: ChannelContext,
+    channel: RtcChannel,
+    framed: bool,
+    owner: Recipient<ChannelGone>,
+    ids: Arc<std::sync::Mutex<TransferIds>>,
+    send_lock: Arc<Mutex<()>>,
+    drained: Arc<Notify>,
+    acks: AckMap,
+    reassembler: Reassembler,
+    open: bool,
+    closed: bool,
+}
+
+impl ChannelActor {
+    /// Wraps an RTC channel. `open` tells whether it is already open (remote channels arrive open).
+    pub fn new(cx: ChannelContext, channel: RtcChannel, owner: Recipient<ChannelGone>) -> Self {
+        // Framing is used only on ordered channels without a sub-protocol (§7.2).
+        let framed = channel.ordered() && channel.protocol().is_empty();
+        let reassembler = Reassembler::new(cx.max_message_size);
+        Self {
+            cx,
+            channel,
+            framed,
+            owner,
+            ids: Arc::new(std::sync::Mutex::new(TransferIds::default())),
+            send_lock: Arc::new(Mutex::new(())),
+            drained: Arc::new(Notify::new()),
+            acks: Arc::default(),
+            reassembler,
+            open: false,
+            closed: false,
+        }
+    }
+
+    fn emit(&self, name: &str, mut fields: Vec<(&str, Value)>) {
+        let mut base = vec![
+            ("peer", Value::from(self.cx.peer.as_str())),
+            ("id", Value::from(self.cx.peer.as_str())),
+            ("label", Value::from(self.channel.label())),
+        ];
+        base.append(&mut fields);
+        self.cx.bus.do_send(Emit(EventRecord::new(name, Some(&self.cx.room), base)));
+    }
+
+    fn emit_message(&self, kind: &str, transfer: u32, data: &[u8], info: Option<&serde_json::Value>, text: bool) {
+        let info_v = info.map(json_to_msgpack).unwrap_or(Value::Nil);
+        let total = data.len() as u64;
+        // JSON and text arrive as whole values when they fit; anything bigger is split into parts
+        // so that no event frame exceeds the IPC limit.
+        if data.len() <= self.cx.inline_limit {
+            let value = match kind {
+                "json" => match serde_json::from_slice::<serde_json::Value>(data) {
+                    Ok(v) => json_to_msgpack(&v),
+                    Err(_) => Value::from(String::from_utf8_lossy(data).as_ref()),
+                },
+                _ if text => Value::from(String::from_utf8_lossy(data).as_ref()),
+                _ => Value::Binary(data.to_vec()),
+            };
+            self.emit(
+                "channel:message",
+                vec![
+                    ("type", Value::from(kind)),
+                    ("data", value),
+                    ("info", info_v),
+                    ("transfer", Value::from(transfer)),
+                    ("offset", Value::from(0u64)),
+                    ("total", Value::from(total)),
+                    ("final", Value::Boolean(true)),
+                ],
+            );
+            return;
+        }
+        let mut offset = 0usize;
+        for part in data.chunks(self.cx.inline_limit) {
+            let last = offset + part.len() == data.len();
+            self.emit(
+                "channel:message",
+                vec![
+                    ("type", Value::from(kind)),
+                    ("data", Value::Binary(part.to_vec())),
+                    ("info", if offset == 0 { info_v.clone() } else { Value::Nil }),
+                    ("transfer", Value::from(transfer)),
+                    ("offset", Value::from(offset as u64)),
+                    ("total", Value::from(total)),
+                    ("final", Value::Boolean(last)),
+                ],
+            );
+            offset += part.len();
+        }
+    }
+
+    fn send_raw(&self, ctx: &mut Context<Self>, frame: Vec<u8>) {
+        let ch = self.channel.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = ch.send(Bytes::from(frame)).await {
+                    tracing::debug!(error = %e, "sending control frame failed");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn on_frame(&mut self, ctx: &mut Context<Self>, data: &[u8]) {
+        let frame = match Frame::decode(data) {
+            Ok(f) => f,
+            Err(e) => {
+                self.emit(
+                    "channel:error",
+                    vec![("error", error_value("DATACHANNEL_ERROR", &format!("Failed to decode message: {e}")))],
+                );
+                return;
+            }
+        };
+        for outcome in self.reassembler.feed(frame) {
+            match outcome {
+                Outcome::Completed { id, payload_type, info, data, send_ack, .. } => {
+                    let (name, text) = match payload_type {
+                        PayloadType::Text => ("text", true),
+                        PayloadType::Json => ("json", false),
+                        PayloadType::Blob => ("blob", false),
+                        _ => ("bytes", false),
+                    };
+                    if let Some(ack) = send_ack {
+                        self.send_raw(ctx, ack);
+                    }
+                    self.emit_message(name, id, &data, info.as_ref(), text);
+                }
+                Outcome::OutgoingAcked(id) => {
+                    if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Outcome::OutgoingAborted(id) => {
+                    if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
+                        let _ = tx.send(Err("Aborted by receiver".into()));
+                    }
+                }
+                Outcome::Aborted { id, reason, send_abort } => {
+                    tracing::debug!(label = self.channel.label(), id, ?reason, "incoming transfer aborted");
+                    if let Some(f) = send_abort {
+                        self.send_raw(ctx, f);
+                    }
+                }
+                Outcome::Error(e) => {
+                    self.emit("channel:error", vec![("error", error_value("DATACHANNEL_ERROR", &e.to_string()))]);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, why: &str) {
+        if let Ok(mut m) = self.acks.lock() {
+            for (_, tx) in m.drain() {
+                let _ = tx.send(Err(why.to_string()));
+            }
+        }
+    }
+}
+
+impl Actor for ChannelActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.channel.set_buffered_amount_low_threshold(LOW_WATER);
+        if let Some(rx) = self.channel.take_events() {
+            ctx.add_stream(ReceiverStream::new(rx));
+        }
+        self.emit("channel:new", vec![]);
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.fail_pending("channel closed");
+        if !self.closed {
+            self.emit("channel:close", vec![]);
+        }
+        let ch = self.channel.clone();
+        actix::spawn(async move { ch.close().await });
+        self.owner.do_send(ChannelGone { label: self.channel.label().to_string(), addr: ctx.address() });
+    }
+}
+
+impl StreamHandler<ChannelEvent> for ChannelActor {
+    fn handle(&mut self, ev: ChannelEvent, ctx: &mut Self::Context) {
+        match ev {
+            ChannelEvent::Open => {
+                if !self.open {
+                    self.open = true;
+                    self.emit("channel:open", vec![]);
+                }
+            }
+            ChannelEvent::Message { binary, data } => {
+                if !self.open {
+                    // Some stacks deliver data before the open callback; the channel is open then.
+                    self.open = true;
+                    self.emit("channel:open", vec![]);
+                }
+                if !self.framed {
+                    let kind = if binary { "bytes" } else { "text" };
+                    self.emit_message(kind, 0, &data, None, !binary);
+                } else if !binary {
+                    // Peerix passes text messages on framed channels through unchanged (§7.2).
+                    self.emit_message("text", 0, &data, None, true);
+                } else {
+                    self.on_frame(ctx, &data);
+                }
+            }
+            ChannelEvent::BufferedAmountLow => self.drained.notify_waiters(),
+            ChannelEvent::Closed => {
+                self.emit("channel:close", vec![]);
+                self.closed = true;
+                ctx.stop();
+            }
+            ChannelEvent::Error(e) => {
+                self.emit("channel:error", vec![("error", error_value("DATACHANNEL_ERROR", &e))]);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if !self.closed {
+            self.emit("channel:close", vec![]);
+            self.closed = true;
+        }
+        ctx.stop();
+    }
+}
+
+impl Handler<CloseChannel> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, _: CloseChannel, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<ChannelSend> for ChannelActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, m: ChannelSend, _: &mut Self::Context) -> Self::Result {
+        if !self.framed {
+            // Unframed channels carry raw messages (unordered/partially reliable or with a protocol).
+            let ch = self.channel.clone();
+            return Box::pin(async move { ch.send(m.message.data).await.map_err(|e| e.to_string()) });
+        }
+        let id = match self.ids.lock() {
+            Ok(mut ids) => ids.next_id(),
+            Err(_) => return Box::pin(async { Err("transfer id counter poisoned".to_string()) }),
+        };
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.insert(id, tx);
+        }
+        let acks = self.acks.clone();
+        let ch = self.channel.clone();
+        let lock = self.send_lock.clone();
+        let drained = self.drained.clone();
+        let peer = self.cx.peer.clone();
+        let label = self.channel.label().to_string();
+        Box::pin(async move {
+            let total = m.message.data.len() as u64;
+            let mut chunker = Chunker::new(id, m.message.kind, m.message.info.clone(), m.message.data.to_vec())
+                .map_err(|e| format!("cannot send: {e}"))?;
+            {
+                let _guard = lock.lock().await;
+                while let Some(frame) = chunker.next() {
+                    let deadline = tokio::time::Instant::now() + BUFFER_WAIT;
+                    while ch.buffered_amount().await + frame.len() > HIGH_WATER {
+                        let wait = drained.notified();
+                        if tokio::time::timeout_at(deadline, async {
+                            tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
+                        })
+                        .await
+                        .is_err()
+                            || tokio::time::Instant::now() >= deadline
+                        {
+                            acks.lock().ok().map(|mut a| a.remove(&id));
+                            let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
+                            return Err("send buffer did not drain within 10 s".to_string());
+                        }
+                    }
+                    if let Err(e) = ch.send(Bytes::from(frame)).await {
+                        acks.lock().ok().map(|mut a| a.remove(&id));
+                        return Err(format!("channel send failed: {e}"));
+                    }
+                    let sent = chunker.bytes_sent() as u64;
+                    if let Some(p) = &m.progress {
+                        p.to.do_send(SendProgress {
+                            request: p.request,
+                            peer: peer.clone(),
+                            label: label.clone(),
+                            current: sent,
+                            total,
+                            done: sent >= total,
+                        });
+                    }
+                }
+            }
+            match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err("channel closed before the remote acknowledged".to_string()),
+                Err(_) => {
+                    acks.lock().ok().map(|mut a| a.remove(&id));
+                    let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
+                    Err("Transfer timed out (no acknowledgement within 10 s)".to_string())
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,456 @@
+//! `Daemon`: the root of the supervision tree. Starts drivers on demand, joins and leaves rooms, and
+//! executes the IPC operations that sessions hand it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use peerix_ipc_proto::{
+    CloseArgs, DriverInfo as DriverInfoOut, JoinArgs, JoinOptions, JoinResult, OpenArgs, OptionFlag, PeerInfo as PeerInfoOut,
+    PeersResult, RoomInfo as RoomInfoOut, StatusResult,
+};
+use peerix_signaling::{connect_driver, DriverConfig, LocalConfig, NatsConfig};
+use peerix_wire::control::ChannelOptions;
+use peerix_wire::identity::Identity;
+use rmpv::Value;
+use sha2::{Digest, Sha256};
+
+use super::channel::{OutgoingMessage, ProgressTo};
+use super::driver::{DriverActor, DriverInfo};
+use super::event_bus::{Emit, EventBus, EventRecord};
+use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers, RoomSend, RoomSetup};
+use super::{error_value, msgpack_to_json};
+use crate::config::{DaemonConfig, NatsDriverConfig, RoomOptions};
+use crate::error::DaemonError;
+
+/// The daemon's version string.
+pub const VERSION: &str = concat!("peerixd/", env!("CARGO_PKG_VERSION"));
+
+/// The root actor.
+pub struct Daemon {
+    cfg: Arc<DaemonConfig>,
+    bus: Addr<EventBus>,
+    master: Identity,
+    drivers: HashMap<String, Addr<DriverActor>>,
+    rooms: HashMap<String, Addr<RoomActor>>,
+}
+
+impl Daemon {
+    /// A daemon with this configuration and machine identity.
+    pub fn new(cfg: Arc<DaemonConfig>, bus: Addr<EventBus>, master: Identity) -> Self {
+        Self { cfg, bus, master, drivers: HashMap::new(), rooms: HashMap::new() }
+    }
+
+    /// Derives this room's identity from the machine identity. One identity per machine, but a
+    /// distinct Peerix id per room: personal namespaces of two rooms on one driver would otherwise
+    /// collide, and packets carry no room.
+    fn room_identity(&self, room: &str, driver: &str) -> Identity {
+        let secret = self.master.secret_bytes();
+        for counter in 0u32.. {
+            let mut h = Sha256::new();
+            h.update(b"peerixd room identity v1\0");
+            h.update(secret);
+            h.update(driver.as_bytes());
+            h.update([0]);
+            h.update(room.as_bytes());
+            h.update(counter.to_be_bytes());
+            if let Ok(id) = Identity::from_secret_bytes(&h.finalize()) {
+                return id;
+            }
+        }
+        Identity::generate()
+    }
+
+    fn driver_config(&self, name: &str) -> Result<DriverConfig, DaemonError> {
+        match name {
+            "local" => Ok(DriverConfig::Local(LocalConfig { dir: self.cfg.drivers.local.dir.clone() })),
+            "memory" => Ok(DriverConfig::Memory),
+            "nats" => {
+                let n = self.cfg.drivers.nats.as_ref().ok_or_else(|| DaemonError::NoSuchDriver("nats".into()))?;
+                Ok(DriverConfig::Nats(nats_config(n)))
+            }
+            other => Err(DaemonError::NoSuchDriver(other.to_string())),
+        }
+    }
+
+    /// Returns the running driver actor, starting the driver if needed.
+    fn driver(&mut self, name: &str, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Addr<DriverActor>, DaemonError>> {
+        if let Some(d) = self.drivers.get(name).filter(|d| d.connected()) {
+            let d = d.clone();
+            return Box::pin(async move { Ok(d) }.into_actor(self));
+        }
+        let cfg = match self.driver_config(name) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
+        };
+        let _ = ctx;
+        let name = name.to_string();
+        let bus = self.bus.clone();
+        Box::pin(
+            async move {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = connect_driver(cfg, tx)
+                    .await
+                    .map_err(|e| DaemonError::Driver { driver: name.clone(), message: e.to_string() })?;
+                Ok::<_, DaemonError>((name, driver, rx, bus))
+            }
+            .into_actor(self)
+            .map(|res, act, _| {
+                let (name, driver, rx, bus) = res?;
+                // Two joins may race to start the same driver; keep the first.
+                if let Some(d) = act.drivers.get(&name).filter(|d| d.connected()) {
+                    let d = d.clone();
+                    actix::spawn(async move { driver.close().await });
+                    return Ok(d);
+                }
+                tracing::info!(driver = %name, kind = driver.kind(), "driver started");
+                let addr = DriverActor::new(name.clone(), driver, rx, bus).start();
+                act.drivers.insert(name, addr.clone());
+                Ok(addr)
+            }),
+        )
+    }
+
+    fn join(&mut self, args: JoinArgs, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Value, DaemonError>> {
+        if let Some(room) = self.rooms.get(&args.room).filter(|r| r.connected()) {
+            // Joining twice returns the existing membership (Peerix: a second join is a no-op).
+            let room = room.clone();
+            return Box::pin(
+                async move {
+                    let info = room.send(RoomInfo).await?;
+                    Ok(join_result(&info.room, &info.id, &info.metadata))
+                }
+                .into_actor(self),
+            );
+        }
+        let driver_name = args.driver.clone().unwrap_or_else(|| self.cfg.default_driver.clone());
+        let options = match merge_options(&self.cfg.room_defaults, args.options.as_ref()) {
+            Ok(o) => o,
+            Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
+        };
+        let metadata = args.metadata.as_ref().map(msgpack_to_json).unwrap_or(serde_json::Value::Null);
+        let room = args.room.clone();
+        Box::pin(self.driver(&driver_name, ctx).map(move |res, act, _| {
+            let driver = res?;
+            if let Some(r) = act.rooms.get(&room).filter(|r| r.connected()) {
+                // A concurrent join won the race.
+                let _ = r;
+                return Err(DaemonError::BadRequest(format!("room {room:?} is being joined")));
+            }
+            let identity = act.room_identity(&room, &driver_name);
+            let id = identity.id().to_string();
+            let setup = RoomSetup {
+                room: room.clone(),
+                driver_name,
+                driver,
+                bus: act.bus.clone(),
+                options,
+                webrtc: act.cfg.webrtc.clone(),
+                identity,
+                metadata: metadata.clone(),
+                max_message_size: act.cfg.ipc.max_message_size as usize,
+                inline_limit: act.cfg.ipc.inline_message_limit as usize,
+            };
+            let addr = RoomActor::new(setup).start();
+            act.rooms.insert(room.clone(), addr);
+            Ok(join_result(&room, &id, &metadata))
+        }))
+    }
+
+    fn room(&self, name: &str) -> Result<Addr<RoomActor>, DaemonError> {
+        self.rooms.get(name).filter(|r| r.connected()).cloned().ok_or_else(|| DaemonError::NotJoined(name.to_string()))
+    }
+}
+
+fn join_result(room: &str, id: &str, metadata: &serde_json::Value) -> Value {
+    let r = JoinResult { room: room.to_string(), id: id.to_string(), metadata: super::json_to_msgpack(metadata) };
+    peerix_ipc_proto::to_value(&r).unwrap_or(Value::Nil)
+}
+
+fn flag(f: &Option<OptionFlag>) -> Option<bool> {
+    match f {
+        None => None,
+        Some(OptionFlag::Bool(b)) => Some(*b),
+        // Peerix accepts an algorithm name where a flag is expected; any name means "on".
+        Some(OptionFlag::Name(_)) => Some(true),
+    }
+}
+
+/// Applies per-join overrides (Peerix option names) to the daemon's room defaults.
+pub fn merge_options(defaults: &RoomOptions, o: Option<&JoinOptions>) -> Result<RoomOptions, DaemonError> {
+    let mut out = defaults.clone();
+    let Some(o) = o else { return Ok(out) };
+    if let Some(v) = flag(&o.namespace_hashing) {
+        out.namespace_hashing = v;
+    }
+    if let Some(v) = flag(&o.signaling_compression) {
+        out.signaling_compression = v;
+    }
+    if let Some(v) = flag(&o.signaling_encryption) {
+        out.signaling_encryption = v;
+    }
+    if let Some(v) = o.connection_timeout {
+        out.connection_timeout = v;
+    }
+    if let Some(v) = o.ice_candidate_debounce {
+        out.ice_candidate_debounce = v;
+    }
+    if let Some(servers) = &o.ice_servers {
+        out.ice_servers = servers
+            .iter()
+            .map(|s| crate::config::IceServerConfig { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
+            .collect();
+    }
+    if let Some(p) = o.ice_transport_policy {
+        out.ice_transport_policy = match p {
+            peerix_ipc_proto::IceTransportPolicy::All => crate::config::IceTransportPolicy::All,
+            peerix_ipc_proto::IceTransportPolicy::Relay => crate::config::IceTransportPolicy::Relay,
+        };
+    }
+    Ok(out)
+}
+
+/// The signaling crate's NATS configuration from ours.
+pub fn nats_config(n: &NatsDriverConfig) -> NatsConfig {
+    NatsConfig {
+        servers: n.servers.clone(),
+        prefix: n.prefix.clone(),
+        user: n.user.clone(),
+        password: n.password.clone(),
+        token: n.token.clone(),
+        nkey_seed: n.nkey_seed.clone(),
+        creds_file: n.creds_file.clone(),
+        tls_ca_file: n.tls_ca_file.clone(),
+        tls_client_cert: n.tls_client_cert.clone(),
+        tls_client_key: n.tls_client_key.clone(),
+        require_tls: n.require_tls,
+        connect_timeout: std::time::Duration::from_millis(n.connect_timeout),
+        ..NatsConfig::default()
+    }
+}
+
+impl Actor for Daemon {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(id = %self.master.id(), "daemon started");
+        // Rooms from the configuration are joined at start; failures are events, not a dead daemon.
+        for r in self.cfg.rooms.clone() {
+            let args = JoinArgs {
+                room: r.id.clone(),
+                metadata: r.metadata.as_ref().map(super::json_to_msgpack),
+                driver: r.driver.clone(),
+                options: None,
+            };
+            let labels = r.channels.clone();
+            let fut = self.join(args, ctx).map(move |res, act, _| match res {
+                Ok(_) => {
+                    if let Ok(room) = act.room(&r.id) {
+                        for label in labels {
+                            room.do_send(RoomOpen { options: ChannelOptions { label, ..Default::default() }, to: None });
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(room = %r.id, error = %e, "joining configured room failed");
+                    act.bus.do_send(Emit(EventRecord::new(
+                        "error",
+                        Some(&r.id),
+                        vec![("error", error_value(e.code().as_str(), &e.to_string()))],
+                    )));
+                }
+            });
+            ctx.spawn(fut);
+        }
+    }
+}
+
+/// An operation for the daemon (everything except the session-local ones).
+#[derive(Message)]
+#[rtype(result = "Result<Value, DaemonError>")]
+pub enum Exec {
+    /// `status`.
+    Status,
+    /// `join`.
+    Join(JoinArgs),
+    /// `leave`.
+    Leave(String),
+    /// `peers`.
+    Peers(String),
+    /// `open`.
+    Open(OpenArgs),
+    /// `close`.
+    Close(CloseArgs),
+    /// A complete message to send.
+    Send {
+        /// Room.
+        room: String,
+        /// Label.
+        label: String,
+        /// Only this peer.
+        to: Option<String>,
+        /// Message.
+        message: OutgoingMessage,
+        /// Progress.
+        progress: Option<ProgressTo>,
+        /// Transfer token reported back.
+        transfer: u64,
+    },
+}
+
+impl Handler<Exec> for Daemon {
+    type Result = ResponseActFuture<Self, Result<Value, DaemonError>>;
+
+    fn handle(&mut self, m: Exec, ctx: &mut Self::Context) -> Self::Result {
+        fn done(v: Result<Value, DaemonError>) -> futures::future::Ready<Result<Value, DaemonError>> {
+            futures::future::ready(v)
+        }
+        match m {
+            Exec::Join(args) => self.join(args, ctx),
+            Exec::Status => {
+                let drivers: Vec<(String, Addr<DriverActor>)> = self.drivers.iter().map(|(n, a)| (n.clone(), a.clone())).collect();
+                let rooms: Vec<Addr<RoomActor>> = self.rooms.values().cloned().collect();
+                let id = self.master.id().to_string();
+                Box::pin(
+                    async move {
+                        let mut out = StatusResult { version: VERSION.to_string(), id, drivers: vec![], rooms: vec![] };
+                        for (name, d) in drivers {
+                            if let Ok((kind, active)) = d.send(DriverInfo).await {
+                                out.drivers.push(DriverInfoOut { name, kind, active });
+                            }
+                        }
+                        for r in rooms {
+                            if let Ok(info) = r.send(RoomInfo).await {
+                                out.rooms.push(RoomInfoOut {
+                                    room: info.room,
+                                    driver: info.driver,
+                                    peers: info.peers as u64,
+                                    channels: info.channels,
+                                });
+                            }
+                        }
+                        out.rooms.sort_by(|a, b| a.room.cmp(&b.room));
+                        out.drivers.sort_by(|a, b| a.name.cmp(&b.name));
+                        peerix_ipc_proto::to_value(&out).map_err(|e| DaemonError::Internal(e.to_string()))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Leave(room) => {
+                let r = self.rooms.remove(&room).filter(|r| r.connected());
+                Box::pin(
+                    async move {
+                        match r {
+                            Some(r) => {
+                                r.send(Leave).await?;
+                                Ok(super::event_bus::obj(vec![]))
+                            }
+                            None => Err(DaemonError::NotJoined(room)),
+                        }
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Peers(room) => {
+                let r = self.room(&room);
+                Box::pin(
+                    async move {
+                        let peers = r?.send(RoomPeers).await?;
+                        let out = PeersResult {
+                            peers: peers
+                                .into_iter()
+                                .map(|p| PeerInfoOut {
+                                    id: p.id,
+                                    state: p.state.as_str().to_string(),
+                                    metadata: super::json_to_msgpack(&p.metadata),
+                                    channels: p.channels,
+                                })
+                                .collect(),
+                        };
+                        peerix_ipc_proto::to_value(&out).map_err(|e| DaemonError::Internal(e.to_string()))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Open(a) => {
+                let r = self.room(&a.room);
+                let options = ChannelOptions {
+                    label: a.label,
+                    protocol: a.protocol,
+                    ordered: a.ordered,
+                    max_packet_life_time: a.max_packet_life_time.map(u32::from),
+                    max_retransmits: a.max_retransmits.map(u32::from),
+                };
+                if options.label.is_empty() {
+                    return Box::pin(done(Err(DaemonError::BadRequest("open: `label` must not be empty (the empty label is Peerix's control channel)".into()))).into_actor(self));
+                }
+                Box::pin(
+                    async move {
+                        r?.send(RoomOpen { options, to: a.to }).await??;
+                        Ok(super::event_bus::obj(vec![]))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Close(a) => {
+                let r = self.room(&a.room);
+                Box::pin(
+                    async move {
+                        r?.send(RoomClose { label: a.label, to: a.to }).await??;
+                        Ok(super::event_bus::obj(vec![]))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Send { room, label, to, message, progress, transfer } => {
+                let r = self.room(&room);
+                Box::pin(
+                    async move {
+                        let results = r?.send(RoomSend { label, to, message, progress }).await??;
+                        let peers: Vec<Value> = results
+                            .into_iter()
+                            .map(|(id, res)| {
+                                let mut f = vec![("id", Value::from(id.as_str())), ("ok", Value::Boolean(res.is_ok()))];
+                                if let Err(e) = res {
+                                    f.push(("error", error_value("SEND_FAILED", &e)));
+                                }
+                                super::event_bus::obj(f)
+                            })
+                            .collect();
+                        Ok(super::event_bus::obj(vec![("transfer", Value::from(transfer)), ("peers", Value::Array(peers))]))
+                    }
+                    .into_actor(self),
+                )
+            }
+        }
+    }
+}
+
+/// The machine identity's id (for the handshake).
+#[derive(Message)]
+#[rtype(result = "String")]
+pub struct DaemonId;
+
+impl Handler<DaemonId> for Daemon {
+    type Result = String;
+    fn handle(&mut self, _: DaemonId, _: &mut Self::Context) -> String {
+        self.master.id().to_string()
+    }
+}
+
+/// Leave every room (daemon shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaveAll;
+
+impl Handler<LeaveAll> for Daemon {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: LeaveAll, _: &mut Self::Context) -> Self::Result {
+        let rooms: Vec<Addr<RoomActor>> = self.rooms.drain().map(|(_, r)| r).collect();
+        Box::pin(async move {
+            for r in rooms {
+                let _ = r.send(Leave).await;
+            }
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! `DriverActor`: one per signaling driver. Owns the transport, routes incoming packets to the rooms
+//! that subscribed their namespace, and reports liveness so rooms can re-announce.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use peerix_signaling::{Driver, DriverEvent};
+use rmpv::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_stream_shim::ReceiverStream;
+
+use super::event_bus::{Emit, EventBus, EventRecord};
+use crate::error::DaemonError;
+
+/// A signaling packet for a room.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Incoming {
+    /// Namespace it arrived on.
+    pub namespace: String,
+    /// Raw packet.
+    pub payload: Bytes,
+}
+
+/// The driver became active again: rooms re-announce (spec §3.1).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct DriverActive;
+
+/// Subscribe a room to a namespace.
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct Sub {
+    /// Room actor identity (its room name), to unsubscribe later.
+    pub owner: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Where packets go.
+    pub incoming: Recipient<Incoming>,
+    /// Where liveness goes.
+    pub active: Recipient<DriverActive>,
+}
+
+/// Drop all subscriptions of a room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnsubAll {
+    /// Room name.
+    pub owner: String,
+}
+
+/// Publish a packet.
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct Publish {
+    /// Namespace.
+    pub namespace: String,
+    /// Raw packet.
+    pub payload: Bytes,
+}
+
+/// Ask for `(kind, active)`.
+#[derive(Message)]
+#[rtype(result = "(String, bool)")]
+pub struct DriverInfo;
+
+struct Subscription {
+    owner: String,
+    incoming: Recipient<Incoming>,
+    active: Recipient<DriverActive>,
+}
+
+/// The driver actor.
+pub struct DriverActor {
+    name: String,
+    driver: Arc<dyn Driver>,
+    events: Option<UnboundedReceiver<DriverEvent>>,
+    subs: HashMap<String, Vec<Subscription>>,
+    bus: Addr<EventBus>,
+}
+
+impl DriverActor {
+    /// Wraps a started driver and the receiver of its events.
+    pub fn new(name: String, driver: Arc<dyn Driver>, events: UnboundedReceiver<DriverEvent>, bus: Addr<EventBus>) -> Self {
+        Self { name, driver, events: Some(events), subs: HashMap::new(), bus }
+    }
+}
+
+impl Actor for DriverActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(rx) = self.events.take() {
+            ctx.add_stream(ReceiverStream::new(rx));
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let d = self.driver.clone();
+        actix::spawn(async move { d.close().await });
+    }
+}
+
+impl StreamHandler<DriverEvent> for DriverActor {
+    fn handle(&mut self, ev: DriverEvent, _: &mut Self::Context) {
+        match ev {
+            DriverEvent::Message { namespace, payload } => {
+                if let Some(subs) = self.subs.get(&namespace) {
+                    for s in subs {
+                        s.incoming.do_send(Incoming { namespace: namespace.clone(), payload: payload.clone() });
+                    }
+                }
+            }
+            DriverEvent::Active(active) => {
+                tracing::info!(driver = %self.name, active, "driver liveness changed");
+                let name = if active { "driver:active" } else { "driver:inactive" };
+                self.bus.do_send(Emit(EventRecord::new(name, None, vec![("driver", Value::from(self.name.as_str()))])));
+                if active {
+                    let mut seen = std::collections::HashSet::new();
+                    for s in self.subs.values().flatten() {
+                        if seen.insert(s.owner.clone()) {
+                            s.active.do_send(DriverActive);
+                        }
+                    }
+                }
+            }
+            DriverEvent::Error(message) => {
+                tracing::warn!(driver = %self.name, %message, "driver error");
+                self.bus.do_send(Emit(EventRecord::new(
+                    "error",
+                    None,
+                    vec![
+                        ("driver", Value::from(self.name.as_str())),
+                        ("error", super::error_value("DRIVER_ERROR", &message)),
+                    ],
+                )));
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The driver's event channel closed: the transport is gone for good.
+        tracing::warn!(driver = %self.name, "driver event stream ended");
+    }
+}
+
+impl Handler<Sub> for DriverActor {
+    type Result = ResponseFuture<Result<(), DaemonError>>;
+    fn handle(&mut self, m: Sub, _: &mut Self::Context) -> Self::Result {
+        let first = !self.subs.contains_key(&m.namespace);
+        self.subs.entry(m.namespace.clone()).or_default().push(Subscription {
+            owner: m.owner,
+            incoming: m.incoming,
+            active: m.active,
+        });
+        let driver = self.driver.clone();
+        let name = self.name.clone();
+        Box::pin(async move {
+            if first {
+                driver
+                    .subscribe(&m.namespace)
+                    .await
+                    .map_err(|e| DaemonError::Driver { driver: name, message: e.to_string() })?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<UnsubAll> for DriverActor {
+    type Result = ();
+    fn handle(&mut self, m: UnsubAll, _: &mut Self::Context) {
+        let mut emptied = Vec::new();
+        for (ns, subs) in self.subs.iter_mut() {
+            subs.retain(|s| s.owner != m.owner);
+            if subs.is_empty() {
+                emptied.push(ns.clone());
+            }
+        }
+        for ns in &emptied {
+            self.subs.remove(ns);
+        }
+        let driver = self.driver.clone();
+        actix::spawn(async move {
+            for ns in emptied {
+                if let Err(e) = driver.unsubscribe(&ns).await {
+                    tracing::debug!(%ns, error = %e, "unsubscribe failed");
+                }
+            }
+        });
+    }
+}
+
+impl Handler<Publish> for DriverActor {
+    type Result = ResponseFuture<Result<(), DaemonError>>;
+    fn handle(&mut self, m: Publish, _: &mut Self::Context) -> Self::Result {
+        let driver = self.driver.clone();
+        let name = self.name.clone();
+        Box::pin(async move {
+            driver
+                .publish(&m.namespace, m.payload)
+                .await
+                .map_err(|e| DaemonError::Driver { driver: name, message: e.to_string() })
+        })
+    }
+}
+
+impl Handler<DriverInfo> for DriverActor {
+    type Result = MessageResult<DriverInfo>;
+    fn handle(&mut self, _: DriverInfo, _: &mut Self::Context) -> Self::Result {
+        MessageResult((self.driver.kind().to_string(), self.driver.is_active()))
+    }
+}
+
+/// A tiny adapter from a tokio receiver to a `Stream`, so actors can `add_stream` it without
+/// pulling in tokio-stream.
+pub(crate) mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    /// Wraps an unbounded receiver as a stream.
+    pub struct ReceiverStream<T>(UnboundedReceiver<T>);
+    impl<T> ReceiverStream<T> {
+        /// Wraps `rx`.
+        pub fn new(rx: UnboundedReceiver<T>) -> Self {
+            Self(rx)
+        }
+    }
+    impl<T> futures::Stream for ReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `EventBus`: numbers every lifecycle event and fans it out to the subscribed client sessions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use peerix_ipc_proto::EventFilter;
+use rmpv::Value;
+
+/// One event as produced inside the daemon, before it is numbered.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// Peerix event name, e.g. `connection:connected`.
+    pub name: String,
+    /// Room the event belongs to, if any.
+    pub room: Option<String>,
+    /// Event payload (a map).
+    pub data: Value,
+}
+
+impl EventRecord {
+    /// Builds an event from `(key, value)` pairs.
+    pub fn new(name: impl Into<String>, room: Option<&str>, fields: Vec<(&str, Value)>) -> Self {
+        Self { name: name.into(), room: room.map(str::to_owned), data: obj(fields) }
+    }
+}
+
+/// Builds a MessagePack map with string keys.
+pub fn obj(fields: Vec<(&str, Value)>) -> Value {
+    Value::Map(fields.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+}
+
+/// Publish an event.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Emit(pub EventRecord);
+
+/// A numbered event delivered to a session.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// Per-daemon sequence number.
+    pub seq: u64,
+    /// The event.
+    pub event: Arc<EventRecord>,
+}
+
+/// Replace a session's subscription (an empty filter list unsubscribes).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    /// Session id.
+    pub session: u64,
+    /// Where to deliver.
+    pub to: Recipient<Deliver>,
+    /// Event patterns and room restriction; `None` unsubscribes.
+    pub filter: Option<EventFilter>,
+}
+
+/// Forget a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe(pub u64);
+
+struct Subscriber {
+    to: Recipient<Deliver>,
+    filter: EventFilter,
+}
+
+/// The event bus actor.
+#[derive(Default)]
+pub struct EventBus {
+    seq: u64,
+    subscribers: HashMap<u64, Subscriber>,
+}
+
+impl Actor for EventBus {
+    type Context = Context<Self>;
+}
+
+impl Handler<Emit> for EventBus {
+    type Result = ();
+    fn handle(&mut self, Emit(ev): Emit, _: &mut Self::Context) {
+        self.seq += 1;
+        tracing::debug!(seq = self.seq, name = %ev.name, room = ?ev.room, "event");
+        let ev = Arc::new(ev);
+        for sub in self.subscribers.values() {
+            if sub.filter.matches(&ev.name, ev.room.as_deref()) {
+                sub.to.do_send(Deliver { seq: self.seq, event: ev.clone() });
+            }
+        }
+    }
+}
+
+impl Handler<Subscribe> for EventBus {
+    type Result = ();
+    fn handle(&mut self, m: Subscribe, _: &mut Self::Context) {
+        match m.filter {
+            None => {
+                self.subscribers.remove(&m.session);
+            }
+            Some(filter) => {
+                self.subscribers.insert(m.session, Subscriber { to: m.to, filter });
+            }
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for EventBus {
+    type Result = ();
+    fn handle(&mut self, m: Unsubscribe, _: &mut Self::Context) {
+        self.subscribers.remove(&m.0);
+    }
+}

@@ -1,0 +1,697 @@
+//! `PeerActor`: one per remote peer, owning exactly one RTCPeerConnection. It runs Peerix's
+//! connection flow (§5), the control channel (§6) with perfect negotiation, candidate batching, the
+//! connection timer, and supervises the peer's `ChannelActor`s.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use peerix_rtc::{ChannelInit, IceCandidateInit, IceState, RtcConfig, RtcEvent, RtcPeer, SessionDescription, SignalingState};
+use peerix_wire::control::{ChannelOptions, ControlMessage};
+use peerix_wire::packet::SignalType;
+use rmpv::Value;
+use serde_json::json;
+
+use super::channel::{ChannelActor, ChannelContext, ChannelGone, ChannelSend, CloseChannel, OutgoingMessage, ProgressTo};
+use super::event_bus::{Emit, EventBus, EventRecord};
+use super::{error_value, json_to_msgpack, ReceiverStream};
+
+/// Candidates queued per remote peer before they can be applied (Peerix keeps 100, §5.2).
+const MAX_QUEUED_CANDIDATES: usize = 100;
+
+/// Peerix's peer states (§5.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Created, ICE not started.
+    New,
+    /// ICE checking.
+    Connecting,
+    /// ICE connected.
+    Connected,
+    /// ICE disconnected (the connection timer runs).
+    Disconnected,
+    /// Failed (timeout or ICE failure); closes right after.
+    Failed,
+    /// Gone.
+    Closed,
+}
+
+impl PeerState {
+    /// Peerix's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::New => "new",
+            PeerState::Connecting => "connecting",
+            PeerState::Connected => "connected",
+            PeerState::Disconnected => "disconnected",
+            PeerState::Failed => "failed",
+            PeerState::Closed => "closed",
+        }
+    }
+}
+
+/// Everything a peer needs from its room.
+#[derive(Clone)]
+pub struct PeerSetup {
+    /// Room name.
+    pub room: String,
+    /// Our id in this room.
+    pub me: String,
+    /// Remote id.
+    pub remote: String,
+    /// Remote metadata (fixed at creation, §5.4).
+    pub remote_metadata: serde_json::Value,
+    /// Our metadata, sent with offers over signaling.
+    pub my_metadata: serde_json::Value,
+    /// Whether we offer first (we received an invoke).
+    pub initiator: bool,
+    /// WebRTC configuration.
+    pub rtc: RtcConfig,
+    /// Candidate debounce while the control channel is closed.
+    pub debounce: Duration,
+    /// Connection timeout; None disables it.
+    pub timeout: Option<Duration>,
+    /// Labels opened room-wide.
+    pub labels: BTreeMap<String, ChannelOptions>,
+    /// Event bus.
+    pub bus: Addr<EventBus>,
+    /// Channel limits.
+    pub max_message_size: usize,
+    /// Channel inline limit.
+    pub inline_limit: usize,
+}
+
+/// A packet the room must publish to this peer's namespace.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SignalOut {
+    /// Remote id.
+    pub to: String,
+    /// Signal type.
+    pub kind: SignalType,
+    /// JSON array elements.
+    pub message: Vec<serde_json::Value>,
+}
+
+/// A state change reported to the room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerStateChanged {
+    /// Remote id.
+    pub peer: String,
+    /// New state.
+    pub state: PeerState,
+    /// The actor (a newer connection may exist).
+    pub addr: Addr<PeerActor>,
+}
+
+/// Signaling traffic for this peer, from the room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum FromSignaling {
+    /// An offer (the metadata element was consumed by the room).
+    Offer(SessionDescription),
+    /// An answer.
+    Answer(SessionDescription),
+    /// One or more candidates.
+    Candidates(Vec<IceCandidateInit>),
+}
+
+/// Open a label on this peer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OpenLabel(pub ChannelOptions);
+
+/// Close a label on this peer.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CloseLabel(pub String);
+
+/// Send on a label.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct PeerSend {
+    /// Label.
+    pub label: String,
+    /// Message.
+    pub message: OutgoingMessage,
+    /// Progress recipient.
+    pub progress: Option<ProgressTo>,
+}
+
+/// Leave: close everything.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// `(state, open labels)`.
+#[derive(Message)]
+#[rtype(result = "(PeerState, Vec<String>)")]
+pub struct PeerInfo;
+
+enum Op {
+    MakeOffer,
+    Remote { desc: SessionDescription, via_control: bool },
+    Candidate(IceCandidateInit),
+}
+
+/// The peer actor.
+pub struct PeerActor {
+    s: PeerSetup,
+    room: Recipient<SignalOut>,
+    room_state: Recipient<PeerStateChanged>,
+    rtc: Option<RtcPeer>,
+    polite: bool,
+    state: PeerState,
+    ops: VecDeque<Op>,
+    busy: bool,
+    ignoring_offer: bool,
+    remote_ufrag: Option<String>,
+    has_remote: bool,
+    early_candidates: Vec<IceCandidateInit>,
+    signaling_candidates: VecDeque<IceCandidateInit>,
+    batch: Vec<IceCandidateInit>,
+    batch_timer: Option<SpawnHandle>,
+    conn_timer: Option<SpawnHandle>,
+    control_open: bool,
+    channels: HashMap<String, Addr<ChannelActor>>,
+    creating: std::collections::HashSet<String>,
+    closing: bool,
+}
+
+impl PeerActor {
+    /// A new peer for `setup`.
+    pub fn new(s: PeerSetup, room: Recipient<SignalOut>, room_state: Recipient<PeerStateChanged>) -> Self {
+        let polite = peerix_wire::identity::is_polite(&s.me, &s.remote);
+        Self {
+            s,
+            room,
+            room_state,
+            rtc: None,
+            polite,
+            state: PeerState::New,
+            ops: VecDeque::new(),
+            busy: false,
+            ignoring_offer: false,
+            remote_ufrag: None,
+            has_remote: false,
+            early_candidates: Vec::new(),
+            signaling_candidates: VecDeque::new(),
+            batch: Vec::new(),
+            batch_timer: None,
+            conn_timer: None,
+            control_open: false,
+            channels: HashMap::new(),
+            creating: Default::default(),
+            closing: false,
+        }
+    }
+
+    fn emit(&self, name: &str, fields: Vec<(&str, Value)>) {
+        self.s.bus.do_send(Emit(EventRecord::new(name, Some(&self.s.room), fields)));
+    }
+
+    fn error(&self, code: &str, message: &str) {
+        tracing::warn!(room = %self.s.room, peer = %self.s.remote, code, message, "peer error");
+        self.emit("error", vec![("peer", Value::from(self.s.remote.as_str())), ("error", error_value(code, message))]);
+    }
+
+    fn set_state(&mut self, state: PeerState, ctx: &mut Context<Self>) {
+        if self.state == state || self.state == PeerState::Closed {
+            return;
+        }
+        self.state = state;
+        self.emit(
+            &format!("connection:{}", state.as_str()),
+            vec![
+                ("peer", Value::from(self.s.remote.as_str())),
+                ("state", Value::from(state.as_str())),
+                ("metadata", json_to_msgpack(&self.s.remote_metadata)),
+            ],
+        );
+        self.room_state.do_send(PeerStateChanged { peer: self.s.remote.clone(), state, addr: ctx.address() });
+    }
+
+    fn start_conn_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.conn_timer.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(t) = self.s.timeout {
+            self.conn_timer = Some(ctx.run_later(t, |act, ctx| {
+                act.conn_timer = None;
+                tracing::info!(room = %act.s.room, peer = %act.s.remote, "connection timed out");
+                act.fail(ctx);
+            }));
+        }
+    }
+
+    fn fail(&mut self, ctx: &mut Context<Self>) {
+        self.set_state(PeerState::Failed, ctx);
+        self.close(ctx);
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        for ch in self.channels.values() {
+            ch.do_send(CloseChannel);
+        }
+        // `stopped` closes the connection: control channel first (stream reset), so the remote
+        // learns we left (§5.8).
+        ctx.stop();
+    }
+
+    fn signal(&self, kind: SignalType, message: Vec<serde_json::Value>) {
+        self.room.do_send(SignalOut { to: self.s.remote.clone(), kind, message });
+    }
+
+    fn send_control(&self, ctx: &mut Context<Self>, msg: ControlMessage) {
+        let Some(rtc) = self.rtc.clone() else { return };
+        let bytes = msg.encode();
+        ctx.spawn(
+            async move { rtc.send_control(Bytes::from(bytes)).await }
+                .into_actor(self)
+                .map(|res, act, _| {
+                    if let Err(e) = res {
+                        act.error("SIGNALING_ERROR", &format!("control channel send failed: {e}"));
+                    }
+                }),
+        );
+    }
+
+    /// Sends a description on the path currently available (§6.5).
+    fn send_description(&self, ctx: &mut Context<Self>, desc: SessionDescription) {
+        let is_offer = desc.r#type == "offer";
+        let d = json!({"type": desc.r#type, "sdp": desc.sdp});
+        if self.control_open {
+            let msg = if is_offer { vec![d, json!({})] } else { vec![d] };
+            self.send_control(ctx, ControlMessage::Signal(msg));
+        } else if is_offer {
+            self.signal(SignalType::Offer, vec![d, self.s.my_metadata.clone()]);
+        } else {
+            self.signal(SignalType::Answer, vec![d]);
+        }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.closing {
+            return;
+        }
+        let Some(rtc) = self.rtc.clone() else { return };
+        let Some(op) = self.ops.pop_front() else { return };
+        self.busy = true;
+        match op {
+            Op::MakeOffer => {
+                ctx.spawn(async move { rtc.create_offer().await }.into_actor(self).map(|res, act, ctx| {
+                    act.busy = false;
+                    match res {
+                        Ok(desc) => act.send_description(ctx, desc),
+                        Err(e) => act.error("NEGOTIATION_ERROR", &format!("creating offer: {e}")),
+                    }
+                    act.pump(ctx);
+                }));
+            }
+            Op::Remote { desc, via_control } => {
+                let is_offer = desc.r#type == "offer";
+                let collision = is_offer && rtc.signaling_state() != SignalingState::Stable;
+                if collision && !self.polite {
+                    // Impolite side ignores a colliding offer and drops its candidates (§6.5).
+                    tracing::debug!(peer = %self.s.remote, "ignoring colliding offer (impolite)");
+                    self.ignoring_offer = true;
+                    self.early_candidates.clear();
+                    self.busy = false;
+                    return self.pump(ctx);
+                }
+                let ufrag = peerix_wire::packet::ufrag_of_sdp(&desc.sdp).map(str::to_owned);
+                let fut = async move {
+                    if collision {
+                        rtc.rollback().await?;
+                    }
+                    rtc.set_remote_description(desc).await?;
+                    if is_offer {
+                        Ok(Some(rtc.create_answer().await?))
+                    } else {
+                        Ok(None)
+                    }
+                };
+                ctx.spawn(fut.into_actor(self).map(move |res: Result<Option<SessionDescription>, peerix_rtc::RtcError>, act, ctx| {
+                    act.busy = false;
+                    match res {
+                        Ok(answer) => {
+                            act.ignoring_offer = false;
+                            act.has_remote = true;
+                            act.remote_ufrag = ufrag;
+                            if let Some(a) = answer {
+                                act.send_description(ctx, a);
+                            }
+                            // Candidates that waited for a description go first, in arrival order.
+                            let mut ready: Vec<IceCandidateInit> = std::mem::take(&mut act.early_candidates);
+                            let (matching, rest): (Vec<_>, Vec<_>) = act
+                                .signaling_candidates
+                                .drain(..)
+                                .partition(|c| c.username_fragment.is_some() && c.username_fragment == act.remote_ufrag);
+                            act.signaling_candidates = rest.into();
+                            ready.extend(matching);
+                            for c in ready.into_iter().rev() {
+                                act.ops.push_front(Op::Candidate(c));
+                            }
+                        }
+                        Err(e) => act.error(
+                            "NEGOTIATION_ERROR",
+                            &format!("applying remote description (via {}): {e}", if via_control { "control channel" } else { "signaling" }),
+                        ),
+                    }
+                    act.pump(ctx);
+                }));
+            }
+            Op::Candidate(c) => {
+                if self.ignoring_offer {
+                    self.busy = false;
+                    return self.pump(ctx);
+                }
+                if !self.has_remote {
+                    self.early_candidates.push(c);
+                    self.busy = false;
+                    return self.pump(ctx);
+                }
+                ctx.spawn(async move { rtc.add_ice_candidate(c).await }.into_actor(self).map(|res, act, ctx| {
+                    act.busy = false;
+                    if let Err(e) = res {
+                        act.error("ICECANDIDATE_ERROR", &format!("adding remote candidate: {e}"));
+                    }
+                    act.pump(ctx);
+                }));
+            }
+        }
+    }
+
+    fn queue(&mut self, op: Op, ctx: &mut Context<Self>) {
+        self.ops.push_back(op);
+        self.pump(ctx);
+    }
+
+    fn on_local_candidate(&mut self, c: IceCandidateInit, ctx: &mut Context<Self>) {
+        if self.control_open {
+            let v = serde_json::to_value(&c).unwrap_or(serde_json::Value::Null);
+            self.send_control(ctx, ControlMessage::Signal(vec![v]));
+            return;
+        }
+        self.batch.push(c);
+        if let Some(h) = self.batch_timer.take() {
+            ctx.cancel_future(h);
+        }
+        // Trailing-edge debounce: each candidate restarts the timer (§5.5).
+        self.batch_timer = Some(ctx.run_later(self.s.debounce, |act, _| {
+            act.batch_timer = None;
+            let batch = std::mem::take(&mut act.batch);
+            if !batch.is_empty() && !act.closing {
+                let msg = batch.iter().filter_map(|c| serde_json::to_value(c).ok()).collect();
+                act.signal(SignalType::Candidate, msg);
+            }
+        }));
+    }
+
+    fn create_channel(&mut self, opts: ChannelOptions, ctx: &mut Context<Self>) {
+        let label = opts.label.clone();
+        if self.channels.contains_key(&label) || self.creating.contains(&label) {
+            return;
+        }
+        let Some(rtc) = self.rtc.clone() else { return };
+        self.creating.insert(label.clone());
+        let init = ChannelInit {
+            ordered: opts.ordered.unwrap_or(true),
+            protocol: opts.protocol.clone().unwrap_or_default(),
+            max_retransmits: opts.max_retransmits.and_then(|v| u16::try_from(v).ok()),
+            max_packet_life_time: opts.max_packet_life_time.and_then(|v| u16::try_from(v).ok()),
+        };
+        ctx.spawn(async move { rtc.create_channel(&label, init).await.map(|c| (label, c)) }.into_actor(self).map(
+            |res, act, ctx| match res {
+                Ok((label, ch)) => {
+                    act.creating.remove(&label);
+                    act.adopt_channel(ch, ctx);
+                }
+                Err(e) => act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}")),
+            },
+        ));
+    }
+
+    fn adopt_channel(&mut self, ch: peerix_rtc::RtcChannel, ctx: &mut Context<Self>) {
+        if self.closing {
+            let c = ch.clone();
+            actix::spawn(async move { c.close().await });
+            return;
+        }
+        let label = ch.label().to_string();
+        let cx = ChannelContext {
+            room: self.s.room.clone(),
+            peer: self.s.remote.clone(),
+            bus: self.s.bus.clone(),
+            max_message_size: self.s.max_message_size,
+            inline_limit: self.s.inline_limit,
+        };
+        let addr = ChannelActor::new(cx, ch, ctx.address().recipient()).start();
+        // A second channel with a known label replaces the older one (§7.1).
+        if let Some(old) = self.channels.insert(label, addr) {
+            old.do_send(CloseChannel);
+        }
+    }
+
+    fn on_control(&mut self, data: &[u8], ctx: &mut Context<Self>) {
+        let msg = match ControlMessage::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                // Peerix ignores undecodable envelopes but reports JSON errors (§6.2).
+                tracing::debug!(peer = %self.s.remote, error = %e, "bad control message");
+                if !e.is_silent() {
+                    self.error("SIGNALING_ERROR", &format!("control message: {e}"));
+                }
+                return;
+            }
+        };
+        match msg {
+            ControlMessage::Signal(items) => {
+                let Some(first) = items.first() else { return };
+                if first.get("type").is_some() {
+                    match serde_json::from_value::<SessionDescription>(first.clone()) {
+                        Ok(desc) => self.queue(Op::Remote { desc, via_control: true }, ctx),
+                        Err(e) => self.error("SIGNALING_ERROR", &format!("control description: {e}")),
+                    }
+                } else if first.get("candidate").is_some() {
+                    match serde_json::from_value::<IceCandidateInit>(first.clone()) {
+                        Ok(c) if !c.candidate.is_empty() => self.queue(Op::Candidate(c), ctx),
+                        Ok(_) => {}
+                        Err(e) => self.error("SIGNALING_ERROR", &format!("control candidate: {e}")),
+                    }
+                }
+            }
+            ControlMessage::ChannelRequest(opts) => {
+                // Only the impolite side creates channels (§6.4).
+                if !self.polite {
+                    self.create_channel(opts, ctx);
+                }
+            }
+        }
+    }
+
+    fn open_label(&mut self, opts: ChannelOptions, ctx: &mut Context<Self>) {
+        if self.polite {
+            self.send_control(ctx, ControlMessage::ChannelRequest(opts));
+        } else {
+            self.create_channel(opts, ctx);
+        }
+    }
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let _span = tracing::info_span!("peer", room = %self.s.room, peer = %self.s.remote).entered();
+        self.emit(
+            "connection:new",
+            vec![
+                ("peer", Value::from(self.s.remote.as_str())),
+                ("state", Value::from("new")),
+                ("metadata", json_to_msgpack(&self.s.remote_metadata)),
+            ],
+        );
+        self.start_conn_timer(ctx);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        ctx.add_stream(ReceiverStream::new(rx));
+        let cfg = self.s.rtc.clone();
+        ctx.wait(async move { RtcPeer::new(&cfg, tx).await }.into_actor(self).map(|res, act, ctx| match res {
+            Ok(rtc) => {
+                act.rtc = Some(rtc);
+                if act.s.initiator {
+                    act.ops.push_front(Op::MakeOffer);
+                }
+                act.pump(ctx);
+            }
+            Err(e) => {
+                act.error("NEGOTIATION_ERROR", &format!("creating the peer connection: {e}"));
+                act.fail(ctx);
+            }
+        }));
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        if let Some(rtc) = self.rtc.take() {
+            actix::spawn(async move { rtc.close().await });
+        }
+        if self.state != PeerState::Closed {
+            self.state = PeerState::Closed;
+            self.emit(
+                "connection:closed",
+                vec![
+                    ("peer", Value::from(self.s.remote.as_str())),
+                    ("state", Value::from("closed")),
+                    ("metadata", json_to_msgpack(&self.s.remote_metadata)),
+                ],
+            );
+        }
+        self.room_state.do_send(PeerStateChanged { peer: self.s.remote.clone(), state: PeerState::Closed, addr: ctx.address() });
+    }
+}
+
+impl StreamHandler<RtcEvent> for PeerActor {
+    fn handle(&mut self, ev: RtcEvent, ctx: &mut Self::Context) {
+        match ev {
+            RtcEvent::LocalCandidate(c) => self.on_local_candidate(c, ctx),
+            RtcEvent::IceState(s) => match s {
+                IceState::New => {}
+                IceState::Checking => self.set_state(PeerState::Connecting, ctx),
+                IceState::Connected => {
+                    if let Some(h) = self.conn_timer.take() {
+                        ctx.cancel_future(h);
+                    }
+                    self.set_state(PeerState::Connected, ctx);
+                }
+                IceState::Completed => {}
+                IceState::Disconnected => {
+                    self.set_state(PeerState::Disconnected, ctx);
+                    self.start_conn_timer(ctx);
+                }
+                IceState::Failed => self.fail(ctx),
+                IceState::Closed => self.close(ctx),
+            },
+            // Offers are made by Peerix's rules (the invoke receiver offers), not on every
+            // negotiation-needed: the stack also fires it for the negotiated control channel.
+            RtcEvent::NegotiationNeeded => {}
+            RtcEvent::ControlOpen => {
+                self.control_open = true;
+                let labels: Vec<ChannelOptions> = self.s.labels.values().cloned().collect();
+                for opts in labels {
+                    self.open_label(opts, ctx);
+                }
+            }
+            RtcEvent::ControlMessage(data) => self.on_control(&data, ctx),
+            RtcEvent::ControlClosed | RtcEvent::Closed => {
+                tracing::info!(room = %self.s.room, peer = %self.s.remote, "remote left (control channel closed)");
+                self.close(ctx);
+            }
+            RtcEvent::RemoteChannel(ch) => self.adopt_channel(ch, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.close(ctx);
+    }
+}
+
+impl Handler<FromSignaling> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, m: FromSignaling, ctx: &mut Self::Context) {
+        match m {
+            FromSignaling::Offer(desc) | FromSignaling::Answer(desc) => {
+                self.queue(Op::Remote { desc, via_control: false }, ctx)
+            }
+            FromSignaling::Candidates(cands) => {
+                for c in cands {
+                    if c.candidate.is_empty() {
+                        continue;
+                    }
+                    // Over signaling, Peerix applies a candidate only when its ufrag matches the
+                    // current remote description; others wait (§5.2, §5.6).
+                    if self.has_remote && c.username_fragment.is_some() && c.username_fragment == self.remote_ufrag {
+                        self.queue(Op::Candidate(c), ctx);
+                    } else {
+                        if self.signaling_candidates.len() >= MAX_QUEUED_CANDIDATES {
+                            self.signaling_candidates.pop_front();
+                        }
+                        self.signaling_candidates.push_back(c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handler<OpenLabel> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, OpenLabel(opts): OpenLabel, ctx: &mut Self::Context) {
+        self.s.labels.insert(opts.label.clone(), opts.clone());
+        if self.control_open {
+            self.open_label(opts, ctx);
+        }
+    }
+}
+
+impl Handler<CloseLabel> for PeerActor {
+    type Result = bool;
+    fn handle(&mut self, CloseLabel(label): CloseLabel, _: &mut Self::Context) -> bool {
+        self.s.labels.remove(&label);
+        match self.channels.remove(&label) {
+            Some(ch) => {
+                ch.do_send(CloseChannel);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<PeerSend> for PeerActor {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, m: PeerSend, _: &mut Self::Context) -> Self::Result {
+        let Some(ch) = self.channels.get(&m.label).cloned() else {
+            let label = m.label.clone();
+            return Box::pin(async move { Err(format!("No channel found for label {label:?}")) });
+        };
+        Box::pin(async move {
+            ch.send(ChannelSend { message: m.message, progress: m.progress })
+                .await
+                .unwrap_or_else(|_| Err("channel closed".to_string()))
+        })
+    }
+}
+
+impl Handler<Shutdown> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.close(ctx);
+    }
+}
+
+impl Handler<PeerInfo> for PeerActor {
+    type Result = MessageResult<PeerInfo>;
+    fn handle(&mut self, _: PeerInfo, _: &mut Self::Context) -> Self::Result {
+        let mut labels: Vec<String> = self.channels.keys().cloned().collect();
+        labels.sort();
+        MessageResult((self.state, labels))
+    }
+}
+
+impl Handler<ChannelGone> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, m: ChannelGone, _: &mut Self::Context) {
+        if self.channels.get(&m.label).is_some_and(|a| *a == m.addr) {
+            self.channels.remove(&m.label);
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send(_: &PeerSetup) {}

@@ -1,0 +1,473 @@
+//! Daemon configuration: layered with the `config` crate.
+//!
+//! Precedence, lowest first: built-in defaults < `/etc/peerix/peerixd.toml` < the user's config dir
+//! (`~/.config/peerix/peerixd.toml`) < `--config FILE` < `PEERIX_*` environment < command-line flags.
+//! Every struct denies unknown keys so that a typo is reported with the key's name instead of being
+//! silently ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DaemonError;
+
+/// The default maximum IPC frame (16 MiB), mirrored from the protocol crate.
+pub const DEFAULT_MAX_FRAME: u64 = peerix_ipc_proto::DEFAULT_MAX_FRAME as u64;
+
+/// Top-level daemon configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Path of the IPC socket. Empty means the platform default.
+    pub socket: Option<PathBuf>,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax.
+    pub log: String,
+    /// Name of the driver rooms use unless `join --driver` names another.
+    pub default_driver: String,
+    /// Local IPC limits.
+    pub ipc: IpcConfig,
+    /// Signaling drivers.
+    pub drivers: DriversConfig,
+    /// Defaults for every room, with Peerix's option names.
+    pub room_defaults: RoomOptions,
+    /// Rooms joined at start.
+    pub rooms: Vec<RoomConfig>,
+    /// WebRTC stack tuning.
+    pub webrtc: WebrtcConfig,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            log: "info".into(),
+            default_driver: "local".into(),
+            ipc: IpcConfig::default(),
+            drivers: DriversConfig::default(),
+            room_defaults: RoomOptions::default(),
+            rooms: Vec::new(),
+            webrtc: WebrtcConfig::default(),
+        }
+    }
+}
+
+/// Limits of the local IPC protocol.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpcConfig {
+    /// Largest frame accepted from or sent to a client, in bytes.
+    pub max_frame: u64,
+    /// A received message larger than this is delivered as several `channel:message` parts.
+    pub inline_message_limit: u64,
+    /// Largest message accepted from a remote peer or a client, in bytes.
+    pub max_message_size: u64,
+    /// Bytes of undelivered events a client may fall behind before it is disconnected.
+    pub client_queue_limit: u64,
+}
+
+impl Default for IpcConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            inline_message_limit: 1 << 20,
+            max_message_size: 1 << 30,
+            client_queue_limit: 256 << 20,
+        }
+    }
+}
+
+/// Configured signaling drivers. `local` and `memory` always exist.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriversConfig {
+    /// Same-host discovery through datagram sockets in a shared directory.
+    pub local: LocalDriverConfig,
+    /// NATS; present only when configured.
+    pub nats: Option<NatsDriverConfig>,
+}
+
+/// The `local` driver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalDriverConfig {
+    /// Rendezvous directory shared by all daemons of this host (default under `$XDG_RUNTIME_DIR`).
+    pub dir: Option<PathBuf>,
+}
+
+/// The `nats` driver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsDriverConfig {
+    /// Server URLs, e.g. `nats://127.0.0.1:4222`.
+    pub servers: Vec<String>,
+    /// Subject prefix, concatenated without separator (Peerix's NatsDriver default is empty).
+    pub prefix: String,
+    /// User name for user/password authentication.
+    pub user: Option<String>,
+    /// Password for user/password authentication.
+    pub password: Option<String>,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// NKey seed (`SU...`).
+    pub nkey_seed: Option<String>,
+    /// A `.creds` file (JWT + NKey).
+    pub creds_file: Option<PathBuf>,
+    /// CA bundle to verify the server.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub tls_client_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    pub tls_client_key: Option<PathBuf>,
+    /// Refuse plain-text connections.
+    pub require_tls: bool,
+    /// Initial connection timeout in milliseconds.
+    pub connect_timeout: u64,
+}
+
+impl Default for NatsDriverConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            prefix: String::new(),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
+            require_tls: false,
+            connect_timeout: 5000,
+        }
+    }
+}
+
+/// One ICE server, as in `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:` or `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// Room options with Peerix's names and defaults (spec §2.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomOptions {
+    /// Hash namespaces with SHA-256 + base62.
+    #[serde(rename = "namespaceHashing", alias = "namespacehashing")]
+    pub namespace_hashing: bool,
+    /// zlib-compress signaling payloads when it makes them shorter.
+    #[serde(rename = "signalingCompression", alias = "signalingcompression")]
+    pub signaling_compression: bool,
+    /// AES-256-GCM-encrypt signaling payloads (must match room-wide).
+    #[serde(rename = "signalingEncryption", alias = "signalingencryption")]
+    pub signaling_encryption: bool,
+    /// Milliseconds a connection may take to reach ICE connected (or stay disconnected).
+    #[serde(rename = "connectionTimeout", alias = "connectiontimeout")]
+    pub connection_timeout: u64,
+    /// Milliseconds of trailing-edge debounce for candidates sent over signaling.
+    #[serde(rename = "iceCandidateDebounce", alias = "icecandidatedebounce")]
+    pub ice_candidate_debounce: u64,
+    /// STUN and TURN servers. None are used unless configured.
+    #[serde(rename = "iceServers", alias = "iceservers")]
+    pub ice_servers: Vec<IceServerConfig>,
+    /// `all` or `relay`.
+    #[serde(rename = "iceTransportPolicy", alias = "icetransportpolicy")]
+    pub ice_transport_policy: IceTransportPolicy,
+}
+
+impl Default for RoomOptions {
+    fn default() -> Self {
+        Self {
+            namespace_hashing: true,
+            signaling_compression: true,
+            signaling_encryption: true,
+            connection_timeout: 15_000,
+            ice_candidate_debounce: 50,
+            ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
+        }
+    }
+}
+
+impl RoomOptions {
+    /// The connection timeout as a duration. Peerix's `0` kills every connection at once (a bug,
+    /// spec §5.7); we treat 0 as "disabled" as Peerix documents.
+    pub fn connection_timeout(&self) -> Option<Duration> {
+        (self.connection_timeout > 0).then(|| Duration::from_millis(self.connection_timeout))
+    }
+}
+
+/// `iceTransportPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    /// Every candidate type.
+    All,
+    /// TURN relays only.
+    Relay,
+}
+
+/// A room joined at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    /// The Peerix room id.
+    pub id: String,
+    /// Join metadata (any JSON value).
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    /// Driver name; the daemon default when absent.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// Labels opened as soon as the room is joined.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// WebRTC stack tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcConfig {
+    /// Resolve remote mDNS (`.local`) candidates, as browsers hide host addresses behind them.
+    pub mdns: bool,
+    /// SO_RCVBUF for ICE sockets, in bytes (capped by the kernel's `rmem_max`).
+    pub udp_recv_buffer: usize,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        Self {
+            mdns: true,
+            udp_recv_buffer: 4 << 20,
+        }
+    }
+}
+
+/// Overrides that come from command-line flags (highest precedence).
+#[derive(Debug, Default, Clone)]
+pub struct FlagOverrides {
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--log`.
+    pub log: Option<String>,
+    /// `--driver`.
+    pub default_driver: Option<String>,
+    /// `--local-dir`.
+    pub local_dir: Option<PathBuf>,
+    /// `--nats URL` (repeatable).
+    pub nats: Vec<String>,
+    /// `--join ROOM` (repeatable).
+    pub join: Vec<String>,
+}
+
+/// Where the user-level config file lives.
+pub fn user_config_file() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("peerix").join("peerixd.toml"))
+}
+
+/// The system-wide config file.
+pub const SYSTEM_CONFIG_FILE: &str = "/etc/peerix/peerixd.toml";
+
+/// Loads the layered configuration. `skip_system` leaves out the system and user files (tests).
+pub fn load(
+    file: Option<&Path>,
+    flags: &FlagOverrides,
+    skip_system: bool,
+) -> Result<DaemonConfig, DaemonError> {
+    let defaults = toml::to_string(&DaemonConfig::default())
+        .map_err(|e| DaemonError::Config(format!("serialising defaults: {e}")))?;
+    let mut b = Config::builder().add_source(File::from_str(&defaults, FileFormat::Toml));
+    if !skip_system {
+        b = b.add_source(File::new(SYSTEM_CONFIG_FILE, FileFormat::Toml).required(false));
+        if let Some(user) = user_config_file() {
+            b = b.add_source(File::from(user).format(FileFormat::Toml).required(false));
+        }
+    }
+    if let Some(f) = file {
+        if !f.exists() {
+            return Err(DaemonError::Config(format!("config file {} does not exist", f.display())));
+        }
+        b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
+    }
+    // `PEERIX_SOCKET`, `PEERIX_LOG`, `PEERIX_IPC__MAX_FRAME`, `PEERIX_ROOM_DEFAULTS__SIGNALINGENCRYPTION`...
+    // Only variables that look like our keys are taken, so unrelated PEERIX_* variables (used by
+    // clients and tests) do not trip the unknown-key check.
+    b = b.add_source(
+        Environment::with_prefix("PEERIX")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(daemon_env())),
+    );
+    let set = |b: config::ConfigBuilder<config::builder::DefaultState>, k: &str, v: Option<String>| {
+        b.set_override_option(k, v)
+    };
+    let mut b = set(b, "socket", flags.socket.as_ref().map(|p| p.display().to_string()))
+        .map_err(cfg_err)?;
+    b = set(b, "log", flags.log.clone()).map_err(cfg_err)?;
+    b = set(b, "default_driver", flags.default_driver.clone()).map_err(cfg_err)?;
+    b = set(b, "drivers.local.dir", flags.local_dir.as_ref().map(|p| p.display().to_string()))
+        .map_err(cfg_err)?;
+    let cfg = b.build().map_err(cfg_err)?;
+    let mut out: DaemonConfig = cfg.try_deserialize().map_err(cfg_err)?;
+    if !flags.nats.is_empty() {
+        let mut nats = out.drivers.nats.take().unwrap_or_default();
+        nats.servers = flags.nats.clone();
+        out.drivers.nats = Some(nats);
+    }
+    for room in &flags.join {
+        if !out.rooms.iter().any(|r| &r.id == room) {
+            out.rooms.push(RoomConfig { id: room.clone(), metadata: None, driver: None, channels: vec![] });
+        }
+    }
+    out.validate()?;
+    Ok(out)
+}
+
+/// The environment variables that belong to the daemon's configuration.
+fn daemon_env() -> config::Map<String, String> {
+    const TOP: &[&str] = &["SOCKET", "LOG", "DEFAULT_DRIVER", "IPC__", "DRIVERS__", "ROOM_DEFAULTS__", "WEBRTC__"];
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.strip_prefix("PEERIX_")
+                .is_some_and(|rest| TOP.iter().any(|t| if t.ends_with("__") { rest.starts_with(t) } else { rest == *t }))
+        })
+        .collect()
+}
+
+fn cfg_err(e: config::ConfigError) -> DaemonError {
+    DaemonError::Config(e.to_string())
+}
+
+impl DaemonConfig {
+    /// Checks values the type system cannot, naming the key at fault.
+    pub fn validate(&self) -> Result<(), DaemonError> {
+        if self.ipc.max_frame < 1024 {
+            return Err(DaemonError::Config(format!("ipc.max_frame: {} is below the minimum of 1024", self.ipc.max_frame)));
+        }
+        if self.ipc.max_frame > u32::MAX as u64 {
+            return Err(DaemonError::Config("ipc.max_frame: must fit the 4-byte length prefix".into()));
+        }
+        if self.ipc.inline_message_limit == 0 || self.ipc.inline_message_limit + 4096 > self.ipc.max_frame {
+            return Err(DaemonError::Config(
+                "ipc.inline_message_limit: must be > 0 and at least 4 KiB below ipc.max_frame".into(),
+            ));
+        }
+        let known = ["local", "memory", "nats"];
+        if !known.contains(&self.default_driver.as_str()) {
+            return Err(DaemonError::Config(format!(
+                "default_driver: unknown driver {:?} (known: local, memory, nats)",
+                self.default_driver
+            )));
+        }
+        if self.default_driver == "nats" && self.drivers.nats.is_none() {
+            return Err(DaemonError::Config("default_driver: \"nats\" needs a [drivers.nats] section or --nats URL".into()));
+        }
+        if let Some(n) = &self.drivers.nats {
+            if n.servers.is_empty() {
+                return Err(DaemonError::Config("drivers.nats.servers: at least one server URL is needed".into()));
+            }
+        }
+        for (i, s) in self.room_defaults.ice_servers.iter().enumerate() {
+            for u in &s.urls {
+                if !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:") || u.starts_with("stuns:")) {
+                    return Err(DaemonError::Config(format!(
+                        "room_defaults.iceServers[{i}].urls: {u:?} is not a stun:/turn: URL"
+                    )));
+                }
+            }
+        }
+        for r in &self.rooms {
+            if let Some(d) = &r.driver {
+                if !known.contains(&d.as_str()) {
+                    return Err(DaemonError::Config(format!("rooms[{}].driver: unknown driver {d:?}", r.id)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket path: configured, or the platform default.
+    pub fn socket_path(&self) -> PathBuf {
+        match &self.socket {
+            Some(p) if !p.as_os_str().is_empty() => p.clone(),
+            _ => default_socket_path(),
+        }
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/peerix/peerixd.sock`, or `/run/peerix/peerixd.sock` for a system service.
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("peerix").join("peerixd.sock"),
+        _ => PathBuf::from("/run/peerix/peerixd.sock"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(content: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().expect("tempfile");
+        f.write_all(content.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn defaults_are_peerix_defaults() {
+        let c = load(None, &FlagOverrides::default(), true).expect("defaults load");
+        assert!(c.room_defaults.namespace_hashing);
+        assert!(c.room_defaults.signaling_encryption);
+        assert_eq!(c.room_defaults.connection_timeout, 15_000);
+        assert_eq!(c.room_defaults.ice_candidate_debounce, 50);
+        assert_eq!(c.default_driver, "local");
+        assert_eq!(c.ipc.max_frame, 16 << 20);
+    }
+
+    #[test]
+    fn file_then_flags_take_precedence() {
+        let f = write("log = \"debug\"\n[room_defaults]\nsignalingEncryption = false\n[[rooms]]\nid = \"demo\"\n");
+        let flags = FlagOverrides { log: Some("trace".into()), ..Default::default() };
+        let c = load(Some(f.path()), &flags, true).expect("load");
+        assert_eq!(c.log, "trace");
+        assert!(!c.room_defaults.signaling_encryption);
+        assert_eq!(c.rooms.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let f = write("[ipc]\nmax_frmae = 5\n");
+        let e = load(Some(f.path()), &FlagOverrides::default(), true).expect_err("must fail");
+        assert!(e.to_string().contains("max_frmae"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let f = write("[room_defaults]\nconnectionTimeout = \"soon\"\n");
+        let e = load(Some(f.path()), &FlagOverrides::default(), true).expect_err("must fail");
+        assert!(e.to_string().contains("connectionTimeout"), "{e}");
+        let f = write("default_driver = \"carrier-pigeon\"\n");
+        let e = load(Some(f.path()), &FlagOverrides::default(), true).expect_err("must fail");
+        assert!(e.to_string().contains("default_driver"), "{e}");
+    }
+
+    #[test]
+    fn documented_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/peerixd.toml");
+        let c = load(Some(&p), &FlagOverrides::default(), true).expect("config/peerixd.toml must load");
+        assert!(c.drivers.nats.is_some());
+    }
+}

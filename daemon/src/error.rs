@@ -1,0 +1,83 @@
+//! Typed daemon errors, each mapped to a stable IPC error code.
+
+use peerix_ipc_proto::ErrorCode;
+
+/// Everything a daemon operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Configuration is invalid; the message names the key.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A request's arguments are invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The room is not joined.
+    #[error("room {0:?} is not joined")]
+    NotJoined(String),
+    /// No such remote peer in the room.
+    #[error("no peer {peer:?} in room {room:?}")]
+    NoSuchPeer {
+        /// Room name.
+        room: String,
+        /// Remote peer id.
+        peer: String,
+    },
+    /// No open channel with that label.
+    #[error("no channel {0:?} is open")]
+    NoSuchChannel(String),
+    /// Unknown signaling driver.
+    #[error("no driver {0:?} (configure it, e.g. [drivers.nats] or --nats URL)")]
+    NoSuchDriver(String),
+    /// A driver failed.
+    #[error("driver {driver}: {message}")]
+    Driver {
+        /// Driver name.
+        driver: String,
+        /// What happened.
+        message: String,
+    },
+    /// Sending failed.
+    #[error("send failed: {0}")]
+    SendFailed(String),
+    /// Timed out.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Not implemented yet.
+    #[error("{0} is not supported yet")]
+    NotSupported(String),
+    /// A bug or an actor that went away.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// I/O, e.g. the socket.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    /// The stable code sent to IPC clients.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DaemonError::Config(_) | DaemonError::BadRequest(_) => ErrorCode::BadRequest,
+            DaemonError::NotJoined(_) => ErrorCode::NotJoined,
+            DaemonError::NoSuchPeer { .. } => ErrorCode::NoSuchPeer,
+            DaemonError::NoSuchChannel(_) => ErrorCode::NoSuchChannel,
+            DaemonError::NoSuchDriver(_) => ErrorCode::NoSuchDriver,
+            DaemonError::Driver { .. } => ErrorCode::DriverError,
+            DaemonError::SendFailed(_) => ErrorCode::SendFailed,
+            DaemonError::Timeout(_) => ErrorCode::Timeout,
+            DaemonError::NotSupported(_) => ErrorCode::NotSupported,
+            DaemonError::Internal(_) | DaemonError::Io { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<actix::MailboxError> for DaemonError {
+    fn from(e: actix::MailboxError) -> Self {
+        DaemonError::Internal(format!("actor unavailable: {e}"))
+    }
+}

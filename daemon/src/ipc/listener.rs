@@ -1,0 +1,130 @@
+//! `IpcListener`: binds the local socket and starts a `ClientSession` per connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use interprocess::local_socket::tokio::prelude::*;
+use interprocess::local_socket::{ListenerOptions, GenericFilePath};
+
+use super::session::{ClientSession, SessionSetup};
+use crate::actors::daemon::Daemon;
+use crate::actors::event_bus::EventBus;
+use crate::config::DaemonConfig;
+use crate::error::DaemonError;
+
+/// Binds `path`: creates its directory (0700), refuses to steal the socket of a running daemon, and
+/// removes a stale socket file left by one that died.
+pub fn bind(path: &Path) -> Result<interprocess::local_socket::tokio::Listener, DaemonError> {
+    let io = |context: String| move |source| DaemonError::Io { context, source };
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating socket directory {}", dir.display())))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io(format!("setting mode of {}", dir.display())))?;
+            }
+        }
+    }
+    #[cfg(unix)]
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(DaemonError::Io {
+                    context: format!("another peerixd is already listening on {}", path.display()),
+                    source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                })
+            }
+            Err(_) => {
+                tracing::info!(path = %path.display(), "removing stale socket");
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .map_err(io(format!("invalid socket path {}", path.display())))?;
+    #[allow(unused_mut)]
+    let mut opts = ListenerOptions::new().name(name).reclaim_name(true);
+    #[cfg(unix)]
+    {
+        use interprocess::os::unix::local_socket::ListenerOptionsExt;
+        // Only the owner may talk to the daemon; access tiers come later.
+        opts = opts.mode(0o600);
+    }
+    opts.create_tokio().map_err(io(format!("listening on {}", path.display())))
+}
+
+/// The listener actor.
+pub struct IpcListener {
+    path: PathBuf,
+    listener: Option<interprocess::local_socket::tokio::Listener>,
+    cfg: Arc<DaemonConfig>,
+    daemon: Addr<Daemon>,
+    bus: Addr<EventBus>,
+    daemon_id: String,
+}
+
+impl IpcListener {
+    /// A listener over an already bound socket.
+    pub fn new(
+        path: PathBuf,
+        listener: interprocess::local_socket::tokio::Listener,
+        cfg: Arc<DaemonConfig>,
+        daemon: Addr<Daemon>,
+        bus: Addr<EventBus>,
+        daemon_id: String,
+    ) -> Self {
+        Self { path, listener: Some(listener), cfg, daemon, bus, daemon_id }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Accepted(interprocess::local_socket::tokio::Stream);
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+impl Actor for IpcListener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(socket = %self.path.display(), "listening");
+        let Some(listener) = self.listener.take() else { return };
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                loop {
+                    match listener.accept().await {
+                        Ok(stream) => me.do_send(Accepted(stream)),
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<Accepted> for IpcListener {
+    type Result = ();
+    fn handle(&mut self, Accepted(stream): Accepted, _: &mut Self::Context) {
+        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        ClientSession::new(SessionSetup {
+            id,
+            stream,
+            cfg: self.cfg.clone(),
+            daemon: self.daemon.clone(),
+            bus: self.bus.clone(),
+            daemon_id: self.daemon_id.clone(),
+        })
+        .start();
+    }
+}

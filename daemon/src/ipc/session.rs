@@ -1,0 +1,414 @@
+//! `ClientSession`: one per connected client. Decodes frames, enforces the handshake, dispatches
+//! requests to the daemon, assembles streamed sends, and pushes subscribed events and progress.
+//! A client that misbehaves gets an error and, for framing errors, a closed connection; nothing it
+//! does can take the daemon or other clients down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use interprocess::local_socket::tokio::Stream;
+use peerix_ipc_proto::{
+    decode_client, encode_frame, ClientMessage, DaemonMessage, ErrorBody, ErrorCode, Event, FrameDecoder, Op, Payload, Progress,
+    Reply, Request, SendArgs, Welcome, PROTOCOL_VERSION,
+};
+use peerix_wire::transfer::PayloadType;
+use rmpv::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::actors::channel::{OutgoingMessage, ProgressTo, SendProgress};
+use crate::actors::daemon::{Daemon, Exec, VERSION};
+use crate::actors::event_bus::{obj, Deliver, EventBus, Subscribe, Unsubscribe};
+use crate::actors::{msgpack_to_json, ReceiverStream};
+use crate::config::DaemonConfig;
+use crate::error::DaemonError;
+
+/// What a session needs.
+pub struct SessionSetup {
+    /// Session number (for logs and the event bus).
+    pub id: u64,
+    /// The accepted connection.
+    pub stream: Stream,
+    /// Configuration.
+    pub cfg: Arc<DaemonConfig>,
+    /// Root actor.
+    pub daemon: Addr<Daemon>,
+    /// Event bus.
+    pub bus: Addr<EventBus>,
+    /// Machine identity id for the welcome.
+    pub daemon_id: String,
+}
+
+enum Inbound {
+    Frame(Vec<u8>),
+    /// Framing is broken (oversized length); close after telling the client.
+    FramingError(ErrorBody),
+}
+
+struct StreamedSend {
+    room: String,
+    label: String,
+    to: Option<String>,
+    kind: PayloadType,
+    info: Option<Vec<u8>>,
+    buf: Vec<u8>,
+    progress: Option<u64>,
+}
+
+/// The session actor.
+pub struct ClientSession {
+    id: u64,
+    stream: Option<Stream>,
+    cfg: Arc<DaemonConfig>,
+    daemon: Addr<Daemon>,
+    bus: Addr<EventBus>,
+    daemon_id: String,
+    out: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    queued: Arc<AtomicU64>,
+    greeted: bool,
+    client: String,
+    streams: HashMap<u64, StreamedSend>,
+    next_transfer: u64,
+    closing: bool,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ClientSession {
+    /// A session over an accepted connection.
+    pub fn new(s: SessionSetup) -> Self {
+        Self {
+            id: s.id,
+            stream: Some(s.stream),
+            cfg: s.cfg,
+            daemon: s.daemon,
+            bus: s.bus,
+            daemon_id: s.daemon_id,
+            out: None,
+            queued: Arc::new(AtomicU64::new(0)),
+            greeted: false,
+            client: String::new(),
+            streams: HashMap::new(),
+            next_transfer: 1,
+            closing: false,
+            reader: None,
+        }
+    }
+
+    fn write(&mut self, msg: &DaemonMessage, ctx: &mut Context<Self>) {
+        let frame = match encode_frame(msg) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(session = self.id, error = %e, "encoding a frame failed");
+                return;
+            }
+        };
+        let Some(out) = &self.out else { return };
+        let q = self.queued.fetch_add(frame.len() as u64, Ordering::Relaxed) + frame.len() as u64;
+        if q > self.cfg.ipc.client_queue_limit {
+            // A client that stops reading must not make the daemon buffer without bound.
+            tracing::warn!(session = self.id, client = %self.client, queued = q, "client is not reading; disconnecting");
+            self.out = None;
+            ctx.stop();
+            return;
+        }
+        if out.send(frame).is_err() {
+            ctx.stop();
+        }
+    }
+
+    fn reply(&mut self, id: u64, res: Result<Value, DaemonError>, ctx: &mut Context<Self>) {
+        let r = match res {
+            Ok(v) => Reply::ok(id, v),
+            Err(e) => Reply::err(id, e.code(), e.to_string()),
+        };
+        self.write(&DaemonMessage::Reply(r), ctx);
+    }
+
+    fn fatal(&mut self, body: ErrorBody, ctx: &mut Context<Self>) {
+        tracing::info!(session = self.id, code = body.code.as_str(), message = %body.message, "closing client after protocol error");
+        self.write(&DaemonMessage::Error(body), ctx);
+        self.closing = true;
+        // Drop the sender: the writer flushes what is queued (the error) and then shuts down; the
+        // reader is aborted in `stopped`, so the socket closes once the error is out.
+        self.out = None;
+        ctx.stop();
+    }
+
+    fn exec(&mut self, id: u64, m: Exec, ctx: &mut Context<Self>) {
+        let fut = self.daemon.send(m);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let res = res.map_err(DaemonError::from).and_then(|r| r);
+            act.reply(id, res, ctx);
+        }));
+    }
+
+    fn on_frame(&mut self, body: &[u8], ctx: &mut Context<Self>) {
+        let msg = match decode_client(body) {
+            Ok(m) => m,
+            Err(e) => {
+                // The length prefix was sane, so the stream is still in sync: report and go on.
+                let code = if self.greeted { ErrorCode::MalformedFrame } else { ErrorCode::HandshakeRequired };
+                let body = ErrorBody::new(code, e.to_string());
+                if self.greeted {
+                    self.write(&DaemonMessage::Error(body), ctx);
+                } else {
+                    self.fatal(body, ctx);
+                }
+                return;
+            }
+        };
+        match msg {
+            ClientMessage::Hello(h) => {
+                if self.greeted {
+                    self.write(&DaemonMessage::Error(ErrorBody::new(ErrorCode::BadRequest, "hello was already received")), ctx);
+                    return;
+                }
+                if h.version != PROTOCOL_VERSION {
+                    return self.fatal(
+                        ErrorBody::new(
+                            ErrorCode::VersionMismatch,
+                            format!("client speaks protocol {}, this daemon speaks {}", h.version, PROTOCOL_VERSION),
+                        ),
+                        ctx,
+                    );
+                }
+                self.greeted = true;
+                self.client = h.client;
+                tracing::debug!(session = self.id, client = %self.client, "client connected");
+                let w = Welcome {
+                    version: PROTOCOL_VERSION,
+                    daemon: VERSION.to_string(),
+                    id: self.daemon_id.clone(),
+                    capabilities: vec!["events".into(), "progress".into(), "streamed-send".into()],
+                    max_frame: self.cfg.ipc.max_frame,
+                };
+                self.write(&DaemonMessage::Welcome(w), ctx);
+            }
+            ClientMessage::Request(req) => {
+                if !self.greeted {
+                    return self.fatal(ErrorBody::new(ErrorCode::HandshakeRequired, "the first frame must be hello"), ctx);
+                }
+                self.on_request(req, ctx);
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request, ctx: &mut Context<Self>) {
+        let id = req.id;
+        let op = match req.parse_op() {
+            Ok(op) => op,
+            Err(e) => {
+                let r = Reply::err(id, e.code(), e.to_string());
+                return self.write(&DaemonMessage::Reply(r), ctx);
+            }
+        };
+        match op {
+            Op::Status => self.exec(id, Exec::Status, ctx),
+            Op::Join(a) => self.exec(id, Exec::Join(a), ctx),
+            Op::Leave(a) => self.exec(id, Exec::Leave(a.room), ctx),
+            Op::Peers(a) => self.exec(id, Exec::Peers(a.room), ctx),
+            Op::Open(a) => self.exec(id, Exec::Open(a), ctx),
+            Op::Close(a) => self.exec(id, Exec::Close(a), ctx),
+            Op::Subscribe(a) => match a.filter() {
+                Ok(filter) => {
+                    self.bus.do_send(Subscribe { session: self.id, to: ctx.address().recipient(), filter: Some(filter) });
+                    self.reply(id, Ok(obj(vec![])), ctx);
+                }
+                Err(e) => self.reply(id, Err(DaemonError::BadRequest(e.to_string())), ctx),
+            },
+            Op::Unsubscribe => {
+                self.bus.do_send(Unsubscribe(self.id));
+                self.reply(id, Ok(obj(vec![])), ctx);
+            }
+            Op::Share(_) | Op::Unshare(_) => {
+                self.reply(id, Err(DaemonError::NotSupported("media sharing (share/unshare)".into())), ctx)
+            }
+            Op::Send(SendArgs::Start(s)) => {
+                let (kind, bytes) = match payload_bytes(s.payload) {
+                    Ok(v) => v,
+                    Err(e) => return self.reply(id, Err(e), ctx),
+                };
+                let info = match s.info.as_ref().map(|i| serde_json::to_vec(&msgpack_to_json(i))).transpose() {
+                    Ok(i) => i,
+                    Err(e) => return self.reply(id, Err(DaemonError::BadRequest(format!("send: info: {e}"))), ctx),
+                };
+                if info.as_ref().is_some_and(|i| i.len() >= 16_320) {
+                    return self.reply(id, Err(DaemonError::BadRequest("send: `info` must be shorter than 16320 bytes of JSON".into())), ctx);
+                }
+                let transfer = self.next_transfer;
+                self.next_transfer += 1;
+                let pending = StreamedSend {
+                    room: s.room,
+                    label: s.label,
+                    to: s.to,
+                    kind,
+                    info,
+                    buf: bytes,
+                    progress: s.progress.then_some(id),
+                };
+                if s.more {
+                    if kind == PayloadType::Json {
+                        return self.reply(id, Err(DaemonError::BadRequest("send: json messages cannot be streamed".into())), ctx);
+                    }
+                    self.streams.insert(transfer, pending);
+                    self.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx);
+                } else {
+                    self.finish_send(id, transfer, pending, ctx);
+                }
+            }
+            Op::Send(SendArgs::Chunk(c)) => {
+                let Some(mut pending) = self.streams.remove(&c.transfer) else {
+                    return self.reply(id, Err(DaemonError::BadRequest(format!("send: no streamed transfer {}", c.transfer))), ctx);
+                };
+                let bytes = match payload_bytes(c.data) {
+                    Ok((_, b)) => b,
+                    Err(e) => return self.reply(id, Err(e), ctx),
+                };
+                if (pending.buf.len() + bytes.len()) as u64 > self.cfg.ipc.max_message_size {
+                    return self.reply(
+                        id,
+                        Err(DaemonError::BadRequest(format!(
+                            "send: message exceeds ipc.max_message_size ({} bytes); transfer {} dropped",
+                            self.cfg.ipc.max_message_size, c.transfer
+                        ))),
+                        ctx,
+                    );
+                }
+                pending.buf.extend_from_slice(&bytes);
+                if c.more {
+                    self.streams.insert(c.transfer, pending);
+                    self.reply(id, Ok(obj(vec![("transfer", Value::from(c.transfer))])), ctx);
+                } else {
+                    self.finish_send(id, c.transfer, pending, ctx);
+                }
+            }
+        }
+    }
+
+    fn finish_send(&mut self, id: u64, transfer: u64, p: StreamedSend, ctx: &mut Context<Self>) {
+        let progress = p.progress.map(|request| ProgressTo { to: ctx.address().recipient(), request });
+        let m = Exec::Send {
+            room: p.room,
+            label: p.label,
+            to: p.to,
+            message: OutgoingMessage { kind: p.kind, info: p.info, data: Bytes::from(p.buf) },
+            progress,
+            transfer,
+        };
+        self.exec(id, m, ctx);
+    }
+}
+
+fn payload_bytes(p: Payload) -> Result<(PayloadType, Vec<u8>), DaemonError> {
+    Ok(match p {
+        Payload::Text(s) => (PayloadType::Text, s.into_bytes()),
+        Payload::Bytes(b) => (PayloadType::Bytes, b),
+        Payload::Json(v) => {
+            let bytes = serde_json::to_vec(&msgpack_to_json(&v)).map_err(|e| DaemonError::BadRequest(format!("send: data: {e}")))?;
+            (PayloadType::Json, bytes)
+        }
+    })
+}
+
+impl Actor for ClientSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(stream) = self.stream.take() else { return };
+        // `&Stream` is both AsyncRead and AsyncWrite; the socket closes when both tasks let go.
+        let stream = Arc::new(stream);
+        let write_side = stream.clone();
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        self.out = Some(out_tx);
+        let queued = self.queued.clone();
+        // Writer: drains frames to the socket. It ends when the session drops its sender.
+        actix::spawn(async move {
+            let mut tx_half: &Stream = &write_side;
+            while let Some(frame) = out_rx.recv().await {
+                let n = frame.len() as u64;
+                if tx_half.write_all(&frame).await.is_err() {
+                    break;
+                }
+                queued.fetch_sub(n, Ordering::Relaxed);
+            }
+            let _ = tx_half.flush().await;
+        });
+        // Reader: splits the byte stream into frames; a broken length ends the session.
+        let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel::<Inbound>();
+        let max = self.cfg.ipc.max_frame as usize;
+        self.reader = Some(actix::spawn(async move {
+            let mut rx_half: &Stream = &stream;
+            let mut dec = FrameDecoder::new(max);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match rx_half.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                dec.push(&buf[..n]);
+                loop {
+                    match dec.next_frame() {
+                        Ok(Some(f)) => {
+                            if in_tx.send(Inbound::Frame(f)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = in_tx.send(Inbound::FramingError(e.to_error_body()));
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+        ctx.add_stream(ReceiverStream::new(in_rx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        self.out = None;
+        self.bus.do_send(Unsubscribe(self.id));
+        if !self.streams.is_empty() {
+            tracing::info!(session = self.id, dropped = self.streams.len(), "client left with unfinished streamed sends");
+        }
+        tracing::debug!(session = self.id, client = %self.client, "client disconnected");
+    }
+}
+
+impl StreamHandler<Inbound> for ClientSession {
+    fn handle(&mut self, item: Inbound, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        match item {
+            Inbound::Frame(f) => self.on_frame(&f, ctx),
+            Inbound::FramingError(body) => self.fatal(body, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The client closed its end. Replies still in flight are dropped with the session.
+        ctx.stop();
+    }
+}
+
+impl Handler<Deliver> for ClientSession {
+    type Result = ();
+    fn handle(&mut self, d: Deliver, ctx: &mut Self::Context) {
+        let ev = Event { seq: d.seq, name: d.event.name.clone(), room: d.event.room.clone(), data: d.event.data.clone() };
+        self.write(&DaemonMessage::Event(ev), ctx);
+    }
+}
+
+impl Handler<SendProgress> for ClientSession {
+    type Result = ();
+    fn handle(&mut self, p: SendProgress, ctx: &mut Self::Context) {
+        let msg = Progress { id: p.request, peer: Some(p.peer), label: p.label, current: p.current, total: Some(p.total), done: p.done };
+        self.write(&DaemonMessage::Progress(msg), ctx);
+    }
+}

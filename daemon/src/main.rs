@@ -1,0 +1,93 @@
+//! `peerixd`: the daemon binary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use peerixd::config::{self, FlagOverrides};
+use peerix_wire::identity::Identity;
+
+/// A daemon that makes this machine a peer in Peerix WebRTC rooms, driven by local programs over a
+/// Unix socket (see `peerix --help`).
+#[derive(Debug, Parser)]
+#[command(name = "peerixd", version, about)]
+struct Args {
+    /// Configuration file (layered over /etc/peerix/peerixd.toml and ~/.config/peerix/peerixd.toml).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// IPC socket path [default: $XDG_RUNTIME_DIR/peerix/peerixd.sock or /run/peerix/peerixd.sock].
+    #[arg(long, env = "PEERIX_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `peerixd=debug`.
+    #[arg(long)]
+    log: Option<String>,
+    /// Default signaling driver: local (same host, no server), nats, memory.
+    #[arg(long)]
+    driver: Option<String>,
+    /// Rendezvous directory of the local driver (daemons sharing it find each other).
+    #[arg(long)]
+    local_dir: Option<PathBuf>,
+    /// NATS server URL (repeatable); configures the `nats` driver.
+    #[arg(long = "nats")]
+    nats: Vec<String>,
+    /// Join this room at start (repeatable).
+    #[arg(long = "join")]
+    join: Vec<String>,
+    /// Ignore /etc/peerix and the user config dir.
+    #[arg(long)]
+    no_system_config: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let flags = FlagOverrides {
+        socket: args.socket.clone(),
+        log: args.log.clone(),
+        default_driver: args.driver.clone(),
+        local_dir: args.local_dir.clone(),
+        nats: args.nats.clone(),
+        join: args.join.clone(),
+    };
+    let cfg = config::load(args.config.as_deref(), &flags, args.no_system_config).context("loading configuration")?;
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&cfg).context("rendering configuration")?);
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).with_context(|| format!("invalid log filter {:?}", cfg.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cfg = Arc::new(cfg);
+    let system = actix::System::new();
+    system.block_on(async move {
+        let running = peerixd::run::start(cfg.clone(), Identity::generate(), true)
+            .await
+            .with_context(|| format!("starting peerixd on {}", cfg.socket_path().display()))?;
+        tracing::info!(id = %running.id, socket = %cfg.socket_path().display(), "peerixd ready");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        peerixd::run::shutdown(&running).await;
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers we can only run until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,46 @@
+//! Starting and stopping the actor system (used by `main` and by in-process tests).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use peerix_wire::identity::Identity;
+
+use crate::actors::daemon::{Daemon, DaemonId, LeaveAll};
+use crate::actors::event_bus::EventBus;
+use crate::config::DaemonConfig;
+use crate::error::DaemonError;
+use crate::ipc::listener::{bind, IpcListener};
+
+/// Handles to a running daemon inside an actix system.
+pub struct Running {
+    /// Root actor.
+    pub daemon: Addr<Daemon>,
+    /// Event bus.
+    pub bus: Addr<EventBus>,
+    /// The machine identity's id.
+    pub id: String,
+}
+
+/// Starts the daemon's actors and, when `listen` is set, the IPC listener. Must be called inside a
+/// running actix system.
+pub async fn start(cfg: Arc<DaemonConfig>, identity: Identity, listen: bool) -> Result<Running, DaemonError> {
+    let bus = EventBus::default().start();
+    let id = identity.id().to_string();
+    let daemon = Daemon::new(cfg.clone(), bus.clone(), identity).start();
+    if listen {
+        let path = cfg.socket_path();
+        let listener = bind(&path)?;
+        IpcListener::new(path, listener, cfg.clone(), daemon.clone(), bus.clone(), id.clone()).start();
+    }
+    // Make sure the daemon actor is up before anyone talks to it.
+    let _ = daemon.send(DaemonId).await?;
+    Ok(Running { daemon, bus, id })
+}
+
+/// Leaves every room so that remote peers see `connection:closed` promptly, then gives the WebRTC
+/// stack a moment to send the stream resets.
+pub async fn shutdown(r: &Running) {
+    let _ = r.daemon.send(LeaveAll).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}

@@ -1,0 +1,916 @@
+//! Sans-IO chunking (§7.4) and reassembly (§7.5) of data-channel messages.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::frame::{self, Frame};
+use crate::proto::DecodeError;
+
+/// Chunk size C = 16 384 − 64 bytes.
+pub const CHUNK_SIZE: usize = 16_320;
+/// Default limit of one reassembled message (and of all buffered data).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+/// Maximum number of simultaneously open incoming transfers per channel.
+pub const MAX_OPEN_TRANSFERS: usize = 64;
+
+/// Payload type codes (frame field 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum PayloadType {
+    /// UTF-8 text.
+    Text = 1,
+    /// UTF-8 JSON text.
+    Json = 2,
+    /// Blob bytes (no MIME type or name).
+    Blob = 3,
+    /// Raw bytes (ArrayBuffer, typed array, stream).
+    Bytes = 4,
+}
+
+impl PayloadType {
+    /// The wire code.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// Maps a code; `None` for unknown codes.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            1 => Self::Text,
+            2 => Self::Json,
+            3 => Self::Blob,
+            4 => Self::Bytes,
+            _ => return None,
+        })
+    }
+
+    /// Maps a received code like Peerix does: unknown codes are bytes.
+    pub fn from_wire(code: u32) -> Self {
+        Self::from_code(code).unwrap_or(Self::Bytes)
+    }
+}
+
+/// Errors of the chunkers and the reassembler.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TransferError {
+    /// `info` must be shorter than [`CHUNK_SIZE`] bytes.
+    #[error("info is {0} bytes, must be shorter than 16320")]
+    InfoTooLong(usize),
+    /// Transfer ids are 1..=65535.
+    #[error("invalid transfer id {0}")]
+    InvalidId(u32),
+    /// A stream pushed more bytes than its declared total.
+    #[error("stream exceeds its declared size of {0} bytes")]
+    ExceedsDeclaredSize(u64),
+    /// The stream was already finished.
+    #[error("transfer already finished")]
+    Finished,
+    /// An incoming binary message is not a frame ("Failed to decode message").
+    #[error("Failed to decode message: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// Per-channel, per-direction transfer id counter: 1..=65535, then 1 again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferIds {
+    last: u32,
+}
+
+impl Default for TransferIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TransferIds {
+    /// A counter whose first id is 1.
+    pub fn new() -> Self {
+        Self { last: 0 }
+    }
+
+    /// Returns the next id.
+    pub fn next_id(&mut self) -> u32 {
+        self.last = if self.last >= 65_535 {
+            1
+        } else {
+            self.last + 1
+        };
+        self.last
+    }
+}
+
+impl Iterator for TransferIds {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        Some(self.next_id())
+    }
+}
+
+fn check_params(id: u32, info: Option<&[u8]>) -> Result<(), TransferError> {
+    if id == 0 || id > 65_535 {
+        return Err(TransferError::InvalidId(id));
+    }
+    match info {
+        Some(i) if i.len() >= CHUNK_SIZE => Err(TransferError::InfoTooLong(i.len())),
+        _ => Ok(()),
+    }
+}
+
+/// Splits one complete message into encoded frames (an iterator of
+/// `Vec<u8>`, one per SCTP message). An empty message yields one frame with
+/// index 0, type, `done` and an empty chunk.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    id: u32,
+    payload_type: PayloadType,
+    info: Option<Vec<u8>>,
+    data: Vec<u8>,
+    pos: usize,
+    index: u32,
+    finished: bool,
+}
+
+/// Alias: an outgoing transfer is a [`Chunker`].
+pub type OutgoingTransfer = Chunker;
+
+impl Chunker {
+    /// Prepares the frames of message `data` with transfer `id`.
+    pub fn new(
+        id: u32,
+        payload_type: PayloadType,
+        info: Option<Vec<u8>>,
+        data: Vec<u8>,
+    ) -> Result<Self, TransferError> {
+        check_params(id, info.as_deref())?;
+        Ok(Self {
+            id,
+            payload_type,
+            info,
+            data,
+            pos: 0,
+            index: 0,
+            finished: false,
+        })
+    }
+
+    /// The transfer id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Total message size in bytes.
+    pub fn total_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Payload bytes already emitted (progress).
+    pub fn bytes_sent(&self) -> usize {
+        self.pos
+    }
+
+    /// True once the `done` frame was produced.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The frame to send to abort this transfer from the sending side
+    /// (`abort` without `ask`, §7.5).
+    pub fn abort_frame(&self) -> Vec<u8> {
+        Frame::sender_abort(self.id).encode()
+    }
+
+    /// The next encoded frame, `None` after the last one.
+    pub fn next_frame(&mut self) -> Option<Vec<u8>> {
+        if self.finished {
+            return None;
+        }
+        let first = self.index == 0;
+        let cap = if first {
+            CHUNK_SIZE - self.info.as_ref().map_or(0, Vec::len)
+        } else {
+            CHUNK_SIZE
+        };
+        let remaining = self.data.len() - self.pos;
+        let n = remaining.min(cap);
+        let done = remaining <= cap;
+        let chunk = &self.data[self.pos..self.pos + n];
+        let bytes = if first {
+            frame::encode_data(
+                self.id,
+                0,
+                Some(self.payload_type.code()),
+                self.info.as_deref(),
+                chunk,
+                done,
+            )
+        } else {
+            frame::encode_data(self.id, self.index, None, None, chunk, done)
+        };
+        self.pos += n;
+        self.index = self.index.saturating_add(1);
+        self.finished = done;
+        Some(bytes)
+    }
+}
+
+impl Iterator for Chunker {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.next_frame()
+    }
+}
+
+/// Chunks a message whose bytes arrive in pieces and whose total size may be
+/// unknown. Frames are emitted as soon as a full chunk is known not to be
+/// the last; [`finish`](Self::finish) emits the final `done` frame (or it is
+/// emitted by [`push`](Self::push) when a declared total is reached).
+#[derive(Debug, Clone)]
+pub struct StreamChunker {
+    id: u32,
+    payload_type: PayloadType,
+    info: Option<Vec<u8>>,
+    buf: Vec<u8>,
+    index: u32,
+    pushed: u64,
+    sent: u64,
+    total: Option<u64>,
+    finished: bool,
+}
+
+impl StreamChunker {
+    /// Starts a streamed transfer; `total` is the size if known.
+    pub fn new(
+        id: u32,
+        payload_type: PayloadType,
+        info: Option<Vec<u8>>,
+        total: Option<u64>,
+    ) -> Result<Self, TransferError> {
+        check_params(id, info.as_deref())?;
+        Ok(Self {
+            id,
+            payload_type,
+            info,
+            buf: Vec::new(),
+            index: 0,
+            pushed: 0,
+            sent: 0,
+            total,
+            finished: false,
+        })
+    }
+
+    fn cap(&self) -> usize {
+        if self.index == 0 {
+            CHUNK_SIZE - self.info.as_ref().map_or(0, Vec::len)
+        } else {
+            CHUNK_SIZE
+        }
+    }
+
+    fn emit(&mut self, n: usize, done: bool, out: &mut Vec<Vec<u8>>) {
+        let chunk = &self.buf[..n];
+        let bytes = if self.index == 0 {
+            frame::encode_data(
+                self.id,
+                0,
+                Some(self.payload_type.code()),
+                self.info.as_deref(),
+                chunk,
+                done,
+            )
+        } else {
+            frame::encode_data(self.id, self.index, None, None, chunk, done)
+        };
+        out.push(bytes);
+        self.buf.drain(..n);
+        self.sent += n as u64;
+        self.index = self.index.saturating_add(1);
+        self.finished = done;
+    }
+
+    /// Adds bytes; returns the frames that can be sent now.
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, TransferError> {
+        if self.finished {
+            return Err(TransferError::Finished);
+        }
+        let pushed = self.pushed + data.len() as u64;
+        if let Some(total) = self.total {
+            if pushed > total {
+                return Err(TransferError::ExceedsDeclaredSize(total));
+            }
+        }
+        self.pushed = pushed;
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        while self.buf.len() > self.cap() {
+            let cap = self.cap();
+            self.emit(cap, false, &mut out);
+        }
+        if self.total == Some(self.pushed) {
+            let n = self.buf.len();
+            self.emit(n, true, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Ends the stream; returns the final frame(s) carrying `done`.
+    pub fn finish(&mut self) -> Result<Vec<Vec<u8>>, TransferError> {
+        if self.finished {
+            return Err(TransferError::Finished);
+        }
+        let mut out = Vec::new();
+        let n = self.buf.len();
+        self.emit(n, true, &mut out);
+        Ok(out)
+    }
+
+    /// Payload bytes already emitted in frames (progress).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The declared total size, if any.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// True once the `done` frame was produced.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The sender-side abort frame (`abort` without `ask`).
+    pub fn abort_frame(&self) -> Vec<u8> {
+        Frame::sender_abort(self.id).encode()
+    }
+}
+
+/// Why an incoming transfer was aborted.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AbortReason {
+    /// `abort` without `ask` from the sender.
+    #[error("Aborted by sender")]
+    BySender,
+    /// `ask` + `abort` with the id of an open incoming transfer (Peerix's
+    /// sender-side abort, §7.5).
+    #[error("Aborted by remote")]
+    ByRemoteAsk,
+    /// A chunk arrived with the wrong index.
+    #[error("Incorrect message order")]
+    OutOfOrder {
+        /// The index expected.
+        expected: u32,
+        /// The index received (absent = `None`).
+        got: Option<u32>,
+    },
+    /// The message exceeds the reassembly size limit.
+    #[error("Message exceeds {limit} bytes")]
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Too many incoming transfers are open at once.
+    #[error("Too many open transfers")]
+    TooManyTransfers,
+}
+
+/// Events produced by [`Reassembler::feed`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A new incoming message started (first frame).
+    Started {
+        /// Transfer id.
+        id: u32,
+        /// Payload type (unknown codes map to bytes).
+        payload_type: PayloadType,
+        /// Decoded `info` (absent or bad JSON → `None`).
+        info: Option<Value>,
+    },
+    /// A chunk was appended (progress).
+    Data {
+        /// Transfer id.
+        id: u32,
+        /// Chunk index.
+        index: u32,
+        /// Bytes in this chunk.
+        len: usize,
+        /// Bytes received so far in this transfer.
+        received: usize,
+    },
+    /// A message is complete.
+    Completed {
+        /// Transfer id.
+        id: u32,
+        /// Payload type.
+        payload_type: PayloadType,
+        /// Decoded `info`.
+        info: Option<Value>,
+        /// The message bytes.
+        data: Vec<u8>,
+        /// True when closed early because the id was reused (Peerix behaviour).
+        truncated: bool,
+        /// Ack frame to send back (`None` for truncated completions).
+        send_ack: Option<Vec<u8>>,
+    },
+    /// An incoming message was aborted.
+    Aborted {
+        /// Transfer id.
+        id: u32,
+        /// Why.
+        reason: AbortReason,
+        /// Frame to send back (`ask`+`abort`) when we are the one aborting.
+        send_abort: Option<Vec<u8>>,
+    },
+    /// The remote acknowledged our outgoing transfer `id`.
+    OutgoingAcked(u32),
+    /// The remote aborted our outgoing transfer `id`.
+    OutgoingAborted(u32),
+    /// A binary message that is not a frame.
+    Error(TransferError),
+}
+
+#[derive(Debug)]
+struct Incoming {
+    payload_type: PayloadType,
+    info: Option<Value>,
+    data: Vec<u8>,
+    chunks: u32,
+}
+
+/// Reassembles incoming frames of one channel.
+#[derive(Debug)]
+pub struct Reassembler {
+    max_message_size: usize,
+    incoming: HashMap<u32, Incoming>,
+    buffered: usize,
+}
+
+impl Default for Reassembler {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_MESSAGE_SIZE)
+    }
+}
+
+impl Reassembler {
+    /// A reassembler accepting messages of at most `max_message_size` bytes
+    /// (also the limit of all data buffered across open transfers).
+    pub fn new(max_message_size: usize) -> Self {
+        Self {
+            max_message_size,
+            incoming: HashMap::new(),
+            buffered: 0,
+        }
+    }
+
+    /// Bytes received so far for incoming transfer `id`.
+    pub fn progress(&self, id: u32) -> Option<usize> {
+        self.incoming.get(&id).map(|t| t.data.len())
+    }
+
+    /// Ids of the open incoming transfers.
+    pub fn open_transfers(&self) -> Vec<u32> {
+        self.incoming.keys().copied().collect()
+    }
+
+    fn remove(&mut self, id: u32) -> Option<Incoming> {
+        let t = self.incoming.remove(&id)?;
+        self.buffered -= t.data.len();
+        Some(t)
+    }
+
+    /// Decodes and feeds one binary channel message.
+    pub fn feed_bytes(&mut self, bytes: &[u8]) -> Vec<Outcome> {
+        match Frame::decode(bytes) {
+            Ok(f) => self.feed(f),
+            Err(e) => vec![Outcome::Error(TransferError::Decode(e))],
+        }
+    }
+
+    /// Feeds one decoded frame; returns what happened (possibly nothing, for
+    /// frames Peerix silently drops).
+    pub fn feed(&mut self, frame: Frame) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        let id = frame.id;
+        if frame.is_ask() {
+            if frame.abort == Some(true) {
+                out.push(Outcome::OutgoingAborted(id));
+                if self.remove(id).is_some() {
+                    out.push(Outcome::Aborted {
+                        id,
+                        reason: AbortReason::ByRemoteAsk,
+                        send_abort: None,
+                    });
+                }
+            } else if frame.done == Some(true) {
+                out.push(Outcome::OutgoingAcked(id));
+            }
+            return out;
+        }
+        if frame.abort == Some(true) {
+            if self.remove(id).is_some() {
+                out.push(Outcome::Aborted {
+                    id,
+                    reason: AbortReason::BySender,
+                    send_abort: None,
+                });
+            }
+            return out;
+        }
+        if frame.payload_type.unwrap_or(0) != 0 && frame.index == Some(0) {
+            if let Some(old) = self.remove(id) {
+                out.push(Outcome::Completed {
+                    id,
+                    payload_type: old.payload_type,
+                    info: old.info,
+                    data: old.data,
+                    truncated: true,
+                    send_ack: None,
+                });
+            }
+            if self.incoming.len() >= MAX_OPEN_TRANSFERS {
+                out.push(Outcome::Aborted {
+                    id,
+                    reason: AbortReason::TooManyTransfers,
+                    send_abort: Some(Frame::ask_abort(id).encode()),
+                });
+                return out;
+            }
+            let payload_type = PayloadType::from_wire(frame.payload_type.unwrap_or(0));
+            let info = frame
+                .info
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+            out.push(Outcome::Started {
+                id,
+                payload_type,
+                info: info.clone(),
+            });
+            self.incoming.insert(
+                id,
+                Incoming {
+                    payload_type,
+                    info,
+                    data: Vec::new(),
+                    chunks: 0,
+                },
+            );
+        }
+        if let Some(chunk) = frame.chunk {
+            let limit = self.max_message_size;
+            let buffered = self.buffered;
+            if let Some(t) = self.incoming.get_mut(&id) {
+                if frame.index != Some(t.chunks) {
+                    let expected = t.chunks;
+                    self.remove(id);
+                    out.push(Outcome::Aborted {
+                        id,
+                        reason: AbortReason::OutOfOrder {
+                            expected,
+                            got: frame.index,
+                        },
+                        send_abort: Some(Frame::ask_abort(id).encode()),
+                    });
+                    return out;
+                }
+                if t.data.len().saturating_add(chunk.len()) > limit
+                    || buffered.saturating_add(chunk.len()) > limit
+                {
+                    self.remove(id);
+                    out.push(Outcome::Aborted {
+                        id,
+                        reason: AbortReason::TooLarge { limit },
+                        send_abort: Some(Frame::ask_abort(id).encode()),
+                    });
+                    return out;
+                }
+                if t.data.is_empty() && t.chunks == 0 && frame.done != Some(true) {
+                    t.data.reserve(chunk.len().saturating_mul(2).min(limit));
+                }
+                t.data.extend_from_slice(&chunk);
+                t.chunks = t.chunks.saturating_add(1);
+                self.buffered += chunk.len();
+                out.push(Outcome::Data {
+                    id,
+                    index: t.chunks - 1,
+                    len: chunk.len(),
+                    received: t.data.len(),
+                });
+            }
+        }
+        if frame.done == Some(true) {
+            if let Some(t) = self.remove(id) {
+                out.push(Outcome::Completed {
+                    id,
+                    payload_type: t.payload_type,
+                    info: t.info,
+                    data: t.data,
+                    truncated: false,
+                    send_ack: Some(Frame::ack(id).encode()),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s.replace(' ', "")).unwrap()
+    }
+
+    fn completed(outs: &[Outcome]) -> Vec<(u32, Vec<u8>, bool)> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Outcome::Completed {
+                    id,
+                    data,
+                    truncated,
+                    ..
+                } => Some((*id, data.clone(), *truncated)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ids_wrap() {
+        let mut ids = TransferIds::new();
+        assert_eq!(ids.next_id(), 1);
+        assert_eq!(ids.next_id(), 2);
+        let mut ids = TransferIds { last: 65_534 };
+        assert_eq!(ids.next_id(), 65_535);
+        assert_eq!(ids.next_id(), 1);
+    }
+
+    #[test]
+    fn chunking_40000() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 256) as u8).collect();
+        let frames: Vec<_> = Chunker::new(
+            3,
+            PayloadType::Bytes,
+            Some(br#"{"n":"f"}"#.to_vec()),
+            data.clone(),
+        )
+        .unwrap()
+        .collect();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].len(), 16_333);
+        assert_eq!(frames[1].len(), 16_329);
+        assert_eq!(frames[2].len(), 7_378);
+        assert!(frames[0].starts_with(&h(
+            "08 03 18 00 20 04 30 00 3a 09 7b226e223a2266227d 42 b7 7f"
+        )));
+        assert!(frames[1].starts_with(&h("08 03 18 01 30 00 42 c0 7f")));
+        assert!(frames[2].starts_with(&h("08 03 18 02 30 01 42 c9 39")));
+        let mut r = Reassembler::default();
+        let outs: Vec<_> = frames.iter().flat_map(|f| r.feed_bytes(f)).collect();
+        assert_eq!(completed(&outs), vec![(3, data, false)]);
+        assert!(outs.contains(&Outcome::Started {
+            id: 3,
+            payload_type: PayloadType::Bytes,
+            info: Some(serde_json::json!({"n": "f"}))
+        }));
+        assert!(
+            matches!(outs.last(), Some(Outcome::Completed { send_ack: Some(a), .. }) if a == &h("08 03 10 01 30 01"))
+        );
+    }
+
+    #[test]
+    fn receiver_cases() {
+        let mut r = Reassembler::default();
+        // empty text, no chunk
+        let o = r.feed_bytes(&h("08 06 18 00 20 01 30 01"));
+        assert!(
+            matches!(&o[..], [Outcome::Started { .. }, Outcome::Completed { data, send_ack: Some(a), .. }] if data.is_empty() && a == &h("08 06 10 01 30 01"))
+        );
+        // first frame without index: dropped
+        assert!(r
+            .feed_bytes(&h("08 01 20 01 30 01 42 05 48656c6c6f"))
+            .is_empty());
+        // first frame without type: dropped
+        assert!(r
+            .feed_bytes(&h("08 01 18 00 30 01 42 05 48656c6c6f"))
+            .is_empty());
+        // unknown type 9 → bytes
+        let o = r.feed_bytes(&h("08 01 18 00 20 09 30 01 42 01 41"));
+        assert!(matches!(
+            &o[0],
+            Outcome::Started {
+                payload_type: PayloadType::Bytes,
+                ..
+            }
+        ));
+        // sender abort
+        r.feed_bytes(&h("08 03 18 00 20 01 30 00 42 01 41"));
+        assert_eq!(r.progress(3), Some(1));
+        let o = r.feed_bytes(&h("08 03 28 01"));
+        assert_eq!(
+            o,
+            vec![Outcome::Aborted {
+                id: 3,
+                reason: AbortReason::BySender,
+                send_abort: None
+            }]
+        );
+        assert_eq!(AbortReason::BySender.to_string(), "Aborted by sender");
+        // ask+abort aborts both directions
+        r.feed_bytes(&h("08 05 18 00 20 01 30 00 42 01 41"));
+        let o = r.feed_bytes(&h("08 05 10 01 28 01"));
+        assert_eq!(o[0], Outcome::OutgoingAborted(5));
+        assert!(matches!(
+            o[1],
+            Outcome::Aborted {
+                id: 5,
+                reason: AbortReason::ByRemoteAsk,
+                ..
+            }
+        ));
+        assert_eq!(
+            r.feed_bytes(&h("08 07 10 01 30 01")),
+            vec![Outcome::OutgoingAcked(7)]
+        );
+        // out of order
+        r.feed_bytes(&h("08 08 18 00 20 01 30 00 42 01 41"));
+        let o = r.feed_bytes(&h("08 08 18 02 30 00 42 01 41"));
+        assert!(matches!(
+            &o[0],
+            Outcome::Aborted {
+                id: 8,
+                reason: AbortReason::OutOfOrder {
+                    expected: 1,
+                    got: Some(2)
+                },
+                send_abort: Some(_)
+            }
+        ));
+        assert_eq!(
+            AbortReason::OutOfOrder {
+                expected: 1,
+                got: None
+            }
+            .to_string(),
+            "Incorrect message order"
+        );
+        // restart with open id → truncated completion
+        r.feed_bytes(&h("08 09 18 00 20 01 30 00 42 01 41"));
+        let o = r.feed_bytes(&h("08 09 18 00 20 01 30 01 42 01 42"));
+        assert_eq!(
+            completed(&o),
+            vec![(9, b"A".to_vec(), true), (9, b"B".to_vec(), false)]
+        );
+        // garbage
+        assert!(matches!(
+            &r.feed_bytes(&[0x0f])[..],
+            [Outcome::Error(TransferError::Decode(_))]
+        ));
+        assert!(r.open_transfers().is_empty());
+    }
+
+    #[test]
+    fn size_limit() {
+        let mut r = Reassembler::new(20_000);
+        let frames: Vec<_> = Chunker::new(1, PayloadType::Bytes, None, vec![1; 40_000])
+            .unwrap()
+            .collect();
+        let o = r.feed_bytes(&frames[0]);
+        assert!(matches!(
+            o.last(),
+            Some(Outcome::Data {
+                received: 16_320,
+                ..
+            })
+        ));
+        let o = r.feed_bytes(&frames[1]);
+        assert!(
+            matches!(&o[..], [Outcome::Aborted { id: 1, reason: AbortReason::TooLarge { limit: 20_000 }, send_abort: Some(a) }] if a == &h("08 01 10 01 28 01"))
+        );
+        assert!(r.feed_bytes(&frames[2]).is_empty());
+        // many open transfers
+        let mut r = Reassembler::new(1 << 20);
+        for id in 1..=MAX_OPEN_TRANSFERS as u32 {
+            r.feed(Frame::data_first(id, 1, None, b"x", false));
+        }
+        let o = r.feed(Frame::data_first(1000, 1, None, b"x", false));
+        assert!(matches!(
+            &o[..],
+            [Outcome::Aborted {
+                reason: AbortReason::TooManyTransfers,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn params() {
+        assert_eq!(
+            Chunker::new(0, PayloadType::Text, None, vec![]).err(),
+            Some(TransferError::InvalidId(0))
+        );
+        assert_eq!(
+            Chunker::new(1, PayloadType::Text, Some(vec![b'x'; CHUNK_SIZE]), vec![]).err(),
+            Some(TransferError::InfoTooLong(CHUNK_SIZE))
+        );
+        let mut c = Chunker::new(1, PayloadType::Text, None, vec![]).unwrap();
+        assert_eq!(c.next_frame(), Some(h("08 01 18 00 20 01 30 01 42 00")));
+        assert!(c.is_finished());
+        assert_eq!(c.next_frame(), None);
+        assert_eq!(c.abort_frame(), h("08 01 28 01"));
+    }
+
+    #[test]
+    fn streaming() {
+        let mut s = StreamChunker::new(2, PayloadType::Bytes, None, None).unwrap();
+        let mut frames = s.push(&[7; CHUNK_SIZE]).unwrap();
+        assert!(frames.is_empty());
+        frames.extend(s.push(&[8; 5]).unwrap());
+        assert_eq!(frames.len(), 1);
+        frames.extend(s.finish().unwrap());
+        assert_eq!(s.finish(), Err(TransferError::Finished));
+        assert_eq!(s.bytes_sent(), CHUNK_SIZE as u64 + 5);
+        let mut r = Reassembler::default();
+        let outs: Vec<_> = frames.iter().flat_map(|f| r.feed_bytes(f)).collect();
+        let mut expect = vec![7; CHUNK_SIZE];
+        expect.extend([8; 5]);
+        assert_eq!(completed(&outs), vec![(2, expect, false)]);
+        // known total
+        let mut s = StreamChunker::new(3, PayloadType::Bytes, None, Some(10)).unwrap();
+        assert_eq!(s.push(&[1; 10]).unwrap().len(), 1);
+        assert!(s.is_finished());
+        let mut s = StreamChunker::new(3, PayloadType::Bytes, None, Some(10)).unwrap();
+        assert_eq!(
+            s.push(&[1; 11]),
+            Err(TransferError::ExceedsDeclaredSize(10))
+        );
+        // empty stream
+        let mut s = StreamChunker::new(4, PayloadType::Text, None, None).unwrap();
+        assert_eq!(
+            s.finish().unwrap(),
+            vec![h("08 04 18 00 20 01 30 01 42 00")]
+        );
+    }
+
+    fn sizes() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            Just(0usize),
+            Just(1),
+            Just(CHUNK_SIZE - 1),
+            Just(CHUNK_SIZE),
+            Just(CHUNK_SIZE + 1),
+            Just(2 * CHUNK_SIZE),
+            0usize..70_000,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn chunk_reassemble(size in sizes(), info in proptest::option::of("[a-z]{0,30}"), id in 1u32..=65_535, seed in any::<u8>(), pieces in proptest::collection::vec(1usize..20_000, 1..8)) {
+            let data: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_add(seed)).collect();
+            let info_bytes = info.map(|s| serde_json::to_vec(&serde_json::json!({"s": s})).unwrap());
+            let frames: Vec<_> = Chunker::new(id, PayloadType::Blob, info_bytes.clone(), data.clone()).unwrap().collect();
+            prop_assert_eq!(frames.len(), 1 + (size + info_bytes.as_ref().map_or(0, Vec::len)).saturating_sub(1) / CHUNK_SIZE);
+            for f in &frames { prop_assert!(f.len() <= 16_384); }
+            let mut r = Reassembler::default();
+            let outs: Vec<_> = frames.iter().flat_map(|f| r.feed_bytes(f)).collect();
+            prop_assert_eq!(completed(&outs), vec![(id, data.clone(), false)]);
+
+            // streaming with arbitrary piece sizes gives a valid transfer too
+            let mut s = StreamChunker::new(id, PayloadType::Bytes, info_bytes, None).unwrap();
+            let mut sframes = Vec::new();
+            let mut pos = 0;
+            let mut k = 0;
+            while pos < data.len() {
+                let n = pieces[k % pieces.len()].min(data.len() - pos);
+                sframes.extend(s.push(&data[pos..pos + n]).unwrap());
+                pos += n;
+                k += 1;
+            }
+            sframes.extend(s.finish().unwrap());
+            for f in &sframes { prop_assert!(f.len() <= 16_384); }
+            let outs: Vec<_> = sframes.iter().flat_map(|f| r.feed_bytes(f)).collect();
+            prop_assert_eq!(completed(&outs), vec![(id, data, false)]);
+        }
+
+        #[test]
+        fn feed_never_panics(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20)) {
+            let mut r = Reassembler::new(100);
+            for f in frames { let _ = r.feed_bytes(&f); }
+        }
+
+        #[test]
+        fn feed_structured_never_panics(ops in proptest::collection::vec((1u32..4, proptest::option::of(any::<bool>()), proptest::option::of(0u32..4), proptest::option::of(0u32..3), proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>()), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50))), 0..40)) {
+            let mut r = Reassembler::new(120);
+            for (id, ask, index, payload_type, abort, done, chunk) in ops {
+                let _ = r.feed(Frame { id, ask, index, payload_type, abort, done, info: None, chunk });
+                let total: usize = r.open_transfers().iter().filter_map(|i| r.progress(*i)).sum();
+                prop_assert!(total <= 120);
+            }
+        }
+    }
+}

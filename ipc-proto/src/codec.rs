@@ -1,0 +1,180 @@
+//! Framing (length prefix) and MessagePack encoding / decoding.
+
+use bytes::{Buf, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{FrameError, ProtoError};
+use crate::message::{ClientMessage, DaemonMessage};
+
+/// Length of the frame header (a big-endian `u32` payload length).
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Maximum nesting depth accepted when decoding a frame body.
+const MAX_DEPTH: usize = 128;
+
+/// Encodes `msg` as one frame: 4-byte big-endian length, then the MessagePack
+/// body (structs as maps with string keys).
+///
+/// Fails only if the value cannot be serialised or the body exceeds `u32::MAX`
+/// bytes. Use [`encode_frame_limited`] to enforce a peer's `max_frame`.
+pub fn encode_frame<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, ProtoError> {
+    encode_frame_limited(msg, u32::MAX as usize)
+}
+
+/// Like [`encode_frame`], but fails with [`FrameError::TooLarge`] if the body
+/// is longer than `max` bytes.
+pub fn encode_frame_limited<T: Serialize + ?Sized>(
+    msg: &T,
+    max: usize,
+) -> Result<Vec<u8>, ProtoError> {
+    let mut out = vec![0u8; FRAME_HEADER_LEN];
+    {
+        let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
+        msg.serialize(&mut ser)
+            .map_err(|e| ProtoError::Encode(e.to_string()))?;
+    }
+    let len = out.len() - FRAME_HEADER_LEN;
+    let max = max.min(u32::MAX as usize);
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max: max as u64,
+        }
+        .into());
+    }
+    let len32 = u32::try_from(len).map_err(|_| ProtoError::Encode("frame too long".into()))?;
+    out[..FRAME_HEADER_LEN].copy_from_slice(&len32.to_be_bytes());
+    Ok(out)
+}
+
+/// Incremental frame splitter for a byte stream.
+///
+/// Feed received bytes with [`FrameDecoder::push`] and drain complete frame
+/// payloads with [`FrameDecoder::next_frame`]. Because every frame carries its
+/// length, a payload that fails to decode does not desynchronise the stream.
+/// A length prefix above the maximum is a fatal [`FrameError`]; after it the
+/// decoder keeps returning that error.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    max: usize,
+    failed: Option<FrameError>,
+}
+
+impl FrameDecoder {
+    /// Creates a decoder that accepts payloads of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        FrameDecoder {
+            buf: BytesMut::new(),
+            max,
+            failed: None,
+        }
+    }
+
+    /// The configured maximum payload length.
+    pub fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Number of buffered bytes not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Returns the next complete frame payload (without the length prefix),
+    /// `Ok(None)` if more bytes are needed, or an error if the announced
+    /// length exceeds the maximum.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.buf.len() < FRAME_HEADER_LEN {
+            return Ok(None);
+        }
+        let mut hdr = [0u8; FRAME_HEADER_LEN];
+        hdr.copy_from_slice(&self.buf[..FRAME_HEADER_LEN]);
+        let len = u32::from_be_bytes(hdr) as u64;
+        if len > self.max as u64 {
+            let err = FrameError::TooLarge {
+                len,
+                max: self.max as u64,
+            };
+            self.failed = Some(err.clone());
+            self.buf.clear();
+            return Err(err);
+        }
+        let len = len as usize;
+        if self.buf.len() < FRAME_HEADER_LEN + len {
+            self.buf.reserve(FRAME_HEADER_LEN + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(FRAME_HEADER_LEN);
+        Ok(Some(self.buf.split_to(len).to_vec()))
+    }
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new(crate::DEFAULT_MAX_FRAME)
+    }
+}
+
+/// Decodes exactly one MessagePack value of type `T` from `body`, rejecting
+/// trailing bytes.
+fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
+    de.set_max_depth(MAX_DEPTH);
+    let value = T::deserialize(&mut de).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    let rest = (body.len() as u64).saturating_sub(de.position());
+    if rest != 0 {
+        return Err(ProtoError::Malformed(format!(
+            "{rest} trailing bytes after the message"
+        )));
+    }
+    Ok(value)
+}
+
+/// Decodes a frame payload sent by a client (`hello` or `request`).
+///
+/// Errors are [`ProtoError::Malformed`] (wire code `MALFORMED_FRAME`).
+pub fn decode_client(body: &[u8]) -> Result<ClientMessage, ProtoError> {
+    decode_exact(body)
+}
+
+/// Decodes a frame payload sent by the daemon (`welcome`, `reply`, `event`,
+/// `progress` or `error`).
+///
+/// Errors are [`ProtoError::Malformed`] (wire code `MALFORMED_FRAME`).
+pub fn decode_daemon(body: &[u8]) -> Result<DaemonMessage, ProtoError> {
+    decode_exact(body)
+}
+
+/// Serialises any value into an [`rmpv::Value`] (structs become maps with
+/// string keys, byte buffers become `bin`).
+pub fn to_value<T: Serialize + ?Sized>(v: &T) -> Result<rmpv::Value, ProtoError> {
+    let bytes = rmp_serde::to_vec_named(v).map_err(|e| ProtoError::Encode(e.to_string()))?;
+    decode_exact::<rmpv::Value>(&bytes).map_err(|e| ProtoError::Encode(e.to_string()))
+}
+
+/// Deserialises a typed value from an [`rmpv::Value`]; failures are
+/// [`ProtoError::BadRequest`].
+pub fn from_value<T: DeserializeOwned>(v: rmpv::Value) -> Result<T, ProtoError> {
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(&mut buf, &v).map_err(|e| ProtoError::Encode(e.to_string()))?;
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(&buf[..]));
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de).map_err(|e| ProtoError::BadRequest(e.to_string()))
+}
+
+/// `serde(default)` helper producing `Nil`.
+pub(crate) fn nil() -> rmpv::Value {
+    rmpv::Value::Nil
+}

@@ -1,0 +1,47 @@
+//! Sans-IO message types and codec of the `peerixd` local IPC protocol.
+//!
+//! The protocol is documented normatively in `PROTOCOL.md` next to this
+//! crate's `Cargo.toml`. In short: a byte stream carries frames made of a
+//! 4-byte big-endian payload length followed by exactly one MessagePack value
+//! (a map with string keys, tagged by its `"type"` key).
+//!
+//! This crate performs no I/O. Use [`encode_frame`] to produce frames,
+//! [`FrameDecoder`] to split an incoming byte stream into frame payloads and
+//! [`decode_client`] / [`decode_daemon`] to turn payloads into messages.
+//! Request arguments are parsed with [`Op::parse`], event data with
+//! [`Event::typed`], and subscriptions are matched with [`EventFilter`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codec;
+mod error;
+mod events;
+mod message;
+mod ops;
+
+pub use codec::{
+    decode_client, decode_daemon, encode_frame, encode_frame_limited, from_value, to_value,
+    FrameDecoder, FRAME_HEADER_LEN,
+};
+pub use error::{ErrorBody, ErrorCode, FrameError, ProtoError};
+pub use events::{
+    event_names, ChannelErrorData, ChannelEventData, ChannelMessageData, ConnectionEventData,
+    DriverEventData, ErrorEventData, EventData, EventFilter, EventPattern, MessageType,
+};
+pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
+pub use ops::{
+    op_names, CloseArgs, DeliveryReport, DriverInfo, IceServer, IceTransportPolicy, JoinArgs,
+    JoinOptions, JoinResult, LeaveArgs, Op, OpenArgs, OptionFlag, Payload, PayloadType, PeerInfo,
+    PeersArgs, PeersResult, RoomInfo, SendArgs, SendChunk, SendResult, SendStart, StatusResult,
+    SubscribeArgs, DEFAULT_LABEL,
+};
+
+/// Re-export of the `rmpv` crate whose [`rmpv::Value`] is used for free-form data.
+pub use rmpv;
+
+/// The protocol version implemented by this crate (sent in `hello` / `welcome`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default maximum frame payload length in bytes (16 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

@@ -1,0 +1,725 @@
+//! Typed operations (`request.op` + `request.args`) and their results.
+
+use rmpv::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::codec::to_value;
+use crate::error::{ErrorBody, ProtoError};
+use crate::events::EventFilter;
+
+/// The channel label used by `send` when none is given.
+pub const DEFAULT_LABEL: &str = "default";
+
+/// Names of all operations.
+pub mod op_names {
+    /// `status`: daemon and room overview.
+    pub const STATUS: &str = "status";
+    /// `join`: join a room.
+    pub const JOIN: &str = "join";
+    /// `leave`: leave a room.
+    pub const LEAVE: &str = "leave";
+    /// `peers`: list the peers of a room.
+    pub const PEERS: &str = "peers";
+    /// `open`: open a data channel.
+    pub const OPEN: &str = "open";
+    /// `close`: close a data channel.
+    pub const CLOSE: &str = "close";
+    /// `send`: send a message (possibly streamed).
+    pub const SEND: &str = "send";
+    /// `subscribe`: receive events.
+    pub const SUBSCRIBE: &str = "subscribe";
+    /// `unsubscribe`: stop receiving events.
+    pub const UNSUBSCRIBE: &str = "unsubscribe";
+    /// `share`: reserved (media sharing).
+    pub const SHARE: &str = "share";
+    /// `unshare`: reserved (media sharing).
+    pub const UNSHARE: &str = "unshare";
+    /// Every op name.
+    pub const ALL: [&str; 11] = [
+        STATUS,
+        JOIN,
+        LEAVE,
+        PEERS,
+        OPEN,
+        CLOSE,
+        SEND,
+        SUBSCRIBE,
+        UNSUBSCRIBE,
+        SHARE,
+        UNSHARE,
+    ];
+}
+
+/// A parsed operation with typed arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `status` (no arguments).
+    Status,
+    /// `join`.
+    Join(JoinArgs),
+    /// `leave`.
+    Leave(LeaveArgs),
+    /// `peers`.
+    Peers(PeersArgs),
+    /// `open`.
+    Open(OpenArgs),
+    /// `close`.
+    Close(CloseArgs),
+    /// `send` (first request of a message, or a chunk of a streamed one).
+    Send(SendArgs),
+    /// `subscribe`.
+    Subscribe(SubscribeArgs),
+    /// `unsubscribe` (no arguments).
+    Unsubscribe,
+    /// `share` (reserved; raw arguments).
+    Share(Value),
+    /// `unshare` (reserved; raw arguments).
+    Unshare(Value),
+}
+
+/// A "flag or name" option value (Peerix accepts `true`/`false` or an
+/// algorithm name for some options).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OptionFlag {
+    /// Enabled / disabled.
+    Bool(bool),
+    /// A named variant (e.g. an algorithm).
+    Name(String),
+}
+
+/// ICE transport policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    /// Use all candidates.
+    All,
+    /// Only use relay (TURN) candidates.
+    Relay,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// An ICE (STUN/TURN) server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// Server URLs (a single string is accepted on input).
+    #[serde(deserialize_with = "one_or_many")]
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Room options of `join` (Peerix names, camelCase). Unknown keys are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinOptions {
+    /// Hash the room namespace before using it for signaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_hashing: Option<OptionFlag>,
+    /// Compress signaling messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signaling_compression: Option<OptionFlag>,
+    /// Encrypt signaling messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signaling_encryption: Option<OptionFlag>,
+    /// Connection timeout in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_timeout: Option<u64>,
+    /// ICE candidate debounce in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice_candidate_debounce: Option<u64>,
+    /// ICE servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice_servers: Option<Vec<IceServer>>,
+    /// ICE transport policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice_transport_policy: Option<IceTransportPolicy>,
+}
+
+/// Arguments of `join`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinArgs {
+    /// Room name.
+    pub room: String,
+    /// Local peer metadata announced to the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// Signaling driver name (daemon default if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Room options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<JoinOptions>,
+}
+
+impl JoinArgs {
+    /// Arguments joining `room` with no metadata, the default driver and default options.
+    pub fn new(room: impl Into<String>) -> JoinArgs {
+        JoinArgs {
+            room: room.into(),
+            metadata: None,
+            driver: None,
+            options: None,
+        }
+    }
+}
+
+/// Arguments of `leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveArgs {
+    /// Room name.
+    pub room: String,
+}
+
+/// Arguments of `peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeersArgs {
+    /// Room name.
+    pub room: String,
+}
+
+/// Arguments of `open`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenArgs {
+    /// Room name.
+    pub room: String,
+    /// Channel label.
+    pub label: String,
+    /// Ordered delivery (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered: Option<bool>,
+    /// Sub-protocol name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Maximum retransmits (partial reliability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retransmits: Option<u16>,
+    /// Maximum packet life time in ms (partial reliability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packet_life_time: Option<u16>,
+    /// Only open towards this peer (all peers if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+impl OpenArgs {
+    /// Arguments opening `label` in `room` towards all peers with default settings.
+    pub fn new(room: impl Into<String>, label: impl Into<String>) -> OpenArgs {
+        OpenArgs {
+            room: room.into(),
+            label: label.into(),
+            ordered: None,
+            protocol: None,
+            max_retransmits: None,
+            max_packet_life_time: None,
+            to: None,
+        }
+    }
+}
+
+/// Arguments of `close`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseArgs {
+    /// Room name.
+    pub room: String,
+    /// Channel label.
+    pub label: String,
+    /// Only close towards this peer (all peers if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// Arguments of `subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeArgs {
+    /// Event patterns: `"*"`, a group (`"connection"`) or a name (`"channel:message"`).
+    pub events: Vec<String>,
+    /// Only events of this room (events without a room always pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+}
+
+impl SubscribeArgs {
+    /// Builds the [`EventFilter`] described by these arguments.
+    pub fn filter(&self) -> Result<EventFilter, ProtoError> {
+        EventFilter::parse(&self.events, self.room.clone())
+    }
+}
+
+/// The `type` of a sent message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadType {
+    /// UTF-8 text (`data` is a MessagePack str).
+    Text,
+    /// Raw bytes (`data` is a MessagePack bin).
+    Bytes,
+    /// Any JSON-compatible value (`data` is any MessagePack value).
+    Json,
+}
+
+impl PayloadType {
+    /// The wire name (`"text"`, `"bytes"`, `"json"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadType::Text => "text",
+            PayloadType::Bytes => "bytes",
+            PayloadType::Json => "json",
+        }
+    }
+}
+
+/// The data of a `send` request (or chunk).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Text (str on the wire).
+    Text(String),
+    /// Bytes (bin on the wire).
+    Bytes(Vec<u8>),
+    /// A structured value (json type; never chunked).
+    Json(Value),
+}
+
+impl Payload {
+    /// The payload type.
+    pub fn kind(&self) -> PayloadType {
+        match self {
+            Payload::Text(_) => PayloadType::Text,
+            Payload::Bytes(_) => PayloadType::Bytes,
+            Payload::Json(_) => PayloadType::Json,
+        }
+    }
+
+    /// Length in bytes for text/bytes payloads (0 for json).
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Text(s) => s.len(),
+            Payload::Bytes(b) => b.len(),
+            Payload::Json(_) => 0,
+        }
+    }
+
+    /// Whether [`Payload::len`] is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The wire value of `data`.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Payload::Text(s) => Value::from(s.as_str()),
+            Payload::Bytes(b) => Value::Binary(b.clone()),
+            Payload::Json(v) => v.clone(),
+        }
+    }
+}
+
+/// First (or only) request of a `send`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendStart {
+    /// Room name.
+    pub room: String,
+    /// Channel label (default [`DEFAULT_LABEL`]).
+    pub label: String,
+    /// Only send to this peer (all connected peers if absent).
+    pub to: Option<String>,
+    /// The data (for a streamed send: the first chunk, possibly empty).
+    pub payload: Payload,
+    /// Optional metadata map delivered with the message.
+    pub info: Option<Value>,
+    /// More chunks follow (streamed send).
+    pub more: bool,
+    /// Push `progress` frames for this request.
+    pub progress: bool,
+}
+
+/// A follow-up chunk of a streamed `send`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendChunk {
+    /// The transfer id returned by the first reply.
+    pub transfer: u64,
+    /// The chunk ([`Payload::Text`] or [`Payload::Bytes`], same type as the start).
+    pub data: Payload,
+    /// More chunks follow.
+    pub more: bool,
+}
+
+/// Arguments of `send`: a start request or a chunk of a streamed transfer
+/// (distinguished by the presence of `transfer`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendArgs {
+    /// First (or only) request.
+    Start(SendStart),
+    /// Follow-up chunk.
+    Chunk(SendChunk),
+}
+
+/// Result of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResult {
+    /// Daemon software version, e.g. `"0.1.0"`.
+    pub version: String,
+    /// The daemon's peer id.
+    pub id: String,
+    /// Configured signaling drivers.
+    #[serde(default)]
+    pub drivers: Vec<DriverInfo>,
+    /// Joined rooms.
+    #[serde(default)]
+    pub rooms: Vec<RoomInfo>,
+}
+
+/// A signaling driver in [`StatusResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverInfo {
+    /// Driver name (as used in `join.driver`).
+    pub name: String,
+    /// Driver kind, e.g. `"nats"`.
+    pub kind: String,
+    /// Whether the driver is connected.
+    pub active: bool,
+}
+
+/// A joined room in [`StatusResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// Room name.
+    pub room: String,
+    /// Driver used by the room.
+    pub driver: String,
+    /// Number of known peers.
+    pub peers: u64,
+    /// Open channel labels.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// Result of `join`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinResult {
+    /// Room name.
+    pub room: String,
+    /// Local peer id in the room.
+    pub id: String,
+    /// Local metadata.
+    #[serde(default = "crate::codec::nil")]
+    pub metadata: Value,
+}
+
+/// Result of `peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersResult {
+    /// Known peers.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// A remote peer in [`PeersResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Peer id.
+    pub id: String,
+    /// Connection state (`new`, `connecting`, `connected`, `disconnected`, `failed`, `closed`).
+    pub state: String,
+    /// Remote metadata.
+    #[serde(default = "crate::codec::nil")]
+    pub metadata: Value,
+    /// Open channel labels.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// Result of `send`. `peers` is absent in the intermediate replies of a
+/// streamed send and present in the final one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResult {
+    /// Transfer id.
+    pub transfer: u64,
+    /// Per-peer delivery results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<DeliveryReport>>,
+}
+
+/// Delivery result for one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// Peer id.
+    pub id: String,
+    /// Whether the peer acknowledged the message.
+    pub ok: bool,
+    /// Failure reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// Field-by-field access to an args map that names the field in errors.
+struct Fields {
+    op: &'static str,
+    map: Vec<(Value, Value)>,
+}
+
+impl Fields {
+    fn new(op: &'static str, args: Value) -> Result<Fields, ProtoError> {
+        match args {
+            Value::Nil => Ok(Fields {
+                op,
+                map: Vec::new(),
+            }),
+            Value::Map(map) => Ok(Fields { op, map }),
+            _ => Err(ProtoError::BadRequest(format!(
+                "{op}: `args` must be a map"
+            ))),
+        }
+    }
+
+    fn bad(&self, msg: String) -> ProtoError {
+        ProtoError::BadRequest(format!("{}: {msg}", self.op))
+    }
+
+    /// Removes and returns the raw value of `key` (a nil value is returned as is).
+    fn take(&mut self, key: &str) -> Option<Value> {
+        let pos = self.map.iter().position(|(k, _)| k.as_str() == Some(key))?;
+        Some(self.map.swap_remove(pos).1)
+    }
+
+    fn conv<T: DeserializeOwned>(&self, key: &str, v: Value) -> Result<T, ProtoError> {
+        crate::codec::from_value(v).map_err(|e| self.bad(format!("invalid field `{key}`: {e}")))
+    }
+
+    fn opt<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, ProtoError> {
+        match self.take(key) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(v) => self.conv(key, v).map(Some),
+        }
+    }
+
+    fn req<T: DeserializeOwned>(&mut self, key: &str) -> Result<T, ProtoError> {
+        match self.take(key) {
+            None | Some(Value::Nil) => Err(self.bad(format!("missing field `{key}`"))),
+            Some(v) => self.conv(key, v),
+        }
+    }
+
+    fn opt_map(&mut self, key: &str) -> Result<Option<Value>, ProtoError> {
+        match self.take(key) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(v @ Value::Map(_)) => Ok(Some(v)),
+            Some(_) => Err(self.bad(format!("invalid field `{key}`: expected a map"))),
+        }
+    }
+}
+
+impl Op {
+    /// Parses an op name and its arguments.
+    ///
+    /// Unknown op names yield [`ProtoError::UnknownOp`]; invalid arguments yield
+    /// [`ProtoError::BadRequest`] whose message names the offending field.
+    /// Unknown argument keys are ignored.
+    pub fn parse(op: &str, args: Value) -> Result<Op, ProtoError> {
+        use op_names::*;
+        match op {
+            STATUS => {
+                Fields::new(STATUS, args)?;
+                Ok(Op::Status)
+            }
+            JOIN => {
+                let mut f = Fields::new(JOIN, args)?;
+                Ok(Op::Join(JoinArgs {
+                    room: f.req("room")?,
+                    metadata: f.opt("metadata")?,
+                    driver: f.opt("driver")?,
+                    options: f.opt("options")?,
+                }))
+            }
+            LEAVE => {
+                let mut f = Fields::new(LEAVE, args)?;
+                Ok(Op::Leave(LeaveArgs {
+                    room: f.req("room")?,
+                }))
+            }
+            PEERS => {
+                let mut f = Fields::new(PEERS, args)?;
+                Ok(Op::Peers(PeersArgs {
+                    room: f.req("room")?,
+                }))
+            }
+            OPEN => {
+                let mut f = Fields::new(OPEN, args)?;
+                Ok(Op::Open(OpenArgs {
+                    room: f.req("room")?,
+                    label: f.req("label")?,
+                    ordered: f.opt("ordered")?,
+                    protocol: f.opt("protocol")?,
+                    max_retransmits: f.opt("maxRetransmits")?,
+                    max_packet_life_time: f.opt("maxPacketLifeTime")?,
+                    to: f.opt("to")?,
+                }))
+            }
+            CLOSE => {
+                let mut f = Fields::new(CLOSE, args)?;
+                Ok(Op::Close(CloseArgs {
+                    room: f.req("room")?,
+                    label: f.req("label")?,
+                    to: f.opt("to")?,
+                }))
+            }
+            SEND => parse_send(Fields::new(SEND, args)?).map(Op::Send),
+            SUBSCRIBE => {
+                let mut f = Fields::new(SUBSCRIBE, args)?;
+                let sub = SubscribeArgs {
+                    events: f.req("events")?,
+                    room: f.opt("room")?,
+                };
+                sub.filter()
+                    .map_err(|e| f.bad(format!("invalid field `events`: {e}")))?;
+                Ok(Op::Subscribe(sub))
+            }
+            UNSUBSCRIBE => {
+                Fields::new(UNSUBSCRIBE, args)?;
+                Ok(Op::Unsubscribe)
+            }
+            SHARE => Ok(Op::Share(args)),
+            UNSHARE => Ok(Op::Unshare(args)),
+            other => Err(ProtoError::UnknownOp(other.to_owned())),
+        }
+    }
+
+    /// The wire name of this op.
+    pub fn name(&self) -> &'static str {
+        use op_names::*;
+        match self {
+            Op::Status => STATUS,
+            Op::Join(_) => JOIN,
+            Op::Leave(_) => LEAVE,
+            Op::Peers(_) => PEERS,
+            Op::Open(_) => OPEN,
+            Op::Close(_) => CLOSE,
+            Op::Send(_) => SEND,
+            Op::Subscribe(_) => SUBSCRIBE,
+            Op::Unsubscribe => UNSUBSCRIBE,
+            Op::Share(_) => SHARE,
+            Op::Unshare(_) => UNSHARE,
+        }
+    }
+
+    /// Serialises the arguments into the wire `args` map.
+    pub fn to_args(&self) -> Result<Value, ProtoError> {
+        match self {
+            Op::Status | Op::Unsubscribe => Ok(Value::Map(Vec::new())),
+            Op::Join(a) => to_value(a),
+            Op::Leave(a) => to_value(a),
+            Op::Peers(a) => to_value(a),
+            Op::Open(a) => to_value(a),
+            Op::Close(a) => to_value(a),
+            Op::Subscribe(a) => to_value(a),
+            Op::Send(a) => Ok(send_to_value(a)),
+            Op::Share(v) | Op::Unshare(v) => Ok(v.clone()),
+        }
+    }
+}
+
+fn send_to_value(a: &SendArgs) -> Value {
+    let mut m: Vec<(Value, Value)> = Vec::new();
+    let mut put = |k: &str, v: Value| m.push((Value::from(k), v));
+    match a {
+        SendArgs::Start(s) => {
+            put("room", Value::from(s.room.as_str()));
+            put("label", Value::from(s.label.as_str()));
+            if let Some(to) = &s.to {
+                put("to", Value::from(to.as_str()));
+            }
+            put("type", Value::from(s.payload.kind().as_str()));
+            put("data", s.payload.to_value());
+            if let Some(info) = &s.info {
+                put("info", info.clone());
+            }
+            if s.more {
+                put("more", Value::Boolean(true));
+            }
+            if s.progress {
+                put("progress", Value::Boolean(true));
+            }
+        }
+        SendArgs::Chunk(c) => {
+            put("transfer", Value::from(c.transfer));
+            put("data", c.data.to_value());
+            put("more", Value::Boolean(c.more));
+        }
+    }
+    Value::Map(m)
+}
+
+fn parse_send(mut f: Fields) -> Result<SendArgs, ProtoError> {
+    let transfer: Option<u64> = f.opt("transfer")?;
+    let more: bool = f.opt("more")?.unwrap_or(false);
+    if let Some(transfer) = transfer {
+        let data = match f.take("data") {
+            Some(Value::String(s)) => match s.into_str() {
+                Some(s) => Payload::Text(s),
+                None => return Err(f.bad("invalid field `data`: invalid UTF-8".into())),
+            },
+            Some(Value::Binary(b)) => Payload::Bytes(b),
+            None | Some(Value::Nil) => return Err(f.bad("missing field `data`".into())),
+            Some(_) => return Err(f.bad("invalid field `data`: a chunk must be str or bin".into())),
+        };
+        return Ok(SendArgs::Chunk(SendChunk {
+            transfer,
+            data,
+            more,
+        }));
+    }
+    let room: String = f.req("room")?;
+    let label: String = f.opt("label")?.unwrap_or_else(|| DEFAULT_LABEL.to_owned());
+    let to: Option<String> = f.opt("to")?;
+    let kind: PayloadType = f.req("type")?;
+    let data = f.take("data");
+    let payload = match (kind, data) {
+        (PayloadType::Json, _) if more => {
+            return Err(f.bad("invalid field `more`: json messages cannot be streamed".into()))
+        }
+        (PayloadType::Json, None) => return Err(f.bad("missing field `data`".into())),
+        (PayloadType::Json, Some(v)) => Payload::Json(v),
+        (PayloadType::Text, None | Some(Value::Nil)) if more => Payload::Text(String::new()),
+        (PayloadType::Bytes, None | Some(Value::Nil)) if more => Payload::Bytes(Vec::new()),
+        (_, None | Some(Value::Nil)) => return Err(f.bad("missing field `data`".into())),
+        (PayloadType::Text, Some(Value::String(s))) => match s.into_str() {
+            Some(s) => Payload::Text(s),
+            None => return Err(f.bad("invalid field `data`: invalid UTF-8".into())),
+        },
+        (PayloadType::Text, Some(_)) => {
+            return Err(f.bad("invalid field `data`: expected str for type `text`".into()))
+        }
+        (PayloadType::Bytes, Some(Value::Binary(b))) => Payload::Bytes(b),
+        (PayloadType::Bytes, Some(_)) => {
+            return Err(f.bad("invalid field `data`: expected bin for type `bytes`".into()))
+        }
+    };
+    let info = f.opt_map("info")?;
+    let progress: bool = f.opt("progress")?.unwrap_or(false);
+    Ok(SendArgs::Start(SendStart {
+        room,
+        label,
+        to,
+        payload,
+        info,
+        more,
+        progress,
+    }))
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need (nats-server, the
+# Python and Node client dependencies), builds every binary, then runs the Rust, Python and Node
+# tests. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  fi
+fi
+
+# The system tests start real daemons: build the binaries first.
+cargo build --workspace --bins
+cargo test --workspace --no-fail-fast -- --test-threads=2
+
+# Python client.
+if [ -d clients/python ]; then
+  python3 -m pip install -q msgpack pytest >/dev/null
+  (cd clients/python && python3 -m pytest -q)
+fi
+# Node client.
+if [ -d clients/node ] && [ -f clients/node/package.json ]; then
+  (cd clients/node && npm install --silent --no-audit --no-fund && node --test)
+fi
