@@ -42,7 +42,7 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
             socket: None,
-            log: "info".into(),
+            log: "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_sctp=warn,rtc_dtls=warn,rtc_mdns=warn".into(),
             default_driver: "local".into(),
             ipc: IpcConfig::default(),
             drivers: DriversConfig::default(),

@@ -1,1 +1,329 @@
-//! placeholder
+//! Harness for the end-to-end tests: real `peerixd` processes, real clients over the real socket,
+//! real WebRTC over loopback, and (for NATS tests) a real `nats-server` started on a free port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use peerix_client::Client;
+use peerix_ipc_proto::{Event, JoinArgs, OpenArgs};
+use tokio::sync::mpsc::Receiver;
+
+pub use peerix_client;
+pub use peerix_ipc_proto;
+
+/// The directory holding the workspace's binaries (`peerixd`, `peerix`), next to this test binary.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("PEERIX_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/debug/deps/<test-binary> -> target/debug
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+}
+
+/// Path of a workspace binary; fails with a hint when it was not built.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if !p.exists() {
+        bail!("{} not found: build the binaries first (`cargo build --workspace --bins`)", p.display());
+    }
+    Ok(p)
+}
+
+/// A scratch area shared by the daemons of one test (rendezvous directory, sockets, logs).
+pub struct TestEnv {
+    /// The temporary directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// A fresh environment.
+    pub fn new() -> Result<Self> {
+        let mut b = tempfile::Builder::new();
+        b.prefix("peerix-test-");
+        // PEERIX_KEEP_TEST_DIRS=1 keeps sockets and daemon logs for post-mortems.
+        if std::env::var_os("PEERIX_KEEP_TEST_DIRS").is_some() {
+            b.disable_cleanup(true);
+        }
+        Ok(Self { dir: b.tempdir()? })
+    }
+
+    /// The `local` driver's rendezvous directory for this test.
+    pub fn local_dir(&self) -> PathBuf {
+        self.dir.path().join("local")
+    }
+
+    /// Starts a daemon named `name` with extra arguments.
+    pub async fn daemon(&self, name: &str, extra: &[&str]) -> Result<DaemonProc> {
+        DaemonProc::spawn(self, name, extra).await
+    }
+}
+
+/// A `peerixd` child process; killed on drop.
+pub struct DaemonProc {
+    /// Name used for the socket and log file.
+    pub name: String,
+    /// The IPC socket.
+    pub socket: PathBuf,
+    /// stderr log of the daemon.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl DaemonProc {
+    /// Spawns the daemon and waits until its socket answers.
+    pub async fn spawn(env: &TestEnv, name: &str, extra: &[&str]) -> Result<Self> {
+        let socket = env.dir.path().join(format!("{name}.sock"));
+        let log = env.dir.path().join(format!("{name}.log"));
+        let logf = std::fs::File::create(&log)?;
+        let child = Command::new(bin("peerixd")?)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--local-dir")
+            .arg(env.local_dir())
+            .arg("--no-system-config")
+            .args(["--log", "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_sctp=warn,rtc_dtls=warn"])
+            .args(extra)
+            .env_remove("PEERIX_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .context("spawning peerixd")?;
+        let mut d = Self { name: name.to_string(), socket, log, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(c) = Client::connect(&d.socket).await {
+                drop(c);
+                return Ok(d);
+            }
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("peerixd {name} exited with {status}: {}", d.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!("peerixd {name} did not open its socket in 20 s: {}", d.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A new client connection.
+    pub async fn client(&self) -> Result<Client> {
+        Client::connect(&self.socket).await.with_context(|| format!("connecting to {}", self.name))
+    }
+
+    /// The last lines of the daemon's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the daemon with SIGTERM (graceful leave) and waits for it.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            #[cfg(unix)]
+            unsafe_free_sigterm(c.id());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[cfg(unix)]
+fn unsafe_free_sigterm(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A client joined to a room with its event stream.
+pub struct Member {
+    /// The client.
+    pub client: Client,
+    /// Its events.
+    pub events: Receiver<Event>,
+    /// Our Peerix id in the room.
+    pub id: String,
+    /// Room name.
+    pub room: String,
+    /// Events received but not yet consumed by a `wait_for`.
+    pub backlog: std::collections::VecDeque<Event>,
+}
+
+impl Member {
+    /// Connects to `d`, subscribes to everything, joins `room` with `args` tweaks.
+    pub async fn join(d: &DaemonProc, room: &str, tweak: impl FnOnce(&mut JoinArgs)) -> Result<Self> {
+        let client = d.client().await?;
+        let events = client.subscribe(&["*"], Some(room)).await?;
+        let mut args = JoinArgs::new(room);
+        tweak(&mut args);
+        let res = client.join(args).await?;
+        Ok(Self { client, events, id: res.id, room: room.to_string(), backlog: Default::default() })
+    }
+
+    /// Opens a label room-wide.
+    pub async fn open(&self, label: &str) -> Result<()> {
+        Ok(self.client.open(OpenArgs::new(self.room.clone(), label)).await?)
+    }
+
+    /// Waits for an event matching `pred` (the earliest one, including events that arrived while
+    /// waiting for something else); others stay in the backlog.
+    pub async fn wait_for(&mut self, what: &str, timeout: Duration, mut pred: impl FnMut(&Event) -> bool) -> Result<Event> {
+        if let Some(pos) = self.backlog.iter().position(&mut pred) {
+            return Ok(self.backlog.remove(pos).expect("position is valid"));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ev)) if pred(&ev) => return Ok(ev),
+                Ok(Some(ev)) => self.backlog.push_back(ev),
+                Ok(None) => bail!("event stream ended while waiting for {what}"),
+                Err(_) => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+    }
+
+    /// Collects events for `dur` (after the backlog).
+    pub async fn drain_for(&mut self, dur: Duration) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + dur;
+        let mut out: Vec<Event> = self.backlog.drain(..).collect();
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            out.push(ev);
+        }
+        out
+    }
+}
+
+/// A string field of an event's data.
+pub fn field<'a>(ev: &'a Event, key: &str) -> Option<&'a str> {
+    match &ev.data {
+        rmpv::Value::Map(m) => m.iter().find(|(k, _)| k.as_str() == Some(key)).and_then(|(_, v)| v.as_str()),
+        _ => None,
+    }
+}
+
+/// Any field of an event's data.
+pub fn value<'a>(ev: &'a Event, key: &str) -> Option<&'a rmpv::Value> {
+    match &ev.data {
+        rmpv::Value::Map(m) => m.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// Is this `name` from `peer`?
+pub fn is(ev: &Event, name: &str, peer: &str) -> bool {
+    ev.name == name && field(ev, "peer") == Some(peer)
+}
+
+/// A free loopback TCP port (bind to 0, release).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A real `nats-server` on free loopback ports (client and websocket); killed on drop.
+pub struct NatsServer {
+    /// Client port.
+    pub port: u16,
+    /// Websocket port.
+    pub ws_port: u16,
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts nats-server with websocket enabled; `extra` are more command-line flags.
+    pub fn start(extra: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        let mut ws_port = free_port()?;
+        while ws_port == port {
+            ws_port = free_port()?;
+        }
+        let dir = tempfile::tempdir()?;
+        let mut s = Self { port, ws_port, extra: extra.iter().map(|s| s.to_string()).collect(), dir, child: None };
+        s.restart()?;
+        Ok(s)
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an outage).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)starts the server on the same ports.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let conf = self.dir.path().join("nats.conf");
+        std::fs::write(&conf, format!("websocket {{\n  listen: \"127.0.0.1:{}\"\n  no_tls: true\n}}\n", self.ws_port))?;
+        let bin = which("nats-server").ok_or_else(|| {
+            anyhow!("nats-server is not installed (apt-get install -y nats-server; scripts/test-all.sh does it)")
+        })?;
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-c"])
+            .arg(&conf)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nats-server")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("nats-server did not listen on {} within 10 s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
+}
+
+/// SHA-256 hex of bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}

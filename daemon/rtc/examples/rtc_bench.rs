@@ -21,7 +21,11 @@ fn config() -> RtcConfig {
         ice_servers: vec![],
         relay_only: false,
         mdns: true,
-        udp_recv_buffer: 4 * 1024 * 1024,
+        // RTC_BENCH_RCVBUF=0 measures the kernel default socket buffer.
+        udp_recv_buffer: std::env::var("RTC_BENCH_RCVBUF")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4 * 1024 * 1024),
         max_message_size: 256 * 1024,
     }
 }

@@ -32,6 +32,10 @@ const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
 /// Send buffer for each UDP socket; bursts of DATA chunks leave in GSO batches.
 const UDP_SEND_BUFFER: usize = 1024 * 1024;
 
+/// How long driver timers are expedited after ICE connects: enough for DTLS and SCTP
+/// handshakes on a slow path; ended early when the control channel opens.
+const EXPEDITE_WINDOW: Duration = Duration::from_secs(1);
+
 const SIG_STABLE: u8 = 0;
 const SIG_LOCAL_OFFER: u8 = 1;
 const SIG_REMOTE_OFFER: u8 = 2;
@@ -68,6 +72,8 @@ struct Shared {
     closed_sent: AtomicBool,
     /// Used only to wake the driver (see [`Shared::wake_driver`]).
     control: OnceLock<Weak<dyn DataChannel>>,
+    /// This connection's runtime, to expedite the driver's timers during handshakes.
+    runtime: OnceLock<Arc<TunedRuntime>>,
 }
 
 impl Shared {
@@ -90,6 +96,19 @@ impl Shared {
         }
     }
 
+    fn expedite(&self, window: Duration) {
+        if tmp_disabled("expedite") { return; }
+        if let Some(rt) = self.runtime.get() {
+            rt.expedite(window);
+        }
+    }
+
+    fn end_expedite(&self) {
+        if let Some(rt) = self.runtime.get() {
+            rt.end_expedite();
+        }
+    }
+
     fn lock<'a>(m: &'a Mutex<Option<String>>) -> std::sync::MutexGuard<'a, Option<String>> {
         match m.lock() {
             Ok(g) => g,
@@ -107,9 +126,9 @@ impl Shared {
     /// setter ends in the driver's coalescing write wake; setting the high threshold to its
     /// existing value (`u32::MAX`, never used by us) is a no-op apart from that wake.
     async fn wake_driver(&self) {
+        if tmp_disabled("wake") { return; }
         if let Some(dc) = self.control.get().and_then(Weak::upgrade) {
-            let r = dc.set_buffered_amount_high_threshold(u32::MAX).await;
-            tracing::trace!("wake_driver: {r:?}");
+            let _ = dc.set_buffered_amount_high_threshold(u32::MAX).await;
         }
     }
 }
@@ -159,7 +178,9 @@ impl PeerConnectionEventHandler for Handler {
         tracing::trace!("ice state {state:?}");
         self.shared.emit(RtcEvent::IceState(state));
         if state == IceState::Connected {
-            // The DTLS handshake starts while this event is pumped; flush it now.
+            // The DTLS client's ClientHello is queued while this event is pumped but only
+            // released by the core's handle_timeout; make the driver's next sleep short.
+            self.shared.expedite(EXPEDITE_WINDOW);
             self.shared.wake_driver().await;
         }
     }
@@ -234,11 +255,13 @@ async fn build_pc(
         // Browsers without camera permission only send mDNS candidates; the first check
         // from them arrives as prflx, which the default 1 s wait would hold back.
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message))
-        .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
-        .build();
-    let runtime: Arc<dyn Runtime> =
-        Arc::new(TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER));
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message));
+    let setting_engine = if tmp_disabled("rwnd") { setting_engine } else {
+        setting_engine.with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER) }.build();
+    let tuned = Arc::new(TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER));
+    // A retry after an mDNS failure builds a second runtime; the first one set wins, so
+    // remember the runtime only once the build succeeded.
+    let runtime: Arc<dyn Runtime> = tuned.clone();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(configuration.build())
         .with_setting_engine(setting_engine)
@@ -249,6 +272,7 @@ async fn build_pc(
         .with_udp_addrs(vec!["0.0.0.0:0"])
         .build()
         .await?;
+    let _ = shared.runtime.set(tuned);
     Ok(Arc::new(pc))
 }
 
@@ -266,6 +290,7 @@ impl RtcPeer {
             control_closed_sent: AtomicBool::new(false),
             closed_sent: AtomicBool::new(false),
             control: OnceLock::new(),
+            runtime: OnceLock::new(),
         });
         let pc = match build_pc(cfg, cfg.mdns, &shared).await {
             Ok(pc) => pc,
@@ -500,7 +525,10 @@ fn spawn_control_reader(control: Arc<dyn DataChannel>, shared: Arc<Shared>) {
     tokio::spawn(async move {
         while let Some(event) = control.poll().await {
             match event {
-                DataChannelEvent::OnOpen => shared.emit(RtcEvent::ControlOpen),
+                DataChannelEvent::OnOpen => {
+                    shared.end_expedite();
+                    shared.emit(RtcEvent::ControlOpen);
+                }
                 // Peerix ignores text on the control channel (§6.2).
                 DataChannelEvent::OnMessage(msg) if !msg.is_string => {
                     shared.emit(RtcEvent::ControlMessage(msg.data.freeze()));
@@ -562,4 +590,8 @@ mod tests {
         assert_eq!(parsed.candidate, "x");
         assert_eq!(parsed.username_fragment, None);
     }
+}
+
+fn tmp_disabled(k: &str) -> bool {
+    std::env::var("PEERIX_RTC_DISABLE").map(|v| v.split(',').any(|x| x == k)).unwrap_or(false)
 }

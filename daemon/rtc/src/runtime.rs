@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use webrtc::runtime::{
@@ -22,12 +22,20 @@ use webrtc::runtime::{
 
 /// Delegates everything to [`TokioRuntime`] except socket wrapping, where it first enlarges
 /// the kernel buffers.
+///
+/// It also owns the "expedite" window (see [`TunedRuntime::expedite`]), so there is one
+/// `TunedRuntime` per connection.
 #[derive(Debug)]
 pub(crate) struct TunedRuntime {
     inner: TokioRuntime,
     recv_buffer: usize,
     send_buffer: usize,
+    /// Until this instant every driver sleep is capped at [`EXPEDITED_TICK`].
+    expedite_until: Mutex<Option<Instant>>,
 }
+
+/// Longest driver sleep inside an expedite window (tokio's timer resolution is 1 ms).
+const EXPEDITED_TICK: Duration = Duration::from_millis(1);
 
 impl TunedRuntime {
     /// `recv_buffer`/`send_buffer` of 0 leave the kernel default in place.
@@ -36,6 +44,45 @@ impl TunedRuntime {
             inner: TokioRuntime,
             recv_buffer,
             send_buffer,
+            expedite_until: Mutex::new(None),
+        }
+    }
+
+    /// Caps the driver's timer sleeps at 1 ms for the next `window`.
+    ///
+    /// Why: the driver only calls the core's `handle_timeout` when its sleep ends, and some
+    /// packets are only released there. In particular the DTLS client's first ClientHello is
+    /// queued inside the DTLS endpoint when ICE selects a pair, and only `handle_timeout`
+    /// drains that queue; the core's next deadline is then the ICE check/keepalive tick, so
+    /// the handshake started up to 200 ms late. Every handler's `handle_timeout` checks its
+    /// own deadlines, so waking early is harmless; the window keeps the extra wakeups
+    /// (1 kHz) to the few milliseconds a handshake takes.
+    pub(crate) fn expedite(&self, window: Duration) {
+        let until = Instant::now() + window;
+        let mut guard = match self.expedite_until.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Some(guard.map_or(until, |cur| cur.max(until)));
+    }
+
+    /// Ends any expedite window early (the handshakes it was for are done).
+    pub(crate) fn end_expedite(&self) {
+        let mut guard = match self.expedite_until.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = None;
+    }
+
+    fn expedited(&self, duration: Duration) -> Duration {
+        let guard = match self.expedite_until.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match *guard {
+            Some(until) if Instant::now() < until => duration.min(EXPEDITED_TICK),
+            _ => duration,
         }
     }
 }
@@ -96,7 +143,7 @@ impl Runtime for TunedRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.sleep(duration)
+        self.inner.sleep(self.expedited(duration))
     }
 
     fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
