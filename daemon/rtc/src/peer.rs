@@ -257,7 +257,7 @@ async fn build_pc(
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message));
     let setting_engine = if tmp_disabled("rwnd") { setting_engine } else {
-        setting_engine.with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER) }.build();
+        setting_engine.with_sctp_max_receive_buffer_size(std::env::var("PEERIX_RTC_RWND").ok().and_then(|v| v.parse().ok()).unwrap_or(SCTP_RECEIVE_BUFFER)) }.build();
     let tuned = Arc::new(TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER));
     // A retry after an mDNS failure builds a second runtime; the first one set wins, so
     // remember the runtime only once the build succeeded.

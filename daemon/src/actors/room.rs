@@ -298,8 +298,26 @@ impl Handler<Incoming> for RoomActor {
                 self.on_signal(sig.signal_type, sig.sender_id, sig.message, ctx);
             }
             Ok(_) => {}
-            Err(e) => self.emit_error(e.code(), &e.to_string(), None),
+            Err(e) => {
+                let hint = mismatch_hint(&e, self.s.options.signaling_encryption);
+                self.emit_error(e.code(), &format!("{e}{hint}"), None)
+            }
         }
+    }
+}
+
+/// Names the room option that most likely differs between the peers (spec §2.4), so that a
+/// mismatch reads as a configuration problem rather than line noise.
+fn mismatch_hint(e: &peerix_wire::packet::SignalingError, encryption: bool) -> &'static str {
+    use peerix_wire::packet::SignalingError as E;
+    match e {
+        E::NotEncrypted => " (the sender has signalingEncryption off; it must match room-wide)",
+        E::KeyImport(_) => " (the sender's id is not a P-256 key: it has signalingEncryption off; it must match room-wide)",
+        E::Json(_) | E::InvalidMessage(_) if !encryption => {
+            " (the sender may have signalingEncryption on; it must match room-wide)"
+        }
+        E::Decrypt(_) => " (wrong key or tampered packet)",
+        _ => "",
     }
 }
 

@@ -1,0 +1,125 @@
+//! Daemons signaling through a real nats-server that each test starts on free loopback ports.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use peerix_client::SendOptions;
+use peerix_ipc_proto::{ErrorCode, JoinOptions, OptionFlag};
+use peerix_system_tests::*;
+
+const T: Duration = Duration::from_secs(15);
+
+async fn nats_daemon(env: &TestEnv, name: &str, nats: &NatsServer, extra: &[&str]) -> Result<DaemonProc> {
+    let url = nats.url();
+    let mut args = vec!["--nats", url.as_str(), "--driver", "nats"];
+    args.extend_from_slice(extra);
+    env.daemon(name, &args).await
+}
+
+/// Waits until every pair connected, except pairs among the first `known` members (already seen).
+async fn full_mesh(members: &mut [Member], known: usize) -> Result<()> {
+    let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+    for (i, m) in members.iter_mut().enumerate() {
+        for (j, other) in ids.iter().enumerate() {
+            if i != j && (i >= known || j >= known) {
+                m.wait_for(&format!("{i} connected to {j}"), T, |e| is(e, "connection:connected", other)).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_and_four_daemons_mesh_over_nats() -> Result<()> {
+    let nats = NatsServer::start(&[])?;
+    let env = TestEnv::new()?;
+    let mut daemons = Vec::new();
+    for i in 0..4 {
+        daemons.push(nats_daemon(&env, &format!("n{i}"), &nats, &[]).await?);
+    }
+    // Two first, then two more join the same room.
+    let mut members = vec![Member::join(&daemons[0], "natsroom", |_| {}).await?, Member::join(&daemons[1], "natsroom", |_| {}).await?];
+    full_mesh(&mut members, 0).await?;
+    members.push(Member::join(&daemons[2], "natsroom", |_| {}).await?);
+    members.push(Member::join(&daemons[3], "natsroom", |_| {}).await?);
+    full_mesh(&mut members, 2).await?;
+    let st = members[0].client.status().await?;
+    assert!(st.drivers.iter().any(|d| d.kind == "nats" && d.active), "{st:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_keeps_peers_and_new_daemons_join_after_restart() -> Result<()> {
+    let mut nats = NatsServer::start(&[])?;
+    let env = TestEnv::new()?;
+    let d0 = nats_daemon(&env, "o0", &nats, &[]).await?;
+    let d1 = nats_daemon(&env, "o1", &nats, &[]).await?;
+    let mut a = Member::join(&d0, "outage", |_| {}).await?;
+    let mut b = Member::join(&d1, "outage", |_| {}).await?;
+    let (a_id, b_id) = (a.id.clone(), b.id.clone());
+    a.wait_for("a-b connected", T, |e| is(e, "connection:connected", &b_id)).await?;
+    a.open("chat").await?;
+    b.wait_for("chat open", T, |e| is(e, "channel:open", &a_id)).await?;
+
+    nats.kill();
+    a.wait_for("driver inactive", T, |e| e.name == "driver:inactive").await?;
+    // Signaling is only needed for discovery: the established peers keep talking.
+    for i in 0..3 {
+        let text = format!("during outage {i}");
+        let r = a.client.send_text("outage", "chat", &text, SendOptions::default()).await?;
+        assert!(r.peers.expect("report").iter().all(|p| p.ok));
+        b.wait_for("message during outage", T, |e| e.name == "channel:message" && field(e, "data") == Some(text.as_str())).await?;
+    }
+    assert_eq!(a.client.peers("outage").await?[0].state, "connected");
+
+    nats.restart()?;
+    a.wait_for("driver active again", Duration::from_secs(30), |e| e.name == "driver:active").await?;
+    // A daemon that joins after the restart connects to both.
+    let d2 = nats_daemon(&env, "o2", &nats, &[]).await?;
+    let mut c = Member::join(&d2, "outage", |_| {}).await?;
+    c.wait_for("c-a", T, |e| is(e, "connection:connected", &a_id)).await?;
+    c.wait_for("c-b", T, |e| is(e, "connection:connected", &b_id)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_nats_credentials_give_a_clear_error() -> Result<()> {
+    let nats = NatsServer::start(&["--user", "peerix", "--pass", "right"])?;
+    let env = TestEnv::new()?;
+    // No credentials configured at all: the join fails with the driver's reason.
+    let d = env.daemon("c", &["--nats", &nats.url()]).await?;
+    let c = d.client().await?;
+    let mut args = peerix_ipc_proto::JoinArgs::new("secured");
+    args.driver = Some("nats".into());
+    let err = c.join(args).await.expect_err("join must fail without credentials");
+    let body = err.daemon_error().expect("a daemon error").clone();
+    assert_eq!(body.code, ErrorCode::DriverError, "{body:?}");
+    assert!(body.message.contains("authorization"), "{body:?}");
+    // The daemon is still fine.
+    assert!(c.status().await.is_ok());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_mismatch_is_an_error_event_not_silence() -> Result<()> {
+    let nats = NatsServer::start(&[])?;
+    let env = TestEnv::new()?;
+    let d0 = nats_daemon(&env, "m0", &nats, &[]).await?;
+    let d1 = nats_daemon(&env, "m1", &nats, &[]).await?;
+    // Metadata makes the plain side's invoke non-empty: the first non-empty payload is where the
+    // mismatch shows (§2.4).
+    let mut plain = Member::join(&d0, "mismatch", |j| {
+        j.metadata = Some(rmpv::Value::from("plain"));
+        j.options = Some(JoinOptions { signaling_encryption: Some(OptionFlag::Bool(false)), ..Default::default() })
+    })
+    .await?;
+    let mut enc = Member::join(&d1, "mismatch", |_| {}).await?;
+    let e1 = enc.wait_for("error at the encrypting side", T, |e| e.name == "error").await?;
+    let msg = value(&e1, "error").map(|v| v.to_string()).unwrap_or_default();
+    assert!(msg.contains("SIGNALING_ERROR") && msg.contains("signalingEncryption"), "{msg}");
+    // The plain side never receives a non-empty payload in this order (the encrypting side drops
+    // the invoke it cannot trust), so it sees no peer at all rather than a half-open one.
+    assert!(plain.client.peers("mismatch").await?.is_empty());
+    drop(plain.drain_for(Duration::from_millis(10)).await);
+    Ok(())
+}
