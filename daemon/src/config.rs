@@ -42,7 +42,8 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
             socket: None,
-            log: "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_sctp=warn,rtc_dtls=warn,rtc_mdns=warn".into(),
+            log: "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_sctp=warn,rtc_dtls=warn,rtc_mdns=warn"
+                .into(),
             default_driver: "local".into(),
             ipc: IpcConfig::default(),
             drivers: DriversConfig::default(),
@@ -296,7 +297,10 @@ pub fn load(
     }
     if let Some(f) = file {
         if !f.exists() {
-            return Err(DaemonError::Config(format!("config file {} does not exist", f.display())));
+            return Err(DaemonError::Config(format!(
+                "config file {} does not exist",
+                f.display()
+            )));
         }
         b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
     }
@@ -310,15 +314,23 @@ pub fn load(
             .try_parsing(true)
             .source(Some(daemon_env())),
     );
-    let set = |b: config::ConfigBuilder<config::builder::DefaultState>, k: &str, v: Option<String>| {
-        b.set_override_option(k, v)
-    };
-    let mut b = set(b, "socket", flags.socket.as_ref().map(|p| p.display().to_string()))
-        .map_err(cfg_err)?;
+    let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
+               k: &str,
+               v: Option<String>| { b.set_override_option(k, v) };
+    let mut b = set(
+        b,
+        "socket",
+        flags.socket.as_ref().map(|p| p.display().to_string()),
+    )
+    .map_err(cfg_err)?;
     b = set(b, "log", flags.log.clone()).map_err(cfg_err)?;
     b = set(b, "default_driver", flags.default_driver.clone()).map_err(cfg_err)?;
-    b = set(b, "drivers.local.dir", flags.local_dir.as_ref().map(|p| p.display().to_string()))
-        .map_err(cfg_err)?;
+    b = set(
+        b,
+        "drivers.local.dir",
+        flags.local_dir.as_ref().map(|p| p.display().to_string()),
+    )
+    .map_err(cfg_err)?;
     let cfg = b.build().map_err(cfg_err)?;
     let mut out: DaemonConfig = cfg.try_deserialize().map_err(cfg_err)?;
     if !flags.nats.is_empty() {
@@ -328,7 +340,12 @@ pub fn load(
     }
     for room in &flags.join {
         if !out.rooms.iter().any(|r| &r.id == room) {
-            out.rooms.push(RoomConfig { id: room.clone(), metadata: None, driver: None, channels: vec![] });
+            out.rooms.push(RoomConfig {
+                id: room.clone(),
+                metadata: None,
+                driver: None,
+                channels: vec![],
+            });
         }
     }
     out.validate()?;
@@ -337,11 +354,26 @@ pub fn load(
 
 /// The environment variables that belong to the daemon's configuration.
 fn daemon_env() -> config::Map<String, String> {
-    const TOP: &[&str] = &["SOCKET", "LOG", "DEFAULT_DRIVER", "IPC__", "DRIVERS__", "ROOM_DEFAULTS__", "WEBRTC__"];
+    const TOP: &[&str] = &[
+        "SOCKET",
+        "LOG",
+        "DEFAULT_DRIVER",
+        "IPC__",
+        "DRIVERS__",
+        "ROOM_DEFAULTS__",
+        "WEBRTC__",
+    ];
     std::env::vars()
         .filter(|(k, _)| {
-            k.strip_prefix("PEERIX_")
-                .is_some_and(|rest| TOP.iter().any(|t| if t.ends_with("__") { rest.starts_with(t) } else { rest == *t }))
+            k.strip_prefix("PEERIX_").is_some_and(|rest| {
+                TOP.iter().any(|t| {
+                    if t.ends_with("__") {
+                        rest.starts_with(t)
+                    } else {
+                        rest == *t
+                    }
+                })
+            })
         })
         .collect()
 }
@@ -354,14 +386,22 @@ impl DaemonConfig {
     /// Checks values the type system cannot, naming the key at fault.
     pub fn validate(&self) -> Result<(), DaemonError> {
         if self.ipc.max_frame < 1024 {
-            return Err(DaemonError::Config(format!("ipc.max_frame: {} is below the minimum of 1024", self.ipc.max_frame)));
+            return Err(DaemonError::Config(format!(
+                "ipc.max_frame: {} is below the minimum of 1024",
+                self.ipc.max_frame
+            )));
         }
         if self.ipc.max_frame > u32::MAX as u64 {
-            return Err(DaemonError::Config("ipc.max_frame: must fit the 4-byte length prefix".into()));
-        }
-        if self.ipc.inline_message_limit == 0 || self.ipc.inline_message_limit + 4096 > self.ipc.max_frame {
             return Err(DaemonError::Config(
-                "ipc.inline_message_limit: must be > 0 and at least 4 KiB below ipc.max_frame".into(),
+                "ipc.max_frame: must fit the 4-byte length prefix".into(),
+            ));
+        }
+        if self.ipc.inline_message_limit == 0
+            || self.ipc.inline_message_limit + 4096 > self.ipc.max_frame
+        {
+            return Err(DaemonError::Config(
+                "ipc.inline_message_limit: must be > 0 and at least 4 KiB below ipc.max_frame"
+                    .into(),
             ));
         }
         let known = ["local", "memory", "nats"];
@@ -372,16 +412,24 @@ impl DaemonConfig {
             )));
         }
         if self.default_driver == "nats" && self.drivers.nats.is_none() {
-            return Err(DaemonError::Config("default_driver: \"nats\" needs a [drivers.nats] section or --nats URL".into()));
+            return Err(DaemonError::Config(
+                "default_driver: \"nats\" needs a [drivers.nats] section or --nats URL".into(),
+            ));
         }
         if let Some(n) = &self.drivers.nats {
             if n.servers.is_empty() {
-                return Err(DaemonError::Config("drivers.nats.servers: at least one server URL is needed".into()));
+                return Err(DaemonError::Config(
+                    "drivers.nats.servers: at least one server URL is needed".into(),
+                ));
             }
         }
         for (i, s) in self.room_defaults.ice_servers.iter().enumerate() {
             for u in &s.urls {
-                if !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:") || u.starts_with("stuns:")) {
+                if !(u.starts_with("stun:")
+                    || u.starts_with("turn:")
+                    || u.starts_with("turns:")
+                    || u.starts_with("stuns:"))
+                {
                     return Err(DaemonError::Config(format!(
                         "room_defaults.iceServers[{i}].urls: {u:?} is not a stun:/turn: URL"
                     )));
@@ -391,7 +439,10 @@ impl DaemonConfig {
         for r in &self.rooms {
             if let Some(d) = &r.driver {
                 if !known.contains(&d.as_str()) {
-                    return Err(DaemonError::Config(format!("rooms[{}].driver: unknown driver {d:?}", r.id)));
+                    return Err(DaemonError::Config(format!(
+                        "rooms[{}].driver: unknown driver {d:?}",
+                        r.id
+                    )));
                 }
             }
         }
@@ -421,7 +472,10 @@ mod tests {
     use std::io::Write;
 
     fn write(content: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().expect("tempfile");
+        let mut f = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("tempfile");
         f.write_all(content.as_bytes()).expect("write");
         f
     }
@@ -440,7 +494,10 @@ mod tests {
     #[test]
     fn file_then_flags_take_precedence() {
         let f = write("log = \"debug\"\n[room_defaults]\nsignalingEncryption = false\n[[rooms]]\nid = \"demo\"\n");
-        let flags = FlagOverrides { log: Some("trace".into()), ..Default::default() };
+        let flags = FlagOverrides {
+            log: Some("trace".into()),
+            ..Default::default()
+        };
         let c = load(Some(f.path()), &flags, true).expect("load");
         assert_eq!(c.log, "trace");
         assert!(!c.room_defaults.signaling_encryption);
@@ -467,7 +524,8 @@ mod tests {
     #[test]
     fn documented_example_parses() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/peerixd.toml");
-        let c = load(Some(&p), &FlagOverrides::default(), true).expect("config/peerixd.toml must load");
+        let c =
+            load(Some(&p), &FlagOverrides::default(), true).expect("config/peerixd.toml must load");
         assert!(c.drivers.nats.is_some());
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use peerixd::config::{self, FlagOverrides};
 use peerix_wire::identity::Identity;
+use peerixd::config::{self, FlagOverrides};
 
 /// A daemon that makes this machine a peer in Peerix WebRTC rooms, driven by local programs over a
 /// Unix socket (see `peerix --help`).
@@ -52,13 +52,21 @@ fn main() -> anyhow::Result<()> {
         nats: args.nats.clone(),
         join: args.join.clone(),
     };
-    let cfg = config::load(args.config.as_deref(), &flags, args.no_system_config).context("loading configuration")?;
+    let cfg = config::load(args.config.as_deref(), &flags, args.no_system_config)
+        .context("loading configuration")?;
     if args.print_config {
-        print!("{}", toml::to_string_pretty(&cfg).context("rendering configuration")?);
+        print!(
+            "{}",
+            toml::to_string_pretty(&cfg).context("rendering configuration")?
+        );
         return Ok(());
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).with_context(|| format!("invalid log filter {:?}", cfg.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
+        .with_context(|| format!("invalid log filter {:?}", cfg.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cfg = Arc::new(cfg);
     let system = actix::System::new();
     system.block_on(async move {
@@ -77,7 +85,10 @@ fn main() -> anyhow::Result<()> {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers we can only run until killed.
         return std::future::pending().await;
     };

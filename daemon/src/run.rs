@@ -24,14 +24,26 @@ pub struct Running {
 
 /// Starts the daemon's actors and, when `listen` is set, the IPC listener. Must be called inside a
 /// running actix system.
-pub async fn start(cfg: Arc<DaemonConfig>, identity: Identity, listen: bool) -> Result<Running, DaemonError> {
+pub async fn start(
+    cfg: Arc<DaemonConfig>,
+    identity: Identity,
+    listen: bool,
+) -> Result<Running, DaemonError> {
     let bus = EventBus::default().start();
     let id = identity.id().to_string();
     let daemon = Daemon::new(cfg.clone(), bus.clone(), identity).start();
     if listen {
         let path = cfg.socket_path();
         let listener = bind(&path)?;
-        IpcListener::new(path, listener, cfg.clone(), daemon.clone(), bus.clone(), id.clone()).start();
+        IpcListener::new(
+            path,
+            listener,
+            cfg.clone(),
+            daemon.clone(),
+            bus.clone(),
+            id.clone(),
+        )
+        .start();
     }
     // Make sure the daemon actor is up before anyone talks to it.
     let _ = daemon.send(DaemonId).await?;

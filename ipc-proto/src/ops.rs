@@ -35,8 +35,10 @@ pub mod op_names {
     pub const SHARE: &str = "share";
     /// `unshare`: reserved (media sharing).
     pub const UNSHARE: &str = "unshare";
+    /// `debug`: fault injection for tests; refused unless the daemon enables it.
+    pub const DEBUG: &str = "debug";
     /// Every op name.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         STATUS,
         JOIN,
         LEAVE,
@@ -48,6 +50,7 @@ pub mod op_names {
         UNSUBSCRIBE,
         SHARE,
         UNSHARE,
+        DEBUG,
     ];
 }
 
@@ -76,6 +79,8 @@ pub enum Op {
     Share(Value),
     /// `unshare` (reserved; raw arguments).
     Unshare(Value),
+    /// `debug` (fault injection for tests; raw arguments).
+    Debug(Value),
 }
 
 /// A "flag or name" option value (Peerix accepts `true`/`false` or an
@@ -597,6 +602,7 @@ impl Op {
             }
             SHARE => Ok(Op::Share(args)),
             UNSHARE => Ok(Op::Unshare(args)),
+            DEBUG => Ok(Op::Debug(args)),
             other => Err(ProtoError::UnknownOp(other.to_owned())),
         }
     }
@@ -616,6 +622,7 @@ impl Op {
             Op::Unsubscribe => UNSUBSCRIBE,
             Op::Share(_) => SHARE,
             Op::Unshare(_) => UNSHARE,
+            Op::Debug(_) => DEBUG,
         }
     }
 
@@ -630,7 +637,7 @@ impl Op {
             Op::Close(a) => to_value(a),
             Op::Subscribe(a) => to_value(a),
             Op::Send(a) => Ok(send_to_value(a)),
-            Op::Share(v) | Op::Unshare(v) => Ok(v.clone()),
+            Op::Share(v) | Op::Unshare(v) | Op::Debug(v) => Ok(v.clone()),
         }
     }
 }

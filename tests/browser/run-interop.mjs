@@ -7,6 +7,7 @@
 //
 // Usage: node run-interop.mjs --ws ws://127.0.0.1:PORT --room ROOM [--steps connect,chat,big]
 //          [--no-mdns] [--wait-stdin] [--timeout-ms 30000] [--big-size BYTES]
+//          [--role polite|impolite --against OTHER_PEER_ID]
 // Every option can also be given as an environment variable: PEERIX_WS, PEERIX_ROOM,
 // PEERIX_STEPS, PEERIX_NO_MDNS=1, PEERIX_WAIT_STDIN=1, PEERIX_TIMEOUT_MS, PEERIX_BIG_SIZE,
 // CHROMIUM_PATH (default /usr/bin/chromium).
@@ -31,6 +32,8 @@ function parseArgs(argv) {
     bigSize: env.PEERIX_BIG_SIZE ? Number(env.PEERIX_BIG_SIZE) : undefined,
     chromium: env.CHROMIUM_PATH ?? '/usr/bin/chromium',
     text: env.PEERIX_TEXT,
+    role: env.PEERIX_ROLE,
+    against: env.PEERIX_AGAINST,
   };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
@@ -44,6 +47,8 @@ function parseArgs(argv) {
     else if (a === '--big-size') o.bigSize = Number(next());
     else if (a === '--chromium') o.chromium = next();
     else if (a === '--text') o.text = next();
+    else if (a === '--role') o.role = next();
+    else if (a === '--against') o.against = next();
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.ws) throw new Error('--ws (NATS websocket URL) is required');
@@ -54,6 +59,7 @@ const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
 const FILES = {
   '/': ['page/index.html', 'text/html'],
+  '/favicon.ico': null,
   '/index.html': ['page/index.html', 'text/html'],
   '/peerix-lite.js': ['page/peerix-lite.js', 'text/javascript'],
   '/scenarios.js': ['page/scenarios.js', 'text/javascript'],
@@ -63,6 +69,10 @@ const FILES = {
 function serve() {
   const server = http.createServer(async (req, res) => {
     const entry = FILES[new URL(req.url, 'http://x').pathname];
+    if (entry === null) {
+      res.writeHead(204).end();
+      return;
+    }
     if (!entry) {
       res.writeHead(404).end();
       return;
@@ -134,7 +144,7 @@ async function main() {
     try {
       const result = await page.evaluate((o) => window.scenarios.run(o), {
         ws: opts.ws, room: opts.room, steps: opts.steps, timeoutMs: opts.timeoutMs, bigSize: opts.bigSize,
-        text: opts.text,
+        text: opts.text, role: opts.role, against: opts.against,
       });
       result.errors = errors;
       result.wall_ms = Date.now() - t0;

@@ -20,14 +20,20 @@ pub fn bin_dir() -> PathBuf {
     }
     // target/debug/deps/<test-binary> -> target/debug
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target dir")
 }
 
 /// Path of a workspace binary; fails with a hint when it was not built.
 pub fn bin(name: &str) -> Result<PathBuf> {
     let p = bin_dir().join(name);
     if !p.exists() {
-        bail!("{} not found: build the binaries first (`cargo build --workspace --bins`)", p.display());
+        bail!(
+            "{} not found: build the binaries first (`cargo build --workspace --bins`)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -57,7 +63,17 @@ impl TestEnv {
 
     /// Starts a daemon named `name` with extra arguments.
     pub async fn daemon(&self, name: &str, extra: &[&str]) -> Result<DaemonProc> {
-        DaemonProc::spawn(self, name, extra).await
+        DaemonProc::spawn(self, name, extra, &[]).await
+    }
+
+    /// Starts a daemon with extra environment variables.
+    pub async fn daemon_with_env(
+        &self,
+        name: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<DaemonProc> {
+        DaemonProc::spawn(self, name, extra, envs).await
     }
 }
 
@@ -74,7 +90,12 @@ pub struct DaemonProc {
 
 impl DaemonProc {
     /// Spawns the daemon and waits until its socket answers.
-    pub async fn spawn(env: &TestEnv, name: &str, extra: &[&str]) -> Result<Self> {
+    pub async fn spawn(
+        env: &TestEnv,
+        name: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
         let socket = env.dir.path().join(format!("{name}.sock"));
         let log = env.dir.path().join(format!("{name}.log"));
         let logf = std::fs::File::create(&log)?;
@@ -84,15 +105,24 @@ impl DaemonProc {
             .arg("--local-dir")
             .arg(env.local_dir())
             .arg("--no-system-config")
-            .args(["--log", "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_sctp=warn,rtc_dtls=warn"])
+            .args([
+                "--log",
+                "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_sctp=warn,rtc_dtls=warn",
+            ])
             .args(extra)
             .env_remove("PEERIX_SOCKET")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
             .context("spawning peerixd")?;
-        let mut d = Self { name: name.to_string(), socket, log, child: Some(child) };
+        let mut d = Self {
+            name: name.to_string(),
+            socket,
+            log,
+            child: Some(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(c) = Client::connect(&d.socket).await {
@@ -103,7 +133,10 @@ impl DaemonProc {
                 bail!("peerixd {name} exited with {status}: {}", d.log_tail());
             }
             if Instant::now() > deadline {
-                bail!("peerixd {name} did not open its socket in 20 s: {}", d.log_tail());
+                bail!(
+                    "peerixd {name} did not open its socket in 20 s: {}",
+                    d.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -111,7 +144,9 @@ impl DaemonProc {
 
     /// A new client connection.
     pub async fn client(&self) -> Result<Client> {
-        Client::connect(&self.socket).await.with_context(|| format!("connecting to {}", self.name))
+        Client::connect(&self.socket)
+            .await
+            .with_context(|| format!("connecting to {}", self.name))
     }
 
     /// The last lines of the daemon's log (for failure messages).
@@ -123,7 +158,9 @@ impl DaemonProc {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Stops the daemon with SIGTERM (graceful leave) and waits for it.
@@ -146,7 +183,10 @@ impl DaemonProc {
 
 #[cfg(unix)]
 fn unsafe_free_sigterm(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }
 
 impl Drop for DaemonProc {
@@ -174,23 +214,41 @@ pub struct Member {
 
 impl Member {
     /// Connects to `d`, subscribes to everything, joins `room` with `args` tweaks.
-    pub async fn join(d: &DaemonProc, room: &str, tweak: impl FnOnce(&mut JoinArgs)) -> Result<Self> {
+    pub async fn join(
+        d: &DaemonProc,
+        room: &str,
+        tweak: impl FnOnce(&mut JoinArgs),
+    ) -> Result<Self> {
         let client = d.client().await?;
         let events = client.subscribe(&["*"], Some(room)).await?;
         let mut args = JoinArgs::new(room);
         tweak(&mut args);
         let res = client.join(args).await?;
-        Ok(Self { client, events, id: res.id, room: room.to_string(), backlog: Default::default() })
+        Ok(Self {
+            client,
+            events,
+            id: res.id,
+            room: room.to_string(),
+            backlog: Default::default(),
+        })
     }
 
     /// Opens a label room-wide.
     pub async fn open(&self, label: &str) -> Result<()> {
-        Ok(self.client.open(OpenArgs::new(self.room.clone(), label)).await?)
+        Ok(self
+            .client
+            .open(OpenArgs::new(self.room.clone(), label))
+            .await?)
     }
 
     /// Waits for an event matching `pred` (the earliest one, including events that arrived while
     /// waiting for something else); others stay in the backlog.
-    pub async fn wait_for(&mut self, what: &str, timeout: Duration, mut pred: impl FnMut(&Event) -> bool) -> Result<Event> {
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Result<Event> {
         if let Some(pos) = self.backlog.iter().position(&mut pred) {
             return Ok(self.backlog.remove(pos).expect("position is valid"));
         }
@@ -219,7 +277,10 @@ impl Member {
 /// A string field of an event's data.
 pub fn field<'a>(ev: &'a Event, key: &str) -> Option<&'a str> {
     match &ev.data {
-        rmpv::Value::Map(m) => m.iter().find(|(k, _)| k.as_str() == Some(key)).and_then(|(_, v)| v.as_str()),
+        rmpv::Value::Map(m) => m
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .and_then(|(_, v)| v.as_str()),
         _ => None,
     }
 }
@@ -227,7 +288,10 @@ pub fn field<'a>(ev: &'a Event, key: &str) -> Option<&'a str> {
 /// Any field of an event's data.
 pub fn value<'a>(ev: &'a Event, key: &str) -> Option<&'a rmpv::Value> {
     match &ev.data {
-        rmpv::Value::Map(m) => m.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+        rmpv::Value::Map(m) => m
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v),
         _ => None,
     }
 }
@@ -263,7 +327,13 @@ impl NatsServer {
             ws_port = free_port()?;
         }
         let dir = tempfile::tempdir()?;
-        let mut s = Self { port, ws_port, extra: extra.iter().map(|s| s.to_string()).collect(), dir, child: None };
+        let mut s = Self {
+            port,
+            ws_port,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            child: None,
+        };
         s.restart()?;
         Ok(s)
     }
@@ -285,7 +355,13 @@ impl NatsServer {
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         let conf = self.dir.path().join("nats.conf");
-        std::fs::write(&conf, format!("websocket {{\n  listen: \"127.0.0.1:{}\"\n  no_tls: true\n}}\n", self.ws_port))?;
+        std::fs::write(
+            &conf,
+            format!(
+                "websocket {{\n  listen: \"127.0.0.1:{}\"\n  no_tls: true\n}}\n",
+                self.ws_port
+            ),
+        )?;
         let bin = which("nats-server").ok_or_else(|| {
             anyhow!("nats-server is not installed (apt-get install -y nats-server; scripts/test-all.sh does it)")
         })?;
@@ -319,7 +395,11 @@ fn which(name: &str) -> Option<PathBuf> {
     if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
         return Some(PathBuf::from(p));
     }
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
 }
 
 /// SHA-256 hex of bytes.

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use peerix_client::SendOptions;
-use peerix_ipc_proto::{decode_daemon, encode_frame, ClientMessage, DaemonMessage, ErrorCode, Hello, Request, PROTOCOL_VERSION};
+use peerix_ipc_proto::{
+    decode_daemon, encode_frame, ClientMessage, DaemonMessage, ErrorCode, Hello, Request,
+    PROTOCOL_VERSION,
+};
 use peerix_system_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -16,11 +19,18 @@ struct Raw {
 
 impl Raw {
     async fn connect(d: &DaemonProc) -> Result<Self> {
-        Ok(Self { s: UnixStream::connect(&d.socket).await? })
+        Ok(Self {
+            s: UnixStream::connect(&d.socket).await?,
+        })
     }
     async fn hello(d: &DaemonProc) -> Result<Self> {
         let mut r = Self::connect(d).await?;
-        r.send(&ClientMessage::Hello(Hello { version: PROTOCOL_VERSION, client: "raw-test".into(), capabilities: vec![] })).await?;
+        r.send(&ClientMessage::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            client: "raw-test".into(),
+            capabilities: vec![],
+        }))
+        .await?;
         match r.recv().await? {
             Some(DaemonMessage::Welcome(_)) => Ok(r),
             other => bail!("expected welcome, got {other:?}"),
@@ -35,7 +45,12 @@ impl Raw {
         Ok(())
     }
     async fn request(&mut self, id: u64, op: &str, args: rmpv::Value) -> Result<()> {
-        self.send(&ClientMessage::Request(Request { id, op: op.into(), args })).await
+        self.send(&ClientMessage::Request(Request {
+            id,
+            op: op.into(),
+            args,
+        }))
+        .await
     }
     /// The next frame, or None at EOF.
     async fn recv(&mut self) -> Result<Option<DaemonMessage>> {
@@ -52,7 +67,9 @@ impl Raw {
     async fn expect_error(&mut self, code: ErrorCode) -> Result<String> {
         match self.recv().await? {
             Some(DaemonMessage::Error(e)) if e.code == code => Ok(e.message),
-            Some(DaemonMessage::Reply(r)) if !r.ok && r.error.as_ref().is_some_and(|e| e.code == code) => {
+            Some(DaemonMessage::Reply(r))
+                if !r.ok && r.error.as_ref().is_some_and(|e| e.code == code) =>
+            {
                 Ok(r.error.map(|e| e.message).unwrap_or_default())
             }
             other => bail!("expected {code:?}, got {other:?}"),
@@ -68,7 +85,12 @@ impl Raw {
 }
 
 fn map(fields: Vec<(&str, rmpv::Value)>) -> rmpv::Value {
-    rmpv::Value::Map(fields.into_iter().map(|(k, v)| (rmpv::Value::from(k), v)).collect())
+    rmpv::Value::Map(
+        fields
+            .into_iter()
+            .map(|(k, v)| (rmpv::Value::from(k), v))
+            .collect(),
+    )
 }
 
 async fn still_serves(d: &DaemonProc) -> Result<()> {
@@ -91,7 +113,12 @@ async fn protocol_errors_are_reported_and_survived() -> Result<()> {
 
     // Wrong protocol version.
     let mut r = Raw::connect(&d).await?;
-    r.send(&ClientMessage::Hello(Hello { version: 999, client: "future".into(), capabilities: vec![] })).await?;
+    r.send(&ClientMessage::Hello(Hello {
+        version: 999,
+        client: "future".into(),
+        capabilities: vec![],
+    }))
+    .await?;
     let msg = r.expect_error(ErrorCode::VersionMismatch).await?;
     assert!(msg.contains("999"), "{msg}");
     r.expect_eof().await?;
@@ -115,9 +142,23 @@ async fn protocol_errors_are_reported_and_survived() -> Result<()> {
     r.request(9, "join", map(vec![])).await?;
     let msg = r.expect_error(ErrorCode::BadRequest).await?;
     assert!(msg.contains("room"), "{msg}");
-    r.request(10, "leave", map(vec![("room", rmpv::Value::from("nowhere"))])).await?;
+    r.request(
+        10,
+        "leave",
+        map(vec![("room", rmpv::Value::from("nowhere"))]),
+    )
+    .await?;
     r.expect_error(ErrorCode::NotJoined).await?;
-    r.request(11, "send", map(vec![("room", "nowhere".into()), ("type", "text".into()), ("data", "x".into())])).await?;
+    r.request(
+        11,
+        "send",
+        map(vec![
+            ("room", "nowhere".into()),
+            ("type", "text".into()),
+            ("data", "x".into()),
+        ]),
+    )
+    .await?;
     r.expect_error(ErrorCode::NotJoined).await?;
     r.request(12, "share", map(vec![])).await?;
     r.expect_error(ErrorCode::NotSupported).await?;
@@ -148,9 +189,15 @@ async fn client_vanishing_mid_transfer_leaves_daemon_healthy() -> Result<()> {
     let a = Member::join(&da, "r", |_| {}).await?;
     let mut b = Member::join(&db, "r", |_| {}).await?;
     let a_id = a.id.clone();
-    b.wait_for("connected", Duration::from_secs(10), |e| is(e, "connection:connected", &a_id)).await?;
+    b.wait_for("connected", Duration::from_secs(10), |e| {
+        is(e, "connection:connected", &a_id)
+    })
+    .await?;
     a.open("f").await?;
-    b.wait_for("channel open", Duration::from_secs(10), |e| is(e, "channel:open", &a_id)).await?;
+    b.wait_for("channel open", Duration::from_secs(10), |e| {
+        is(e, "channel:open", &a_id)
+    })
+    .await?;
 
     // 1. A streamed send abandoned after the first chunk.
     {
@@ -159,7 +206,13 @@ async fn client_vanishing_mid_transfer_leaves_daemon_healthy() -> Result<()> {
         r.request(
             1,
             "send",
-            map(vec![("room", "r".into()), ("label", "f".into()), ("type", "bytes".into()), ("data", chunk), ("more", true.into())]),
+            map(vec![
+                ("room", "r".into()),
+                ("label", "f".into()),
+                ("type", "bytes".into()),
+                ("data", chunk),
+                ("more", true.into()),
+            ]),
         )
         .await?;
         assert!(matches!(r.recv().await?, Some(DaemonMessage::Reply(rep)) if rep.ok));
@@ -179,7 +232,12 @@ async fn client_vanishing_mid_transfer_leaves_daemon_healthy() -> Result<()> {
         let frame = encode_frame(&ClientMessage::Request(Request {
             id: 1,
             op: "send".into(),
-            args: map(vec![("room", "r".into()), ("label", "f".into()), ("type", "bytes".into()), ("data", rmpv::Value::Binary(vec![0; 100_000]))]),
+            args: map(vec![
+                ("room", "r".into()),
+                ("label", "f".into()),
+                ("type", "bytes".into()),
+                ("data", rmpv::Value::Binary(vec![0; 100_000])),
+            ]),
         }))?;
         r.raw(&frame[..frame.len() / 2]).await?;
         drop(r);
@@ -190,10 +248,14 @@ async fn client_vanishing_mid_transfer_leaves_daemon_healthy() -> Result<()> {
     // The abandoned large send may still complete at b (the daemon finishes what it started); what
     // matters is that a new client can still use the connection.
     let c = da.client().await?;
-    let r = c.send_text("r", "f", "still alive", SendOptions::default()).await?;
-    assert!(r.peers.expect("report").iter().all(|p| p.ok));
-    b.wait_for("message after the chaos", Duration::from_secs(20), |e| e.name == "channel:message" && field(e, "data") == Some("still alive"))
+    let r = c
+        .send_text("r", "f", "still alive", SendOptions::default())
         .await?;
+    assert!(r.peers.expect("report").iter().all(|p| p.ok));
+    b.wait_for("message after the chaos", Duration::from_secs(20), |e| {
+        e.name == "channel:message" && field(e, "data") == Some("still alive")
+    })
+    .await?;
     Ok(())
 }
 
@@ -217,18 +279,29 @@ async fn cli_join_send_events_json() -> Result<()> {
     let da = env.daemon("a", &[]).await?;
     let db = env.daemon("b", &[]).await?;
     let peerix = |d: &DaemonProc, args: &[&str]| -> Result<std::process::Output> {
-        Ok(std::process::Command::new(bin("peerix")?).arg("--socket").arg(&d.socket).args(args).output()?)
+        Ok(std::process::Command::new(bin("peerix")?)
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()?)
     };
     // Subscribe on b with the CLI, as a user would.
     let mut events = tokio::process::Command::new(bin("peerix")?)
         .arg("--socket")
         .arg(&db.socket)
-        .args(["--json", "events", "--filter", "connection:connected,channel:message"])
+        .args([
+            "--json",
+            "events",
+            "--filter",
+            "connection:connected,channel:message",
+        ])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(peerix(&da, &["join", "cli", "--meta", r#"{"name":"a"}"#])?.status.success());
+    assert!(peerix(&da, &["join", "cli", "--meta", r#"{"name":"a"}"#])?
+        .status
+        .success());
     assert!(peerix(&db, &["join", "cli"])?.status.success());
     let st = peerix(&da, &["--json", "status"])?;
     let st: serde_json::Value = serde_json::from_slice(&st.stdout)?;
@@ -247,7 +320,10 @@ async fn cli_join_send_events_json() -> Result<()> {
     assert!(peerix(&da, &["open", "cli", "chat"])?.status.success());
     let mut sent = false;
     for _ in 0..50 {
-        if peerix(&da, &["send", "cli", "chat", "hi via cli"])?.status.success() {
+        if peerix(&da, &["send", "cli", "chat", "hi via cli"])?
+            .status
+            .success()
+        {
             sent = true;
             break;
         }

@@ -14,13 +14,27 @@ async fn two_daemons_talk_and_leave() -> Result<()> {
     let env = TestEnv::new()?;
     let da = env.daemon("a", &[]).await?;
     let db = env.daemon("b", &[]).await?;
-    let mut a = Member::join(&da, "demo", |j| j.metadata = Some(rmpv::Value::from("alice"))).await?;
+    let mut a = Member::join(&da, "demo", |j| {
+        j.metadata = Some(rmpv::Value::from("alice"))
+    })
+    .await?;
     let mut b = Member::join(&db, "demo", |_| {}).await?;
 
     let (a_id, b_id) = (a.id.clone(), b.id.clone());
-    a.wait_for("a sees b connected", CONNECT, |e| is(e, "connection:connected", &b_id)).await?;
-    let ev = b.wait_for("b sees a connected", CONNECT, |e| is(e, "connection:connected", &a_id)).await?;
-    assert_eq!(value(&ev, "metadata").and_then(|v| v.as_str()), Some("alice"), "metadata travels with the offer/invoke");
+    a.wait_for("a sees b connected", CONNECT, |e| {
+        is(e, "connection:connected", &b_id)
+    })
+    .await?;
+    let ev = b
+        .wait_for("b sees a connected", CONNECT, |e| {
+            is(e, "connection:connected", &a_id)
+        })
+        .await?;
+    assert_eq!(
+        value(&ev, "metadata").and_then(|v| v.as_str()),
+        Some("alice"),
+        "metadata travels with the offer/invoke"
+    );
 
     // `peers` lists the other side as connected.
     let peers = a.client.peers("demo").await?;
@@ -29,61 +43,123 @@ async fn two_daemons_talk_and_leave() -> Result<()> {
     assert_eq!(peers[0].state, "connected");
 
     a.open("chat").await?;
-    a.wait_for("chat open at a", CONNECT, |e| is(e, "channel:open", &b_id) && field(e, "label") == Some("chat")).await?;
-    b.wait_for("chat open at b", CONNECT, |e| is(e, "channel:open", &a_id) && field(e, "label") == Some("chat")).await?;
+    a.wait_for("chat open at a", CONNECT, |e| {
+        is(e, "channel:open", &b_id) && field(e, "label") == Some("chat")
+    })
+    .await?;
+    b.wait_for("chat open at b", CONNECT, |e| {
+        is(e, "channel:open", &a_id) && field(e, "label") == Some("chat")
+    })
+    .await?;
 
     // Text both ways; the send resolves after the remote acknowledged.
-    let r = a.client.send_text("demo", "chat", "hello from a", SendOptions::default()).await?;
+    let r = a
+        .client
+        .send_text("demo", "chat", "hello from a", SendOptions::default())
+        .await?;
     let peers = r.peers.expect("delivery report");
     assert_eq!(peers.len(), 1);
     assert!(peers[0].ok, "{peers:?}");
-    let m = b.wait_for("text at b", CONNECT, |e| e.name == "channel:message").await?;
+    let m = b
+        .wait_for("text at b", CONNECT, |e| e.name == "channel:message")
+        .await?;
     assert_eq!(field(&m, "data"), Some("hello from a"));
     assert_eq!(field(&m, "type"), Some("text"));
     assert_eq!(field(&m, "peer"), Some(a_id.as_str()));
 
-    b.client.send_text("demo", "chat", "hello from b", SendOptions::to(a_id.clone())).await?;
-    let m = a.wait_for("text at a", CONNECT, |e| e.name == "channel:message").await?;
+    b.client
+        .send_text(
+            "demo",
+            "chat",
+            "hello from b",
+            SendOptions::to(a_id.clone()),
+        )
+        .await?;
+    let m = a
+        .wait_for("text at a", CONNECT, |e| e.name == "channel:message")
+        .await?;
     assert_eq!(field(&m, "data"), Some("hello from b"));
 
     // JSON with info.
     let info = rmpv::Value::Map(vec![(rmpv::Value::from("name"), rmpv::Value::from("x"))]);
     let json = rmpv::Value::Map(vec![(rmpv::Value::from("a"), rmpv::Value::from(1))]);
-    a.client.send_json("demo", "chat", json, SendOptions { info: Some(info), ..Default::default() }).await?;
-    let m = b.wait_for("json at b", CONNECT, |e| e.name == "channel:message").await?;
+    a.client
+        .send_json(
+            "demo",
+            "chat",
+            json,
+            SendOptions {
+                info: Some(info),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let m = b
+        .wait_for("json at b", CONNECT, |e| e.name == "channel:message")
+        .await?;
     assert_eq!(field(&m, "type"), Some("json"));
-    assert_eq!(value(&m, "data").map(|v| v.to_string()), Some(r#"{"a": 1}"#.to_string()));
-    assert_eq!(value(&m, "info").map(|v| v.to_string()), Some(r#"{"name": "x"}"#.to_string()));
+    assert_eq!(
+        value(&m, "data").map(|v| v.to_string()),
+        Some(r#"{"a": 1}"#.to_string())
+    );
+    assert_eq!(
+        value(&m, "info").map(|v| v.to_string()),
+        Some(r#"{"name": "x"}"#.to_string())
+    );
 
     // A 20 MiB file, streamed over IPC, arrives intact.
-    let file: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let file: Vec<u8> = (0..20 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let want = sha256_hex(&file);
     let mut progress_frames = 0usize;
     let r = a
         .client
-        .send_stream("demo", "chat", &file[..], Some(file.len() as u64), SendOptions::default(), |p| {
-            if matches!(p, peerix_client::SendProgress::Delivery(_)) {
-                progress_frames += 1;
-            }
-        })
+        .send_stream(
+            "demo",
+            "chat",
+            &file[..],
+            Some(file.len() as u64),
+            SendOptions::default(),
+            |p| {
+                if matches!(p, peerix_client::SendProgress::Delivery(_)) {
+                    progress_frames += 1;
+                }
+            },
+        )
         .await?;
     assert!(r.peers.expect("report").iter().all(|p| p.ok));
-    assert!(progress_frames > 10, "progress frames for a 20 MiB send: {progress_frames}");
+    assert!(
+        progress_frames > 10,
+        "progress frames for a 20 MiB send: {progress_frames}"
+    );
     let mut asm = MessageAssembler::new();
     let got = loop {
-        let ev = b.wait_for("file parts at b", Duration::from_secs(60), |e| e.name == "channel:message").await?;
+        let ev = b
+            .wait_for("file parts at b", Duration::from_secs(60), |e| {
+                e.name == "channel:message"
+            })
+            .await?;
         if let Some(msg) = asm.push(&ev)? {
             break msg;
         }
     };
-    let MessageData::Bytes(bytes) = got.data else { panic!("expected bytes, got {:?}", got.kind) };
+    let MessageData::Bytes(bytes) = got.data else {
+        panic!("expected bytes, got {:?}", got.kind)
+    };
     assert_eq!(bytes.len(), file.len());
     assert_eq!(sha256_hex(&bytes), want, "file corrupted in transit");
-    assert!(got.parts > 1, "a 20 MiB message arrives in several IPC parts");
+    assert!(
+        got.parts > 1,
+        "a 20 MiB message arrives in several IPC parts"
+    );
 
     // Leave: the other side sees connection:closed promptly (control channel reset).
     a.client.leave("demo").await?;
-    b.wait_for("b sees a closed", CONNECT, |e| is(e, "connection:closed", &a_id)).await?;
+    b.wait_for("b sees a closed", CONNECT, |e| {
+        is(e, "connection:closed", &a_id)
+    })
+    .await?;
     assert!(b.client.peers("demo").await?.is_empty());
     Ok(())
 }
@@ -104,14 +180,22 @@ async fn five_daemons_full_mesh_broadcast() -> Result<()> {
     for (i, m) in members.iter_mut().enumerate() {
         for (j, other) in ids.iter().enumerate() {
             if i != j {
-                m.wait_for(&format!("d{i} connected to d{j}"), Duration::from_secs(20), |e| is(e, "connection:connected", other))
-                    .await?;
+                m.wait_for(
+                    &format!("d{i} connected to d{j}"),
+                    Duration::from_secs(20),
+                    |e| is(e, "connection:connected", other),
+                )
+                .await?;
             }
         }
     }
     for m in &members {
         let peers = m.client.peers("mesh").await?;
-        assert_eq!(peers.iter().filter(|p| p.state == "connected").count(), 4, "{peers:?}");
+        assert_eq!(
+            peers.iter().filter(|p| p.state == "connected").count(),
+            4,
+            "{peers:?}"
+        );
     }
     // Every daemon opens the label (Peerix: open on either or both sides yields one channel).
     for m in &members {
@@ -120,14 +204,19 @@ async fn five_daemons_full_mesh_broadcast() -> Result<()> {
     for (i, m) in members.iter_mut().enumerate() {
         for (j, other) in ids.iter().enumerate() {
             if i != j {
-                m.wait_for(&format!("d{i} channel to d{j}"), Duration::from_secs(20), |e| {
-                    is(e, "channel:open", other) && field(e, "label") == Some("all")
-                })
+                m.wait_for(
+                    &format!("d{i} channel to d{j}"),
+                    Duration::from_secs(20),
+                    |e| is(e, "channel:open", other) && field(e, "label") == Some("all"),
+                )
                 .await?;
             }
         }
     }
-    let r = members[0].client.send_text("mesh", "all", "to everyone", SendOptions::default()).await?;
+    let r = members[0]
+        .client
+        .send_text("mesh", "all", "to everyone", SendOptions::default())
+        .await?;
     let report = r.peers.expect("report");
     assert_eq!(report.len(), 4, "{report:?}");
     assert!(report.iter().all(|p| p.ok), "{report:?}");

@@ -9,7 +9,12 @@ use peerix_system_tests::*;
 
 const T: Duration = Duration::from_secs(15);
 
-async fn nats_daemon(env: &TestEnv, name: &str, nats: &NatsServer, extra: &[&str]) -> Result<DaemonProc> {
+async fn nats_daemon(
+    env: &TestEnv,
+    name: &str,
+    nats: &NatsServer,
+    extra: &[&str],
+) -> Result<DaemonProc> {
     let url = nats.url();
     let mut args = vec!["--nats", url.as_str(), "--driver", "nats"];
     args.extend_from_slice(extra);
@@ -22,7 +27,10 @@ async fn full_mesh(members: &mut [Member], known: usize) -> Result<()> {
     for (i, m) in members.iter_mut().enumerate() {
         for (j, other) in ids.iter().enumerate() {
             if i != j && (i >= known || j >= known) {
-                m.wait_for(&format!("{i} connected to {j}"), T, |e| is(e, "connection:connected", other)).await?;
+                m.wait_for(&format!("{i} connected to {j}"), T, |e| {
+                    is(e, "connection:connected", other)
+                })
+                .await?;
             }
         }
     }
@@ -38,13 +46,19 @@ async fn two_and_four_daemons_mesh_over_nats() -> Result<()> {
         daemons.push(nats_daemon(&env, &format!("n{i}"), &nats, &[]).await?);
     }
     // Two first, then two more join the same room.
-    let mut members = vec![Member::join(&daemons[0], "natsroom", |_| {}).await?, Member::join(&daemons[1], "natsroom", |_| {}).await?];
+    let mut members = vec![
+        Member::join(&daemons[0], "natsroom", |_| {}).await?,
+        Member::join(&daemons[1], "natsroom", |_| {}).await?,
+    ];
     full_mesh(&mut members, 0).await?;
     members.push(Member::join(&daemons[2], "natsroom", |_| {}).await?);
     members.push(Member::join(&daemons[3], "natsroom", |_| {}).await?);
     full_mesh(&mut members, 2).await?;
     let st = members[0].client.status().await?;
-    assert!(st.drivers.iter().any(|d| d.kind == "nats" && d.active), "{st:?}");
+    assert!(
+        st.drivers.iter().any(|d| d.kind == "nats" && d.active),
+        "{st:?}"
+    );
     Ok(())
 }
 
@@ -57,28 +71,42 @@ async fn nats_outage_keeps_peers_and_new_daemons_join_after_restart() -> Result<
     let mut a = Member::join(&d0, "outage", |_| {}).await?;
     let mut b = Member::join(&d1, "outage", |_| {}).await?;
     let (a_id, b_id) = (a.id.clone(), b.id.clone());
-    a.wait_for("a-b connected", T, |e| is(e, "connection:connected", &b_id)).await?;
+    a.wait_for("a-b connected", T, |e| is(e, "connection:connected", &b_id))
+        .await?;
     a.open("chat").await?;
-    b.wait_for("chat open", T, |e| is(e, "channel:open", &a_id)).await?;
+    b.wait_for("chat open", T, |e| is(e, "channel:open", &a_id))
+        .await?;
 
     nats.kill();
-    a.wait_for("driver inactive", T, |e| e.name == "driver:inactive").await?;
+    a.wait_for("driver inactive", T, |e| e.name == "driver:inactive")
+        .await?;
     // Signaling is only needed for discovery: the established peers keep talking.
     for i in 0..3 {
         let text = format!("during outage {i}");
-        let r = a.client.send_text("outage", "chat", &text, SendOptions::default()).await?;
+        let r = a
+            .client
+            .send_text("outage", "chat", &text, SendOptions::default())
+            .await?;
         assert!(r.peers.expect("report").iter().all(|p| p.ok));
-        b.wait_for("message during outage", T, |e| e.name == "channel:message" && field(e, "data") == Some(text.as_str())).await?;
+        b.wait_for("message during outage", T, |e| {
+            e.name == "channel:message" && field(e, "data") == Some(text.as_str())
+        })
+        .await?;
     }
     assert_eq!(a.client.peers("outage").await?[0].state, "connected");
 
     nats.restart()?;
-    a.wait_for("driver active again", Duration::from_secs(30), |e| e.name == "driver:active").await?;
+    a.wait_for("driver active again", Duration::from_secs(30), |e| {
+        e.name == "driver:active"
+    })
+    .await?;
     // A daemon that joins after the restart connects to both.
     let d2 = nats_daemon(&env, "o2", &nats, &[]).await?;
     let mut c = Member::join(&d2, "outage", |_| {}).await?;
-    c.wait_for("c-a", T, |e| is(e, "connection:connected", &a_id)).await?;
-    c.wait_for("c-b", T, |e| is(e, "connection:connected", &b_id)).await?;
+    c.wait_for("c-a", T, |e| is(e, "connection:connected", &a_id))
+        .await?;
+    c.wait_for("c-b", T, |e| is(e, "connection:connected", &b_id))
+        .await?;
     Ok(())
 }
 
@@ -91,7 +119,10 @@ async fn wrong_nats_credentials_give_a_clear_error() -> Result<()> {
     let c = d.client().await?;
     let mut args = peerix_ipc_proto::JoinArgs::new("secured");
     args.driver = Some("nats".into());
-    let err = c.join(args).await.expect_err("join must fail without credentials");
+    let err = c
+        .join(args)
+        .await
+        .expect_err("join must fail without credentials");
     let body = err.daemon_error().expect("a daemon error").clone();
     assert_eq!(body.code, ErrorCode::DriverError, "{body:?}");
     assert!(body.message.contains("authorization"), "{body:?}");
@@ -110,13 +141,23 @@ async fn encryption_mismatch_is_an_error_event_not_silence() -> Result<()> {
     // mismatch shows (§2.4).
     let mut plain = Member::join(&d0, "mismatch", |j| {
         j.metadata = Some(rmpv::Value::from("plain"));
-        j.options = Some(JoinOptions { signaling_encryption: Some(OptionFlag::Bool(false)), ..Default::default() })
+        j.options = Some(JoinOptions {
+            signaling_encryption: Some(OptionFlag::Bool(false)),
+            ..Default::default()
+        })
     })
     .await?;
     let mut enc = Member::join(&d1, "mismatch", |_| {}).await?;
-    let e1 = enc.wait_for("error at the encrypting side", T, |e| e.name == "error").await?;
-    let msg = value(&e1, "error").map(|v| v.to_string()).unwrap_or_default();
-    assert!(msg.contains("SIGNALING_ERROR") && msg.contains("signalingEncryption"), "{msg}");
+    let e1 = enc
+        .wait_for("error at the encrypting side", T, |e| e.name == "error")
+        .await?;
+    let msg = value(&e1, "error")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("SIGNALING_ERROR") && msg.contains("signalingEncryption"),
+        "{msg}"
+    );
     // The plain side never receives a non-empty payload in this order (the encrypting side drops
     // the invoke it cannot trust), so it sees no peer at all rather than a half-open one.
     assert!(plain.client.peers("mismatch").await?.is_empty());

@@ -150,10 +150,19 @@ impl ChannelActor {
             ("label", Value::from(self.channel.label())),
         ];
         base.append(&mut fields);
-        self.cx.bus.do_send(Emit(EventRecord::new(name, Some(&self.cx.room), base)));
+        self.cx
+            .bus
+            .do_send(Emit(EventRecord::new(name, Some(&self.cx.room), base)));
     }
 
-    fn emit_message(&self, kind: &str, transfer: u32, data: &[u8], info: Option<&serde_json::Value>, text: bool) {
+    fn emit_message(
+        &self,
+        kind: &str,
+        transfer: u32,
+        data: &[u8],
+        info: Option<&serde_json::Value>,
+        text: bool,
+    ) {
         let info_v = info.map(json_to_msgpack).unwrap_or(Value::Nil);
         let total = data.len() as u64;
         // JSON and text arrive as whole values when they fit; anything bigger is split into parts
@@ -189,7 +198,14 @@ impl ChannelActor {
                 vec![
                     ("type", Value::from(kind)),
                     ("data", Value::Binary(part.to_vec())),
-                    ("info", if offset == 0 { info_v.clone() } else { Value::Nil }),
+                    (
+                        "info",
+                        if offset == 0 {
+                            info_v.clone()
+                        } else {
+                            Value::Nil
+                        },
+                    ),
                     ("transfer", Value::from(transfer)),
                     ("offset", Value::from(offset as u64)),
                     ("total", Value::from(total)),
@@ -218,14 +234,27 @@ impl ChannelActor {
             Err(e) => {
                 self.emit(
                     "channel:error",
-                    vec![("error", error_value("DATACHANNEL_ERROR", &format!("Failed to decode message: {e}")))],
+                    vec![(
+                        "error",
+                        error_value(
+                            "DATACHANNEL_ERROR",
+                            &format!("Failed to decode message: {e}"),
+                        ),
+                    )],
                 );
                 return;
             }
         };
         for outcome in self.reassembler.feed(frame) {
             match outcome {
-                Outcome::Completed { id, payload_type, info, data, send_ack, .. } => {
+                Outcome::Completed {
+                    id,
+                    payload_type,
+                    info,
+                    data,
+                    send_ack,
+                    ..
+                } => {
                     let (name, text) = match payload_type {
                         PayloadType::Text => ("text", true),
                         PayloadType::Json => ("json", false),
@@ -247,14 +276,26 @@ impl ChannelActor {
                         let _ = tx.send(Err("Aborted by receiver".into()));
                     }
                 }
-                Outcome::Aborted { id, reason, send_abort } => {
-                    tracing::debug!(label = self.channel.label(), id, ?reason, "incoming transfer aborted");
+                Outcome::Aborted {
+                    id,
+                    reason,
+                    send_abort,
+                } => {
+                    tracing::debug!(
+                        label = self.channel.label(),
+                        id,
+                        ?reason,
+                        "incoming transfer aborted"
+                    );
                     if let Some(f) = send_abort {
                         self.send_raw(ctx, f);
                     }
                 }
                 Outcome::Error(e) => {
-                    self.emit("channel:error", vec![("error", error_value("DATACHANNEL_ERROR", &e.to_string()))]);
+                    self.emit(
+                        "channel:error",
+                        vec![("error", error_value("DATACHANNEL_ERROR", &e.to_string()))],
+                    );
                 }
                 _ => {}
             }
@@ -288,7 +329,10 @@ impl Actor for ChannelActor {
         }
         let ch = self.channel.clone();
         actix::spawn(async move { ch.close().await });
-        self.owner.do_send(ChannelGone { label: self.channel.label().to_string(), addr: ctx.address() });
+        self.owner.do_send(ChannelGone {
+            label: self.channel.label().to_string(),
+            addr: ctx.address(),
+        });
     }
 }
 
@@ -324,7 +368,10 @@ impl StreamHandler<ChannelEvent> for ChannelActor {
                 ctx.stop();
             }
             ChannelEvent::Error(e) => {
-                self.emit("channel:error", vec![("error", error_value("DATACHANNEL_ERROR", &e))]);
+                self.emit(
+                    "channel:error",
+                    vec![("error", error_value("DATACHANNEL_ERROR", &e))],
+                );
             }
         }
     }
@@ -352,7 +399,9 @@ impl Handler<ChannelSend> for ChannelActor {
         if !self.framed {
             // Unframed channels carry raw messages (unordered/partially reliable or with a protocol).
             let ch = self.channel.clone();
-            return Box::pin(async move { ch.send(m.message.data).await.map_err(|e| e.to_string()) });
+            return Box::pin(
+                async move { ch.send(m.message.data).await.map_err(|e| e.to_string()) },
+            );
         }
         let id = match self.ids.lock() {
             Ok(mut ids) => ids.next_id(),
@@ -370,8 +419,13 @@ impl Handler<ChannelSend> for ChannelActor {
         let label = self.channel.label().to_string();
         Box::pin(async move {
             let total = m.message.data.len() as u64;
-            let mut chunker = Chunker::new(id, m.message.kind, m.message.info.clone(), m.message.data.to_vec())
-                .map_err(|e| format!("cannot send: {e}"))?;
+            let mut chunker = Chunker::new(
+                id,
+                m.message.kind,
+                m.message.info.clone(),
+                m.message.data.to_vec(),
+            )
+            .map_err(|e| format!("cannot send: {e}"))?;
             {
                 let _guard = lock.lock().await;
                 while let Some(frame) = chunker.next() {

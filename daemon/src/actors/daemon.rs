@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use peerix_ipc_proto::{
-    CloseArgs, DriverInfo as DriverInfoOut, JoinArgs, JoinOptions, JoinResult, OpenArgs, OptionFlag, PeerInfo as PeerInfoOut,
-    PeersResult, RoomInfo as RoomInfoOut, StatusResult,
+    CloseArgs, DriverInfo as DriverInfoOut, JoinArgs, JoinOptions, JoinResult, OpenArgs,
+    OptionFlag, PeerInfo as PeerInfoOut, PeersResult, RoomInfo as RoomInfoOut, StatusResult,
 };
 use peerix_signaling::{connect_driver, DriverConfig, LocalConfig, NatsConfig};
 use peerix_wire::control::ChannelOptions;
@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 use super::channel::{OutgoingMessage, ProgressTo};
 use super::driver::{DriverActor, DriverInfo};
 use super::event_bus::{Emit, EventBus, EventRecord};
-use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers, RoomSend, RoomSetup};
+use super::room::{
+    Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers, RoomSend, RoomSetup,
+};
 use super::{error_value, msgpack_to_json};
 use crate::config::{DaemonConfig, NatsDriverConfig, RoomOptions};
 use crate::error::DaemonError;
@@ -38,7 +40,13 @@ pub struct Daemon {
 impl Daemon {
     /// A daemon with this configuration and machine identity.
     pub fn new(cfg: Arc<DaemonConfig>, bus: Addr<EventBus>, master: Identity) -> Self {
-        Self { cfg, bus, master, drivers: HashMap::new(), rooms: HashMap::new() }
+        Self {
+            cfg,
+            bus,
+            master,
+            drivers: HashMap::new(),
+            rooms: HashMap::new(),
+        }
     }
 
     /// Derives this room's identity from the machine identity. One identity per machine, but a
@@ -63,10 +71,17 @@ impl Daemon {
 
     fn driver_config(&self, name: &str) -> Result<DriverConfig, DaemonError> {
         match name {
-            "local" => Ok(DriverConfig::Local(LocalConfig { dir: self.cfg.drivers.local.dir.clone() })),
+            "local" => Ok(DriverConfig::Local(LocalConfig {
+                dir: self.cfg.drivers.local.dir.clone(),
+            })),
             "memory" => Ok(DriverConfig::Memory),
             "nats" => {
-                let n = self.cfg.drivers.nats.as_ref().ok_or_else(|| DaemonError::NoSuchDriver("nats".into()))?;
+                let n = self
+                    .cfg
+                    .drivers
+                    .nats
+                    .as_ref()
+                    .ok_or_else(|| DaemonError::NoSuchDriver("nats".into()))?;
                 Ok(DriverConfig::Nats(nats_config(n)))
             }
             other => Err(DaemonError::NoSuchDriver(other.to_string())),
@@ -74,7 +89,11 @@ impl Daemon {
     }
 
     /// Returns the running driver actor, starting the driver if needed.
-    fn driver(&mut self, name: &str, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Addr<DriverActor>, DaemonError>> {
+    fn driver(
+        &mut self,
+        name: &str,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Addr<DriverActor>, DaemonError>> {
         if let Some(d) = self.drivers.get(name).filter(|d| d.connected()) {
             let d = d.clone();
             return Box::pin(async move { Ok(d) }.into_actor(self));
@@ -91,7 +110,10 @@ impl Daemon {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 let driver = connect_driver(cfg, tx)
                     .await
-                    .map_err(|e| DaemonError::Driver { driver: name.clone(), message: e.to_string() })?;
+                    .map_err(|e| DaemonError::Driver {
+                        driver: name.clone(),
+                        message: e.to_string(),
+                    })?;
                 Ok::<_, DaemonError>((name, driver, rx, bus))
             }
             .into_actor(self)
@@ -111,7 +133,11 @@ impl Daemon {
         )
     }
 
-    fn join(&mut self, args: JoinArgs, ctx: &mut Context<Self>) -> ResponseActFuture<Self, Result<Value, DaemonError>> {
+    fn join(
+        &mut self,
+        args: JoinArgs,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Value, DaemonError>> {
         if let Some(room) = self.rooms.get(&args.room).filter(|r| r.connected()) {
             // Joining twice returns the existing membership (Peerix: a second join is a no-op).
             let room = room.clone();
@@ -123,19 +149,28 @@ impl Daemon {
                 .into_actor(self),
             );
         }
-        let driver_name = args.driver.clone().unwrap_or_else(|| self.cfg.default_driver.clone());
+        let driver_name = args
+            .driver
+            .clone()
+            .unwrap_or_else(|| self.cfg.default_driver.clone());
         let options = match merge_options(&self.cfg.room_defaults, args.options.as_ref()) {
             Ok(o) => o,
             Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
         };
-        let metadata = args.metadata.as_ref().map(msgpack_to_json).unwrap_or(serde_json::Value::Null);
+        let metadata = args
+            .metadata
+            .as_ref()
+            .map(msgpack_to_json)
+            .unwrap_or(serde_json::Value::Null);
         let room = args.room.clone();
         Box::pin(self.driver(&driver_name, ctx).map(move |res, act, _| {
             let driver = res?;
             if let Some(r) = act.rooms.get(&room).filter(|r| r.connected()) {
                 // A concurrent join won the race.
                 let _ = r;
-                return Err(DaemonError::BadRequest(format!("room {room:?} is being joined")));
+                return Err(DaemonError::BadRequest(format!(
+                    "room {room:?} is being joined"
+                )));
             }
             let identity = act.room_identity(&room, &driver_name);
             let id = identity.id().to_string();
@@ -158,12 +193,20 @@ impl Daemon {
     }
 
     fn room(&self, name: &str) -> Result<Addr<RoomActor>, DaemonError> {
-        self.rooms.get(name).filter(|r| r.connected()).cloned().ok_or_else(|| DaemonError::NotJoined(name.to_string()))
+        self.rooms
+            .get(name)
+            .filter(|r| r.connected())
+            .cloned()
+            .ok_or_else(|| DaemonError::NotJoined(name.to_string()))
     }
 }
 
 fn join_result(room: &str, id: &str, metadata: &serde_json::Value) -> Value {
-    let r = JoinResult { room: room.to_string(), id: id.to_string(), metadata: super::json_to_msgpack(metadata) };
+    let r = JoinResult {
+        room: room.to_string(),
+        id: id.to_string(),
+        metadata: super::json_to_msgpack(metadata),
+    };
     peerix_ipc_proto::to_value(&r).unwrap_or(Value::Nil)
 }
 
@@ -177,7 +220,10 @@ fn flag(f: &Option<OptionFlag>) -> Option<bool> {
 }
 
 /// Applies per-join overrides (Peerix option names) to the daemon's room defaults.
-pub fn merge_options(defaults: &RoomOptions, o: Option<&JoinOptions>) -> Result<RoomOptions, DaemonError> {
+pub fn merge_options(
+    defaults: &RoomOptions,
+    o: Option<&JoinOptions>,
+) -> Result<RoomOptions, DaemonError> {
     let mut out = defaults.clone();
     let Some(o) = o else { return Ok(out) };
     if let Some(v) = flag(&o.namespace_hashing) {
@@ -198,7 +244,11 @@ pub fn merge_options(defaults: &RoomOptions, o: Option<&JoinOptions>) -> Result<
     if let Some(servers) = &o.ice_servers {
         out.ice_servers = servers
             .iter()
-            .map(|s| crate::config::IceServerConfig { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
+            .map(|s| crate::config::IceServerConfig {
+                urls: s.urls.clone(),
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
             .collect();
     }
     if let Some(p) = o.ice_transport_policy {
@@ -247,7 +297,13 @@ impl Actor for Daemon {
                 Ok(_) => {
                     if let Ok(room) = act.room(&r.id) {
                         for label in labels {
-                            room.do_send(RoomOpen { options: ChannelOptions { label, ..Default::default() }, to: None });
+                            room.do_send(RoomOpen {
+                                options: ChannelOptions {
+                                    label,
+                                    ..Default::default()
+                                },
+                                to: None,
+                            });
                         }
                     }
                 }
@@ -296,24 +352,42 @@ pub enum Exec {
         /// Transfer token reported back.
         transfer: u64,
     },
+    /// Fault injection: make a peer actor panic.
+    PanicPeer {
+        /// Room.
+        room: String,
+        /// Remote peer id.
+        peer: String,
+    },
 }
 
 impl Handler<Exec> for Daemon {
     type Result = ResponseActFuture<Self, Result<Value, DaemonError>>;
 
     fn handle(&mut self, m: Exec, ctx: &mut Self::Context) -> Self::Result {
-        fn done(v: Result<Value, DaemonError>) -> futures::future::Ready<Result<Value, DaemonError>> {
+        fn done(
+            v: Result<Value, DaemonError>,
+        ) -> futures::future::Ready<Result<Value, DaemonError>> {
             futures::future::ready(v)
         }
         match m {
             Exec::Join(args) => self.join(args, ctx),
             Exec::Status => {
-                let drivers: Vec<(String, Addr<DriverActor>)> = self.drivers.iter().map(|(n, a)| (n.clone(), a.clone())).collect();
+                let drivers: Vec<(String, Addr<DriverActor>)> = self
+                    .drivers
+                    .iter()
+                    .map(|(n, a)| (n.clone(), a.clone()))
+                    .collect();
                 let rooms: Vec<Addr<RoomActor>> = self.rooms.values().cloned().collect();
                 let id = self.master.id().to_string();
                 Box::pin(
                     async move {
-                        let mut out = StatusResult { version: VERSION.to_string(), id, drivers: vec![], rooms: vec![] };
+                        let mut out = StatusResult {
+                            version: VERSION.to_string(),
+                            id,
+                            drivers: vec![],
+                            rooms: vec![],
+                        };
                         for (name, d) in drivers {
                             if let Ok((kind, active)) = d.send(DriverInfo).await {
                                 out.drivers.push(DriverInfoOut { name, kind, active });
@@ -331,7 +405,8 @@ impl Handler<Exec> for Daemon {
                         }
                         out.rooms.sort_by(|a, b| a.room.cmp(&b.room));
                         out.drivers.sort_by(|a, b| a.name.cmp(&b.name));
-                        peerix_ipc_proto::to_value(&out).map_err(|e| DaemonError::Internal(e.to_string()))
+                        peerix_ipc_proto::to_value(&out)
+                            .map_err(|e| DaemonError::Internal(e.to_string()))
                     }
                     .into_actor(self),
                 )
@@ -367,7 +442,8 @@ impl Handler<Exec> for Daemon {
                                 })
                                 .collect(),
                         };
-                        peerix_ipc_proto::to_value(&out).map_err(|e| DaemonError::Internal(e.to_string()))
+                        peerix_ipc_proto::to_value(&out)
+                            .map_err(|e| DaemonError::Internal(e.to_string()))
                     }
                     .into_actor(self),
                 )
@@ -396,28 +472,62 @@ impl Handler<Exec> for Daemon {
                 let r = self.room(&a.room);
                 Box::pin(
                     async move {
-                        r?.send(RoomClose { label: a.label, to: a.to }).await??;
+                        r?.send(RoomClose {
+                            label: a.label,
+                            to: a.to,
+                        })
+                        .await??;
                         Ok(super::event_bus::obj(vec![]))
                     }
                     .into_actor(self),
                 )
             }
-            Exec::Send { room, label, to, message, progress, transfer } => {
+            Exec::PanicPeer { room, peer } => {
                 let r = self.room(&room);
                 Box::pin(
                     async move {
-                        let results = r?.send(RoomSend { label, to, message, progress }).await??;
+                        r?.send(super::room::RoomPanicPeer(peer)).await??;
+                        Ok(super::event_bus::obj(vec![]))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Send {
+                room,
+                label,
+                to,
+                message,
+                progress,
+                transfer,
+            } => {
+                let r = self.room(&room);
+                Box::pin(
+                    async move {
+                        let results = r?
+                            .send(RoomSend {
+                                label,
+                                to,
+                                message,
+                                progress,
+                            })
+                            .await??;
                         let peers: Vec<Value> = results
                             .into_iter()
                             .map(|(id, res)| {
-                                let mut f = vec![("id", Value::from(id.as_str())), ("ok", Value::Boolean(res.is_ok()))];
+                                let mut f = vec![
+                                    ("id", Value::from(id.as_str())),
+                                    ("ok", Value::Boolean(res.is_ok())),
+                                ];
                                 if let Err(e) = res {
                                     f.push(("error", error_value("SEND_FAILED", &e)));
                                 }
                                 super::event_bus::obj(f)
                             })
                             .collect();
-                        Ok(super::event_bus::obj(vec![("transfer", Value::from(transfer)), ("peers", Value::Array(peers))]))
+                        Ok(super::event_bus::obj(vec![
+                            ("transfer", Value::from(transfer)),
+                            ("peers", Value::Array(peers)),
+                        ]))
                     }
                     .into_actor(self),
                 )

@@ -83,8 +83,19 @@ pub struct DriverActor {
 
 impl DriverActor {
     /// Wraps a started driver and the receiver of its events.
-    pub fn new(name: String, driver: Arc<dyn Driver>, events: UnboundedReceiver<DriverEvent>, bus: Addr<EventBus>) -> Self {
-        Self { name, driver, events: Some(events), subs: HashMap::new(), bus }
+    pub fn new(
+        name: String,
+        driver: Arc<dyn Driver>,
+        events: UnboundedReceiver<DriverEvent>,
+        bus: Addr<EventBus>,
+    ) -> Self {
+        Self {
+            name,
+            driver,
+            events: Some(events),
+            subs: HashMap::new(),
+            bus,
+        }
     }
 }
 
@@ -109,14 +120,25 @@ impl StreamHandler<DriverEvent> for DriverActor {
             DriverEvent::Message { namespace, payload } => {
                 if let Some(subs) = self.subs.get(&namespace) {
                     for s in subs {
-                        s.incoming.do_send(Incoming { namespace: namespace.clone(), payload: payload.clone() });
+                        s.incoming.do_send(Incoming {
+                            namespace: namespace.clone(),
+                            payload: payload.clone(),
+                        });
                     }
                 }
             }
             DriverEvent::Active(active) => {
                 tracing::info!(driver = %self.name, active, "driver liveness changed");
-                let name = if active { "driver:active" } else { "driver:inactive" };
-                self.bus.do_send(Emit(EventRecord::new(name, None, vec![("driver", Value::from(self.name.as_str()))])));
+                let name = if active {
+                    "driver:active"
+                } else {
+                    "driver:inactive"
+                };
+                self.bus.do_send(Emit(EventRecord::new(
+                    name,
+                    None,
+                    vec![("driver", Value::from(self.name.as_str()))],
+                )));
                 if active {
                     let mut seen = std::collections::HashSet::new();
                     for s in self.subs.values().flatten() {
@@ -150,11 +172,14 @@ impl Handler<Sub> for DriverActor {
     type Result = ResponseFuture<Result<(), DaemonError>>;
     fn handle(&mut self, m: Sub, _: &mut Self::Context) -> Self::Result {
         let first = !self.subs.contains_key(&m.namespace);
-        self.subs.entry(m.namespace.clone()).or_default().push(Subscription {
-            owner: m.owner,
-            incoming: m.incoming,
-            active: m.active,
-        });
+        self.subs
+            .entry(m.namespace.clone())
+            .or_default()
+            .push(Subscription {
+                owner: m.owner,
+                incoming: m.incoming,
+                active: m.active,
+            });
         let driver = self.driver.clone();
         let name = self.name.clone();
         Box::pin(async move {
@@ -162,7 +187,10 @@ impl Handler<Sub> for DriverActor {
                 driver
                     .subscribe(&m.namespace)
                     .await
-                    .map_err(|e| DaemonError::Driver { driver: name, message: e.to_string() })?;
+                    .map_err(|e| DaemonError::Driver {
+                        driver: name,
+                        message: e.to_string(),
+                    })?;
             }
             Ok(())
         })
@@ -202,7 +230,10 @@ impl Handler<Publish> for DriverActor {
             driver
                 .publish(&m.namespace, m.payload)
                 .await
-                .map_err(|e| DaemonError::Driver { driver: name, message: e.to_string() })
+                .map_err(|e| DaemonError::Driver {
+                    driver: name,
+                    message: e.to_string(),
+                })
         })
     }
 }

@@ -21,13 +21,22 @@ pub struct EventRecord {
 impl EventRecord {
     /// Builds an event from `(key, value)` pairs.
     pub fn new(name: impl Into<String>, room: Option<&str>, fields: Vec<(&str, Value)>) -> Self {
-        Self { name: name.into(), room: room.map(str::to_owned), data: obj(fields) }
+        Self {
+            name: name.into(),
+            room: room.map(str::to_owned),
+            data: obj(fields),
+        }
     }
 }
 
 /// Builds a MessagePack map with string keys.
 pub fn obj(fields: Vec<(&str, Value)>) -> Value {
-    Value::Map(fields.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+    Value::Map(
+        fields
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
 }
 
 /// Publish an event.
@@ -53,7 +62,8 @@ pub struct Subscribe {
     pub session: u64,
     /// Where to deliver.
     pub to: Recipient<Deliver>,
-    /// Event patterns and room restriction; `None` unsubscribes.
+    /// Event patterns and room restriction, added to the session's earlier ones (subscriptions
+    /// are additive); `None` removes them all.
     pub filter: Option<EventFilter>,
 }
 
@@ -64,7 +74,7 @@ pub struct Unsubscribe(pub u64);
 
 struct Subscriber {
     to: Recipient<Deliver>,
-    filter: EventFilter,
+    filters: Vec<EventFilter>,
 }
 
 /// The event bus actor.
@@ -85,8 +95,15 @@ impl Handler<Emit> for EventBus {
         tracing::debug!(seq = self.seq, name = %ev.name, room = ?ev.room, "event");
         let ev = Arc::new(ev);
         for sub in self.subscribers.values() {
-            if sub.filter.matches(&ev.name, ev.room.as_deref()) {
-                sub.to.do_send(Deliver { seq: self.seq, event: ev.clone() });
+            if sub
+                .filters
+                .iter()
+                .any(|f| f.matches(&ev.name, ev.room.as_deref()))
+            {
+                sub.to.do_send(Deliver {
+                    seq: self.seq,
+                    event: ev.clone(),
+                });
             }
         }
     }
@@ -100,7 +117,14 @@ impl Handler<Subscribe> for EventBus {
                 self.subscribers.remove(&m.session);
             }
             Some(filter) => {
-                self.subscribers.insert(m.session, Subscriber { to: m.to, filter });
+                self.subscribers
+                    .entry(m.session)
+                    .or_insert_with(|| Subscriber {
+                        to: m.to,
+                        filters: Vec::new(),
+                    })
+                    .filters
+                    .push(filter);
             }
         }
     }

@@ -14,7 +14,10 @@ pub(crate) use driver::tokio_stream_shim::ReceiverStream;
 
 /// `{code, message}` as used in `error` and `channel:error` events.
 pub fn error_value(code: &str, message: &str) -> Value {
-    event_bus::obj(vec![("code", Value::from(code)), ("message", Value::from(message))])
+    event_bus::obj(vec![
+        ("code", Value::from(code)),
+        ("message", Value::from(message)),
+    ])
 }
 
 /// Converts a JSON value into MessagePack (for metadata and JSON messages).
@@ -33,9 +36,11 @@ pub fn json_to_msgpack(v: &serde_json::Value) -> Value {
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
         serde_json::Value::Array(a) => Value::Array(a.iter().map(json_to_msgpack).collect()),
-        serde_json::Value::Object(o) => {
-            Value::Map(o.iter().map(|(k, v)| (Value::from(k.as_str()), json_to_msgpack(v))).collect())
-        }
+        serde_json::Value::Object(o) => Value::Map(
+            o.iter()
+                .map(|(k, v)| (Value::from(k.as_str()), json_to_msgpack(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -51,9 +56,17 @@ pub fn msgpack_to_json(v: &Value) -> serde_json::Value {
             .map(J::from)
             .or_else(|| i.as_u64().map(J::from))
             .unwrap_or(J::Null),
-        Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map(J::Number).unwrap_or(J::Null),
-        Value::F64(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
-        Value::String(s) => J::String(s.as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(s.as_bytes()).into_owned())),
+        Value::F32(f) => serde_json::Number::from_f64(f64::from(*f))
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Value::F64(f) => serde_json::Number::from_f64(*f)
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Value::String(s) => J::String(
+            s.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        ),
         Value::Binary(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
         Value::Array(a) => J::Array(a.iter().map(msgpack_to_json).collect()),
         Value::Map(m) => J::Object(

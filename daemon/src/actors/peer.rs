@@ -7,13 +7,19 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use peerix_rtc::{ChannelInit, IceCandidateInit, IceState, RtcConfig, RtcEvent, RtcPeer, SessionDescription, SignalingState};
+use peerix_rtc::{
+    ChannelInit, IceCandidateInit, IceState, RtcConfig, RtcEvent, RtcPeer, SessionDescription,
+    SignalingState,
+};
 use peerix_wire::control::{ChannelOptions, ControlMessage};
 use peerix_wire::packet::SignalType;
 use rmpv::Value;
 use serde_json::json;
 
-use super::channel::{ChannelActor, ChannelContext, ChannelGone, ChannelSend, CloseChannel, OutgoingMessage, ProgressTo};
+use super::channel::{
+    ChannelActor, ChannelContext, ChannelGone, ChannelSend, CloseChannel, OutgoingMessage,
+    ProgressTo,
+};
 use super::event_bus::{Emit, EventBus, EventRecord};
 use super::{error_value, json_to_msgpack, ReceiverStream};
 
@@ -104,6 +110,8 @@ pub struct PeerStateChanged {
     pub state: PeerState,
     /// The actor (a newer connection may exist).
     pub addr: Addr<PeerActor>,
+    /// The actor is going away because it panicked (the supervisor restarts the connection).
+    pub crashed: bool,
 }
 
 /// Signaling traffic for this peer, from the room.
@@ -152,7 +160,10 @@ pub struct PeerInfo;
 
 enum Op {
     MakeOffer,
-    Remote { desc: SessionDescription, via_control: bool },
+    Remote {
+        desc: SessionDescription,
+        via_control: bool,
+    },
     Candidate(IceCandidateInit),
 }
 
@@ -182,7 +193,11 @@ pub struct PeerActor {
 
 impl PeerActor {
     /// A new peer for `setup`.
-    pub fn new(s: PeerSetup, room: Recipient<SignalOut>, room_state: Recipient<PeerStateChanged>) -> Self {
+    pub fn new(
+        s: PeerSetup,
+        room: Recipient<SignalOut>,
+        room_state: Recipient<PeerStateChanged>,
+    ) -> Self {
         let polite = peerix_wire::identity::is_polite(&s.me, &s.remote);
         Self {
             s,
@@ -209,12 +224,20 @@ impl PeerActor {
     }
 
     fn emit(&self, name: &str, fields: Vec<(&str, Value)>) {
-        self.s.bus.do_send(Emit(EventRecord::new(name, Some(&self.s.room), fields)));
+        self.s
+            .bus
+            .do_send(Emit(EventRecord::new(name, Some(&self.s.room), fields)));
     }
 
     fn error(&self, code: &str, message: &str) {
         tracing::warn!(room = %self.s.room, peer = %self.s.remote, code, message, "peer error");
-        self.emit("error", vec![("peer", Value::from(self.s.remote.as_str())), ("error", error_value(code, message))]);
+        self.emit(
+            "error",
+            vec![
+                ("peer", Value::from(self.s.remote.as_str())),
+                ("error", error_value(code, message)),
+            ],
+        );
     }
 
     fn set_state(&mut self, state: PeerState, ctx: &mut Context<Self>) {
@@ -230,7 +253,12 @@ impl PeerActor {
                 ("metadata", json_to_msgpack(&self.s.remote_metadata)),
             ],
         );
-        self.room_state.do_send(PeerStateChanged { peer: self.s.remote.clone(), state, addr: ctx.address() });
+        self.room_state.do_send(PeerStateChanged {
+            peer: self.s.remote.clone(),
+            state,
+            addr: ctx.address(),
+            crashed: false,
+        });
     }
 
     fn start_conn_timer(&mut self, ctx: &mut Context<Self>) {
@@ -265,7 +293,11 @@ impl PeerActor {
     }
 
     fn signal(&self, kind: SignalType, message: Vec<serde_json::Value>) {
-        self.room.do_send(SignalOut { to: self.s.remote.clone(), kind, message });
+        self.room.do_send(SignalOut {
+            to: self.s.remote.clone(),
+            kind,
+            message,
+        });
     }
 
     fn send_control(&self, ctx: &mut Context<Self>, msg: ControlMessage) {
@@ -276,7 +308,10 @@ impl PeerActor {
                 .into_actor(self)
                 .map(|res, act, _| {
                     if let Err(e) = res {
-                        act.error("SIGNALING_ERROR", &format!("control channel send failed: {e}"));
+                        act.error(
+                            "SIGNALING_ERROR",
+                            &format!("control channel send failed: {e}"),
+                        );
                     }
                 }),
         );
@@ -287,7 +322,11 @@ impl PeerActor {
         let is_offer = desc.r#type == "offer";
         let d = json!({"type": desc.r#type, "sdp": desc.sdp});
         if self.control_open {
-            let msg = if is_offer { vec![d, json!({})] } else { vec![d] };
+            let msg = if is_offer {
+                vec![d, json!({})]
+            } else {
+                vec![d]
+            };
             self.send_control(ctx, ControlMessage::Signal(msg));
         } else if is_offer {
             self.signal(SignalType::Offer, vec![d, self.s.my_metadata.clone()]);
@@ -301,18 +340,26 @@ impl PeerActor {
             return;
         }
         let Some(rtc) = self.rtc.clone() else { return };
-        let Some(op) = self.ops.pop_front() else { return };
+        let Some(op) = self.ops.pop_front() else {
+            return;
+        };
         self.busy = true;
         match op {
             Op::MakeOffer => {
-                ctx.spawn(async move { rtc.create_offer().await }.into_actor(self).map(|res, act, ctx| {
-                    act.busy = false;
-                    match res {
-                        Ok(desc) => act.send_description(ctx, desc),
-                        Err(e) => act.error("NEGOTIATION_ERROR", &format!("creating offer: {e}")),
-                    }
-                    act.pump(ctx);
-                }));
+                ctx.spawn(
+                    async move { rtc.create_offer().await }
+                        .into_actor(self)
+                        .map(|res, act, ctx| {
+                            act.busy = false;
+                            match res {
+                                Ok(desc) => act.send_description(ctx, desc),
+                                Err(e) => {
+                                    act.error("NEGOTIATION_ERROR", &format!("creating offer: {e}"))
+                                }
+                            }
+                            act.pump(ctx);
+                        }),
+                );
             }
             Op::Remote { desc, via_control } => {
                 let is_offer = desc.r#type == "offer";
@@ -337,35 +384,48 @@ impl PeerActor {
                         Ok(None)
                     }
                 };
-                ctx.spawn(fut.into_actor(self).map(move |res: Result<Option<SessionDescription>, peerix_rtc::RtcError>, act, ctx| {
-                    act.busy = false;
-                    match res {
-                        Ok(answer) => {
-                            act.ignoring_offer = false;
-                            act.has_remote = true;
-                            act.remote_ufrag = ufrag;
-                            if let Some(a) = answer {
-                                act.send_description(ctx, a);
+                ctx.spawn(fut.into_actor(self).map(
+                    move |res: Result<Option<SessionDescription>, peerix_rtc::RtcError>,
+                          act,
+                          ctx| {
+                        act.busy = false;
+                        match res {
+                            Ok(answer) => {
+                                act.ignoring_offer = false;
+                                act.has_remote = true;
+                                act.remote_ufrag = ufrag;
+                                if let Some(a) = answer {
+                                    act.send_description(ctx, a);
+                                }
+                                // Candidates that waited for a description go first, in arrival order.
+                                let mut ready: Vec<IceCandidateInit> =
+                                    std::mem::take(&mut act.early_candidates);
+                                let (matching, rest): (Vec<_>, Vec<_>) =
+                                    act.signaling_candidates.drain(..).partition(|c| {
+                                        c.username_fragment.is_some()
+                                            && c.username_fragment == act.remote_ufrag
+                                    });
+                                act.signaling_candidates = rest.into();
+                                ready.extend(matching);
+                                for c in ready.into_iter().rev() {
+                                    act.ops.push_front(Op::Candidate(c));
+                                }
                             }
-                            // Candidates that waited for a description go first, in arrival order.
-                            let mut ready: Vec<IceCandidateInit> = std::mem::take(&mut act.early_candidates);
-                            let (matching, rest): (Vec<_>, Vec<_>) = act
-                                .signaling_candidates
-                                .drain(..)
-                                .partition(|c| c.username_fragment.is_some() && c.username_fragment == act.remote_ufrag);
-                            act.signaling_candidates = rest.into();
-                            ready.extend(matching);
-                            for c in ready.into_iter().rev() {
-                                act.ops.push_front(Op::Candidate(c));
-                            }
+                            Err(e) => act.error(
+                                "NEGOTIATION_ERROR",
+                                &format!(
+                                    "applying remote description (via {}): {e}",
+                                    if via_control {
+                                        "control channel"
+                                    } else {
+                                        "signaling"
+                                    }
+                                ),
+                            ),
                         }
-                        Err(e) => act.error(
-                            "NEGOTIATION_ERROR",
-                            &format!("applying remote description (via {}): {e}", if via_control { "control channel" } else { "signaling" }),
-                        ),
-                    }
-                    act.pump(ctx);
-                }));
+                        act.pump(ctx);
+                    },
+                ));
             }
             Op::Candidate(c) => {
                 if self.ignoring_offer {
@@ -377,13 +437,20 @@ impl PeerActor {
                     self.busy = false;
                     return self.pump(ctx);
                 }
-                ctx.spawn(async move { rtc.add_ice_candidate(c).await }.into_actor(self).map(|res, act, ctx| {
-                    act.busy = false;
-                    if let Err(e) = res {
-                        act.error("ICECANDIDATE_ERROR", &format!("adding remote candidate: {e}"));
-                    }
-                    act.pump(ctx);
-                }));
+                ctx.spawn(
+                    async move { rtc.add_ice_candidate(c).await }
+                        .into_actor(self)
+                        .map(|res, act, ctx| {
+                            act.busy = false;
+                            if let Err(e) = res {
+                                act.error(
+                                    "ICECANDIDATE_ERROR",
+                                    &format!("adding remote candidate: {e}"),
+                                );
+                            }
+                            act.pump(ctx);
+                        }),
+                );
             }
         }
     }
@@ -408,7 +475,10 @@ impl PeerActor {
             act.batch_timer = None;
             let batch = std::mem::take(&mut act.batch);
             if !batch.is_empty() && !act.closing {
-                let msg = batch.iter().filter_map(|c| serde_json::to_value(c).ok()).collect();
+                let msg = batch
+                    .iter()
+                    .filter_map(|c| serde_json::to_value(c).ok())
+                    .collect();
                 act.signal(SignalType::Candidate, msg);
             }
         }));
@@ -425,17 +495,23 @@ impl PeerActor {
             ordered: opts.ordered.unwrap_or(true),
             protocol: opts.protocol.clone().unwrap_or_default(),
             max_retransmits: opts.max_retransmits.and_then(|v| u16::try_from(v).ok()),
-            max_packet_life_time: opts.max_packet_life_time.and_then(|v| u16::try_from(v).ok()),
+            max_packet_life_time: opts
+                .max_packet_life_time
+                .and_then(|v| u16::try_from(v).ok()),
         };
-        ctx.spawn(async move { rtc.create_channel(&label, init).await.map(|c| (label, c)) }.into_actor(self).map(
-            |res, act, ctx| match res {
-                Ok((label, ch)) => {
-                    act.creating.remove(&label);
-                    act.adopt_channel(ch, ctx);
-                }
-                Err(e) => act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}")),
-            },
-        ));
+        ctx.spawn(
+            async move { rtc.create_channel(&label, init).await.map(|c| (label, c)) }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok((label, ch)) => {
+                        act.creating.remove(&label);
+                        act.adopt_channel(ch, ctx);
+                    }
+                    Err(e) => {
+                        act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}"))
+                    }
+                }),
+        );
     }
 
     fn adopt_channel(&mut self, ch: peerix_rtc::RtcChannel, ctx: &mut Context<Self>) {
@@ -476,8 +552,16 @@ impl PeerActor {
                 let Some(first) = items.first() else { return };
                 if first.get("type").is_some() {
                     match serde_json::from_value::<SessionDescription>(first.clone()) {
-                        Ok(desc) => self.queue(Op::Remote { desc, via_control: true }, ctx),
-                        Err(e) => self.error("SIGNALING_ERROR", &format!("control description: {e}")),
+                        Ok(desc) => self.queue(
+                            Op::Remote {
+                                desc,
+                                via_control: true,
+                            },
+                            ctx,
+                        ),
+                        Err(e) => {
+                            self.error("SIGNALING_ERROR", &format!("control description: {e}"))
+                        }
                     }
                 } else if first.get("candidate").is_some() {
                     match serde_json::from_value::<IceCandidateInit>(first.clone()) {
@@ -509,7 +593,8 @@ impl Actor for PeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let _span = tracing::info_span!("peer", room = %self.s.room, peer = %self.s.remote).entered();
+        let _span =
+            tracing::info_span!("peer", room = %self.s.room, peer = %self.s.remote).entered();
         self.emit(
             "connection:new",
             vec![
@@ -522,19 +607,26 @@ impl Actor for PeerActor {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         ctx.add_stream(ReceiverStream::new(rx));
         let cfg = self.s.rtc.clone();
-        ctx.wait(async move { RtcPeer::new(&cfg, tx).await }.into_actor(self).map(|res, act, ctx| match res {
-            Ok(rtc) => {
-                act.rtc = Some(rtc);
-                if act.s.initiator {
-                    act.ops.push_front(Op::MakeOffer);
-                }
-                act.pump(ctx);
-            }
-            Err(e) => {
-                act.error("NEGOTIATION_ERROR", &format!("creating the peer connection: {e}"));
-                act.fail(ctx);
-            }
-        }));
+        ctx.wait(
+            async move { RtcPeer::new(&cfg, tx).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(rtc) => {
+                        act.rtc = Some(rtc);
+                        if act.s.initiator {
+                            act.ops.push_front(Op::MakeOffer);
+                        }
+                        act.pump(ctx);
+                    }
+                    Err(e) => {
+                        act.error(
+                            "NEGOTIATION_ERROR",
+                            &format!("creating the peer connection: {e}"),
+                        );
+                        act.fail(ctx);
+                    }
+                }),
+        );
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
@@ -552,7 +644,14 @@ impl Actor for PeerActor {
                 ],
             );
         }
-        self.room_state.do_send(PeerStateChanged { peer: self.s.remote.clone(), state: PeerState::Closed, addr: ctx.address() });
+        // actix runs `stopped` while a panic unwinds the actor: tell the supervisor it crashed.
+        let crashed = std::thread::panicking();
+        self.room_state.do_send(PeerStateChanged {
+            peer: self.s.remote.clone(),
+            state: PeerState::Closed,
+            addr: ctx.address(),
+            crashed,
+        });
     }
 }
 
@@ -605,9 +704,13 @@ impl Handler<FromSignaling> for PeerActor {
     type Result = ();
     fn handle(&mut self, m: FromSignaling, ctx: &mut Self::Context) {
         match m {
-            FromSignaling::Offer(desc) | FromSignaling::Answer(desc) => {
-                self.queue(Op::Remote { desc, via_control: false }, ctx)
-            }
+            FromSignaling::Offer(desc) | FromSignaling::Answer(desc) => self.queue(
+                Op::Remote {
+                    desc,
+                    via_control: false,
+                },
+                ctx,
+            ),
             FromSignaling::Candidates(cands) => {
                 for c in cands {
                     if c.candidate.is_empty() {
@@ -615,7 +718,10 @@ impl Handler<FromSignaling> for PeerActor {
                     }
                     // Over signaling, Peerix applies a candidate only when its ufrag matches the
                     // current remote description; others wait (§5.2, §5.6).
-                    if self.has_remote && c.username_fragment.is_some() && c.username_fragment == self.remote_ufrag {
+                    if self.has_remote
+                        && c.username_fragment.is_some()
+                        && c.username_fragment == self.remote_ufrag
+                    {
                         self.queue(Op::Candidate(c), ctx);
                     } else {
                         if self.signaling_candidates.len() >= MAX_QUEUED_CANDIDATES {
@@ -661,9 +767,12 @@ impl Handler<PeerSend> for PeerActor {
             return Box::pin(async move { Err(format!("No channel found for label {label:?}")) });
         };
         Box::pin(async move {
-            ch.send(ChannelSend { message: m.message, progress: m.progress })
-                .await
-                .unwrap_or_else(|_| Err("channel closed".to_string()))
+            ch.send(ChannelSend {
+                message: m.message,
+                progress: m.progress,
+            })
+            .await
+            .unwrap_or_else(|_| Err("channel closed".to_string()))
         })
     }
 }
@@ -693,5 +802,24 @@ impl Handler<ChannelGone> for PeerActor {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send(_: &PeerSetup) {}
+/// Fault injection: panic inside the actor (tests of supervision).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+impl Handler<InjectPanic> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: InjectPanic, _: &mut Self::Context) {
+        panic!("injected fault in the actor of peer {}", self.s.remote);
+    }
+}
+
+impl Drop for PeerActor {
+    fn drop(&mut self) {
+        // Runs on a normal stop (rtc already taken) and when a panic unwinds the actor: the
+        // connection must not outlive it, or the remote would keep a half-dead peer.
+        if let Some(rtc) = self.rtc.take() {
+            tokio::spawn(async move { rtc.close().await });
+        }
+    }
+}

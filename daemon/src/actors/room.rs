@@ -19,14 +19,17 @@ use serde_json::Value as Json;
 
 use super::channel::{OutgoingMessage, ProgressTo};
 use super::driver::{DriverActive, DriverActor, Incoming, Publish, Sub, UnsubAll};
+use super::error_value;
 use super::event_bus::{Emit, EventBus, EventRecord};
 use super::peer::{
-    CloseLabel, FromSignaling, OpenLabel, PeerActor, PeerInfo, PeerSend, PeerSetup, PeerState, PeerStateChanged, Shutdown,
-    SignalOut,
+    CloseLabel, FromSignaling, InjectPanic, OpenLabel, PeerActor, PeerInfo, PeerSend, PeerSetup,
+    PeerState, PeerStateChanged, Shutdown, SignalOut,
 };
-use super::{error_value, json_to_msgpack};
 use crate::config::{IceTransportPolicy, RoomOptions, WebrtcConfig};
 use crate::error::DaemonError;
+
+/// How often the room checks that its peer actors are alive.
+const WATCHDOG: Duration = Duration::from_millis(250);
 
 /// How many times we re-invoke a peer whose connection failed before giving up until it announces.
 const MAX_RECOVERY_ATTEMPTS: u32 = 3;
@@ -81,7 +84,10 @@ impl RoomActor {
     pub fn new(s: RoomSetup) -> Self {
         let codec = SignalingCodec::new(
             s.identity.clone(),
-            CodecOptions { compression: s.options.signaling_compression, encryption: s.options.signaling_encryption },
+            CodecOptions {
+                compression: s.options.signaling_compression,
+                encryption: s.options.signaling_encryption,
+            },
         );
         let me = s.identity.id().to_string();
         let room_ns = namespace::escape(&s.room, s.options.namespace_hashing);
@@ -110,13 +116,25 @@ impl RoomActor {
         if let Some(p) = peer {
             fields.push(("peer", Value::from(p)));
         }
-        self.s.bus.do_send(Emit(EventRecord::new("error", Some(&self.s.room), fields)));
+        self.s
+            .bus
+            .do_send(Emit(EventRecord::new("error", Some(&self.s.room), fields)));
     }
 
-    fn publish(&mut self, to_ns: String, kind: SignalType, message: Option<&[Json]>, remote: &str, ctx: &mut Context<Self>) {
+    fn publish(
+        &mut self,
+        to_ns: String,
+        kind: SignalType,
+        message: Option<&[Json]>,
+        remote: &str,
+        ctx: &mut Context<Self>,
+    ) {
         match self.codec.seal(kind, message, remote) {
             Ok(bytes) => {
-                let fut = self.s.driver.send(Publish { namespace: to_ns, payload: Bytes::from(bytes) });
+                let fut = self.s.driver.send(Publish {
+                    namespace: to_ns,
+                    payload: Bytes::from(bytes),
+                });
                 ctx.spawn(fut.into_actor(self).map(|res, act, _| {
                     let err = match res {
                         Ok(Ok(())) => return,
@@ -148,6 +166,20 @@ impl RoomActor {
         }
     }
 
+    /// Re-creates a connection after a crash: the remote sees the old one close (its control
+    /// channel resets), and our invoke makes it offer a fresh one (§5.2).
+    fn schedule_reinvoke(&mut self, peer: String, ctx: &mut Context<Self>) {
+        if self.leaving {
+            return;
+        }
+        let jitter = Duration::from_millis(rand::thread_rng().gen_range(100..600));
+        ctx.run_later(jitter, move |act, ctx| {
+            if !act.is_live(&peer) && !act.leaving {
+                act.invoke(&peer, true, ctx);
+            }
+        });
+    }
+
     fn rtc_config(&self) -> RtcConfig {
         RtcConfig {
             ice_servers: self
@@ -155,7 +187,11 @@ impl RoomActor {
                 .options
                 .ice_servers
                 .iter()
-                .map(|s| peerix_rtc::IceServer { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
+                .map(|s| peerix_rtc::IceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone(),
+                    credential: s.credential.clone(),
+                })
                 .collect(),
             relay_only: self.s.options.ice_transport_policy == IceTransportPolicy::Relay,
             mdns: self.s.webrtc.mdns,
@@ -165,10 +201,18 @@ impl RoomActor {
     }
 
     fn is_live(&self, remote: &str) -> bool {
-        self.peers.get(remote).is_some_and(|p| p.state != PeerState::Closed && p.addr.connected())
+        self.peers
+            .get(remote)
+            .is_some_and(|p| p.state != PeerState::Closed && p.addr.connected())
     }
 
-    fn create_peer(&mut self, remote: &str, metadata: Json, initiator: bool, ctx: &mut Context<Self>) -> Addr<PeerActor> {
+    fn create_peer(
+        &mut self,
+        remote: &str,
+        metadata: Json,
+        initiator: bool,
+        ctx: &mut Context<Self>,
+    ) -> Addr<PeerActor> {
         let setup = PeerSetup {
             room: self.s.room.clone(),
             me: self.me.clone(),
@@ -184,15 +228,29 @@ impl RoomActor {
             max_message_size: self.s.max_message_size,
             inline_limit: self.s.inline_limit,
         };
-        let addr = PeerActor::new(setup, ctx.address().recipient(), ctx.address().recipient()).start();
+        let addr =
+            PeerActor::new(setup, ctx.address().recipient(), ctx.address().recipient()).start();
         if let Some(q) = self.queued.remove(remote) {
             addr.do_send(FromSignaling::Candidates(q.into()));
         }
-        self.peers.insert(remote.to_string(), PeerEntry { addr: addr.clone(), state: PeerState::New, metadata });
+        self.peers.insert(
+            remote.to_string(),
+            PeerEntry {
+                addr: addr.clone(),
+                state: PeerState::New,
+                metadata,
+            },
+        );
         addr
     }
 
-    fn on_signal(&mut self, kind: SignalType, from: String, msg: Vec<Json>, ctx: &mut Context<Self>) {
+    fn on_signal(
+        &mut self,
+        kind: SignalType,
+        from: String,
+        msg: Vec<Json>,
+        ctx: &mut Context<Self>,
+    ) {
         match kind {
             SignalType::Announce => self.invoke(&from, false, ctx),
             SignalType::Invoke => {
@@ -203,8 +261,15 @@ impl RoomActor {
             }
             SignalType::Offer => {
                 let mut it = msg.into_iter();
-                let Some(desc) = it.next().and_then(|d| serde_json::from_value::<SessionDescription>(d).ok()) else {
-                    return self.emit_error("SIGNALING_ERROR", "Invalid signaling message: offer without description", Some(&from));
+                let Some(desc) = it
+                    .next()
+                    .and_then(|d| serde_json::from_value::<SessionDescription>(d).ok())
+                else {
+                    return self.emit_error(
+                        "SIGNALING_ERROR",
+                        "Invalid signaling message: offer without description",
+                        Some(&from),
+                    );
                 };
                 let addr = match self.peers.get(&from) {
                     Some(p) if self.is_live(&from) => p.addr.clone(),
@@ -216,15 +281,26 @@ impl RoomActor {
                 addr.do_send(FromSignaling::Offer(desc));
             }
             SignalType::Answer => {
-                let Some(desc) = msg.into_iter().next().and_then(|d| serde_json::from_value::<SessionDescription>(d).ok()) else {
-                    return self.emit_error("SIGNALING_ERROR", "Invalid signaling message: answer without description", Some(&from));
+                let Some(desc) = msg
+                    .into_iter()
+                    .next()
+                    .and_then(|d| serde_json::from_value::<SessionDescription>(d).ok())
+                else {
+                    return self.emit_error(
+                        "SIGNALING_ERROR",
+                        "Invalid signaling message: answer without description",
+                        Some(&from),
+                    );
                 };
                 if let Some(p) = self.peers.get(&from).filter(|_| self.is_live(&from)) {
                     p.addr.do_send(FromSignaling::Answer(desc));
                 }
             }
             SignalType::Candidate => {
-                let cands: Vec<IceCandidateInit> = msg.into_iter().filter_map(|c| serde_json::from_value(c).ok()).collect();
+                let cands: Vec<IceCandidateInit> = msg
+                    .into_iter()
+                    .filter_map(|c| serde_json::from_value(c).ok())
+                    .collect();
                 if let Some(p) = self.peers.get(&from).filter(|_| self.is_live(&from)) {
                     p.addr.do_send(FromSignaling::Candidates(cands));
                 } else {
@@ -246,6 +322,24 @@ impl Actor for RoomActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(room = %self.s.room, id = %self.me, driver = %self.s.driver_name, "joining");
+        // Supervision: a peer actor that died without reporting (a panic) is replaced by a fresh
+        // connection. Its Drop closed the old RTCPeerConnection, so the remote lets go too.
+        ctx.run_interval(WATCHDOG, |act, ctx| {
+            let dead: Vec<String> =
+                act.peers.iter().filter(|(_, p)| !p.addr.connected()).map(|(id, _)| id.clone()).collect();
+            for peer in dead {
+                act.peers.remove(&peer);
+                act.codec.forget_key(&peer);
+                tracing::error!(room = %act.s.room, %peer, "peer actor crashed; re-establishing the connection");
+                act.emit_error("INTERNAL", "the connection's actor crashed; re-establishing the connection", Some(&peer));
+                act.s.bus.do_send(Emit(EventRecord::new(
+                    "connection:closed",
+                    Some(&act.s.room),
+                    vec![("peer", Value::from(peer.as_str())), ("state", Value::from("closed")), ("metadata", Value::Nil)],
+                )));
+                act.schedule_reinvoke(peer, ctx);
+            }
+        });
         // Subscribe the room namespace, then our own, then announce (§5.1). The driver actor
         // processes messages in order, so the announce goes out after both subscriptions.
         let subs = [self.room_ns.clone(), self.own_ns.clone()];
@@ -257,7 +351,12 @@ impl Actor for RoomActor {
             async move {
                 for ns in subs {
                     driver
-                        .send(Sub { owner: owner.clone(), namespace: ns, incoming: incoming.clone(), active: active.clone() })
+                        .send(Sub {
+                            owner: owner.clone(),
+                            namespace: ns,
+                            incoming: incoming.clone(),
+                            active: active.clone(),
+                        })
                         .await??;
                 }
                 Ok::<(), DaemonError>(())
@@ -271,7 +370,9 @@ impl Actor for RoomActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.s.driver.do_send(UnsubAll { owner: self.s.room.clone() });
+        self.s.driver.do_send(UnsubAll {
+            owner: self.s.room.clone(),
+        });
         for p in self.peers.values() {
             p.addr.do_send(Shutdown);
         }
@@ -344,7 +445,9 @@ impl Handler<SignalOut> for RoomActor {
 impl Handler<PeerStateChanged> for RoomActor {
     type Result = ();
     fn handle(&mut self, m: PeerStateChanged, ctx: &mut Self::Context) {
-        let Some(entry) = self.peers.get_mut(&m.peer) else { return };
+        let Some(entry) = self.peers.get_mut(&m.peer) else {
+            return;
+        };
         if entry.addr != m.addr {
             return;
         }
@@ -357,6 +460,16 @@ impl Handler<PeerStateChanged> for RoomActor {
             PeerState::Closed => {
                 self.peers.remove(&m.peer);
                 self.codec.forget_key(&m.peer);
+                if m.crashed {
+                    tracing::error!(room = %self.s.room, peer = %m.peer, "peer actor crashed; re-establishing the connection");
+                    self.emit_error(
+                        "INTERNAL",
+                        "the connection's actor crashed; re-establishing the connection",
+                        Some(&m.peer),
+                    );
+                    self.schedule_reinvoke(m.peer.clone(), ctx);
+                    return;
+                }
                 // Recover from failures ourselves (Peerix's own retry rarely leaves a browser, §5.7).
                 if was == PeerState::Failed && !self.leaving {
                     let n = self.recovery.entry(m.peer.clone()).or_default();
@@ -392,11 +505,15 @@ impl Handler<RoomOpen> for RoomActor {
     fn handle(&mut self, m: RoomOpen, _: &mut Self::Context) -> Self::Result {
         match m.to {
             Some(peer) => {
-                let p = self.peers.get(&peer).ok_or(DaemonError::NoSuchPeer { room: self.s.room.clone(), peer })?;
+                let p = self.peers.get(&peer).ok_or(DaemonError::NoSuchPeer {
+                    room: self.s.room.clone(),
+                    peer,
+                })?;
                 p.addr.do_send(OpenLabel(m.options));
             }
             None => {
-                self.labels.insert(m.options.label.clone(), m.options.clone());
+                self.labels
+                    .insert(m.options.label.clone(), m.options.clone());
                 for p in self.peers.values() {
                     p.addr.do_send(OpenLabel(m.options.clone()));
                 }
@@ -421,7 +538,10 @@ impl Handler<RoomClose> for RoomActor {
     fn handle(&mut self, m: RoomClose, _: &mut Self::Context) -> Self::Result {
         match m.to {
             Some(peer) => {
-                let p = self.peers.get(&peer).ok_or(DaemonError::NoSuchPeer { room: self.s.room.clone(), peer })?;
+                let p = self.peers.get(&peer).ok_or(DaemonError::NoSuchPeer {
+                    room: self.s.room.clone(),
+                    peer,
+                })?;
                 p.addr.do_send(CloseLabel(m.label));
             }
             None => {
@@ -456,7 +576,10 @@ impl Handler<RoomSend> for RoomActor {
             Some(peer) => match self.peers.get(peer) {
                 Some(p) => vec![(peer.clone(), p.addr.clone())],
                 None => {
-                    let e = DaemonError::NoSuchPeer { room: self.s.room.clone(), peer: peer.clone() };
+                    let e = DaemonError::NoSuchPeer {
+                        room: self.s.room.clone(),
+                        peer: peer.clone(),
+                    };
                     return Box::pin(async move { Err(e) });
                 }
             },
@@ -469,9 +592,16 @@ impl Handler<RoomSend> for RoomActor {
         };
         Box::pin(async move {
             let sends = targets.into_iter().map(|(id, addr)| {
-                let msg = PeerSend { label: m.label.clone(), message: m.message.clone(), progress: m.progress.clone() };
+                let msg = PeerSend {
+                    label: m.label.clone(),
+                    message: m.message.clone(),
+                    progress: m.progress.clone(),
+                };
                 async move {
-                    let r = addr.send(msg).await.unwrap_or_else(|_| Err("peer connection closed".to_string()));
+                    let r = addr
+                        .send(msg)
+                        .await
+                        .unwrap_or_else(|_| Err("peer connection closed".to_string()));
                     (id, r)
                 }
             });
@@ -501,13 +631,21 @@ pub struct RoomPeers;
 impl Handler<RoomPeers> for RoomActor {
     type Result = ResponseFuture<Vec<PeerSummary>>;
     fn handle(&mut self, _: RoomPeers, _: &mut Self::Context) -> Self::Result {
-        let entries: Vec<(String, Addr<PeerActor>, Json, PeerState)> =
-            self.peers.iter().map(|(id, p)| (id.clone(), p.addr.clone(), p.metadata.clone(), p.state)).collect();
+        let entries: Vec<(String, Addr<PeerActor>, Json, PeerState)> = self
+            .peers
+            .iter()
+            .map(|(id, p)| (id.clone(), p.addr.clone(), p.metadata.clone(), p.state))
+            .collect();
         Box::pin(async move {
             let mut out = Vec::new();
             for (id, addr, metadata, state) in entries {
                 let (state, channels) = addr.send(PeerInfo).await.unwrap_or((state, vec![]));
-                out.push(PeerSummary { id, state, metadata, channels });
+                out.push(PeerSummary {
+                    id,
+                    state,
+                    metadata,
+                    channels,
+                });
             }
             out.sort_by(|a, b| a.id.cmp(&b.id));
             out
@@ -545,9 +683,33 @@ impl Handler<RoomInfo> for RoomActor {
             id: self.me.clone(),
             metadata: self.s.metadata.clone(),
             driver: self.s.driver_name.clone(),
-            peers: self.peers.values().filter(|p| p.state == PeerState::Connected).count(),
+            peers: self
+                .peers
+                .values()
+                .filter(|p| p.state == PeerState::Connected)
+                .count(),
             channels: self.labels.keys().cloned().collect(),
         }
+    }
+}
+
+/// Fault injection: make a peer's actor panic (tests of supervision).
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct RoomPanicPeer(pub String);
+
+impl Handler<RoomPanicPeer> for RoomActor {
+    type Result = Result<(), DaemonError>;
+    fn handle(&mut self, m: RoomPanicPeer, _: &mut Self::Context) -> Self::Result {
+        let p = self
+            .peers
+            .get(&m.0)
+            .ok_or_else(|| DaemonError::NoSuchPeer {
+                room: self.s.room.clone(),
+                peer: m.0.clone(),
+            })?;
+        p.addr.do_send(InjectPanic);
+        Ok(())
     }
 }
 
@@ -562,9 +724,4 @@ impl Handler<Leave> for RoomActor {
         self.leaving = true;
         ctx.stop();
     }
-}
-
-#[allow(dead_code)]
-fn _metadata_value(v: &Json) -> Value {
-    json_to_msgpack(v)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use interprocess::local_socket::tokio::prelude::*;
-use interprocess::local_socket::{ListenerOptions, GenericFilePath};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 
 use super::session::{ClientSession, SessionSetup};
 use crate::actors::daemon::Daemon;
@@ -20,7 +20,8 @@ pub fn bind(path: &Path) -> Result<interprocess::local_socket::tokio::Listener, 
     let io = |context: String| move |source| DaemonError::Io { context, source };
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io(format!("creating socket directory {}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(io(format!("creating socket directory {}", dir.display())))?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -55,7 +56,8 @@ pub fn bind(path: &Path) -> Result<interprocess::local_socket::tokio::Listener, 
         // Only the owner may talk to the daemon; access tiers come later.
         opts = opts.mode(0o600);
     }
-    opts.create_tokio().map_err(io(format!("listening on {}", path.display())))
+    opts.create_tokio()
+        .map_err(io(format!("listening on {}", path.display())))
 }
 
 /// The listener actor.
@@ -78,7 +80,14 @@ impl IpcListener {
         bus: Addr<EventBus>,
         daemon_id: String,
     ) -> Self {
-        Self { path, listener: Some(listener), cfg, daemon, bus, daemon_id }
+        Self {
+            path,
+            listener: Some(listener),
+            cfg,
+            daemon,
+            bus,
+            daemon_id,
+        }
     }
 }
 
@@ -93,7 +102,9 @@ impl Actor for IpcListener {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(socket = %self.path.display(), "listening");
-        let Some(listener) = self.listener.take() else { return };
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
         let me = ctx.address();
         ctx.spawn(
             async move {

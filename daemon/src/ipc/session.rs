@@ -11,8 +11,8 @@ use actix::prelude::*;
 use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
 use peerix_ipc_proto::{
-    decode_client, encode_frame, ClientMessage, DaemonMessage, ErrorBody, ErrorCode, Event, FrameDecoder, Op, Payload, Progress,
-    Reply, Request, SendArgs, Welcome, PROTOCOL_VERSION,
+    decode_client, encode_frame, ClientMessage, DaemonMessage, ErrorBody, ErrorCode, Event,
+    FrameDecoder, Op, Payload, Progress, Reply, Request, SendArgs, Welcome, PROTOCOL_VERSION,
 };
 use peerix_wire::transfer::PayloadType;
 use rmpv::Value;
@@ -149,7 +149,11 @@ impl ClientSession {
             Ok(m) => m,
             Err(e) => {
                 // The length prefix was sane, so the stream is still in sync: report and go on.
-                let code = if self.greeted { ErrorCode::MalformedFrame } else { ErrorCode::HandshakeRequired };
+                let code = if self.greeted {
+                    ErrorCode::MalformedFrame
+                } else {
+                    ErrorCode::HandshakeRequired
+                };
                 let body = ErrorBody::new(code, e.to_string());
                 if self.greeted {
                     self.write(&DaemonMessage::Error(body), ctx);
@@ -162,14 +166,23 @@ impl ClientSession {
         match msg {
             ClientMessage::Hello(h) => {
                 if self.greeted {
-                    self.write(&DaemonMessage::Error(ErrorBody::new(ErrorCode::BadRequest, "hello was already received")), ctx);
+                    self.write(
+                        &DaemonMessage::Error(ErrorBody::new(
+                            ErrorCode::BadRequest,
+                            "hello was already received",
+                        )),
+                        ctx,
+                    );
                     return;
                 }
                 if h.version != PROTOCOL_VERSION {
                     return self.fatal(
                         ErrorBody::new(
                             ErrorCode::VersionMismatch,
-                            format!("client speaks protocol {}, this daemon speaks {}", h.version, PROTOCOL_VERSION),
+                            format!(
+                                "client speaks protocol {}, this daemon speaks {}",
+                                h.version, PROTOCOL_VERSION
+                            ),
                         ),
                         ctx,
                     );
@@ -188,7 +201,13 @@ impl ClientSession {
             }
             ClientMessage::Request(req) => {
                 if !self.greeted {
-                    return self.fatal(ErrorBody::new(ErrorCode::HandshakeRequired, "the first frame must be hello"), ctx);
+                    return self.fatal(
+                        ErrorBody::new(
+                            ErrorCode::HandshakeRequired,
+                            "the first frame must be hello",
+                        ),
+                        ctx,
+                    );
                 }
                 self.on_request(req, ctx);
             }
@@ -213,7 +232,11 @@ impl ClientSession {
             Op::Close(a) => self.exec(id, Exec::Close(a), ctx),
             Op::Subscribe(a) => match a.filter() {
                 Ok(filter) => {
-                    self.bus.do_send(Subscribe { session: self.id, to: ctx.address().recipient(), filter: Some(filter) });
+                    self.bus.do_send(Subscribe {
+                        session: self.id,
+                        to: ctx.address().recipient(),
+                        filter: Some(filter),
+                    });
                     self.reply(id, Ok(obj(vec![])), ctx);
                 }
                 Err(e) => self.reply(id, Err(DaemonError::BadRequest(e.to_string())), ctx),
@@ -222,20 +245,72 @@ impl ClientSession {
                 self.bus.do_send(Unsubscribe(self.id));
                 self.reply(id, Ok(obj(vec![])), ctx);
             }
-            Op::Share(_) | Op::Unshare(_) => {
-                self.reply(id, Err(DaemonError::NotSupported("media sharing (share/unshare)".into())), ctx)
+            Op::Debug(args) => {
+                if std::env::var("PEERIXD_FAULT_INJECTION").as_deref() != Ok("1") {
+                    return self.reply(
+                        id,
+                        Err(DaemonError::NotSupported(
+                            "debug (start peerixd with PEERIXD_FAULT_INJECTION=1)".into(),
+                        )),
+                        ctx,
+                    );
+                }
+                let get = |k: &str| match &args {
+                    Value::Map(m) => m
+                        .iter()
+                        .find(|(key, _)| key.as_str() == Some(k))
+                        .and_then(|(_, v)| v.as_str())
+                        .map(str::to_owned),
+                    _ => None,
+                };
+                match (get("action").as_deref(), get("room"), get("peer")) {
+                    (Some("panic-peer"), Some(room), Some(peer)) => {
+                        self.exec(id, Exec::PanicPeer { room, peer }, ctx)
+                    }
+                    _ => self.reply(
+                        id,
+                        Err(DaemonError::BadRequest(
+                            "debug: expected {action: \"panic-peer\", room, peer}".into(),
+                        )),
+                        ctx,
+                    ),
+                }
             }
+            Op::Share(_) | Op::Unshare(_) => self.reply(
+                id,
+                Err(DaemonError::NotSupported(
+                    "media sharing (share/unshare)".into(),
+                )),
+                ctx,
+            ),
             Op::Send(SendArgs::Start(s)) => {
                 let (kind, bytes) = match payload_bytes(s.payload) {
                     Ok(v) => v,
                     Err(e) => return self.reply(id, Err(e), ctx),
                 };
-                let info = match s.info.as_ref().map(|i| serde_json::to_vec(&msgpack_to_json(i))).transpose() {
+                let info = match s
+                    .info
+                    .as_ref()
+                    .map(|i| serde_json::to_vec(&msgpack_to_json(i)))
+                    .transpose()
+                {
                     Ok(i) => i,
-                    Err(e) => return self.reply(id, Err(DaemonError::BadRequest(format!("send: info: {e}"))), ctx),
+                    Err(e) => {
+                        return self.reply(
+                            id,
+                            Err(DaemonError::BadRequest(format!("send: info: {e}"))),
+                            ctx,
+                        )
+                    }
                 };
                 if info.as_ref().is_some_and(|i| i.len() >= 16_320) {
-                    return self.reply(id, Err(DaemonError::BadRequest("send: `info` must be shorter than 16320 bytes of JSON".into())), ctx);
+                    return self.reply(
+                        id,
+                        Err(DaemonError::BadRequest(
+                            "send: `info` must be shorter than 16320 bytes of JSON".into(),
+                        )),
+                        ctx,
+                    );
                 }
                 let transfer = self.next_transfer;
                 self.next_transfer += 1;
@@ -250,7 +325,13 @@ impl ClientSession {
                 };
                 if s.more {
                     if kind == PayloadType::Json {
-                        return self.reply(id, Err(DaemonError::BadRequest("send: json messages cannot be streamed".into())), ctx);
+                        return self.reply(
+                            id,
+                            Err(DaemonError::BadRequest(
+                                "send: json messages cannot be streamed".into(),
+                            )),
+                            ctx,
+                        );
                     }
                     self.streams.insert(transfer, pending);
                     self.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx);
@@ -260,7 +341,14 @@ impl ClientSession {
             }
             Op::Send(SendArgs::Chunk(c)) => {
                 let Some(mut pending) = self.streams.remove(&c.transfer) else {
-                    return self.reply(id, Err(DaemonError::BadRequest(format!("send: no streamed transfer {}", c.transfer))), ctx);
+                    return self.reply(
+                        id,
+                        Err(DaemonError::BadRequest(format!(
+                            "send: no streamed transfer {}",
+                            c.transfer
+                        ))),
+                        ctx,
+                    );
                 };
                 let bytes = match payload_bytes(c.data) {
                     Ok((_, b)) => b,
@@ -279,7 +367,11 @@ impl ClientSession {
                 pending.buf.extend_from_slice(&bytes);
                 if c.more {
                     self.streams.insert(c.transfer, pending);
-                    self.reply(id, Ok(obj(vec![("transfer", Value::from(c.transfer))])), ctx);
+                    self.reply(
+                        id,
+                        Ok(obj(vec![("transfer", Value::from(c.transfer))])),
+                        ctx,
+                    );
                 } else {
                     self.finish_send(id, c.transfer, pending, ctx);
                 }
@@ -288,12 +380,19 @@ impl ClientSession {
     }
 
     fn finish_send(&mut self, id: u64, transfer: u64, p: StreamedSend, ctx: &mut Context<Self>) {
-        let progress = p.progress.map(|request| ProgressTo { to: ctx.address().recipient(), request });
+        let progress = p.progress.map(|request| ProgressTo {
+            to: ctx.address().recipient(),
+            request,
+        });
         let m = Exec::Send {
             room: p.room,
             label: p.label,
             to: p.to,
-            message: OutgoingMessage { kind: p.kind, info: p.info, data: Bytes::from(p.buf) },
+            message: OutgoingMessage {
+                kind: p.kind,
+                info: p.info,
+                data: Bytes::from(p.buf),
+            },
             progress,
             transfer,
         };
@@ -306,7 +405,8 @@ fn payload_bytes(p: Payload) -> Result<(PayloadType, Vec<u8>), DaemonError> {
         Payload::Text(s) => (PayloadType::Text, s.into_bytes()),
         Payload::Bytes(b) => (PayloadType::Bytes, b),
         Payload::Json(v) => {
-            let bytes = serde_json::to_vec(&msgpack_to_json(&v)).map_err(|e| DaemonError::BadRequest(format!("send: data: {e}")))?;
+            let bytes = serde_json::to_vec(&msgpack_to_json(&v))
+                .map_err(|e| DaemonError::BadRequest(format!("send: data: {e}")))?;
             (PayloadType::Json, bytes)
         }
     })
@@ -316,7 +416,9 @@ impl Actor for ClientSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let Some(stream) = self.stream.take() else { return };
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
         // `&Stream` is both AsyncRead and AsyncWrite; the socket closes when both tasks let go.
         let stream = Arc::new(stream);
         let write_side = stream.clone();
@@ -374,7 +476,11 @@ impl Actor for ClientSession {
         self.out = None;
         self.bus.do_send(Unsubscribe(self.id));
         if !self.streams.is_empty() {
-            tracing::info!(session = self.id, dropped = self.streams.len(), "client left with unfinished streamed sends");
+            tracing::info!(
+                session = self.id,
+                dropped = self.streams.len(),
+                "client left with unfinished streamed sends"
+            );
         }
         tracing::debug!(session = self.id, client = %self.client, "client disconnected");
     }
@@ -400,7 +506,12 @@ impl StreamHandler<Inbound> for ClientSession {
 impl Handler<Deliver> for ClientSession {
     type Result = ();
     fn handle(&mut self, d: Deliver, ctx: &mut Self::Context) {
-        let ev = Event { seq: d.seq, name: d.event.name.clone(), room: d.event.room.clone(), data: d.event.data.clone() };
+        let ev = Event {
+            seq: d.seq,
+            name: d.event.name.clone(),
+            room: d.event.room.clone(),
+            data: d.event.data.clone(),
+        };
         self.write(&DaemonMessage::Event(ev), ctx);
     }
 }
@@ -408,7 +519,14 @@ impl Handler<Deliver> for ClientSession {
 impl Handler<SendProgress> for ClientSession {
     type Result = ();
     fn handle(&mut self, p: SendProgress, ctx: &mut Self::Context) {
-        let msg = Progress { id: p.request, peer: Some(p.peer), label: p.label, current: p.current, total: Some(p.total), done: p.done };
+        let msg = Progress {
+            id: p.request,
+            peer: Some(p.peer),
+            label: p.label,
+            current: p.current,
+            total: Some(p.total),
+            done: p.done,
+        };
         self.write(&DaemonMessage::Progress(msg), ctx);
     }
 }

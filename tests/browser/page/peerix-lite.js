@@ -819,8 +819,11 @@ export class Room extends Emitter {
   async join(metadata) {
     if (this.me) return null;
     let identity;
-    if (this.options.signalingEncryption) identity = await generateIdentity();
-    else {
+    if (this.options.signalingEncryption) {
+      // acceptId is a test hook (not Peerix): regenerate until the id has the wanted ASCII order.
+      do identity = await generateIdentity();
+      while (this.options.acceptId && !this.options.acceptId(identity.id));
+    } else {
       const sender = crypto.getRandomValues(new Uint8Array(33));
       identity = { sender, id: base62Encode(sender), privateKey: null };
     }

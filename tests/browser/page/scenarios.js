@@ -49,7 +49,12 @@ export async function run(opts) {
   const timeoutMs = opts.timeoutMs ?? 30000;
   const label = opts.label ?? 'chat';
   const nc = await connect({ servers: opts.ws, noEcho: true, name: 'peerix-lite' });
-  const room = new Room({ id: opts.room, driver: new NatsDriver(nc) });
+  // Optional role control: with opts.against (the other peer's id) and opts.role, pick an id that
+  // makes this page polite (greater ASCII id) or impolite (§1.4).
+  const acceptId = opts.role && opts.against
+    ? (id) => (id > opts.against) === (opts.role === 'polite')
+    : undefined;
+  const room = new Room({ id: opts.room, driver: new NatsDriver(nc), acceptId });
   current = { room, nc };
   const received = [];
   room.on('*', (ev) => {

@@ -5,11 +5,14 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { webcrypto } from 'node:crypto';
 
 import {
   base62Encode, base62Decode, namespace, encodeFields, decodeFields, encodePacket, decodePacket,
   openMessage, sealMessage, deriveAesKey, decompressPoint, compressPoint, deflate, inflate,
 } from '../page/peerix-lite.js';
+
+globalThis.crypto ??= webcrypto; // Node 18
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const VECTORS = process.env.PEERIX_VECTORS
