@@ -348,6 +348,9 @@ pub fn load(
             });
         }
     }
+    // A message part plus its event envelope must fit one frame; shrinking max_frame alone should
+    // not force users to tune the inline limit too.
+    out.ipc.inline_message_limit = out.ipc.inline_message_limit.min(out.ipc.max_frame / 2);
     out.validate()?;
     Ok(out)
 }
