@@ -154,6 +154,21 @@ async fn two_daemons_talk_and_leave() -> Result<()> {
         "a 20 MiB message arrives in several IPC parts"
     );
 
+    // Close: the channel goes away on both sides (SCTP stream reset; no control message, §7.6).
+    a.client.close("demo", "chat", None).await?;
+    a.wait_for("chat closed at a", CONNECT, |e| is(e, "channel:close", &b_id) && field(e, "label") == Some("chat")).await?;
+    b.wait_for("chat closed at b", CONNECT, |e| is(e, "channel:close", &a_id) && field(e, "label") == Some("chat")).await?;
+    let err = a.client.send_text("demo", "chat", "nobody listens", SendOptions::default()).await?;
+    assert!(err.peers.expect("report").iter().all(|p| !p.ok), "a send on a closed label fails per peer");
+
+    // The socket is private to the user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&da.socket)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    }
+
     // Leave: the other side sees connection:closed promptly (control channel reset).
     a.client.leave("demo").await?;
     b.wait_for("b sees a closed", CONNECT, |e| {
