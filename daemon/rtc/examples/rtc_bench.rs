@@ -6,7 +6,9 @@
 //! Prints connection setup time (RtcPeer::new → ControlOpen on both sides, and
 //! offer → ControlOpen) as median/p95, and one-channel throughput (16 KiB messages paced by
 //! `buffered_amount`) with the `Udp: RcvbufErrors` delta from /proc/net/snmp.
-//! Runs on a current-thread runtime, like actix.
+//! Runs on a current-thread runtime, like actix; `RTC_BENCH_BUSY_MS=20` also blocks that
+//! thread for 20 ms every 50 ms (a busy actix thread). `RTC_BENCH_RCVBUF=0` keeps the
+//! kernel default socket buffer; `RTC_BENCH_HIGHWATER` sets the sender pacing (bytes).
 
 use std::time::{Duration, Instant};
 
@@ -144,9 +146,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn throughput(total: usize) -> Result<(f64, u64), BoxError> {
     const PIECE: usize = 16 * 1024;
-    const HIGH_WATER: usize = 1024 * 1024;
+    // RTC_BENCH_HIGHWATER: how far the sender may run ahead of acknowledgements (bytes).
+    let high_water: usize = std::env::var("RTC_BENCH_HIGHWATER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024 * 1024);
     let mut pair = connect().await?;
-    let a_chat = pair.a.create_channel("bench", ChannelInit::default()).await?;
+    let a_chat = pair
+        .a
+        .create_channel("bench", ChannelInit::default())
+        .await?;
     let b_chat = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(ev) = pair.b_events.recv().await {
             if let RtcEvent::RemoteChannel(c) = ev {
@@ -183,7 +192,7 @@ async fn throughput(total: usize) -> Result<(f64, u64), BoxError> {
     let piece = Bytes::from(vec![0x5au8; PIECE]);
     let mut sent = 0usize;
     while sent < total {
-        while a_chat.buffered_amount().await >= HIGH_WATER {
+        while a_chat.buffered_amount().await >= high_water {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         a_chat.send(piece.clone()).await?;
@@ -199,15 +208,37 @@ async fn throughput(total: usize) -> Result<(f64, u64), BoxError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut args = std::env::args().skip(1);
     let setup_trials: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let tput_trials: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let mib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
 
+    // RTC_BENCH_BUSY_MS=n: block the runtime thread for n ms every 50 ms, like an actix
+    // thread busy with other actors, to show the drivers do not depend on it.
+    if let Some(busy) = std::env::var("RTC_BENCH_BUSY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                std::thread::sleep(Duration::from_millis(busy));
+            }
+        });
+    }
+
     let mut new_to_open = Vec::new();
     let mut offer_to_open = Vec::new();
     for _ in 0..setup_trials {
         let pair = connect().await?;
+        tracing::info!("trial done: offer->open {:?}", pair.offer_to_open);
         new_to_open.push(pair.new_to_open);
         offer_to_open.push(pair.offer_to_open);
         pair.a.close().await;
@@ -226,7 +257,9 @@ async fn main() -> Result<(), BoxError> {
 
     for trial in 0..tput_trials {
         let (mbps, errors) = throughput(mib * 1024 * 1024).await?;
-        println!("throughput trial {trial}: {mib} MiB at {mbps:.1} MB/s, Udp RcvbufErrors +{errors}");
+        println!(
+            "throughput trial {trial}: {mib} MiB at {mbps:.1} MB/s, Udp RcvbufErrors +{errors}"
+        );
     }
     Ok(())
 }

@@ -10,7 +10,14 @@
 //!   actor) never run code on the connection's driver task.
 //!
 //! All futures are `Send`; the crate works inside `actix_rt::System` (current-thread tokio
-//! plus `LocalSet`) and on any tokio runtime.
+//! plus `LocalSet`) and on any tokio runtime. The connection drivers run on webrtc's
+//! dedicated reactor threads (`webrtc-rx*`, at most 2 per process), so a busy actix thread
+//! does not delay ICE, DTLS or SCTP, nor the draining of the UDP sockets.
+//!
+//! Throughput needs a large UDP receive buffer: the kernel caps `SO_RCVBUF` at
+//! `net.core.rmem_max` (often 208 KiB) unless the process has CAP_NET_ADMIN, in which case
+//! the cap is bypassed. With a small buffer the SCTP window and the advertised maximum
+//! message size are lowered to what the buffer can absorb (a warning is logged once).
 
 #![warn(missing_docs)]
 
@@ -38,6 +45,8 @@ pub struct RtcConfig {
     pub udp_recv_buffer: usize,
     /// Largest message we accept, advertised as `a=max-message-size`. The stack caps it at
     /// 256 KiB; smaller values are raised to 256 KiB because that is what browsers expect.
+    /// It is lowered (with a warning) when the socket receive buffer is too small to hold
+    /// that much safely (see the crate docs on `net.core.rmem_max`).
     pub max_message_size: usize,
 }
 
@@ -163,15 +172,4 @@ pub enum RtcError {
     /// Channel options the stack cannot honour.
     #[error("invalid channel options: {0}")]
     InvalidChannelInit(&'static str),
-    /// The message is larger than the remote accepts (its `a=max-message-size`).
-    #[error("message of {size} bytes exceeds the maximum of {max}")]
-    MessageTooLarge {
-        /// Size of the rejected message.
-        size: usize,
-        /// The negotiated maximum.
-        max: usize,
-    },
-    /// The connection (or channel) is closed.
-    #[error("connection closed")]
-    Closed,
 }

@@ -26,11 +26,33 @@ use crate::{
 
 /// Largest message size the stack can advertise (`SctpMaxMessageSize::MAX_MESSAGE_SIZE`).
 const STACK_MAX_MESSAGE_SIZE: usize = 256 * 1024;
-/// SCTP receive window (a_rwnd). The default 1 MiB limits a single channel on a fast path;
-/// a few MiB keeps the pipe full without unbounded memory per connection.
-const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
+/// Bytes of (kernel-reported) socket receive buffer per byte of SCTP receive window.
+///
+/// Why: the window (a_rwnd) is how much the remote may send before we acknowledge, so it
+/// is what can land in the socket at once while the driver is busy. Each ~1.2 KB datagram
+/// costs 2–4× its size in kernel accounting (skb truesize; loopback is the worst), and one
+/// overrun stalls SCTP for a whole 1 s RTO: measured on a 416 KiB buffer, a 96 KiB window
+/// ran at 90+ MB/s while 128 KiB already stalled at ~4 MB/s.
+const RCVBUF_PER_RWND: usize = 4;
+/// Window bounds. The stack needs the window to hold one whole message (a smaller one
+/// stalls a maximum-size message forever), so the advertised maximum message size is
+/// lowered to the window when the buffer is small. The 2 MiB top covers a 100 ms path at
+/// ~20 MB/s without letting one connection pin much memory.
+const MIN_SCTP_RWND: usize = 64 * 1024;
+const MAX_SCTP_RWND: usize = 2 * 1024 * 1024;
+/// Window used when the socket buffer cannot be measured (the stack's default).
+const DEFAULT_SCTP_RWND: usize = 1024 * 1024;
 /// Send buffer for each UDP socket; bursts of DATA chunks leave in GSO batches.
 const UDP_SEND_BUFFER: usize = 1024 * 1024;
+
+/// ICE check tick while connecting. The controlling agent nominates a pair that has
+/// succeeded only on its next tick (or when the remote's next check arrives), so with the
+/// default 200 ms the nomination, and with it `connected`, often slipped by a full tick.
+/// Only pairs still in progress are pinged each tick; succeeded pairs are not.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+/// Checks per pair before it is declared failed: 75 × 20 ms keeps about the default
+/// budget (7 × 200 ms) for slow paths.
+const ICE_MAX_BINDING_REQUESTS: u16 = 75;
 
 /// How long driver timers are expedited after ICE connects: enough for DTLS and SCTP
 /// handshakes on a slow path; ended early when the control channel opens.
@@ -97,7 +119,6 @@ impl Shared {
     }
 
     fn expedite(&self, window: Duration) {
-        if tmp_disabled("expedite") { return; }
         if let Some(rt) = self.runtime.get() {
             rt.expedite(window);
         }
@@ -126,7 +147,6 @@ impl Shared {
     /// setter ends in the driver's coalescing write wake; setting the high threshold to its
     /// existing value (`u32::MAX`, never used by us) is a no-op apart from that wake.
     async fn wake_driver(&self) {
-        if tmp_disabled("wake") { return; }
         if let Some(dc) = self.control.get().and_then(Weak::upgrade) {
             let _ = dc.set_buffered_amount_high_threshold(u32::MAX).await;
         }
@@ -226,6 +246,44 @@ fn to_public(desc: &RTCSessionDescription) -> SessionDescription {
     }
 }
 
+/// Threads for the connection drivers (process-wide; the first value set wins).
+///
+/// Why a pool at all: on the ambient runtime the drivers share the actix thread, so any
+/// slow actor message delays UDP draining and the ICE/DTLS/SCTP timers; at 100 MB/s a 20 ms
+/// stall is 2 MB, more than a socket buffer holds, and every overrun costs a 1 s SCTP RTO.
+/// Two threads at most: the machines we target have few cores and the daemon's own work
+/// (crypto, IPC) needs one.
+fn reactor_pool_size() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().clamp(1, 2))
+        .unwrap_or(1)
+}
+
+/// SCTP receive window and advertised maximum message size for this process's sockets.
+fn receive_limits(cfg: &RtcConfig) -> (u32, u32) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let effective = crate::runtime::probe_recv_buffer(cfg.udp_recv_buffer);
+    let rwnd = if effective == 0 {
+        DEFAULT_SCTP_RWND
+    } else {
+        (effective / RCVBUF_PER_RWND).clamp(MIN_SCTP_RWND, MAX_SCTP_RWND)
+    };
+    let wanted = cfg.max_message_size.max(STACK_MAX_MESSAGE_SIZE);
+    let max_message = wanted.min(rwnd);
+    if max_message < wanted && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "UDP receive buffer is only {effective} bytes (net.core.rmem_max); advertising a \
+             {max_message}-byte max message size instead of {wanted}. Raise \
+             net.core.rmem_max to at least 4194304 or run with CAP_NET_ADMIN for full size \
+             and throughput"
+        );
+    }
+    (
+        u32::try_from(rwnd).unwrap_or(u32::MAX),
+        u32::try_from(max_message).unwrap_or(u32::MAX),
+    )
+}
+
 async fn build_pc(
     cfg: &RtcConfig,
     mdns: bool,
@@ -244,8 +302,7 @@ async fn build_pc(
     if cfg.relay_only {
         configuration = configuration.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
     }
-    let max_message = cfg.max_message_size.max(STACK_MAX_MESSAGE_SIZE);
-    let max_message = u32::try_from(max_message).unwrap_or(u32::MAX);
+    let (rwnd, max_message) = receive_limits(cfg);
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(if mdns {
             MulticastDnsMode::QueryOnly
@@ -255,9 +312,10 @@ async fn build_pc(
         // Browsers without camera permission only send mDNS candidates; the first check
         // from them arrives as prflx, which the default 1 s wait would hold back.
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message));
-    let setting_engine = if tmp_disabled("rwnd") { setting_engine } else {
-        setting_engine.with_sctp_max_receive_buffer_size(std::env::var("PEERIX_RTC_RWND").ok().and_then(|v| v.parse().ok()).unwrap_or(SCTP_RECEIVE_BUFFER)) }.build();
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message))
+        .with_sctp_max_receive_buffer_size(rwnd)
+        .build();
     let tuned = Arc::new(TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER));
     // A retry after an mDNS failure builds a second runtime; the first one set wins, so
     // remember the runtime only once the build succeeded.
@@ -270,6 +328,7 @@ async fn build_pc(
             shared: Arc::clone(shared),
         }))
         .with_udp_addrs(vec!["0.0.0.0:0"])
+        .with_dedicated_reactor_pool_size(reactor_pool_size())
         .build()
         .await?;
     let _ = shared.runtime.set(tuned);
@@ -590,8 +649,4 @@ mod tests {
         assert_eq!(parsed.candidate, "x");
         assert_eq!(parsed.username_fragment, None);
     }
-}
-
-fn tmp_disabled(k: &str) -> bool {
-    std::env::var("PEERIX_RTC_DISABLE").map(|v| v.split(',').any(|x| x == k)).unwrap_or(false)
 }

@@ -102,18 +102,8 @@ impl Runtime for TunedRuntime {
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let sock_ref = socket2::SockRef::from(&socket);
-        // Best effort: the kernel silently caps at net.core.{r,w}mem_max, and a failure here
-        // only costs throughput, never correctness, so it must not fail the connection.
-        if self.recv_buffer > 0 {
-            if let Err(err) = sock_ref.set_recv_buffer_size(self.recv_buffer) {
-                tracing::debug!("SO_RCVBUF {} failed: {err}", self.recv_buffer);
-            }
-        }
-        if self.send_buffer > 0 {
-            if let Err(err) = sock_ref.set_send_buffer_size(self.send_buffer) {
-                tracing::debug!("SO_SNDBUF {} failed: {err}", self.send_buffer);
-            }
-        }
+        raise_buffer(&sock_ref, self.recv_buffer, Direction::Recv);
+        raise_buffer(&sock_ref, self.send_buffer, Direction::Send);
         self.inner.wrap_udp_socket(socket)
     }
 
@@ -160,5 +150,83 @@ impl Runtime for TunedRuntime {
 
     fn name(&self) -> &'static str {
         "peerix-tuned-tokio"
+    }
+}
+
+/// Which kernel socket buffer to raise.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Direction {
+    Recv,
+    Send,
+}
+
+/// Raises a socket buffer to `size` bytes and returns the size the kernel reports afterwards
+/// (Linux reports double the requested value, the bookkeeping overhead it reserves).
+///
+/// Best effort: a failure only costs throughput, never correctness, so it never fails the
+/// connection. The plain option is capped by `net.core.{r,w}mem_max` (often 208 KiB); a
+/// privileged daemon (root or CAP_NET_ADMIN) then gets the full size through the `…FORCE`
+/// variant.
+pub(crate) fn raise_buffer(sock: &socket2::Socket, size: usize, direction: Direction) -> usize {
+    let current = || match direction {
+        Direction::Recv => sock.recv_buffer_size(),
+        Direction::Send => sock.send_buffer_size(),
+    };
+    if size == 0 {
+        return current().unwrap_or(0);
+    }
+    let set = match direction {
+        Direction::Recv => sock.set_recv_buffer_size(size),
+        Direction::Send => sock.set_send_buffer_size(size),
+    };
+    if let Err(err) = set {
+        tracing::debug!("setting {direction:?} buffer to {size} failed: {err}");
+    }
+    let effective = current().unwrap_or(0);
+    if effective < size {
+        #[cfg(target_os = "linux")]
+        force_buffer(sock, size, direction);
+        return current().unwrap_or(effective);
+    }
+    effective
+}
+
+#[cfg(target_os = "linux")]
+fn force_buffer(sock: &socket2::Socket, size: usize, direction: Direction) {
+    use std::os::fd::AsRawFd;
+
+    let Ok(value) = libc::c_int::try_from(size) else {
+        return;
+    };
+    let option = match direction {
+        Direction::Recv => libc::SO_RCVBUFFORCE,
+        Direction::Send => libc::SO_SNDBUFFORCE,
+    };
+    // SAFETY: `sock` is a live socket for the duration of the call, and `value` is a c_int
+    // whose address and exact size are passed, as setsockopt(2) requires.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "{direction:?} buffer capped by the kernel (no CAP_NET_ADMIN for the FORCE option): {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// The receive buffer a UDP socket actually gets for a request of `requested` bytes in this
+/// process (same limits and privileges as the driver's sockets), measured on a throwaway
+/// socket. 0 if it cannot be measured.
+pub(crate) fn probe_recv_buffer(requested: usize) -> usize {
+    match socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None) {
+        Ok(sock) => raise_buffer(&sock, requested, Direction::Recv),
+        Err(_) => 0,
     }
 }
