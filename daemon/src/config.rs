@@ -463,6 +463,10 @@ impl DaemonConfig {
 
 /// `$XDG_RUNTIME_DIR/peerix/peerixd.sock`, or `/run/peerix/peerixd.sock` for a system service.
 pub fn default_socket_path() -> PathBuf {
+    if cfg!(windows) {
+        // A named pipe name; the clients resolve it the same way.
+        return PathBuf::from("peerixd.sock");
+    }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d).join("peerix").join("peerixd.sock"),
         _ => PathBuf::from("/run/peerix/peerixd.sock"),

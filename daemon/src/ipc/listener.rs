@@ -45,9 +45,7 @@ pub fn bind(path: &Path) -> Result<interprocess::local_socket::tokio::Listener, 
             }
         }
     }
-    let name = path
-        .to_fs_name::<GenericFilePath>()
-        .map_err(io(format!("invalid socket path {}", path.display())))?;
+    let name = socket_name(path).map_err(io(format!("invalid socket path {}", path.display())))?;
     #[allow(unused_mut)]
     let mut opts = ListenerOptions::new().name(name).reclaim_name(true);
     #[cfg(unix)]
@@ -58,6 +56,24 @@ pub fn bind(path: &Path) -> Result<interprocess::local_socket::tokio::Listener, 
     }
     opts.create_tokio()
         .map_err(io(format!("listening on {}", path.display())))
+}
+
+/// On Unix the path is a socket file.
+#[cfg(unix)]
+fn socket_name(path: &Path) -> std::io::Result<interprocess::local_socket::Name<'_>> {
+    path.to_fs_name::<GenericFilePath>()
+}
+
+/// On Windows a plain name is a named pipe `\\.\pipe\NAME` (same rule as the clients).
+#[cfg(windows)]
+fn socket_name(path: &Path) -> std::io::Result<interprocess::local_socket::Name<'_>> {
+    use interprocess::local_socket::GenericNamespaced;
+    let s = path.to_string_lossy();
+    if s.starts_with(r"\\.\pipe\") || s.starts_with(r"\\?\pipe\") {
+        path.to_fs_name::<GenericFilePath>()
+    } else {
+        s.into_owned().to_ns_name::<GenericNamespaced>()
+    }
 }
 
 /// The listener actor.
