@@ -314,7 +314,11 @@ async fn chat_both_ways(
         .ok_or_else(|| anyhow!("send reply without delivery reports"))?;
     assert_eq!(peers.len(), 1, "{peers:?}");
     assert_eq!(peers[0].id, peer);
-    assert!(peers[0].ok, "the browser did not acknowledge: {peers:?}");
+    if !peers[0].ok {
+        // Collect what the page saw meanwhile (its result line comes when its own send failed).
+        let _ = b.wait_for("more browser output", Duration::from_secs(12), |v| v.get("result").is_some()).await;
+        bail!("the browser did not acknowledge: {peers:?}\n{}\ndaemon log:\n{}", b.diagnostics(), d.log_tail());
+    }
     let msg = m
         .wait_for("the browser's text", T, |e| {
             is(e, "channel:message", peer) && field(e, "label") == Some("chat")
@@ -329,8 +333,10 @@ async fn chat_both_ways(
         r["text_ack_ms"].is_number(),
         "browser send did not resolve on the daemon's ack: {r}"
     );
+    let early = b.seen.iter().filter(|v| v["ev"] == "harness:deferred-ack").count();
     eprintln!(
-        "daemon send acked by the browser in {ack_ms} ms; browser send acked in {} ms",
+        "daemon send acked by the browser in {ack_ms} ms; browser send acked in {} ms; \
+         acks deferred because Chromium delivered a message before `open`: {early}",
         r["text_ack_ms"]
     );
     Ok(r)

@@ -362,7 +362,13 @@ class Channel {
       conn.room.emit('channel:close', base);
     });
     dc.addEventListener('error', (e) => conn.room.emit('channel:error', { ...base, error: e.error ?? e }));
-    dc.addEventListener('message', (e) => this.#onMessage(e.data));
+    dc.addEventListener('message', (e) => {
+      if (dc.readyState !== 'open') {
+        // Diagnostics (not Peerix): Chromium can dispatch a message before `open`.
+        conn.room.emit('harness:early-message', { ...base, readyState: dc.readyState });
+      }
+      this.#onMessage(e.data);
+    });
   }
 
   #emitMessage(data, info, type) {
@@ -427,7 +433,17 @@ class Channel {
       all.set(c, o);
       o += c.length;
     }
-    if (ack && this.dc.readyState === 'open') this.dc.send(encodeFields([[1, id], [2, true], [6, true]]));
+    if (ack) {
+      const frame = encodeFields([[1, id], [2, true], [6, true]]);
+      if (this.dc.readyState === 'open') this.dc.send(frame);
+      else if (this.dc.readyState === 'connecting') {
+        // Chromium 148 can dispatch `message` on a locally created channel before `open`
+        // (readyState still "connecting", where send() throws). Deferring the ack to `open` is
+        // this harness's choice; whether Peerix 0.7 itself loses the ack here is unverified.
+        this.conn.room.emit('harness:deferred-ack', { ...this.base, transfer: id });
+        this.dc.addEventListener('open', () => this.dc.send(frame), { once: true });
+      }
+    }
     let data;
     if (t.type === 1) data = TD.decode(all);
     else if (t.type === 2) data = JSON.parse(TD.decode(all));

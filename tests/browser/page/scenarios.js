@@ -64,6 +64,7 @@ export async function run(opts) {
     if (ev.label !== undefined) line.label = ev.label;
     if (ev.error) line.error = String(ev.error?.message ?? ev.error);
     if (ev.code) line.code = ev.code;
+    if (ev.readyState) line.readyState = ev.readyState;
     if (ev.name === 'channel:message') {
       line.type = ev.type;
       if (typeof ev.data === 'string') line.text = ev.data.slice(0, 200);
