@@ -316,8 +316,16 @@ async fn chat_both_ways(
     assert_eq!(peers[0].id, peer);
     if !peers[0].ok {
         // Collect what the page saw meanwhile (its result line comes when its own send failed).
-        let _ = b.wait_for("more browser output", Duration::from_secs(12), |v| v.get("result").is_some()).await;
-        bail!("the browser did not acknowledge: {peers:?}\n{}\ndaemon log:\n{}", b.diagnostics(), d.log_tail());
+        let _ = b
+            .wait_for("more browser output", Duration::from_secs(12), |v| {
+                v.get("result").is_some()
+            })
+            .await;
+        bail!(
+            "the browser did not acknowledge: {peers:?}\n{}\ndaemon log:\n{}",
+            b.diagnostics(),
+            d.log_tail()
+        );
     }
     let msg = m
         .wait_for("the browser's text", T, |e| {
@@ -333,7 +341,11 @@ async fn chat_both_ways(
         r["text_ack_ms"].is_number(),
         "browser send did not resolve on the daemon's ack: {r}"
     );
-    let early = b.seen.iter().filter(|v| v["ev"] == "harness:deferred-ack").count();
+    let early = b
+        .seen
+        .iter()
+        .filter(|v| v["ev"] == "harness:deferred-ack")
+        .count();
     eprintln!(
         "daemon send acked by the browser in {ack_ms} ms; browser send acked in {} ms; \
          acks deferred because Chromium delivered a message before `open`: {early}",

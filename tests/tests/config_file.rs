@@ -18,10 +18,21 @@ async fn rooms_and_channels_from_config_are_joined_at_start() -> Result<()> {
     // The second daemon joins through a client and opens nothing: the label comes from a's config.
     let db = env.daemon("b", &[]).await?;
     let mut b = Member::join(&db, "configured", |_| {}).await?;
-    let ev = b.wait_for("connected to the configured daemon", Duration::from_secs(10), |e| e.name == "connection:connected").await?;
-    assert_eq!(value(&ev, "metadata").map(|v| v.to_string()), Some(r#"{"name": "cfg"}"#.to_string()));
-    b.wait_for("chat opened by config", Duration::from_secs(10), |e| e.name == "channel:open" && field(e, "label") == Some("chat"))
+    let ev = b
+        .wait_for(
+            "connected to the configured daemon",
+            Duration::from_secs(10),
+            |e| e.name == "connection:connected",
+        )
         .await?;
+    assert_eq!(
+        value(&ev, "metadata").map(|v| v.to_string()),
+        Some(r#"{"name": "cfg"}"#.to_string())
+    );
+    b.wait_for("chat opened by config", Duration::from_secs(10), |e| {
+        e.name == "channel:open" && field(e, "label") == Some("chat")
+    })
+    .await?;
     let st = da.client().await?.status().await?;
     assert_eq!(st.rooms.len(), 1);
     assert_eq!(st.rooms[0].room, "configured");
@@ -56,7 +67,11 @@ fn bad_config_is_rejected_with_the_key_name() -> Result<()> {
         .args(["--no-system-config", "--print-config"])
         .env("PEERIX_IPC__MAX_FRAME", "1048576")
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("max_frame = 1048576"));
     Ok(())
 }

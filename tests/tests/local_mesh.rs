@@ -156,10 +156,22 @@ async fn two_daemons_talk_and_leave() -> Result<()> {
 
     // Close: the channel goes away on both sides (SCTP stream reset; no control message, §7.6).
     a.client.close("demo", "chat", None).await?;
-    a.wait_for("chat closed at a", CONNECT, |e| is(e, "channel:close", &b_id) && field(e, "label") == Some("chat")).await?;
-    b.wait_for("chat closed at b", CONNECT, |e| is(e, "channel:close", &a_id) && field(e, "label") == Some("chat")).await?;
-    let err = a.client.send_text("demo", "chat", "nobody listens", SendOptions::default()).await?;
-    assert!(err.peers.expect("report").iter().all(|p| !p.ok), "a send on a closed label fails per peer");
+    a.wait_for("chat closed at a", CONNECT, |e| {
+        is(e, "channel:close", &b_id) && field(e, "label") == Some("chat")
+    })
+    .await?;
+    b.wait_for("chat closed at b", CONNECT, |e| {
+        is(e, "channel:close", &a_id) && field(e, "label") == Some("chat")
+    })
+    .await?;
+    let err = a
+        .client
+        .send_text("demo", "chat", "nobody listens", SendOptions::default())
+        .await?;
+    assert!(
+        err.peers.expect("report").iter().all(|p| !p.ok),
+        "a send on a closed label fails per peer"
+    );
 
     // The socket is private to the user.
     #[cfg(unix)]
