@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use peerix_ipc_proto::{EventFilter, JoinArgs, OpenArgs};
 use peerix_wire::identity::Identity;
+use peerix_wire::transfer::PayloadType;
 use peerixd::actors::channel::OutgoingMessage;
 use peerixd::actors::daemon::Exec;
 use peerixd::actors::event_bus::{Deliver, Subscribe};
 use peerixd::config::DaemonConfig;
-use peerix_wire::transfer::PayloadType;
 
 struct Collector(Arc<Mutex<Vec<(String, rmpv::Value)>>>);
 impl Actor for Collector {
@@ -27,13 +27,18 @@ impl Handler<Deliver> for Collector {
 }
 
 fn count(log: &Arc<Mutex<Vec<(String, rmpv::Value)>>>, name: &str) -> usize {
-    log.lock().map(|v| v.iter().filter(|(n, _)| n == name).count()).unwrap_or(0)
+    log.lock()
+        .map(|v| v.iter().filter(|(n, _)| n == name).count())
+        .unwrap_or(0)
 }
 
 async fn wait(log: &Arc<Mutex<Vec<(String, rmpv::Value)>>>, name: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while count(log, name) < n {
-        assert!(Instant::now() < deadline, "timed out waiting for {n} × {name}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} × {name}"
+        );
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -42,11 +47,16 @@ async fn wait(log: &Arc<Mutex<Vec<(String, rmpv::Value)>>>, name: &str, n: usize
 fn three_daemons_in_one_process_on_the_memory_driver() {
     let sys = actix::System::new();
     sys.block_on(async {
-        let cfg = Arc::new(DaemonConfig { default_driver: "memory".into(), ..DaemonConfig::default() });
+        let cfg = Arc::new(DaemonConfig {
+            default_driver: "memory".into(),
+            ..DaemonConfig::default()
+        });
         let mut daemons = Vec::new();
         let mut logs = Vec::new();
         for i in 0..3 {
-            let running = peerixd::run::start(cfg.clone(), Identity::generate(), false).await.expect("start");
+            let running = peerixd::run::start(cfg.clone(), Identity::generate(), false)
+                .await
+                .expect("start");
             let log = Arc::new(Mutex::new(Vec::new()));
             let collector = Collector(log.clone()).start();
             running.bus.do_send(Subscribe {
@@ -55,7 +65,12 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
                 filter: Some(EventFilter::all()),
             });
             let room = "in-process-room-memory";
-            running.daemon.send(Exec::Join(JoinArgs::new(room))).await.expect("mailbox").expect("join");
+            running
+                .daemon
+                .send(Exec::Join(JoinArgs::new(room)))
+                .await
+                .expect("mailbox")
+                .expect("join");
             daemons.push(running);
             logs.push(log);
         }
@@ -63,7 +78,11 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
             wait(log, "connection:connected", 2).await;
         }
         for d in &daemons {
-            d.daemon.send(Exec::Open(OpenArgs::new("in-process-room-memory", "chat"))).await.expect("mailbox").expect("open");
+            d.daemon
+                .send(Exec::Open(OpenArgs::new("in-process-room-memory", "chat")))
+                .await
+                .expect("mailbox")
+                .expect("open");
         }
         for log in &logs {
             wait(log, "channel:open", 2).await;
@@ -74,7 +93,11 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
                 room: "in-process-room-memory".into(),
                 label: "chat".into(),
                 to: None,
-                message: OutgoingMessage { kind: PayloadType::Text, info: None, data: bytes::Bytes::from_static(b"hi all") },
+                message: OutgoingMessage {
+                    kind: PayloadType::Text,
+                    info: None,
+                    data: bytes::Bytes::from_static(b"hi all"),
+                },
                 progress: None,
                 transfer: 1,
             })
@@ -84,7 +107,11 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
         assert!(res.to_string().contains("true"), "{res}");
         wait(&logs[1], "channel:message", 1).await;
         wait(&logs[2], "channel:message", 1).await;
-        assert_eq!(count(&logs[0], "channel:message"), 0, "no echo to the sender");
+        assert_eq!(
+            count(&logs[0], "channel:message"),
+            0,
+            "no echo to the sender"
+        );
         for d in &daemons {
             peerixd::run::shutdown(d).await;
         }

@@ -144,6 +144,8 @@ pub enum RtcEvent {
     LocalCandidate(IceCandidateInit),
     /// ICE connection state changed.
     IceState(IceState),
+    /// Every local candidate has been reported (there is no null candidate event).
+    GatheringComplete,
     /// The stack wants an offer (fires on both sides when the control channel is created).
     NegotiationNeeded,
     /// The control channel (stream 0) is open.

@@ -12,8 +12,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceConnectionState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::runtime::Runtime;
 
@@ -182,6 +182,12 @@ impl PeerConnectionEventHandler for Handler {
             sdp_m_line_index: Some(0),
             username_fragment: ufrag,
         }));
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.shared.emit(RtcEvent::GatheringComplete);
+        }
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {

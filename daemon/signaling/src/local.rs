@@ -96,9 +96,12 @@ mod imp {
     use super::{current_uid, default_local_dir, LocalConfig, MAX_LOCAL_DATAGRAM};
     use crate::{Driver, DriverError, DriverEvent, RefCounts};
 
-    /// Send attempts per peer when its receive queue is full (WouldBlock/ENOBUFS);
-    /// the sleeps between them total ~15 ms so a stuck peer can't stall publishing.
-    const SEND_ATTEMPTS: u32 = 5;
+    /// How long a datagram may wait for room in a peer's receive queue (WouldBlock/ENOBUFS).
+    /// Linux allows only `net.unix.max_dgram_qlen` (often 10) queued datagrams per socket, so a
+    /// burst — sixteen daemons joining at once, each invoking every other — overflows it for a
+    /// moment; giving up after a few milliseconds lost invokes and left pairs unconnected.
+    /// Peers are sent to concurrently, so one slow peer does not delay the others.
+    const SEND_BUDGET: Duration = Duration::from_secs(2);
 
     /// Same-host driver over Unix datagram sockets (see module docs / README).
     pub struct LocalDriver {
@@ -310,11 +313,15 @@ mod imp {
         }
 
         async fn send_to_peer(socket: &StdUnixDatagram, frame: &[u8], peer: &Path) {
-            for attempt in 0..SEND_ATTEMPTS {
+            let deadline = tokio::time::Instant::now() + SEND_BUDGET;
+            let mut attempt = 0u32;
+            loop {
                 match socket.send_to(frame, peer) {
                     Ok(_) => return,
-                    Err(e) if is_retryable(&e) && attempt + 1 < SEND_ATTEMPTS => {
-                        tokio::time::sleep(Duration::from_millis(1 << attempt)).await;
+                    Err(e) if is_retryable(&e) && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis((1u64 << attempt.min(6)).min(20)))
+                            .await;
+                        attempt += 1;
                     }
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                         // Nobody is bound to it: a crashed peer left it behind.
@@ -407,9 +414,13 @@ mod imp {
             frame.extend_from_slice(&ns_len.to_be_bytes());
             frame.extend_from_slice(namespace.as_bytes());
             frame.extend_from_slice(&payload);
-            for peer in self.peers() {
-                Self::send_to_peer(&socket, &frame, &peer).await;
-            }
+            let peers = self.peers();
+            futures::future::join_all(
+                peers
+                    .iter()
+                    .map(|peer| Self::send_to_peer(&socket, &frame, peer)),
+            )
+            .await;
             Ok(())
         }
 

@@ -471,17 +471,25 @@ impl PeerActor {
             ctx.cancel_future(h);
         }
         // Trailing-edge debounce: each candidate restarts the timer (§5.5).
-        self.batch_timer = Some(ctx.run_later(self.s.debounce, |act, _| {
+        self.batch_timer = Some(ctx.run_later(self.s.debounce, |act, ctx| {
             act.batch_timer = None;
-            let batch = std::mem::take(&mut act.batch);
-            if !batch.is_empty() && !act.closing {
-                let msg = batch
-                    .iter()
-                    .filter_map(|c| serde_json::to_value(c).ok())
-                    .collect();
-                act.signal(SignalType::Candidate, msg);
-            }
+            act.flush_candidates(ctx);
         }));
+    }
+
+    /// Sends the batched candidates over signaling as one packet.
+    fn flush_candidates(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.batch_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if !batch.is_empty() && !self.closing {
+            let msg = batch
+                .iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect();
+            self.signal(SignalType::Candidate, msg);
+        }
     }
 
     fn create_channel(&mut self, opts: ChannelOptions, ctx: &mut Context<Self>) {
@@ -659,6 +667,9 @@ impl StreamHandler<RtcEvent> for PeerActor {
     fn handle(&mut self, ev: RtcEvent, ctx: &mut Self::Context) {
         match ev {
             RtcEvent::LocalCandidate(c) => self.on_local_candidate(c, ctx),
+            // Peerix waits out the debounce after the last candidate; once gathering is complete no
+            // further candidate can come, so the batch goes now. Same packet, ~50 ms sooner.
+            RtcEvent::GatheringComplete => self.flush_candidates(ctx),
             RtcEvent::IceState(s) => match s {
                 IceState::New => {}
                 IceState::Checking => self.set_state(PeerState::Connecting, ctx),
