@@ -1,6 +1,13 @@
 //! `peerixd`: the daemon binary.
 
 use std::path::PathBuf;
+
+/// Messages move through the daemon in large, short-lived buffers (reassembled messages, IPC
+/// frames). glibc's malloc hands each one back to the kernel and gets fresh zeroed pages for the
+/// next, which profiling showed as ~15 % of the daemon's CPU in page faults and page clearing
+/// during bulk transfers; mimalloc keeps and reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use anyhow::Context as _;

@@ -154,6 +154,28 @@ async fn two_daemons_talk_and_leave() -> Result<()> {
         "a 20 MiB message arrives in several IPC parts"
     );
 
+    // A large text with multi-byte characters arrives in string parts that reassemble exactly.
+    let text: String = "héllo wörld €uro 😀 ".repeat(150_000);
+    let r = a
+        .client
+        .send_text("demo", "chat", &text, SendOptions::default())
+        .await;
+    let r = r?;
+    assert!(r.peers.expect("report").iter().all(|p| p.ok));
+    let mut asm = MessageAssembler::new();
+    let got = loop {
+        let ev = b
+            .wait_for("text parts at b", Duration::from_secs(60), |e| {
+                e.name == "channel:message"
+            })
+            .await?;
+        if let Some(msg) = asm.push(&ev)? {
+            break msg;
+        }
+    };
+    assert!(got.parts > 1, "a {} byte text arrives in parts", text.len());
+    assert_eq!(got.data, MessageData::Text(text));
+
     // Close: the channel goes away on both sides (SCTP stream reset; no control message, §7.6).
     a.client.close("demo", "chat", None).await?;
     a.wait_for("chat closed at a", CONNECT, |e| {

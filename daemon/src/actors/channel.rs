@@ -118,6 +118,12 @@ pub struct ChannelActor {
     drained: Arc<Notify>,
     acks: AckMap,
     reassembler: Reassembler,
+    /// Type and info of incoming transfers, for parts delivered before they complete.
+    started: HashMap<u32, (&'static str, Option<serde_json::Value>)>,
+    /// Incoming transfers already partly delivered: the offset of the next part.
+    streaming: HashMap<u32, usize>,
+    /// An incomplete UTF-8 sequence held back from the last text part.
+    text_carry: HashMap<u32, Vec<u8>>,
     open: bool,
     closed: bool,
 }
@@ -138,6 +144,9 @@ impl ChannelActor {
             drained: Arc::new(Notify::new()),
             acks: Arc::default(),
             reassembler,
+            started: HashMap::new(),
+            streaming: HashMap::new(),
+            text_carry: HashMap::new(),
             open: false,
             closed: false,
         }
@@ -165,9 +174,9 @@ impl ChannelActor {
     ) {
         let info_v = info.map(json_to_msgpack).unwrap_or(Value::Nil);
         let total = data.len() as u64;
-        // JSON and text arrive as whole values when they fit; anything bigger is split into parts
-        // so that no event frame exceeds the IPC limit.
-        if data.len() <= self.cx.inline_limit {
+        // Small messages and JSON values arrive whole; anything else bigger than the inline limit
+        // is split into parts so that no event frame exceeds the IPC limit.
+        if data.len() <= self.cx.inline_limit || kind == "json" {
             let value = match kind {
                 "json" => match serde_json::from_slice::<serde_json::Value>(data) {
                     Ok(v) => json_to_msgpack(&v),
@@ -191,29 +200,73 @@ impl ChannelActor {
             return;
         }
         let mut offset = 0usize;
-        for part in data.chunks(self.cx.inline_limit) {
-            let last = offset + part.len() == data.len();
-            self.emit(
-                "channel:message",
-                vec![
-                    ("type", Value::from(kind)),
-                    ("data", Value::Binary(part.to_vec())),
-                    (
-                        "info",
-                        if offset == 0 {
-                            info_v.clone()
-                        } else {
-                            Value::Nil
-                        },
-                    ),
-                    ("transfer", Value::from(transfer)),
-                    ("offset", Value::from(offset as u64)),
-                    ("total", Value::from(total)),
-                    ("final", Value::Boolean(last)),
-                ],
-            );
-            offset += part.len();
+        while offset < data.len() {
+            let mut end = (offset + self.cx.inline_limit).min(data.len());
+            if text {
+                // Never cut a character in two (PROTOCOL.md: text parts are strings).
+                while end < data.len() && end > offset + 1 && (data[end] & 0xC0) == 0x80 {
+                    end -= 1;
+                }
+            }
+            let last = end == data.len();
+            let mut fields = vec![
+                ("type", Value::from(kind)),
+                (
+                    "data",
+                    if text {
+                        Value::from(String::from_utf8_lossy(&data[offset..end]).as_ref())
+                    } else {
+                        Value::Binary(data[offset..end].to_vec())
+                    },
+                ),
+            ];
+            fields.push((
+                "info",
+                if offset == 0 {
+                    info_v.clone()
+                } else {
+                    Value::Nil
+                },
+            ));
+            fields.push(("transfer", Value::from(transfer)));
+            fields.push(("offset", Value::from(offset as u64)));
+            fields.push(("total", Value::from(total)));
+            fields.push(("final", Value::Boolean(last)));
+            self.emit("channel:message", fields);
+            offset = end;
         }
+    }
+
+    /// Text parts are strings cut at character boundaries (PROTOCOL.md); `offset` counts bytes.
+    fn emit_part(
+        &self,
+        kind: &str,
+        transfer: u32,
+        data: Vec<u8>,
+        info: Option<&serde_json::Value>,
+        offset: usize,
+        last: bool,
+    ) {
+        let value = if kind == "text" {
+            Value::from(
+                String::from_utf8(data)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            )
+        } else {
+            Value::Binary(data)
+        };
+        self.emit(
+            "channel:message",
+            vec![
+                ("type", Value::from(kind)),
+                ("data", value),
+                ("info", info.map(json_to_msgpack).unwrap_or(Value::Nil)),
+                ("transfer", Value::from(transfer)),
+                ("offset", Value::from(offset as u64)),
+                ("total", Value::Nil),
+                ("final", Value::Boolean(last)),
+            ],
+        );
     }
 
     fn send_raw(&self, ctx: &mut Context<Self>, frame: Vec<u8>) {
@@ -264,7 +317,64 @@ impl ChannelActor {
                     if let Some(ack) = send_ack {
                         self.send_raw(ctx, ack);
                     }
-                    self.emit_message(name, id, &data, info.as_ref(), text);
+                    self.started.remove(&id);
+                    match self.streaming.remove(&id) {
+                        // Parts already went out while it arrived: this is the last one.
+                        Some(offset) => {
+                            let mut rest = self.text_carry.remove(&id).unwrap_or_default();
+                            rest.extend_from_slice(&data);
+                            self.emit_part(name, id, rest, None, offset, true)
+                        }
+                        None => self.emit_message(name, id, &data, info.as_ref(), text),
+                    }
+                }
+                Outcome::Data { id, .. } => {
+                    // Large messages are passed on while they arrive instead of after the last
+                    // chunk, so the receiving client overlaps with the transfer.
+                    // JSON is delivered whole (a value cannot be parsed in parts).
+                    let (name, info) = self.started.get(&id).cloned().unwrap_or(("bytes", None));
+                    if name != "json"
+                        && self.reassembler.buffered_len(id).unwrap_or(0) >= self.cx.inline_limit
+                    {
+                        if let Some((_, mut part)) = self.reassembler.take_buffered(id) {
+                            let offset = self.streaming.get(&id).copied().unwrap_or(0);
+                            let mut carry = self.text_carry.remove(&id).unwrap_or_default();
+                            if !carry.is_empty() {
+                                carry.append(&mut part);
+                                part = carry;
+                            }
+                            if name == "text" {
+                                // Keep an incomplete UTF-8 sequence for the next part.
+                                if let Err(e) = std::str::from_utf8(&part) {
+                                    if e.error_len().is_none() {
+                                        self.text_carry.insert(id, part.split_off(e.valid_up_to()));
+                                    }
+                                }
+                            }
+                            self.streaming.insert(id, offset + part.len());
+                            self.emit_part(
+                                name,
+                                id,
+                                part,
+                                if offset == 0 { info.as_ref() } else { None },
+                                offset,
+                                false,
+                            );
+                        }
+                    }
+                }
+                Outcome::Started {
+                    id,
+                    payload_type,
+                    info,
+                } => {
+                    let name = match payload_type {
+                        PayloadType::Text => "text",
+                        PayloadType::Json => "json",
+                        PayloadType::Blob => "blob",
+                        _ => "bytes",
+                    };
+                    self.started.insert(id, (name, info));
                 }
                 Outcome::OutgoingAcked(id) => {
                     if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
@@ -290,6 +400,24 @@ impl ChannelActor {
                     if let Some(f) = send_abort {
                         self.send_raw(ctx, f);
                     }
+                    self.started.remove(&id);
+                    self.text_carry.remove(&id);
+                    if self.streaming.remove(&id).is_some() {
+                        // Clients holding earlier parts must learn that no final part will come.
+                        self.emit(
+                            "channel:error",
+                            vec![
+                                ("transfer", Value::from(id)),
+                                (
+                                    "error",
+                                    error_value(
+                                        "DATACHANNEL_ERROR",
+                                        &format!("transfer {id} aborted: {reason:?}"),
+                                    ),
+                                ),
+                            ],
+                        );
+                    }
                 }
                 Outcome::Error(e) => {
                     self.emit(
@@ -297,7 +425,6 @@ impl ChannelActor {
                         vec![("error", error_value("DATACHANNEL_ERROR", &e.to_string()))],
                     );
                 }
-                _ => {}
             }
         }
     }

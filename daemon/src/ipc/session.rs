@@ -11,8 +11,8 @@ use actix::prelude::*;
 use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
 use peerix_ipc_proto::{
-    decode_client, encode_frame, ClientMessage, DaemonMessage, ErrorBody, ErrorCode, Event,
-    FrameDecoder, Op, Payload, Progress, Reply, Request, SendArgs, Welcome, PROTOCOL_VERSION,
+    decode_client, encode_frame, ClientMessage, DaemonMessage, ErrorBody, ErrorCode, FrameDecoder,
+    Op, Payload, Progress, Reply, Request, SendArgs, Welcome, PROTOCOL_VERSION,
 };
 use peerix_wire::transfer::PayloadType;
 use rmpv::Value;
@@ -97,13 +97,13 @@ impl ClientSession {
     }
 
     fn write(&mut self, msg: &DaemonMessage, ctx: &mut Context<Self>) {
-        let frame = match encode_frame(msg) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(session = self.id, error = %e, "encoding a frame failed");
-                return;
-            }
-        };
+        match encode_frame(msg) {
+            Ok(f) => self.write_frame(f, ctx),
+            Err(e) => tracing::error!(session = self.id, error = %e, "encoding a frame failed"),
+        }
+    }
+
+    fn write_frame(&mut self, frame: Vec<u8>, ctx: &mut Context<Self>) {
         let Some(out) = &self.out else { return };
         let q = self.queued.fetch_add(frame.len() as u64, Ordering::Relaxed) + frame.len() as u64;
         if q > self.cfg.ipc.client_queue_limit {
@@ -503,16 +503,66 @@ impl StreamHandler<Inbound> for ClientSession {
     }
 }
 
+/// The wire form of an `event` frame, borrowing the shared event instead of cloning its data
+/// (a message part can be a megabyte, and every subscriber would copy it). Field order and names
+/// are those of `DaemonMessage::Event`; a unit test keeps the two identical.
+#[derive(serde::Serialize)]
+struct EventFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    data: &'a Value,
+}
+
 impl Handler<Deliver> for ClientSession {
     type Result = ();
     fn handle(&mut self, d: Deliver, ctx: &mut Self::Context) {
-        let ev = Event {
+        let frame = EventFrame {
+            kind: "event",
             seq: d.seq,
-            name: d.event.name.clone(),
-            room: d.event.room.clone(),
-            data: d.event.data.clone(),
+            name: &d.event.name,
+            room: d.event.room.as_deref(),
+            data: &d.event.data,
         };
-        self.write(&DaemonMessage::Event(ev), ctx);
+        match encode_frame(&frame) {
+            Ok(bytes) => self.write_frame(bytes, ctx),
+            Err(e) => tracing::error!(session = self.id, error = %e, "encoding an event failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerix_ipc_proto::Event;
+
+    #[test]
+    fn borrowed_event_frame_matches_the_protocol_type() {
+        let data = Value::Map(vec![
+            (Value::from("peer"), Value::from("x")),
+            (Value::from("data"), Value::Binary(vec![1, 2, 3])),
+        ]);
+        for room in [Some("r"), None] {
+            let borrowed = encode_frame(&EventFrame {
+                kind: "event",
+                seq: 7,
+                name: "channel:message",
+                room,
+                data: &data,
+            })
+            .expect("encode");
+            let owned = encode_frame(&DaemonMessage::Event(Event {
+                seq: 7,
+                name: "channel:message".into(),
+                room: room.map(Into::into),
+                data: data.clone(),
+            }))
+            .expect("encode");
+            assert_eq!(borrowed, owned);
+        }
     }
 }
 

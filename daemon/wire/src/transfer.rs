@@ -437,6 +437,8 @@ struct Incoming {
     info: Option<Value>,
     data: Vec<u8>,
     chunks: u32,
+    /// Bytes already handed out by [`Reassembler::take_buffered`].
+    delivered: usize,
 }
 
 /// Reassembles incoming frames of one channel.
@@ -466,7 +468,25 @@ impl Reassembler {
 
     /// Bytes received so far for incoming transfer `id`.
     pub fn progress(&self, id: u32) -> Option<usize> {
+        self.incoming.get(&id).map(|t| t.delivered + t.data.len())
+    }
+
+    /// Bytes of incoming transfer `id` received but not yet taken.
+    pub fn buffered_len(&self, id: u32) -> Option<usize> {
         self.incoming.get(&id).map(|t| t.data.len())
+    }
+
+    /// Takes the bytes of incoming transfer `id` received so far, for delivering a large message
+    /// in parts while it arrives; returns their offset in the message. Order checks and the size
+    /// limit still apply to the whole message; the final [`Outcome::Completed`] then carries only
+    /// the bytes received after the last take.
+    pub fn take_buffered(&mut self, id: u32) -> Option<(usize, Vec<u8>)> {
+        let t = self.incoming.get_mut(&id)?;
+        let offset = t.delivered;
+        let data = std::mem::take(&mut t.data);
+        t.delivered += data.len();
+        self.buffered -= data.len();
+        Some((offset, data))
     }
 
     /// Ids of the open incoming transfers.
@@ -554,6 +574,7 @@ impl Reassembler {
                     info,
                     data: Vec::new(),
                     chunks: 0,
+                    delivered: 0,
                 },
             );
         }
@@ -574,7 +595,10 @@ impl Reassembler {
                     });
                     return out;
                 }
-                if t.data.len().saturating_add(chunk.len()) > limit
+                if t.delivered
+                    .saturating_add(t.data.len())
+                    .saturating_add(chunk.len())
+                    > limit
                     || buffered.saturating_add(chunk.len()) > limit
                 {
                     self.remove(id);
@@ -595,7 +619,7 @@ impl Reassembler {
                     id,
                     index: t.chunks - 1,
                     len: chunk.len(),
-                    received: t.data.len(),
+                    received: t.delivered + t.data.len(),
                 });
             }
         }
@@ -618,6 +642,59 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_buffered_delivers_a_message_in_parts() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let chunker = Chunker::new(9, PayloadType::Bytes, None, data.clone()).expect("chunker");
+        let mut r = Reassembler::new(1 << 20);
+        let mut got = Vec::new();
+        let mut last = None;
+        for frame in chunker {
+            for o in r.feed(Frame::decode(&frame).expect("frame")) {
+                match o {
+                    Outcome::Data { id, .. } if r.buffered_len(id).unwrap_or(0) >= 30_000 => {
+                        let (offset, part) = r.take_buffered(id).expect("open");
+                        assert_eq!(offset, got.len());
+                        got.extend_from_slice(&part);
+                    }
+                    Outcome::Completed { data, send_ack, .. } => {
+                        got.extend_from_slice(&data);
+                        last = send_ack;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(got, data);
+        assert!(last.is_some());
+    }
+
+    #[test]
+    fn take_buffered_keeps_the_size_limit_for_the_whole_message() {
+        let data = vec![7u8; 70_000];
+        let chunker = Chunker::new(3, PayloadType::Bytes, None, data).expect("chunker");
+        let mut r = Reassembler::new(50_000);
+        let mut aborted = false;
+        for frame in chunker {
+            for o in r.feed(Frame::decode(&frame).expect("frame")) {
+                match o {
+                    Outcome::Data { id, .. } => {
+                        let _ = r.take_buffered(id);
+                    }
+                    Outcome::Aborted {
+                        reason: AbortReason::TooLarge { .. },
+                        ..
+                    } => aborted = true,
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            aborted,
+            "taking parts must not let a message exceed the limit"
+        );
+    }
     use proptest::prelude::*;
 
     fn h(s: &str) -> Vec<u8> {
