@@ -534,6 +534,21 @@ impl Handler<Deliver> for ClientSession {
     }
 }
 
+impl Handler<SendProgress> for ClientSession {
+    type Result = ();
+    fn handle(&mut self, p: SendProgress, ctx: &mut Self::Context) {
+        let msg = Progress {
+            id: p.request,
+            peer: Some(p.peer),
+            label: p.label,
+            current: p.current,
+            total: Some(p.total),
+            done: p.done,
+        };
+        self.write(&DaemonMessage::Progress(msg), ctx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,20 +578,5 @@ mod tests {
             .expect("encode");
             assert_eq!(borrowed, owned);
         }
-    }
-}
-
-impl Handler<SendProgress> for ClientSession {
-    type Result = ();
-    fn handle(&mut self, p: SendProgress, ctx: &mut Self::Context) {
-        let msg = Progress {
-            id: p.request,
-            peer: Some(p.peer),
-            label: p.label,
-            current: p.current,
-            total: Some(p.total),
-            done: p.done,
-        };
-        self.write(&DaemonMessage::Progress(msg), ctx);
     }
 }
