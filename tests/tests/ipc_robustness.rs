@@ -215,8 +215,52 @@ async fn client_vanishing_mid_transfer_leaves_daemon_healthy() -> Result<()> {
             ]),
         )
         .await?;
+        let first = match r.recv().await? {
+            Some(DaemonMessage::Reply(rep)) if rep.ok => rep.result.unwrap_or(rmpv::Value::Nil),
+            other => bail!("expected the transfer reply, got {other:?}"),
+        };
+        let transfer = match &first {
+            rmpv::Value::Map(m) => m
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("transfer"))
+                .and_then(|(_, v)| v.as_u64()),
+            _ => None,
+        }
+        .expect("transfer id");
+        // A second chunk makes the receiver pass a first part on to its client...
+        r.request(
+            2,
+            "send",
+            map(vec![
+                ("transfer", transfer.into()),
+                ("data", rmpv::Value::Binary(vec![8u8; 1024 * 1024])),
+                ("more", true.into()),
+            ]),
+        )
+        .await?;
         assert!(matches!(r.recv().await?, Some(DaemonMessage::Reply(rep)) if rep.ok));
+        b.wait_for(
+            "first part of the abandoned message",
+            Duration::from_secs(10),
+            |e| e.name == "channel:message",
+        )
+        .await?;
+        // ...and when the client vanishes, the receiver learns that no final part will come.
         drop(r);
+        let err = b
+            .wait_for(
+                "abort of the abandoned transfer",
+                Duration::from_secs(10),
+                |e| e.name == "channel:error",
+            )
+            .await?;
+        assert!(
+            value(&err, "error")
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+                .contains("aborted"),
+            "{err:?}"
+        );
     }
     // 2. A large send whose client disappears while the daemon is transmitting.
     {

@@ -10,7 +10,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use peerix_rtc::{ChannelEvent, RtcChannel};
 use peerix_wire::frame::Frame;
-use peerix_wire::transfer::{Chunker, Outcome, PayloadType, Reassembler, TransferIds};
+use peerix_wire::transfer::{
+    Chunker, Outcome, PayloadType, Reassembler, StreamChunker, TransferIds,
+};
 use rmpv::Value;
 use tokio::sync::{oneshot, Mutex, Notify};
 
@@ -556,24 +558,10 @@ impl Handler<ChannelSend> for ChannelActor {
             {
                 let _guard = lock.lock().await;
                 while let Some(frame) = chunker.next() {
-                    let deadline = tokio::time::Instant::now() + BUFFER_WAIT;
-                    while ch.buffered_amount().await + frame.len() > HIGH_WATER {
-                        let wait = drained.notified();
-                        if tokio::time::timeout_at(deadline, async {
-                            tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
-                        })
-                        .await
-                        .is_err()
-                            || tokio::time::Instant::now() >= deadline
-                        {
-                            acks.lock().ok().map(|mut a| a.remove(&id));
-                            let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
-                            return Err("send buffer did not drain within 10 s".to_string());
-                        }
-                    }
-                    if let Err(e) = ch.send(Bytes::from(frame)).await {
+                    if let Err(e) = send_paced(&ch, &drained, frame).await {
                         acks.lock().ok().map(|mut a| a.remove(&id));
-                        return Err(format!("channel send failed: {e}"));
+                        let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
+                        return Err(e);
                     }
                     let sent = chunker.bytes_sent() as u64;
                     if let Some(p) = &m.progress {
@@ -588,15 +576,147 @@ impl Handler<ChannelSend> for ChannelActor {
                     }
                 }
             }
-            match tokio::time::timeout(ACK_TIMEOUT, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err("channel closed before the remote acknowledged".to_string()),
-                Err(_) => {
-                    acks.lock().ok().map(|mut a| a.remove(&id));
-                    let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
-                    Err("Transfer timed out (no acknowledgement within 10 s)".to_string())
+            await_ack(&ch, &acks, id, rx).await
+        })
+    }
+}
+
+/// Waits until the send buffer has room for `frame` (Peerix's back-pressure, §7.4), then sends it.
+async fn send_paced(ch: &RtcChannel, drained: &Notify, frame: Vec<u8>) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + BUFFER_WAIT;
+    while ch.buffered_amount().await + frame.len() > HIGH_WATER {
+        let wait = drained.notified();
+        if tokio::time::timeout_at(deadline, async {
+            tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
+        })
+        .await
+        .is_err()
+            || tokio::time::Instant::now() >= deadline
+        {
+            return Err("send buffer did not drain within 10 s".to_string());
+        }
+    }
+    ch.send(Bytes::from(frame))
+        .await
+        .map_err(|e| format!("channel send failed: {e}"))
+}
+
+/// Waits for the receiver's ack of transfer `id`; without it within 10 s, aborts it (§7.4).
+async fn await_ack(
+    ch: &RtcChannel,
+    acks: &AckMap,
+    id: u32,
+    rx: oneshot::Receiver<Result<(), String>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("channel closed before the remote acknowledged".to_string()),
+        Err(_) => {
+            acks.lock().ok().map(|mut a| a.remove(&id));
+            let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
+            Err("Transfer timed out (no acknowledgement within 10 s)".to_string())
+        }
+    }
+}
+
+/// A piece of a streamed outgoing message.
+#[derive(Debug, Clone)]
+pub enum StreamPiece {
+    /// More bytes.
+    Data(Bytes),
+    /// The message is complete.
+    End,
+}
+
+/// Send a message whose bytes arrive while it is being sent (a client's streamed send). Dropping
+/// the piece sender before `End` aborts the transfer at the receiver (sender-side abort).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelSendStream {
+    /// Peerix payload type.
+    pub kind: PayloadType,
+    /// Optional `info` JSON bytes.
+    pub info: Option<Vec<u8>>,
+    /// The pieces, in order.
+    pub pieces: tokio::sync::mpsc::Receiver<StreamPiece>,
+    /// Resolved after the remote's ack (or the failure).
+    pub result: oneshot::Sender<Result<(), String>>,
+    /// Progress recipient.
+    pub progress: Option<ProgressTo>,
+}
+
+impl Handler<ChannelSendStream> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, mut m: ChannelSendStream, ctx: &mut Self::Context) {
+        if !self.framed {
+            let _ = m.result.send(Err(
+                "streamed sends need an ordered channel without a sub-protocol".into(),
+            ));
+            return;
+        }
+        let Some(id) = self.ids.lock().ok().map(|mut ids| ids.next_id()) else {
+            let _ = m.result.send(Err("transfer id counter poisoned".into()));
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.insert(id, tx);
+        }
+        let acks = self.acks.clone();
+        let ch = self.channel.clone();
+        let lock = self.send_lock.clone();
+        let drained = self.drained.clone();
+        let peer = self.cx.peer.clone();
+        let label = self.channel.label().to_string();
+        let fut = async move {
+            let mut chunker = StreamChunker::new(id, m.kind, m.info.clone(), None)
+                .map_err(|e| format!("cannot send: {e}"))?;
+            let _guard = lock.lock().await;
+            loop {
+                let (frames, end) = match m.pieces.recv().await {
+                    Some(StreamPiece::Data(b)) => {
+                        (chunker.push(&b).map_err(|e| e.to_string())?, false)
+                    }
+                    Some(StreamPiece::End) => (chunker.finish().map_err(|e| e.to_string())?, true),
+                    None => {
+                        // The client went away mid-message: tell the receiver (sender-side abort).
+                        acks.lock().ok().map(|mut a| a.remove(&id));
+                        let _ = ch.send(Bytes::from(chunker.abort_frame())).await;
+                        return Err(
+                            "the sending client went away before the message was complete"
+                                .to_string(),
+                        );
+                    }
+                };
+                for frame in frames {
+                    if let Err(e) = send_paced(&ch, &drained, frame).await {
+                        acks.lock().ok().map(|mut a| a.remove(&id));
+                        let _ = ch.send(Bytes::from(chunker.abort_frame())).await;
+                        return Err(e);
+                    }
+                }
+                if let Some(p) = &m.progress {
+                    let sent = chunker.bytes_sent();
+                    p.to.do_send(SendProgress {
+                        request: p.request,
+                        peer: peer.clone(),
+                        label: label.clone(),
+                        current: sent,
+                        total: sent,
+                        done: end,
+                    });
+                }
+                if end {
+                    break;
                 }
             }
-        })
+            drop(_guard);
+            await_ack(&ch, &acks, id, rx).await
+        };
+        let result = m.result;
+        ctx.spawn(fut.into_actor(self).map(move |r, _, _| {
+            let _ = result.send(r);
+        }));
     }
 }

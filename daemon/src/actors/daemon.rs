@@ -536,6 +536,24 @@ impl Handler<Exec> for Daemon {
     }
 }
 
+/// Start a streamed send (`send` with `more: true`).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<super::room::StreamTarget>, DaemonError>")]
+pub struct OpenStream {
+    /// Room.
+    pub room: String,
+    /// The rest.
+    pub send: super::room::RoomSendStream,
+}
+
+impl Handler<OpenStream> for Daemon {
+    type Result = ResponseFuture<Result<Vec<super::room::StreamTarget>, DaemonError>>;
+    fn handle(&mut self, m: OpenStream, _: &mut Self::Context) -> Self::Result {
+        let r = self.room(&m.room);
+        Box::pin(async move { r?.send(m.send).await? })
+    }
+}
+
 /// The machine identity's id (for the handshake).
 #[derive(Message)]
 #[rtype(result = "String")]

@@ -148,6 +148,11 @@ pub struct PeerSend {
     pub progress: Option<ProgressTo>,
 }
 
+/// Start a streamed send on a label (see `ChannelSendStream`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerSendStream(pub String, pub super::channel::ChannelSendStream);
+
 /// Leave: close everything.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -785,6 +790,20 @@ impl Handler<PeerSend> for PeerActor {
             .await
             .unwrap_or_else(|_| Err("channel closed".to_string()))
         })
+    }
+}
+
+impl Handler<PeerSendStream> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, PeerSendStream(label, m): PeerSendStream, _: &mut Self::Context) {
+        match self.channels.get(&label) {
+            Some(ch) => ch.do_send(m),
+            None => {
+                let _ = m
+                    .result
+                    .send(Err(format!("No channel found for label {label:?}")));
+            }
+        }
     }
 }
 

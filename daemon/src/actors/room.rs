@@ -610,6 +610,81 @@ impl Handler<RoomSend> for RoomActor {
     }
 }
 
+/// One target of a streamed send: where its pieces go and where its outcome comes from.
+pub struct StreamTarget {
+    /// Remote peer id.
+    pub peer: String,
+    /// Pieces for this peer's channel.
+    pub pieces: tokio::sync::mpsc::Sender<super::channel::StreamPiece>,
+    /// Resolved after the remote's ack.
+    pub result: tokio::sync::oneshot::Receiver<Result<(), String>>,
+}
+
+/// Start a streamed send to every connected peer or to one.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<StreamTarget>, DaemonError>")]
+pub struct RoomSendStream {
+    /// Label.
+    pub label: String,
+    /// Only this peer.
+    pub to: Option<String>,
+    /// Payload type.
+    pub kind: peerix_wire::transfer::PayloadType,
+    /// Optional `info` JSON bytes.
+    pub info: Option<Vec<u8>>,
+    /// Progress recipient.
+    pub progress: Option<ProgressTo>,
+}
+
+/// Pieces in flight per peer of a streamed send: a few IPC chunks, so a slow peer slows the
+/// client down instead of filling the daemon's memory.
+const STREAM_PIECES_IN_FLIGHT: usize = 4;
+
+impl Handler<RoomSendStream> for RoomActor {
+    type Result = Result<Vec<StreamTarget>, DaemonError>;
+    fn handle(&mut self, m: RoomSendStream, _: &mut Self::Context) -> Self::Result {
+        let targets: Vec<(String, Addr<PeerActor>)> = match &m.to {
+            Some(peer) => match self.peers.get(peer) {
+                Some(p) => vec![(peer.clone(), p.addr.clone())],
+                None => {
+                    return Err(DaemonError::NoSuchPeer {
+                        room: self.s.room.clone(),
+                        peer: peer.clone(),
+                    })
+                }
+            },
+            None => self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.state == PeerState::Connected)
+                .map(|(id, p)| (id.clone(), p.addr.clone()))
+                .collect(),
+        };
+        Ok(targets
+            .into_iter()
+            .map(|(peer, addr)| {
+                let (pieces, rx) = tokio::sync::mpsc::channel(STREAM_PIECES_IN_FLIGHT);
+                let (result_tx, result) = tokio::sync::oneshot::channel();
+                addr.do_send(super::peer::PeerSendStream(
+                    m.label.clone(),
+                    super::channel::ChannelSendStream {
+                        kind: m.kind,
+                        info: m.info.clone(),
+                        pieces: rx,
+                        result: result_tx,
+                        progress: m.progress.clone(),
+                    },
+                ));
+                StreamTarget {
+                    peer,
+                    pieces,
+                    result,
+                }
+            })
+            .collect())
+    }
+}
+
 /// One remote peer as listed by `peers`.
 #[derive(Debug, Clone)]
 pub struct PeerSummary {

@@ -18,9 +18,11 @@ use peerix_wire::transfer::PayloadType;
 use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::actors::channel::StreamPiece;
 use crate::actors::channel::{OutgoingMessage, ProgressTo, SendProgress};
-use crate::actors::daemon::{Daemon, Exec, VERSION};
+use crate::actors::daemon::{Daemon, Exec, OpenStream, VERSION};
 use crate::actors::event_bus::{obj, Deliver, EventBus, Subscribe, Unsubscribe};
+use crate::actors::room::{RoomSendStream, StreamTarget};
 use crate::actors::{msgpack_to_json, ReceiverStream};
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
@@ -47,6 +49,12 @@ enum Inbound {
     FramingError(ErrorBody),
 }
 
+/// A streamed send in progress: one transfer per target peer.
+struct ActiveStream {
+    targets: Vec<StreamTarget>,
+    pushed: u64,
+}
+
 struct StreamedSend {
     room: String,
     label: String,
@@ -69,7 +77,7 @@ pub struct ClientSession {
     queued: Arc<AtomicU64>,
     greeted: bool,
     client: String,
-    streams: HashMap<u64, StreamedSend>,
+    streams: HashMap<u64, ActiveStream>,
     next_transfer: u64,
     closing: bool,
     reader: Option<tokio::task::JoinHandle<()>>,
@@ -333,14 +341,17 @@ impl ClientSession {
                             ctx,
                         );
                     }
-                    self.streams.insert(transfer, pending);
-                    self.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx);
+                    self.open_stream(id, transfer, pending, ctx);
                 } else {
                     self.finish_send(id, transfer, pending, ctx);
                 }
             }
             Op::Send(SendArgs::Chunk(c)) => {
-                let Some(mut pending) = self.streams.remove(&c.transfer) else {
+                let bytes = match payload_bytes(c.data) {
+                    Ok((_, b)) => b,
+                    Err(e) => return self.reply(id, Err(e), ctx),
+                };
+                let Some(active) = self.streams.get_mut(&c.transfer) else {
                     return self.reply(
                         id,
                         Err(DaemonError::BadRequest(format!(
@@ -350,33 +361,113 @@ impl ClientSession {
                         ctx,
                     );
                 };
-                let bytes = match payload_bytes(c.data) {
-                    Ok((_, b)) => b,
-                    Err(e) => return self.reply(id, Err(e), ctx),
-                };
-                if (pending.buf.len() + bytes.len()) as u64 > self.cfg.ipc.max_message_size {
+                active.pushed += bytes.len() as u64;
+                if active.pushed > self.cfg.ipc.max_message_size {
+                    // Dropping the piece senders aborts the transfer at every receiver.
+                    self.streams.remove(&c.transfer);
                     return self.reply(
                         id,
                         Err(DaemonError::BadRequest(format!(
-                            "send: message exceeds ipc.max_message_size ({} bytes); transfer {} dropped",
+                            "send: message exceeds ipc.max_message_size ({} bytes); transfer {} aborted",
                             self.cfg.ipc.max_message_size, c.transfer
                         ))),
                         ctx,
                     );
                 }
-                pending.buf.extend_from_slice(&bytes);
+                let senders: Vec<_> = active.targets.iter().map(|t| t.pieces.clone()).collect();
+                let data = Bytes::from(bytes);
                 if c.more {
-                    self.streams.insert(c.transfer, pending);
-                    self.reply(
-                        id,
-                        Ok(obj(vec![("transfer", Value::from(c.transfer))])),
-                        ctx,
-                    );
+                    // The reply waits until every peer's channel took the piece: that is the
+                    // client's flow control.
+                    let transfer = c.transfer;
+                    let fut = async move {
+                        for tx in senders {
+                            let _ = tx.send(StreamPiece::Data(data.clone())).await;
+                        }
+                    };
+                    ctx.spawn(fut.into_actor(self).map(move |_, act, ctx| {
+                        act.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx)
+                    }));
                 } else {
-                    self.finish_send(id, c.transfer, pending, ctx);
+                    let Some(active) = self.streams.remove(&c.transfer) else {
+                        return;
+                    };
+                    let transfer = c.transfer;
+                    let fut = async move {
+                        let mut peers = Vec::new();
+                        for t in &active.targets {
+                            if !data.is_empty() {
+                                let _ = t.pieces.send(StreamPiece::Data(data.clone())).await;
+                            }
+                            let _ = t.pieces.send(StreamPiece::End).await;
+                        }
+                        for t in active.targets {
+                            let r = t
+                                .result
+                                .await
+                                .unwrap_or_else(|_| Err("channel closed".to_string()));
+                            let mut f = vec![
+                                ("id", Value::from(t.peer.as_str())),
+                                ("ok", Value::Boolean(r.is_ok())),
+                            ];
+                            if let Err(e) = r {
+                                f.push(("error", crate::actors::error_value("SEND_FAILED", &e)));
+                            }
+                            peers.push(obj(f));
+                        }
+                        obj(vec![
+                            ("transfer", Value::from(transfer)),
+                            ("peers", Value::Array(peers)),
+                        ])
+                    };
+                    ctx.spawn(
+                        fut.into_actor(self)
+                            .map(move |v, act, ctx| act.reply(id, Ok(v), ctx)),
+                    );
                 }
             }
         }
+    }
+
+    /// Starts a streamed send: the daemon opens one transfer per target channel and forwards each
+    /// chunk as it arrives, so the upload overlaps the transfer.
+    fn open_stream(&mut self, id: u64, transfer: u64, p: StreamedSend, ctx: &mut Context<Self>) {
+        let progress = p.progress.map(|request| ProgressTo {
+            to: ctx.address().recipient(),
+            request,
+        });
+        let first = Bytes::from(p.buf);
+        let m = OpenStream {
+            room: p.room,
+            send: RoomSendStream {
+                label: p.label,
+                to: p.to,
+                kind: p.kind,
+                info: p.info,
+                progress,
+            },
+        };
+        let fut = self.daemon.send(m);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let targets = match res.map_err(DaemonError::from).and_then(|r| r) {
+                Ok(t) => t,
+                Err(e) => return act.reply(id, Err(e), ctx),
+            };
+            if !first.is_empty() {
+                for t in &targets {
+                    // Capacity for several pieces: the first one never waits.
+                    let _ = t.pieces.try_send(StreamPiece::Data(first.clone()));
+                }
+            }
+            act.streams.insert(
+                transfer,
+                ActiveStream {
+                    targets,
+                    pushed: first.len() as u64,
+                },
+            );
+            act.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx);
+        }));
     }
 
     fn finish_send(&mut self, id: u64, transfer: u64, p: StreamedSend, ctx: &mut Context<Self>) {
