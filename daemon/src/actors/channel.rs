@@ -532,20 +532,19 @@ impl Handler<ChannelSend> for ChannelActor {
                 async move { ch.send(m.message.data).await.map_err(|e| e.to_string()) },
             );
         }
-        let id = match self.ids.lock() {
-            Ok(mut ids) => ids.next_id(),
-            Err(_) => return Box::pin(async { Err("transfer id counter poisoned".to_string()) }),
+        let Outgoing {
+            id,
+            ack: rx,
+            acks,
+            ch,
+            lock,
+            drained,
+            peer,
+            label,
+        } = match self.begin_transfer() {
+            Ok(o) => o,
+            Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut acks) = self.acks.lock() {
-            acks.insert(id, tx);
-        }
-        let acks = self.acks.clone();
-        let ch = self.channel.clone();
-        let lock = self.send_lock.clone();
-        let drained = self.drained.clone();
-        let peer = self.cx.peer.clone();
-        let label = self.channel.label().to_string();
         Box::pin(async move {
             let total = m.message.data.len() as u64;
             let mut chunker = Chunker::new(
@@ -577,6 +576,43 @@ impl Handler<ChannelSend> for ChannelActor {
                 }
             }
             await_ack(&ch, &acks, id, rx).await
+        })
+    }
+}
+
+/// What a send future takes from the actor when an outgoing transfer starts.
+struct Outgoing {
+    id: u32,
+    ack: oneshot::Receiver<Result<(), String>>,
+    acks: AckMap,
+    ch: RtcChannel,
+    lock: Arc<Mutex<()>>,
+    drained: Arc<Notify>,
+    peer: String,
+    label: String,
+}
+
+impl ChannelActor {
+    /// Allocates a transfer id and registers for its ack.
+    fn begin_transfer(&self) -> Result<Outgoing, String> {
+        let id = self
+            .ids
+            .lock()
+            .map_err(|_| "transfer id counter poisoned".to_string())?
+            .next_id();
+        let (tx, ack) = oneshot::channel();
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.insert(id, tx);
+        }
+        Ok(Outgoing {
+            id,
+            ack,
+            acks: self.acks.clone(),
+            ch: self.channel.clone(),
+            lock: self.send_lock.clone(),
+            drained: self.drained.clone(),
+            peer: self.cx.peer.clone(),
+            label: self.channel.label().to_string(),
         })
     }
 }
@@ -655,20 +691,22 @@ impl Handler<ChannelSendStream> for ChannelActor {
             ));
             return;
         }
-        let Some(id) = self.ids.lock().ok().map(|mut ids| ids.next_id()) else {
-            let _ = m.result.send(Err("transfer id counter poisoned".into()));
-            return;
+        let Outgoing {
+            id,
+            ack: rx,
+            acks,
+            ch,
+            lock,
+            drained,
+            peer,
+            label,
+        } = match self.begin_transfer() {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = m.result.send(Err(e));
+                return;
+            }
         };
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut acks) = self.acks.lock() {
-            acks.insert(id, tx);
-        }
-        let acks = self.acks.clone();
-        let ch = self.channel.clone();
-        let lock = self.send_lock.clone();
-        let drained = self.drained.clone();
-        let peer = self.cx.peer.clone();
-        let label = self.channel.label().to_string();
         let fut = async move {
             let mut chunker = StreamChunker::new(id, m.kind, m.info.clone(), None)
                 .map_err(|e| format!("cannot send: {e}"))?;
