@@ -200,6 +200,28 @@ impl RoomActor {
         }
     }
 
+    /// The peers a send goes to: the one named by `to`, or every connected peer.
+    fn send_targets(
+        &self,
+        to: Option<&str>,
+    ) -> Result<Vec<(String, Addr<PeerActor>)>, DaemonError> {
+        match to {
+            Some(peer) => match self.peers.get(peer) {
+                Some(p) => Ok(vec![(peer.to_string(), p.addr.clone())]),
+                None => Err(DaemonError::NoSuchPeer {
+                    room: self.s.room.clone(),
+                    peer: peer.to_string(),
+                }),
+            },
+            None => Ok(self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.state == PeerState::Connected)
+                .map(|(id, p)| (id.clone(), p.addr.clone()))
+                .collect()),
+        }
+    }
+
     fn is_live(&self, remote: &str) -> bool {
         self.peers
             .get(remote)
@@ -572,23 +594,9 @@ pub struct RoomSend {
 impl Handler<RoomSend> for RoomActor {
     type Result = ResponseFuture<Result<Vec<(String, Result<(), String>)>, DaemonError>>;
     fn handle(&mut self, m: RoomSend, _: &mut Self::Context) -> Self::Result {
-        let targets: Vec<(String, Addr<PeerActor>)> = match &m.to {
-            Some(peer) => match self.peers.get(peer) {
-                Some(p) => vec![(peer.clone(), p.addr.clone())],
-                None => {
-                    let e = DaemonError::NoSuchPeer {
-                        room: self.s.room.clone(),
-                        peer: peer.clone(),
-                    };
-                    return Box::pin(async move { Err(e) });
-                }
-            },
-            None => self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.state == PeerState::Connected)
-                .map(|(id, p)| (id.clone(), p.addr.clone()))
-                .collect(),
+        let targets = match self.send_targets(m.to.as_deref()) {
+            Ok(t) => t,
+            Err(e) => return Box::pin(async move { Err(e) }),
         };
         Box::pin(async move {
             let sends = targets.into_iter().map(|(id, addr)| {
@@ -643,23 +651,7 @@ const STREAM_PIECES_IN_FLIGHT: usize = 4;
 impl Handler<RoomSendStream> for RoomActor {
     type Result = Result<Vec<StreamTarget>, DaemonError>;
     fn handle(&mut self, m: RoomSendStream, _: &mut Self::Context) -> Self::Result {
-        let targets: Vec<(String, Addr<PeerActor>)> = match &m.to {
-            Some(peer) => match self.peers.get(peer) {
-                Some(p) => vec![(peer.clone(), p.addr.clone())],
-                None => {
-                    return Err(DaemonError::NoSuchPeer {
-                        room: self.s.room.clone(),
-                        peer: peer.clone(),
-                    })
-                }
-            },
-            None => self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.state == PeerState::Connected)
-                .map(|(id, p)| (id.clone(), p.addr.clone()))
-                .collect(),
-        };
+        let targets = self.send_targets(m.to.as_deref())?;
         Ok(targets
             .into_iter()
             .map(|(peer, addr)| {
