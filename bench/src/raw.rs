@@ -20,13 +20,7 @@ const STEP: Duration = Duration::from_secs(15);
 
 /// The daemon's defaults (`config/peerixd.toml` `[webrtc]`).
 fn config() -> RtcConfig {
-    RtcConfig {
-        ice_servers: vec![],
-        relay_only: false,
-        mdns: true,
-        udp_recv_buffer: 4 * 1024 * 1024,
-        max_message_size: 256 * 1024,
-    }
+    RtcConfig::default()
 }
 
 /// Forwards `from`'s local candidates to `to` once `to` has a remote description.

@@ -244,13 +244,23 @@ pub struct WebrtcConfig {
     pub mdns: bool,
     /// SO_RCVBUF for ICE sockets, in bytes (capped by the kernel's `rmem_max`).
     pub udp_recv_buffer: usize,
+    /// Largest single data-channel message we accept (`a=max-message-size`), 16 KiB–256 KiB.
+    /// Peerix frames are under 16 KiB; the stack keeps a buffer this large in every
+    /// connection, so a larger value costs memory per peer (see `peerix_rtc::RtcConfig`).
+    pub max_message_size: usize,
+    /// Threads that drive the WebRTC connections; 0 picks half the cores (at least 1, at
+    /// most 4). Fixed when the first connection is created.
+    pub reactor_threads: usize,
 }
 
 impl Default for WebrtcConfig {
     fn default() -> Self {
+        let rtc = peerix_rtc::RtcConfig::default();
         Self {
             mdns: true,
             udp_recv_buffer: 4 << 20,
+            max_message_size: rtc.max_message_size,
+            reactor_threads: 0,
         }
     }
 }

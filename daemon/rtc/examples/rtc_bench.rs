@@ -28,7 +28,7 @@ fn config() -> RtcConfig {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(4 * 1024 * 1024),
-        max_message_size: 256 * 1024,
+        ..RtcConfig::default()
     }
 }
 
@@ -234,6 +234,33 @@ async fn main() -> Result<(), BoxError> {
         });
     }
 
+    // RTC_BENCH_IDLE_SECS=n: connect RTC_BENCH_IDLE_PAIRS pairs (default 4), then measure
+    // the process CPU time over n idle seconds.
+    if let Some(secs) = std::env::var("RTC_BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let pairs: usize = std::env::var("RTC_BENCH_IDLE_PAIRS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        let mut keep = Vec::new();
+        for _ in 0..pairs {
+            keep.push(connect().await?);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = cpu_ticks();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let ticks = cpu_ticks().saturating_sub(before);
+        // USER_HZ is 100 on Linux.
+        let pct = ticks as f64 / (secs as f64 * 100.0) * 100.0;
+        println!(
+            "idle: {pairs} pairs ({} connections) for {secs} s: {ticks} ticks = {pct:.2} % CPU",
+            pairs * 2
+        );
+        return Ok(());
+    }
+
     let mut new_to_open = Vec::new();
     let mut offer_to_open = Vec::new();
     for _ in 0..setup_trials {
@@ -262,4 +289,21 @@ async fn main() -> Result<(), BoxError> {
         );
     }
     Ok(())
+}
+
+/// utime + stime of this process in clock ticks, from /proc/self/stat (0 if unreadable).
+fn cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12)
 }

@@ -11,8 +11,12 @@
 //!
 //! All futures are `Send`; the crate works inside `actix_rt::System` (current-thread tokio
 //! plus `LocalSet`) and on any tokio runtime. The connection drivers run on webrtc's
-//! dedicated reactor threads (`webrtc-rx*`, at most 2 per process), so a busy actix thread
-//! does not delay ICE, DTLS or SCTP, nor the draining of the UDP sockets.
+//! dedicated reactor threads (`webrtc-rx*`, see [`RtcConfig::reactor_threads`]), so a busy
+//! actix thread does not delay ICE, DTLS or SCTP, nor the draining of the UDP sockets.
+//!
+//! An idle connection costs little: long driver timers are aligned to a host-wide grid so
+//! idle connections wake together, UDP GRO is off (small receive buffers), and the default
+//! maximum message size is 64 KiB (see [`RtcConfig::max_message_size`]).
 //!
 //! Throughput needs a large UDP receive buffer: the kernel caps `SO_RCVBUF` at
 //! `net.core.rmem_max` (often 208 KiB) unless the process has CAP_NET_ADMIN, in which case
@@ -43,11 +47,24 @@ pub struct RtcConfig {
     /// Requested `SO_RCVBUF`/`SO_SNDBUF` for every UDP socket (capped by the kernel's
     /// `net.core.rmem_max`/`wmem_max`); 0 keeps the kernel default.
     pub udp_recv_buffer: usize,
-    /// Largest message we accept, advertised as `a=max-message-size`. The stack caps it at
-    /// 256 KiB; smaller values are raised to 256 KiB because that is what browsers expect.
-    /// It is lowered (with a warning) when the socket receive buffer is too small to hold
-    /// that much safely (see the crate docs on `net.core.rmem_max`).
+    /// Largest message we accept on any data channel, advertised as `a=max-message-size`;
+    /// clamped to 16 KiB..=256 KiB (the spec's floor and the stack's cap). It is lowered (with
+    /// a warning) when the socket receive buffer is too small to hold that much safely (see
+    /// the crate docs on `net.core.rmem_max`).
+    ///
+    /// The default is 64 KiB, not the 256 KiB browsers advertise, because the stack keeps a
+    /// zero-filled receive buffer of the negotiated size in every connection: 256 KiB of
+    /// resident memory per peer. Peerix frames are under 16 KiB (wire spec §8) and control
+    /// messages (SDP) a few KiB, so 64 KiB leaves 4× headroom; a browser reads the value
+    /// from our SDP and never sends more.
     pub max_message_size: usize,
+    /// Threads that drive the connections (webrtc's dedicated reactors, `webrtc-rx*`); 0 picks
+    /// half the cores, at least 1 and at most 4. The first connection of the process fixes it.
+    ///
+    /// Why not more: every reactor thread wakes on its own for its connections' timers, and
+    /// an idle daemon's CPU is almost all such wake-ups (see `runtime.rs`). One thread per
+    /// two cores leaves the other core to the daemon's actor thread during a transfer.
+    pub reactor_threads: usize,
 }
 
 impl Default for RtcConfig {
@@ -57,7 +74,8 @@ impl Default for RtcConfig {
             relay_only: false,
             mdns: true,
             udp_recv_buffer: 4 * 1024 * 1024,
-            max_message_size: 256 * 1024,
+            max_message_size: 64 * 1024,
+            reactor_threads: 0,
         }
     }
 }

@@ -26,6 +26,8 @@ use crate::{
 
 /// Largest message size the stack can advertise (`SctpMaxMessageSize::MAX_MESSAGE_SIZE`).
 const STACK_MAX_MESSAGE_SIZE: usize = 256 * 1024;
+/// Smallest `a=max-message-size` a Peerix peer must accept (wire spec §12): one frame.
+const MIN_MESSAGE_SIZE: usize = 16 * 1024;
 /// Bytes of (kernel-reported) socket receive buffer per byte of SCTP receive window.
 ///
 /// Why: the window (a_rwnd) is how much the remote may send before we acknowledge, so it
@@ -259,9 +261,13 @@ fn to_public(desc: &RTCSessionDescription) -> SessionDescription {
 /// stall is 2 MB, more than a socket buffer holds, and every overrun costs a 1 s SCTP RTO.
 /// Two threads at most: the machines we target have few cores and the daemon's own work
 /// (crypto, IPC) needs one.
-fn reactor_pool_size() -> usize {
+/// Reactor threads for `requested` (0 = automatic, see [`RtcConfig::reactor_threads`]).
+fn reactor_pool_size(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
     std::thread::available_parallelism()
-        .map(|n| n.get().clamp(1, 2))
+        .map(|n| (n.get() / 2).clamp(1, 4))
         .unwrap_or(1)
 }
 
@@ -274,7 +280,9 @@ fn receive_limits(cfg: &RtcConfig) -> (u32, u32) {
     } else {
         (effective / RCVBUF_PER_RWND).clamp(MIN_SCTP_RWND, MAX_SCTP_RWND)
     };
-    let wanted = cfg.max_message_size.max(STACK_MAX_MESSAGE_SIZE);
+    let wanted = cfg
+        .max_message_size
+        .clamp(MIN_MESSAGE_SIZE, STACK_MAX_MESSAGE_SIZE);
     let max_message = wanted.min(rwnd);
     if max_message < wanted && !WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
@@ -334,7 +342,7 @@ async fn build_pc(
             shared: Arc::clone(shared),
         }))
         .with_udp_addrs(vec!["0.0.0.0:0"])
-        .with_dedicated_reactor_pool_size(reactor_pool_size())
+        .with_dedicated_reactor_pool_size(reactor_pool_size(cfg.reactor_threads))
         .build()
         .await?;
     let _ = shared.runtime.set(tuned);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use peerix_rtc::{
-    ChannelEvent, ChannelInit, RtcChannel, RtcEvent, SessionDescription, SignalingState,
+    ChannelEvent, ChannelInit, RtcChannel, RtcConfig, RtcEvent, SessionDescription, SignalingState,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -202,6 +202,44 @@ async fn full_session_over_loopback() {
     })
     .await;
     assert!(a_chat.send(Bytes::from_static(b"x")).await.is_err());
+}
+
+/// The default advertises 64 KiB (the stack keeps a buffer of the negotiated size per
+/// connection): a message of exactly that size crosses, one byte more is refused at send.
+#[tokio::test(flavor = "current_thread")]
+async fn default_max_message_size_is_64k_and_enforced() {
+    init_tracing();
+    let cfg = RtcConfig::default();
+    assert_eq!(cfg.max_message_size, 64 * 1024);
+    let (mut a, mut b, offer_sdp) = connect_with(&cfg).await;
+    assert!(
+        offer_sdp.contains("a=max-message-size:65536"),
+        "offer does not advertise 64 KiB: {offer_sdp}"
+    );
+    let (a_chat, b_chat) = open_chat(&mut a, &mut b).await;
+    let mut a_ev = a_chat.take_events().expect("a events");
+    let mut b_ev = b_chat.take_events().expect("b events");
+    wait_open(&mut b_ev, "b chat open").await;
+    wait_open(&mut a_ev, "a chat open").await;
+    let max = pattern(64 * 1024, 3);
+    a_chat.send(max.clone()).await.expect("send 64 KiB");
+    assert_eq!(next_message(&mut b_ev, "64 KiB at b").await.1, max);
+    let over = pattern(64 * 1024 + 1, 4);
+    assert!(
+        a_chat.send(over).await.is_err(),
+        "a message over the negotiated maximum must be refused"
+    );
+    // The channel survives the refusal.
+    a_chat
+        .send(Bytes::from_static(b"after"))
+        .await
+        .expect("send after");
+    assert_eq!(
+        next_message(&mut b_ev, "after").await.1,
+        Bytes::from_static(b"after")
+    );
+    a.peer.close().await;
+    b.peer.close().await;
 }
 
 #[tokio::test(flavor = "current_thread")]

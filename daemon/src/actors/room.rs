@@ -29,7 +29,11 @@ use crate::config::{IceTransportPolicy, RoomOptions, WebrtcConfig};
 use crate::error::DaemonError;
 
 /// How often the room checks that its peer actors are alive.
-const WATCHDOG: Duration = Duration::from_millis(250);
+///
+/// A backstop only: a peer actor that panics reports itself from `stopped` (actix runs it while
+/// the panic unwinds), so this catches only an actor that vanished without running it. Slow,
+/// because every tick wakes the daemon's main thread, and an idle daemon should sleep.
+const WATCHDOG: Duration = Duration::from_secs(5);
 
 /// How many times we re-invoke a peer whose connection failed before giving up until it announces.
 const MAX_RECOVERY_ATTEMPTS: u32 = 3;
@@ -196,7 +200,8 @@ impl RoomActor {
             relay_only: self.s.options.ice_transport_policy == IceTransportPolicy::Relay,
             mdns: self.s.webrtc.mdns,
             udp_recv_buffer: self.s.webrtc.udp_recv_buffer,
-            ..RtcConfig::default()
+            max_message_size: self.s.webrtc.max_message_size,
+            reactor_threads: self.s.webrtc.reactor_threads,
         }
     }
 

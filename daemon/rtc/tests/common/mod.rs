@@ -25,6 +25,7 @@ pub fn config() -> RtcConfig {
         mdns: true,
         udp_recv_buffer: 4 * 1024 * 1024,
         max_message_size: 256 * 1024,
+        ..RtcConfig::default()
     }
 }
 
@@ -47,7 +48,12 @@ pub fn sdp_ufrag(sdp: &str) -> Option<String> {
 /// Builds two peers whose local candidates are checked and delivered to each other once the
 /// receiving side has a remote description.
 pub async fn pair() -> (Side, Side, watch::Sender<bool>, watch::Sender<bool>) {
-    let cfg = config();
+    pair_with(&config()).await
+}
+
+/// [`pair`] with the given settings on both sides.
+pub async fn pair_with(cfg: &RtcConfig) -> (Side, Side, watch::Sender<bool>, watch::Sender<bool>) {
+    let cfg = cfg.clone();
     let (atx, arx) = mpsc::unbounded_channel();
     let (btx, brx) = mpsc::unbounded_channel();
     let a = RtcPeer::new(&cfg, atx).await.expect("peer a");
@@ -144,7 +150,13 @@ pub async fn wait_for<T>(
 
 /// Offer/answer A→B, then waits for ControlOpen on both.
 pub async fn connect() -> (Side, Side) {
-    let (mut a, mut b, a_ready, b_ready) = pair().await;
+    let (a, b, _) = connect_with(&config()).await;
+    (a, b)
+}
+
+/// [`connect`] with the given settings on both sides; also returns the offer's SDP.
+pub async fn connect_with(cfg: &RtcConfig) -> (Side, Side, String) {
+    let (mut a, mut b, a_ready, b_ready) = pair_with(cfg).await;
     let offer = a.peer.create_offer().await.expect("offer");
     assert_eq!(offer.r#type, "offer");
     assert_eq!(sdp_ufrag(&offer.sdp), a.peer.local_ufrag());
@@ -171,5 +183,5 @@ pub async fn connect() -> (Side, Side) {
     .await;
     a.remote_ready_of_other = Some(a_ready);
     b.remote_ready_of_other = Some(b_ready);
-    (a, b)
+    (a, b, offer.sdp)
 }
