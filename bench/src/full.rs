@@ -251,8 +251,8 @@ impl Pair {
     /// Sends `payload` A→B on `label`; returns the time until B's client assembled all bytes.
     pub async fn transfer(&mut self, label: &str, payload: &[u8]) -> Result<Duration> {
         let opts = SendOptions::to(self.b_id.clone());
-        // Frames up to 16 MiB are accepted by default; larger payloads are streamed in 1 MiB
-        // requests (`send_stream`), as a client must.
+        // `send_bytes` as an application would call it (it streams anything over 1 MiB by
+        // itself); above 8 MiB the bench streams from a reader, as a client with a file would.
         let inline = (payload.len() <= 8 * 1024 * 1024).then(|| payload.to_vec());
         let a = Arc::clone(&self.a);
         let room = self.room.clone();

@@ -536,15 +536,37 @@ async fn rss_cpu(run: &mut Run, do_rss: bool, do_cpu: bool) -> Result<()> {
                 "cpu",
                 &format!("idle daemon CPU, 8 connected peers, {secs} s"),
                 "%",
-                one(busy),
+                one(busy.percent),
             )
-            .baseline("idle daemon, 0 peers, same window", Some(one(idle0)))
-            .target("< 0.5 %", busy < 0.5)
-            .note("(utime+stime)/CLK_TCK over the window, % of one core"),
+            .baseline(
+                "idle daemon, 0 peers, same window",
+                Some(one(idle0.percent)),
+            )
+            .target("< 0.5 %", busy.percent < 0.5)
+            .note(format!(
+                "scheduler run time (schedstat, ns) of all threads over the window, % of one core; \
+                 utime+stime ticks gave {:.2} %",
+                busy.tick_percent
+            )),
+        );
+        run.add(
+            Row::new(
+                "cpu",
+                "idle daemon wake-ups/s, 8 connected peers",
+                "/s",
+                one(busy.wakeups_per_s),
+            )
+            .baseline("idle daemon, 0 peers", Some(one(idle0.wakeups_per_s)))
+            .note("context switches of all threads per second"),
         );
         run.details.insert(
             "cpu".into(),
-            json!({"peers8_pct": busy, "peers0_pct": idle0, "secs": secs}),
+            json!({
+                "peers8_pct": busy.percent, "peers0_pct": idle0.percent,
+                "peers8_tick_pct": busy.tick_percent, "peers0_tick_pct": idle0.tick_percent,
+                "peers8_wakeups_per_s": busy.wakeups_per_s, "peers0_wakeups_per_s": idle0.wakeups_per_s,
+                "secs": secs
+            }),
         );
     }
     if !do_rss {

@@ -77,18 +77,69 @@ pub fn clk_tck() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// CPU usage in percent of one core of each pid over `dur` (measured concurrently).
-pub async fn cpu_percent(pids: &[u32], dur: Duration) -> Result<Vec<f64>> {
+/// What one process did over a measured window.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuWindow {
+    /// CPU time in percent of one core, from the scheduler's nanosecond run time
+    /// (`/proc/PID/task/*/schedstat`); falls back to utime+stime ticks where schedstat is
+    /// missing.
+    pub percent: f64,
+    /// Same window from utime+stime (10 ms ticks, sampled: coarse for a nearly idle process).
+    pub tick_percent: f64,
+    /// Context switches per second over all threads (each is a wake-up of an idle thread).
+    pub wakeups_per_s: f64,
+}
+
+/// Run time in ns and context switches, summed over the threads of `pid`.
+fn sched_totals(pid: u32) -> Option<(u64, u64)> {
+    let mut ns = 0u64;
+    let mut switches = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let path = task.path();
+        let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        let status = std::fs::read_to_string(path.join("status")).ok()?;
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some((ns, switches))
+}
+
+/// CPU usage of each pid over `dur` (measured concurrently).
+pub async fn cpu_percent(pids: &[u32], dur: Duration) -> Result<Vec<CpuWindow>> {
     let tck = clk_tck();
-    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_>>()?;
+    let ticks0: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_>>()?;
+    let sched0: Vec<Option<(u64, u64)>> = pids.iter().map(|p| sched_totals(*p)).collect();
     let t0 = std::time::Instant::now();
     tokio::time::sleep(dur).await;
     let secs = t0.elapsed().as_secs_f64();
-    let after: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_>>()?;
-    Ok(before
-        .iter()
-        .zip(after)
-        .map(|(b, a)| a.saturating_sub(*b) as f64 / tck / secs * 100.0)
+    let ticks1: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_>>()?;
+    let sched1: Vec<Option<(u64, u64)>> = pids.iter().map(|p| sched_totals(*p)).collect();
+    Ok((0..pids.len())
+        .map(|i| {
+            let tick_percent = ticks1[i].saturating_sub(ticks0[i]) as f64 / tck / secs * 100.0;
+            match (sched0[i], sched1[i]) {
+                (Some((ns0, sw0)), Some((ns1, sw1))) => CpuWindow {
+                    percent: ns1.saturating_sub(ns0) as f64 / 1e9 / secs * 100.0,
+                    tick_percent,
+                    wakeups_per_s: sw1.saturating_sub(sw0) as f64 / secs,
+                },
+                _ => CpuWindow {
+                    percent: tick_percent,
+                    tick_percent,
+                    wakeups_per_s: f64::NAN,
+                },
+            }
+        })
         .collect())
 }
 

@@ -462,7 +462,12 @@ impl Client {
             .await
     }
 
-    /// Sends a binary message (must fit in one frame; see [`Client::send_stream`]).
+    /// Sends a binary message; resolves after every target peer acknowledged.
+    ///
+    /// Messages larger than [`STREAM_CHUNK`] go as a streamed send (see
+    /// [`Client::send_stream`]): the daemon starts transmitting the first chunk while the
+    /// rest is still being uploaded, instead of waiting for one large request to arrive
+    /// whole. The peer receives the same message either way.
     pub async fn send_bytes(
         &self,
         room: &str,
@@ -470,6 +475,12 @@ impl Client {
         bytes: Vec<u8>,
         opts: SendOptions,
     ) -> Result<SendResult> {
+        if bytes.len() > STREAM_CHUNK {
+            let total = bytes.len() as u64;
+            return self
+                .send_stream(room, label, &bytes[..], Some(total), opts, |_| {})
+                .await;
+        }
         self.send_payload(room, label, Payload::Bytes(bytes), opts)
             .await
     }

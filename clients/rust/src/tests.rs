@@ -320,6 +320,77 @@ async fn send_stream_chunks_and_reports_progress() {
     assert_eq!(delivered, 3);
 }
 
+/// A large `send_bytes` is streamed (the daemon can transmit while the rest uploads); a
+/// small one stays a single request.
+#[tokio::test]
+async fn large_send_bytes_is_streamed_small_is_one_request() {
+    let mut chunks = Vec::new();
+    let client = client_with(move |r| match r.parse_op().expect("op") {
+        Op::Send(SendArgs::Start(s)) if s.more => {
+            vec![reply(r.id, map(vec![("transfer", Value::from(5))]))]
+        }
+        Op::Send(SendArgs::Start(s)) => {
+            assert_eq!(s.payload.len(), STREAM_CHUNK);
+            vec![DaemonMessage::Reply(
+                Reply::ok_with(
+                    r.id,
+                    &SendResult {
+                        transfer: 6,
+                        peers: Some(vec![]),
+                    },
+                )
+                .expect("reply"),
+            )]
+        }
+        Op::Send(SendArgs::Chunk(c)) => {
+            chunks.push(c.data.len());
+            if c.more {
+                vec![reply(r.id, map(vec![("transfer", Value::from(5))]))]
+            } else {
+                assert_eq!(chunks, vec![STREAM_CHUNK, 1]);
+                vec![DaemonMessage::Reply(
+                    Reply::ok_with(
+                        r.id,
+                        &SendResult {
+                            transfer: 5,
+                            peers: Some(vec![]),
+                        },
+                    )
+                    .expect("reply"),
+                )]
+            }
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    let big = client
+        .send_bytes(
+            "lobby",
+            "files",
+            vec![1u8; STREAM_CHUNK + 1],
+            SendOptions::default(),
+        )
+        .await
+        .expect("big send");
+    assert_eq!(
+        big.transfer, 5,
+        "a message over STREAM_CHUNK must be streamed"
+    );
+    let small = client
+        .send_bytes(
+            "lobby",
+            "files",
+            vec![1u8; STREAM_CHUNK],
+            SendOptions::default(),
+        )
+        .await
+        .expect("small send");
+    assert_eq!(
+        small.transfer, 6,
+        "a message of STREAM_CHUNK bytes goes in one request"
+    );
+}
+
 #[tokio::test]
 async fn empty_stream_sends_one_final_chunk() {
     let client = client_with(|r| match r.parse_op().expect("op") {

@@ -27,6 +27,7 @@
 
 mod channel;
 mod peer;
+mod reactor;
 mod runtime;
 
 use serde::{Deserialize, Serialize};

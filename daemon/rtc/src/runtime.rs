@@ -97,7 +97,10 @@ impl Runtime for TunedRuntime {
         reactor_pool_size: usize,
         future: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Box<dyn JoinHandle> {
-        self.inner.spawn_reactor(reactor_pool_size, future)
+        Box::new(crate::reactor::ReactorJoinHandle(crate::reactor::spawn(
+            reactor_pool_size,
+            future,
+        )))
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
@@ -138,9 +141,14 @@ impl Runtime for TunedRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let d = coalesced(self.expedited(duration), Instant::now());
+        let now = Instant::now();
+        let d = coalesced(self.expedited(duration), now);
         tracing::trace!(target: "peerix_rtc::timer", requested = ?duration, sleep = ?d, "driver sleep");
-        self.inner.sleep(d)
+        // An absolute deadline, so a grid instant stays exactly on the grid (see reactor.rs).
+        match now.checked_add(d) {
+            Some(deadline) => Box::pin(tokio::time::sleep_until(deadline.into())),
+            None => self.inner.sleep(d),
+        }
     }
 
     fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
@@ -162,8 +170,9 @@ impl Runtime for TunedRuntime {
 
 /// Sleeps at least this long are "housekeeping" and get aligned to [`COALESCE_GRID`].
 const COALESCE_MIN: Duration = Duration::from_millis(100);
-/// The shared wake-up grid of housekeeping timers.
-const COALESCE_GRID: Duration = Duration::from_millis(400);
+/// The shared wake-up grid of housekeeping timers: six of tokio's 64 ms wheel slots (see
+/// `reactor.rs`), about two ICE ticks.
+const COALESCE_GRID: Duration = Duration::from_millis(384);
 
 /// Aligns a long driver sleep so it ends on a process-wide 200 ms grid.
 ///
@@ -182,8 +191,7 @@ fn coalesced(duration: Duration, now: Instant) -> Duration {
     if duration < COALESCE_MIN {
         return duration;
     }
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(|| grid_epoch(now));
+    let epoch = epoch(now);
     let grid = COALESCE_GRID.as_nanos();
     let Some(deadline) = now.checked_add(duration) else {
         return duration;
@@ -192,6 +200,23 @@ fn coalesced(duration: Duration, now: Instant) -> Duration {
     let rounded = since.div_ceil(grid) * grid;
     let extra = u64::try_from(rounded - since).unwrap_or(0);
     duration + Duration::from_nanos(extra)
+}
+
+/// The grid's origin in this process (fixed by the first call).
+fn epoch(now: Instant) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(|| grid_epoch(now))
+}
+
+/// The first instant at or after `now` that is a whole number of tokio timer-wheel slots
+/// after the grid's epoch (see `reactor.rs`). The grid step is a multiple of the slot, so
+/// every grid instant is such a boundary too.
+pub(crate) fn next_slot_boundary(now: Instant) -> Instant {
+    let epoch = epoch(now);
+    let slot = crate::reactor::WHEEL_SLOT.as_nanos();
+    let since = now.saturating_duration_since(epoch).as_nanos();
+    let rounded = since.div_ceil(slot) * slot;
+    epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(0))
 }
 
 /// An instant on the grid shared by every process on this host: the grid is anchored to whole

@@ -33,7 +33,7 @@ use crate::error::DaemonError;
 /// A backstop only: a peer actor that panics reports itself from `stopped` (actix runs it while
 /// the panic unwinds), so this catches only an actor that vanished without running it. Slow,
 /// because every tick wakes the daemon's main thread, and an idle daemon should sleep.
-const WATCHDOG: Duration = Duration::from_secs(5);
+const WATCHDOG: Duration = Duration::from_secs(30);
 
 /// How many times we re-invoke a peer whose connection failed before giving up until it announces.
 const MAX_RECOVERY_ATTEMPTS: u32 = 3;
