@@ -251,6 +251,11 @@ pub struct WebrtcConfig {
     /// Threads that drive the WebRTC connections; 0 picks half the cores (at least 1, at
     /// most 4). Fixed when the first connection is created.
     pub reactor_threads: usize,
+    /// Connections still being set up in one room (not yet connected). Invokes and offers from
+    /// further new ids are ignored, with a rate-limited `error` event, until some connect or
+    /// time out: every one costs a peer connection with its own UDP socket, and signaling
+    /// packets are cheap to forge (any key pair makes a valid sender id).
+    pub max_connecting_peers: usize,
 }
 
 impl Default for WebrtcConfig {
@@ -261,6 +266,7 @@ impl Default for WebrtcConfig {
             udp_recv_buffer: 4 << 20,
             max_message_size: rtc.max_message_size,
             reactor_threads: 0,
+            max_connecting_peers: 64,
         }
     }
 }

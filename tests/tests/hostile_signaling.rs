@@ -118,3 +118,74 @@ async fn hostile_packets_are_reported_and_survived() -> Result<()> {
     assert!(d.is_running());
     Ok(())
 }
+
+/// A flood of validly sealed invokes from freshly generated ids (anyone can make a key pair)
+/// may not make the daemon set up more connections at once than
+/// `webrtc.max_connecting_peers`; the refusals are reported, and once the forged connections
+/// time out a real peer connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_invokes_are_capped() -> Result<()> {
+    const LIMIT: usize = 4;
+    const FORGED: usize = 12;
+    let env = TestEnv::new()?;
+    let mut d = env
+        .daemon_with_env(
+            "victim",
+            &[],
+            &[("PEERIX_WEBRTC__MAX_CONNECTING_PEERS", "4")],
+        )
+        .await?;
+    let mut victim = Member::join(&d, "capped", |args| {
+        args.options = Some(peerix_ipc_proto::JoinOptions {
+            connection_timeout: Some(1500),
+            ..Default::default()
+        });
+    })
+    .await?;
+    let own_ns = namespace::escape(&victim.id, true);
+    let mut packets = Vec::new();
+    for _ in 0..FORGED {
+        let mut codec = SignalingCodec::new(Identity::generate(), CodecOptions::default());
+        let invoke = codec.seal(
+            SignalType::Invoke,
+            Some(&[serde_json::json!({"forged": true})]),
+            &victim.id,
+        )?;
+        packets.push(datagram(&own_ns, &invoke));
+    }
+    assert!(blast(&env, &packets)? >= FORGED);
+
+    let limit_error = victim
+        .wait_for("PEER_LIMIT error", Duration::from_secs(5), |e| {
+            e.name == "error"
+                && value(e, "error").is_some_and(|v| v.to_string().contains("PEER_LIMIT"))
+        })
+        .await?;
+    assert_eq!(limit_error.room.as_deref(), Some("capped"));
+    // Only LIMIT connections were started for the forged ids.
+    let mut started = 0;
+    while victim
+        .wait_for("connection:new", Duration::from_millis(500), |e| {
+            e.name == "connection:new"
+        })
+        .await
+        .is_ok()
+    {
+        started += 1;
+    }
+    assert_eq!(
+        started, LIMIT,
+        "connections set up for {FORGED} forged invokes"
+    );
+    assert!(d.is_running(), "{}", d.log_tail());
+
+    // The forged connections time out (1.5 s); then a real peer gets in.
+    let d2 = env.daemon("friend", &[]).await?;
+    let friend = Member::join(&d2, "capped", |_| {}).await?;
+    victim
+        .wait_for("friend connected", Duration::from_secs(15), |e| {
+            is(e, "connection:connected", &friend.id)
+        })
+        .await?;
+    Ok(())
+}

@@ -283,3 +283,45 @@ async fn five_daemons_full_mesh_broadcast() -> Result<()> {
     }
     Ok(())
 }
+
+/// A send issued right after `open` (before the channel exists at either side) waits for the
+/// channel instead of failing with "No channel found"; a send on a label never opened still
+/// fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_right_after_open_waits_for_the_channel() -> Result<()> {
+    let env = TestEnv::new()?;
+    let da = env.daemon("a", &[]).await?;
+    let db = env.daemon("b", &[]).await?;
+    let mut a = Member::join(&da, "eager", |_| {}).await?;
+    let mut b = Member::join(&db, "eager", |_| {}).await?;
+    let b_id = b.id.clone();
+    a.wait_for("a sees b connected", CONNECT, |e| {
+        is(e, "connection:connected", &b_id)
+    })
+    .await?;
+
+    for round in 0..5 {
+        let label = format!("eager-{round}");
+        a.open(&label).await?;
+        let r = a
+            .client
+            .send_text("eager", &label, "right away", SendOptions::default())
+            .await?;
+        let peers = r.peers.expect("delivery report");
+        assert!(peers.len() == 1 && peers[0].ok, "round {round}: {peers:?}");
+        let m = b
+            .wait_for("text at b", CONNECT, |e| {
+                e.name == "channel:message" && field(e, "label") == Some(label.as_str())
+            })
+            .await?;
+        assert_eq!(field(&m, "data"), Some("right away"));
+    }
+
+    let r = a
+        .client
+        .send_text("eager", "never-opened", "x", SendOptions::default())
+        .await?;
+    let peers = r.peers.expect("delivery report");
+    assert!(!peers[0].ok, "{peers:?}");
+    Ok(())
+}

@@ -193,6 +193,10 @@ pub struct PeerActor {
     control_open: bool,
     channels: HashMap<String, Addr<ChannelActor>>,
     creating: std::collections::HashSet<String>,
+    /// Sends waiting for the channel of a label that is open room-wide but whose channel does
+    /// not exist here yet: a client may send right after `open`, while we create the channel
+    /// or, on the polite side, while the remote creates it at our request (§6.4).
+    channel_waiters: HashMap<String, Vec<tokio::sync::oneshot::Sender<Addr<ChannelActor>>>>,
     closing: bool,
 }
 
@@ -224,6 +228,7 @@ impl PeerActor {
             control_open: false,
             channels: HashMap::new(),
             creating: Default::default(),
+            channel_waiters: Default::default(),
             closing: false,
         }
     }
@@ -513,17 +518,23 @@ impl PeerActor {
                 .and_then(|v| u16::try_from(v).ok()),
         };
         ctx.spawn(
-            async move { rtc.create_channel(&label, init).await.map(|c| (label, c)) }
-                .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok((label, ch)) => {
-                        act.creating.remove(&label);
-                        act.adopt_channel(ch, ctx);
-                    }
-                    Err(e) => {
-                        act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}"))
-                    }
-                }),
+            async move {
+                let res = rtc.create_channel(&label, init).await;
+                (label, res)
+            }
+            .into_actor(self)
+            .map(|(label, res), act, ctx| match res {
+                Ok(ch) => {
+                    act.creating.remove(&label);
+                    act.adopt_channel(ch, ctx);
+                }
+                Err(e) => {
+                    act.creating.remove(&label);
+                    // Dropping the waiters fails their sends.
+                    act.channel_waiters.remove(&label);
+                    act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}"))
+                }
+            }),
         );
     }
 
@@ -542,6 +553,9 @@ impl PeerActor {
             inline_limit: self.s.inline_limit,
         };
         let addr = ChannelActor::new(cx, ch, ctx.address().recipient()).start();
+        for w in self.channel_waiters.remove(&label).unwrap_or_default() {
+            let _ = w.send(addr.clone());
+        }
         // A second channel with a known label replaces the older one (§7.1).
         if let Some(old) = self.channels.insert(label, addr) {
             old.do_send(CloseChannel);
@@ -765,6 +779,8 @@ impl Handler<CloseLabel> for PeerActor {
     type Result = bool;
     fn handle(&mut self, CloseLabel(label): CloseLabel, _: &mut Self::Context) -> bool {
         self.s.labels.remove(&label);
+        // Sends still waiting for this channel fail now rather than at their timeout.
+        self.channel_waiters.remove(&label);
         match self.channels.remove(&label) {
             Some(ch) => {
                 ch.do_send(CloseChannel);
@@ -775,14 +791,46 @@ impl Handler<CloseLabel> for PeerActor {
     }
 }
 
+/// How long a send waits for the channel of a label that is open but not yet created here
+/// (Peerix's own transfer steps time out after 10 s too).
+const CHANNEL_WAIT: Duration = Duration::from_secs(10);
+
+impl PeerActor {
+    /// The channel for `label`: at once, once it exists (see `channel_waiters`), or an error.
+    fn channel_for(
+        &mut self,
+        label: &str,
+    ) -> impl std::future::Future<Output = Result<Addr<ChannelActor>, String>> + 'static {
+        let ready = self.channels.get(label).cloned();
+        let waiting = (ready.is_none() && self.s.labels.contains_key(label)).then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.channel_waiters
+                .entry(label.to_string())
+                .or_default()
+                .push(tx);
+            rx
+        });
+        let label = label.to_string();
+        async move {
+            if let Some(ch) = ready {
+                return Ok(ch);
+            }
+            let missing = || format!("No channel found for label {label:?}");
+            let rx = waiting.ok_or_else(missing)?;
+            match tokio::time::timeout(CHANNEL_WAIT, rx).await {
+                Ok(Ok(ch)) => Ok(ch),
+                _ => Err(missing()),
+            }
+        }
+    }
+}
+
 impl Handler<PeerSend> for PeerActor {
     type Result = ResponseFuture<Result<(), String>>;
     fn handle(&mut self, m: PeerSend, _: &mut Self::Context) -> Self::Result {
-        let Some(ch) = self.channels.get(&m.label).cloned() else {
-            let label = m.label.clone();
-            return Box::pin(async move { Err(format!("No channel found for label {label:?}")) });
-        };
+        let ch = self.channel_for(&m.label);
         Box::pin(async move {
+            let ch = ch.await?;
             ch.send(ChannelSend {
                 message: m.message,
                 progress: m.progress,
@@ -796,14 +844,20 @@ impl Handler<PeerSend> for PeerActor {
 impl Handler<PeerSendStream> for PeerActor {
     type Result = ();
     fn handle(&mut self, PeerSendStream(label, m): PeerSendStream, _: &mut Self::Context) {
-        match self.channels.get(&label) {
-            Some(ch) => ch.do_send(m),
-            None => {
-                let _ = m
-                    .result
-                    .send(Err(format!("No channel found for label {label:?}")));
-            }
+        // In order with other sends whenever the channel exists.
+        if let Some(ch) = self.channels.get(&label) {
+            ch.do_send(m);
+            return;
         }
+        let ch = self.channel_for(&label);
+        actix::spawn(async move {
+            match ch.await {
+                Ok(ch) => ch.do_send(m),
+                Err(e) => {
+                    let _ = m.result.send(Err(e));
+                }
+            }
+        });
     }
 }
 

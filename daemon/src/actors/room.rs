@@ -79,6 +79,11 @@ pub struct RoomActor {
     peers: HashMap<String, PeerEntry>,
     /// Candidates that arrived before their connection existed (§5.2), per remote id.
     queued: HashMap<String, VecDeque<IceCandidateInit>>,
+    /// When a PEER_LIMIT refusal was last reported (they are rate-limited).
+    last_limit_report: Option<std::time::Instant>,
+    /// Ids refused while the room was at `webrtc.max_connecting_peers` (with the offer they
+    /// sent, if any), newest last; at most that many.
+    refused: VecDeque<(String, Option<(SessionDescription, Json)>)>,
     recovery: HashMap<String, u32>,
     leaving: bool,
 }
@@ -105,6 +110,8 @@ impl RoomActor {
             labels: BTreeMap::new(),
             peers: HashMap::new(),
             queued: HashMap::new(),
+            last_limit_report: None,
+            refused: VecDeque::new(),
             recovery: HashMap::new(),
             leaving: false,
         }
@@ -233,6 +240,73 @@ impl RoomActor {
             .is_some_and(|p| p.state != PeerState::Closed && p.addr.connected())
     }
 
+    fn connecting_peers(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| matches!(p.state, PeerState::New | PeerState::Connecting))
+            .count()
+    }
+
+    /// Whether a connection to a new id may be set up now (see
+    /// `webrtc.max_connecting_peers`); reports a refusal at most once a second. A refused id
+    /// is remembered (with its offer, if it sent one) and taken up when a slot frees, so a
+    /// real peer caught in a flood of forged ones gets in without waiting for its own timeout.
+    fn admit_new_peer(&mut self, remote: &str, offer: Option<(SessionDescription, Json)>) -> bool {
+        let limit = self.s.webrtc.max_connecting_peers;
+        let connecting = self.connecting_peers();
+        if limit == 0 || connecting < limit {
+            return true;
+        }
+        self.refused.retain(|(r, _)| r != remote);
+        if self.refused.len() >= limit {
+            self.refused.pop_front();
+        }
+        self.refused.push_back((remote.to_string(), offer));
+        let now = std::time::Instant::now();
+        if self
+            .last_limit_report
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_limit_report = Some(now);
+            tracing::warn!(room = %self.s.room, peer = %remote, connecting, "too many connections being set up; ignoring a new peer");
+            self.emit_error(
+                "PEER_LIMIT",
+                &format!(
+                    "{connecting} connections are being set up in this room \
+                     (webrtc.max_connecting_peers); ignoring new peers until some connect"
+                ),
+                Some(remote),
+            );
+        }
+        false
+    }
+
+    /// Takes up the ids refused by [`Self::admit_new_peer`] once there is room again, newest
+    /// first: a stored offer is answered while slots last (the remote still waits for that
+    /// answer); an id that only invoked us is invited back, which allocates nothing here (only
+    /// a remote that answers with an offer gets a connection).
+    fn reinvite_refused(&mut self, ctx: &mut Context<Self>) {
+        let limit = self.s.webrtc.max_connecting_peers;
+        if self.leaving {
+            return;
+        }
+        while self.connecting_peers() < limit {
+            let Some((remote, offer)) = self.refused.pop_back() else {
+                return;
+            };
+            if self.is_live(&remote) {
+                continue;
+            }
+            match offer {
+                Some((desc, meta)) => {
+                    let addr = self.create_peer(&remote, meta, false, ctx);
+                    addr.do_send(FromSignaling::Offer(desc));
+                }
+                None => self.invoke(&remote, true, ctx),
+            }
+        }
+    }
+
     fn create_peer(
         &mut self,
         remote: &str,
@@ -281,7 +355,7 @@ impl RoomActor {
         match kind {
             SignalType::Announce => self.invoke(&from, false, ctx),
             SignalType::Invoke => {
-                if !self.is_live(&from) {
+                if !self.is_live(&from) && self.admit_new_peer(&from, None) {
                     let meta = msg.into_iter().next().unwrap_or(Json::Null);
                     self.create_peer(&from, meta, true, ctx);
                 }
@@ -302,6 +376,9 @@ impl RoomActor {
                     Some(p) if self.is_live(&from) => p.addr.clone(),
                     _ => {
                         let meta = it.next().unwrap_or(Json::Null);
+                        if !self.admit_new_peer(&from, Some((desc.clone(), meta.clone()))) {
+                            return;
+                        }
                         self.create_peer(&from, meta, false, ctx)
                     }
                 };
@@ -331,6 +408,13 @@ impl RoomActor {
                 if let Some(p) = self.peers.get(&from).filter(|_| self.is_live(&from)) {
                     p.addr.do_send(FromSignaling::Candidates(cands));
                 } else {
+                    // Candidates may outrun the offer; keep a few per sender, for a bounded
+                    // number of senders (forged ids must not grow this map without limit).
+                    if !self.queued.contains_key(&from)
+                        && self.queued.len() >= self.s.webrtc.max_connecting_peers.max(1)
+                    {
+                        return;
+                    }
                     let q = self.queued.entry(from).or_default();
                     for c in cands {
                         if q.len() >= 100 {
@@ -480,6 +564,12 @@ impl Handler<PeerStateChanged> for RoomActor {
         }
         let was = entry.state;
         entry.state = m.state;
+        if matches!(was, PeerState::New | PeerState::Connecting)
+            && !matches!(m.state, PeerState::New | PeerState::Connecting)
+        {
+            // A connection slot freed up (see `admit_new_peer`).
+            ctx.run_later(Duration::ZERO, |act, ctx| act.reinvite_refused(ctx));
+        }
         match m.state {
             PeerState::Connected => {
                 self.recovery.remove(&m.peer);
