@@ -254,7 +254,7 @@ pub struct WebrtcConfig {
     /// Connections still being set up in one room (not yet connected). Invokes and offers from
     /// further new ids are ignored, with a rate-limited `error` event, until some connect or
     /// time out: every one costs a peer connection with its own UDP socket, and signaling
-    /// packets are cheap to forge (any key pair makes a valid sender id).
+    /// packets are cheap to forge (any key pair makes a valid sender id). 0 = no limit.
     pub max_connecting_peers: usize,
 }
 

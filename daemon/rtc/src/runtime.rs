@@ -1,7 +1,12 @@
-//! A thin [`Runtime`] wrapper over webrtc's `TokioRuntime` that tunes every UDP socket the
-//! driver binds.
+//! A thin [`Runtime`] wrapper over webrtc's `TokioRuntime`: the one place, short of forking
+//! the crate, where we reach the driver's sockets, timers and threads.
 //!
-//! Why: the driver never sets `SO_RCVBUF`, and at the kernel default (~208 KiB) a bulk
+//! * Sockets: larger kernel buffers, and UDP GRO off (see [`NoGro`]).
+//! * Timers: handshakes are expedited ([`TunedRuntime::expedite`]); housekeeping sleeps are
+//!   aligned to a host-wide grid ([`coalesced`]) so that idle connections wake together.
+//! * Threads: drivers run on our own reactor threads (`reactor.rs`).
+//!
+//! Why the buffers: the driver never sets `SO_RCVBUF`, and at the kernel default (~208 KiB) a bulk
 //! data-channel transfer overruns the socket while the single driver task is busy, which shows
 //! up as `RcvbufErrors` in `/proc/net/snmp` and as SCTP retransmission stalls (1–6 MB/s
 //! instead of 100+ MB/s). The driver hands every socket it binds (the mDNS one included)
@@ -20,8 +25,8 @@ use webrtc::runtime::{
     TokioRuntime,
 };
 
-/// Delegates everything to [`TokioRuntime`] except socket wrapping, where it first enlarges
-/// the kernel buffers.
+/// Delegates to [`TokioRuntime`] except for socket wrapping, sleeps and reactor threads
+/// (see the module docs).
 ///
 /// It also owns the "expedite" window (see [`TunedRuntime::expedite`]), so there is one
 /// `TunedRuntime` per connection.
@@ -174,32 +179,27 @@ const COALESCE_MIN: Duration = Duration::from_millis(100);
 /// `reactor.rs`), about two ICE ticks.
 const COALESCE_GRID: Duration = Duration::from_millis(384);
 
-/// Aligns a long driver sleep so it ends on a process-wide 200 ms grid.
+/// Aligns a long driver sleep so it ends on the host-wide [`COALESCE_GRID`].
 ///
 /// Why: an idle connection still wakes its driver every 200 ms (the ICE agent's tick, whose
 /// floor is a hard-coded 200 ms in `rtc-ice` 0.21 whatever the configured check interval),
 /// and each wake-up of a reactor thread costs a context switch and a full pass over the
-/// connection's handlers (~0.3 ms measured on a shared 2-core VM). With the deadlines of all
-/// connections on one grid, the connections sharing a reactor thread wake together, so an
-/// idle daemon costs a few wake-ups per second per thread instead of five per connection.
-/// Only long timers are moved, never later than one grid step: the ICE tick (keepalives are
-/// due every 2 s, disconnection is declared after 5 s), delayed SACKs (200 ms) and
-/// retransmission timers (≥ 1 s). Handshake-time timers are shorter than [`COALESCE_MIN`]
-/// and the expedite window caps sleeps at 1 ms, so setup latency is untouched, and traffic
-/// wakes the driver through its sockets regardless of timers.
+/// connection's handlers (0.2–0.6 ms of CPU measured on a shared 2-core VM). With the
+/// deadlines of all connections on one grid, the connections sharing a reactor thread wake
+/// together, so an idle daemon costs a few wake-ups per second per thread instead of five
+/// per connection. Only long timers are moved, never later than one grid step: the ICE tick
+/// (keepalives are due every 2 s, disconnection is declared after 5 s), delayed SACKs
+/// (200 ms) and retransmission timers (≥ 1 s). Handshake-time timers are shorter than
+/// [`COALESCE_MIN`] and the expedite window caps sleeps at 1 ms, so setup latency is
+/// untouched, and traffic wakes the driver through its sockets regardless of timers.
 fn coalesced(duration: Duration, now: Instant) -> Duration {
     if duration < COALESCE_MIN {
         return duration;
     }
-    let epoch = epoch(now);
-    let grid = COALESCE_GRID.as_nanos();
-    let Some(deadline) = now.checked_add(duration) else {
-        return duration;
-    };
-    let since = deadline.saturating_duration_since(epoch).as_nanos();
-    let rounded = since.div_ceil(grid) * grid;
-    let extra = u64::try_from(rounded - since).unwrap_or(0);
-    duration + Duration::from_nanos(extra)
+    match now.checked_add(duration) {
+        Some(deadline) => next_multiple(deadline, COALESCE_GRID).saturating_duration_since(now),
+        None => duration,
+    }
 }
 
 /// The grid's origin in this process (fixed by the first call).
@@ -208,15 +208,20 @@ fn epoch(now: Instant) -> Instant {
     *EPOCH.get_or_init(|| grid_epoch(now))
 }
 
+/// The first instant at or after `t` that is a whole number of `step`s after the epoch.
+fn next_multiple(t: Instant, step: Duration) -> Instant {
+    let epoch = epoch(t);
+    let step = step.as_nanos();
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let rounded = since.div_ceil(step) * step;
+    epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+}
+
 /// The first instant at or after `now` that is a whole number of tokio timer-wheel slots
 /// after the grid's epoch (see `reactor.rs`). The grid step is a multiple of the slot, so
 /// every grid instant is such a boundary too.
 pub(crate) fn next_slot_boundary(now: Instant) -> Instant {
-    let epoch = epoch(now);
-    let slot = crate::reactor::WHEEL_SLOT.as_nanos();
-    let since = now.saturating_duration_since(epoch).as_nanos();
-    let rounded = since.div_ceil(slot) * slot;
-    epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(0))
+    next_multiple(now, crate::reactor::WHEEL_SLOT)
 }
 
 /// An instant on the grid shared by every process on this host: the grid is anchored to whole

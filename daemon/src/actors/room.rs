@@ -410,8 +410,8 @@ impl RoomActor {
                 } else {
                     // Candidates may outrun the offer; keep a few per sender, for a bounded
                     // number of senders (forged ids must not grow this map without limit).
-                    if !self.queued.contains_key(&from)
-                        && self.queued.len() >= self.s.webrtc.max_connecting_peers.max(1)
+                    let limit = self.s.webrtc.max_connecting_peers;
+                    if limit != 0 && !self.queued.contains_key(&from) && self.queued.len() >= limit
                     {
                         return;
                     }
@@ -567,7 +567,8 @@ impl Handler<PeerStateChanged> for RoomActor {
         if matches!(was, PeerState::New | PeerState::Connecting)
             && !matches!(m.state, PeerState::New | PeerState::Connecting)
         {
-            // A connection slot freed up (see `admit_new_peer`).
+            // A connection slot freed up (see `admit_new_peer`); taken up after this
+            // handler's bookkeeping, whichever way it returns.
             ctx.run_later(Duration::ZERO, |act, ctx| act.reinvite_refused(ctx));
         }
         match m.state {
