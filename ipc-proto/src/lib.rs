@@ -21,8 +21,8 @@ mod message;
 mod ops;
 
 pub use codec::{
-    decode_client, decode_daemon, encode_frame, encode_frame_limited, from_value, to_value,
-    FrameDecoder, FRAME_HEADER_LEN,
+    decode_client, decode_daemon, encode_frame, encode_frame_limited, encode_frame_sized,
+    from_value, to_value, FrameDecoder, FRAME_HEADER_LEN,
 };
 pub use error::{ErrorBody, ErrorCode, FrameError, ProtoError};
 pub use events::{

@@ -442,6 +442,17 @@ fn encode_limited_rejects_large() {
 }
 
 #[test]
+fn sized_encoding_is_the_same_frame_with_room_reserved() {
+    let m = DaemonMessage::Reply(Reply::ok(1, Value::Binary(vec![7; 1000])));
+    let plain = encode_frame_limited(&m, 5000).expect("plain");
+    let sized = encode_frame_sized(&m, 5000, 1000).expect("sized");
+    assert_eq!(plain, sized);
+    assert!(sized.capacity() >= 1004);
+    let e = encode_frame_sized(&m, 50, 1000).expect_err("too large");
+    assert_eq!(e.code(), ErrorCode::FrameTooLarge);
+}
+
+#[test]
 fn malformed_bodies() {
     let cases: Vec<Vec<u8>> = vec![
         vec![],

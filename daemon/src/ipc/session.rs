@@ -11,8 +11,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
 use peerix_ipc_proto::{
-    decode_client, encode_frame, ClientMessage, DaemonMessage, ErrorBody, ErrorCode, FrameDecoder,
-    Op, Payload, Progress, Reply, Request, SendArgs, Welcome, PROTOCOL_VERSION,
+    decode_client, encode_frame, encode_frame_sized, ClientMessage, DaemonMessage, ErrorBody,
+    ErrorCode, FrameDecoder, Op, Payload, Progress, Reply, Request, SendArgs, Welcome,
+    PROTOCOL_VERSION,
 };
 use peerix_wire::transfer::PayloadType;
 use rmpv::Value;
@@ -608,6 +609,24 @@ struct EventFrame<'a> {
     data: &'a Value,
 }
 
+/// Bytes of string and binary data in an event's fields (one level deep: message data and
+/// metadata), to size the frame buffer once.
+fn bulk_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.as_bytes().len(),
+        Value::Binary(b) => b.len(),
+        Value::Map(m) => m
+            .iter()
+            .map(|(_, v)| match v {
+                Value::String(s) => s.as_bytes().len(),
+                Value::Binary(b) => b.len(),
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
 impl Handler<Deliver> for ClientSession {
     type Result = ();
     fn handle(&mut self, d: Deliver, ctx: &mut Self::Context) {
@@ -618,7 +637,9 @@ impl Handler<Deliver> for ClientSession {
             room: d.event.room.as_deref(),
             data: &d.event.data,
         };
-        match encode_frame(&frame) {
+        // Event header and field names are a few hundred bytes; the bulk is message data.
+        let hint = bulk_len(&d.event.data) + 256;
+        match encode_frame_sized(&frame, u32::MAX as usize, hint) {
             Ok(bytes) => self.write_frame(bytes, ctx),
             Err(e) => tracing::error!(session = self.id, error = %e, "encoding an event failed"),
         }

@@ -489,7 +489,10 @@ impl Reassembler {
     pub fn take_buffered(&mut self, id: u32) -> Option<(usize, Vec<u8>)> {
         let t = self.incoming.get_mut(&id)?;
         let offset = t.delivered;
-        let data = std::mem::take(&mut t.data);
+        // The next part is most likely as large as this one: reserving it once saves growing
+        // the buffer by doubling, which copied every received byte about once more.
+        let next = Vec::with_capacity(t.data.len());
+        let data = std::mem::replace(&mut t.data, next);
         t.delivered += data.len();
         self.buffered -= data.len();
         Some((offset, data))
