@@ -29,6 +29,8 @@ pub async fn start(
     identity: Identity,
     listen: bool,
 ) -> Result<Running, DaemonError> {
+    // Before anything can open a connection: the first one would otherwise wait for them.
+    peerix_rtc::start_reactors(cfg.webrtc.reactor_threads);
     let bus = EventBus::default().start();
     let id = identity.id().to_string();
     let daemon = Daemon::new(cfg.clone(), bus.clone(), identity).start();

@@ -35,6 +35,17 @@ use serde::{Deserialize, Serialize};
 pub use channel::{ChannelEvent, ChannelInit, RtcChannel};
 pub use peer::RtcPeer;
 
+/// Starts the threads that drive the connections now instead of at the first connection
+/// (`threads` as [`RtcConfig::reactor_threads`]; the first call of this or of
+/// [`RtcPeer::new`] in the process fixes the count).
+///
+/// Why: each thread is created on a boundary of the timer grid (`reactor.rs`), which can
+/// take up to 64 ms, and the first connection would otherwise wait for it on the caller's
+/// thread, an actix thread in the daemon. Blocks until the threads run.
+pub fn start_reactors(threads: usize) {
+    reactor::start_all(reactor::pool_size(threads));
+}
+
 /// Settings for every connection created with [`RtcPeer::new`].
 #[derive(Debug, Clone)]
 pub struct RtcConfig {

@@ -261,16 +261,6 @@ fn to_public(desc: &RTCSessionDescription) -> SessionDescription {
 /// stall is 2 MB, more than a socket buffer holds, and every overrun costs a 1 s SCTP RTO.
 /// Two threads at most: the machines we target have few cores and the daemon's own work
 /// (crypto, IPC) needs one.
-/// Reactor threads for `requested` (0 = automatic, see [`RtcConfig::reactor_threads`]).
-fn reactor_pool_size(requested: usize) -> usize {
-    if requested > 0 {
-        return requested;
-    }
-    std::thread::available_parallelism()
-        .map(|n| (n.get() / 2).clamp(1, 4))
-        .unwrap_or(1)
-}
-
 /// SCTP receive window and advertised maximum message size for this process's sockets.
 fn receive_limits(cfg: &RtcConfig) -> (u32, u32) {
     static WARNED: AtomicBool = AtomicBool::new(false);
@@ -342,7 +332,7 @@ async fn build_pc(
             shared: Arc::clone(shared),
         }))
         .with_udp_addrs(vec!["0.0.0.0:0"])
-        .with_dedicated_reactor_pool_size(reactor_pool_size(cfg.reactor_threads))
+        .with_dedicated_reactor_pool_size(crate::reactor::pool_size(cfg.reactor_threads))
         .build()
         .await?;
     let _ = shared.runtime.set(tuned);

@@ -37,16 +37,42 @@ struct Pool {
 
 static POOL: OnceLock<Pool> = OnceLock::new();
 
+/// Reactor threads for `requested` (0 = automatic, see `RtcConfig::reactor_threads`).
+pub(crate) fn pool_size(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).clamp(1, 4))
+        .unwrap_or(1)
+}
+
+fn pool(size: usize) -> &'static Pool {
+    POOL.get_or_init(|| Pool {
+        slots: (0..size.max(1)).map(|_| OnceLock::new()).collect(),
+        next: AtomicUsize::new(0),
+    })
+}
+
+/// Starts every reactor thread now, in parallel (see [`crate::start_reactors`]).
+pub(crate) fn start_all(size: usize) {
+    let pool = pool(size);
+    std::thread::scope(|scope| {
+        for (idx, slot) in pool.slots.iter().enumerate() {
+            scope.spawn(move || {
+                slot.get_or_init(|| start_thread(idx));
+            });
+        }
+    });
+}
+
 /// Spawns `future` on one of `size` reactor threads (round robin; the first call fixes the
 /// size). Falls back to the calling runtime if a thread cannot be started.
 pub(crate) fn spawn(
     size: usize,
     future: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> tokio::task::JoinHandle<()> {
-    let pool = POOL.get_or_init(|| Pool {
-        slots: (0..size.max(1)).map(|_| OnceLock::new()).collect(),
-        next: AtomicUsize::new(0),
-    });
+    let pool = pool(size);
     let idx = pool.next.fetch_add(1, Ordering::Relaxed) % pool.slots.len();
     match pool.slots[idx].get_or_init(|| start_thread(idx)) {
         Some(handle) => handle.spawn(future),
