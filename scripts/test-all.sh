@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs what the tests need (nats-server, the
+# Runs the whole test suite on a fresh machine: installs what the tests need (nats-server, openssl for test certificates, the
 # Python and Node client dependencies), builds every binary, then runs the Rust, Python and Node
 # tests. Safe to re-run.
 set -euo pipefail
@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # Browser interop tests (tests/tests/browser_interop.rs) drive Debian's Chromium; never a downloaded one.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)

@@ -314,6 +314,8 @@ pub struct NatsServer {
     /// Websocket port.
     pub ws_port: u16,
     extra: Vec<String>,
+    /// More `nats.conf` text (e.g. a `tls { }` block).
+    conf: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -321,6 +323,11 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts nats-server with websocket enabled; `extra` are more command-line flags.
     pub fn start(extra: &[&str]) -> Result<Self> {
+        Self::start_with_conf(extra, "")
+    }
+
+    /// [`NatsServer::start`] with more `nats.conf` text (e.g. a `tls { }` block).
+    pub fn start_with_conf(extra: &[&str], conf: &str) -> Result<Self> {
         let port = free_port()?;
         let mut ws_port = free_port()?;
         while ws_port == port {
@@ -331,6 +338,7 @@ impl NatsServer {
             port,
             ws_port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            conf: conf.to_string(),
             dir,
             child: None,
         };
@@ -358,8 +366,8 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "websocket {{\n  listen: \"127.0.0.1:{}\"\n  no_tls: true\n}}\n",
-                self.ws_port
+                "websocket {{\n  listen: \"127.0.0.1:{}\"\n  no_tls: true\n}}\n{}\n",
+                self.ws_port, self.conf
             ),
         )?;
         let bin = which("nats-server").ok_or_else(|| {

@@ -164,3 +164,151 @@ async fn encryption_mismatch_is_an_error_event_not_silence() -> Result<()> {
     drop(plain.drain_for(Duration::from_millis(10)).await);
     Ok(())
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn make_certs(dir: &std::path::Path) -> Result<()> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(&[
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=peerix test CA",
+    ]);
+    openssl(dir, &ca)?;
+    for (name, usage, san) in [
+        ("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
+        ("client", "clientAuth", ""),
+    ] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!("{san}basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n"),
+        )?;
+        let mut req = vec!["req"];
+        req.extend_from_slice(&ec);
+        req.extend_from_slice(&["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+        openssl(dir, &req)?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// A nats-server that requires TLS with client certificates (mutual TLS): daemons configured
+/// with the CA and a client certificate mesh through it; one without a client certificate gets
+/// a DRIVER_ERROR and keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_nats() -> Result<()> {
+    let certs = tempfile::tempdir()?;
+    make_certs(certs.path())?;
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let nats = NatsServer::start_with_conf(
+        &[],
+        &format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n  timeout: 5\n}}",
+            p("server.pem"),
+            p("server.key"),
+            p("ca.pem")
+        ),
+    )?;
+    let env = TestEnv::new()?;
+    let config = |with_client_cert: bool| -> Result<String> {
+        let mut toml = format!(
+            "default_driver = \"nats\"\n[drivers.nats]\nservers = [\"{}\"]\nrequire_tls = true\ntls_ca_file = \"{}\"\n",
+            nats.url(),
+            p("ca.pem")
+        );
+        if with_client_cert {
+            toml.push_str(&format!(
+                "tls_client_cert = \"{}\"\ntls_client_key = \"{}\"\n",
+                p("client.pem"),
+                p("client.key")
+            ));
+        }
+        let path = certs
+            .path()
+            .join(format!("peerixd-{with_client_cert}.toml"));
+        std::fs::write(&path, toml)?;
+        Ok(path.display().to_string())
+    };
+    let full = config(true)?;
+    let da = env.daemon("tls-a", &["--config", &full]).await?;
+    let db = env.daemon("tls-b", &["--config", &full]).await?;
+    let mut members = vec![
+        Member::join(&da, "tls-room", |_| {}).await?,
+        Member::join(&db, "tls-room", |_| {}).await?,
+    ];
+    full_mesh(&mut members, 0).await?;
+    let to_b = SendOptions::to(members[1].id.clone());
+    members[0].open("chat").await?;
+    let r = members[0]
+        .client
+        .send_text("tls-room", "chat", "over mutual TLS signaling", to_b)
+        .await?;
+    assert!(r.peers.is_some_and(|p| p.iter().all(|p| p.ok)));
+
+    // Only the CA, no client certificate: the server refuses the handshake.
+    let no_cert = config(false)?;
+    let dc = env.daemon("tls-c", &["--config", &no_cert]).await?;
+    let c = dc.client().await?;
+    let err = c
+        .join(peerix_ipc_proto::JoinArgs::new("tls-room"))
+        .await
+        .expect_err("join must fail without a client certificate");
+    let body = err.daemon_error().expect("a daemon error").clone();
+    assert_eq!(body.code, ErrorCode::DriverError, "{body:?}");
+    // The TLS alert names the cause (e.g. "received fatal alert: BadCertificate").
+    assert!(
+        body.message.to_lowercase().contains("certificate"),
+        "{body:?}"
+    );
+    assert!(c.status().await.is_ok());
+    Ok(())
+}
