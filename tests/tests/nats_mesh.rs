@@ -312,3 +312,52 @@ async fn mutual_tls_nats() -> Result<()> {
     assert!(c.status().await.is_ok());
     Ok(())
 }
+
+/// A nats-server that only admits one NKey user: daemons configured with its seed connect
+/// and mesh; one with another user's seed is refused with a DRIVER_ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey_authentication() -> Result<()> {
+    let user = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let nats = NatsServer::start_with_conf(
+        &[],
+        &format!(
+            "authorization {{\n  users = [ {{ nkey: \"{}\" }} ]\n}}",
+            user.public_key()
+        ),
+    )?;
+    let env = TestEnv::new()?;
+    let dir = tempfile::tempdir()?;
+    let config = |name: &str, seed: String| -> Result<String> {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "default_driver = \"nats\"\n[drivers.nats]\nservers = [\"{}\"]\nnkey_seed = \"{seed}\"\n",
+                nats.url()
+            ),
+        )?;
+        Ok(path.display().to_string())
+    };
+    let good = config("user", user.seed()?)?;
+    let da = env.daemon("nk-a", &["--config", &good]).await?;
+    let db = env.daemon("nk-b", &["--config", &good]).await?;
+    let mut members = vec![
+        Member::join(&da, "nkey-room", |_| {}).await?,
+        Member::join(&db, "nkey-room", |_| {}).await?,
+    ];
+    full_mesh(&mut members, 0).await?;
+
+    let bad = config("stranger", stranger.seed()?)?;
+    let dc = env.daemon("nk-c", &["--config", &bad]).await?;
+    let c = dc.client().await?;
+    let err = c
+        .join(peerix_ipc_proto::JoinArgs::new("nkey-room"))
+        .await
+        .expect_err("join must fail with an unknown nkey");
+    let body = err.daemon_error().expect("a daemon error").clone();
+    assert_eq!(body.code, ErrorCode::DriverError, "{body:?}");
+    assert!(body.message.contains("authorization"), "{body:?}");
+    assert!(c.status().await.is_ok());
+    Ok(())
+}
