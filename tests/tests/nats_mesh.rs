@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use peerix_client::SendOptions;
-use peerix_ipc_proto::{ErrorCode, JoinOptions, OptionFlag};
+use peerix_ipc_proto::{ErrorBody, ErrorCode, JoinOptions, OptionFlag};
 use peerix_system_tests::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -35,6 +35,38 @@ async fn full_mesh(members: &mut [Member], known: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Joins `room` on the `nats` driver expecting the driver to refuse the connection: returns the
+/// DRIVER_ERROR, after checking that the daemon still answers.
+async fn nats_join_refused(d: &DaemonProc, room: &str) -> Result<ErrorBody> {
+    let c = d.client().await?;
+    let mut args = peerix_ipc_proto::JoinArgs::new(room);
+    args.driver = Some("nats".into());
+    let err = c.join(args).await.expect_err("the join must fail");
+    let body = err.daemon_error().expect("a daemon error").clone();
+    assert_eq!(body.code, ErrorCode::DriverError, "{body:?}");
+    assert!(c.status().await.is_ok(), "the daemon must keep running");
+    Ok(body)
+}
+
+/// Writes a daemon config in `dir` whose default driver is NATS at `nats`, with more
+/// `[drivers.nats]` lines; returns its path.
+fn nats_config(
+    dir: &std::path::Path,
+    name: &str,
+    nats: &NatsServer,
+    extra: &str,
+) -> Result<String> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "default_driver = \"nats\"\n[drivers.nats]\nservers = [\"{}\"]\n{extra}",
+            nats.url()
+        ),
+    )?;
+    Ok(path.display().to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,18 +148,8 @@ async fn wrong_nats_credentials_give_a_clear_error() -> Result<()> {
     let env = TestEnv::new()?;
     // No credentials configured at all: the join fails with the driver's reason.
     let d = env.daemon("c", &["--nats", &nats.url()]).await?;
-    let c = d.client().await?;
-    let mut args = peerix_ipc_proto::JoinArgs::new("secured");
-    args.driver = Some("nats".into());
-    let err = c
-        .join(args)
-        .await
-        .expect_err("join must fail without credentials");
-    let body = err.daemon_error().expect("a daemon error").clone();
-    assert_eq!(body.code, ErrorCode::DriverError, "{body:?}");
+    let body = nats_join_refused(&d, "secured").await?;
     assert!(body.message.contains("authorization"), "{body:?}");
-    // The daemon is still fine.
-    assert!(c.status().await.is_ok());
     Ok(())
 }
 
@@ -259,26 +281,13 @@ async fn mutual_tls_nats() -> Result<()> {
         ),
     )?;
     let env = TestEnv::new()?;
-    let config = |with_client_cert: bool| -> Result<String> {
-        let mut toml = format!(
-            "default_driver = \"nats\"\n[drivers.nats]\nservers = [\"{}\"]\nrequire_tls = true\ntls_ca_file = \"{}\"\n",
-            nats.url(),
-            p("ca.pem")
-        );
-        if with_client_cert {
-            toml.push_str(&format!(
-                "tls_client_cert = \"{}\"\ntls_client_key = \"{}\"\n",
-                p("client.pem"),
-                p("client.key")
-            ));
-        }
-        let path = certs
-            .path()
-            .join(format!("peerixd-{with_client_cert}.toml"));
-        std::fs::write(&path, toml)?;
-        Ok(path.display().to_string())
-    };
-    let full = config(true)?;
+    let ca_only = format!("require_tls = true\ntls_ca_file = \"{}\"\n", p("ca.pem"));
+    let with_cert = format!(
+        "{ca_only}tls_client_cert = \"{}\"\ntls_client_key = \"{}\"\n",
+        p("client.pem"),
+        p("client.key")
+    );
+    let full = nats_config(certs.path(), "with-cert", &nats, &with_cert)?;
     let da = env.daemon("tls-a", &["--config", &full]).await?;
     let db = env.daemon("tls-b", &["--config", &full]).await?;
     let mut members = vec![
@@ -295,21 +304,14 @@ async fn mutual_tls_nats() -> Result<()> {
     assert!(r.peers.is_some_and(|p| p.iter().all(|p| p.ok)));
 
     // Only the CA, no client certificate: the server refuses the handshake.
-    let no_cert = config(false)?;
+    let no_cert = nats_config(certs.path(), "ca-only", &nats, &ca_only)?;
     let dc = env.daemon("tls-c", &["--config", &no_cert]).await?;
-    let c = dc.client().await?;
-    let err = c
-        .join(peerix_ipc_proto::JoinArgs::new("tls-room"))
-        .await
-        .expect_err("join must fail without a client certificate");
-    let body = err.daemon_error().expect("a daemon error").clone();
-    assert_eq!(body.code, ErrorCode::DriverError, "{body:?}");
+    let body = nats_join_refused(&dc, "tls-room").await?;
     // The TLS alert names the cause (e.g. "received fatal alert: BadCertificate").
     assert!(
         body.message.to_lowercase().contains("certificate"),
         "{body:?}"
     );
-    assert!(c.status().await.is_ok());
     Ok(())
 }
 
@@ -328,18 +330,9 @@ async fn nkey_authentication() -> Result<()> {
     )?;
     let env = TestEnv::new()?;
     let dir = tempfile::tempdir()?;
-    let config = |name: &str, seed: String| -> Result<String> {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "default_driver = \"nats\"\n[drivers.nats]\nservers = [\"{}\"]\nnkey_seed = \"{seed}\"\n",
-                nats.url()
-            ),
-        )?;
-        Ok(path.display().to_string())
-    };
-    let good = config("user", user.seed()?)?;
+    let seed_line =
+        |k: &nkeys::KeyPair| -> Result<String> { Ok(format!("nkey_seed = \"{}\"\n", k.seed()?)) };
+    let good = nats_config(dir.path(), "user", &nats, &seed_line(&user)?)?;
     let da = env.daemon("nk-a", &["--config", &good]).await?;
     let db = env.daemon("nk-b", &["--config", &good]).await?;
     let mut members = vec![
@@ -348,16 +341,9 @@ async fn nkey_authentication() -> Result<()> {
     ];
     full_mesh(&mut members, 0).await?;
 
-    let bad = config("stranger", stranger.seed()?)?;
+    let bad = nats_config(dir.path(), "stranger", &nats, &seed_line(&stranger)?)?;
     let dc = env.daemon("nk-c", &["--config", &bad]).await?;
-    let c = dc.client().await?;
-    let err = c
-        .join(peerix_ipc_proto::JoinArgs::new("nkey-room"))
-        .await
-        .expect_err("join must fail with an unknown nkey");
-    let body = err.daemon_error().expect("a daemon error").clone();
-    assert_eq!(body.code, ErrorCode::DriverError, "{body:?}");
+    let body = nats_join_refused(&dc, "nkey-room").await?;
     assert!(body.message.contains("authorization"), "{body:?}");
-    assert!(c.status().await.is_ok());
     Ok(())
 }
