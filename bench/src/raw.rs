@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
-use peerix_rtc::{ChannelEvent, ChannelInit, RtcChannel, RtcConfig, RtcEvent, RtcPeer};
-use tokio::sync::{mpsc, watch, Notify};
+use peerix_rtc::loopback::LoopbackPair;
+use peerix_rtc::{ChannelEvent, ChannelInit, RtcChannel, RtcConfig, RtcEvent};
+use tokio::sync::{mpsc, Notify};
 
 /// The daemon's chunk size for data-channel frames (`peerix_wire::transfer::Chunker`).
 pub const CHUNK: usize = 16_320;
@@ -21,39 +22,6 @@ const STEP: Duration = Duration::from_secs(15);
 /// The daemon's defaults (`config/peerixd.toml` `[webrtc]`).
 fn config() -> RtcConfig {
     RtcConfig::default()
-}
-
-/// Forwards `from`'s local candidates to `to` once `to` has a remote description.
-fn route(
-    mut rx: mpsc::UnboundedReceiver<RtcEvent>,
-    to: RtcPeer,
-    mut ready: watch::Receiver<bool>,
-) -> mpsc::UnboundedReceiver<RtcEvent> {
-    let (tx, out) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut pending = Vec::new();
-        let mut is_ready = false;
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(RtcEvent::LocalCandidate(c)) => pending.push(c),
-                    Some(other) => { let _ = tx.send(other); }
-                    None => break,
-                },
-                changed = ready.changed() => {
-                    if changed.is_err() { break }
-                    is_ready = *ready.borrow();
-                }
-            }
-            if is_ready {
-                for c in pending.drain(..) {
-                    // A failed candidate only means that pair is not used.
-                    let _ = to.add_ice_candidate(c).await;
-                }
-            }
-        }
-    });
-    out
 }
 
 async fn wait_event<T>(
@@ -76,14 +44,7 @@ async fn wait_event<T>(
 
 /// Two connected peers.
 pub struct RawPair {
-    a: RtcPeer,
-    b: RtcPeer,
-    b_events: mpsc::UnboundedReceiver<RtcEvent>,
-    _keep: (
-        watch::Sender<bool>,
-        watch::Sender<bool>,
-        mpsc::UnboundedReceiver<RtcEvent>,
-    ),
+    pair: LoopbackPair,
     /// `RtcPeer::new` (both) → control channel open on both sides.
     pub setup: Duration,
 }
@@ -91,44 +52,23 @@ pub struct RawPair {
 impl RawPair {
     /// Creates and connects two peers (offer/answer and candidates handed over in-process).
     pub async fn connect() -> Result<RawPair> {
-        let cfg = config();
-        let t0 = Instant::now();
-        let (atx, arx) = mpsc::unbounded_channel();
-        let (btx, brx) = mpsc::unbounded_channel();
-        let a = RtcPeer::new(&cfg, atx).await.context("raw peer a")?;
-        let b = RtcPeer::new(&cfg, btx).await.context("raw peer b")?;
-        let (a_ready_tx, a_ready_rx) = watch::channel(false);
-        let (b_ready_tx, b_ready_rx) = watch::channel(false);
-        let mut a_events = route(arx, b.clone(), b_ready_rx);
-        let mut b_events = route(brx, a.clone(), a_ready_rx);
-        let offer = a.create_offer().await?;
-        b.set_remote_description(offer).await?;
-        let _ = b_ready_tx.send(true);
-        let answer = b.create_answer().await?;
-        a.set_remote_description(answer).await?;
-        let _ = a_ready_tx.send(true);
-        wait_event(&mut a_events, "raw a ControlOpen", |e| {
-            matches!(e, RtcEvent::ControlOpen).then_some(())
-        })
-        .await?;
-        wait_event(&mut b_events, "raw b ControlOpen", |e| {
-            matches!(e, RtcEvent::ControlOpen).then_some(())
-        })
-        .await?;
-        let setup = t0.elapsed();
+        let pair = peerix_rtc::loopback::connect(&config(), STEP)
+            .await
+            .context("connecting the raw pair")?;
         Ok(RawPair {
-            a,
-            b,
-            b_events,
-            _keep: (a_ready_tx, b_ready_tx, a_events),
-            setup,
+            setup: pair.setup,
+            pair,
         })
     }
 
     /// Opens one ordered channel from A; returns (A side, B side), both open.
     pub async fn channel(&mut self, label: &str) -> Result<(RawChannel, RawChannel)> {
-        let a = self.a.create_channel(label, ChannelInit::default()).await?;
-        let b = wait_event(&mut self.b_events, "raw remote channel", |e| match e {
+        let a = self
+            .pair
+            .a
+            .create_channel(label, ChannelInit::default())
+            .await?;
+        let b = wait_event(&mut self.pair.b_events, "raw remote channel", |e| match e {
             RtcEvent::RemoteChannel(c) => Some(c),
             _ => None,
         })
@@ -142,8 +82,8 @@ impl RawPair {
 
     /// Closes both connections.
     pub async fn close(self) {
-        self.a.close().await;
-        self.b.close().await;
+        self.pair.a.close().await;
+        self.pair.b.close().await;
     }
 }
 

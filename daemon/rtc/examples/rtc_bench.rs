@@ -13,8 +13,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use peerix_rtc::{ChannelEvent, ChannelInit, RtcConfig, RtcEvent, RtcPeer};
-use tokio::sync::{mpsc, watch};
+use peerix_rtc::loopback::{self, LoopbackPair};
+use peerix_rtc::{ChannelEvent, ChannelInit, RtcConfig, RtcEvent};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,89 +51,8 @@ fn rcvbuf_errors() -> u64 {
         .unwrap_or(0)
 }
 
-/// Forwards candidates from one peer to the other once `ready` is true; other events out.
-fn route(
-    mut rx: mpsc::UnboundedReceiver<RtcEvent>,
-    to: RtcPeer,
-    mut ready: watch::Receiver<bool>,
-) -> mpsc::UnboundedReceiver<RtcEvent> {
-    let (tx, out) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut pending = Vec::new();
-        let mut is_ready = false;
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(RtcEvent::LocalCandidate(c)) => pending.push(c),
-                    Some(other) => { let _ = tx.send(other); }
-                    None => break,
-                },
-                changed = ready.changed() => {
-                    if changed.is_err() { break }
-                    is_ready = *ready.borrow();
-                }
-            }
-            if is_ready {
-                for c in pending.drain(..) {
-                    if let Err(err) = to.add_ice_candidate(c).await {
-                        eprintln!("add_ice_candidate: {err}");
-                    }
-                }
-            }
-        }
-    });
-    out
-}
-
-async fn wait_control_open(rx: &mut mpsc::UnboundedReceiver<RtcEvent>) -> Result<(), BoxError> {
-    let wait = async {
-        while let Some(ev) = rx.recv().await {
-            if matches!(ev, RtcEvent::ControlOpen) {
-                return Ok(());
-            }
-        }
-        Err::<(), BoxError>("event stream ended".into())
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait).await?
-}
-
-struct Pair {
-    a: RtcPeer,
-    b: RtcPeer,
-    b_events: mpsc::UnboundedReceiver<RtcEvent>,
-    _keep: (watch::Sender<bool>, watch::Sender<bool>),
-    new_to_open: Duration,
-    offer_to_open: Duration,
-}
-
-async fn connect() -> Result<Pair, BoxError> {
-    let cfg = config();
-    let t0 = Instant::now();
-    let (atx, arx) = mpsc::unbounded_channel();
-    let (btx, brx) = mpsc::unbounded_channel();
-    let a = RtcPeer::new(&cfg, atx).await?;
-    let b = RtcPeer::new(&cfg, btx).await?;
-    let (a_ready_tx, a_ready_rx) = watch::channel(false);
-    let (b_ready_tx, b_ready_rx) = watch::channel(false);
-    let mut a_events = route(arx, b.clone(), b_ready_rx);
-    let mut b_events = route(brx, a.clone(), a_ready_rx);
-    let t1 = Instant::now();
-    let offer = a.create_offer().await?;
-    b.set_remote_description(offer).await?;
-    let _ = b_ready_tx.send(true);
-    let answer = b.create_answer().await?;
-    a.set_remote_description(answer).await?;
-    let _ = a_ready_tx.send(true);
-    wait_control_open(&mut a_events).await?;
-    wait_control_open(&mut b_events).await?;
-    Ok(Pair {
-        a,
-        b,
-        b_events,
-        _keep: (a_ready_tx, b_ready_tx),
-        new_to_open: t0.elapsed(),
-        offer_to_open: t1.elapsed(),
-    })
+async fn connect() -> Result<LoopbackPair, BoxError> {
+    Ok(loopback::connect(&config(), Duration::from_secs(10)).await?)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -266,7 +185,7 @@ async fn main() -> Result<(), BoxError> {
     for _ in 0..setup_trials {
         let pair = connect().await?;
         tracing::info!("trial done: offer->open {:?}", pair.offer_to_open);
-        new_to_open.push(pair.new_to_open);
+        new_to_open.push(pair.setup);
         offer_to_open.push(pair.offer_to_open);
         pair.a.close().await;
         pair.b.close().await;

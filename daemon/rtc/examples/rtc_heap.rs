@@ -7,44 +7,25 @@
 
 use std::time::Duration;
 
-use peerix_rtc::{RtcConfig, RtcEvent, RtcPeer};
-use tokio::sync::mpsc;
+use peerix_rtc::loopback::{self, LoopbackPair};
+use peerix_rtc::{RtcConfig, RtcPeer};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Connects two peers in this process, trading candidates after the answer.
+/// Connects two peers in this process and keeps draining their events.
 async fn pair(cfg: &RtcConfig) -> Result<(RtcPeer, RtcPeer), BoxError> {
-    let (atx, mut arx) = mpsc::unbounded_channel();
-    let (btx, mut brx) = mpsc::unbounded_channel();
-    let a = RtcPeer::new(cfg, atx).await?;
-    let b = RtcPeer::new(cfg, btx).await?;
-    let offer = a.create_offer().await?;
-    b.set_remote_description(offer).await?;
-    let answer = b.create_answer().await?;
-    a.set_remote_description(answer).await?;
-    let (mut a_open, mut b_open) = (false, false);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !(a_open && b_open) {
-        tokio::select! {
-            Some(ev) = arx.recv() => match ev {
-                RtcEvent::LocalCandidate(c) => b.add_ice_candidate(c).await?,
-                RtcEvent::ControlOpen => a_open = true,
-                _ => {}
-            },
-            Some(ev) = brx.recv() => match ev {
-                RtcEvent::LocalCandidate(c) => a.add_ice_candidate(c).await?,
-                RtcEvent::ControlOpen => b_open = true,
-                _ => {}
-            },
-            _ = tokio::time::sleep_until(deadline) => return Err("connect timed out".into()),
-        }
-    }
-    // Keep draining so the event channels do not grow.
-    tokio::spawn(async move { while arx.recv().await.is_some() {} });
-    tokio::spawn(async move { while brx.recv().await.is_some() {} });
+    let LoopbackPair {
+        a,
+        b,
+        mut a_events,
+        mut b_events,
+        ..
+    } = loopback::connect(cfg, Duration::from_secs(10)).await?;
+    tokio::spawn(async move { while a_events.recv().await.is_some() {} });
+    tokio::spawn(async move { while b_events.recv().await.is_some() {} });
     Ok((a, b))
 }
 

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod channel;
+pub mod loopback;
 mod peer;
 mod reactor;
 mod runtime;
