@@ -564,7 +564,8 @@ impl Handler<PeerStateChanged> for RoomActor {
         }
         let was = entry.state;
         entry.state = m.state;
-        if matches!(was, PeerState::New | PeerState::Connecting)
+        if !self.refused.is_empty()
+            && matches!(was, PeerState::New | PeerState::Connecting)
             && !matches!(m.state, PeerState::New | PeerState::Connecting)
         {
             // A connection slot freed up (see `admit_new_peer`); taken up after this

@@ -609,20 +609,13 @@ struct EventFrame<'a> {
     data: &'a Value,
 }
 
-/// Bytes of string and binary data in an event's fields (one level deep: message data and
-/// metadata), to size the frame buffer once.
+/// Bytes of string and binary data in an event, to size the frame buffer once.
 fn bulk_len(v: &Value) -> usize {
     match v {
         Value::String(s) => s.as_bytes().len(),
         Value::Binary(b) => b.len(),
-        Value::Map(m) => m
-            .iter()
-            .map(|(_, v)| match v {
-                Value::String(s) => s.as_bytes().len(),
-                Value::Binary(b) => b.len(),
-                _ => 0,
-            })
-            .sum(),
+        Value::Array(a) => a.iter().map(bulk_len).sum(),
+        Value::Map(m) => m.iter().map(|(k, v)| bulk_len(k) + bulk_len(v)).sum(),
         _ => 0,
     }
 }
