@@ -19,9 +19,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-# Browser interop: playwright-core and nats.ws from the npm registry (no browser download), then
-# the page's Peerix codec checked against shared/peerix-vectors.
-(cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund && node --test)
+# Browser interop (tests/tests/browser_*.rs): playwright-core, esbuild and @nats-io/nats-core from
+# the npm registry (no browser download); the page runs the real Peerix from ../shared/peerix-0.7.0.
+(cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund)
 
 # The system tests start real daemons: build the binaries first.
 cargo build --workspace --bins

@@ -1,74 +1,75 @@
 #!/usr/bin/env node
-// Runs one interop scenario in Debian's Chromium: serves page/ on 127.0.0.1 (a secure context),
-// loads peerix-lite.js, joins a Peerix room over NATS-over-websocket and runs the scenario.
+// Command-driven browser peer for the interop tests: headless Debian Chromium runs the REAL
+// Peerix 0.7.0 library (../shared/peerix-0.7.0/peerix.esm.js relative to the repository root,
+// served as is, never copied) with the real NATS client (@nats-io/nats-core over the
+// nats-server websocket port). page/app.js, bundled with esbuild at start, only orchestrates.
 //
-// Output (stdout): one JSON object per line: progress events {"ev": ...}, then the final
-// {"result": "ok" | "error", ...}. Exit code 0 on success, 1 on failure, 2 on a setup problem.
+// Protocol (one JSON object per line):
+//   stdout  {"ev": "ready", ...} once the page is loaded, then
+//           {"ev": NAME, "t": ms, "peer": ID, ...} for every Peerix event and page-side event,
+//           {"reply": ID, "ok": true, ...result} or {"reply": ID, "ok": false, "error": TEXT}
+//           for every command, and {"ev": "setup-error", "error": TEXT} when it cannot start.
+//   stdin   {"id": ID, "cmd": NAME, ...args}; commands run concurrently in the page
+//           (see `commands` in page/app.js). {"cmd": "quit"} or the end of stdin leaves the room
+//           and exits.
+// Exit code 0 after quit, 2 on a setup problem.
 //
-// Usage: node run-interop.mjs --ws ws://127.0.0.1:PORT --room ROOM [--steps connect,chat,big]
-//          [--no-mdns] [--wait-stdin] [--timeout-ms 30000] [--big-size BYTES]
-//          [--role polite|impolite --against OTHER_PEER_ID]
-// Every option can also be given as an environment variable: PEERIX_WS, PEERIX_ROOM,
-// PEERIX_STEPS, PEERIX_NO_MDNS=1, PEERIX_WAIT_STDIN=1, PEERIX_TIMEOUT_MS, PEERIX_BIG_SIZE,
-// CHROMIUM_PATH (default /usr/bin/chromium).
+// Options: --chromium PATH (default $CHROMIUM_PATH or /usr/bin/chromium), --no-mdns (disable
+// Chromium's mDNS host-candidate hiding), --media (fake camera for getUserMedia; note that
+// --use-fake-ui-for-media-stream also turns mDNS hiding off), --peerix DIR (default
+// $PEERIX_LIB_DIR or <repo>/../shared/peerix-0.7.0).
 import http from 'node:http';
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const repoRoot = path.resolve(here, '..', '..');
+
+const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
 function parseArgs(argv) {
   const env = process.env;
   const o = {
-    ws: env.PEERIX_WS,
-    room: env.PEERIX_ROOM ?? 'interop-room',
-    steps: (env.PEERIX_STEPS ?? 'connect').split(','),
-    noMdns: env.PEERIX_NO_MDNS === '1',
-    waitStdin: env.PEERIX_WAIT_STDIN === '1',
-    timeoutMs: Number(env.PEERIX_TIMEOUT_MS ?? 30000),
-    bigSize: env.PEERIX_BIG_SIZE ? Number(env.PEERIX_BIG_SIZE) : undefined,
     chromium: env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    text: env.PEERIX_TEXT,
-    role: env.PEERIX_ROLE,
-    against: env.PEERIX_AGAINST,
+    noMdns: false,
+    media: false,
+    peerix: env.PEERIX_LIB_DIR ?? path.resolve(repoRoot, '..', 'shared', 'peerix-0.7.0'),
   };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
-    const next = () => argv[++i];
-    if (a === '--ws') o.ws = next();
-    else if (a === '--room') o.room = next();
-    else if (a === '--steps' || a === '--scenario') o.steps = next().split(',');
+    if (a === '--chromium') o.chromium = argv[++i];
     else if (a === '--no-mdns') o.noMdns = true;
-    else if (a === '--wait-stdin') o.waitStdin = true;
-    else if (a === '--timeout-ms') o.timeoutMs = Number(next());
-    else if (a === '--big-size') o.bigSize = Number(next());
-    else if (a === '--chromium') o.chromium = next();
-    else if (a === '--text') o.text = next();
-    else if (a === '--role') o.role = next();
-    else if (a === '--against') o.against = next();
+    else if (a === '--media') o.media = true;
+    else if (a === '--peerix') o.peerix = path.resolve(argv[++i]);
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!o.ws) throw new Error('--ws (NATS websocket URL) is required');
   return o;
 }
 
-const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+/** Bundles page/app.js with @nats-io/nats-core; Peerix stays an external module served as is. */
+async function bundle() {
+  const esbuild = await import('esbuild');
+  const res = await esbuild.build({
+    entryPoints: [path.join(here, 'page', 'app.js')],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'chrome120',
+    external: ['/peerix/*'],
+    write: false,
+    logLevel: 'silent',
+  });
+  return res.outputFiles[0].contents;
+}
 
-const FILES = {
-  '/': ['page/index.html', 'text/html'],
-  '/favicon.ico': null,
-  '/index.html': ['page/index.html', 'text/html'],
-  '/peerix-lite.js': ['page/peerix-lite.js', 'text/javascript'],
-  '/scenarios.js': ['page/scenarios.js', 'text/javascript'],
-  '/nats.js': ['node_modules/nats.ws/esm/nats.js', 'text/javascript'],
-};
-
-function serve() {
-  const server = http.createServer(async (req, res) => {
-    const entry = FILES[new URL(req.url, 'http://x').pathname];
+function serve(files) {
+  const server = http.createServer((req, res) => {
+    const entry = files[new URL(req.url, 'http://x').pathname];
     if (entry === null) {
       res.writeHead(204).end();
       return;
@@ -77,23 +78,14 @@ function serve() {
       res.writeHead(404).end();
       return;
     }
-    try {
-      const body = await readFile(path.join(here, entry[0]));
-      res.writeHead(200, { 'content-type': entry[1], 'cache-control': 'no-store' }).end(body);
-    } catch (err) {
-      res.writeHead(500).end(String(err));
-    }
+    res.writeHead(200, { 'content-type': entry[1], 'cache-control': 'no-store' }).end(entry[0]);
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-function stdinEnd(maxMs) {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, maxMs);
-    process.stdin.on('end', () => { clearTimeout(t); resolve(); });
-    process.stdin.on('error', () => { clearTimeout(t); resolve(); });
-    process.stdin.resume();
-  });
+function setupError(error) {
+  out({ ev: 'setup-error', error });
+  return 2;
 }
 
 async function main() {
@@ -101,19 +93,36 @@ async function main() {
   try {
     opts = parseArgs(process.argv);
   } catch (err) {
-    out({ result: 'error', setup: true, error: String(err.message) });
-    return 2;
+    return setupError(String(err.message));
   }
   if (!existsSync(opts.chromium)) {
-    out({ result: 'error', setup: true, error: `chromium not found at ${opts.chromium} (apt-get install -y chromium)` });
-    return 2;
+    return setupError(`chromium not found at ${opts.chromium} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
   }
-  if (!existsSync(path.join(here, FILES['/nats.js'][0]))) {
-    out({ result: 'error', setup: true, error: 'node_modules missing: run `npm install` in tests/browser' });
-    return 2;
+  const peerixFile = path.join(opts.peerix, 'peerix.esm.js');
+  if (!existsSync(peerixFile)) {
+    return setupError(`the real Peerix library is missing: ${peerixFile} not found (expected shared/peerix-0.7.0 next to the repository, or set PEERIX_LIB_DIR)`);
   }
-  const { chromium } = await import('playwright-core');
-  const server = await serve();
+  for (const dep of ['playwright-core', 'esbuild', '@nats-io/nats-core']) {
+    if (!existsSync(path.join(here, 'node_modules', dep, 'package.json'))) {
+      return setupError(`node_modules/${dep} missing: run \`PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install\` in tests/browser`);
+    }
+  }
+  const peerixJs = readFileSync(peerixFile);
+  const peerixSha = createHash('sha256').update(peerixJs).digest('hex');
+  let appJs;
+  try {
+    appJs = await bundle();
+  } catch (err) {
+    return setupError(`bundling page/app.js failed: ${err.message}`);
+  }
+  const indexHtml = await readFile(path.join(here, 'page', 'index.html'));
+  const server = await serve({
+    '/': [indexHtml, 'text/html'],
+    '/index.html': [indexHtml, 'text/html'],
+    '/favicon.ico': null,
+    '/app.js': [appJs, 'text/javascript'],
+    '/peerix/peerix.esm.js': [peerixJs, 'text/javascript'],
+  });
   const origin = `http://127.0.0.1:${server.address().port}`;
   const userDataDir = await mkdtemp(path.join(tmpdir(), 'peerix-chromium-'));
   const args = [
@@ -121,10 +130,12 @@ async function main() {
     '--disable-component-update', '--disable-sync', '--disable-quic',
   ];
   if (opts.noMdns) args.push('--disable-features=WebRtcHideLocalIpsWithMdns');
+  if (opts.media) args.push('--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream');
   let context;
-  let code = 1;
+  let code = 0;
   const t0 = Date.now();
   try {
+    const { chromium } = await import('playwright-core');
     // launchPersistentContext = our own fresh --user-data-dir (Playwright refuses it in args).
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: opts.chromium, headless: true, args, timeout: 30000,
@@ -132,34 +143,40 @@ async function main() {
     const page = context.pages()[0] ?? await context.newPage();
     page.on('console', (m) => process.stderr.write(`[page ${m.type()}] ${m.text()}\n`));
     page.on('pageerror', (e) => process.stderr.write(`[page error] ${e.stack ?? e}\n`));
-    const errors = [];
-    await page.exposeFunction('__report', (line) => {
-      const obj = JSON.parse(line);
-      if (obj.ev === 'error') errors.push(obj);
-      out(obj);
-    });
+    await page.exposeFunction('__report', (line) => out(JSON.parse(line)));
     await page.goto(`${origin}/index.html`);
     await page.waitForFunction(() => window.pageReady === true, null, { timeout: 10000 });
-    out({ ev: 'harness:page-ready', browser: context.browser()?.version() ?? null, t: Date.now() - t0 });
-    try {
-      const result = await page.evaluate((o) => window.scenarios.run(o), {
-        ws: opts.ws, room: opts.room, steps: opts.steps, timeoutMs: opts.timeoutMs, bigSize: opts.bigSize,
-        text: opts.text, role: opts.role, against: opts.against,
-      });
-      result.errors = errors;
-      result.wall_ms = Date.now() - t0;
-      result.mdns_hiding = !opts.noMdns;
-      out({ result: 'ok', ...result });
-      code = 0;
-    } catch (err) {
-      out({ result: 'error', error: String(err.message ?? err).split('\n')[0], errors });
-      code = 1;
+    out({
+      ev: 'ready', browser: context.browser()?.version() ?? null, peerix: peerixFile, peerix_sha256: peerixSha,
+      mdns_hiding: !opts.noMdns && !opts.media, media: opts.media, t: Date.now() - t0,
+    });
+
+    const pending = new Set();
+    const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
+    for await (const line of rl) {
+      if (!line.trim()) continue;
+      let c;
+      try {
+        c = JSON.parse(line);
+      } catch (err) {
+        out({ ev: 'harness:bad-command', line, error: String(err.message) });
+        continue;
+      }
+      if (c.cmd === 'quit') {
+        await Promise.allSettled(pending);
+        out({ reply: c.id ?? null, ok: true });
+        break;
+      }
+      const p = page.evaluate((cmd) => window.harness.exec(cmd), c).then(
+        (result) => out({ reply: c.id ?? null, ok: true, ...(result ?? {}) }),
+        (err) => out({ reply: c.id ?? null, ok: false, error: String(err?.message ?? err).split('\n')[0] }),
+      );
+      pending.add(p);
+      p.finally(() => pending.delete(p));
     }
-    if (opts.waitStdin) await stdinEnd(120000);
-    await page.evaluate(() => window.scenarios.leave()).catch(() => {});
+    await page.evaluate(() => window.harness.exec({ cmd: 'leave' })).catch(() => {});
   } catch (err) {
-    out({ result: 'error', setup: true, error: String(err.message ?? err) });
-    code = 2;
+    code = setupError(String(err?.message ?? err));
   } finally {
     await context?.close().catch(() => {});
     server.close();
@@ -169,6 +186,6 @@ async function main() {
 }
 
 main().then((code) => process.exit(code), (err) => {
-  out({ result: 'error', error: String(err?.stack ?? err) });
-  process.exit(1);
+  out({ ev: 'setup-error', error: String(err?.stack ?? err) });
+  process.exit(2);
 });

@@ -10,6 +10,8 @@ use peerix_client::Client;
 use peerix_ipc_proto::{Event, JoinArgs, OpenArgs};
 use tokio::sync::mpsc::Receiver;
 
+pub mod browser;
+
 pub use peerix_client;
 pub use peerix_ipc_proto;
 
@@ -105,10 +107,6 @@ impl DaemonProc {
             .arg("--local-dir")
             .arg(env.local_dir())
             .arg("--no-system-config")
-            .args([
-                "--log",
-                "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_sctp=warn,rtc_dtls=warn",
-            ])
             .args(extra)
             .env_remove("PEERIX_SOCKET")
             .envs(envs.iter().copied())
