@@ -6,8 +6,8 @@
 //! The runner is command-driven: [`Browser::call`] writes `{"id", "cmd", ...}` on its stdin and
 //! waits for the `{"reply": id, "ok", ...}` line; every Peerix event of the page arrives as an
 //! `{"ev": name, "peer", "label", ...}` line and is kept in [`Browser::seen`]. The commands
-//! (`join`, `leave`, `open`, `close`, `send`, `share`, `unshare`, `state`, `stats`, `waitConnected`,
-//! `waitChannel`) are documented in `tests/browser/page/app.js`.
+//! (`join`, `leave`, `open`, `close`, `send`, `share`, `unshare`, `state`, `stats`, `errors`,
+//! `waitConnected`, `waitChannel`, `receiveMode`) are documented in `tests/browser/page/app.js`.
 //!
 //! Prerequisites (installed by `scripts/test-all.sh`): `chromium` (apt), `node`, `npm install` in
 //! `tests/browser`, and the Peerix build in `shared/`. Tests FAIL, not skip, when one is missing.
@@ -315,7 +315,18 @@ impl Browser {
         self.poll();
         self.seen
             .iter()
-            .filter(|v| v["ev"] == "error" || v["ev"] == "channel:error")
+            .filter(|v| (v["ev"] == "error" || v["ev"] == "channel:error") && v["teardown"] != true)
+            .cloned()
+            .collect()
+    }
+
+    /// `channel:error` events that came after the page's connection closed (its own leave):
+    /// not counted by [`Browser::errors`], reported by the tests.
+    pub fn teardown_errors(&mut self) -> Vec<Value> {
+        self.poll();
+        self.seen
+            .iter()
+            .filter(|v| v["teardown"] == true)
             .cloned()
             .collect()
     }

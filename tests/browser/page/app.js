@@ -105,6 +105,10 @@ function onChannelMessage(e) {
   if (e.info !== undefined) base.info = e.info;
   const started = now();
   report({ ev: 'channel:message', t: ms(), ...base });
+  if (receiveMode === 'stream') {
+    readStream(e, base, started);
+    return;
+  }
   // Await the whole message, as an application would: Peerix resolves it once the last chunk
   // arrived and rejects it when the transfer is aborted, so a cut-off message never materializes.
   e.data.then(
@@ -119,6 +123,36 @@ function onChannelMessage(e) {
       report({ ev: 'message:aborted', t: ms(), ...d });
     },
   );
+}
+
+/**
+ * The other way to receive (Peerix's README file example): read the message's chunks as they
+ * arrive; the data is kept only once the stream ended, so an abort leaves nothing. Reports how many
+ * bytes had arrived and the stream's own error (Peerix's reason, e.g. "Aborted by sender").
+ */
+async function readStream(e, base, started) {
+  const chunks = [];
+  let bytes = 0;
+  try {
+    for await (const chunk of e.data) {
+      chunks.push(chunk);
+      bytes += chunk.byteLength;
+    }
+    const all = new Uint8Array(bytes);
+    let off = 0;
+    for (const c of chunks) {
+      all.set(c, off);
+      off += c.byteLength;
+    }
+    const d = { ...base, type: 'stream', size: bytes, sha256: await sha256Hex(all), ms: Math.round(now() - started) };
+    received.push(d);
+    report({ ev: 'message', t: ms(), ...d });
+  } catch (err) {
+    chunks.length = 0;
+    const d = { ...base, aborted: true, error: errMsg(err), bytes_before_abort: bytes, ms: Math.round(now() - started) };
+    received.push(d);
+    report({ ev: 'message:aborted', t: ms(), ...d });
+  }
 }
 
 function attach(r) {
@@ -157,7 +191,10 @@ function attach(r) {
     if (e.error) {
       line.error = errMsg(e.error);
       line.code = e.error.code;
-      errors.push(line);
+      // After the connection closed (e.g. our own leave), a channel error is teardown: the
+      // application has already been told the peer is gone. Reported, but not counted.
+      if (e.peer?.state === 'closed' || leaving) line.teardown = true;
+      else errors.push(line);
     }
     report(line);
   });
@@ -171,6 +208,9 @@ function attach(r) {
 }
 
 let openOnConnected = [];
+/** 'await': await the message (resolved whole, or rejected); 'stream': read its chunks. */
+let receiveMode = 'await';
+let leaving = false;
 
 function needRoom() {
   if (!room || !me) throw new Error('not joined (send a join command first)');
@@ -265,6 +305,7 @@ const commands = {
     if (room) throw new Error('already joined; leave first');
     if (!ws || !roomId) throw new Error('join needs ws and room');
     errors = [];
+    leaving = false;
     received = [];
     peerInfo.clear();
     openOnConnected = labels;
@@ -299,7 +340,13 @@ const commands = {
     const r = room;
     room = null;
     me = null;
-    await r.leave();
+    leaving = true;
+    try {
+      await r.leave();
+    } finally {
+      // Late teardown events of this room still count as teardown.
+      setTimeout(() => { if (!room) leaving = false; }, 500);
+    }
     // Leave Peerix's 'connection:closed' events time to go out before the driver goes.
     await sleep(50);
     driver?.destroy();
@@ -401,6 +448,12 @@ const commands = {
     const r = room;
     const peers = r ? await Promise.all([...r.peers.values()].map(peerState)) : [];
     return { id: me?.id ?? null, peers, errors, received };
+  },
+
+  async receiveMode({ mode }) {
+    if (mode !== 'await' && mode !== 'stream') throw new Error(`unknown receive mode ${mode}`);
+    receiveMode = mode;
+    return { mode };
   },
 
   async errors() {
