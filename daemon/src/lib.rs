@@ -12,4 +12,5 @@ pub mod actors;
 pub mod config;
 pub mod error;
 pub mod ipc;
+pub mod logging;
 pub mod run;

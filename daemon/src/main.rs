@@ -70,10 +70,15 @@ fn main() -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
         .with_context(|| format!("invalid log filter {:?}", cfg.log))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(peerixd::logging::ExpectedStackWarnings)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
     let cfg = Arc::new(cfg);
     let system = actix::System::new();
     system.block_on(async move {

@@ -575,7 +575,7 @@ impl Handler<ChannelSend> for ChannelActor {
                     }
                 }
             }
-            await_ack(&ch, &acks, id, rx).await
+            await_ack(&ch, &drained, &acks, id, rx).await
         })
     }
 }
@@ -618,41 +618,78 @@ impl ChannelActor {
 }
 
 /// Waits until the send buffer has room for `frame` (Peerix's back-pressure, §7.4), then sends it.
+/// Fails only when the buffer made no progress for `BUFFER_WAIT`: on a slow path (a browser that
+/// reads slowly, a lossy link) draining 1 MiB can take longer than that while data keeps moving.
 async fn send_paced(ch: &RtcChannel, drained: &Notify, frame: Vec<u8>) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + BUFFER_WAIT;
-    while ch.buffered_amount().await + frame.len() > HIGH_WATER {
-        let wait = drained.notified();
-        if tokio::time::timeout_at(deadline, async {
-            tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
-        })
-        .await
-        .is_err()
-            || tokio::time::Instant::now() >= deadline
-        {
-            return Err("send buffer did not drain within 10 s".to_string());
-        }
-    }
+    wait_for_buffer(ch, drained, HIGH_WATER - frame.len().min(HIGH_WATER)).await?;
     ch.send(Bytes::from(frame))
         .await
         .map_err(|e| format!("channel send failed: {e}"))
 }
 
-/// Waits for the receiver's ack of transfer `id`; without it within 10 s, aborts it (§7.4).
+/// Waits until the channel's unacknowledged bytes are at most `limit`, failing after
+/// `BUFFER_WAIT` without any decrease.
+async fn wait_for_buffer(ch: &RtcChannel, drained: &Notify, limit: usize) -> Result<(), String> {
+    let mut last = ch.buffered_amount().await;
+    let mut deadline = tokio::time::Instant::now() + BUFFER_WAIT;
+    while last > limit {
+        let wait = drained.notified();
+        tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
+        let now = ch.buffered_amount().await;
+        if now < last {
+            deadline = tokio::time::Instant::now() + BUFFER_WAIT;
+        } else if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "send buffer made no progress for {} s ({now} bytes unacknowledged by the \
+                 remote); is the peer still reachable?",
+                BUFFER_WAIT.as_secs()
+            ));
+        }
+        last = now;
+    }
+    Ok(())
+}
+
+/// Waits for the receiver's ack of transfer `id` (§7.4). Peerix's 10 s start when the last frame
+/// is queued; ours start when the remote's SCTP has acknowledged every byte of the channel, so a
+/// message still crossing a slow path is never reported lost while the receiver gets it intact.
+/// If the remote never takes the data, or never acks it, the transfer is aborted at the receiver.
 async fn await_ack(
     ch: &RtcChannel,
+    drained: &Notify,
     acks: &AckMap,
     id: u32,
     rx: oneshot::Receiver<Result<(), String>>,
 ) -> Result<(), String> {
-    match tokio::time::timeout(ACK_TIMEOUT, rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err("channel closed before the remote acknowledged".to_string()),
-        Err(_) => {
-            acks.lock().ok().map(|mut a| a.remove(&id));
-            let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
-            Err("Transfer timed out (no acknowledgement within 10 s)".to_string())
+    let give_up = |why: String| async move {
+        acks.lock().ok().map(|mut a| a.remove(&id));
+        let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
+        Err::<(), String>(why)
+    };
+    tokio::pin!(rx);
+    tokio::select! {
+        r = &mut rx => return ack_result(r),
+        r = wait_for_buffer(ch, drained, 0) => {
+            if let Err(e) = r {
+                return give_up(e).await;
+            }
         }
     }
+    match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+        Ok(r) => ack_result(r),
+        Err(_) => {
+            give_up(format!(
+                "Transfer timed out (the remote received every frame but sent no \
+                 acknowledgement within {} s)",
+                ACK_TIMEOUT.as_secs()
+            ))
+            .await
+        }
+    }
+}
+
+fn ack_result(r: Result<Result<(), String>, oneshot::error::RecvError>) -> Result<(), String> {
+    r.unwrap_or_else(|_| Err("channel closed before the remote acknowledged".to_string()))
 }
 
 /// A piece of a streamed outgoing message.
@@ -750,7 +787,7 @@ impl Handler<ChannelSendStream> for ChannelActor {
                 }
             }
             drop(_guard);
-            await_ack(&ch, &acks, id, rx).await
+            await_ack(&ch, &drained, &acks, id, rx).await
         };
         let result = m.result;
         ctx.spawn(fut.into_actor(self).map(move |r, _, _| {

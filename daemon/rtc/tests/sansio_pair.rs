@@ -1,0 +1,299 @@
+//! Deterministic reproductions, on webrtc's sans-IO core (`rtc`) with a simulated clock and an
+//! in-memory wire, of two stack bugs that real Chromium exposed (see `vendor/README.md`):
+//!
+//! - `data_bundled_with_handshake_end_is_delivered`: a message the peer sends at the instant its
+//!   association comes up travels in the same datagram as the handshake's last chunk; it was
+//!   dropped ("data channel not existed") and the control channel's late dial failed ("there
+//!   already exists a stream with identifier"). This lost Peerix's first control message (a
+//!   channel request) about one connection in ten against Chromium.
+//! - `reoffer_answer_keeps_dtls_role`: the first offerer becomes the DTLS server; its answer to a
+//!   later re-offer said `a=setup:active`, which Chromium refuses.
+//!
+//! The pair exchanges datagrams only when the test pumps it, so which packets travel together is
+//! decided here, not by thread scheduling: each run is the same run.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::data_channel::RTCDataChannelInit;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+/// One side of the pair: the connection, its address, and what it received.
+struct Side {
+    pc: RTCPeerConnection,
+    addr: SocketAddr,
+    /// Handle of the negotiated control channel (stream 0), as Peerix creates it.
+    control: rtc::data_channel::RTCDataChannelId,
+    control_open: bool,
+    /// Sent on the control channel the moment it opens, before this side's datagrams are
+    /// collected: what Chromium does with Peerix's first control message.
+    on_open: VecDeque<Vec<u8>>,
+    received: Vec<Vec<u8>>,
+}
+
+impl Side {
+    fn new(port: u16, answering_role: RTCDtlsRole, now: Instant) -> Side {
+        let engine = SettingEngineBuilder::new()
+            .with_answering_dtls_role(answering_role)
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(engine)
+            .build(now)
+            .expect("peer connection");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let host = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port,
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .expect("host candidate");
+        pc.add_local_candidate(
+            RTCIceCandidate::from(&host)
+                .to_json()
+                .expect("candidate json"),
+        )
+        .expect("local candidate");
+        let init = RTCDataChannelInit {
+            ordered: true,
+            negotiated: Some(0),
+            ..Default::default()
+        };
+        let control = pc
+            .create_data_channel("", Some(init))
+            .expect("control channel")
+            .id();
+        Side {
+            pc,
+            addr,
+            control,
+            control_open: false,
+            on_open: VecDeque::new(),
+            received: Vec::new(),
+        }
+    }
+
+    /// Datagrams this side wants to send, in order.
+    fn outgoing(&mut self) -> Vec<BytesMut> {
+        let mut out = Vec::new();
+        while let Some(msg) = self.pc.poll_write() {
+            out.push(msg.message);
+        }
+        out
+    }
+
+    fn deliver(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
+        let _ = self.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: datagram,
+        });
+    }
+
+    /// Drains events and reads; makes the `on_open` sends when the control channel opens.
+    fn drain(&mut self, now: Instant) {
+        while let Some(ev) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) = ev {
+                if id == self.control && !self.control_open {
+                    self.control_open = true;
+                    for m in std::mem::take(&mut self.on_open) {
+                        self.send_control(&m, now);
+                    }
+                }
+            }
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            if let RTCMessage::DataChannelMessage(id, msg) = message {
+                if id == self.control {
+                    self.received.push(msg.data.to_vec());
+                }
+            }
+        }
+    }
+
+    fn send_control(&mut self, payload: &[u8], now: Instant) {
+        let mut dc = self.pc.data_channel(self.control).expect("control channel");
+        dc.send(now, BytesMut::from(payload))
+            .expect("send on control");
+    }
+}
+
+/// Two sides and a simulated clock. `step` moves every pending datagram across (each
+/// direction's datagrams of one step are delivered back to back, as a receive batch would be)
+/// and fires due timers.
+struct Pair {
+    a: Side,
+    b: Side,
+    now: Instant,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let now = Instant::now();
+        Pair {
+            // `a` offers first; `b` answers as the DTLS client (browsers' and webrtc's default).
+            a: Side::new(10_001, RTCDtlsRole::Client, now),
+            b: Side::new(10_002, RTCDtlsRole::Client, now),
+            now,
+        }
+    }
+
+    fn negotiate_from_a(&mut self) {
+        let offer = self.a.pc.create_offer(None).expect("offer");
+        self.a
+            .pc
+            .set_local_description(self.now, offer.clone())
+            .expect("a SLD offer");
+        self.b
+            .pc
+            .set_remote_description(self.now, offer)
+            .expect("b SRD offer");
+        let answer = self.b.pc.create_answer(None).expect("answer");
+        self.b
+            .pc
+            .set_local_description(self.now, answer.clone())
+            .expect("b SLD answer");
+        self.a
+            .pc
+            .set_remote_description(self.now, answer)
+            .expect("a SRD answer");
+    }
+
+    fn step(&mut self) {
+        self.a.drain(self.now);
+        self.b.drain(self.now);
+        let from_a = self.a.outgoing();
+        let from_b = self.b.outgoing();
+        for d in from_a {
+            self.b.deliver(self.a.addr, d, self.now);
+        }
+        for d in from_b {
+            self.a.deliver(self.b.addr, d, self.now);
+        }
+        self.now += Duration::from_millis(1);
+        let _ = self.a.pc.handle_timeout(self.now);
+        let _ = self.b.pc.handle_timeout(self.now);
+    }
+
+    /// Steps until `done` holds; panics after `limit` simulated milliseconds.
+    fn run_until(&mut self, limit: u32, mut done: impl FnMut(&Pair) -> bool) {
+        for _ in 0..limit {
+            self.step();
+            if done(self) {
+                return;
+            }
+        }
+        panic!(
+            "not done after {limit} simulated ms: a control open {}, b control open {}, \
+             a received {:?}, b received {:?}",
+            self.a.control_open, self.b.control_open, self.a.received, self.b.received
+        );
+    }
+}
+
+#[test]
+fn data_bundled_with_handshake_end_is_delivered() {
+    let mut p = Pair::new();
+    // Each side sends its first control message in the same pump step in which its association
+    // comes up, so it leaves in the same flight as the handshake's last chunk.
+    p.a.on_open.push_back(b"first from a".to_vec());
+    p.b.on_open.push_back(b"first from b".to_vec());
+    p.negotiate_from_a();
+    p.run_until(10_000, |p| {
+        !p.a.received.is_empty() && !p.b.received.is_empty()
+    });
+    assert_eq!(p.a.received, vec![b"first from b".to_vec()]);
+    assert_eq!(p.b.received, vec![b"first from a".to_vec()]);
+    // The control channel keeps working both ways after the race.
+    p.a.send_control(b"second from a", p.now);
+    p.b.send_control(b"second from b", p.now);
+    p.run_until(2_000, |p| {
+        p.a.received.len() == 2 && p.b.received.len() == 2
+    });
+    assert_eq!(p.a.received[1], b"second from b");
+    assert_eq!(p.b.received[1], b"second from a");
+}
+
+/// The `a=setup` value of the first m-section of an SDP.
+fn setup(sdp: &str) -> &str {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=setup:"))
+        .unwrap_or("")
+        .trim()
+}
+
+#[test]
+fn reoffer_answer_keeps_dtls_role() {
+    let mut p = Pair::new();
+    p.negotiate_from_a();
+    p.run_until(10_000, |p| p.a.control_open && p.b.control_open);
+    // `b` answered `active` (DTLS client), so `a`, the first offerer, is the DTLS server.
+    let first_answer = p.b.pc.current_local_description().expect("b's answer").sdp;
+    assert_eq!(setup(&first_answer), "active");
+
+    // Now `b` re-offers (Peerix: a browser calling `share()`); `a` must answer `passive`.
+    let reoffer = p.b.pc.create_offer(None).expect("re-offer");
+    assert_eq!(setup(&reoffer.sdp), "actpass");
+    p.b.pc
+        .set_local_description(p.now, reoffer.clone())
+        .expect("b SLD re-offer");
+    p.a.pc
+        .set_remote_description(p.now, reoffer)
+        .expect("a SRD re-offer");
+    let answer = p.a.pc.create_answer(None).expect("a's answer");
+    assert_eq!(
+        setup(&answer.sdp),
+        "passive",
+        "a subsequent answer must keep the DTLS server role (RFC 8842 §5.5)"
+    );
+    p.a.pc
+        .set_local_description(p.now, answer.clone())
+        .expect("a SLD answer");
+    p.b.pc
+        .set_remote_description(p.now, answer)
+        .expect("b accepts the answer");
+
+    // And the other way round: `a` re-offers, `b` (DTLS client) still answers `active`.
+    let reoffer = p.a.pc.create_offer(None).expect("a re-offer");
+    p.a.pc
+        .set_local_description(p.now, reoffer.clone())
+        .expect("a SLD re-offer");
+    p.b.pc
+        .set_remote_description(p.now, reoffer)
+        .expect("b SRD re-offer");
+    let answer = p.b.pc.create_answer(None).expect("b's answer");
+    assert_eq!(setup(&answer.sdp), "active");
+
+    // The association survived both renegotiations.
+    p.b.pc
+        .set_local_description(p.now, answer.clone())
+        .expect("b SLD answer");
+    p.a.pc
+        .set_remote_description(p.now, answer)
+        .expect("a SRD answer");
+    p.a.send_control(b"after renegotiation", p.now);
+    p.run_until(2_000, |p| !p.b.received.is_empty());
+    assert_eq!(p.b.received, vec![b"after renegotiation".to_vec()]);
+}
