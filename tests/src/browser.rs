@@ -483,6 +483,31 @@ pub fn room_name(tag: &str) -> String {
     format!("interop-{tag}-{}", rand::random::<u32>())
 }
 
+/// The share of random Peerix ids that are greater than `id` (polite against it), estimated
+/// from fresh identities.
+pub fn polite_share(id: &str) -> f64 {
+    const N: usize = 300;
+    let greater = (0..N)
+        .filter(|_| peerix_wire::identity::Identity::generate().id() > id)
+        .count();
+    greater as f64 / N as f64
+}
+
+/// A fresh room in which the daemon's id lies in the middle of the id range, so that the
+/// browser finds an id of either role in a few joins (the id depends on the room name; an
+/// extreme one can make one role nearly impossible). Returns the room and the daemon's id in it.
+pub async fn balanced_room(d: &DaemonProc, tag: &str) -> Result<(String, String)> {
+    for _ in 0..50 {
+        let room = room_name(tag);
+        let id = daemon_id_in(d, &room).await?;
+        let share = polite_share(&id);
+        if (0.2..=0.8).contains(&share) {
+            return Ok((room, id));
+        }
+    }
+    bail!("no room with a balanced daemon id in 50 tries")
+}
+
 /// Waits for the daemon's `connection:connected` with `peer`.
 pub async fn daemon_connected(m: &mut Member, d: &DaemonProc, peer: &str) -> Result<()> {
     m.wait_for("connection:connected to the browser", T, |e| {
@@ -558,7 +583,6 @@ impl Session {
         let env = TestEnv::new()?;
         let nats = NatsServer::start(&[])?;
         let ws = ws_url(&nats);
-        let room = room_name(tag);
         // Start Chromium while the daemon starts.
         let b = Browser::start(&env, "b", o.browser);
         let d = async {
@@ -571,6 +595,10 @@ impl Session {
         let (b, d) = tokio::join!(b, d);
         let (mut b, d) = (b?, d?);
         let errors = ErrorWatch::new(&d).await?;
+        let room = match o.role {
+            Some(_) => balanced_room(&d, tag).await?.0,
+            None => room_name(tag),
+        };
         let (m, peer) = match o.order {
             Order::DaemonFirst => {
                 let m = join_nats(&d, &room).await?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use peerix_system_tests::browser::{
-    check_prerequisites, daemon_connected, join_nats, nats_daemon, room_name, ws_url, Browser,
+    balanced_room, check_prerequisites, daemon_connected, join_nats, nats_daemon, ws_url, Browser,
     BrowserOpts, ErrorWatch, T,
 };
 use peerix_system_tests::peerix_client::SendOptions;
@@ -42,7 +42,8 @@ async fn rig(tag: &str) -> Result<Rig> {
     );
     let (b, d) = (b?, d?);
     let errors = ErrorWatch::new(&d).await?;
-    let room = room_name(tag);
+    // Every round picks a new browser id of a given role against the daemon's.
+    let (room, _) = balanced_room(&d, tag).await?;
     let m = join_nats(&d, &room).await?;
     Ok(Rig {
         b,

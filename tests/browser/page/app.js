@@ -301,7 +301,7 @@ async function renegotiated(p, before, timeoutMs) {
 }
 
 const commands = {
-  async join({ ws, room: roomId, options = {}, metadata = { name: 'chromium' }, politeAgainst, openOnConnected: labels = [], maxTries = 64 }) {
+  async join({ ws, room: roomId, options = {}, metadata = { name: 'chromium' }, politeAgainst, openOnConnected: labels = [], maxTries = 100 }) {
     if (room) throw new Error('already joined; leave first');
     if (!ws || !roomId) throw new Error('join needs ws and room');
     errors = [];
