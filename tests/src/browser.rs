@@ -734,6 +734,9 @@ impl Session {
         self.browser_leaves().await?;
         self.b.quit().await?;
         self.errors.assert_none(&self.d)?;
+        // Steady-state logs are quiet: a healthy connection with a browser, its channels, its
+        // transfers and its end log nothing above INFO at the daemon's default level.
+        self.d.assert_quiet_log()?;
         eprintln!(
             "[{}] done in {:.1} s",
             self.room,

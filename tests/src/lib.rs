@@ -154,6 +154,31 @@ impl DaemonProc {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// WARN and ERROR lines of the daemon's log so far. The harness runs daemons with the
+    /// default log filter, under which a healthy connection logs nothing above INFO.
+    pub fn loud_log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" WARN") || l.contains(" ERROR"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Fails when the daemon logged anything above INFO (see [`DaemonProc::loud_log_lines`]).
+    pub fn assert_quiet_log(&self) -> Result<()> {
+        let loud = self.loud_log_lines();
+        if !loud.is_empty() {
+            bail!(
+                "daemon {} logged {} WARN/ERROR lines, e.g.:\n{}",
+                self.name,
+                loud.len(),
+                loud.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(())
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -83,19 +83,7 @@ async fn both_open_the_label_at_connect_time_and_never_lose_the_channel() -> Res
     );
     // The daemons run with the default log filter: a healthy connection logs nothing above INFO
     // (this also catches "there already exists a stream with identifier").
-    for d in [&da, &db] {
-        let log = std::fs::read_to_string(&d.log).unwrap_or_default();
-        let loud: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(" WARN") || l.contains(" ERROR"))
-            .take(20)
-            .collect();
-        assert!(
-            loud.is_empty(),
-            "daemon {} logged:\n{}",
-            d.name,
-            loud.join("\n")
-        );
-    }
+    da.assert_quiet_log()?;
+    db.assert_quiet_log()?;
     Ok(())
 }
