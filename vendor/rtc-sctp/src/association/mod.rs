@@ -60,8 +60,7 @@ use thiserror::Error;
 
 /// peerixd patch: packets of new DATA one SACK licenses (RFC 9260 §16 Max.Burst; dcsctp uses 4).
 const MAX_BURST: u32 = 4;
-/// peerixd patch: the most burst credit (in packets) that several SACKs processed before one
-/// flush can add up to, unless one SACK alone acknowledged more.
+/// peerixd patch: the most burst credit (in packets) kept while nothing waits to be sent.
 const MAX_BURST_CREDIT: u32 = 64;
 
 pub(crate) mod state;
@@ -1486,20 +1485,18 @@ impl Association {
         }
 
         // peerixd patch: ack clocking. A SACK licenses what it acknowledged (the receiver has
-        // taken that much off its socket) plus MAX_BURST packets. Credit is not banked while
-        // nothing waits to be sent, so an application write after a quiet spell cannot leave
-        // as one burst. (A plain "MAX_BURST packets per SACK" starves a receiver that, like this
-        // crate, acknowledges a whole batch of datagrams with one SACK.)
+        // taken that much off its socket) plus MAX_BURST packets. What is banked across SACKs
+        // (while the application has nothing to send) stays below MAX_BURST_CREDIT packets, so a
+        // write after a quiet spell leaves as at most that burst into an emptied receiver.
+        // (A plain "MAX_BURST packets per SACK" starves a receiver that, like this crate,
+        // acknowledges a whole batch of datagrams with one SACK.)
         let grant = u32::try_from(total_bytes_acked.max(0))
             .unwrap_or(u32::MAX)
             .saturating_add(MAX_BURST * self.mtu);
-        self.burst_credit = if self.pending_queue.is_empty() {
-            MAX_BURST * self.mtu
-        } else {
-            self.burst_credit
-                .saturating_add(grant)
-                .min(grant.max(MAX_BURST_CREDIT * self.mtu))
-        };
+        self.burst_credit = self.burst_credit.saturating_add(grant);
+        if self.pending_queue.is_empty() {
+            self.burst_credit = self.burst_credit.min(MAX_BURST_CREDIT * self.mtu);
+        }
 
         self.process_fast_retransmission(d.cumulative_tsn_ack, htna, cum_tsn_ack_point_advanced)?;
 
