@@ -140,6 +140,40 @@ impl Side {
     }
 }
 
+/// One offer/answer round from `offerer` to `answerer`; returns the answer's SDP.
+fn offer_answer(offerer: &mut Side, answerer: &mut Side, now: Instant) -> String {
+    let offer = offerer.pc.create_offer(None).expect("offer");
+    assert_eq!(
+        setup(&offer.sdp),
+        "actpass",
+        "an offer's DTLS role is actpass"
+    );
+    offerer
+        .pc
+        .set_local_description(now, offer.clone())
+        .expect("SLD offer");
+    answerer
+        .pc
+        .set_remote_description(now, offer)
+        .expect("SRD offer");
+    let answer = answerer.pc.create_answer(None).expect("answer");
+    answerer
+        .pc
+        .set_local_description(now, answer.clone())
+        .expect("SLD answer");
+    let sdp = answer.sdp.clone();
+    offerer
+        .pc
+        .set_remote_description(now, answer)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the offerer refused the answer (a=setup:{}): {e}",
+                setup(&sdp)
+            )
+        });
+    sdp
+}
+
 /// Two sides and a simulated clock. `step` moves every pending datagram across (each
 /// direction's datagrams of one step are delivered back to back, as a receive batch would be)
 /// and fires due timers.
@@ -161,24 +195,7 @@ impl Pair {
     }
 
     fn negotiate_from_a(&mut self) {
-        let offer = self.a.pc.create_offer(None).expect("offer");
-        self.a
-            .pc
-            .set_local_description(self.now, offer.clone())
-            .expect("a SLD offer");
-        self.b
-            .pc
-            .set_remote_description(self.now, offer)
-            .expect("b SRD offer");
-        let answer = self.b.pc.create_answer(None).expect("answer");
-        self.b
-            .pc
-            .set_local_description(self.now, answer.clone())
-            .expect("b SLD answer");
-        self.a
-            .pc
-            .set_remote_description(self.now, answer)
-            .expect("a SRD answer");
+        offer_answer(&mut self.a, &mut self.b, self.now);
     }
 
     fn step(&mut self) {
@@ -254,45 +271,17 @@ fn reoffer_answer_keeps_dtls_role() {
     assert_eq!(setup(&first_answer), "active");
 
     // Now `b` re-offers (Peerix: a browser calling `share()`); `a` must answer `passive`.
-    let reoffer = p.b.pc.create_offer(None).expect("re-offer");
-    assert_eq!(setup(&reoffer.sdp), "actpass");
-    p.b.pc
-        .set_local_description(p.now, reoffer.clone())
-        .expect("b SLD re-offer");
-    p.a.pc
-        .set_remote_description(p.now, reoffer)
-        .expect("a SRD re-offer");
-    let answer = p.a.pc.create_answer(None).expect("a's answer");
+    let answer = offer_answer(&mut p.b, &mut p.a, p.now);
     assert_eq!(
-        setup(&answer.sdp),
+        setup(&answer),
         "passive",
         "a subsequent answer must keep the DTLS server role (RFC 8842 §5.5)"
     );
-    p.a.pc
-        .set_local_description(p.now, answer.clone())
-        .expect("a SLD answer");
-    p.b.pc
-        .set_remote_description(p.now, answer)
-        .expect("b accepts the answer");
-
     // And the other way round: `a` re-offers, `b` (DTLS client) still answers `active`.
-    let reoffer = p.a.pc.create_offer(None).expect("a re-offer");
-    p.a.pc
-        .set_local_description(p.now, reoffer.clone())
-        .expect("a SLD re-offer");
-    p.b.pc
-        .set_remote_description(p.now, reoffer)
-        .expect("b SRD re-offer");
-    let answer = p.b.pc.create_answer(None).expect("b's answer");
-    assert_eq!(setup(&answer.sdp), "active");
+    let answer = offer_answer(&mut p.a, &mut p.b, p.now);
+    assert_eq!(setup(&answer), "active");
 
     // The association survived both renegotiations.
-    p.b.pc
-        .set_local_description(p.now, answer.clone())
-        .expect("b SLD answer");
-    p.a.pc
-        .set_remote_description(p.now, answer)
-        .expect("a SRD answer");
     p.a.send_control(b"after renegotiation", p.now);
     p.run_until(2_000, |p| !p.b.received.is_empty());
     assert_eq!(p.b.received, vec![b"after renegotiation".to_vec()]);
