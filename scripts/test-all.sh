@@ -23,6 +23,11 @@ fi
 # the npm registry (no browser download); the page runs the real Peerix from ../shared/peerix-0.7.0.
 (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund)
 
+# Layering is kept by the build: every crate declares only the dependencies it uses
+# (cargo-machete fails on an unused one).
+command -v cargo-machete >/dev/null 2>&1 || cargo install --locked cargo-machete
+cargo machete --skip-target-dir
+
 # The system tests start real daemons: build the binaries first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads=2
