@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use peerix_proto::{Negotiation, RemoteAction};
 use peerix_rtc::{
     ChannelInit, IceCandidateInit, IceState, RtcConfig, RtcEvent, RtcPeer, SessionDescription,
     SignalingState,
@@ -22,9 +23,6 @@ use super::channel::{
 };
 use super::event_bus::{Emit, EventBus, EventRecord};
 use super::{error_value, json_to_msgpack, ReceiverStream};
-
-/// Candidates queued per remote peer before they can be applied (Peerix keeps 100, §5.2).
-const MAX_QUEUED_CANDIDATES: usize = 100;
 
 /// Peerix's peer states (§5.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,15 +176,11 @@ pub struct PeerActor {
     room: Recipient<SignalOut>,
     room_state: Recipient<PeerStateChanged>,
     rtc: Option<RtcPeer>,
-    polite: bool,
+    /// Perfect negotiation and the two candidate queues (the decisions; this actor applies them).
+    neg: Negotiation<IceCandidateInit>,
     state: PeerState,
     ops: VecDeque<Op>,
     busy: bool,
-    ignoring_offer: bool,
-    remote_ufrag: Option<String>,
-    has_remote: bool,
-    early_candidates: Vec<IceCandidateInit>,
-    signaling_candidates: VecDeque<IceCandidateInit>,
     batch: Vec<IceCandidateInit>,
     batch_timer: Option<SpawnHandle>,
     conn_timer: Option<SpawnHandle>,
@@ -213,15 +207,10 @@ impl PeerActor {
             room,
             room_state,
             rtc: None,
-            polite,
+            neg: Negotiation::new(polite),
             state: PeerState::New,
             ops: VecDeque::new(),
             busy: false,
-            ignoring_offer: false,
-            remote_ufrag: None,
-            has_remote: false,
-            early_candidates: Vec::new(),
-            signaling_candidates: VecDeque::new(),
             batch: Vec::new(),
             batch_timer: None,
             conn_timer: None,
@@ -373,15 +362,15 @@ impl PeerActor {
             }
             Op::Remote { desc, via_control } => {
                 let is_offer = desc.r#type == "offer";
-                let collision = is_offer && rtc.signaling_state() != SignalingState::Stable;
-                if collision && !self.polite {
-                    // Impolite side ignores a colliding offer and drops its candidates (§6.5).
-                    tracing::debug!(peer = %self.s.remote, "ignoring colliding offer (impolite)");
-                    self.ignoring_offer = true;
-                    self.early_candidates.clear();
-                    self.busy = false;
-                    return self.pump(ctx);
-                }
+                let stable = rtc.signaling_state() == SignalingState::Stable;
+                let collision = match self.neg.remote_description(is_offer, stable) {
+                    RemoteAction::Ignore => {
+                        tracing::debug!(peer = %self.s.remote, "ignoring colliding offer (impolite)");
+                        self.busy = false;
+                        return self.pump(ctx);
+                    }
+                    RemoteAction::Apply { rollback } => rollback,
+                };
                 let ufrag = peerix_wire::packet::ufrag_of_sdp(&desc.sdp).map(str::to_owned);
                 let fut = async move {
                     if collision {
@@ -401,23 +390,11 @@ impl PeerActor {
                         act.busy = false;
                         match res {
                             Ok(answer) => {
-                                act.ignoring_offer = false;
-                                act.has_remote = true;
-                                act.remote_ufrag = ufrag;
                                 if let Some(a) = answer {
                                     act.send_description(ctx, a);
                                 }
-                                // Candidates that waited for a description go first, in arrival order.
-                                let mut ready: Vec<IceCandidateInit> =
-                                    std::mem::take(&mut act.early_candidates);
-                                let (matching, rest): (Vec<_>, Vec<_>) =
-                                    act.signaling_candidates.drain(..).partition(|c| {
-                                        c.username_fragment.is_some()
-                                            && c.username_fragment == act.remote_ufrag
-                                    });
-                                act.signaling_candidates = rest.into();
-                                ready.extend(matching);
-                                for c in ready.into_iter().rev() {
+                                // Candidates that waited for a description go first, in order.
+                                for c in act.neg.remote_applied(ufrag).into_iter().rev() {
                                     act.ops.push_front(Op::Candidate(c));
                                 }
                             }
@@ -438,15 +415,10 @@ impl PeerActor {
                 ));
             }
             Op::Candidate(c) => {
-                if self.ignoring_offer {
+                let Some(c) = self.neg.connection_candidate(c) else {
                     self.busy = false;
                     return self.pump(ctx);
-                }
-                if !self.has_remote {
-                    self.early_candidates.push(c);
-                    self.busy = false;
-                    return self.pump(ctx);
-                }
+                };
                 ctx.spawn(
                     async move { rtc.add_ice_candidate(c).await }
                         .into_actor(self)
@@ -600,7 +572,7 @@ impl PeerActor {
             }
             ControlMessage::ChannelRequest(opts) => {
                 // Only the impolite side creates channels (§6.4).
-                if !self.polite {
+                if !self.neg.polite() {
                     self.create_channel(opts, ctx);
                 }
             }
@@ -608,7 +580,7 @@ impl PeerActor {
     }
 
     fn open_label(&mut self, opts: ChannelOptions, ctx: &mut Context<Self>) {
-        if self.polite {
+        if self.neg.polite() {
             self.send_control(ctx, ControlMessage::ChannelRequest(opts));
         } else {
             self.create_channel(opts, ctx);
@@ -748,16 +720,9 @@ impl Handler<FromSignaling> for PeerActor {
                     }
                     // Over signaling, Peerix applies a candidate only when its ufrag matches the
                     // current remote description; others wait (§5.2, §5.6).
-                    if self.has_remote
-                        && c.username_fragment.is_some()
-                        && c.username_fragment == self.remote_ufrag
-                    {
+                    let ufrag = c.username_fragment.clone();
+                    if let Some(c) = self.neg.signaling_candidate(ufrag.as_deref(), c) {
                         self.queue(Op::Candidate(c), ctx);
-                    } else {
-                        if self.signaling_candidates.len() >= MAX_QUEUED_CANDIDATES {
-                            self.signaling_candidates.pop_front();
-                        }
-                        self.signaling_candidates.push_back(c);
                     }
                 }
             }
