@@ -29,8 +29,9 @@ command -v cargo-machete >/dev/null 2>&1 || cargo install --locked cargo-machete
 cargo machete --skip-target-dir
 
 # The system tests start real daemons: build the binaries first.
-cargo build --workspace --bins
-cargo test --workspace --no-fail-fast -- --test-threads=2
+# (with the daemon's fault injection, which only test builds carry; see daemon/Cargo.toml).
+cargo build --workspace --bins --features peerixd/fault-injection
+cargo test --workspace --no-fail-fast --features peerixd/fault-injection -- --test-threads=2
 
 # Python client.
 if [ -d clients/python ]; then

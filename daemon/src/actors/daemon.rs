@@ -353,6 +353,7 @@ pub enum Exec {
         transfer: u64,
     },
     /// Fault injection: make a peer actor panic.
+    #[cfg(feature = "fault-injection")]
     PanicPeer {
         /// Room.
         room: String,
@@ -482,6 +483,7 @@ impl Handler<Exec> for Daemon {
                     .into_actor(self),
                 )
             }
+            #[cfg(feature = "fault-injection")]
             Exec::PanicPeer { room, peer } => {
                 let r = self.room(&room);
                 Box::pin(

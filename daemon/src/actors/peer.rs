@@ -852,10 +852,12 @@ impl Handler<ChannelGone> for PeerActor {
 }
 
 /// Fault injection: panic inside the actor (tests of supervision).
+#[cfg(feature = "fault-injection")]
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct InjectPanic;
 
+#[cfg(feature = "fault-injection")]
 impl Handler<InjectPanic> for PeerActor {
     type Result = ();
     fn handle(&mut self, _: InjectPanic, _: &mut Self::Context) {

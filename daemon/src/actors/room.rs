@@ -21,9 +21,11 @@ use super::channel::{OutgoingMessage, ProgressTo};
 use super::driver::{DriverActive, DriverActor, Incoming, Publish, Sub, UnsubAll};
 use super::error_value;
 use super::event_bus::{Emit, EventBus, EventRecord};
+#[cfg(feature = "fault-injection")]
+use super::peer::InjectPanic;
 use super::peer::{
-    CloseLabel, FromSignaling, InjectPanic, OpenLabel, PeerActor, PeerInfo, PeerSend, PeerSetup,
-    PeerState, PeerStateChanged, Shutdown, SignalOut,
+    CloseLabel, FromSignaling, OpenLabel, PeerActor, PeerInfo, PeerSend, PeerSetup, PeerState,
+    PeerStateChanged, Shutdown, SignalOut,
 };
 use crate::config::{IceTransportPolicy, RoomOptions, WebrtcConfig};
 use crate::error::DaemonError;
@@ -858,10 +860,12 @@ impl Handler<RoomInfo> for RoomActor {
 }
 
 /// Fault injection: make a peer's actor panic (tests of supervision).
+#[cfg(feature = "fault-injection")]
 #[derive(Message)]
 #[rtype(result = "Result<(), DaemonError>")]
 pub struct RoomPanicPeer(pub String);
 
+#[cfg(feature = "fault-injection")]
 impl Handler<RoomPanicPeer> for RoomActor {
     type Result = Result<(), DaemonError>;
     fn handle(&mut self, m: RoomPanicPeer, _: &mut Self::Context) -> Self::Result {

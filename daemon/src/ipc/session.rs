@@ -254,6 +254,17 @@ impl ClientSession {
                 self.bus.do_send(Unsubscribe(self.id));
                 self.reply(id, Ok(obj(vec![])), ctx);
             }
+            #[cfg(not(feature = "fault-injection"))]
+            Op::Debug(_) => self.reply(
+                id,
+                Err(DaemonError::NotSupported(
+                    "debug in this build (fault injection is compiled only into test builds, \
+                     with --features peerixd/fault-injection)"
+                        .into(),
+                )),
+                ctx,
+            ),
+            #[cfg(feature = "fault-injection")]
             Op::Debug(args) => {
                 if std::env::var("PEERIXD_FAULT_INJECTION").as_deref() != Ok("1") {
                     return self.reply(
