@@ -15,7 +15,8 @@
 
 use std::collections::VecDeque;
 
-/// How many candidates received over signaling wait for a matching description (Peerix: 100).
+/// How many candidates wait in each queue (Peerix: 100 over signaling; the connection-level
+/// queue, unbounded in Peerix, gets the same bound here).
 pub const MAX_QUEUED_SIGNALING_CANDIDATES: usize = 100;
 
 /// What to do with a remote description whose turn has come.
@@ -128,6 +129,10 @@ impl<C> Negotiation<C> {
             return None;
         }
         if !self.has_remote {
+            // Bounded like the signaling queue: fed from the network, kept newest first.
+            if self.early.len() >= MAX_QUEUED_SIGNALING_CANDIDATES {
+                self.early.remove(0);
+            }
             self.early.push(c);
             return None;
         }
@@ -215,6 +220,15 @@ mod tests {
             n.remote_applied(Some("r2".into())),
             vec![C("later", Some("r2"))]
         );
+    }
+
+    #[test]
+    fn the_connection_queue_is_bounded_too() {
+        let mut n = Negotiation::new(true);
+        for _ in 0..MAX_QUEUED_SIGNALING_CANDIDATES + 5 {
+            assert_eq!(n.connection_candidate(C("x", None)), None);
+        }
+        assert_eq!(n.waiting(), (MAX_QUEUED_SIGNALING_CANDIDATES, 0));
     }
 
     #[test]
