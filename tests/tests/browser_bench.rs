@@ -145,8 +145,7 @@ async fn browser_and_daemon_beside_two_browsers() -> Result<()> {
     // Throughput and round trips, alternating rooms per round.
     for round in 0..BULK_TRIALS {
         // Browser ↔ browser.
-        j.join(&ws, &room_bb, None, Value::Null).await?;
-        j.call("waitConnected", json!({}), T).await?;
+        join_and_connect(&mut j, &ws, &room_bb).await?;
         let jid = j.id.clone().unwrap_or_default();
         open_both(&mut j, &mut anchor, &anchor_id, &jid).await?;
         f.bulk_b_to_b.push(
@@ -171,8 +170,7 @@ async fn browser_and_daemon_beside_two_browsers() -> Result<()> {
         }
         j.call("leave", Value::Null, T).await?;
         // Browser ↔ daemon.
-        j.join(&ws, &room_bd, None, Value::Null).await?;
-        j.call("waitConnected", json!({}), T).await?;
+        join_and_connect(&mut j, &ws, &room_bd).await?;
         let jid = j.id.clone().unwrap_or_default();
         j.call("open", json!({ "label": LABEL }), T).await?;
         j.call(
