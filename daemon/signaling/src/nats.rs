@@ -186,10 +186,20 @@ fn describe_connect_error(err: &async_nats::ConnectError, servers: &str) -> Stri
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
             while let Some(e) = source {
                 if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                    if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                        return format!(
-                            "nats: connection refused at {servers}; is nats-server running?"
-                        );
+                    match io.kind() {
+                        std::io::ErrorKind::ConnectionRefused => {
+                            return format!(
+                                "nats: connection refused at {servers}; is nats-server running?"
+                            );
+                        }
+                        std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::UnexpectedEof => {
+                            return format!(
+                                "nats: {servers} closed the connection during the handshake ({io}); \
+                                 is it a nats-server, and does it accept plain TCP clients?"
+                            );
+                        }
+                        _ => {}
                     }
                 }
                 source = e.source();

@@ -347,7 +347,13 @@ async fn token_auth_works() {
 
 #[tokio::test]
 async fn connection_refused_is_explained() {
-    let port = free_port();
+    // Bound but never listening: connects are refused, and no server started by
+    // a test running beside this one can take the port while we hold it.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind 127.0.0.1:0");
+    let port = reserved.local_addr().expect("local_addr").port();
     let (tx, _rx) = unbounded_channel();
     let cfg = NatsConfig {
         servers: vec![format!("nats://127.0.0.1:{port}")],
@@ -359,4 +365,5 @@ async fn connection_refused_is_explained() {
     assert!(text.contains("connection refused"), "{text}");
     assert!(text.contains("is nats-server running?"), "{text}");
     assert!(text.contains(&port.to_string()), "{text}");
+    drop(reserved);
 }
