@@ -1,0 +1,732 @@
+//! The room machine: one joined room, its connections and everything Peerix decides at room
+//! level (§5.1, §5.2, §5.7): announce, answering announces with invokes, who gets a
+//! connection (the admission cap and the refusal queue), the room-level candidate queue,
+//! recovery after failures and crashes (re-invoke with jitter, at most three times), and what
+//! replaces a connection when its remote came back as a new incarnation.
+//!
+//! Drive it like quinn-proto's `Endpoint`: feed inputs with the current time (`handle_*`),
+//! then take [`Room::poll_action`] until `None`, and call [`Room::handle_timeout`] at
+//! [`Room::poll_timeout`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use peerix_wire::control::ChannelOptions;
+use peerix_wire::packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType};
+use serde_json::Value as Json;
+
+use crate::conn::{Conn, Pending};
+use crate::rng::Jitter;
+use crate::types::{Action, ConnEvent, ConnId, Event, IceState, PeerState, Target};
+
+/// How many times a peer whose connection failed is re-invoked before we wait for it to
+/// announce again.
+pub const MAX_RECOVERY_ATTEMPTS: u32 = 3;
+
+/// How many invokes we send to a peer that announced itself but never offered, before
+/// reporting it unreachable.
+pub const MAX_INVITES: u32 = 3;
+
+/// Candidates kept per sender that has no connection yet (Peerix: 100, oldest dropped).
+const QUEUED_PER_SENDER: usize = 100;
+
+/// Peers whose invites or recovery we track at most: both maps are fed by ids anyone can
+/// forge, so they are bounded; the oldest entry goes first.
+const MAX_TRACKED: usize = 256;
+
+/// How long after an invoke an offer is expected before we invoke again (doubling). An
+/// invoke is answered in milliseconds by a live peer; only a lost packet or a peer that left
+/// leaves it unanswered.
+const INVITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the room machine needs to know.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Our peer id in this room.
+    pub me: String,
+    /// Our metadata (sent in invokes and offers, §5.4).
+    pub metadata: Json,
+    /// At most this many connections being set up at once (0: no cap).
+    pub max_connecting: usize,
+    /// Peerix's `connectionTimeout` (`None`: disabled).
+    pub connection_timeout: Option<Duration>,
+    /// Peerix's `iceCandidateDebounce`.
+    pub candidate_debounce: Duration,
+}
+
+/// The room has no such peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoSuchPeer(pub String);
+
+impl std::fmt::Display for NoSuchPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no peer {:?} in this room", self.0)
+    }
+}
+
+impl std::error::Error for NoSuchPeer {}
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    attempts: u32,
+    due: Option<Instant>,
+    since: Instant,
+}
+
+/// One joined room.
+#[derive(Debug)]
+pub struct Room {
+    cfg: RoomConfig,
+    jitter: Jitter,
+    out: VecDeque<Action>,
+    conns: BTreeMap<ConnId, Conn>,
+    /// The live connection of each remote id (at most one).
+    by_peer: BTreeMap<String, ConnId>,
+    next_conn: ConnId,
+    labels: BTreeMap<String, ChannelOptions>,
+    /// Candidates that arrived before their connection existed (§5.2), per sender.
+    queued: BTreeMap<String, VecDeque<IceCandidateInit>>,
+    /// Ids refused at the cap (with their offer, if they sent one), newest last.
+    refused: VecDeque<(String, Option<(SessionDescription, Json)>)>,
+    last_limit_report: Option<Instant>,
+    /// Peers we invoked and expect an offer from.
+    invites: BTreeMap<String, Tracked>,
+    /// Peers whose connection failed or crashed and that we re-invoke.
+    recovery: BTreeMap<String, Tracked>,
+    leaving: bool,
+}
+
+impl Room {
+    /// A room for `cfg`; `seed` seeds the re-invoke jitter.
+    pub fn new(cfg: RoomConfig, seed: u64) -> Self {
+        Room {
+            cfg,
+            jitter: Jitter::new(seed),
+            out: VecDeque::new(),
+            conns: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            next_conn: 1,
+            labels: BTreeMap::new(),
+            queued: BTreeMap::new(),
+            refused: VecDeque::new(),
+            last_limit_report: None,
+            invites: BTreeMap::new(),
+            recovery: BTreeMap::new(),
+            leaving: false,
+        }
+    }
+
+    /// Our id.
+    pub fn me(&self) -> &str {
+        &self.cfg.me
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// When [`Room::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conns = self.conns.values().filter_map(Conn::deadline);
+        let tracked = self
+            .invites
+            .values()
+            .chain(self.recovery.values())
+            .filter_map(|t| t.due);
+        conns.chain(tracked).min()
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// Our namespaces are subscribed (or the driver is active again): announce (§5.1).
+    pub fn announce(&mut self) {
+        if !self.leaving {
+            self.out.push_back(Action::Publish {
+                to: Target::Room,
+                kind: SignalType::Announce,
+                message: None,
+            });
+        }
+    }
+
+    /// A decoded signaling packet from `from`. `on_room_namespace`: it came through the room
+    /// namespace rather than ours; only announces belong there, and announces only there, so
+    /// a hostile publisher cannot steer us through the wrong one.
+    pub fn handle_signal(
+        &mut self,
+        now: Instant,
+        on_room_namespace: bool,
+        from: &str,
+        kind: SignalType,
+        message: Vec<Json>,
+    ) {
+        if self.leaving
+            || from == self.cfg.me
+            || on_room_namespace != (kind == SignalType::Announce)
+        {
+            return;
+        }
+        match kind {
+            SignalType::Announce => {
+                // A fresh start for a peer we had given up on.
+                self.recovery.remove(from);
+                self.invoke(now, from, false);
+            }
+            SignalType::Invoke => {
+                if !self.is_live(from) && self.admit(now, from, None) {
+                    let meta = message.into_iter().next().unwrap_or(Json::Null);
+                    self.connect(now, from, meta, true);
+                }
+            }
+            SignalType::Offer => {
+                let mut it = message.into_iter();
+                let Some(desc) = it.next().as_ref().and_then(SessionDescription::from_value) else {
+                    return self.error(
+                        "SIGNALING_ERROR",
+                        "Invalid signaling message: offer without description".into(),
+                        Some(from),
+                    );
+                };
+                let meta = it.next().unwrap_or(Json::Null);
+                let conn = match self.by_peer.get(from).copied() {
+                    Some(id) if !self.is_new_incarnation(id, &desc) => id,
+                    existing => {
+                        let mut waiting = Vec::new();
+                        if let Some(old) = existing {
+                            // Peerix never restarts ICE (§5.7): an offer over signaling with
+                            // other ICE credentials than the connection already applied comes
+                            // from a new connection object, i.e. the remote left without our
+                            // noticing and came back with the same id. The old connection is
+                            // dead; replace it now rather than after its timers, keeping the
+                            // candidates that waited for the new description.
+                            if let Some(c) = self.conns.get_mut(&old) {
+                                waiting = c.neg.take_signaling_queue();
+                            }
+                            self.close_conn(now, old, false);
+                        }
+                        if !self.admit(now, from, Some((desc.clone(), meta.clone()))) {
+                            return;
+                        }
+                        let id = self.connect(now, from, meta, false);
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            c.signaling_candidates(waiting, &mut self.out);
+                        }
+                        id
+                    }
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.queue(
+                        Pending::Remote {
+                            desc,
+                            via_control: false,
+                        },
+                        &mut self.out,
+                    );
+                }
+            }
+            SignalType::Answer => {
+                let Some(desc) = message.first().and_then(SessionDescription::from_value) else {
+                    return self.error(
+                        "SIGNALING_ERROR",
+                        "Invalid signaling message: answer without description".into(),
+                        Some(from),
+                    );
+                };
+                let id = self.by_peer.get(from).copied();
+                if let Some(c) = id
+                    .and_then(|id| self.conns.get_mut(&id))
+                    .filter(|c| c.live())
+                {
+                    c.queue(
+                        Pending::Remote {
+                            desc,
+                            via_control: false,
+                        },
+                        &mut self.out,
+                    );
+                }
+            }
+            SignalType::Candidate => {
+                let cands = message.iter().filter_map(IceCandidateInit::from_value);
+                if let Some(id) = self.by_peer.get(from).copied() {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.signaling_candidates(cands, &mut self.out);
+                    }
+                    return;
+                }
+                // Candidates may outrun the offer; keep a few per sender, for a bounded number
+                // of senders (forged ids must not grow this map without limit).
+                let limit = self.cfg.max_connecting.max(1);
+                if !self.queued.contains_key(from) && self.queued.len() >= limit {
+                    return;
+                }
+                let q = self.queued.entry(from.to_string()).or_default();
+                for c in cands {
+                    if q.len() >= QUEUED_PER_SENDER {
+                        q.pop_front();
+                    }
+                    q.push_back(c);
+                }
+            }
+        }
+    }
+
+    /// Something happened to connection `conn`.
+    pub fn handle_conn_event(&mut self, now: Instant, conn: ConnId, ev: ConnEvent) {
+        let live = self.conns.get(&conn).is_some_and(|c| !c.closing);
+        match ev {
+            ConnEvent::Closed { crashed } => return self.conn_gone(now, conn, crashed),
+            _ if !live => return,
+            ConnEvent::Ice(state) => return self.ice(now, conn, state),
+            ConnEvent::ControlClosed => return self.close_conn(now, conn, false),
+            _ => {}
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let out = &mut self.out;
+        match ev {
+            ConnEvent::LocalCandidate(cand) => {
+                c.local_candidate(now, cand, self.cfg.candidate_debounce, out)
+            }
+            // Peerix waits out the debounce after the last candidate; once gathering is
+            // complete no further candidate can come, so the batch goes now.
+            ConnEvent::GatheringComplete => c.flush_candidates(out),
+            ConnEvent::ControlOpen => c.control_opened(out),
+            ConnEvent::ControlMessage(bytes) => c.control_message(&bytes, out),
+            ConnEvent::OpDone { stable, result } => {
+                c.op_done(stable, result, &self.cfg.metadata, out)
+            }
+            ConnEvent::Ice(_) | ConnEvent::ControlClosed | ConnEvent::Closed { .. } => {}
+        }
+    }
+
+    /// Time has come for the deadlines that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.deadline().is_some_and(|d| d <= now))
+            .map(|c| c.id)
+            .collect();
+        for id in due {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if c.batch_due(now) {
+                c.flush_candidates(&mut self.out);
+            }
+            if c.timer.is_some_and(|t| t <= now) {
+                c.timer = None;
+                if !c.closing {
+                    self.close_conn(now, id, true);
+                }
+            }
+        }
+        self.tracked_due(now);
+    }
+
+    /// Open `label` on every connection (now and later), or on one peer's.
+    pub fn open(&mut self, options: ChannelOptions, to: Option<&str>) -> Result<(), NoSuchPeer> {
+        let targets = self.targets(to)?;
+        if to.is_none() {
+            self.labels.insert(options.label.clone(), options.clone());
+        }
+        for id in targets {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.labels.insert(options.label.clone(), options.clone());
+                if c.control_open {
+                    c.open_label(options.clone(), &mut self.out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Close `label` everywhere, or on one peer's connection.
+    pub fn close(&mut self, label: &str, to: Option<&str>) -> Result<(), NoSuchPeer> {
+        let targets = self.targets(to)?;
+        if to.is_none() {
+            self.labels.remove(label);
+        }
+        for id in targets {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.labels.remove(label);
+                self.out.push_back(Action::CloseChannel {
+                    conn: id,
+                    label: label.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Leave: every connection closes (the remotes learn it from their control channels).
+    pub fn leave(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close_conn(now, id, false);
+        }
+        self.leaving = true;
+        self.invites.clear();
+        self.recovery.clear();
+        self.refused.clear();
+        self.queued.clear();
+    }
+
+    // ---- queries ------------------------------------------------------------------------
+
+    /// Labels opened room-wide.
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.labels.keys().map(String::as_str)
+    }
+
+    /// The live connection to `peer`: its id and state.
+    pub fn peer(&self, peer: &str) -> Option<(ConnId, PeerState)> {
+        let id = *self.by_peer.get(peer)?;
+        self.conns.get(&id).map(|c| (id, c.state))
+    }
+
+    /// Every live connection: `(peer, conn, state, metadata)`.
+    pub fn peers(&self) -> impl Iterator<Item = (&str, ConnId, PeerState, &Json)> {
+        self.by_peer.iter().filter_map(|(p, id)| {
+            let c = self.conns.get(id)?;
+            Some((p.as_str(), *id, c.state, &c.metadata))
+        })
+    }
+
+    /// Connections whose objects still exist (live or closing).
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    // ---- internals ----------------------------------------------------------------------
+
+    fn error(&mut self, code: &'static str, message: String, peer: Option<&str>) {
+        self.out.push_back(Action::Emit(Event::Error {
+            code,
+            message,
+            peer: peer.map(str::to_owned),
+        }));
+    }
+
+    fn is_live(&self, peer: &str) -> bool {
+        self.by_peer
+            .get(peer)
+            .and_then(|id| self.conns.get(id))
+            .is_some_and(Conn::live)
+    }
+
+    fn is_new_incarnation(&self, id: ConnId, offer: &SessionDescription) -> bool {
+        let Some(c) = self.conns.get(&id) else {
+            return false;
+        };
+        match (c.neg.remote_ufrag(), ufrag_of_sdp(&offer.sdp)) {
+            (Some(current), Some(new)) => current != new,
+            _ => false,
+        }
+    }
+
+    fn targets(&self, to: Option<&str>) -> Result<Vec<ConnId>, NoSuchPeer> {
+        match to {
+            Some(p) => self
+                .by_peer
+                .get(p)
+                .map(|id| vec![*id])
+                .ok_or_else(|| NoSuchPeer(p.to_string())),
+            None => Ok(self.by_peer.values().copied().collect()),
+        }
+    }
+
+    fn connecting(&self) -> usize {
+        self.by_peer
+            .values()
+            .filter_map(|id| self.conns.get(id))
+            .filter(|c| c.state.is_setting_up())
+            .count()
+    }
+
+    /// Publishes an invoke. A reply to an announce has an empty payload without metadata
+    /// (0.6+); retries always carry `[metadata]` (§4.6).
+    fn invoke(&mut self, now: Instant, peer: &str, retry: bool) {
+        let message = if self.cfg.metadata.is_null() && !retry {
+            None
+        } else {
+            Some(vec![self.cfg.metadata.clone()])
+        };
+        self.out.push_back(Action::Publish {
+            to: Target::Peer(peer.to_string()),
+            kind: SignalType::Invoke,
+            message,
+        });
+        // Expect an offer; an invoke lost on the way would otherwise leave both sides silent.
+        let attempts = self.invites.get(peer).map_or(0, |t| t.attempts) + 1;
+        let due = now + INVITE_TIMEOUT * 2u32.pow(attempts - 1);
+        track(
+            &mut self.invites,
+            peer,
+            Tracked {
+                attempts,
+                due: Some(due),
+                since: now,
+            },
+        );
+    }
+
+    /// Whether a connection to a new id may be set up now; a refused id is remembered (with
+    /// its offer) and taken up when a slot frees, so a real peer caught in a flood of forged
+    /// ones gets in without waiting for its own timeout. Refusals are reported once a second.
+    fn admit(
+        &mut self,
+        now: Instant,
+        peer: &str,
+        offer: Option<(SessionDescription, Json)>,
+    ) -> bool {
+        let limit = self.cfg.max_connecting;
+        let connecting = self.connecting();
+        if limit == 0 || connecting < limit {
+            return true;
+        }
+        self.refused.retain(|(r, _)| r != peer);
+        if self.refused.len() >= limit {
+            self.refused.pop_front();
+        }
+        self.refused.push_back((peer.to_string(), offer));
+        if self
+            .last_limit_report
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_limit_report = Some(now);
+            self.error(
+                "PEER_LIMIT",
+                format!(
+                    "{connecting} connections are being set up in this room \
+                     (webrtc.max_connecting_peers); ignoring new peers until some connect"
+                ),
+                Some(peer),
+            );
+        }
+        false
+    }
+
+    /// Takes up refused ids once there is room, newest first: a stored offer is answered (the
+    /// remote still waits for that answer); an id that only invoked us is invited back, which
+    /// allocates nothing here.
+    fn take_up_refused(&mut self, now: Instant) {
+        let limit = self.cfg.max_connecting;
+        while !self.leaving && self.connecting() < limit {
+            let Some((peer, offer)) = self.refused.pop_back() else {
+                return;
+            };
+            if self.is_live(&peer) {
+                continue;
+            }
+            match offer {
+                Some((desc, meta)) => {
+                    let id = self.connect(now, &peer, meta, false);
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.queue(
+                            Pending::Remote {
+                                desc,
+                                via_control: false,
+                            },
+                            &mut self.out,
+                        );
+                    }
+                }
+                None => self.invoke(now, &peer, true),
+            }
+        }
+    }
+
+    /// Creates the connection to `peer`. The receiver of an invoke offers (§5.2).
+    fn connect(&mut self, now: Instant, peer: &str, metadata: Json, offerer: bool) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        // Politeness by JavaScript string order (§1.4): the greater id is polite. Ids are
+        // base62 ASCII, where UTF-16 and byte order agree.
+        let polite = self.cfg.me.as_str() > peer;
+        let mut c = Conn::new(
+            id,
+            peer.to_string(),
+            metadata.clone(),
+            polite,
+            self.labels.clone(),
+        );
+        c.start_timer(now, self.cfg.connection_timeout);
+        self.invites.remove(peer);
+        self.out.push_back(Action::Connect {
+            conn: id,
+            remote: peer.to_string(),
+            metadata: metadata.clone(),
+        });
+        self.out.push_back(Action::Emit(Event::Connection {
+            peer: peer.to_string(),
+            state: PeerState::New,
+            metadata,
+        }));
+        if offerer {
+            c.queue(Pending::MakeOffer, &mut self.out);
+        }
+        if let Some(q) = self.queued.remove(peer) {
+            c.signaling_candidates(q, &mut self.out);
+        }
+        self.conns.insert(id, c);
+        self.by_peer.insert(peer.to_string(), id);
+        id
+    }
+
+    fn ice(&mut self, now: Instant, id: ConnId, state: IceState) {
+        let timeout = self.cfg.connection_timeout;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let was = match state {
+            IceState::New | IceState::Completed => None,
+            IceState::Checking => c.set_state(PeerState::Connecting, &mut self.out),
+            IceState::Connected => {
+                c.timer = None;
+                let peer = c.remote.clone();
+                let was = c.set_state(PeerState::Connected, &mut self.out);
+                self.recovery.remove(&peer);
+                was
+            }
+            IceState::Disconnected => {
+                c.start_timer(now, timeout);
+                c.set_state(PeerState::Disconnected, &mut self.out)
+            }
+            IceState::Failed => return self.close_conn(now, id, true),
+            IceState::Closed => return self.close_conn(now, id, false),
+        };
+        if was.is_some_and(PeerState::is_setting_up) && !self.refused.is_empty() {
+            self.take_up_refused(now);
+        }
+    }
+
+    /// Ends a connection: `failed` first when it failed, then `closed`; the owner is asked to
+    /// close it. The id is free for a new connection at once.
+    fn close_conn(&mut self, now: Instant, id: ConnId, failed: bool) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        let was = c.state;
+        if failed {
+            c.set_state(PeerState::Failed, &mut self.out);
+        }
+        c.flush_candidates(&mut self.out);
+        c.closing = true;
+        c.timer = None;
+        c.set_state(PeerState::Closed, &mut self.out);
+        let peer = c.remote.clone();
+        self.out.push_back(Action::Close { conn: id });
+        if self.by_peer.get(&peer) == Some(&id) {
+            self.by_peer.remove(&peer);
+            self.out.push_back(Action::Forget {
+                remote: peer.clone(),
+            });
+        }
+        if failed && !self.leaving {
+            // Recover from failures ourselves (Peerix's own retry rarely leaves a browser, §5.7).
+            let attempts = self.recovery.get(&peer).map_or(0, |t| t.attempts) + 1;
+            let due = (attempts <= MAX_RECOVERY_ATTEMPTS)
+                .then(|| now + Duration::from_millis(self.jitter.millis(0, 1000)));
+            track(
+                &mut self.recovery,
+                &peer,
+                Tracked {
+                    attempts,
+                    due,
+                    since: now,
+                },
+            );
+        }
+        if was.is_setting_up() && !self.refused.is_empty() {
+            self.take_up_refused(now);
+        }
+    }
+
+    /// The connection object is gone (we closed it, or its owner crashed).
+    fn conn_gone(&mut self, now: Instant, id: ConnId, crashed: bool) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let peer = c.remote.clone();
+        if !c.closing {
+            // It died on its own: report it and make a new connection (the remote sees the old
+            // one's control channel reset and our invoke makes it offer again, §5.2).
+            self.close_conn(now, id, false);
+            if crashed && !self.leaving {
+                self.error(
+                    "INTERNAL",
+                    "the connection's actor crashed; re-establishing the connection".into(),
+                    Some(&peer),
+                );
+                let due = Some(now + Duration::from_millis(self.jitter.millis(100, 600)));
+                track(
+                    &mut self.recovery,
+                    &peer,
+                    Tracked {
+                        attempts: 0,
+                        due,
+                        since: now,
+                    },
+                );
+            }
+        }
+        self.conns.remove(&id);
+    }
+
+    /// Re-invokes and invite give-ups that are due.
+    fn tracked_due(&mut self, now: Instant) {
+        let due = |m: &BTreeMap<String, Tracked>| -> Vec<String> {
+            m.iter()
+                .filter(|(_, t)| t.due.is_some_and(|d| d <= now))
+                .map(|(p, _)| p.clone())
+                .collect()
+        };
+        for peer in due(&self.recovery) {
+            if let Some(t) = self.recovery.get_mut(&peer) {
+                t.due = None;
+            }
+            if !self.is_live(&peer) && !self.leaving {
+                self.invoke(now, &peer, true);
+            }
+        }
+        for peer in due(&self.invites) {
+            let Some(t) = self.invites.get(&peer).copied() else {
+                continue;
+            };
+            if self.is_live(&peer) {
+                self.invites.remove(&peer);
+            } else if t.attempts < MAX_INVITES {
+                self.invoke(now, &peer, true);
+            } else {
+                self.invites.remove(&peer);
+                self.error(
+                    "PEER_UNREACHABLE",
+                    format!(
+                        "invited {MAX_INVITES} times since it announced itself, but it never offered a \
+                         connection; it has probably left the room (or signaling to it is lossy)"
+                    ),
+                    Some(&peer),
+                );
+            }
+        }
+    }
+}
+
+/// Inserts into a bounded map, evicting the longest-tracked entry when full.
+fn track(map: &mut BTreeMap<String, Tracked>, peer: &str, t: Tracked) {
+    if !map.contains_key(peer) && map.len() >= MAX_TRACKED {
+        if let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, t)| t.since)
+            .map(|(p, _)| p.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(peer.to_string(), t);
+}
