@@ -7,6 +7,7 @@ pub mod driver;
 pub mod event_bus;
 pub mod peer;
 pub mod room;
+mod room_commands;
 
 use rmpv::Value;
 
