@@ -18,17 +18,19 @@
 //! `tests/` drives several rooms on a simulated clock over a lossy simulated bus; reading
 //! `tests/scenarios.rs` is the shortest way to learn how Peerix negotiation works.
 
+mod admission;
 mod conn;
 mod negotiation;
 mod rng;
 mod room;
 mod types;
 
+pub use admission::MAX_INVITES;
 pub use negotiation::{Negotiation, RemoteAction, MAX_QUEUED_SIGNALING_CANDIDATES};
 /// Re-exported wire types that appear in this crate's API.
 pub use peerix_wire::{
     control::ChannelOptions,
     packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType},
 };
-pub use room::{NoSuchPeer, Room, RoomConfig, MAX_INVITES, MAX_RECOVERY_ATTEMPTS};
+pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS};
 pub use types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};
