@@ -343,6 +343,17 @@ impl Room {
         Ok(())
     }
 
+    /// The channel of `label` on connection `conn` died on our side (its actor crashed): open
+    /// the label again, as at control-channel open, if it is still wanted.
+    pub fn reopen_channel(&mut self, conn: ConnId, label: &str) {
+        let Some(c) = self.conns.get(&conn).filter(|c| c.live() && c.control_open) else {
+            return;
+        };
+        if let Some(opts) = c.labels.get(label).cloned() {
+            c.open_label(opts, &mut self.out);
+        }
+    }
+
     /// Leave: every connection closes (the remotes learn it from their control channels).
     pub fn leave(&mut self, now: Instant) {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();

@@ -391,3 +391,28 @@ fn channels_opened_room_wide_are_created_by_the_impolite_side() {
     sim.run_until(S(3));
     assert_eq!(sim.nodes[0].channels.len(), 2);
 }
+
+#[test]
+fn a_crashed_channel_is_opened_again_by_the_side_that_opened_it() {
+    let mut sim = staggered(12, &["a", "b"], ms(100), Net::default(), S(1));
+    sim.open(0, "chat"); // impolite a creates it
+    sim.open(1, "files"); // polite b asks a to create it
+    sim.run_until(S(2));
+    assert_eq!(sim.nodes[0].channels.len(), 2);
+    sim.channel_crashed(0, "b", "chat");
+    assert_eq!(sim.nodes[0].channels.len(), 3, "created again at once");
+    sim.channel_crashed(1, "a", "files");
+    sim.run_until(S(3));
+    assert_eq!(
+        sim.nodes[0].channels.len(),
+        4,
+        "requested again\n{}",
+        sim.dump()
+    );
+    sim.channel_crashed(0, "b", "files");
+    assert_eq!(
+        sim.nodes[0].channels.len(),
+        4,
+        "only the side that opened a label re-opens it"
+    );
+}

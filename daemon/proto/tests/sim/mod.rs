@@ -842,6 +842,16 @@ impl Sim {
         self.trace.join("\n")
     }
 
+    /// Node `i`'s channel of `label` to `peer` crashed locally.
+    pub fn channel_crashed(&mut self, i: usize, peer: &str, label: &str) {
+        if let Some(r) = self.nodes[i].room.as_mut() {
+            if let Some((conn, _)) = r.peer(peer) {
+                r.reopen_channel(conn, label);
+            }
+        }
+        self.drain(i);
+    }
+
     /// Opens a label room-wide at node `i`.
     pub fn open(&mut self, i: usize, label: &str) {
         if let Some(r) = self.nodes[i].room.as_mut() {
