@@ -9,7 +9,7 @@ use crate::error::DaemonError;
 /// What a `debug` request asks for.
 pub enum DebugAction {
     /// An actor under the daemon panics.
-    Exec(Exec),
+    Exec(Box<Exec>),
     /// The client session that received the request panics.
     PanicSession,
 }
@@ -36,17 +36,19 @@ pub fn parse(args: &Value) -> Result<DebugAction, DaemonError> {
     let bad = || DaemonError::BadRequest(USAGE.into());
     let action = get("action").ok_or_else(bad)?;
     Ok(match action.as_str() {
-        "panic-peer" => DebugAction::Exec(Exec::PanicPeer {
+        "panic-peer" => DebugAction::Exec(Box::new(Exec::PanicPeer {
             room: get("room").ok_or_else(bad)?,
             peer: get("peer").ok_or_else(bad)?,
-        }),
-        "panic-channel" => DebugAction::Exec(Exec::PanicChannel {
+        })),
+        "panic-channel" => DebugAction::Exec(Box::new(Exec::PanicChannel {
             room: get("room").ok_or_else(bad)?,
             peer: get("peer").ok_or_else(bad)?,
             label: get("label").ok_or_else(bad)?,
-        }),
-        "panic-room" => DebugAction::Exec(Exec::PanicRoom(get("room").ok_or_else(bad)?)),
-        "panic-driver" => DebugAction::Exec(Exec::PanicDriver(get("driver").ok_or_else(bad)?)),
+        })),
+        "panic-room" => DebugAction::Exec(Box::new(Exec::PanicRoom(get("room").ok_or_else(bad)?))),
+        "panic-driver" => {
+            DebugAction::Exec(Box::new(Exec::PanicDriver(get("driver").ok_or_else(bad)?)))
+        }
         "panic-session" => DebugAction::PanicSession,
         _ => return Err(bad()),
     })

@@ -293,7 +293,7 @@ impl ClientSession {
             ),
             #[cfg(feature = "fault-injection")]
             Op::Debug(args) => match super::debug::parse(&args) {
-                Ok(super::debug::DebugAction::Exec(m)) => self.exec(id, m, ctx),
+                Ok(super::debug::DebugAction::Exec(m)) => self.exec(id, *m, ctx),
                 Ok(super::debug::DebugAction::PanicSession) => {
                     panic!("injected fault in client session {}", self.id)
                 }
