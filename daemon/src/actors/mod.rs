@@ -6,6 +6,7 @@ pub mod channel;
 pub mod daemon;
 pub mod driver;
 pub mod event_bus;
+pub mod options;
 pub mod peer;
 pub mod room;
 pub mod supervision;
