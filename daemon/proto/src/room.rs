@@ -261,6 +261,7 @@ impl Room {
             _ if !live => return,
             ConnEvent::Ice(state) => return self.ice(now, conn, state),
             ConnEvent::ControlClosed => return self.close_conn(now, conn, false),
+            ConnEvent::ChannelCrashed(label) => return self.reopen_channel(conn, &label),
             _ => {}
         }
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -279,7 +280,10 @@ impl Room {
             ConnEvent::OpDone { stable, result } => {
                 c.op_done(stable, result, &self.cfg.metadata, out)
             }
-            ConnEvent::Ice(_) | ConnEvent::ControlClosed | ConnEvent::Closed { .. } => {}
+            ConnEvent::Ice(_)
+            | ConnEvent::ControlClosed
+            | ConnEvent::ChannelCrashed(_)
+            | ConnEvent::Closed { .. } => {}
         }
     }
 

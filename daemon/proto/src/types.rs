@@ -78,6 +78,9 @@ pub enum ConnEvent {
     ControlOpen,
     /// A binary message arrived on the control channel (undecoded).
     ControlMessage(Vec<u8>),
+    /// The user channel of this label died on our side (its owner crashed): open it again if
+    /// this side opened it.
+    ChannelCrashed(String),
     /// The control channel closed: the remote left (§5.8).
     ControlClosed,
     /// The connection object is gone. `crashed`: its owner died unexpectedly (a panic), not

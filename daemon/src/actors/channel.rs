@@ -105,6 +105,8 @@ pub struct ChannelGone {
     pub label: String,
     /// The actor that went away (a newer channel may have replaced it).
     pub addr: Addr<ChannelActor>,
+    /// Whether it died by a panic: the peer then opens the label again.
+    pub crashed: bool,
 }
 
 type AckMap = Arc<std::sync::Mutex<HashMap<u32, oneshot::Sender<Result<(), String>>>>>;
@@ -452,6 +454,22 @@ impl Actor for ChannelActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        // actix runs `stopped` while a panic unwinds the actor: report it, and the owning peer
+        // opens the label again (`ChannelGone::crashed`).
+        let crashed = std::thread::panicking();
+        if crashed {
+            tracing::error!(room = %self.cx.room, peer = %self.cx.peer, label = %self.channel.label(), "channel actor crashed; re-opening the channel");
+            self.emit(
+                "channel:error",
+                vec![(
+                    "error",
+                    error_value(
+                        "INTERNAL",
+                        "the channel's actor crashed; its pending sends failed and the channel is re-opened",
+                    ),
+                )],
+            );
+        }
         self.fail_pending("channel closed");
         if !self.closed {
             self.emit("channel:close", vec![]);
@@ -461,6 +479,7 @@ impl Actor for ChannelActor {
         self.owner.do_send(ChannelGone {
             label: self.channel.label().to_string(),
             addr: ctx.address(),
+            crashed,
         });
     }
 }
@@ -793,5 +812,23 @@ impl Handler<ChannelSendStream> for ChannelActor {
         ctx.spawn(fut.into_actor(self).map(move |r, _, _| {
             let _ = result.send(r);
         }));
+    }
+}
+
+/// Fault injection: panic inside the channel actor (tests of supervision).
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectChannelPanic;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectChannelPanic> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, _: InjectChannelPanic, _: &mut Self::Context) {
+        panic!(
+            "injected fault in the actor of channel {:?} to {}",
+            self.channel.label(),
+            self.cx.peer
+        );
     }
 }

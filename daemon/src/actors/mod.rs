@@ -1,13 +1,16 @@
 //! The supervision tree. `Daemon` owns the drivers and rooms; a room owns its peers; a peer owns its
 //! data channels. IPC sessions live beside it under the `IpcListener`.
 
+pub mod backoff;
 pub mod channel;
 pub mod daemon;
 pub mod driver;
 pub mod event_bus;
+pub mod options;
 pub mod peer;
 pub mod room;
 mod room_commands;
+pub mod supervision;
 
 use rmpv::Value;
 

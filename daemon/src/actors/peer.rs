@@ -510,9 +510,12 @@ impl Handler<PeerInfo> for PeerActor {
 
 impl Handler<ChannelGone> for PeerActor {
     type Result = ();
-    fn handle(&mut self, m: ChannelGone, _: &mut Self::Context) {
+    fn handle(&mut self, m: ChannelGone, ctx: &mut Self::Context) {
         if self.channels.get(&m.label).is_some_and(|a| *a == m.addr) {
             self.channels.remove(&m.label);
+            if m.crashed {
+                self.reopen_crashed_channel(m.label, ctx);
+            }
         }
     }
 }
@@ -538,5 +541,49 @@ impl Drop for PeerActor {
         if let Some(rtc) = self.rtc.take() {
             tokio::spawn(async move { rtc.close().await });
         }
+    }
+}
+
+/// How long a crashed channel's label waits before it is opened again: the old channel's
+/// stream reset must reach the remote first, or the remote would take the request for a
+/// channel it still has and ignore it.
+const CHANNEL_REOPEN_DELAY: Duration = Duration::from_millis(300);
+
+impl PeerActor {
+    /// Supervision of channels: a channel actor that panicked is replaced by a fresh channel
+    /// of the same label (the crashed one reported itself with a `channel:error`).
+    fn reopen_crashed_channel(&mut self, label: String, ctx: &mut Context<Self>) {
+        ctx.run_later(CHANNEL_REOPEN_DELAY, move |act, _| {
+            if act.closing || act.channels.contains_key(&label) {
+                return;
+            }
+            tracing::info!(room = %act.s.room, peer = %act.s.remote, %label, "re-opening a crashed channel");
+            // Whether and how (create it, or ask the impolite side) is the machine's call.
+            act.report(ConnEvent::ChannelCrashed(label));
+        });
+    }
+}
+
+/// Fault injection: make the actor of one of this peer's channels panic.
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "Result<(), crate::error::DaemonError>")]
+pub struct PeerPanicChannel(pub String);
+
+#[cfg(feature = "fault-injection")]
+impl Handler<PeerPanicChannel> for PeerActor {
+    type Result = Result<(), crate::error::DaemonError>;
+    fn handle(
+        &mut self,
+        PeerPanicChannel(label): PeerPanicChannel,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        let ch = self.channels.get(&label).ok_or_else(|| {
+            crate::error::DaemonError::BadRequest(format!(
+                "debug: no channel {label:?} on this peer; open it first"
+            ))
+        })?;
+        ch.do_send(super::channel::InjectChannelPanic);
+        Ok(())
     }
 }

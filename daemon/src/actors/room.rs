@@ -57,6 +57,8 @@ pub struct RoomSetup {
     pub max_message_size: usize,
     /// Largest inline `channel:message` part.
     pub inline_limit: usize,
+    /// Told when the room actor crashes, to re-join (see [`RoomDown`]).
+    pub supervisor: Option<Recipient<RoomDown>>,
 }
 
 /// The room actor.
@@ -325,7 +327,8 @@ impl Actor for RoomActor {
         );
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.report_crash(ctx);
         self.s.driver.do_send(UnsubAll {
             owner: self.s.room.clone(),
         });
@@ -395,5 +398,131 @@ impl Handler<PeerInput> for RoomActor {
         self.machine
             .handle_conn_event(Instant::now(), m.conn, m.event);
         self.drive(ctx);
+    }
+}
+
+/// Sent to the supervisor (the `Daemon`) when a room actor crashed (actix runs `stopped` while
+/// the panic unwinds), so that it re-joins the room with the same membership.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomDown {
+    /// Room name.
+    pub room: String,
+    /// The actor that crashed (a newer one may already have replaced it).
+    pub addr: Addr<RoomActor>,
+}
+
+impl RoomActor {
+    fn report_crash(&self, ctx: &mut Context<Self>) {
+        if !std::thread::panicking() {
+            return;
+        }
+        tracing::error!(room = %self.s.room, "room actor crashed; re-joining the room");
+        if let Some(sup) = &self.s.supervisor {
+            sup.do_send(RoomDown {
+                room: self.s.room.clone(),
+                addr: ctx.address(),
+            });
+        }
+    }
+
+    /// Subscribes our namespaces on the (new) driver, then announces. Mirrors the subscription
+    /// in `started`, for a driver that was restarted under a running room.
+    fn resubscribe(&mut self, ctx: &mut Context<Self>) {
+        let subs = [self.room_ns.clone(), self.own_ns.clone()];
+        let driver = self.s.driver.clone();
+        let owner = self.s.room.clone();
+        let incoming = ctx.address().recipient::<Incoming>();
+        let active = ctx.address().recipient::<DriverActive>();
+        ctx.spawn(
+            async move {
+                for ns in subs {
+                    driver
+                        .send(Sub {
+                            owner: owner.clone(),
+                            namespace: ns,
+                            incoming: incoming.clone(),
+                            active: active.clone(),
+                        })
+                        .await??;
+                }
+                Ok::<(), DaemonError>(())
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(()) => {
+                    act.machine.announce();
+                    act.drive(ctx);
+                }
+                Err(e) => act.emit_error(
+                    "SIGNALING_ERROR",
+                    &format!("subscribing on the restarted driver: {e}"),
+                    None,
+                ),
+            }),
+        );
+    }
+}
+
+/// The room's signaling driver was restarted: use the new one. The room re-subscribes its
+/// namespaces and announces, so that peers that joined meanwhile find it (established
+/// connections never needed the driver).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UseDriver(pub Addr<DriverActor>);
+
+impl Handler<UseDriver> for RoomActor {
+    type Result = ();
+    fn handle(&mut self, UseDriver(driver): UseDriver, ctx: &mut Self::Context) {
+        if self.leaving || self.s.driver == driver {
+            return;
+        }
+        tracing::info!(room = %self.s.room, driver = %self.s.driver_name, "re-subscribing on the restarted driver");
+        self.s.driver = driver;
+        self.resubscribe(ctx);
+    }
+}
+
+/// Fault injection: make the room actor panic (tests of supervision).
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectRoomPanic;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectRoomPanic> for RoomActor {
+    type Result = ();
+    fn handle(&mut self, _: InjectRoomPanic, _: &mut Self::Context) {
+        panic!("injected fault in the actor of room {}", self.s.room);
+    }
+}
+
+/// Fault injection: make the actor of one data channel panic (tests of supervision).
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct RoomPanicChannel {
+    /// Remote peer id.
+    pub peer: String,
+    /// Channel label.
+    pub label: String,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<RoomPanicChannel> for RoomActor {
+    type Result = ResponseFuture<Result<(), DaemonError>>;
+    fn handle(&mut self, m: RoomPanicChannel, _: &mut Self::Context) -> Self::Result {
+        let peer = self
+            .machine
+            .peer(&m.peer)
+            .and_then(|(conn, _)| self.conns.get(&conn).cloned());
+        let room = self.s.room.clone();
+        Box::pin(async move {
+            let peer = peer.ok_or_else(|| DaemonError::NoSuchPeer {
+                room,
+                peer: m.peer.clone(),
+            })?;
+            peer.send(super::peer::PeerPanicChannel(m.label)).await?
+        })
     }
 }
