@@ -302,24 +302,41 @@ pub fn load(
     flags: &FlagOverrides,
     skip_system: bool,
 ) -> Result<DaemonConfig, DaemonError> {
+    load_with_env(file, flags, skip_system, daemon_env())
+}
+
+/// [`load`] with the daemon's `PEERIX_*` variables given (tests pass their own).
+fn load_with_env(
+    file: Option<&Path>,
+    flags: &FlagOverrides,
+    skip_system: bool,
+    env: config::Map<String, String>,
+) -> Result<DaemonConfig, DaemonError> {
+    // Every error names where the configuration came from.
+    let mut files: Vec<PathBuf> = Vec::new();
     let defaults = toml::to_string(&DaemonConfig::default())
         .map_err(|e| DaemonError::Config(format!("serialising defaults: {e}")))?;
     let mut b = Config::builder().add_source(File::from_str(&defaults, FileFormat::Toml));
     if !skip_system {
         b = b.add_source(File::new(SYSTEM_CONFIG_FILE, FileFormat::Toml).required(false));
+        if Path::new(SYSTEM_CONFIG_FILE).exists() {
+            files.push(PathBuf::from(SYSTEM_CONFIG_FILE));
+        }
         if let Some(user) = user_config_file() {
+            if user.exists() {
+                files.push(user.clone());
+            }
             b = b.add_source(File::from(user).format(FileFormat::Toml).required(false));
         }
     }
     if let Some(f) = file {
-        if !f.exists() {
-            return Err(DaemonError::Config(format!(
-                "config file {} does not exist",
-                f.display()
-            )));
-        }
-        b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
+        let text = read_config_file(f)?;
+        // From the text we read, so the file is read once and its errors are ours to word;
+        // the name goes into every error below.
+        b = b.add_source(File::from_str(&text, FileFormat::Toml));
+        files.push(f.to_path_buf());
     }
+    let cfg_err = |e: config::ConfigError| describe_config_error(e, &files, &env);
     // `PEERIX_SOCKET`, `PEERIX_LOG`, `PEERIX_IPC__MAX_FRAME`, `PEERIX_ROOM_DEFAULTS__SIGNALINGENCRYPTION`...
     // Only variables that look like our keys are taken, so unrelated PEERIX_* variables (used by
     // clients and tests) do not trip the unknown-key check.
@@ -328,7 +345,7 @@ pub fn load(
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
-            .source(Some(daemon_env())),
+            .source(Some(env.clone())),
     );
     let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
                k: &str,
@@ -348,6 +365,16 @@ pub fn load(
     )
     .map_err(cfg_err)?;
     let cfg = b.build().map_err(cfg_err)?;
+    // `log` must be a string; the lenient loader would turn `log = 5` into "5".
+    if let Ok(v) = cfg.get::<config::Value>("log") {
+        if !matches!(v.kind, config::ValueKind::String(_)) {
+            return Err(DaemonError::Config(format!(
+                "log: must be a string filter such as \"info,webrtc=warn\", not {}{}",
+                v.kind,
+                sources_text(&files)
+            )));
+        }
+    }
     let mut out: DaemonConfig = cfg.try_deserialize().map_err(cfg_err)?;
     if !flags.nats.is_empty() {
         let mut nats = out.drivers.nats.take().unwrap_or_default();
@@ -367,8 +394,69 @@ pub fn load(
     // A message part plus its event envelope must fit one frame; shrinking max_frame alone should
     // not force users to tune the inline limit too.
     out.ipc.inline_message_limit = out.ipc.inline_message_limit.min(out.ipc.max_frame / 2);
-    out.validate()?;
+    out.validate().map_err(|e| match e {
+        DaemonError::Config(m) => DaemonError::Config(format!("{m}{}", sources_text(&files))),
+        other => other,
+    })?;
     Ok(out)
+}
+
+/// Reads the file named by `--config`, saying what is wrong in words an operator acts on.
+fn read_config_file(f: &Path) -> Result<String, DaemonError> {
+    use std::io::ErrorKind;
+    if f.is_dir() {
+        return Err(DaemonError::Config(format!(
+            "config file {} is a directory; name the .toml file inside it",
+            f.display()
+        )));
+    }
+    std::fs::read_to_string(f).map_err(|e| {
+        DaemonError::Config(match e.kind() {
+            ErrorKind::NotFound => format!("config file {} does not exist", f.display()),
+            ErrorKind::PermissionDenied => format!(
+                "config file {}: permission denied; make it readable by the user peerixd runs as",
+                f.display()
+            ),
+            ErrorKind::InvalidData => format!("config file {} is not UTF-8 text", f.display()),
+            _ => format!("config file {}: {e}", f.display()),
+        })
+    })
+}
+
+/// " (in FILE, FILE)" for error messages, or nothing when only defaults and flags were used.
+fn sources_text(files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    format!(" (in {})", names.join(", "))
+}
+
+/// A loader error with its source: an unknown key set through the environment is named as
+/// the variable (the file list would send the operator looking in the wrong place).
+fn describe_config_error(
+    e: config::ConfigError,
+    files: &[PathBuf],
+    env: &config::Map<String, String>,
+) -> DaemonError {
+    let text = e.to_string();
+    let unknown = text
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    if let Some(field) = unknown {
+        let suffix = format!("_{}", field.to_ascii_uppercase());
+        if let Some(var) = env
+            .keys()
+            .find(|k| k.to_ascii_uppercase().ends_with(&suffix))
+        {
+            return DaemonError::Config(format!(
+                "environment variable {var}: unknown key `{field}` (peerixd reads PEERIX_* \
+                 variables as configuration; see config/peerixd.toml for the keys)"
+            ));
+        }
+    }
+    DaemonError::Config(format!("{text}{}", sources_text(files)))
 }
 
 /// The environment variables that belong to the daemon's configuration.
@@ -397,10 +485,6 @@ fn daemon_env() -> config::Map<String, String> {
         .collect()
 }
 
-fn cfg_err(e: config::ConfigError) -> DaemonError {
-    DaemonError::Config(e.to_string())
-}
-
 impl DaemonConfig {
     /// Checks values the type system cannot, naming the key at fault.
     pub fn validate(&self) -> Result<(), DaemonError> {
@@ -422,6 +506,19 @@ impl DaemonConfig {
                 "ipc.inline_message_limit: must be > 0 and at least 4 KiB below ipc.max_frame"
                     .into(),
             ));
+        }
+        if !(16 * 1024..=256 * 1024).contains(&self.webrtc.max_message_size) {
+            return Err(DaemonError::Config(format!(
+                "webrtc.max_message_size: {} is outside 16384..=262144 (Peerix frames are under \
+                 16 KiB; every connection keeps a buffer this large)",
+                self.webrtc.max_message_size
+            )));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(DaemonError::Config(format!(
+                "log: {:?} is not a valid filter: {e}",
+                self.log
+            )));
         }
         let known = ["local", "memory", "nats"];
         if !known.contains(&self.default_driver.as_str()) {
@@ -490,65 +587,5 @@ pub fn default_socket_path() -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn write(content: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::Builder::new()
-            .suffix(".toml")
-            .tempfile()
-            .expect("tempfile");
-        f.write_all(content.as_bytes()).expect("write");
-        f
-    }
-
-    #[test]
-    fn defaults_are_peerix_defaults() {
-        let c = load(None, &FlagOverrides::default(), true).expect("defaults load");
-        assert!(c.room_defaults.namespace_hashing);
-        assert!(c.room_defaults.signaling_encryption);
-        assert_eq!(c.room_defaults.connection_timeout, 15_000);
-        assert_eq!(c.room_defaults.ice_candidate_debounce, 50);
-        assert_eq!(c.default_driver, "local");
-        assert_eq!(c.ipc.max_frame, 16 << 20);
-    }
-
-    #[test]
-    fn file_then_flags_take_precedence() {
-        let f = write("log = \"debug\"\n[room_defaults]\nsignalingEncryption = false\n[[rooms]]\nid = \"demo\"\n");
-        let flags = FlagOverrides {
-            log: Some("trace".into()),
-            ..Default::default()
-        };
-        let c = load(Some(f.path()), &flags, true).expect("load");
-        assert_eq!(c.log, "trace");
-        assert!(!c.room_defaults.signaling_encryption);
-        assert_eq!(c.rooms.len(), 1);
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let f = write("[ipc]\nmax_frmae = 5\n");
-        let e = load(Some(f.path()), &FlagOverrides::default(), true).expect_err("must fail");
-        assert!(e.to_string().contains("max_frmae"), "{e}");
-    }
-
-    #[test]
-    fn bad_value_is_named() {
-        let f = write("[room_defaults]\nconnectionTimeout = \"soon\"\n");
-        let e = load(Some(f.path()), &FlagOverrides::default(), true).expect_err("must fail");
-        assert!(e.to_string().contains("connectionTimeout"), "{e}");
-        let f = write("default_driver = \"carrier-pigeon\"\n");
-        let e = load(Some(f.path()), &FlagOverrides::default(), true).expect_err("must fail");
-        assert!(e.to_string().contains("default_driver"), "{e}");
-    }
-
-    #[test]
-    fn documented_example_parses() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/peerixd.toml");
-        let c =
-            load(Some(&p), &FlagOverrides::default(), true).expect("config/peerixd.toml must load");
-        assert!(c.drivers.nats.is_some());
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -98,6 +98,15 @@ struct Shared {
     /// Last error reported while disconnected, so a server that stays down
     /// yields one error, not one per reconnect attempt.
     last_error: Mutex<Option<String>>,
+    /// The configured server URLs, named in every error.
+    servers: String,
+}
+
+/// One sentence for an error of a running client: async-nats' own text already starts with
+/// "nats: ", and it does not say which server.
+fn client_error_text(servers: &str, error: &str) -> String {
+    let error = error.strip_prefix("nats: ").unwrap_or(error);
+    format!("nats: {servers}: {error}")
 }
 
 impl Shared {
@@ -119,8 +128,10 @@ impl Shared {
                     let _ = self.events.send(DriverEvent::Active(false));
                 }
             }
-            Event::ServerError(e) => self.error(format!("nats: server error: {e}")),
-            Event::ClientError(e) => self.error(format!("nats: {e}")),
+            Event::ServerError(e) => {
+                self.error(format!("nats: {}: server error: {e}", self.servers))
+            }
+            Event::ClientError(e) => self.error(client_error_text(&self.servers, &e.to_string())),
             Event::SlowConsumer(sid) => self.error(format!(
                 "nats: slow consumer on subscription {sid}; messages were dropped"
             )),
@@ -234,6 +245,7 @@ impl NatsDriver {
             active: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            servers: servers_text.clone(),
         });
 
         let mut opts = ConnectOptions::new()
@@ -429,5 +441,22 @@ impl Drop for NatsDriver {
         for (_, sub) in self.subs.get_mut().drain() {
             sub.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::client_error_text;
+
+    #[test]
+    fn client_errors_say_nats_once_and_name_the_server() {
+        assert_eq!(
+            client_error_text("nats://10.0.0.1:4222", "nats: IO error: connection reset"),
+            "nats: nats://10.0.0.1:4222: IO error: connection reset"
+        );
+        assert_eq!(
+            client_error_text("nats://a:1", "timed out"),
+            "nats: nats://a:1: timed out"
+        );
     }
 }
