@@ -20,6 +20,8 @@ pub struct Running {
     pub bus: Addr<EventBus>,
     /// The machine identity's id.
     pub id: String,
+    /// Where sends go (in-process hosts send through it as a client session does).
+    pub routes: crate::actors::send_path::Routes,
 }
 
 /// Starts the daemon's actors and, when `listen` is set, the IPC listener. Must be called inside a
@@ -33,7 +35,9 @@ pub async fn start(
     peerix_rtc::start_reactors(cfg.webrtc.reactor_threads);
     let bus = EventBus::default().start();
     let id = identity.id().to_string();
-    let daemon = Daemon::new(cfg.clone(), bus.clone(), identity).start();
+    let daemon = Daemon::new(cfg.clone(), bus.clone(), identity);
+    let routes = daemon.routes();
+    let daemon = daemon.start();
     if listen {
         let path = cfg.socket_path();
         let listener = bind(&path)?;
@@ -44,12 +48,18 @@ pub async fn start(
             daemon.clone(),
             bus.clone(),
             id.clone(),
+            routes.clone(),
         )
         .start();
     }
     // Make sure the daemon actor is up before anyone talks to it.
     let _ = daemon.send(DaemonId).await?;
-    Ok(Running { daemon, bus, id })
+    Ok(Running {
+        daemon,
+        bus,
+        id,
+        routes,
+    })
 }
 
 /// Leaves every room so that remote peers see `connection:closed` promptly, then gives the WebRTC

@@ -15,12 +15,10 @@ use peerix_wire::identity::Identity;
 use rmpv::Value;
 use sha2::{Digest, Sha256};
 
-use super::channel::{OutgoingMessage, ProgressTo};
 use super::driver::{DriverActor, DriverInfo};
 use super::event_bus::{Emit, EventBus, EventRecord};
-use super::room::{
-    Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers, RoomSend, RoomSetup,
-};
+use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers, RoomSetup};
+use super::send_path::{RoomDirectory, Routes};
 use super::{error_value, msgpack_to_json};
 use crate::config::{DaemonConfig, NatsDriverConfig, RoomOptions};
 use crate::error::DaemonError;
@@ -35,6 +33,8 @@ pub struct Daemon {
     master: Identity,
     drivers: HashMap<String, Addr<DriverActor>>,
     rooms: HashMap<String, Addr<RoomActor>>,
+    /// The rooms as client sessions reach them to send (see `send_path`).
+    routes: Routes,
 }
 
 impl Daemon {
@@ -46,7 +46,13 @@ impl Daemon {
             master,
             drivers: HashMap::new(),
             rooms: HashMap::new(),
+            routes: Routes::default(),
         }
+    }
+
+    /// Where client sessions send: kept current by this daemon as rooms are joined and left.
+    pub fn routes(&self) -> Routes {
+        self.routes.clone()
     }
 
     /// Derives this room's identity from the machine identity. One identity per machine, but a
@@ -174,6 +180,8 @@ impl Daemon {
             }
             let identity = act.room_identity(&room, &driver_name);
             let id = identity.id().to_string();
+            let directory = RoomDirectory::new(&room);
+            act.routes.insert(&room, directory.clone());
             let setup = RoomSetup {
                 room: room.clone(),
                 driver_name,
@@ -185,6 +193,7 @@ impl Daemon {
                 metadata: metadata.clone(),
                 max_message_size: act.cfg.ipc.max_message_size as usize,
                 inline_limit: act.cfg.ipc.inline_message_limit as usize,
+                directory,
             };
             let addr = RoomActor::new(setup).start();
             act.rooms.insert(room.clone(), addr);
@@ -337,21 +346,6 @@ pub enum Exec {
     Open(OpenArgs),
     /// `close`.
     Close(CloseArgs),
-    /// A complete message to send.
-    Send {
-        /// Room.
-        room: String,
-        /// Label.
-        label: String,
-        /// Only this peer.
-        to: Option<String>,
-        /// Message.
-        message: OutgoingMessage,
-        /// Progress.
-        progress: Option<ProgressTo>,
-        /// Transfer token reported back.
-        transfer: u64,
-    },
     /// Fault injection: make a peer actor panic.
     #[cfg(feature = "fault-injection")]
     PanicPeer {
@@ -413,6 +407,7 @@ impl Handler<Exec> for Daemon {
                 )
             }
             Exec::Leave(room) => {
+                self.routes.remove(&room);
                 let r = self.rooms.remove(&room).filter(|r| r.connected());
                 Box::pin(
                     async move {
@@ -494,65 +489,7 @@ impl Handler<Exec> for Daemon {
                     .into_actor(self),
                 )
             }
-            Exec::Send {
-                room,
-                label,
-                to,
-                message,
-                progress,
-                transfer,
-            } => {
-                let r = self.room(&room);
-                Box::pin(
-                    async move {
-                        let results = r?
-                            .send(RoomSend {
-                                label,
-                                to,
-                                message,
-                                progress,
-                            })
-                            .await??;
-                        let peers: Vec<Value> = results
-                            .into_iter()
-                            .map(|(id, res)| {
-                                let mut f = vec![
-                                    ("id", Value::from(id.as_str())),
-                                    ("ok", Value::Boolean(res.is_ok())),
-                                ];
-                                if let Err(e) = res {
-                                    f.push(("error", error_value("SEND_FAILED", &e)));
-                                }
-                                super::event_bus::obj(f)
-                            })
-                            .collect();
-                        Ok(super::event_bus::obj(vec![
-                            ("transfer", Value::from(transfer)),
-                            ("peers", Value::Array(peers)),
-                        ]))
-                    }
-                    .into_actor(self),
-                )
-            }
         }
-    }
-}
-
-/// Start a streamed send (`send` with `more: true`).
-#[derive(Message)]
-#[rtype(result = "Result<Vec<super::room::StreamTarget>, DaemonError>")]
-pub struct OpenStream {
-    /// Room.
-    pub room: String,
-    /// The rest.
-    pub send: super::room::RoomSendStream,
-}
-
-impl Handler<OpenStream> for Daemon {
-    type Result = ResponseFuture<Result<Vec<super::room::StreamTarget>, DaemonError>>;
-    fn handle(&mut self, m: OpenStream, _: &mut Self::Context) -> Self::Result {
-        let r = self.room(&m.room);
-        Box::pin(async move { r?.send(m.send).await? })
     }
 }
 
@@ -576,6 +513,9 @@ pub struct LeaveAll;
 impl Handler<LeaveAll> for Daemon {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: LeaveAll, _: &mut Self::Context) -> Self::Result {
+        for room in self.rooms.keys() {
+            self.routes.remove(room);
+        }
         let rooms: Vec<Addr<RoomActor>> = self.rooms.drain().map(|(_, r)| r).collect();
         Box::pin(async move {
             for r in rooms {

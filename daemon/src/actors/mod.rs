@@ -1,12 +1,15 @@
 //! The supervision tree. `Daemon` owns the drivers and rooms; a room owns its peers; a peer owns its
-//! data channels. IPC sessions live beside it under the `IpcListener`.
+//! data channels. IPC sessions live beside it under the `IpcListener`. Outgoing messages take a
+//! shorter way, from the session straight to a per-label lane (`send_path`, `outgoing`).
 
 pub mod channel;
 pub mod daemon;
 pub mod driver;
 pub mod event_bus;
+pub mod outgoing;
 pub mod peer;
 pub mod room;
+pub mod send_path;
 
 use rmpv::Value;
 

@@ -17,11 +17,9 @@ use peerix_wire::packet::SignalType;
 use rmpv::Value;
 use serde_json::json;
 
-use super::channel::{
-    ChannelActor, ChannelContext, ChannelGone, ChannelSend, CloseChannel, OutgoingMessage,
-    ProgressTo,
-};
+use super::channel::{ChannelActor, ChannelContext, ChannelGone, CloseChannel};
 use super::event_bus::{Emit, EventBus, EventRecord};
+use super::send_path::{PeerLanes, RoomDirectory, Slot};
 use super::{error_value, json_to_msgpack, ReceiverStream};
 
 /// Peerix's peer states (§5.7).
@@ -84,6 +82,8 @@ pub struct PeerSetup {
     pub max_message_size: usize,
     /// Channel inline limit.
     pub inline_limit: usize,
+    /// The room's peers as the send path sees them; this actor registers itself there.
+    pub directory: std::sync::Arc<RoomDirectory>,
 }
 
 /// A packet the room must publish to this peer's namespace.
@@ -134,23 +134,6 @@ pub struct OpenLabel(pub ChannelOptions);
 #[rtype(result = "bool")]
 pub struct CloseLabel(pub String);
 
-/// Send on a label.
-#[derive(Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct PeerSend {
-    /// Label.
-    pub label: String,
-    /// Message.
-    pub message: OutgoingMessage,
-    /// Progress recipient.
-    pub progress: Option<ProgressTo>,
-}
-
-/// Start a streamed send on a label (see `ChannelSendStream`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PeerSendStream(pub String, pub super::channel::ChannelSendStream);
-
 /// Leave: close everything.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -187,10 +170,9 @@ pub struct PeerActor {
     control_open: bool,
     channels: HashMap<String, Addr<ChannelActor>>,
     creating: std::collections::HashSet<String>,
-    /// Sends waiting for the channel of a label that is open room-wide but whose channel does
-    /// not exist here yet: a client may send right after `open`, while we create the channel
-    /// or, on the polite side, while the remote creates it at our request (§6.4).
-    channel_waiters: HashMap<String, Vec<tokio::sync::oneshot::Sender<Addr<ChannelActor>>>>,
+    /// Where client sends for this connection queue, per label (see `send_path`); this actor
+    /// tells each lane which channel its label has.
+    lanes: std::sync::Arc<PeerLanes>,
     closing: bool,
 }
 
@@ -202,6 +184,8 @@ impl PeerActor {
         room_state: Recipient<PeerStateChanged>,
     ) -> Self {
         let polite = peerix_wire::identity::is_polite(&s.me, &s.remote);
+        let lanes = PeerLanes::new(s.labels.keys());
+        s.directory.register(&s.remote, lanes.clone());
         Self {
             s,
             room,
@@ -217,7 +201,7 @@ impl PeerActor {
             control_open: false,
             channels: HashMap::new(),
             creating: Default::default(),
-            channel_waiters: Default::default(),
+            lanes,
             closing: false,
         }
     }
@@ -244,6 +228,9 @@ impl PeerActor {
             return;
         }
         self.state = state;
+        self.s
+            .directory
+            .set_state(&self.s.remote, &self.lanes, state);
         self.emit(
             &format!("connection:{}", state.as_str()),
             vec![
@@ -502,8 +489,8 @@ impl PeerActor {
                 }
                 Err(e) => {
                     act.creating.remove(&label);
-                    // Dropping the waiters fails their sends.
-                    act.channel_waiters.remove(&label);
+                    // Sends waiting for it fail now rather than at their timeout.
+                    act.lanes.set(&label, Slot::Absent);
                     act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}"))
                 }
             }),
@@ -524,10 +511,9 @@ impl PeerActor {
             max_message_size: self.s.max_message_size,
             inline_limit: self.s.inline_limit,
         };
-        let addr = ChannelActor::new(cx, ch, ctx.address().recipient()).start();
-        for w in self.channel_waiters.remove(&label).unwrap_or_default() {
-            let _ = w.send(addr.clone());
-        }
+        let actor = ChannelActor::new(cx, ch, ctx.address().recipient());
+        self.lanes.set(&label, Slot::Ready(actor.sender()));
+        let addr = actor.start();
         // A second channel with a known label replaces the older one (§7.1).
         if let Some(old) = self.channels.insert(label, addr) {
             old.do_send(CloseChannel);
@@ -629,6 +615,8 @@ impl Actor for PeerActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.lanes.close();
+        self.s.directory.unregister(&self.s.remote, &self.lanes);
         if let Some(rtc) = self.rtc.take() {
             actix::spawn(async move { rtc.close().await });
         }
@@ -734,6 +722,7 @@ impl Handler<OpenLabel> for PeerActor {
     type Result = ();
     fn handle(&mut self, OpenLabel(opts): OpenLabel, ctx: &mut Self::Context) {
         self.s.labels.insert(opts.label.clone(), opts.clone());
+        self.lanes.expect(&opts.label);
         if self.control_open {
             self.open_label(opts, ctx);
         }
@@ -745,7 +734,7 @@ impl Handler<CloseLabel> for PeerActor {
     fn handle(&mut self, CloseLabel(label): CloseLabel, _: &mut Self::Context) -> bool {
         self.s.labels.remove(&label);
         // Sends still waiting for this channel fail now rather than at their timeout.
-        self.channel_waiters.remove(&label);
+        self.lanes.set(&label, Slot::Absent);
         match self.channels.remove(&label) {
             Some(ch) => {
                 ch.do_send(CloseChannel);
@@ -753,76 +742,6 @@ impl Handler<CloseLabel> for PeerActor {
             }
             None => false,
         }
-    }
-}
-
-/// How long a send waits for the channel of a label that is open but not yet created here
-/// (Peerix's own transfer steps time out after 10 s too).
-const CHANNEL_WAIT: Duration = Duration::from_secs(10);
-
-impl PeerActor {
-    /// The channel for `label`: at once, once it exists (see `channel_waiters`), or an error.
-    fn channel_for(
-        &mut self,
-        label: &str,
-    ) -> impl std::future::Future<Output = Result<Addr<ChannelActor>, String>> + 'static {
-        let ready = self.channels.get(label).cloned();
-        let waiting = (ready.is_none() && self.s.labels.contains_key(label)).then(|| {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.channel_waiters
-                .entry(label.to_string())
-                .or_default()
-                .push(tx);
-            rx
-        });
-        let label = label.to_string();
-        async move {
-            if let Some(ch) = ready {
-                return Ok(ch);
-            }
-            let missing = || format!("No channel found for label {label:?}");
-            let rx = waiting.ok_or_else(missing)?;
-            match tokio::time::timeout(CHANNEL_WAIT, rx).await {
-                Ok(Ok(ch)) => Ok(ch),
-                _ => Err(missing()),
-            }
-        }
-    }
-}
-
-impl Handler<PeerSend> for PeerActor {
-    type Result = ResponseFuture<Result<(), String>>;
-    fn handle(&mut self, m: PeerSend, _: &mut Self::Context) -> Self::Result {
-        let ch = self.channel_for(&m.label);
-        Box::pin(async move {
-            let ch = ch.await?;
-            ch.send(ChannelSend {
-                message: m.message,
-                progress: m.progress,
-            })
-            .await
-            .unwrap_or_else(|_| Err("channel closed".to_string()))
-        })
-    }
-}
-
-impl Handler<PeerSendStream> for PeerActor {
-    type Result = ();
-    fn handle(&mut self, PeerSendStream(label, m): PeerSendStream, _: &mut Self::Context) {
-        // In order with other sends whenever the channel exists.
-        if let Some(ch) = self.channels.get(&label) {
-            ch.do_send(m);
-            return;
-        }
-        let ch = self.channel_for(&label);
-        actix::spawn(async move {
-            match ch.await {
-                Ok(ch) => ch.do_send(m),
-                Err(e) => {
-                    let _ = m.result.send(Err(e));
-                }
-            }
-        });
     }
 }
 
@@ -845,6 +764,8 @@ impl Handler<PeerInfo> for PeerActor {
 impl Handler<ChannelGone> for PeerActor {
     type Result = ();
     fn handle(&mut self, m: ChannelGone, _: &mut Self::Context) {
+        self.lanes
+            .channel_gone(&m.label, &m.sender, self.s.labels.contains_key(&m.label));
         if self.channels.get(&m.label).is_some_and(|a| *a == m.addr) {
             self.channels.remove(&m.label);
         }
@@ -868,7 +789,10 @@ impl Handler<InjectPanic> for PeerActor {
 impl Drop for PeerActor {
     fn drop(&mut self) {
         // Runs on a normal stop (rtc already taken) and when a panic unwinds the actor: the
-        // connection must not outlive it, or the remote would keep a half-dead peer.
+        // connection must not outlive it, or the remote would keep a half-dead peer; nor may
+        // its lanes, or sends to it would wait for a channel that cannot come.
+        self.lanes.close();
+        self.s.directory.unregister(&self.s.remote, &self.lanes);
         if let Some(rtc) = self.rtc.take() {
             tokio::spawn(async move { rtc.close().await });
         }

@@ -17,16 +17,16 @@ use rand::Rng;
 use rmpv::Value;
 use serde_json::Value as Json;
 
-use super::channel::{OutgoingMessage, ProgressTo};
 use super::driver::{DriverActive, DriverActor, Incoming, Publish, Sub, UnsubAll};
 use super::error_value;
 use super::event_bus::{Emit, EventBus, EventRecord};
 #[cfg(feature = "fault-injection")]
 use super::peer::InjectPanic;
 use super::peer::{
-    CloseLabel, FromSignaling, OpenLabel, PeerActor, PeerInfo, PeerSend, PeerSetup, PeerState,
+    CloseLabel, FromSignaling, OpenLabel, PeerActor, PeerInfo, PeerSetup, PeerState,
     PeerStateChanged, Shutdown, SignalOut,
 };
+use super::send_path::{RoomDirectory, Slot};
 use crate::config::{IceTransportPolicy, RoomOptions, WebrtcConfig};
 use crate::error::DaemonError;
 
@@ -62,6 +62,8 @@ pub struct RoomSetup {
     pub max_message_size: usize,
     /// Largest inline `channel:message` part.
     pub inline_limit: usize,
+    /// The room's peers as the send path sees them (peer actors register themselves).
+    pub directory: std::sync::Arc<RoomDirectory>,
 }
 
 struct PeerEntry {
@@ -214,28 +216,6 @@ impl RoomActor {
         }
     }
 
-    /// The peers a send goes to: the one named by `to`, or every connected peer.
-    fn send_targets(
-        &self,
-        to: Option<&str>,
-    ) -> Result<Vec<(String, Addr<PeerActor>)>, DaemonError> {
-        match to {
-            Some(peer) => match self.peers.get(peer) {
-                Some(p) => Ok(vec![(peer.to_string(), p.addr.clone())]),
-                None => Err(DaemonError::NoSuchPeer {
-                    room: self.s.room.clone(),
-                    peer: peer.to_string(),
-                }),
-            },
-            None => Ok(self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.state == PeerState::Connected)
-                .map(|(id, p)| (id.clone(), p.addr.clone()))
-                .collect()),
-        }
-    }
-
     fn is_live(&self, remote: &str) -> bool {
         self.peers
             .get(remote)
@@ -330,6 +310,7 @@ impl RoomActor {
             bus: self.s.bus.clone(),
             max_message_size: self.s.max_message_size,
             inline_limit: self.s.inline_limit,
+            directory: self.s.directory.clone(),
         };
         let addr =
             PeerActor::new(setup, ctx.address().recipient(), ctx.address().recipient()).start();
@@ -624,6 +605,11 @@ pub struct RoomOpen {
 impl Handler<RoomOpen> for RoomActor {
     type Result = Result<(), DaemonError>;
     fn handle(&mut self, m: RoomOpen, _: &mut Self::Context) -> Self::Result {
+        // Before the reply: a send right after `open` must wait for the channel, not fail.
+        let label = m.options.label.clone();
+        self.s
+            .directory
+            .each_lanes(m.to.as_deref(), |l| l.expect(&label))?;
         match m.to {
             Some(peer) => {
                 let p = self.peers.get(&peer).ok_or(DaemonError::NoSuchPeer {
@@ -657,6 +643,10 @@ pub struct RoomClose {
 impl Handler<RoomClose> for RoomActor {
     type Result = Result<(), DaemonError>;
     fn handle(&mut self, m: RoomClose, _: &mut Self::Context) -> Self::Result {
+        // Before the reply: a send after `close` fails instead of racing the channel's end.
+        self.s
+            .directory
+            .each_lanes(m.to.as_deref(), |l| l.set(&m.label, Slot::Absent))?;
         match m.to {
             Some(peer) => {
                 let p = self.peers.get(&peer).ok_or(DaemonError::NoSuchPeer {
@@ -673,106 +663,6 @@ impl Handler<RoomClose> for RoomActor {
             }
         }
         Ok(())
-    }
-}
-
-/// Send to every connected peer or to one.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<(String, Result<(), String>)>, DaemonError>")]
-pub struct RoomSend {
-    /// Label.
-    pub label: String,
-    /// Only this peer.
-    pub to: Option<String>,
-    /// Message.
-    pub message: OutgoingMessage,
-    /// Progress recipient.
-    pub progress: Option<ProgressTo>,
-}
-
-impl Handler<RoomSend> for RoomActor {
-    type Result = ResponseFuture<Result<Vec<(String, Result<(), String>)>, DaemonError>>;
-    fn handle(&mut self, m: RoomSend, _: &mut Self::Context) -> Self::Result {
-        let targets = match self.send_targets(m.to.as_deref()) {
-            Ok(t) => t,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        Box::pin(async move {
-            let sends = targets.into_iter().map(|(id, addr)| {
-                let msg = PeerSend {
-                    label: m.label.clone(),
-                    message: m.message.clone(),
-                    progress: m.progress.clone(),
-                };
-                async move {
-                    let r = addr
-                        .send(msg)
-                        .await
-                        .unwrap_or_else(|_| Err("peer connection closed".to_string()));
-                    (id, r)
-                }
-            });
-            Ok(futures::future::join_all(sends).await)
-        })
-    }
-}
-
-/// One target of a streamed send: where its pieces go and where its outcome comes from.
-pub struct StreamTarget {
-    /// Remote peer id.
-    pub peer: String,
-    /// Pieces for this peer's channel.
-    pub pieces: tokio::sync::mpsc::Sender<super::channel::StreamPiece>,
-    /// Resolved after the remote's ack.
-    pub result: tokio::sync::oneshot::Receiver<Result<(), String>>,
-}
-
-/// Start a streamed send to every connected peer or to one.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<StreamTarget>, DaemonError>")]
-pub struct RoomSendStream {
-    /// Label.
-    pub label: String,
-    /// Only this peer.
-    pub to: Option<String>,
-    /// Payload type.
-    pub kind: peerix_wire::transfer::PayloadType,
-    /// Optional `info` JSON bytes.
-    pub info: Option<Vec<u8>>,
-    /// Progress recipient.
-    pub progress: Option<ProgressTo>,
-}
-
-/// Pieces in flight per peer of a streamed send: a few IPC chunks, so a slow peer slows the
-/// client down instead of filling the daemon's memory.
-const STREAM_PIECES_IN_FLIGHT: usize = 4;
-
-impl Handler<RoomSendStream> for RoomActor {
-    type Result = Result<Vec<StreamTarget>, DaemonError>;
-    fn handle(&mut self, m: RoomSendStream, _: &mut Self::Context) -> Self::Result {
-        let targets = self.send_targets(m.to.as_deref())?;
-        Ok(targets
-            .into_iter()
-            .map(|(peer, addr)| {
-                let (pieces, rx) = tokio::sync::mpsc::channel(STREAM_PIECES_IN_FLIGHT);
-                let (result_tx, result) = tokio::sync::oneshot::channel();
-                addr.do_send(super::peer::PeerSendStream(
-                    m.label.clone(),
-                    super::channel::ChannelSendStream {
-                        kind: m.kind,
-                        info: m.info.clone(),
-                        pieces: rx,
-                        result: result_tx,
-                        progress: m.progress.clone(),
-                    },
-                ));
-                StreamTarget {
-                    peer,
-                    pieces,
-                    result,
-                }
-            })
-            .collect())
     }
 }
 

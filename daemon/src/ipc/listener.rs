@@ -11,6 +11,7 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use super::session::{ClientSession, SessionSetup};
 use crate::actors::daemon::Daemon;
 use crate::actors::event_bus::EventBus;
+use crate::actors::send_path::Routes;
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
 
@@ -84,6 +85,7 @@ pub struct IpcListener {
     daemon: Addr<Daemon>,
     bus: Addr<EventBus>,
     daemon_id: String,
+    routes: Routes,
 }
 
 impl IpcListener {
@@ -95,6 +97,7 @@ impl IpcListener {
         daemon: Addr<Daemon>,
         bus: Addr<EventBus>,
         daemon_id: String,
+        routes: Routes,
     ) -> Self {
         Self {
             path,
@@ -103,6 +106,7 @@ impl IpcListener {
             daemon,
             bus,
             daemon_id,
+            routes,
         }
     }
 }
@@ -151,6 +155,7 @@ impl Handler<Accepted> for IpcListener {
             daemon: self.daemon.clone(),
             bus: self.bus.clone(),
             daemon_id: self.daemon_id.clone(),
+            routes: self.routes.clone(),
         })
         .start();
     }
