@@ -150,7 +150,7 @@ impl ChannelActor {
         &self,
         kind: &str,
         transfer: u32,
-        data: &[u8],
+        data: Vec<u8>,
         info: Option<&serde_json::Value>,
         text: bool,
     ) {
@@ -160,12 +160,16 @@ impl ChannelActor {
         // is split into parts so that no event frame exceeds the IPC limit.
         if data.len() <= self.cx.inline_limit || kind == "json" {
             let value = match kind {
-                "json" => match serde_json::from_slice::<serde_json::Value>(data) {
+                "json" => match serde_json::from_slice::<serde_json::Value>(&data) {
                     Ok(v) => json_to_msgpack(&v),
-                    Err(_) => Value::from(String::from_utf8_lossy(data).as_ref()),
+                    Err(_) => Value::from(String::from_utf8_lossy(&data).as_ref()),
                 },
-                _ if text => Value::from(String::from_utf8_lossy(data).as_ref()),
-                _ => Value::Binary(data.to_vec()),
+                // The reassembled bytes move into the event; only invalid UTF-8 is copied.
+                _ if text => Value::from(
+                    String::from_utf8(data)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                ),
+                _ => Value::Binary(data),
             };
             self.emit(
                 "channel:message",
@@ -307,7 +311,7 @@ impl ChannelActor {
                             rest.extend_from_slice(&data);
                             self.emit_part(name, id, rest, None, offset, true)
                         }
-                        None => self.emit_message(name, id, &data, info.as_ref(), text),
+                        None => self.emit_message(name, id, data, info.as_ref(), text),
                     }
                 }
                 Outcome::Data { id, .. } => {
@@ -463,10 +467,10 @@ impl StreamHandler<ChannelEvent> for ChannelActor {
                 }
                 if !self.framed {
                     let kind = if binary { "bytes" } else { "text" };
-                    self.emit_message(kind, 0, &data, None, !binary);
+                    self.emit_message(kind, 0, data.to_vec(), None, !binary);
                 } else if !binary {
                     // Peerix passes text messages on framed channels through unchanged (§7.2).
-                    self.emit_message("text", 0, &data, None, true);
+                    self.emit_message("text", 0, data.to_vec(), None, true);
                 } else {
                     self.on_frame(ctx, &data);
                 }
