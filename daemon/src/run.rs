@@ -10,7 +10,7 @@ use crate::actors::daemon::{Daemon, DaemonId, LeaveAll};
 use crate::actors::event_bus::EventBus;
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
-use crate::ipc::listener::{bind, IpcListener};
+use crate::ipc::listener::{bind, CloseSessions, IpcListener};
 
 /// Handles to a running daemon inside an actix system.
 pub struct Running {
@@ -22,6 +22,8 @@ pub struct Running {
     pub id: String,
     /// Where sends go (in-process hosts send through it as a client session does).
     pub routes: crate::actors::send_path::Routes,
+    /// The IPC listener, when listening.
+    pub listener: Option<Addr<IpcListener>>,
 }
 
 /// Starts the daemon's actors and, when `listen` is set, the IPC listener. Must be called inside a
@@ -38,19 +40,22 @@ pub async fn start(
     let daemon = Daemon::new(cfg.clone(), bus.clone(), identity);
     let routes = daemon.routes();
     let daemon = daemon.start();
+    let mut ipc = None;
     if listen {
         let path = cfg.socket_path();
         let listener = bind(&path)?;
-        IpcListener::new(
-            path,
-            listener,
-            cfg.clone(),
-            daemon.clone(),
-            bus.clone(),
-            id.clone(),
-            routes.clone(),
-        )
-        .start();
+        ipc = Some(
+            IpcListener::new(
+                path,
+                listener,
+                cfg.clone(),
+                daemon.clone(),
+                bus.clone(),
+                id.clone(),
+                routes.clone(),
+            )
+            .start(),
+        );
     }
     // Make sure the daemon actor is up before anyone talks to it.
     let _ = daemon.send(DaemonId).await?;
@@ -59,12 +64,17 @@ pub async fn start(
         bus,
         id,
         routes,
+        listener: ipc,
     })
 }
 
-/// Leaves every room so that remote peers see `connection:closed` promptly, then gives the WebRTC
-/// stack a moment to send the stream resets.
+/// Leaves every room so that remote peers see `connection:closed` promptly, gives the WebRTC
+/// stack a moment to send the stream resets (and clients the resulting events), then closes
+/// every client session with a final `daemon:shutdown` event and removes the socket.
 pub async fn shutdown(r: &Running) {
     let _ = r.daemon.send(LeaveAll).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(l) = &r.listener {
+        let _ = l.send(CloseSessions).await;
+    }
 }

@@ -438,3 +438,85 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// Sends a `debug` request (fault injection) with string arguments, e.g.
+/// `[("action", "panic-room"), ("room", "r")]`. The daemon must run with
+/// `PEERIXD_FAULT_INJECTION=1` and be built with `--features peerixd/fault-injection`.
+pub async fn debug(client: &Client, args: &[(&str, &str)]) -> Result<rmpv::Value> {
+    let args = rmpv::Value::Map(
+        args.iter()
+            .map(|(k, v)| (rmpv::Value::from(*k), rmpv::Value::from(*v)))
+            .collect(),
+    );
+    Ok(client.request_raw("debug", args).await?)
+}
+
+/// A steady stream of acknowledged messages on one label of one room, from its own client
+/// connection: the witness that what a fault did not involve keeps working throughout. The
+/// stream stops at its first failure, which [`Steady::advance`] and [`Steady::finish`] report.
+pub struct Steady {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<Result<usize>>,
+}
+
+impl Steady {
+    /// Starts sending `tick N` every 20 ms to every connected peer of `room` on `label`, and
+    /// waits for the first few to be acknowledged.
+    pub async fn start(d: &DaemonProc, room: &str, label: &str) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let client = d.client().await?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let acked = std::sync::Arc::new(AtomicUsize::new(0));
+        let (room, label, flag, count) = (
+            room.to_string(),
+            label.to_string(),
+            stop.clone(),
+            acked.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let mut n = 0usize;
+            while !flag.load(Ordering::Relaxed) {
+                let text = format!("tick {n}");
+                let r = client
+                    .send_text(&room, &label, &text, Default::default())
+                    .await
+                    .with_context(|| format!("steady send {n} on {room}/{label}"))?;
+                let peers = r.peers.unwrap_or_default();
+                if peers.is_empty() || !peers.iter().all(|p| p.ok) {
+                    bail!("steady send {n} on {room}/{label} was not delivered: {peers:?}");
+                }
+                n += 1;
+                count.store(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(n)
+        });
+        let s = Self { stop, acked, task };
+        s.advance(3).await?;
+        Ok(s)
+    }
+
+    /// Waits until `n` more messages were acknowledged (at most 20 s); fails if the stream failed.
+    pub async fn advance(&self, n: usize) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let target = self.acked.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.acked.load(Ordering::Relaxed) < target {
+            if self.task.is_finished() {
+                bail!("the steady stream stopped early (see finish() for why)");
+            }
+            if Instant::now() > deadline {
+                bail!("the steady stream stalled");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the stream; the number of messages acknowledged, or the first failure.
+    pub async fn finish(self) -> Result<usize> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await?
+    }
+}

@@ -1,10 +1,36 @@
 //! Peerix's protocol state as sans-IO machines: decisions only, no sockets, clocks, tasks or
-//! WebRTC. The actors feed them what happened and carry out what they return.
+//! WebRTC. The owner feeds them what happened, with the current time, and carries out what
+//! they return (quinn-proto's and str0m's shape).
 //!
-//! So far: [`Negotiation`], the per-peer rules for applying remote descriptions and candidates
-//! (wire protocol §5.2, §5.6, §6.5). The room machine (announce, invoke, admission, re-invoke)
-//! is still in `peerixd`'s `RoomActor`.
+//! - [`Room`]: one joined room and its connections: announce, invoke, offer admission under a
+//!   cap with a refusal queue, recovery by re-invoke with injected jitter (three attempts),
+//!   invites that expect an offer, new incarnations of a known id. Per connection (the peer
+//!   machine in `conn.rs`): who offers, politeness by string order, perfect negotiation
+//!   ([`Negotiation`]), queued candidates and ufrag gating, the connection timer, Peerix's state
+//!   transitions, control-channel dispatch and channel requests.
+//! - Inputs: [`Room::handle_signal`] (a decoded packet), [`Room::handle_conn_event`] (what the
+//!   WebRTC stack reported, [`ConnEvent`]), commands ([`Room::open`], [`Room::close`],
+//!   [`Room::leave`], [`Room::announce`]) and [`Room::handle_timeout`].
+//! - Outputs: [`Room::poll_action`] ([`Action`]: publish, connect, run an [`Op`], send on the
+//!   control channel, create/close a channel, close, emit an [`Event`]) and
+//!   [`Room::poll_timeout`].
+//!
+//! `tests/` drives several rooms on a simulated clock over a lossy simulated bus; reading
+//! `tests/scenarios.rs` is the shortest way to learn how Peerix negotiation works.
 
+mod admission;
+mod conn;
 mod negotiation;
+mod rng;
+mod room;
+mod types;
 
+pub use admission::MAX_INVITES;
 pub use negotiation::{Negotiation, RemoteAction, MAX_QUEUED_SIGNALING_CANDIDATES};
+/// Re-exported wire types that appear in this crate's API.
+pub use peerix_wire::{
+    control::ChannelOptions,
+    packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType},
+};
+pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS};
+pub use types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};

@@ -139,6 +139,12 @@ impl<C> Negotiation<C> {
         Some(c)
     }
 
+    /// Takes the candidates waiting for a description with their ufrag (e.g. to hand them to
+    /// the connection that replaces this one).
+    pub fn take_signaling_queue(&mut self) -> Vec<C> {
+        self.signaling.drain(..).map(|(_, c)| c).collect()
+    }
+
     /// How many candidates wait (connection-level, signaling-level).
     pub fn waiting(&self) -> (usize, usize) {
         (self.early.len(), self.signaling.len())

@@ -75,6 +75,8 @@ pub struct ChannelGone {
     pub addr: Addr<ChannelActor>,
     /// Its sender, which the label's lane must stop using.
     pub sender: ChannelSender,
+    /// Whether it died by a panic: the peer then opens the label again.
+    pub crashed: bool,
 }
 
 /// The channel actor.
@@ -436,6 +438,22 @@ impl Actor for ChannelActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        // actix runs `stopped` while a panic unwinds the actor: report it, and the owning peer
+        // opens the label again (`ChannelGone::crashed`).
+        let crashed = std::thread::panicking();
+        if crashed {
+            tracing::error!(room = %self.cx.room, peer = %self.cx.peer, label = %self.channel.label(), "channel actor crashed; re-opening the channel");
+            self.emit(
+                "channel:error",
+                vec![(
+                    "error",
+                    error_value(
+                        "INTERNAL",
+                        "the channel's actor crashed; its pending sends failed and the channel is re-opened",
+                    ),
+                )],
+            );
+        }
         self.fail_pending("channel closed");
         if !self.closed {
             self.emit("channel:close", vec![]);
@@ -446,6 +464,7 @@ impl Actor for ChannelActor {
             label: self.channel.label().to_string(),
             addr: ctx.address(),
             sender: self.sender.clone(),
+            crashed,
         });
     }
 }
@@ -503,5 +522,23 @@ impl Handler<CloseChannel> for ChannelActor {
     type Result = ();
     fn handle(&mut self, _: CloseChannel, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+/// Fault injection: panic inside the channel actor (tests of supervision).
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectChannelPanic;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectChannelPanic> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, _: InjectChannelPanic, _: &mut Self::Context) {
+        panic!(
+            "injected fault in the actor of channel {:?} to {}",
+            self.channel.label(),
+            self.cx.peer
+        );
     }
 }

@@ -6,21 +6,24 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use peerix_ipc_proto::{
-    CloseArgs, DriverInfo as DriverInfoOut, JoinArgs, JoinOptions, JoinResult, OpenArgs,
-    OptionFlag, PeerInfo as PeerInfoOut, PeersResult, RoomInfo as RoomInfoOut, StatusResult,
+    CloseArgs, DriverInfo as DriverInfoOut, JoinArgs, JoinResult, OpenArgs,
+    PeerInfo as PeerInfoOut, PeersResult, RoomInfo as RoomInfoOut, StatusResult,
 };
-use peerix_signaling::{connect_driver, DriverConfig, LocalConfig, NatsConfig};
+use peerix_signaling::{connect_driver, DriverConfig, LocalConfig};
 use peerix_wire::control::ChannelOptions;
 use peerix_wire::identity::Identity;
 use rmpv::Value;
 use sha2::{Digest, Sha256};
 
+use super::backoff::Backoff;
 use super::driver::{DriverActor, DriverInfo};
 use super::event_bus::{Emit, EventBus, EventRecord};
-use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers, RoomSetup};
-use super::send_path::{RoomDirectory, Routes};
+pub use super::options::{merge_options, nats_config};
+use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers};
+use super::send_path::Routes;
+use super::supervision::Membership;
 use super::{error_value, msgpack_to_json};
-use crate::config::{DaemonConfig, NatsDriverConfig, RoomOptions};
+use crate::config::DaemonConfig;
 use crate::error::DaemonError;
 
 /// The daemon's version string.
@@ -28,13 +31,21 @@ pub const VERSION: &str = concat!("peerixd/", env!("CARGO_PKG_VERSION"));
 
 /// The root actor.
 pub struct Daemon {
-    cfg: Arc<DaemonConfig>,
-    bus: Addr<EventBus>,
+    pub(super) cfg: Arc<DaemonConfig>,
+    pub(super) bus: Addr<EventBus>,
     master: Identity,
-    drivers: HashMap<String, Addr<DriverActor>>,
-    rooms: HashMap<String, Addr<RoomActor>>,
-    /// The rooms as client sessions reach them to send (see `send_path`).
-    routes: Routes,
+    pub(super) drivers: HashMap<String, Addr<DriverActor>>,
+    pub(super) rooms: HashMap<String, Addr<RoomActor>>,
+    /// What each joined room was joined with, to re-join it after a crash.
+    pub(super) memberships: HashMap<String, Membership>,
+    /// Restart schedules of drivers and rooms, by name.
+    pub(super) driver_restarts: HashMap<String, Backoff>,
+    pub(super) room_restarts: HashMap<String, Backoff>,
+    /// Set by `LeaveAll`: actors stopping now are not restarted.
+    pub(super) shutting_down: bool,
+    /// The rooms as client sessions reach them to send (see `send_path`); a room (re)started
+    /// by `start_room` gets a fresh directory there.
+    pub(super) routes: Routes,
 }
 
 impl Daemon {
@@ -46,6 +57,10 @@ impl Daemon {
             master,
             drivers: HashMap::new(),
             rooms: HashMap::new(),
+            memberships: HashMap::new(),
+            driver_restarts: HashMap::new(),
+            room_restarts: HashMap::new(),
+            shutting_down: false,
             routes: Routes::default(),
         }
     }
@@ -58,7 +73,7 @@ impl Daemon {
     /// Derives this room's identity from the machine identity. One identity per machine, but a
     /// distinct Peerix id per room: personal namespaces of two rooms on one driver would otherwise
     /// collide, and packets carry no room.
-    fn room_identity(&self, room: &str, driver: &str) -> Identity {
+    pub(super) fn room_identity(&self, room: &str, driver: &str) -> Identity {
         let secret = self.master.secret_bytes();
         for counter in 0u32.. {
             let mut h = Sha256::new();
@@ -95,7 +110,7 @@ impl Daemon {
     }
 
     /// Returns the running driver actor, starting the driver if needed.
-    fn driver(
+    pub(super) fn driver(
         &mut self,
         name: &str,
         ctx: &mut Context<Self>,
@@ -123,7 +138,7 @@ impl Daemon {
                 Ok::<_, DaemonError>((name, driver, rx, bus))
             }
             .into_actor(self)
-            .map(|res, act, _| {
+            .map(|res, act, ctx| {
                 let (name, driver, rx, bus) = res?;
                 // Two joins may race to start the same driver; keep the first.
                 if let Some(d) = act.drivers.get(&name).filter(|d| d.connected()) {
@@ -132,8 +147,11 @@ impl Daemon {
                     return Ok(d);
                 }
                 tracing::info!(driver = %name, kind = driver.kind(), "driver started");
-                let addr = DriverActor::new(name.clone(), driver, rx, bus).start();
-                act.drivers.insert(name, addr.clone());
+                let addr =
+                    DriverActor::new(name.clone(), driver, rx, bus, ctx.address().recipient())
+                        .start();
+                act.drivers.insert(name.clone(), addr.clone());
+                act.driver_started(&name, &addr);
                 Ok(addr)
             }),
         )
@@ -169,7 +187,7 @@ impl Daemon {
             .map(msgpack_to_json)
             .unwrap_or(serde_json::Value::Null);
         let room = args.room.clone();
-        Box::pin(self.driver(&driver_name, ctx).map(move |res, act, _| {
+        Box::pin(self.driver(&driver_name, ctx).map(move |res, act, ctx| {
             let driver = res?;
             if let Some(r) = act.rooms.get(&room).filter(|r| r.connected()) {
                 // A concurrent join won the race.
@@ -178,25 +196,14 @@ impl Daemon {
                     "room {room:?} is being joined"
                 )));
             }
-            let identity = act.room_identity(&room, &driver_name);
-            let id = identity.id().to_string();
-            let directory = RoomDirectory::new(&room);
-            act.routes.insert(&room, directory.clone());
-            let setup = RoomSetup {
-                room: room.clone(),
+            let membership = Membership {
                 driver_name,
-                driver,
-                bus: act.bus.clone(),
                 options,
-                webrtc: act.cfg.webrtc.clone(),
-                identity,
                 metadata: metadata.clone(),
-                max_message_size: act.cfg.ipc.max_message_size as usize,
-                inline_limit: act.cfg.ipc.inline_message_limit as usize,
-                directory,
+                labels: Default::default(),
             };
-            let addr = RoomActor::new(setup).start();
-            act.rooms.insert(room.clone(), addr);
+            let id = act.start_room(&room, &membership, driver, ctx);
+            act.memberships.insert(room.clone(), membership);
             Ok(join_result(&room, &id, &metadata))
         }))
     }
@@ -219,75 +226,6 @@ fn join_result(room: &str, id: &str, metadata: &serde_json::Value) -> Value {
     peerix_ipc_proto::to_value(&r).unwrap_or(Value::Nil)
 }
 
-fn flag(f: &Option<OptionFlag>) -> Option<bool> {
-    match f {
-        None => None,
-        Some(OptionFlag::Bool(b)) => Some(*b),
-        // Peerix accepts an algorithm name where a flag is expected; any name means "on".
-        Some(OptionFlag::Name(_)) => Some(true),
-    }
-}
-
-/// Applies per-join overrides (Peerix option names) to the daemon's room defaults.
-pub fn merge_options(
-    defaults: &RoomOptions,
-    o: Option<&JoinOptions>,
-) -> Result<RoomOptions, DaemonError> {
-    let mut out = defaults.clone();
-    let Some(o) = o else { return Ok(out) };
-    if let Some(v) = flag(&o.namespace_hashing) {
-        out.namespace_hashing = v;
-    }
-    if let Some(v) = flag(&o.signaling_compression) {
-        out.signaling_compression = v;
-    }
-    if let Some(v) = flag(&o.signaling_encryption) {
-        out.signaling_encryption = v;
-    }
-    if let Some(v) = o.connection_timeout {
-        out.connection_timeout = v;
-    }
-    if let Some(v) = o.ice_candidate_debounce {
-        out.ice_candidate_debounce = v;
-    }
-    if let Some(servers) = &o.ice_servers {
-        out.ice_servers = servers
-            .iter()
-            .map(|s| crate::config::IceServerConfig {
-                urls: s.urls.clone(),
-                username: s.username.clone(),
-                credential: s.credential.clone(),
-            })
-            .collect();
-    }
-    if let Some(p) = o.ice_transport_policy {
-        out.ice_transport_policy = match p {
-            peerix_ipc_proto::IceTransportPolicy::All => crate::config::IceTransportPolicy::All,
-            peerix_ipc_proto::IceTransportPolicy::Relay => crate::config::IceTransportPolicy::Relay,
-        };
-    }
-    Ok(out)
-}
-
-/// The signaling crate's NATS configuration from ours.
-pub fn nats_config(n: &NatsDriverConfig) -> NatsConfig {
-    NatsConfig {
-        servers: n.servers.clone(),
-        prefix: n.prefix.clone(),
-        user: n.user.clone(),
-        password: n.password.clone(),
-        token: n.token.clone(),
-        nkey_seed: n.nkey_seed.clone(),
-        creds_file: n.creds_file.clone(),
-        tls_ca_file: n.tls_ca_file.clone(),
-        tls_client_cert: n.tls_client_cert.clone(),
-        tls_client_key: n.tls_client_key.clone(),
-        require_tls: n.require_tls,
-        connect_timeout: std::time::Duration::from_millis(n.connect_timeout),
-        ..NatsConfig::default()
-    }
-}
-
 impl Actor for Daemon {
     type Context = Context<Self>;
 
@@ -306,13 +244,12 @@ impl Actor for Daemon {
                 Ok(_) => {
                     if let Ok(room) = act.room(&r.id) {
                         for label in labels {
-                            room.do_send(RoomOpen {
-                                options: ChannelOptions {
-                                    label,
-                                    ..Default::default()
-                                },
-                                to: None,
-                            });
+                            let options = ChannelOptions {
+                                label,
+                                ..Default::default()
+                            };
+                            act.record_label(&r.id, Some(&options), &options.label);
+                            room.do_send(RoomOpen { options, to: None });
                         }
                     }
                 }
@@ -353,6 +290,22 @@ pub enum Exec {
         room: String,
         /// Remote peer id.
         peer: String,
+    },
+    /// Fault injection: make a room actor panic.
+    #[cfg(feature = "fault-injection")]
+    PanicRoom(String),
+    /// Fault injection: make a driver actor panic.
+    #[cfg(feature = "fault-injection")]
+    PanicDriver(String),
+    /// Fault injection: make a channel actor panic.
+    #[cfg(feature = "fault-injection")]
+    PanicChannel {
+        /// Room.
+        room: String,
+        /// Remote peer id.
+        peer: String,
+        /// Channel label.
+        label: String,
     },
 }
 
@@ -409,6 +362,9 @@ impl Handler<Exec> for Daemon {
             Exec::Leave(room) => {
                 self.routes.remove(&room);
                 let r = self.rooms.remove(&room).filter(|r| r.connected());
+                // A room waiting to be re-joined after a crash is left by forgetting it.
+                let member = self.memberships.remove(&room).is_some();
+                self.room_restarts.remove(&room);
                 Box::pin(
                     async move {
                         match r {
@@ -416,6 +372,7 @@ impl Handler<Exec> for Daemon {
                                 r.send(Leave).await?;
                                 Ok(super::event_bus::obj(vec![]))
                             }
+                            None if member => Ok(super::event_bus::obj(vec![])),
                             None => Err(DaemonError::NotJoined(room)),
                         }
                     }
@@ -456,6 +413,9 @@ impl Handler<Exec> for Daemon {
                 if options.label.is_empty() {
                     return Box::pin(done(Err(DaemonError::BadRequest("open: `label` must not be empty (the empty label is Peerix's control channel)".into()))).into_actor(self));
                 }
+                if r.is_ok() && a.to.is_none() {
+                    self.record_label(&a.room, Some(&options), &options.label);
+                }
                 Box::pin(
                     async move {
                         r?.send(RoomOpen { options, to: a.to }).await??;
@@ -466,6 +426,9 @@ impl Handler<Exec> for Daemon {
             }
             Exec::Close(a) => {
                 let r = self.room(&a.room);
+                if r.is_ok() && a.to.is_none() {
+                    self.record_label(&a.room, None, &a.label);
+                }
                 Box::pin(
                     async move {
                         r?.send(RoomClose {
@@ -473,6 +436,45 @@ impl Handler<Exec> for Daemon {
                             to: a.to,
                         })
                         .await??;
+                        Ok(super::event_bus::obj(vec![]))
+                    }
+                    .into_actor(self),
+                )
+            }
+            #[cfg(feature = "fault-injection")]
+            Exec::PanicRoom(room) => {
+                let r = self.room(&room);
+                Box::pin(
+                    done(r.map(|r| {
+                        r.do_send(super::room::InjectRoomPanic);
+                        super::event_bus::obj(vec![])
+                    }))
+                    .into_actor(self),
+                )
+            }
+            #[cfg(feature = "fault-injection")]
+            Exec::PanicDriver(driver) => {
+                let d = self
+                    .drivers
+                    .get(&driver)
+                    .filter(|d| d.connected())
+                    .cloned()
+                    .ok_or_else(|| DaemonError::NoSuchDriver(driver.clone()));
+                Box::pin(
+                    done(d.map(|d| {
+                        d.do_send(super::driver::InjectDriverPanic);
+                        super::event_bus::obj(vec![])
+                    }))
+                    .into_actor(self),
+                )
+            }
+            #[cfg(feature = "fault-injection")]
+            Exec::PanicChannel { room, peer, label } => {
+                let r = self.room(&room);
+                Box::pin(
+                    async move {
+                        r?.send(super::room::RoomPanicChannel { peer, label })
+                            .await??;
                         Ok(super::event_bus::obj(vec![]))
                     }
                     .into_actor(self),
@@ -513,6 +515,8 @@ pub struct LeaveAll;
 impl Handler<LeaveAll> for Daemon {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: LeaveAll, _: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
+        self.memberships.clear();
         for room in self.rooms.keys() {
             self.routes.remove(room);
         }

@@ -61,6 +61,19 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+/// Sent to the supervisor (the `Daemon`) when a driver actor stops, so that it can start a new
+/// driver and hand it to the driver's rooms.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DriverDown {
+    /// Driver name.
+    pub name: String,
+    /// The actor that stopped (a newer one may already have replaced it).
+    pub addr: Addr<DriverActor>,
+    /// Whether it died by a panic (otherwise its transport ended).
+    pub crashed: bool,
+}
+
 /// Ask for `(kind, active)`.
 #[derive(Message)]
 #[rtype(result = "(String, bool)")]
@@ -79,15 +92,18 @@ pub struct DriverActor {
     events: Option<UnboundedReceiver<DriverEvent>>,
     subs: HashMap<String, Vec<Subscription>>,
     bus: Addr<EventBus>,
+    supervisor: Recipient<DriverDown>,
 }
 
 impl DriverActor {
-    /// Wraps a started driver and the receiver of its events.
+    /// Wraps a started driver and the receiver of its events; `supervisor` learns when the actor
+    /// stops.
     pub fn new(
         name: String,
         driver: Arc<dyn Driver>,
         events: UnboundedReceiver<DriverEvent>,
         bus: Addr<EventBus>,
+        supervisor: Recipient<DriverDown>,
     ) -> Self {
         Self {
             name,
@@ -95,6 +111,7 @@ impl DriverActor {
             events: Some(events),
             subs: HashMap::new(),
             bus,
+            supervisor,
         }
     }
 }
@@ -108,9 +125,16 @@ impl Actor for DriverActor {
         }
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
         let d = self.driver.clone();
         actix::spawn(async move { d.close().await });
+        // actix runs `stopped` while a panic unwinds the actor too: either way the supervisor
+        // must replace us, or the rooms would publish into a dead mailbox forever.
+        self.supervisor.do_send(DriverDown {
+            name: self.name.clone(),
+            addr: ctx.address(),
+            crashed: std::thread::panicking(),
+        });
     }
 }
 
@@ -162,9 +186,11 @@ impl StreamHandler<DriverEvent> for DriverActor {
         }
     }
 
-    fn finished(&mut self, _: &mut Self::Context) {
-        // The driver's event channel closed: the transport is gone for good.
-        tracing::warn!(driver = %self.name, "driver event stream ended");
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The driver's event channel closed: the transport is gone for good (async-nats gave
+        // up, the local socket broke). Stopping hands the problem to the supervisor.
+        tracing::warn!(driver = %self.name, "driver event stream ended; restarting the driver");
+        ctx.stop();
     }
 }
 
@@ -242,6 +268,20 @@ impl Handler<DriverInfo> for DriverActor {
     type Result = MessageResult<DriverInfo>;
     fn handle(&mut self, _: DriverInfo, _: &mut Self::Context) -> Self::Result {
         MessageResult((self.driver.kind().to_string(), self.driver.is_active()))
+    }
+}
+
+/// Fault injection: panic inside the driver actor (tests of supervision).
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectDriverPanic;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectDriverPanic> for DriverActor {
+    type Result = ();
+    fn handle(&mut self, _: InjectDriverPanic, _: &mut Self::Context) {
+        panic!("injected fault in the actor of driver {}", self.name);
     }
 }
 

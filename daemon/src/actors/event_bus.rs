@@ -67,6 +67,12 @@ pub struct Subscribe {
     pub filter: Option<EventFilter>,
 }
 
+/// Number an event without publishing it: for a frame that goes to every session whatever it
+/// subscribed to (`daemon:shutdown`), still within the daemon's one sequence.
+#[derive(Message)]
+#[rtype(result = "Deliver")]
+pub struct Number(pub EventRecord);
+
 /// Forget a session.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -127,6 +133,17 @@ impl Handler<Subscribe> for EventBus {
                     .push(filter);
             }
         }
+    }
+}
+
+impl Handler<Number> for EventBus {
+    type Result = MessageResult<Number>;
+    fn handle(&mut self, Number(ev): Number, _: &mut Self::Context) -> Self::Result {
+        self.seq += 1;
+        MessageResult(Deliver {
+            seq: self.seq,
+            event: Arc::new(ev),
+        })
     }
 }
 

@@ -2,14 +2,18 @@
 //! data channels. IPC sessions live beside it under the `IpcListener`. Outgoing messages take a
 //! shorter way, from the session straight to a per-label lane (`send_path`, `outgoing`).
 
+pub mod backoff;
 pub mod channel;
 pub mod daemon;
 pub mod driver;
 pub mod event_bus;
+pub mod options;
 pub mod outgoing;
 pub mod peer;
 pub mod room;
+mod room_commands;
 pub mod send_path;
+pub mod supervision;
 
 use rmpv::Value;
 

@@ -6,14 +6,15 @@
 //! send synchronously, in its own request handler, through [`Routes`] (rooms) and
 //! [`RoomDirectory`] (peers), so requests enter the lanes in the order the session read them,
 //! without a `Daemon`, `RoomActor` or `PeerActor` mailbox (and the futures between them) on the
-//! way. The actors only keep the shared tables current: the daemon adds and removes rooms, a peer
-//! actor registers itself and its state, and it (or the room, for `open`/`close`) tells the lanes
-//! which channel a label has.
+//! way. The actors only keep the shared tables current: the daemon adds and removes rooms, the
+//! room actor registers each connection its machine creates and follows its state, and the peer
+//! actor (or the room, for `open`/`close`) tells the lanes which channel a label has.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use peerix_proto::ConnId;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::channel::ProgressTo;
@@ -108,10 +109,20 @@ impl Routes {
     }
 }
 
-/// The peers of one room as the send path sees them.
+/// One connection in a [`RoomDirectory`].
+struct DirEntry {
+    conn: ConnId,
+    state: PeerState,
+    lanes: Arc<PeerLanes>,
+}
+
+/// The peers of one room as the send path sees them. The room actor keeps it current from its
+/// machine's actions: a connection is registered when the machine creates it, its state follows
+/// the machine's `connection:*` events, and it is removed when the machine closes it or its
+/// actor is gone.
 pub struct RoomDirectory {
     room: String,
-    peers: Mutex<HashMap<String, (PeerState, Arc<PeerLanes>)>>,
+    peers: Mutex<HashMap<String, DirEntry>>,
 }
 
 impl RoomDirectory {
@@ -123,26 +134,35 @@ impl RoomDirectory {
         })
     }
 
-    /// Registers the connection to `peer` (replacing an older one).
-    pub fn register(&self, peer: &str, lanes: Arc<PeerLanes>) {
-        lock(&self.peers).insert(peer.to_string(), (PeerState::New, lanes));
+    /// Registers connection `conn` to `peer` (replacing an older one).
+    pub fn register(&self, peer: &str, conn: ConnId, lanes: Arc<PeerLanes>) {
+        let entry = DirEntry {
+            conn,
+            state: PeerState::New,
+            lanes,
+        };
+        lock(&self.peers).insert(peer.to_string(), entry);
     }
 
-    /// Records the state of the connection owning `lanes` (a newer connection may exist).
-    pub fn set_state(&self, peer: &str, lanes: &Arc<PeerLanes>, state: PeerState) {
-        if let Some(e) = lock(&self.peers)
-            .get_mut(peer)
-            .filter(|e| Arc::ptr_eq(&e.1, lanes))
-        {
-            e.0 = state;
+    /// Records the state of the current connection to `peer`.
+    pub fn set_state(&self, peer: &str, state: PeerState) {
+        if let Some(e) = lock(&self.peers).get_mut(peer) {
+            e.state = state;
         }
     }
 
-    /// Removes the connection owning `lanes`, if it is still the registered one.
-    pub fn unregister(&self, peer: &str, lanes: &Arc<PeerLanes>) {
+    /// Removes connection `conn`, if it is still the registered one of its peer; returns its
+    /// lanes.
+    pub fn unregister(&self, conn: ConnId) -> Option<Arc<PeerLanes>> {
         let mut peers = lock(&self.peers);
-        if peers.get(peer).is_some_and(|e| Arc::ptr_eq(&e.1, lanes)) {
-            peers.remove(peer);
+        let peer = peers.iter().find(|(_, e)| e.conn == conn)?.0.clone();
+        peers.remove(&peer).map(|e| e.lanes)
+    }
+
+    /// Removes every connection, closing its lanes (the room actor stopped).
+    pub fn clear(&self) {
+        for (_, e) in lock(&self.peers).drain() {
+            e.lanes.close();
         }
     }
 
@@ -152,8 +172,8 @@ impl RoomDirectory {
     pub fn each_lanes(&self, to: Option<&str>, f: impl Fn(&PeerLanes)) -> Result<(), DaemonError> {
         let peers = lock(&self.peers);
         match to {
-            Some(p) => f(&peers.get(p).ok_or_else(|| self.no_such_peer(p))?.1),
-            None => peers.values().for_each(|(_, l)| f(l)),
+            Some(p) => f(&peers.get(p).ok_or_else(|| self.no_such_peer(p))?.lanes),
+            None => peers.values().for_each(|e| f(&e.lanes)),
         }
         Ok(())
     }
@@ -170,13 +190,13 @@ impl RoomDirectory {
         let peers = lock(&self.peers);
         match to {
             Some(p) => {
-                let (_, lanes) = peers.get(p).ok_or_else(|| self.no_such_peer(p))?;
-                Ok(vec![(p.to_string(), lanes.clone())])
+                let e = peers.get(p).ok_or_else(|| self.no_such_peer(p))?;
+                Ok(vec![(p.to_string(), e.lanes.clone())])
             }
             None => Ok(peers
                 .iter()
-                .filter(|(_, (state, _))| *state == PeerState::Connected)
-                .map(|(id, (_, lanes))| (id.clone(), lanes.clone()))
+                .filter(|(_, e)| e.state == PeerState::Connected)
+                .map(|(id, e)| (id.clone(), e.lanes.clone()))
                 .collect()),
         }
     }

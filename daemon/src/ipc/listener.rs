@@ -1,5 +1,8 @@
-//! `IpcListener`: binds the local socket and starts a `ClientSession` per connection.
+//! `IpcListener`: binds the local socket and owns a `ClientSession` per connection: it logs and
+//! reports a session that crashed, and on shutdown closes every session with a final
+//! `daemon:shutdown` event before the socket goes away.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,10 +10,12 @@ use std::sync::Arc;
 use actix::prelude::*;
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use rmpv::Value;
 
-use super::session::{ClientSession, SessionSetup};
-use crate::actors::daemon::Daemon;
-use crate::actors::event_bus::EventBus;
+use super::session::{ClientSession, Farewell, SessionEnded, SessionSetup};
+use crate::actors::daemon::{Daemon, VERSION};
+use crate::actors::error_value;
+use crate::actors::event_bus::{Emit, EventBus, EventRecord, Number};
 use crate::actors::send_path::Routes;
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
@@ -86,6 +91,7 @@ pub struct IpcListener {
     bus: Addr<EventBus>,
     daemon_id: String,
     routes: Routes,
+    sessions: HashMap<u64, Addr<ClientSession>>,
 }
 
 impl IpcListener {
@@ -107,6 +113,7 @@ impl IpcListener {
             bus,
             daemon_id,
             routes,
+            sessions: HashMap::new(),
         }
     }
 }
@@ -146,9 +153,9 @@ impl Actor for IpcListener {
 
 impl Handler<Accepted> for IpcListener {
     type Result = ();
-    fn handle(&mut self, Accepted(stream): Accepted, _: &mut Self::Context) {
+    fn handle(&mut self, Accepted(stream): Accepted, ctx: &mut Self::Context) {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-        ClientSession::new(SessionSetup {
+        let addr = ClientSession::new(SessionSetup {
             id,
             stream,
             cfg: self.cfg.clone(),
@@ -156,7 +163,72 @@ impl Handler<Accepted> for IpcListener {
             bus: self.bus.clone(),
             daemon_id: self.daemon_id.clone(),
             routes: self.routes.clone(),
+            listener: ctx.address().recipient(),
         })
         .start();
+        self.sessions.insert(id, addr);
+    }
+}
+
+impl Handler<SessionEnded> for IpcListener {
+    type Result = ();
+    fn handle(&mut self, m: SessionEnded, _: &mut Self::Context) {
+        self.sessions.remove(&m.id);
+        if !m.crashed {
+            return;
+        }
+        // The session's own client got an `error` frame; everyone else learns it from an event,
+        // since a crash is a daemon bug worth reporting.
+        tracing::error!(session = m.id, client = %m.client, "client session crashed; closed its connection");
+        let client = if m.client.is_empty() {
+            "a client that had not said hello".to_string()
+        } else {
+            format!("client {:?}", m.client)
+        };
+        self.bus.do_send(Emit(EventRecord::new(
+            "error",
+            None,
+            vec![(
+                "error",
+                error_value(
+                    "INTERNAL",
+                    &format!(
+                        "the session of {client} (session {}) crashed and was closed; the \
+                         daemon and other clients are unaffected",
+                        m.id
+                    ),
+                ),
+            )],
+        )));
+    }
+}
+
+/// Close every session with a final `daemon:shutdown` event, then stop listening (the socket
+/// file is removed as the listener is dropped). Resolves when the sessions have flushed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseSessions;
+
+impl Handler<CloseSessions> for IpcListener {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: CloseSessions, _: &mut Self::Context) -> Self::Result {
+        let sessions: Vec<Addr<ClientSession>> = self.sessions.drain().map(|(_, s)| s).collect();
+        let bus = self.bus.clone();
+        let event = EventRecord::new(
+            "daemon:shutdown",
+            None,
+            vec![("daemon", Value::from(VERSION))],
+        );
+        Box::pin(
+            async move {
+                let Ok(last) = bus.send(Number(event)).await else {
+                    return;
+                };
+                let farewells = sessions.iter().map(|s| s.send(Farewell(last.clone())));
+                futures::future::join_all(farewells).await;
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
     }
 }

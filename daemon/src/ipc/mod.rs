@@ -1,5 +1,7 @@
 //! The local IPC endpoint: a listener on the Unix socket (named pipe on Windows) and one session
 //! actor per connected client.
 
+#[cfg(feature = "fault-injection")]
+pub mod debug;
 pub mod listener;
 pub mod session;

@@ -44,7 +44,30 @@ pub struct SessionSetup {
     pub daemon_id: String,
     /// Where sends go (see `send_path`).
     pub routes: Routes,
+    /// The listener, told when the session ends.
+    pub listener: Recipient<SessionEnded>,
 }
+
+/// Sent to the listener when a session ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionEnded {
+    /// Session number.
+    pub id: u64,
+    /// The client's name from its `hello`.
+    pub client: String,
+    /// Whether the session died by a panic.
+    pub crashed: bool,
+}
+
+/// Write this event as the session's last frame and close the connection (daemon shutdown).
+/// Resolves once the frame is out (or after a second, for a client that does not read).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Farewell(pub Deliver);
+
+/// How long a farewell waits for a client to take its last frame.
+const FAREWELL_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Inbound {
     Frame(Bytes),
@@ -103,6 +126,8 @@ pub struct ClientSession {
     next_transfer: u64,
     closing: bool,
     reader: Option<tokio::task::JoinHandle<()>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    listener: Recipient<SessionEnded>,
 }
 
 impl ClientSession {
@@ -124,6 +149,8 @@ impl ClientSession {
             next_transfer: 1,
             closing: false,
             reader: None,
+            writer: None,
+            listener: s.listener,
         }
     }
 
@@ -287,37 +314,13 @@ impl ClientSession {
                 ctx,
             ),
             #[cfg(feature = "fault-injection")]
-            Op::Debug(args) => {
-                if std::env::var("PEERIXD_FAULT_INJECTION").as_deref() != Ok("1") {
-                    return self.reply(
-                        id,
-                        Err(DaemonError::NotSupported(
-                            "debug (start peerixd with PEERIXD_FAULT_INJECTION=1)".into(),
-                        )),
-                        ctx,
-                    );
+            Op::Debug(args) => match super::debug::parse(&args) {
+                Ok(super::debug::DebugAction::Exec(m)) => self.exec(id, *m, ctx),
+                Ok(super::debug::DebugAction::PanicSession) => {
+                    panic!("injected fault in client session {}", self.id)
                 }
-                let get = |k: &str| match &args {
-                    Value::Map(m) => m
-                        .iter()
-                        .find(|(key, _)| key.as_str() == Some(k))
-                        .and_then(|(_, v)| v.as_str())
-                        .map(str::to_owned),
-                    _ => None,
-                };
-                match (get("action").as_deref(), get("room"), get("peer")) {
-                    (Some("panic-peer"), Some(room), Some(peer)) => {
-                        self.exec(id, Exec::PanicPeer { room, peer }, ctx)
-                    }
-                    _ => self.reply(
-                        id,
-                        Err(DaemonError::BadRequest(
-                            "debug: expected {action: \"panic-peer\", room, peer}".into(),
-                        )),
-                        ctx,
-                    ),
-                }
-            }
+                Err(e) => self.reply(id, Err(e), ctx),
+            },
             Op::Share(_) | Op::Unshare(_) => self.reply(
                 id,
                 Err(DaemonError::NotSupported(
@@ -593,7 +596,7 @@ impl Actor for ClientSession {
         self.out = Some(out_tx);
         let queued = self.queued.clone();
         // Writer: drains frames to the socket. It ends when the session drops its sender.
-        actix::spawn(async move {
+        self.writer = Some(actix::spawn(async move {
             let mut tx_half: &Stream = &write_side;
             while let Some(frame) = out_rx.recv().await {
                 let n = frame.len() as u64;
@@ -603,7 +606,7 @@ impl Actor for ClientSession {
                 queued.fetch_sub(n, Ordering::Relaxed);
             }
             let _ = tx_half.flush().await;
-        });
+        }));
         // Reader: splits the byte stream into frames; a broken length ends the session.
         let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel::<Inbound>();
         let max = self.cfg.ipc.max_frame as usize;
@@ -638,10 +641,27 @@ impl Actor for ClientSession {
         ctx.add_stream(ReceiverStream::new(in_rx));
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
         if let Some(r) = self.reader.take() {
             r.abort();
         }
+        // actix runs `stopped` while a panic unwinds the actor: the client learns why its
+        // connection closes (the writer outlives us and flushes this), the listener logs it.
+        let crashed = std::thread::panicking();
+        if crashed {
+            self.write(
+                &DaemonMessage::Error(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "this client session crashed inside peerixd and is closed; reconnect                      (rooms stay joined)",
+                )),
+                ctx,
+            );
+        }
+        self.listener.do_send(SessionEnded {
+            id: self.id,
+            client: self.client.clone(),
+            crashed,
+        });
         self.out = None;
         self.bus.do_send(Unsubscribe(self.id));
         if !self.streams.is_empty() {
@@ -713,6 +733,26 @@ impl Handler<Deliver> for ClientSession {
             Ok(bytes) => self.write_frame(bytes, ctx),
             Err(e) => tracing::error!(session = self.id, error = %e, "encoding an event failed"),
         }
+    }
+}
+
+impl Handler<Farewell> for ClientSession {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, Farewell(d): Farewell, ctx: &mut Self::Context) -> Self::Result {
+        <Self as Handler<Deliver>>::handle(self, d, ctx);
+        self.closing = true;
+        // Dropping the sender lets the writer flush what is queued and end.
+        self.out = None;
+        let writer = self.writer.take();
+        Box::pin(
+            async move {
+                if let Some(w) = writer {
+                    let _ = tokio::time::timeout(FAREWELL_FLUSH, w).await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
     }
 }
 

@@ -1,0 +1,440 @@
+//! The peer machine: one connection object to one remote peer (§5, §6).
+//!
+//! It decides who offers, serializes the operations on the connection (Peerix applies
+//! descriptions and candidates strictly in arrival order, §5.9), applies perfect negotiation
+//! through [`Negotiation`], batches local candidates while the control channel is closed
+//! (§5.5), picks the path of each description (signaling before the control channel opens, the
+//! control channel after, §6.6), dispatches control messages and channel requests (§6.4) and
+//! owns the connection timer (§5.7). What a state change means for the room (admission,
+//! recovery) is the room's business: these functions report the outcome and the room decides.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use peerix_wire::control::{ChannelOptions, ControlMessage};
+use peerix_wire::packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType};
+use serde_json::{json, Value as Json};
+
+use crate::negotiation::{Negotiation, RemoteAction};
+use crate::types::{Action, ConnId, Event, Op, PeerState, Target};
+
+/// An operation waiting for its turn.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    MakeOffer,
+    Remote {
+        desc: SessionDescription,
+        via_control: bool,
+    },
+    Candidate(IceCandidateInit),
+}
+
+/// The operation handed out and not yet reported done.
+#[derive(Debug)]
+enum Busy {
+    Offer,
+    Remote {
+        sdp: String,
+        offer: bool,
+        via_control: bool,
+    },
+    Candidate,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    pub(crate) remote: String,
+    pub(crate) metadata: Json,
+    pub(crate) state: PeerState,
+    /// Asked to close (or closed by the remote): no longer live, waiting for the owner's
+    /// [`crate::ConnEvent::Closed`].
+    pub(crate) closing: bool,
+    /// Labels to open once the control channel is open (room-wide ones and this peer's own).
+    pub(crate) labels: BTreeMap<String, ChannelOptions>,
+    pub(crate) neg: Negotiation<IceCandidateInit>,
+    pub(crate) control_open: bool,
+    /// The last remote description applied, and whether it was an answer (to our offer).
+    remote_sdp: Option<(String, bool)>,
+    ops: VecDeque<Pending>,
+    busy: Option<Busy>,
+    stable: bool,
+    batch: Vec<IceCandidateInit>,
+    batch_deadline: Option<Instant>,
+    /// The connection timer (§5.7): runs from creation until ICE connects, and again while
+    /// disconnected.
+    pub(crate) timer: Option<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        id: ConnId,
+        remote: String,
+        metadata: Json,
+        polite: bool,
+        labels: BTreeMap<String, ChannelOptions>,
+    ) -> Self {
+        Conn {
+            id,
+            remote,
+            metadata,
+            state: PeerState::New,
+            closing: false,
+            labels,
+            neg: Negotiation::new(polite),
+            control_open: false,
+            remote_sdp: None,
+            ops: VecDeque::new(),
+            busy: None,
+            stable: true,
+            batch: Vec::new(),
+            batch_deadline: None,
+            timer: None,
+        }
+    }
+
+    pub(crate) fn live(&self) -> bool {
+        !self.closing && self.state != PeerState::Closed
+    }
+
+    pub(crate) fn polite(&self) -> bool {
+        self.neg.polite()
+    }
+
+    /// The earliest of this connection's deadlines.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match (self.timer, self.batch_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(crate) fn start_timer(&mut self, now: Instant, timeout: Option<Duration>) {
+        self.timer = timeout.map(|t| now + t);
+    }
+
+    /// Sets the state; returns the previous one when it changed. `closed` is terminal.
+    pub(crate) fn set_state(
+        &mut self,
+        state: PeerState,
+        out: &mut VecDeque<Action>,
+    ) -> Option<PeerState> {
+        if self.state == state || self.state == PeerState::Closed {
+            return None;
+        }
+        let was = self.state;
+        self.state = state;
+        out.push_back(Action::Emit(Event::Connection {
+            peer: self.remote.clone(),
+            state,
+            metadata: self.metadata.clone(),
+        }));
+        Some(was)
+    }
+
+    pub(crate) fn error(&self, code: &'static str, message: String, out: &mut VecDeque<Action>) {
+        out.push_back(Action::Emit(Event::Error {
+            code,
+            message,
+            peer: Some(self.remote.clone()),
+        }));
+    }
+
+    pub(crate) fn queue(&mut self, op: Pending, out: &mut VecDeque<Action>) {
+        self.ops.push_back(op);
+        self.pump(out);
+    }
+
+    /// Hands out the next operation unless one is outstanding.
+    fn pump(&mut self, out: &mut VecDeque<Action>) {
+        while self.busy.is_none() && !self.closing {
+            let Some(op) = self.ops.pop_front() else {
+                return;
+            };
+            match op {
+                Pending::MakeOffer => {
+                    self.busy = Some(Busy::Offer);
+                    out.push_back(Action::Run {
+                        conn: self.id,
+                        op: Op::CreateOffer,
+                    });
+                }
+                Pending::Remote { desc, via_control } => {
+                    let is_offer = desc.kind == "offer";
+                    if is_offer && !via_control && self.redundant_offer(&desc) {
+                        continue;
+                    }
+                    match self.neg.remote_description(is_offer, self.stable) {
+                        // Impolite side of a collision: our offer stands (§6.5).
+                        RemoteAction::Ignore => continue,
+                        RemoteAction::Apply { rollback } => {
+                            self.busy = Some(Busy::Remote {
+                                sdp: desc.sdp.clone(),
+                                offer: is_offer,
+                                via_control,
+                            });
+                            out.push_back(Action::Run {
+                                conn: self.id,
+                                op: Op::ApplyRemote {
+                                    desc,
+                                    rollback,
+                                    answer: is_offer,
+                                },
+                            });
+                        }
+                    }
+                }
+                Pending::Candidate(c) => {
+                    if let Some(c) = self.neg.connection_candidate(c) {
+                        self.busy = Some(Busy::Candidate);
+                        out.push_back(Action::Run {
+                            conn: self.id,
+                            op: Op::AddCandidate(c),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether an offer that came over signaling is one to drop: an exact copy of the remote
+    /// description in force (a duplicated packet or a retry), or, on the impolite side before
+    /// the control channel opens, an offer from the connection object whose answer we already
+    /// applied: the remote sent it in a glare, rolled it back and answered ours, and the
+    /// packets crossed. Peerix renegotiates only over the control channel (§6.6), and one
+    /// connection object keeps its ICE credentials, so such an offer can only be stale;
+    /// applying it would turn our answered offer into a second, conflicting exchange.
+    fn redundant_offer(&self, desc: &SessionDescription) -> bool {
+        let Some((sdp, was_answer)) = &self.remote_sdp else {
+            return false;
+        };
+        if *sdp == desc.sdp {
+            return true;
+        }
+        *was_answer
+            && !self.polite()
+            && !self.control_open
+            && ufrag_of_sdp(sdp).is_some()
+            && ufrag_of_sdp(sdp) == ufrag_of_sdp(&desc.sdp)
+    }
+
+    /// The outstanding operation finished.
+    pub(crate) fn op_done(
+        &mut self,
+        stable: bool,
+        result: Result<Option<SessionDescription>, String>,
+        my_metadata: &Json,
+        out: &mut VecDeque<Action>,
+    ) {
+        self.stable = stable;
+        let Some(busy) = self.busy.take() else {
+            return;
+        };
+        match (busy, result) {
+            (Busy::Offer, Ok(Some(desc))) => self.send_description(desc, my_metadata, out),
+            (Busy::Offer, Ok(None)) => {}
+            (Busy::Offer, Err(e)) => {
+                self.error("NEGOTIATION_ERROR", format!("creating offer: {e}"), out)
+            }
+            (Busy::Remote { sdp, offer, .. }, Ok(answer)) => {
+                let ufrag = ufrag_of_sdp(&sdp).map(str::to_owned);
+                self.remote_sdp = Some((sdp, !offer));
+                if let Some(a) = answer {
+                    self.send_description(a, my_metadata, out);
+                }
+                // Candidates that waited for a description go first, in order.
+                for c in self.neg.remote_applied(ufrag).into_iter().rev() {
+                    self.ops.push_front(Pending::Candidate(c));
+                }
+            }
+            (Busy::Remote { via_control, .. }, Err(e)) => {
+                self.neg.remote_failed();
+                let path = if via_control {
+                    "control channel"
+                } else {
+                    "signaling"
+                };
+                self.error(
+                    "NEGOTIATION_ERROR",
+                    format!("applying remote description (via {path}): {e}"),
+                    out,
+                )
+            }
+            (Busy::Candidate, Ok(_)) => {}
+            (Busy::Candidate, Err(e)) => self.error(
+                "ICECANDIDATE_ERROR",
+                format!("adding remote candidate: {e}"),
+                out,
+            ),
+        }
+        self.pump(out);
+    }
+
+    /// Sends a description on the path available now (§6.5, §6.6).
+    fn send_description(
+        &self,
+        desc: SessionDescription,
+        my_metadata: &Json,
+        out: &mut VecDeque<Action>,
+    ) {
+        let is_offer = desc.kind == "offer";
+        let d = desc.to_value();
+        if self.control_open {
+            // Over the control channel an offer carries the label map of its media (§8.2);
+            // data-only offers carry an empty one.
+            let msg = if is_offer {
+                vec![d, json!({})]
+            } else {
+                vec![d]
+            };
+            self.send_control(ControlMessage::Signal(msg), out);
+        } else if is_offer {
+            out.push_back(self.publish(SignalType::Offer, vec![d, my_metadata.clone()]));
+        } else {
+            out.push_back(self.publish(SignalType::Answer, vec![d]));
+        }
+    }
+
+    fn publish(&self, kind: SignalType, message: Vec<Json>) -> Action {
+        Action::Publish {
+            to: Target::Peer(self.remote.clone()),
+            kind,
+            message: Some(message),
+        }
+    }
+
+    pub(crate) fn send_control(&self, msg: ControlMessage, out: &mut VecDeque<Action>) {
+        out.push_back(Action::SendControl {
+            conn: self.id,
+            bytes: msg.encode(),
+        });
+    }
+
+    /// A local candidate: straight over the control channel when it is open, otherwise into
+    /// the batch with a trailing-edge debounce (§5.5).
+    pub(crate) fn local_candidate(
+        &mut self,
+        now: Instant,
+        c: IceCandidateInit,
+        debounce: Duration,
+        out: &mut VecDeque<Action>,
+    ) {
+        if self.control_open {
+            self.send_control(ControlMessage::Signal(vec![c.to_value()]), out);
+            return;
+        }
+        self.batch.push(c);
+        self.batch_deadline = Some(now + debounce);
+    }
+
+    /// Sends the batched candidates over signaling as one packet.
+    pub(crate) fn flush_candidates(&mut self, out: &mut VecDeque<Action>) {
+        self.batch_deadline = None;
+        let batch = std::mem::take(&mut self.batch);
+        if !batch.is_empty() && !self.closing {
+            out.push_back(self.publish(
+                SignalType::Candidate,
+                batch.iter().map(IceCandidateInit::to_value).collect(),
+            ));
+        }
+    }
+
+    /// The batch's debounce ran out.
+    pub(crate) fn batch_due(&self, now: Instant) -> bool {
+        self.batch_deadline.is_some_and(|d| d <= now)
+    }
+
+    /// The control channel opened: open the labels this side is responsible for.
+    pub(crate) fn control_opened(&mut self, out: &mut VecDeque<Action>) {
+        self.control_open = true;
+        let labels: Vec<ChannelOptions> = self.labels.values().cloned().collect();
+        for opts in labels {
+            self.open_label(opts, out);
+        }
+    }
+
+    /// Only the impolite side creates user channels; the polite one asks it to (§6.4).
+    pub(crate) fn open_label(&self, opts: ChannelOptions, out: &mut VecDeque<Action>) {
+        if self.polite() {
+            self.send_control(ControlMessage::ChannelRequest(opts), out);
+        } else {
+            out.push_back(Action::CreateChannel {
+                conn: self.id,
+                options: opts,
+            });
+        }
+    }
+
+    /// A message on the control channel (§6.2–§6.4).
+    pub(crate) fn control_message(&mut self, data: &[u8], out: &mut VecDeque<Action>) {
+        let msg = match ControlMessage::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                // Peerix ignores undecodable envelopes but reports JSON errors (§6.2).
+                if !e.is_silent() {
+                    self.error("SIGNALING_ERROR", format!("control message: {e}"), out);
+                }
+                return;
+            }
+        };
+        match msg {
+            ControlMessage::Signal(items) => {
+                let Some(first) = items.first() else { return };
+                if first.get("type").is_some() {
+                    match SessionDescription::from_value(first) {
+                        Some(desc) => self.queue(
+                            Pending::Remote {
+                                desc,
+                                via_control: true,
+                            },
+                            out,
+                        ),
+                        None => self.error(
+                            "SIGNALING_ERROR",
+                            "control channel: malformed description".into(),
+                            out,
+                        ),
+                    }
+                } else if first.get("candidate").is_some() {
+                    match IceCandidateInit::from_value(first) {
+                        Some(c) if !c.candidate.is_empty() => {
+                            self.queue(Pending::Candidate(c), out)
+                        }
+                        Some(_) => {}
+                        None => self.error(
+                            "SIGNALING_ERROR",
+                            "control channel: malformed candidate".into(),
+                            out,
+                        ),
+                    }
+                }
+            }
+            ControlMessage::ChannelRequest(opts) => {
+                if !self.polite() {
+                    out.push_back(Action::CreateChannel {
+                        conn: self.id,
+                        options: opts,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Candidates from signaling for this connection: through the ufrag gate (§5.2, §5.6).
+    pub(crate) fn signaling_candidates(
+        &mut self,
+        cands: impl IntoIterator<Item = IceCandidateInit>,
+        out: &mut VecDeque<Action>,
+    ) {
+        for c in cands {
+            if c.candidate.is_empty() {
+                continue;
+            }
+            let ufrag = c.username_fragment.clone();
+            if let Some(c) = self.neg.signaling_candidate(ufrag.as_deref(), c) {
+                self.queue(Pending::Candidate(c), out);
+            }
+        }
+    }
+}
