@@ -20,6 +20,8 @@ pub struct Running {
     pub bus: Addr<EventBus>,
     /// The machine identity's id.
     pub id: String,
+    /// Where sends go (in-process hosts send through it as a client session does).
+    pub routes: crate::actors::send_path::Routes,
     /// The IPC listener, when listening.
     pub listener: Option<Addr<IpcListener>>,
 }
@@ -35,7 +37,9 @@ pub async fn start(
     peerix_rtc::start_reactors(cfg.webrtc.reactor_threads);
     let bus = EventBus::default().start();
     let id = identity.id().to_string();
-    let daemon = Daemon::new(cfg.clone(), bus.clone(), identity).start();
+    let daemon = Daemon::new(cfg.clone(), bus.clone(), identity);
+    let routes = daemon.routes();
+    let daemon = daemon.start();
     let mut ipc = None;
     if listen {
         let path = cfg.socket_path();
@@ -48,6 +52,7 @@ pub async fn start(
                 daemon.clone(),
                 bus.clone(),
                 id.clone(),
+                routes.clone(),
             )
             .start(),
         );
@@ -58,6 +63,7 @@ pub async fn start(
         daemon,
         bus,
         id,
+        routes,
         listener: ipc,
     })
 }

@@ -8,9 +8,9 @@ use actix::prelude::*;
 use peerix_ipc_proto::{EventFilter, JoinArgs, OpenArgs};
 use peerix_wire::identity::Identity;
 use peerix_wire::transfer::PayloadType;
-use peerixd::actors::channel::OutgoingMessage;
 use peerixd::actors::daemon::Exec;
 use peerixd::actors::event_bus::{Deliver, Subscribe};
+use peerixd::actors::outgoing::OutgoingMessage;
 use peerixd::config::DaemonConfig;
 
 struct Collector(Arc<Mutex<Vec<(String, rmpv::Value)>>>);
@@ -88,23 +88,24 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
             wait(log, "channel:open", 2).await;
         }
         let res = daemons[0]
-            .daemon
-            .send(Exec::Send {
-                room: "in-process-room-memory".into(),
-                label: "chat".into(),
-                to: None,
-                message: OutgoingMessage {
+            .routes
+            .send(
+                "in-process-room-memory",
+                "chat",
+                None,
+                OutgoingMessage {
                     kind: PayloadType::Text,
                     info: None,
                     data: bytes::Bytes::from_static(b"hi all"),
                 },
-                progress: None,
-                transfer: 1,
-            })
-            .await
-            .expect("mailbox")
-            .expect("send");
-        assert!(res.to_string().contains("true"), "{res}");
+                None,
+            )
+            .expect("send")
+            .await;
+        assert!(
+            res.len() == 2 && res.iter().all(|(_, r)| r.is_ok()),
+            "{res:?}"
+        );
         wait(&logs[1], "channel:message", 1).await;
         wait(&logs[2], "channel:message", 1).await;
         assert_eq!(

@@ -1,6 +1,6 @@
 //! Framing (length prefix) and MessagePack encoding / decoding.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -98,6 +98,13 @@ impl FrameDecoder {
         }
     }
 
+    /// The receive buffer, for reading from a socket straight into it (e.g. with tokio's
+    /// `read_buf`), which saves the copy [`FrameDecoder::push`] makes. Bytes appended after a
+    /// fatal error are never returned as frames.
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
     /// Number of buffered bytes not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -107,6 +114,12 @@ impl FrameDecoder {
     /// `Ok(None)` if more bytes are needed, or an error if the announced
     /// length exceeds the maximum.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        Ok(self.next_frame_bytes()?.map(|b| b.to_vec()))
+    }
+
+    /// Like [`FrameDecoder::next_frame`], but the payload shares the decoder's buffer instead of
+    /// being copied out of it.
+    pub fn next_frame_bytes(&mut self) -> Result<Option<Bytes>, FrameError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -131,7 +144,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.buf.advance(FRAME_HEADER_LEN);
-        Ok(Some(self.buf.split_to(len).to_vec()))
+        Ok(Some(self.buf.split_to(len).freeze()))
     }
 }
 

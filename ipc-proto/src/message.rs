@@ -92,6 +92,12 @@ impl Request {
     pub fn parse_op(&self) -> Result<crate::Op, ProtoError> {
         crate::Op::parse(&self.op, self.args.clone())
     }
+
+    /// Like [`Request::parse_op`], consuming the request: a `send`'s data moves into the op
+    /// instead of being copied.
+    pub fn into_op(self) -> Result<crate::Op, ProtoError> {
+        crate::Op::parse(&self.op, self.args)
+    }
 }
 
 /// `reply`: the single answer to a request.

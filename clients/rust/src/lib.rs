@@ -374,6 +374,22 @@ impl Client {
         reply.into_result().map_err(ClientError::Daemon)
     }
 
+    /// Writes a request and returns at once, without waiting for its reply: the returned
+    /// [`PendingReply`] resolves to the result later.
+    ///
+    /// This is how a client pipelines: requests issued one after another are on the socket in
+    /// that order when this returns, so e.g. sends on one label reach each peer in the order
+    /// they were issued (PROTOCOL.md, "Ordering"), while their replies are awaited together.
+    pub async fn issue(&self, op: &Op) -> Result<PendingReply> {
+        let rx = self
+            .start_request(self.next_id(), op.name(), op.to_args()?)
+            .await?;
+        Ok(PendingReply {
+            rx,
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
     /// Sends a raw request and returns the raw result.
     pub async fn request_raw(&self, op: &str, args: Value) -> Result<Value> {
         let rx = self.start_request(self.next_id(), op, args).await?;
@@ -608,6 +624,32 @@ impl Client {
         self.request(&Op::Unsubscribe).await?;
         self.inner.state().events = None;
         Ok(())
+    }
+}
+
+/// The reply of a request written by [`Client::issue`], still to come.
+#[must_use = "a pending reply does nothing unless awaited (dropping it ignores the reply)"]
+pub struct PendingReply {
+    rx: oneshot::Receiver<Reply>,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PendingReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingReply").finish_non_exhaustive()
+    }
+}
+
+impl PendingReply {
+    /// Waits for the reply and returns its raw result.
+    pub async fn result(self) -> Result<Value> {
+        let reply = self.rx.await.map_err(|_| self.inner.closed_error())?;
+        reply.into_result().map_err(ClientError::Daemon)
+    }
+
+    /// Waits for the reply and decodes its result as `T` (e.g. [`SendResult`]).
+    pub async fn typed<T: DeserializeOwned>(self) -> Result<T> {
+        decode_result(self.result().await?)
     }
 }
 

@@ -1,33 +1,22 @@
-//! `ChannelActor`: one per user data channel (one label on one peer connection). Speaks Peerix's
-//! framing (§7): chunking, reassembly, acknowledgements and aborts, and turns channel traffic into
-//! `channel:*` events.
+//! `ChannelActor`: one per user data channel (one label on one peer connection). Receives Peerix's
+//! framing (§7): reassembly, acknowledgements and aborts, and turns channel traffic into
+//! `channel:*` events. Outgoing messages do not pass through it: the label's lane writes them
+//! with the channel's [`ChannelSender`] (`outgoing.rs`), whose acks this actor resolves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use peerix_rtc::{ChannelEvent, RtcChannel};
 use peerix_wire::frame::Frame;
-use peerix_wire::transfer::{
-    Chunker, Outcome, PayloadType, Reassembler, StreamChunker, TransferIds,
-};
+use peerix_wire::transfer::{Outcome, PayloadType, Reassembler};
 use rmpv::Value;
-use tokio::sync::{oneshot, Mutex, Notify};
+use tokio::sync::Notify;
 
 use super::event_bus::{Emit, EventBus, EventRecord};
+use super::outgoing::{AckMap, ChannelSender, LOW_WATER};
 use super::{error_value, json_to_msgpack, ReceiverStream};
-
-/// How long Peerix waits for the receiver's ack after the last frame (§7.4).
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a frame may wait for room in the send buffer before the transfer fails (§7.4).
-const BUFFER_WAIT: Duration = Duration::from_secs(10);
-/// Send-buffer high-water mark. Peerix uses 256 KiB; loopback and LAN links profit from more
-/// in flight, and the browser side does not observe the difference.
-const HIGH_WATER: usize = 1 << 20;
-/// Low-water mark that wakes a waiting sender.
-const LOW_WATER: usize = 256 << 10;
 
 /// Limits and identity shared by every channel of a room.
 #[derive(Clone)]
@@ -71,27 +60,6 @@ pub struct SendProgress {
     pub done: bool,
 }
 
-/// One outgoing application message.
-#[derive(Clone)]
-pub struct OutgoingMessage {
-    /// Peerix payload type.
-    pub kind: PayloadType,
-    /// Optional `info` JSON bytes.
-    pub info: Option<Vec<u8>>,
-    /// Payload bytes.
-    pub data: Bytes,
-}
-
-/// Send a message; resolves when the remote acknowledged it.
-#[derive(Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct ChannelSend {
-    /// The message.
-    pub message: OutgoingMessage,
-    /// Where to report progress, if anyone asked.
-    pub progress: Option<ProgressTo>,
-}
-
 /// Close the channel (SCTP stream reset; no control message, §7.6).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -105,11 +73,11 @@ pub struct ChannelGone {
     pub label: String,
     /// The actor that went away (a newer channel may have replaced it).
     pub addr: Addr<ChannelActor>,
+    /// Its sender, which the label's lane must stop using.
+    pub sender: ChannelSender,
     /// Whether it died by a panic: the peer then opens the label again.
     pub crashed: bool,
 }
-
-type AckMap = Arc<std::sync::Mutex<HashMap<u32, oneshot::Sender<Result<(), String>>>>>;
 
 /// The channel actor.
 pub struct ChannelActor {
@@ -117,8 +85,7 @@ pub struct ChannelActor {
     channel: RtcChannel,
     framed: bool,
     owner: Recipient<ChannelGone>,
-    ids: Arc<std::sync::Mutex<TransferIds>>,
-    send_lock: Arc<Mutex<()>>,
+    sender: ChannelSender,
     drained: Arc<Notify>,
     acks: AckMap,
     reassembler: Reassembler,
@@ -138,15 +105,23 @@ impl ChannelActor {
         // Framing is used only on ordered channels without a sub-protocol (§7.2).
         let framed = channel.ordered() && channel.protocol().is_empty();
         let reassembler = Reassembler::new(cx.max_message_size);
+        let drained = Arc::new(Notify::new());
+        let acks = AckMap::default();
+        let sender = ChannelSender::new(
+            channel.clone(),
+            framed,
+            acks.clone(),
+            drained.clone(),
+            &cx.peer,
+        );
         Self {
             cx,
             channel,
             framed,
             owner,
-            ids: Arc::new(std::sync::Mutex::new(TransferIds::default())),
-            send_lock: Arc::new(Mutex::new(())),
-            drained: Arc::new(Notify::new()),
-            acks: Arc::default(),
+            sender,
+            drained,
+            acks,
             reassembler,
             started: HashMap::new(),
             streaming: HashMap::new(),
@@ -154,6 +129,11 @@ impl ChannelActor {
             open: false,
             closed: false,
         }
+    }
+
+    /// The handle the label's lane writes outgoing messages with.
+    pub fn sender(&self) -> ChannelSender {
+        self.sender.clone()
     }
 
     fn emit(&self, name: &str, mut fields: Vec<(&str, Value)>) {
@@ -172,7 +152,7 @@ impl ChannelActor {
         &self,
         kind: &str,
         transfer: u32,
-        data: &[u8],
+        data: Vec<u8>,
         info: Option<&serde_json::Value>,
         text: bool,
     ) {
@@ -182,12 +162,16 @@ impl ChannelActor {
         // is split into parts so that no event frame exceeds the IPC limit.
         if data.len() <= self.cx.inline_limit || kind == "json" {
             let value = match kind {
-                "json" => match serde_json::from_slice::<serde_json::Value>(data) {
+                "json" => match serde_json::from_slice::<serde_json::Value>(&data) {
                     Ok(v) => json_to_msgpack(&v),
-                    Err(_) => Value::from(String::from_utf8_lossy(data).as_ref()),
+                    Err(_) => Value::from(String::from_utf8_lossy(&data).as_ref()),
                 },
-                _ if text => Value::from(String::from_utf8_lossy(data).as_ref()),
-                _ => Value::Binary(data.to_vec()),
+                // The reassembled bytes move into the event; only invalid UTF-8 is copied.
+                _ if text => Value::from(
+                    String::from_utf8(data)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                ),
+                _ => Value::Binary(data),
             };
             self.emit(
                 "channel:message",
@@ -329,7 +313,7 @@ impl ChannelActor {
                             rest.extend_from_slice(&data);
                             self.emit_part(name, id, rest, None, offset, true)
                         }
-                        None => self.emit_message(name, id, &data, info.as_ref(), text),
+                        None => self.emit_message(name, id, data, info.as_ref(), text),
                     }
                 }
                 Outcome::Data { id, .. } => {
@@ -479,6 +463,7 @@ impl Actor for ChannelActor {
         self.owner.do_send(ChannelGone {
             label: self.channel.label().to_string(),
             addr: ctx.address(),
+            sender: self.sender.clone(),
             crashed,
         });
     }
@@ -501,10 +486,10 @@ impl StreamHandler<ChannelEvent> for ChannelActor {
                 }
                 if !self.framed {
                     let kind = if binary { "bytes" } else { "text" };
-                    self.emit_message(kind, 0, &data, None, !binary);
+                    self.emit_message(kind, 0, data.to_vec(), None, !binary);
                 } else if !binary {
                     // Peerix passes text messages on framed channels through unchanged (§7.2).
-                    self.emit_message("text", 0, &data, None, true);
+                    self.emit_message("text", 0, data.to_vec(), None, true);
                 } else {
                     self.on_frame(ctx, &data);
                 }
@@ -537,281 +522,6 @@ impl Handler<CloseChannel> for ChannelActor {
     type Result = ();
     fn handle(&mut self, _: CloseChannel, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-impl Handler<ChannelSend> for ChannelActor {
-    type Result = ResponseFuture<Result<(), String>>;
-
-    fn handle(&mut self, m: ChannelSend, _: &mut Self::Context) -> Self::Result {
-        if !self.framed {
-            // Unframed channels carry raw messages (unordered/partially reliable or with a protocol).
-            let ch = self.channel.clone();
-            return Box::pin(
-                async move { ch.send(m.message.data).await.map_err(|e| e.to_string()) },
-            );
-        }
-        let Outgoing {
-            id,
-            ack: rx,
-            acks,
-            ch,
-            lock,
-            drained,
-            peer,
-            label,
-        } = match self.begin_transfer() {
-            Ok(o) => o,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        Box::pin(async move {
-            let total = m.message.data.len() as u64;
-            let mut chunker = Chunker::new(
-                id,
-                m.message.kind,
-                m.message.info.clone(),
-                m.message.data.to_vec(),
-            )
-            .map_err(|e| format!("cannot send: {e}"))?;
-            {
-                let _guard = lock.lock().await;
-                while let Some(frame) = chunker.next() {
-                    if let Err(e) = send_paced(&ch, &drained, frame).await {
-                        acks.lock().ok().map(|mut a| a.remove(&id));
-                        let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
-                        return Err(e);
-                    }
-                    let sent = chunker.bytes_sent() as u64;
-                    if let Some(p) = &m.progress {
-                        p.to.do_send(SendProgress {
-                            request: p.request,
-                            peer: peer.clone(),
-                            label: label.clone(),
-                            current: sent,
-                            total,
-                            done: sent >= total,
-                        });
-                    }
-                }
-            }
-            await_ack(&ch, &drained, &acks, id, rx).await
-        })
-    }
-}
-
-/// What a send future takes from the actor when an outgoing transfer starts.
-struct Outgoing {
-    id: u32,
-    ack: oneshot::Receiver<Result<(), String>>,
-    acks: AckMap,
-    ch: RtcChannel,
-    lock: Arc<Mutex<()>>,
-    drained: Arc<Notify>,
-    peer: String,
-    label: String,
-}
-
-impl ChannelActor {
-    /// Allocates a transfer id and registers for its ack.
-    fn begin_transfer(&self) -> Result<Outgoing, String> {
-        let id = self
-            .ids
-            .lock()
-            .map_err(|_| "transfer id counter poisoned".to_string())?
-            .next_id();
-        let (tx, ack) = oneshot::channel();
-        if let Ok(mut acks) = self.acks.lock() {
-            acks.insert(id, tx);
-        }
-        Ok(Outgoing {
-            id,
-            ack,
-            acks: self.acks.clone(),
-            ch: self.channel.clone(),
-            lock: self.send_lock.clone(),
-            drained: self.drained.clone(),
-            peer: self.cx.peer.clone(),
-            label: self.channel.label().to_string(),
-        })
-    }
-}
-
-/// Waits until the send buffer has room for `frame` (Peerix's back-pressure, §7.4), then sends it.
-/// Fails only when the buffer made no progress for `BUFFER_WAIT`: on a slow path (a browser that
-/// reads slowly, a lossy link) draining 1 MiB can take longer than that while data keeps moving.
-async fn send_paced(ch: &RtcChannel, drained: &Notify, frame: Vec<u8>) -> Result<(), String> {
-    wait_for_buffer(ch, drained, HIGH_WATER - frame.len().min(HIGH_WATER)).await?;
-    ch.send(Bytes::from(frame))
-        .await
-        .map_err(|e| format!("channel send failed: {e}"))
-}
-
-/// Waits until the channel's unacknowledged bytes are at most `limit`, failing after
-/// `BUFFER_WAIT` without any decrease.
-async fn wait_for_buffer(ch: &RtcChannel, drained: &Notify, limit: usize) -> Result<(), String> {
-    let mut last = ch.buffered_amount().await;
-    let mut deadline = tokio::time::Instant::now() + BUFFER_WAIT;
-    while last > limit {
-        let wait = drained.notified();
-        tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
-        let now = ch.buffered_amount().await;
-        if now < last {
-            deadline = tokio::time::Instant::now() + BUFFER_WAIT;
-        } else if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "send buffer made no progress for {} s ({now} bytes unacknowledged by the \
-                 remote); is the peer still reachable?",
-                BUFFER_WAIT.as_secs()
-            ));
-        }
-        last = now;
-    }
-    Ok(())
-}
-
-/// Waits for the receiver's ack of transfer `id` (§7.4). Peerix's 10 s start when the last frame
-/// is queued; ours start when the remote's SCTP has acknowledged every byte of the channel, so a
-/// message still crossing a slow path is never reported lost while the receiver gets it intact.
-/// If the remote never takes the data, or never acks it, the transfer is aborted at the receiver.
-async fn await_ack(
-    ch: &RtcChannel,
-    drained: &Notify,
-    acks: &AckMap,
-    id: u32,
-    rx: oneshot::Receiver<Result<(), String>>,
-) -> Result<(), String> {
-    let give_up = |why: String| async move {
-        acks.lock().ok().map(|mut a| a.remove(&id));
-        let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
-        Err::<(), String>(why)
-    };
-    tokio::pin!(rx);
-    tokio::select! {
-        r = &mut rx => return ack_result(r),
-        r = wait_for_buffer(ch, drained, 0) => {
-            if let Err(e) = r {
-                return give_up(e).await;
-            }
-        }
-    }
-    match tokio::time::timeout(ACK_TIMEOUT, rx).await {
-        Ok(r) => ack_result(r),
-        Err(_) => {
-            give_up(format!(
-                "Transfer timed out (the remote received every frame but sent no \
-                 acknowledgement within {} s)",
-                ACK_TIMEOUT.as_secs()
-            ))
-            .await
-        }
-    }
-}
-
-fn ack_result(r: Result<Result<(), String>, oneshot::error::RecvError>) -> Result<(), String> {
-    r.unwrap_or_else(|_| Err("channel closed before the remote acknowledged".to_string()))
-}
-
-/// A piece of a streamed outgoing message.
-#[derive(Debug, Clone)]
-pub enum StreamPiece {
-    /// More bytes.
-    Data(Bytes),
-    /// The message is complete.
-    End,
-}
-
-/// Send a message whose bytes arrive while it is being sent (a client's streamed send). Dropping
-/// the piece sender before `End` aborts the transfer at the receiver (sender-side abort).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ChannelSendStream {
-    /// Peerix payload type.
-    pub kind: PayloadType,
-    /// Optional `info` JSON bytes.
-    pub info: Option<Vec<u8>>,
-    /// The pieces, in order.
-    pub pieces: tokio::sync::mpsc::Receiver<StreamPiece>,
-    /// Resolved after the remote's ack (or the failure).
-    pub result: oneshot::Sender<Result<(), String>>,
-    /// Progress recipient.
-    pub progress: Option<ProgressTo>,
-}
-
-impl Handler<ChannelSendStream> for ChannelActor {
-    type Result = ();
-
-    fn handle(&mut self, mut m: ChannelSendStream, ctx: &mut Self::Context) {
-        if !self.framed {
-            let _ = m.result.send(Err(
-                "streamed sends need an ordered channel without a sub-protocol".into(),
-            ));
-            return;
-        }
-        let Outgoing {
-            id,
-            ack: rx,
-            acks,
-            ch,
-            lock,
-            drained,
-            peer,
-            label,
-        } = match self.begin_transfer() {
-            Ok(o) => o,
-            Err(e) => {
-                let _ = m.result.send(Err(e));
-                return;
-            }
-        };
-        let fut = async move {
-            let mut chunker = StreamChunker::new(id, m.kind, m.info.clone(), None)
-                .map_err(|e| format!("cannot send: {e}"))?;
-            let _guard = lock.lock().await;
-            loop {
-                let (frames, end) = match m.pieces.recv().await {
-                    Some(StreamPiece::Data(b)) => {
-                        (chunker.push(&b).map_err(|e| e.to_string())?, false)
-                    }
-                    Some(StreamPiece::End) => (chunker.finish().map_err(|e| e.to_string())?, true),
-                    None => {
-                        // The client went away mid-message: tell the receiver (sender-side abort).
-                        acks.lock().ok().map(|mut a| a.remove(&id));
-                        let _ = ch.send(Bytes::from(chunker.abort_frame())).await;
-                        return Err(
-                            "the sending client went away before the message was complete"
-                                .to_string(),
-                        );
-                    }
-                };
-                for frame in frames {
-                    if let Err(e) = send_paced(&ch, &drained, frame).await {
-                        acks.lock().ok().map(|mut a| a.remove(&id));
-                        let _ = ch.send(Bytes::from(chunker.abort_frame())).await;
-                        return Err(e);
-                    }
-                }
-                if let Some(p) = &m.progress {
-                    let sent = chunker.bytes_sent();
-                    p.to.do_send(SendProgress {
-                        request: p.request,
-                        peer: peer.clone(),
-                        label: label.clone(),
-                        current: sent,
-                        total: sent,
-                        done: end,
-                    });
-                }
-                if end {
-                    break;
-                }
-            }
-            drop(_guard);
-            await_ack(&ch, &drained, &acks, id, rx).await
-        };
-        let result = m.result;
-        ctx.spawn(fut.into_actor(self).map(move |r, _, _| {
-            let _ = result.send(r);
-        }));
     }
 }
 

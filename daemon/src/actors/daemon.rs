@@ -16,11 +16,11 @@ use rmpv::Value;
 use sha2::{Digest, Sha256};
 
 use super::backoff::Backoff;
-use super::channel::{OutgoingMessage, ProgressTo};
 use super::driver::{DriverActor, DriverInfo};
 use super::event_bus::{Emit, EventBus, EventRecord};
 pub use super::options::{merge_options, nats_config};
-use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers, RoomSend};
+use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers};
+use super::send_path::Routes;
 use super::supervision::Membership;
 use super::{error_value, msgpack_to_json};
 use crate::config::DaemonConfig;
@@ -43,6 +43,9 @@ pub struct Daemon {
     pub(super) room_restarts: HashMap<String, Backoff>,
     /// Set by `LeaveAll`: actors stopping now are not restarted.
     pub(super) shutting_down: bool,
+    /// The rooms as client sessions reach them to send (see `send_path`); a room (re)started
+    /// by `start_room` gets a fresh directory there.
+    pub(super) routes: Routes,
 }
 
 impl Daemon {
@@ -58,7 +61,13 @@ impl Daemon {
             driver_restarts: HashMap::new(),
             room_restarts: HashMap::new(),
             shutting_down: false,
+            routes: Routes::default(),
         }
+    }
+
+    /// Where client sessions send: kept current by this daemon as rooms are joined and left.
+    pub fn routes(&self) -> Routes {
+        self.routes.clone()
     }
 
     /// Derives this room's identity from the machine identity. One identity per machine, but a
@@ -274,21 +283,6 @@ pub enum Exec {
     Open(OpenArgs),
     /// `close`.
     Close(CloseArgs),
-    /// A complete message to send.
-    Send {
-        /// Room.
-        room: String,
-        /// Label.
-        label: String,
-        /// Only this peer.
-        to: Option<String>,
-        /// Message.
-        message: OutgoingMessage,
-        /// Progress.
-        progress: Option<ProgressTo>,
-        /// Transfer token reported back.
-        transfer: u64,
-    },
     /// Fault injection: make a peer actor panic.
     #[cfg(feature = "fault-injection")]
     PanicPeer {
@@ -366,6 +360,7 @@ impl Handler<Exec> for Daemon {
                 )
             }
             Exec::Leave(room) => {
+                self.routes.remove(&room);
                 let r = self.rooms.remove(&room).filter(|r| r.connected());
                 // A room waiting to be re-joined after a crash is left by forgetting it.
                 let member = self.memberships.remove(&room).is_some();
@@ -496,65 +491,7 @@ impl Handler<Exec> for Daemon {
                     .into_actor(self),
                 )
             }
-            Exec::Send {
-                room,
-                label,
-                to,
-                message,
-                progress,
-                transfer,
-            } => {
-                let r = self.room(&room);
-                Box::pin(
-                    async move {
-                        let results = r?
-                            .send(RoomSend {
-                                label,
-                                to,
-                                message,
-                                progress,
-                            })
-                            .await??;
-                        let peers: Vec<Value> = results
-                            .into_iter()
-                            .map(|(id, res)| {
-                                let mut f = vec![
-                                    ("id", Value::from(id.as_str())),
-                                    ("ok", Value::Boolean(res.is_ok())),
-                                ];
-                                if let Err(e) = res {
-                                    f.push(("error", error_value("SEND_FAILED", &e)));
-                                }
-                                super::event_bus::obj(f)
-                            })
-                            .collect();
-                        Ok(super::event_bus::obj(vec![
-                            ("transfer", Value::from(transfer)),
-                            ("peers", Value::Array(peers)),
-                        ]))
-                    }
-                    .into_actor(self),
-                )
-            }
         }
-    }
-}
-
-/// Start a streamed send (`send` with `more: true`).
-#[derive(Message)]
-#[rtype(result = "Result<Vec<super::room::StreamTarget>, DaemonError>")]
-pub struct OpenStream {
-    /// Room.
-    pub room: String,
-    /// The rest.
-    pub send: super::room::RoomSendStream,
-}
-
-impl Handler<OpenStream> for Daemon {
-    type Result = ResponseFuture<Result<Vec<super::room::StreamTarget>, DaemonError>>;
-    fn handle(&mut self, m: OpenStream, _: &mut Self::Context) -> Self::Result {
-        let r = self.room(&m.room);
-        Box::pin(async move { r?.send(m.send).await? })
     }
 }
 
@@ -580,6 +517,9 @@ impl Handler<LeaveAll> for Daemon {
     fn handle(&mut self, _: LeaveAll, _: &mut Self::Context) -> Self::Result {
         self.shutting_down = true;
         self.memberships.clear();
+        for room in self.rooms.keys() {
+            self.routes.remove(room);
+        }
         let rooms: Vec<Addr<RoomActor>> = self.rooms.drain().map(|(_, r)| r).collect();
         Box::pin(async move {
             for r in rooms {

@@ -1,5 +1,6 @@
 //! The supervision tree. `Daemon` owns the drivers and rooms; a room owns its peers; a peer owns its
-//! data channels. IPC sessions live beside it under the `IpcListener`.
+//! data channels. IPC sessions live beside it under the `IpcListener`. Outgoing messages take a
+//! shorter way, from the session straight to a per-label lane (`send_path`, `outgoing`).
 
 pub mod backoff;
 pub mod channel;
@@ -7,9 +8,11 @@ pub mod daemon;
 pub mod driver;
 pub mod event_bus;
 pub mod options;
+pub mod outgoing;
 pub mod peer;
 pub mod room;
 mod room_commands;
+pub mod send_path;
 pub mod supervision;
 
 use rmpv::Value;

@@ -3,7 +3,8 @@
 //! `peerix_proto::Room` machine asks for this connection ([`PeerCmd`]: run an operation, send
 //! on the control channel, create or close a channel, close) and reports everything the
 //! WebRTC stack says back to it ([`PeerInput`]). It keeps what only the I/O side can hold:
-//! the connection, its channels and the sends waiting for a channel.
+//! the connection and its channels, and it tells the connection's send lanes (`send_path`)
+//! which channel each label has.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -15,11 +16,9 @@ use peerix_rtc::{ChannelInit, IceState, RtcConfig, RtcEvent, RtcPeer, SignalingS
 use peerix_wire::control::ChannelOptions;
 use rmpv::Value;
 
-use super::channel::{
-    ChannelActor, ChannelContext, ChannelGone, ChannelSend, CloseChannel, OutgoingMessage,
-    ProgressTo,
-};
+use super::channel::{ChannelActor, ChannelContext, ChannelGone, CloseChannel};
 use super::event_bus::{Emit, EventBus, EventRecord};
+use super::send_path::{PeerLanes, Slot};
 use super::{error_value, ReceiverStream};
 
 pub use peerix_proto::PeerState;
@@ -43,6 +42,9 @@ pub struct PeerSetup {
     pub max_message_size: usize,
     /// Channel inline limit.
     pub inline_limit: usize,
+    /// Where client sends to this connection queue, per label (see `send_path`); this actor
+    /// tells each lane which channel its label has, and closes them when it stops.
+    pub lanes: std::sync::Arc<PeerLanes>,
 }
 
 /// What the WebRTC stack reported about a connection, for the room's machine.
@@ -76,23 +78,6 @@ pub enum PeerCmd {
 #[rtype(result = "()")]
 pub struct LabelOpen(pub String, pub bool);
 
-/// Send on a label.
-#[derive(Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct PeerSend {
-    /// Label.
-    pub label: String,
-    /// Message.
-    pub message: OutgoingMessage,
-    /// Progress recipient.
-    pub progress: Option<ProgressTo>,
-}
-
-/// Start a streamed send on a label (see `ChannelSendStream`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PeerSendStream(pub String, pub super::channel::ChannelSendStream);
-
 /// Leave: close everything.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -110,10 +95,6 @@ pub struct PeerActor {
     rtc: Option<RtcPeer>,
     channels: HashMap<String, Addr<ChannelActor>>,
     creating: std::collections::HashSet<String>,
-    /// Sends waiting for the channel of a label that is open room-wide but whose channel does
-    /// not exist here yet: a client may send right after `open`, while we create the channel
-    /// or, on the polite side, while the remote creates it at our request (§6.4).
-    channel_waiters: HashMap<String, Vec<tokio::sync::oneshot::Sender<Addr<ChannelActor>>>>,
     closing: bool,
 }
 
@@ -171,7 +152,6 @@ impl PeerActor {
             rtc: None,
             channels: HashMap::new(),
             creating: Default::default(),
-            channel_waiters: Default::default(),
             closing: false,
         }
     }
@@ -296,8 +276,8 @@ impl PeerActor {
                 }
                 Err(e) => {
                     act.creating.remove(&label);
-                    // Dropping the waiters fails their sends.
-                    act.channel_waiters.remove(&label);
+                    // Sends waiting for it fail now rather than at their timeout.
+                    act.s.lanes.set(&label, Slot::Absent);
                     act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}"))
                 }
             }),
@@ -318,10 +298,9 @@ impl PeerActor {
             max_message_size: self.s.max_message_size,
             inline_limit: self.s.inline_limit,
         };
-        let addr = ChannelActor::new(cx, ch, ctx.address().recipient()).start();
-        for w in self.channel_waiters.remove(&label).unwrap_or_default() {
-            let _ = w.send(addr.clone());
-        }
+        let actor = ChannelActor::new(cx, ch, ctx.address().recipient());
+        self.s.lanes.set(&label, Slot::Ready(actor.sender()));
+        let addr = actor.start();
         // A second channel with a known label replaces the older one (§7.1).
         if let Some(old) = self.channels.insert(label, addr) {
             old.do_send(CloseChannel);
@@ -355,6 +334,7 @@ impl Actor for PeerActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.s.lanes.close();
         if let Some(rtc) = self.rtc.take() {
             actix::spawn(async move { rtc.close().await });
         }
@@ -412,83 +392,16 @@ impl Handler<PeerCmd> for PeerActor {
 impl Handler<LabelOpen> for PeerActor {
     type Result = ();
     fn handle(&mut self, LabelOpen(label, open): LabelOpen, _: &mut Self::Context) {
+        // The room already told the lanes (before its reply to the client); this is for a
+        // connection created since.
         if open {
+            self.s.lanes.expect(&label);
             self.s.labels.insert(label);
         } else {
             self.s.labels.remove(&label);
             // Sends still waiting for this channel fail now rather than at their timeout.
-            self.channel_waiters.remove(&label);
+            self.s.lanes.set(&label, Slot::Absent);
         }
-    }
-}
-
-/// How long a send waits for the channel of a label that is open but not yet created here
-/// (Peerix's own transfer steps time out after 10 s too).
-const CHANNEL_WAIT: Duration = Duration::from_secs(10);
-
-impl PeerActor {
-    /// The channel for `label`: at once, once it exists (see `channel_waiters`), or an error.
-    fn channel_for(
-        &mut self,
-        label: &str,
-    ) -> impl std::future::Future<Output = Result<Addr<ChannelActor>, String>> + 'static {
-        let ready = self.channels.get(label).cloned();
-        let waiting = (ready.is_none() && self.s.labels.contains(label)).then(|| {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.channel_waiters
-                .entry(label.to_string())
-                .or_default()
-                .push(tx);
-            rx
-        });
-        let label = label.to_string();
-        async move {
-            if let Some(ch) = ready {
-                return Ok(ch);
-            }
-            let missing = || format!("No channel found for label {label:?}");
-            let rx = waiting.ok_or_else(missing)?;
-            match tokio::time::timeout(CHANNEL_WAIT, rx).await {
-                Ok(Ok(ch)) => Ok(ch),
-                _ => Err(missing()),
-            }
-        }
-    }
-}
-
-impl Handler<PeerSend> for PeerActor {
-    type Result = ResponseFuture<Result<(), String>>;
-    fn handle(&mut self, m: PeerSend, _: &mut Self::Context) -> Self::Result {
-        let ch = self.channel_for(&m.label);
-        Box::pin(async move {
-            let ch = ch.await?;
-            ch.send(ChannelSend {
-                message: m.message,
-                progress: m.progress,
-            })
-            .await
-            .unwrap_or_else(|_| Err("channel closed".to_string()))
-        })
-    }
-}
-
-impl Handler<PeerSendStream> for PeerActor {
-    type Result = ();
-    fn handle(&mut self, PeerSendStream(label, m): PeerSendStream, _: &mut Self::Context) {
-        // In order with other sends whenever the channel exists.
-        if let Some(ch) = self.channels.get(&label) {
-            ch.do_send(m);
-            return;
-        }
-        let ch = self.channel_for(&label);
-        actix::spawn(async move {
-            match ch.await {
-                Ok(ch) => ch.do_send(m),
-                Err(e) => {
-                    let _ = m.result.send(Err(e));
-                }
-            }
-        });
     }
 }
 
@@ -511,6 +424,10 @@ impl Handler<PeerInfo> for PeerActor {
 impl Handler<ChannelGone> for PeerActor {
     type Result = ();
     fn handle(&mut self, m: ChannelGone, ctx: &mut Self::Context) {
+        // A crashed channel's label is still open: its sends wait for the re-opened channel.
+        self.s
+            .lanes
+            .channel_gone(&m.label, &m.sender, self.s.labels.contains(&m.label));
         if self.channels.get(&m.label).is_some_and(|a| *a == m.addr) {
             self.channels.remove(&m.label);
             if m.crashed {
@@ -537,7 +454,9 @@ impl Handler<InjectPanic> for PeerActor {
 impl Drop for PeerActor {
     fn drop(&mut self) {
         // Runs on a normal stop (rtc already taken) and when a panic unwinds the actor: the
-        // connection must not outlive it, or the remote would keep a half-dead peer.
+        // connection must not outlive it, or the remote would keep a half-dead peer; nor may
+        // its lanes, or sends to it would wait for a channel that cannot come.
+        self.s.lanes.close();
         if let Some(rtc) = self.rtc.take() {
             tokio::spawn(async move { rtc.close().await });
         }

@@ -22,6 +22,7 @@ use serde_json::Value as Json;
 use super::driver::{DriverActive, DriverActor, Incoming, Publish, Sub, UnsubAll};
 use super::event_bus::{Emit, EventBus, EventRecord};
 use super::peer::{PeerActor, PeerCmd, PeerInput, PeerSetup, Shutdown};
+use super::send_path::{PeerLanes, RoomDirectory};
 use super::{error_value, json_to_msgpack};
 use crate::config::{IceTransportPolicy, RoomOptions, WebrtcConfig};
 use crate::error::DaemonError;
@@ -59,6 +60,9 @@ pub struct RoomSetup {
     pub inline_limit: usize,
     /// Told when the room actor crashes, to re-join (see [`RoomDown`]).
     pub supervisor: Option<Recipient<RoomDown>>,
+    /// The room's peers as the send path sees them; this actor keeps it current from the
+    /// machine's actions (see `send_path`).
+    pub directory: std::sync::Arc<RoomDirectory>,
 }
 
 /// The room actor.
@@ -173,6 +177,9 @@ impl RoomActor {
                 metadata: _,
             } => {
                 let labels: BTreeSet<String> = self.machine.labels().map(str::to_owned).collect();
+                // Sends to the peer queue on these lanes from now on (they wait for channels).
+                let lanes = PeerLanes::new(&labels);
+                self.s.directory.register(&remote, conn, lanes.clone());
                 let setup = PeerSetup {
                     room: self.s.room.clone(),
                     remote,
@@ -182,6 +189,7 @@ impl RoomActor {
                     bus: self.s.bus.clone(),
                     max_message_size: self.s.max_message_size,
                     inline_limit: self.s.inline_limit,
+                    lanes,
                 };
                 let addr = PeerActor::new(setup, ctx.address().recipient()).start();
                 self.conns.insert(conn, addr);
@@ -194,13 +202,21 @@ impl RoomActor {
             Action::CloseChannel { conn, label } => {
                 self.conn_cmd(conn, PeerCmd::CloseChannel(label))
             }
-            Action::Close { conn } => self.conn_cmd(conn, PeerCmd::Close),
+            Action::Close { conn } => {
+                // Closed by the machine: no longer a send target (its lanes close with its actor).
+                self.s.directory.unregister(conn);
+                self.conn_cmd(conn, PeerCmd::Close)
+            }
             Action::Forget { remote } => self.codec.forget_key(&remote),
             Action::Emit(Event::Connection {
                 peer,
                 state,
                 metadata,
             }) => {
+                // The send path broadcasts to connected peers only; it learns the state here,
+                // where the machine decides it.
+                // (`closed` is followed by `Action::Close`, which removes the connection.)
+                self.s.directory.set_state(&peer, state);
                 self.s.bus.do_send(Emit(EventRecord::new(
                     format!("connection:{}", state.as_str()),
                     Some(&self.s.room),
@@ -287,6 +303,9 @@ impl Actor for RoomActor {
                 .collect();
             for conn in dead {
                 act.conns.remove(&conn);
+                if let Some(lanes) = act.s.directory.unregister(conn) {
+                    lanes.close();
+                }
                 act.machine.handle_conn_event(
                     Instant::now(),
                     conn,
@@ -329,6 +348,9 @@ impl Actor for RoomActor {
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
         self.report_crash(ctx);
+        // Left or crashed: sends to this room's peers fail now (a re-joined room gets a fresh
+        // directory).
+        self.s.directory.clear();
         self.s.driver.do_send(UnsubAll {
             owner: self.s.room.clone(),
         });
@@ -394,6 +416,9 @@ impl Handler<PeerInput> for RoomActor {
     fn handle(&mut self, m: PeerInput, ctx: &mut Self::Context) {
         if matches!(m.event, ConnEvent::Closed { .. }) {
             self.conns.remove(&m.conn);
+            if let Some(lanes) = self.s.directory.unregister(m.conn) {
+                lanes.close();
+            }
         }
         self.machine
             .handle_conn_event(Instant::now(), m.conn, m.event);

@@ -1,16 +1,17 @@
 //! The commands a `RoomActor` takes from the daemon on behalf of clients: open and close
-//! labels, send, list peers, describe the room, leave. Protocol effects (channel requests,
-//! which side creates a channel) are the machine's; this file routes data to connections.
+//! labels, list peers, describe the room, leave. Protocol effects (channel requests, which side
+//! creates a channel) are the machine's. Sends do not come here: client sessions queue them on
+//! the connections' lanes directly (`send_path`).
 
 use actix::prelude::*;
 use peerix_wire::control::ChannelOptions;
 use serde_json::Value as Json;
 
-use super::channel::{OutgoingMessage, ProgressTo};
 #[cfg(feature = "fault-injection")]
 use super::peer::InjectPanic;
-use super::peer::{LabelOpen, PeerActor, PeerInfo, PeerSend, PeerState};
+use super::peer::{LabelOpen, PeerActor, PeerInfo, PeerState};
 use super::room::RoomActor;
+use super::send_path::Slot;
 use crate::error::DaemonError;
 
 impl RoomActor {
@@ -21,31 +22,19 @@ impl RoomActor {
         }
     }
 
-    /// The peers a send goes to: the one named by `to`, or every connected peer.
-    fn send_targets(
-        &self,
-        to: Option<&str>,
-    ) -> Result<Vec<(String, Addr<PeerActor>)>, DaemonError> {
-        let addr = |conn| self.conns.get(&conn).cloned();
-        match to {
-            Some(peer) => self
-                .machine
-                .peer(peer)
-                .and_then(|(conn, _)| addr(conn))
-                .map(|a| vec![(peer.to_string(), a)])
-                .ok_or_else(|| self.no_such_peer(peer.to_string())),
-            None => Ok(self
-                .machine
-                .peers()
-                .filter(|(_, _, state, _)| *state == PeerState::Connected)
-                .filter_map(|(p, conn, _, _)| Some((p.to_string(), addr(conn)?)))
-                .collect()),
-        }
-    }
-
     /// Tells the connection actors concerned that a label opened or closed (their sends wait
     /// for, or stop waiting for, its channel).
     fn label_changed(&self, label: &str, open: bool, to: Option<&str>) {
+        // Their lanes first, synchronously, before the reply: a send right after `open` must
+        // wait for the channel, not fail; one after `close` must fail, not race the channel's
+        // end. (A peer the machine knows but the directory not yet is told by `LabelOpen`.)
+        let _ = self.s.directory.each_lanes(to, |l| {
+            if open {
+                l.expect(label)
+            } else {
+                l.set(label, Slot::Absent)
+            }
+        });
         let conns: Vec<_> = match to {
             Some(p) => self.machine.peer(p).map(|(c, _)| c).into_iter().collect(),
             None => self.machine.peers().map(|(_, c, _, _)| c).collect(),
@@ -100,106 +89,6 @@ impl Handler<RoomClose> for RoomActor {
         self.label_changed(&m.label, false, m.to.as_deref());
         self.drive(ctx);
         Ok(())
-    }
-}
-
-/// Send to every connected peer or to one.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<(String, Result<(), String>)>, DaemonError>")]
-pub struct RoomSend {
-    /// Label.
-    pub label: String,
-    /// Only this peer.
-    pub to: Option<String>,
-    /// Message.
-    pub message: OutgoingMessage,
-    /// Progress recipient.
-    pub progress: Option<ProgressTo>,
-}
-
-impl Handler<RoomSend> for RoomActor {
-    type Result = ResponseFuture<Result<Vec<(String, Result<(), String>)>, DaemonError>>;
-    fn handle(&mut self, m: RoomSend, _: &mut Self::Context) -> Self::Result {
-        let targets = match self.send_targets(m.to.as_deref()) {
-            Ok(t) => t,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        Box::pin(async move {
-            let sends = targets.into_iter().map(|(id, addr)| {
-                let msg = PeerSend {
-                    label: m.label.clone(),
-                    message: m.message.clone(),
-                    progress: m.progress.clone(),
-                };
-                async move {
-                    let r = addr
-                        .send(msg)
-                        .await
-                        .unwrap_or_else(|_| Err("peer connection closed".to_string()));
-                    (id, r)
-                }
-            });
-            Ok(futures::future::join_all(sends).await)
-        })
-    }
-}
-
-/// One target of a streamed send: where its pieces go and where its outcome comes from.
-pub struct StreamTarget {
-    /// Remote peer id.
-    pub peer: String,
-    /// Pieces for this peer's channel.
-    pub pieces: tokio::sync::mpsc::Sender<super::channel::StreamPiece>,
-    /// Resolved after the remote's ack.
-    pub result: tokio::sync::oneshot::Receiver<Result<(), String>>,
-}
-
-/// Start a streamed send to every connected peer or to one.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<StreamTarget>, DaemonError>")]
-pub struct RoomSendStream {
-    /// Label.
-    pub label: String,
-    /// Only this peer.
-    pub to: Option<String>,
-    /// Payload type.
-    pub kind: peerix_wire::transfer::PayloadType,
-    /// Optional `info` JSON bytes.
-    pub info: Option<Vec<u8>>,
-    /// Progress recipient.
-    pub progress: Option<ProgressTo>,
-}
-
-/// Pieces in flight per peer of a streamed send: a few IPC chunks, so a slow peer slows the
-/// client down instead of filling the daemon's memory.
-const STREAM_PIECES_IN_FLIGHT: usize = 4;
-
-impl Handler<RoomSendStream> for RoomActor {
-    type Result = Result<Vec<StreamTarget>, DaemonError>;
-    fn handle(&mut self, m: RoomSendStream, _: &mut Self::Context) -> Self::Result {
-        let targets = self.send_targets(m.to.as_deref())?;
-        Ok(targets
-            .into_iter()
-            .map(|(peer, addr)| {
-                let (pieces, rx) = tokio::sync::mpsc::channel(STREAM_PIECES_IN_FLIGHT);
-                let (result_tx, result) = tokio::sync::oneshot::channel();
-                addr.do_send(super::peer::PeerSendStream(
-                    m.label.clone(),
-                    super::channel::ChannelSendStream {
-                        kind: m.kind,
-                        info: m.info.clone(),
-                        pieces: rx,
-                        result: result_tx,
-                        progress: m.progress.clone(),
-                    },
-                ));
-                StreamTarget {
-                    peer,
-                    pieces,
-                    result,
-                }
-            })
-            .collect())
     }
 }
 

@@ -14,6 +14,7 @@ use super::driver::{DriverActor, DriverDown};
 use super::error_value;
 use super::event_bus::{Emit, EventRecord};
 use super::room::{RoomActor, RoomDown, RoomOpen, RoomSetup, UseDriver};
+use super::send_path::RoomDirectory;
 use crate::config::RoomOptions;
 
 /// What a room was joined with: enough to join it again, identically, after its actor crashed.
@@ -41,6 +42,10 @@ impl Daemon {
     ) -> String {
         let identity = self.room_identity(room, &m.driver_name);
         let id = identity.id().to_string();
+        // A fresh directory for every actor: a re-joined room must not inherit the crashed
+        // one's connections.
+        let directory = RoomDirectory::new(room);
+        self.routes.insert(room, directory.clone());
         let setup = RoomSetup {
             room: room.to_string(),
             driver_name: m.driver_name.clone(),
@@ -53,6 +58,7 @@ impl Daemon {
             max_message_size: self.cfg.ipc.max_message_size as usize,
             inline_limit: self.cfg.ipc.inline_message_limit as usize,
             supervisor: Some(ctx.address().recipient()),
+            directory,
         };
         let addr = RoomActor::new(setup).start();
         self.rooms.insert(room.to_string(), addr);

@@ -16,6 +16,7 @@ use super::session::{ClientSession, Farewell, SessionEnded, SessionSetup};
 use crate::actors::daemon::{Daemon, VERSION};
 use crate::actors::error_value;
 use crate::actors::event_bus::{Emit, EventBus, EventRecord, Number};
+use crate::actors::send_path::Routes;
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
 
@@ -89,6 +90,7 @@ pub struct IpcListener {
     daemon: Addr<Daemon>,
     bus: Addr<EventBus>,
     daemon_id: String,
+    routes: Routes,
     sessions: HashMap<u64, Addr<ClientSession>>,
 }
 
@@ -101,6 +103,7 @@ impl IpcListener {
         daemon: Addr<Daemon>,
         bus: Addr<EventBus>,
         daemon_id: String,
+        routes: Routes,
     ) -> Self {
         Self {
             path,
@@ -109,6 +112,7 @@ impl IpcListener {
             daemon,
             bus,
             daemon_id,
+            routes,
             sessions: HashMap::new(),
         }
     }
@@ -158,6 +162,7 @@ impl Handler<Accepted> for IpcListener {
             daemon: self.daemon.clone(),
             bus: self.bus.clone(),
             daemon_id: self.daemon_id.clone(),
+            routes: self.routes.clone(),
             listener: ctx.address().recipient(),
         })
         .start();

@@ -19,11 +19,11 @@ use peerix_wire::transfer::PayloadType;
 use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::actors::channel::StreamPiece;
-use crate::actors::channel::{OutgoingMessage, ProgressTo, SendProgress};
-use crate::actors::daemon::{Daemon, Exec, OpenStream, VERSION};
+use crate::actors::channel::{ProgressTo, SendProgress};
+use crate::actors::daemon::{Daemon, Exec, VERSION};
 use crate::actors::event_bus::{obj, Deliver, EventBus, Subscribe, Unsubscribe};
-use crate::actors::room::{RoomSendStream, StreamTarget};
+use crate::actors::outgoing::{OutgoingMessage, OutgoingStream, SendOutcome, StreamPiece};
+use crate::actors::send_path::{LaneItem, Routes};
 use crate::actors::{msgpack_to_json, ReceiverStream};
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
@@ -42,6 +42,8 @@ pub struct SessionSetup {
     pub bus: Addr<EventBus>,
     /// Machine identity id for the welcome.
     pub daemon_id: String,
+    /// Where sends go (see `send_path`).
+    pub routes: Routes,
     /// The listener, told when the session ends.
     pub listener: Recipient<SessionEnded>,
 }
@@ -68,16 +70,34 @@ pub struct Farewell(pub Deliver);
 const FAREWELL_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Inbound {
-    Frame(Vec<u8>),
+    Frame(Bytes),
     /// Framing is broken (oversized length); close after telling the client.
     FramingError(ErrorBody),
 }
 
-/// A streamed send in progress: one transfer per target peer.
+/// A streamed send in progress: its chunks go, in order, to the task feeding its lanes.
 struct ActiveStream {
-    targets: Vec<StreamTarget>,
+    feed: tokio::sync::mpsc::UnboundedSender<Feed>,
     pushed: u64,
 }
+
+/// One chunk of a streamed send and where its reply's result goes.
+struct Feed {
+    data: Bytes,
+    more: bool,
+    done: tokio::sync::oneshot::Sender<Value>,
+}
+
+/// One target of a streamed send: where its pieces go and where its outcome comes from.
+struct StreamTarget {
+    peer: String,
+    pieces: tokio::sync::mpsc::Sender<StreamPiece>,
+    result: tokio::sync::oneshot::Receiver<SendOutcome>,
+}
+
+/// Pieces in flight per peer of a streamed send: a few IPC chunks, so a slow peer slows the
+/// client down instead of filling the daemon's memory.
+const STREAM_PIECES_IN_FLIGHT: usize = 4;
 
 struct StreamedSend {
     room: String,
@@ -85,7 +105,7 @@ struct StreamedSend {
     to: Option<String>,
     kind: PayloadType,
     info: Option<Vec<u8>>,
-    buf: Vec<u8>,
+    buf: Bytes,
     progress: Option<u64>,
 }
 
@@ -97,6 +117,7 @@ pub struct ClientSession {
     daemon: Addr<Daemon>,
     bus: Addr<EventBus>,
     daemon_id: String,
+    routes: Routes,
     out: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
     queued: Arc<AtomicU64>,
     greeted: bool,
@@ -119,6 +140,7 @@ impl ClientSession {
             daemon: s.daemon,
             bus: s.bus,
             daemon_id: s.daemon_id,
+            routes: s.routes,
             out: None,
             queued: Arc::new(AtomicU64::new(0)),
             greeted: false,
@@ -252,7 +274,7 @@ impl ClientSession {
 
     fn on_request(&mut self, req: Request, ctx: &mut Context<Self>) {
         let id = req.id;
-        let op = match req.parse_op() {
+        let op = match req.into_op() {
             Ok(op) => op,
             Err(e) => {
                 let r = Reply::err(id, e.code(), e.to_string());
@@ -362,7 +384,7 @@ impl ClientSession {
                 }
             }
             Op::Send(SendArgs::Chunk(c)) => {
-                let bytes = match payload_bytes(c.data) {
+                let data = match payload_bytes(c.data) {
                     Ok((_, b)) => b,
                     Err(e) => return self.reply(id, Err(e), ctx),
                 };
@@ -376,9 +398,10 @@ impl ClientSession {
                         ctx,
                     );
                 };
-                active.pushed += bytes.len() as u64;
+                active.pushed += data.len() as u64;
                 if active.pushed > self.cfg.ipc.max_message_size {
-                    // Dropping the piece senders aborts the transfer at every receiver.
+                    // Dropping the feed drops the piece senders: the transfer aborts at every
+                    // receiver.
                     self.streams.remove(&c.transfer);
                     return self.reply(
                         id,
@@ -389,131 +412,172 @@ impl ClientSession {
                         ctx,
                     );
                 }
-                let senders: Vec<_> = active.targets.iter().map(|t| t.pieces.clone()).collect();
-                let data = Bytes::from(bytes);
-                if c.more {
-                    // The reply waits until every peer's channel took the piece: that is the
-                    // client's flow control.
-                    let transfer = c.transfer;
-                    let fut = async move {
-                        for tx in senders {
-                            let _ = tx.send(StreamPiece::Data(data.clone())).await;
-                        }
-                    };
-                    ctx.spawn(fut.into_actor(self).map(move |_, act, ctx| {
-                        act.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx)
-                    }));
-                } else {
-                    let Some(active) = self.streams.remove(&c.transfer) else {
-                        return;
-                    };
-                    let transfer = c.transfer;
-                    let fut = async move {
-                        let mut peers = Vec::new();
-                        for t in &active.targets {
-                            if !data.is_empty() {
-                                let _ = t.pieces.send(StreamPiece::Data(data.clone())).await;
-                            }
-                            let _ = t.pieces.send(StreamPiece::End).await;
-                        }
-                        for t in active.targets {
-                            let r = t
-                                .result
-                                .await
-                                .unwrap_or_else(|_| Err("channel closed".to_string()));
-                            let mut f = vec![
-                                ("id", Value::from(t.peer.as_str())),
-                                ("ok", Value::Boolean(r.is_ok())),
-                            ];
-                            if let Err(e) = r {
-                                f.push(("error", crate::actors::error_value("SEND_FAILED", &e)));
-                            }
-                            peers.push(obj(f));
-                        }
-                        obj(vec![
-                            ("transfer", Value::from(transfer)),
-                            ("peers", Value::Array(peers)),
-                        ])
-                    };
-                    ctx.spawn(
-                        fut.into_actor(self)
-                            .map(move |v, act, ctx| act.reply(id, Ok(v), ctx)),
-                    );
+                let (done, result) = tokio::sync::oneshot::channel();
+                let feed = Feed {
+                    data,
+                    more: c.more,
+                    done,
+                };
+                if active.feed.send(feed).is_err() || !c.more {
+                    self.streams.remove(&c.transfer);
                 }
+                let transfer = c.transfer;
+                ctx.spawn(result.into_actor(self).map(move |r, act, ctx| {
+                    let r = r.map_err(|_| {
+                        DaemonError::Internal(format!("streamed transfer {transfer} was dropped"))
+                    });
+                    act.reply(id, r, ctx)
+                }));
             }
         }
     }
 
-    /// Starts a streamed send: the daemon opens one transfer per target channel and forwards each
-    /// chunk as it arrives, so the upload overlaps the transfer.
+    /// Starts a streamed send: one transfer per target peer, queued on the label's lane like any
+    /// message (so it keeps its place in the client's order), fed chunk by chunk as they arrive.
     fn open_stream(&mut self, id: u64, transfer: u64, p: StreamedSend, ctx: &mut Context<Self>) {
+        let lanes = match self.routes.targets(&p.room, p.to.as_deref()) {
+            Ok(t) => t,
+            Err(e) => return self.reply(id, Err(e), ctx),
+        };
         let progress = p.progress.map(|request| ProgressTo {
             to: ctx.address().recipient(),
             request,
         });
-        let first = Bytes::from(p.buf);
-        let m = OpenStream {
-            room: p.room,
-            send: RoomSendStream {
-                label: p.label,
-                to: p.to,
-                kind: p.kind,
-                info: p.info,
-                progress,
-            },
-        };
-        let fut = self.daemon.send(m);
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            let targets = match res.map_err(DaemonError::from).and_then(|r| r) {
-                Ok(t) => t,
-                Err(e) => return act.reply(id, Err(e), ctx),
-            };
-            if !first.is_empty() {
-                for t in &targets {
-                    // Capacity for several pieces: the first one never waits.
-                    let _ = t.pieces.try_send(StreamPiece::Data(first.clone()));
+        let targets = lanes
+            .into_iter()
+            .map(|(peer, lanes)| {
+                let (pieces, rx) = tokio::sync::mpsc::channel(STREAM_PIECES_IN_FLIGHT);
+                let (result_tx, result) = tokio::sync::oneshot::channel();
+                if !p.buf.is_empty() {
+                    // A fresh channel has room: the first piece never waits.
+                    let _ = pieces.try_send(StreamPiece::Data(p.buf.clone()));
                 }
-            }
-            act.streams.insert(
-                transfer,
-                ActiveStream {
-                    targets,
-                    pushed: first.len() as u64,
-                },
-            );
-            act.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx);
-        }));
+                let stream = OutgoingStream {
+                    kind: p.kind,
+                    info: p.info.clone(),
+                    pieces: rx,
+                };
+                lanes.enqueue(
+                    &peer,
+                    &p.label,
+                    LaneItem::Stream {
+                        stream,
+                        progress: progress.clone(),
+                        result: result_tx,
+                    },
+                );
+                StreamTarget {
+                    peer,
+                    pieces,
+                    result,
+                }
+            })
+            .collect();
+        let (feed, rx) = tokio::sync::mpsc::unbounded_channel();
+        actix::spawn(feed_stream(transfer, targets, rx));
+        self.streams.insert(
+            transfer,
+            ActiveStream {
+                feed,
+                pushed: p.buf.len() as u64,
+            },
+        );
+        self.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx);
     }
 
+    /// Sends a complete message: queued on the label's lane of every target peer before the
+    /// next request is read; the reply waits for every peer's outcome.
     fn finish_send(&mut self, id: u64, transfer: u64, p: StreamedSend, ctx: &mut Context<Self>) {
         let progress = p.progress.map(|request| ProgressTo {
             to: ctx.address().recipient(),
             request,
         });
-        let m = Exec::Send {
-            room: p.room,
-            label: p.label,
-            to: p.to,
-            message: OutgoingMessage {
-                kind: p.kind,
-                info: p.info,
-                data: Bytes::from(p.buf),
-            },
-            progress,
-            transfer,
+        let message = OutgoingMessage {
+            kind: p.kind,
+            info: p.info,
+            data: p.buf,
         };
-        self.exec(id, m, ctx);
+        let outcomes = match self
+            .routes
+            .send(&p.room, &p.label, p.to.as_deref(), message, progress)
+        {
+            Ok(f) => f,
+            Err(e) => return self.reply(id, Err(e), ctx),
+        };
+        ctx.spawn(
+            outcomes.into_actor(self).map(move |peers, act, ctx| {
+                act.reply(id, Ok(delivery_report(transfer, peers)), ctx)
+            }),
+        );
     }
 }
 
-fn payload_bytes(p: Payload) -> Result<(PayloadType, Vec<u8>), DaemonError> {
+fn lost() -> String {
+    "peer connection closed".to_string()
+}
+
+/// `{transfer, peers: [{id, ok, error?}]}`, the result of a delivered (or failed) send.
+fn delivery_report(transfer: u64, peers: Vec<(String, SendOutcome)>) -> Value {
+    let peers = peers
+        .into_iter()
+        .map(|(peer, r)| {
+            let mut f = vec![
+                ("id", Value::from(peer.as_str())),
+                ("ok", Value::Boolean(r.is_ok())),
+            ];
+            if let Err(e) = r {
+                f.push(("error", crate::actors::error_value("SEND_FAILED", &e)));
+            }
+            obj(f)
+        })
+        .collect();
+    obj(vec![
+        ("transfer", Value::from(transfer)),
+        ("peers", Value::Array(peers)),
+    ])
+}
+
+/// Feeds a streamed send's chunks to its targets, one chunk to every target before the next
+/// (each target's lane takes a few ahead, see `STREAM_PIECES_IN_FLIGHT`). A non-final chunk is
+/// answered once every target took it: that is the client's flow control. The final one is
+/// answered with the delivery report. Ending early (the session dropped the feed) drops the piece
+/// senders, which aborts the transfer at every receiver.
+async fn feed_stream(
+    transfer: u64,
+    targets: Vec<StreamTarget>,
+    mut feed: tokio::sync::mpsc::UnboundedReceiver<Feed>,
+) {
+    while let Some(f) = feed.recv().await {
+        if !f.data.is_empty() {
+            for t in &targets {
+                let _ = t.pieces.send(StreamPiece::Data(f.data.clone())).await;
+            }
+        }
+        if f.more {
+            let _ = f.done.send(obj(vec![("transfer", Value::from(transfer))]));
+            continue;
+        }
+        let mut peers = Vec::with_capacity(targets.len());
+        for t in &targets {
+            let _ = t.pieces.send(StreamPiece::End).await;
+        }
+        for t in targets {
+            peers.push((t.peer, t.result.await.unwrap_or_else(|_| Err(lost()))));
+        }
+        let _ = f.done.send(delivery_report(transfer, peers));
+        return;
+    }
+}
+
+/// The payload's bytes, moved (not copied) out of the decoded request.
+fn payload_bytes(p: Payload) -> Result<(PayloadType, Bytes), DaemonError> {
     Ok(match p {
-        Payload::Text(s) => (PayloadType::Text, s.into_bytes()),
-        Payload::Bytes(b) => (PayloadType::Bytes, b),
+        Payload::Text(s) => (PayloadType::Text, Bytes::from(s.into_bytes())),
+        Payload::Bytes(b) => (PayloadType::Bytes, Bytes::from(b)),
         Payload::Json(v) => {
             let bytes = serde_json::to_vec(&msgpack_to_json(&v))
                 .map_err(|e| DaemonError::BadRequest(format!("send: data: {e}")))?;
-            (PayloadType::Json, bytes)
+            (PayloadType::Json, Bytes::from(bytes))
         }
     })
 }
@@ -549,15 +613,17 @@ impl Actor for ClientSession {
         self.reader = Some(actix::spawn(async move {
             let mut rx_half: &Stream = &stream;
             let mut dec = FrameDecoder::new(max);
-            let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let n = match rx_half.read(&mut buf).await {
+                // Straight into the decoder's buffer, whose frames are then handed on without
+                // another copy (ARCHITECTURE.md counts the copies of the data path).
+                let buf = dec.buffer_mut();
+                buf.reserve(64 * 1024);
+                match rx_half.read_buf(buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                dec.push(&buf[..n]);
+                    Ok(_) => {}
+                }
                 loop {
-                    match dec.next_frame() {
+                    match dec.next_frame_bytes() {
                         Ok(Some(f)) => {
                             if in_tx.send(Inbound::Frame(f)).is_err() {
                                 return;

@@ -121,12 +121,15 @@ fn check_params(id: u32, info: Option<&[u8]>) -> Result<(), TransferError> {
 /// Splits one complete message into encoded frames (an iterator of
 /// `Vec<u8>`, one per SCTP message). An empty message yields one frame with
 /// index 0, type, `done` and an empty chunk.
+///
+/// The message is any byte container (`Vec<u8>`, a shared `bytes::Bytes`, ...), so a caller
+/// holding the bytes in a shared buffer does not copy them just to chunk them.
 #[derive(Debug, Clone)]
-pub struct Chunker {
+pub struct Chunker<D = Vec<u8>> {
     id: u32,
     payload_type: PayloadType,
     info: Option<Vec<u8>>,
-    data: Vec<u8>,
+    data: D,
     pos: usize,
     index: u32,
     finished: bool,
@@ -135,13 +138,13 @@ pub struct Chunker {
 /// Alias: an outgoing transfer is a [`Chunker`].
 pub type OutgoingTransfer = Chunker;
 
-impl Chunker {
+impl<D: AsRef<[u8]>> Chunker<D> {
     /// Prepares the frames of message `data` with transfer `id`.
     pub fn new(
         id: u32,
         payload_type: PayloadType,
         info: Option<Vec<u8>>,
-        data: Vec<u8>,
+        data: D,
     ) -> Result<Self, TransferError> {
         check_params(id, info.as_deref())?;
         Ok(Self {
@@ -162,7 +165,7 @@ impl Chunker {
 
     /// Total message size in bytes.
     pub fn total_len(&self) -> usize {
-        self.data.len()
+        self.data.as_ref().len()
     }
 
     /// Payload bytes already emitted (progress).
@@ -192,10 +195,11 @@ impl Chunker {
         } else {
             CHUNK_SIZE
         };
-        let remaining = self.data.len() - self.pos;
+        let data = self.data.as_ref();
+        let remaining = data.len() - self.pos;
         let n = remaining.min(cap);
         let done = remaining <= cap;
-        let chunk = &self.data[self.pos..self.pos + n];
+        let chunk = &data[self.pos..self.pos + n];
         let bytes = if first {
             frame::encode_data(
                 self.id,
@@ -215,7 +219,7 @@ impl Chunker {
     }
 }
 
-impl Iterator for Chunker {
+impl<D: AsRef<[u8]>> Iterator for Chunker<D> {
     type Item = Vec<u8>;
     fn next(&mut self) -> Option<Vec<u8>> {
         self.next_frame()
@@ -269,10 +273,8 @@ impl StreamChunker {
         }
     }
 
-    /// Encodes `buf[start..start + n]` as the next frame. The caller drains the buffer once per
-    /// push: draining per frame made a 1 MiB push cost ~32 MiB of memmove.
-    fn emit(&mut self, start: usize, n: usize, done: bool, out: &mut Vec<Vec<u8>>) {
-        let chunk = &self.buf[start..start + n];
+    /// Encodes `chunk` as the next frame.
+    fn emit(&mut self, chunk: &[u8], done: bool, out: &mut Vec<Vec<u8>>) {
         let bytes = if self.index == 0 {
             frame::encode_data(
                 self.id,
@@ -286,12 +288,25 @@ impl StreamChunker {
             frame::encode_data(self.id, self.index, None, None, chunk, done)
         };
         out.push(bytes);
-        self.sent += n as u64;
+        self.sent += chunk.len() as u64;
         self.index = self.index.saturating_add(1);
         self.finished = done;
     }
 
+    /// Emits the held-back bytes as one frame.
+    fn emit_held(&mut self, done: bool, out: &mut Vec<Vec<u8>>) {
+        let held = std::mem::take(&mut self.buf);
+        self.emit(&held, done, out);
+        // Keep the allocation for the next tail.
+        self.buf = held;
+        self.buf.clear();
+    }
+
     /// Adds bytes; returns the frames that can be sent now.
+    ///
+    /// Frames are encoded straight from `data`; only a tail that may turn out to be the last
+    /// frame (at most one frame's worth) is held back, so a large push is copied once, into its
+    /// frames, and not first into a buffer.
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, TransferError> {
         if self.finished {
             return Err(TransferError::Finished);
@@ -303,20 +318,28 @@ impl StreamChunker {
             }
         }
         self.pushed = pushed;
-        self.buf.extend_from_slice(data);
         let mut out = Vec::new();
-        let mut start = 0;
-        while self.buf.len() - start > self.cap() {
-            let cap = self.cap();
-            self.emit(start, cap, false, &mut out);
-            start += cap;
+        let mut data = data;
+        if !self.buf.is_empty() {
+            // The held tail is shorter than a frame: top it up to one.
+            let take = self.cap().saturating_sub(self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if !data.is_empty() {
+                self.emit_held(false, &mut out);
+            }
+        }
+        if self.buf.is_empty() {
+            while data.len() > self.cap() {
+                let (chunk, rest) = data.split_at(self.cap());
+                self.emit(chunk, false, &mut out);
+                data = rest;
+            }
+            self.buf.extend_from_slice(data);
         }
         if self.total == Some(self.pushed) {
-            let n = self.buf.len() - start;
-            self.emit(start, n, true, &mut out);
-            start += n;
+            self.emit_held(true, &mut out);
         }
-        self.buf.drain(..start);
         Ok(out)
     }
 
@@ -326,9 +349,7 @@ impl StreamChunker {
             return Err(TransferError::Finished);
         }
         let mut out = Vec::new();
-        let n = self.buf.len();
-        self.emit(0, n, true, &mut out);
-        self.buf.clear();
+        self.emit_held(true, &mut out);
         Ok(out)
     }
 

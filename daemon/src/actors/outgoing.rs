@@ -1,0 +1,307 @@
+//! Writing messages onto one data channel: Peerix framing (§7.3), the send-buffer back-pressure
+//! and the wait for the receiver's ack (§7.4). No actor: a [`ChannelSender`] is a handle on the
+//! channel that the label's lane (`send_path`) drives directly, one message at a time, so no
+//! mailbox sits between a client's request and the frames it becomes. The `ChannelActor` of the
+//! same channel reads the acks and buffer-low events and resolves them through the shared maps.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use peerix_rtc::RtcChannel;
+use peerix_wire::frame::Frame;
+use peerix_wire::transfer::{Chunker, PayloadType, StreamChunker, TransferIds};
+use tokio::sync::{oneshot, Notify};
+
+use super::channel::{ProgressTo, SendProgress};
+
+/// How long Peerix waits for the receiver's ack after the last frame (§7.4).
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a frame may wait for room in the send buffer before the transfer fails (§7.4).
+const BUFFER_WAIT: Duration = Duration::from_secs(10);
+/// Send-buffer high-water mark. Peerix uses 256 KiB; loopback and LAN links profit from more
+/// in flight, and the browser side does not observe the difference.
+const HIGH_WATER: usize = 1 << 20;
+/// Low-water mark that wakes a waiting sender.
+pub const LOW_WATER: usize = 256 << 10;
+
+/// Outstanding acks of a channel's outgoing transfers, by transfer id.
+pub type AckMap = Arc<std::sync::Mutex<HashMap<u32, oneshot::Sender<Result<(), String>>>>>;
+
+/// The outcome of one send to one peer: `Ok` once the remote acknowledged the whole message.
+pub type SendOutcome = Result<(), String>;
+
+/// One outgoing application message.
+#[derive(Clone)]
+pub struct OutgoingMessage {
+    /// Peerix payload type.
+    pub kind: PayloadType,
+    /// Optional `info` JSON bytes.
+    pub info: Option<Vec<u8>>,
+    /// Payload bytes, shared by every peer the message goes to.
+    pub data: Bytes,
+}
+
+/// A piece of a streamed outgoing message.
+#[derive(Debug, Clone)]
+pub enum StreamPiece {
+    /// More bytes.
+    Data(Bytes),
+    /// The message is complete.
+    End,
+}
+
+/// A message whose bytes arrive while it is being sent (a client's streamed send). Dropping the
+/// piece sender before `End` aborts the transfer at the receiver (sender-side abort).
+pub struct OutgoingStream {
+    /// Peerix payload type.
+    pub kind: PayloadType,
+    /// Optional `info` JSON bytes.
+    pub info: Option<Vec<u8>>,
+    /// The pieces, in order.
+    pub pieces: tokio::sync::mpsc::Receiver<StreamPiece>,
+}
+
+/// A handle for writing messages onto one data channel (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct ChannelSender {
+    ch: RtcChannel,
+    framed: bool,
+    ids: Arc<std::sync::Mutex<TransferIds>>,
+    acks: AckMap,
+    drained: Arc<Notify>,
+    peer: String,
+}
+
+/// Waits for the remote's ack of a message whose frames are all out; resolves to its outcome.
+pub type AckWait = std::pin::Pin<Box<dyn std::future::Future<Output = SendOutcome>>>;
+
+fn done(r: SendOutcome) -> AckWait {
+    Box::pin(std::future::ready(r))
+}
+
+impl ChannelSender {
+    /// A sender on `ch`, sharing the ack map and drain notification with the channel's actor.
+    pub fn new(
+        ch: RtcChannel,
+        framed: bool,
+        acks: AckMap,
+        drained: Arc<Notify>,
+        peer: &str,
+    ) -> Self {
+        Self {
+            ch,
+            framed,
+            ids: Arc::new(std::sync::Mutex::new(TransferIds::default())),
+            acks,
+            drained,
+            peer: peer.to_string(),
+        }
+    }
+
+    /// Whether `self` and `other` write onto the same channel.
+    pub fn same_channel(&self, other: &ChannelSender) -> bool {
+        Arc::ptr_eq(&self.acks, &other.acks)
+    }
+
+    /// Allocates a transfer id and registers for its ack.
+    fn begin_transfer(&self) -> Result<(u32, oneshot::Receiver<SendOutcome>), String> {
+        let id = self
+            .ids
+            .lock()
+            .map_err(|_| "transfer id counter poisoned".to_string())?
+            .next_id();
+        let (tx, ack) = oneshot::channel();
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.insert(id, tx);
+        }
+        Ok((id, ack))
+    }
+
+    fn forget(&self, id: u32) {
+        if let Ok(mut a) = self.acks.lock() {
+            a.remove(&id);
+        }
+    }
+
+    fn report(&self, p: &Option<ProgressTo>, current: u64, total: u64, done: bool) {
+        if let Some(p) = p {
+            p.to.do_send(SendProgress {
+                request: p.request,
+                peer: self.peer.clone(),
+                label: self.ch.label().to_string(),
+                current,
+                total,
+                done,
+            });
+        }
+    }
+
+    /// Writes every frame of `m` (waiting for buffer room as needed) and returns the wait for
+    /// its ack. The caller sends the next message as soon as this returns: acks overlap with
+    /// later messages, frames never do.
+    pub async fn send_message(&self, m: OutgoingMessage, progress: Option<ProgressTo>) -> AckWait {
+        if !self.framed {
+            // Unframed channels carry raw messages (unordered/partially reliable or with a
+            // protocol); there is no Peerix ack to wait for.
+            return done(self.ch.send(m.data).await.map_err(|e| e.to_string()));
+        }
+        let (id, ack) = match self.begin_transfer() {
+            Ok(t) => t,
+            Err(e) => return done(Err(e)),
+        };
+        let total = m.data.len() as u64;
+        let chunker = match Chunker::new(id, m.kind, m.info, m.data) {
+            Ok(c) => c,
+            Err(e) => {
+                self.forget(id);
+                return done(Err(format!("cannot send: {e}")));
+            }
+        };
+        let mut chunker = chunker;
+        while let Some(frame) = chunker.next_frame() {
+            if let Err(e) = send_paced(&self.ch, &self.drained, frame).await {
+                return done(self.give_up(id, e).await);
+            }
+            let sent = chunker.bytes_sent() as u64;
+            self.report(&progress, sent, total, sent >= total);
+        }
+        let me = self.clone();
+        Box::pin(async move { me.await_ack(id, ack).await })
+    }
+
+    /// Writes a streamed message as its pieces arrive; returns the wait for its ack once the
+    /// last frame is out (or the failure).
+    pub async fn send_stream(
+        &self,
+        mut m: OutgoingStream,
+        progress: Option<ProgressTo>,
+    ) -> AckWait {
+        if !self.framed {
+            return done(Err(
+                "streamed sends need an ordered channel without a sub-protocol".into(),
+            ));
+        }
+        let (id, ack) = match self.begin_transfer() {
+            Ok(t) => t,
+            Err(e) => return done(Err(e)),
+        };
+        let mut chunker = match StreamChunker::new(id, m.kind, m.info.take(), None) {
+            Ok(c) => c,
+            Err(e) => {
+                self.forget(id);
+                return done(Err(format!("cannot send: {e}")));
+            }
+        };
+        loop {
+            let (frames, end) = match m.pieces.recv().await {
+                Some(StreamPiece::Data(b)) => (chunker.push(&b), false),
+                Some(StreamPiece::End) => (chunker.finish(), true),
+                None => {
+                    return done(
+                        self.give_up(
+                            id,
+                            "the sending client went away before the message was complete".into(),
+                        )
+                        .await,
+                    )
+                }
+            };
+            let frames = match frames {
+                Ok(f) => f,
+                Err(e) => return done(self.give_up(id, e.to_string()).await),
+            };
+            for frame in frames {
+                if let Err(e) = send_paced(&self.ch, &self.drained, frame).await {
+                    return done(self.give_up(id, e).await);
+                }
+            }
+            let sent = chunker.bytes_sent();
+            self.report(&progress, sent, sent, end);
+            if end {
+                break;
+            }
+        }
+        let me = self.clone();
+        Box::pin(async move { me.await_ack(id, ack).await })
+    }
+
+    /// Stops waiting for transfer `id` and tells the receiver to drop what it has (§7.5).
+    async fn give_up(&self, id: u32, why: String) -> SendOutcome {
+        self.forget(id);
+        let _ = self
+            .ch
+            .send(Bytes::from(Frame::sender_abort(id).encode()))
+            .await;
+        Err(why)
+    }
+
+    /// Waits for the receiver's ack of transfer `id` (§7.4). Peerix's 10 s start when the last
+    /// frame is queued; ours start when the remote's SCTP has acknowledged every byte of the
+    /// channel, so a message still crossing a slow path is never reported lost while the
+    /// receiver gets it intact. If the remote never takes the data, or never acks it, the
+    /// transfer is aborted at the receiver.
+    async fn await_ack(&self, id: u32, rx: oneshot::Receiver<SendOutcome>) -> SendOutcome {
+        tokio::pin!(rx);
+        tokio::select! {
+            r = &mut rx => return ack_result(r),
+            r = wait_for_buffer(&self.ch, &self.drained, 0) => {
+                if let Err(e) = r {
+                    return self.give_up(id, e).await;
+                }
+            }
+        }
+        match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+            Ok(r) => ack_result(r),
+            Err(_) => {
+                self.give_up(
+                    id,
+                    format!(
+                        "Transfer timed out (the remote received every frame but sent no \
+                         acknowledgement within {} s)",
+                        ACK_TIMEOUT.as_secs()
+                    ),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Waits until the send buffer has room for `frame` (Peerix's back-pressure, §7.4), then sends it.
+/// Fails only when the buffer made no progress for `BUFFER_WAIT`: on a slow path (a browser that
+/// reads slowly, a lossy link) draining 1 MiB can take longer than that while data keeps moving.
+async fn send_paced(ch: &RtcChannel, drained: &Notify, frame: Vec<u8>) -> Result<(), String> {
+    wait_for_buffer(ch, drained, HIGH_WATER - frame.len().min(HIGH_WATER)).await?;
+    ch.send(Bytes::from(frame))
+        .await
+        .map_err(|e| format!("channel send failed: {e}"))
+}
+
+/// Waits until the channel's unacknowledged bytes are at most `limit`, failing after
+/// `BUFFER_WAIT` without any decrease.
+async fn wait_for_buffer(ch: &RtcChannel, drained: &Notify, limit: usize) -> Result<(), String> {
+    let mut last = ch.buffered_amount().await;
+    let mut deadline = tokio::time::Instant::now() + BUFFER_WAIT;
+    while last > limit {
+        let wait = drained.notified();
+        tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
+        let now = ch.buffered_amount().await;
+        if now < last {
+            deadline = tokio::time::Instant::now() + BUFFER_WAIT;
+        } else if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "send buffer made no progress for {} s ({now} bytes unacknowledged by the \
+                 remote); is the peer still reachable?",
+                BUFFER_WAIT.as_secs()
+            ));
+        }
+        last = now;
+    }
+    Ok(())
+}
+
+fn ack_result(r: Result<SendOutcome, oneshot::error::RecvError>) -> SendOutcome {
+    r.unwrap_or_else(|_| Err("channel closed before the remote acknowledged".to_string()))
+}

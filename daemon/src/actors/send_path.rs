@@ -1,0 +1,415 @@
+//! The data path from a client's `send` to the data channels, off the actor mailboxes.
+//!
+//! Ordering is the point (PROTOCOL.md, "Ordering"): every message for one (peer, label) goes
+//! through one [`lane`](PeerLanes::enqueue), a FIFO drained by a single task that writes one
+//! message at a time onto the label's current channel. A client session finds the lanes of a
+//! send synchronously, in its own request handler, through [`Routes`] (rooms) and
+//! [`RoomDirectory`] (peers), so requests enter the lanes in the order the session read them,
+//! without a `Daemon`, `RoomActor` or `PeerActor` mailbox (and the futures between them) on the
+//! way. The actors only keep the shared tables current: the daemon adds and removes rooms, the
+//! room actor registers each connection its machine creates and follows its state, and the peer
+//! actor (or the room, for `open`/`close`) tells the lanes which channel a label has.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use peerix_proto::ConnId;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::channel::ProgressTo;
+use super::outgoing::{ChannelSender, OutgoingMessage, OutgoingStream, SendOutcome};
+use super::peer::PeerState;
+use crate::error::DaemonError;
+
+/// How long a send waits for the channel of a label that is open but not yet created here
+/// (Peerix's own transfer steps time out after 10 s too).
+const CHANNEL_WAIT: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves the table consistent, so a panic elsewhere while it was
+    // held does not make it unusable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The joined rooms' directories, by room name; shared by the daemon (which writes it on
+/// join/leave) and every client session (which reads it per send).
+#[derive(Clone, Default)]
+pub struct Routes(Arc<RwLock<HashMap<String, Arc<RoomDirectory>>>>);
+
+impl Routes {
+    /// Makes `room` reachable.
+    pub fn insert(&self, room: &str, dir: Arc<RoomDirectory>) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.to_string(), dir);
+    }
+
+    /// Makes `room` unreachable.
+    pub fn remove(&self, room: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(room);
+    }
+
+    /// The peers a send in `room` goes to: the one named by `to`, or every connected peer.
+    pub fn targets(
+        &self,
+        room: &str,
+        to: Option<&str>,
+    ) -> Result<Vec<(String, Arc<PeerLanes>)>, DaemonError> {
+        let dir = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room)
+            .cloned()
+            .ok_or_else(|| DaemonError::NotJoined(room.to_string()))?;
+        dir.targets(to)
+    }
+
+    /// Queues `message` on `label`'s lane of every target (see [`Routes::targets`]) before it
+    /// returns, so messages sent one after another keep their order; the future resolves to
+    /// every target's outcome once the remotes acknowledged (or the sends failed).
+    pub fn send(
+        &self,
+        room: &str,
+        label: &str,
+        to: Option<&str>,
+        message: OutgoingMessage,
+        progress: Option<ProgressTo>,
+    ) -> Result<impl std::future::Future<Output = Vec<(String, SendOutcome)>> + 'static, DaemonError>
+    {
+        let outcomes: Vec<_> = self
+            .targets(room, to)?
+            .into_iter()
+            .map(|(peer, lanes)| {
+                let (result, rx) = oneshot::channel();
+                let item = LaneItem::Message {
+                    message: message.clone(),
+                    progress: progress.clone(),
+                    result,
+                };
+                lanes.enqueue(&peer, label, item);
+                (peer, rx)
+            })
+            .collect();
+        Ok(async move {
+            let mut peers = Vec::with_capacity(outcomes.len());
+            for (peer, rx) in outcomes {
+                let r = rx
+                    .await
+                    .unwrap_or_else(|_| Err("peer connection closed".into()));
+                peers.push((peer, r));
+            }
+            peers
+        })
+    }
+}
+
+/// One connection in a [`RoomDirectory`].
+struct DirEntry {
+    conn: ConnId,
+    state: PeerState,
+    lanes: Arc<PeerLanes>,
+}
+
+/// The peers of one room as the send path sees them. The room actor keeps it current from its
+/// machine's actions: a connection is registered when the machine creates it, its state follows
+/// the machine's `connection:*` events, and it is removed when the machine closes it or its
+/// actor is gone.
+pub struct RoomDirectory {
+    room: String,
+    peers: Mutex<HashMap<String, DirEntry>>,
+}
+
+impl RoomDirectory {
+    /// An empty directory for `room`.
+    pub fn new(room: &str) -> Arc<Self> {
+        Arc::new(Self {
+            room: room.to_string(),
+            peers: Mutex::default(),
+        })
+    }
+
+    /// Registers connection `conn` to `peer` (replacing an older one).
+    pub fn register(&self, peer: &str, conn: ConnId, lanes: Arc<PeerLanes>) {
+        let entry = DirEntry {
+            conn,
+            state: PeerState::New,
+            lanes,
+        };
+        lock(&self.peers).insert(peer.to_string(), entry);
+    }
+
+    /// Records the state of the current connection to `peer`.
+    pub fn set_state(&self, peer: &str, state: PeerState) {
+        if let Some(e) = lock(&self.peers).get_mut(peer) {
+            e.state = state;
+        }
+    }
+
+    /// Removes connection `conn`, if it is still the registered one of its peer; returns its
+    /// lanes.
+    pub fn unregister(&self, conn: ConnId) -> Option<Arc<PeerLanes>> {
+        let mut peers = lock(&self.peers);
+        let peer = peers.iter().find(|(_, e)| e.conn == conn)?.0.clone();
+        peers.remove(&peer).map(|e| e.lanes)
+    }
+
+    /// Removes every connection, closing its lanes (the room actor stopped).
+    pub fn clear(&self) {
+        for (_, e) in lock(&self.peers).drain() {
+            e.lanes.close();
+        }
+    }
+
+    /// Applies `f` to the lanes of `to`, or of every peer; `NO_SUCH_PEER` if `to` is unknown.
+    /// Synchronous, so that an `open` has marked the label as coming before its reply goes out
+    /// and a `send` right after it waits for the channel instead of failing.
+    pub fn each_lanes(&self, to: Option<&str>, f: impl Fn(&PeerLanes)) -> Result<(), DaemonError> {
+        let peers = lock(&self.peers);
+        match to {
+            Some(p) => f(&peers.get(p).ok_or_else(|| self.no_such_peer(p))?.lanes),
+            None => peers.values().for_each(|e| f(&e.lanes)),
+        }
+        Ok(())
+    }
+
+    fn no_such_peer(&self, peer: &str) -> DaemonError {
+        DaemonError::NoSuchPeer {
+            room: self.room.clone(),
+            peer: peer.to_string(),
+        }
+    }
+
+    /// The peers a send goes to: the one named by `to` (in any state), or every connected peer.
+    pub fn targets(&self, to: Option<&str>) -> Result<Vec<(String, Arc<PeerLanes>)>, DaemonError> {
+        let peers = lock(&self.peers);
+        match to {
+            Some(p) => {
+                let e = peers.get(p).ok_or_else(|| self.no_such_peer(p))?;
+                Ok(vec![(p.to_string(), e.lanes.clone())])
+            }
+            None => Ok(peers
+                .iter()
+                .filter(|(_, e)| e.state == PeerState::Connected)
+                .map(|(id, e)| (id.clone(), e.lanes.clone()))
+                .collect()),
+        }
+    }
+}
+
+/// What a lane knows about its label's channel.
+#[derive(Clone)]
+pub enum Slot {
+    /// The label is not open here: a send fails at once.
+    Absent,
+    /// The label is open but its channel does not exist yet (we create it, or on the polite
+    /// side the remote does at our request, §6.4): a send waits up to `CHANNEL_WAIT`.
+    Pending,
+    /// The channel to write on.
+    Ready(ChannelSender),
+    /// The connection is gone.
+    Closed,
+}
+
+/// One item of a lane: a message, or a streamed message that holds the lane until its end.
+pub enum LaneItem {
+    /// A complete message.
+    Message {
+        /// The message.
+        message: OutgoingMessage,
+        /// Where progress goes.
+        progress: Option<ProgressTo>,
+        /// Resolved after the remote's ack (or the failure).
+        result: oneshot::Sender<SendOutcome>,
+    },
+    /// A streamed message.
+    Stream {
+        /// The message and its pieces.
+        stream: OutgoingStream,
+        /// Where progress goes.
+        progress: Option<ProgressTo>,
+        /// Resolved after the remote's ack (or the failure).
+        result: oneshot::Sender<SendOutcome>,
+    },
+}
+
+impl LaneItem {
+    fn fail(self, why: String) {
+        let (LaneItem::Message { result, .. } | LaneItem::Stream { result, .. }) = self;
+        let _ = result.send(Err(why));
+    }
+}
+
+/// A queued item and when it was queued (its wait for a channel counts from then).
+type Queued = (LaneItem, tokio::time::Instant);
+
+struct Lane {
+    slot: watch::Sender<Slot>,
+    items: Option<mpsc::UnboundedSender<Queued>>,
+}
+
+/// The lanes of one connection, one per label, created when first used.
+pub struct PeerLanes {
+    lanes: Mutex<HashMap<String, Lane>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl PeerLanes {
+    /// Lanes for a new connection; `open` are the labels opened room-wide.
+    pub fn new<'a>(open: impl IntoIterator<Item = &'a String>) -> Arc<Self> {
+        let lanes = open
+            .into_iter()
+            .map(|l| {
+                let lane = Lane {
+                    slot: watch::Sender::new(Slot::Pending),
+                    items: None,
+                };
+                (l.clone(), lane)
+            })
+            .collect();
+        Arc::new(Self {
+            lanes: Mutex::new(lanes),
+            closed: Default::default(),
+        })
+    }
+
+    fn with_lane<R>(&self, label: &str, f: impl FnOnce(&mut Lane) -> R) -> R {
+        let mut lanes = lock(&self.lanes);
+        let lane = lanes.entry(label.to_string()).or_insert_with(|| Lane {
+            slot: watch::Sender::new(Slot::Absent),
+            items: None,
+        });
+        f(lane)
+    }
+
+    /// Sets what `label`'s lane writes to (see [`Slot`]).
+    pub fn set(&self, label: &str, slot: Slot) {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        self.with_lane(label, |l| l.slot.send_replace(slot));
+    }
+
+    /// `label` was opened: its channel is coming, unless it is already here.
+    pub fn expect(&self, label: &str) {
+        self.with_lane(label, |l| {
+            l.slot.send_if_modified(|s| {
+                let change = matches!(s, Slot::Absent);
+                if change {
+                    *s = Slot::Pending;
+                }
+                change
+            })
+        });
+    }
+
+    /// `label`'s channel `gone` went away: later sends wait for a new one if the label is still
+    /// `open`, else fail. A newer channel that replaced it stays.
+    pub fn channel_gone(&self, label: &str, gone: &ChannelSender, open: bool) {
+        self.with_lane(label, |l| {
+            l.slot.send_if_modified(|s| {
+                let change = matches!(s, Slot::Ready(c) if c.same_channel(gone));
+                if change {
+                    *s = if open { Slot::Pending } else { Slot::Absent };
+                }
+                change
+            })
+        });
+    }
+
+    /// The connection is gone: queued and later sends fail.
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut lanes = lock(&self.lanes);
+        for lane in lanes.values_mut() {
+            lane.slot.send_replace(Slot::Closed);
+            lane.items = None;
+        }
+    }
+
+    /// Queues `item` on `label`'s lane, behind everything queued there before.
+    pub fn enqueue(&self, peer: &str, label: &str, item: LaneItem) {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return item.fail("peer connection closed".into());
+        }
+        let item = self.with_lane(label, |l| {
+            let tx = l.items.get_or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                actix::spawn(run_lane(
+                    peer.to_string(),
+                    label.to_string(),
+                    rx,
+                    l.slot.subscribe(),
+                ));
+                tx
+            });
+            tx.send((item, tokio::time::Instant::now()))
+                .err()
+                .map(|e| e.0 .0)
+        });
+        if let Some(item) = item {
+            item.fail("peer connection closed".into());
+        }
+    }
+}
+
+/// Drains one lane: each item waits for the channel, then its frames go out before the next
+/// item's; the acks are awaited beside the lane so they overlap with later messages.
+async fn run_lane(
+    peer: String,
+    label: String,
+    mut items: mpsc::UnboundedReceiver<Queued>,
+    mut slot: watch::Receiver<Slot>,
+) {
+    while let Some((item, since)) = items.recv().await {
+        let ch = match channel(&mut slot, &label, since + CHANNEL_WAIT).await {
+            Ok(ch) => ch,
+            Err(e) => {
+                item.fail(e);
+                continue;
+            }
+        };
+        let (ack, result) = match item {
+            LaneItem::Message {
+                message,
+                progress,
+                result,
+            } => (ch.send_message(message, progress).await, result),
+            LaneItem::Stream {
+                stream,
+                progress,
+                result,
+            } => (ch.send_stream(stream, progress).await, result),
+        };
+        actix::spawn(async move {
+            let _ = result.send(ack.await);
+        });
+    }
+    tracing::trace!(%peer, %label, "lane closed");
+}
+
+/// The channel to write on: at once, once it exists (until `deadline`), or an error.
+async fn channel(
+    slot: &mut watch::Receiver<Slot>,
+    label: &str,
+    deadline: tokio::time::Instant,
+) -> Result<ChannelSender, String> {
+    let missing = || format!("No channel found for label {label:?}");
+    let settled =
+        tokio::time::timeout_at(deadline, slot.wait_for(|s| !matches!(s, Slot::Pending))).await;
+    match settled {
+        Ok(Ok(s)) => match &*s {
+            Slot::Ready(ch) => Ok(ch.clone()),
+            Slot::Closed => Err("peer connection closed".into()),
+            Slot::Absent | Slot::Pending => Err(missing()),
+        },
+        Ok(Err(_)) => Err("peer connection closed".into()),
+        Err(_) => Err(missing()),
+    }
+}
