@@ -186,6 +186,14 @@ impl DaemonProc {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Kills the daemon with SIGKILL (no chance to tell anyone) and reaps it.
+    pub fn kill_now(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops the daemon with SIGTERM (graceful leave) and waits for it.
     pub fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -14,18 +14,22 @@
 //! - Outputs: [`Room::poll_action`] ([`Action`]: publish, connect, run an [`Op`], send on the
 //!   control channel, create/close a channel, close, emit an [`Event`]) and
 //!   [`Room::poll_timeout`].
+//! - [`Delivery`]: per data channel, which parts of received messages go to clients and when,
+//!   and which partly delivered transfers must be reported failed.
 //!
 //! `tests/` drives several rooms on a simulated clock over a lossy simulated bus; reading
 //! `tests/scenarios.rs` is the shortest way to learn how Peerix negotiation works.
 
 mod admission;
 mod conn;
+mod delivery;
 mod negotiation;
 mod rng;
 mod room;
 mod types;
 
 pub use admission::MAX_INVITES;
+pub use delivery::{Delivered, Delivery, Kind, Part};
 pub use negotiation::{Negotiation, RemoteAction, MAX_QUEUED_SIGNALING_CANDIDATES};
 /// Re-exported wire types that appear in this crate's API.
 pub use peerix_wire::{

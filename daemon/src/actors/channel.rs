@@ -1,16 +1,14 @@
-//! `ChannelActor`: one per user data channel (one label on one peer connection). Receives Peerix's
-//! framing (§7): reassembly, acknowledgements and aborts, and turns channel traffic into
-//! `channel:*` events. Outgoing messages do not pass through it: the label's lane writes them
+//! `ChannelActor`: one per user data channel (one label on one peer connection). Feeds what
+//! arrives to `peerix_proto::Delivery` (Peerix's framing, §7: reassembly, acks, aborts, and
+//! which parts go to clients when) and turns its decisions into `channel:*` events. Outgoing messages do not pass through it: the label's lane writes them
 //! with the channel's [`ChannelSender`] (`outgoing.rs`), whose acks this actor resolves.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use peerix_proto::{Delivered, Delivery, Kind, Part};
 use peerix_rtc::{ChannelEvent, RtcChannel};
-use peerix_wire::frame::Frame;
-use peerix_wire::transfer::{Outcome, PayloadType, Reassembler};
 use rmpv::Value;
 use tokio::sync::Notify;
 
@@ -88,13 +86,8 @@ pub struct ChannelActor {
     sender: ChannelSender,
     drained: Arc<Notify>,
     acks: AckMap,
-    reassembler: Reassembler,
-    /// Type and info of incoming transfers, for parts delivered before they complete.
-    started: HashMap<u32, (&'static str, Option<serde_json::Value>)>,
-    /// Incoming transfers already partly delivered: the offset of the next part.
-    streaming: HashMap<u32, usize>,
-    /// An incomplete UTF-8 sequence held back from the last text part.
-    text_carry: HashMap<u32, Vec<u8>>,
+    /// Which parts of received messages go to clients, and when (the decisions).
+    delivery: Delivery,
     open: bool,
     closed: bool,
 }
@@ -104,7 +97,7 @@ impl ChannelActor {
     pub fn new(cx: ChannelContext, channel: RtcChannel, owner: Recipient<ChannelGone>) -> Self {
         // Framing is used only on ordered channels without a sub-protocol (§7.2).
         let framed = channel.ordered() && channel.protocol().is_empty();
-        let reassembler = Reassembler::new(cx.max_message_size);
+        let delivery = Delivery::new(cx.max_message_size, cx.inline_limit);
         let drained = Arc::new(Notify::new());
         let acks = AckMap::default();
         let sender = ChannelSender::new(
@@ -122,10 +115,7 @@ impl ChannelActor {
             sender,
             drained,
             acks,
-            reassembler,
-            started: HashMap::new(),
-            streaming: HashMap::new(),
-            text_carry: HashMap::new(),
+            delivery,
             open: false,
             closed: false,
         }
@@ -148,113 +138,69 @@ impl ChannelActor {
             .do_send(Emit(EventRecord::new(name, Some(&self.cx.room), base)));
     }
 
-    fn emit_message(
-        &self,
-        kind: &str,
-        transfer: u32,
-        data: Vec<u8>,
-        info: Option<&serde_json::Value>,
-        text: bool,
-    ) {
-        let info_v = info.map(json_to_msgpack).unwrap_or(Value::Nil);
-        let total = data.len() as u64;
-        // Small messages and JSON values arrive whole; anything else bigger than the inline limit
-        // is split into parts so that no event frame exceeds the IPC limit.
-        if data.len() <= self.cx.inline_limit || kind == "json" {
-            let value = match kind {
-                "json" => match serde_json::from_slice::<serde_json::Value>(&data) {
-                    Ok(v) => json_to_msgpack(&v),
-                    Err(_) => Value::from(String::from_utf8_lossy(&data).as_ref()),
-                },
-                // The reassembled bytes move into the event; only invalid UTF-8 is copied.
-                _ if text => Value::from(
-                    String::from_utf8(data)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-                ),
-                _ => Value::Binary(data),
-            };
-            self.emit(
-                "channel:message",
-                vec![
-                    ("type", Value::from(kind)),
-                    ("data", value),
-                    ("info", info_v),
-                    ("transfer", Value::from(transfer)),
-                    ("offset", Value::from(0u64)),
-                    ("total", Value::from(total)),
-                    ("final", Value::Boolean(true)),
-                ],
-            );
-            return;
-        }
-        let mut offset = 0usize;
-        while offset < data.len() {
-            let mut end = (offset + self.cx.inline_limit).min(data.len());
-            if text {
-                // Never cut a character in two (PROTOCOL.md: text parts are strings).
-                while end < data.len() && end > offset + 1 && (data[end] & 0xC0) == 0x80 {
-                    end -= 1;
-                }
-            }
-            let last = end == data.len();
-            let mut fields = vec![
-                ("type", Value::from(kind)),
-                (
-                    "data",
-                    if text {
-                        Value::from(String::from_utf8_lossy(&data[offset..end]).as_ref())
-                    } else {
-                        Value::Binary(data[offset..end].to_vec())
-                    },
-                ),
-            ];
-            fields.push((
-                "info",
-                if offset == 0 {
-                    info_v.clone()
-                } else {
-                    Value::Nil
-                },
-            ));
-            fields.push(("transfer", Value::from(transfer)));
-            fields.push(("offset", Value::from(offset as u64)));
-            fields.push(("total", Value::from(total)));
-            fields.push(("final", Value::Boolean(last)));
-            self.emit("channel:message", fields);
-            offset = end;
-        }
-    }
-
-    /// Text parts are strings cut at character boundaries (PROTOCOL.md); `offset` counts bytes.
-    fn emit_part(
-        &self,
-        kind: &str,
-        transfer: u32,
-        data: Vec<u8>,
-        info: Option<&serde_json::Value>,
-        offset: usize,
-        last: bool,
-    ) {
-        let value = if kind == "text" {
-            Value::from(
-                String::from_utf8(data)
+    /// One `channel:message` event. Text and bytes move into the event; JSON is parsed.
+    fn emit_part(&self, p: Part) {
+        let value = match p.kind {
+            Kind::Json => match serde_json::from_slice::<serde_json::Value>(&p.data) {
+                Ok(v) => json_to_msgpack(&v),
+                Err(_) => Value::from(String::from_utf8_lossy(&p.data).as_ref()),
+            },
+            // Only invalid UTF-8 is copied.
+            Kind::Text => Value::from(
+                String::from_utf8(p.data)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            )
-        } else {
-            Value::Binary(data)
+            ),
+            Kind::Blob | Kind::Bytes => Value::Binary(p.data),
         };
         self.emit(
             "channel:message",
             vec![
-                ("type", Value::from(kind)),
+                ("type", Value::from(p.kind.as_str())),
                 ("data", value),
-                ("info", info.map(json_to_msgpack).unwrap_or(Value::Nil)),
-                ("transfer", Value::from(transfer)),
-                ("offset", Value::from(offset as u64)),
-                ("total", Value::Nil),
-                ("final", Value::Boolean(last)),
+                (
+                    "info",
+                    p.info.as_ref().map(json_to_msgpack).unwrap_or(Value::Nil),
+                ),
+                ("transfer", Value::from(p.transfer)),
+                ("offset", Value::from(p.offset)),
+                ("total", p.total.map(Value::from).unwrap_or(Value::Nil)),
+                ("final", Value::Boolean(p.last)),
             ],
         );
+    }
+
+    /// Carries out what the delivery machine decided.
+    fn deliver(&mut self, out: Vec<Delivered>, ctx: &mut Context<Self>) {
+        for d in out {
+            match d {
+                Delivered::Part(p) => self.emit_part(p),
+                Delivered::Failed { transfer, reason } => {
+                    tracing::debug!(label = self.channel.label(), transfer, %reason, "incoming transfer failed");
+                    self.emit(
+                        "channel:error",
+                        vec![
+                            ("transfer", Value::from(transfer)),
+                            ("error", error_value("DATACHANNEL_ERROR", &reason)),
+                        ],
+                    );
+                }
+                Delivered::Error(e) => self.emit(
+                    "channel:error",
+                    vec![("error", error_value("DATACHANNEL_ERROR", &e))],
+                ),
+                Delivered::Reply(frame) => self.send_raw(ctx, frame),
+                Delivered::Acked(id) => {
+                    if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Delivered::RejectedByReceiver(id) => {
+                    if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
+                        let _ = tx.send(Err("Aborted by receiver".into()));
+                    }
+                }
+            }
+        }
     }
 
     fn send_raw(&self, ctx: &mut Context<Self>, frame: Vec<u8>) {
@@ -267,154 +213,6 @@ impl ChannelActor {
             }
             .into_actor(self),
         );
-    }
-
-    fn on_frame(&mut self, ctx: &mut Context<Self>, data: &[u8]) {
-        let frame = match Frame::decode(data) {
-            Ok(f) => f,
-            Err(e) => {
-                self.emit(
-                    "channel:error",
-                    vec![(
-                        "error",
-                        error_value(
-                            "DATACHANNEL_ERROR",
-                            &format!("Failed to decode message: {e}"),
-                        ),
-                    )],
-                );
-                return;
-            }
-        };
-        for outcome in self.reassembler.feed(frame) {
-            match outcome {
-                Outcome::Completed {
-                    id,
-                    payload_type,
-                    info,
-                    data,
-                    send_ack,
-                    ..
-                } => {
-                    let (name, text) = match payload_type {
-                        PayloadType::Text => ("text", true),
-                        PayloadType::Json => ("json", false),
-                        PayloadType::Blob => ("blob", false),
-                        _ => ("bytes", false),
-                    };
-                    if let Some(ack) = send_ack {
-                        self.send_raw(ctx, ack);
-                    }
-                    self.started.remove(&id);
-                    match self.streaming.remove(&id) {
-                        // Parts already went out while it arrived: this is the last one.
-                        Some(offset) => {
-                            let mut rest = self.text_carry.remove(&id).unwrap_or_default();
-                            rest.extend_from_slice(&data);
-                            self.emit_part(name, id, rest, None, offset, true)
-                        }
-                        None => self.emit_message(name, id, data, info.as_ref(), text),
-                    }
-                }
-                Outcome::Data { id, .. } => {
-                    // Large messages are passed on while they arrive instead of after the last
-                    // chunk, so the receiving client overlaps with the transfer.
-                    // JSON is delivered whole (a value cannot be parsed in parts).
-                    let (name, info) = self.started.get(&id).cloned().unwrap_or(("bytes", None));
-                    if name != "json"
-                        && self.reassembler.buffered_len(id).unwrap_or(0) >= self.cx.inline_limit
-                    {
-                        if let Some((_, mut part)) = self.reassembler.take_buffered(id) {
-                            let offset = self.streaming.get(&id).copied().unwrap_or(0);
-                            let mut carry = self.text_carry.remove(&id).unwrap_or_default();
-                            if !carry.is_empty() {
-                                carry.append(&mut part);
-                                part = carry;
-                            }
-                            if name == "text" {
-                                // Keep an incomplete UTF-8 sequence for the next part.
-                                if let Err(e) = std::str::from_utf8(&part) {
-                                    if e.error_len().is_none() {
-                                        self.text_carry.insert(id, part.split_off(e.valid_up_to()));
-                                    }
-                                }
-                            }
-                            self.streaming.insert(id, offset + part.len());
-                            self.emit_part(
-                                name,
-                                id,
-                                part,
-                                if offset == 0 { info.as_ref() } else { None },
-                                offset,
-                                false,
-                            );
-                        }
-                    }
-                }
-                Outcome::Started {
-                    id,
-                    payload_type,
-                    info,
-                } => {
-                    let name = match payload_type {
-                        PayloadType::Text => "text",
-                        PayloadType::Json => "json",
-                        PayloadType::Blob => "blob",
-                        _ => "bytes",
-                    };
-                    self.started.insert(id, (name, info));
-                }
-                Outcome::OutgoingAcked(id) => {
-                    if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
-                        let _ = tx.send(Ok(()));
-                    }
-                }
-                Outcome::OutgoingAborted(id) => {
-                    if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
-                        let _ = tx.send(Err("Aborted by receiver".into()));
-                    }
-                }
-                Outcome::Aborted {
-                    id,
-                    reason,
-                    send_abort,
-                } => {
-                    tracing::debug!(
-                        label = self.channel.label(),
-                        id,
-                        ?reason,
-                        "incoming transfer aborted"
-                    );
-                    if let Some(f) = send_abort {
-                        self.send_raw(ctx, f);
-                    }
-                    self.started.remove(&id);
-                    self.text_carry.remove(&id);
-                    if self.streaming.remove(&id).is_some() {
-                        // Clients holding earlier parts must learn that no final part will come.
-                        self.emit(
-                            "channel:error",
-                            vec![
-                                ("transfer", Value::from(id)),
-                                (
-                                    "error",
-                                    error_value(
-                                        "DATACHANNEL_ERROR",
-                                        &format!("transfer {id} aborted: {reason:?}"),
-                                    ),
-                                ),
-                            ],
-                        );
-                    }
-                }
-                Outcome::Error(e) => {
-                    self.emit(
-                        "channel:error",
-                        vec![("error", error_value("DATACHANNEL_ERROR", &e.to_string()))],
-                    );
-                }
-            }
-        }
     }
 
     fn fail_pending(&mut self, why: &str) {
@@ -455,6 +253,15 @@ impl Actor for ChannelActor {
             );
         }
         self.fail_pending("channel closed");
+        // Clients holding parts of a message that will not complete are told, whatever ended
+        // the channel (the remote left, died, closed it, or we crashed).
+        let why = if crashed {
+            "the channel's actor crashed"
+        } else {
+            "the channel closed before the message was complete (the sending peer left or closed it)"
+        };
+        let failed = self.delivery.closed(why);
+        self.deliver(failed, ctx);
         if !self.closed {
             self.emit("channel:close", vec![]);
         }
@@ -484,15 +291,13 @@ impl StreamHandler<ChannelEvent> for ChannelActor {
                     self.open = true;
                     self.emit("channel:open", vec![]);
                 }
-                if !self.framed {
-                    let kind = if binary { "bytes" } else { "text" };
-                    self.emit_message(kind, 0, data.to_vec(), None, !binary);
-                } else if !binary {
-                    // Peerix passes text messages on framed channels through unchanged (§7.2).
-                    self.emit_message("text", 0, data.to_vec(), None, true);
+                // Peerix passes text messages on framed channels through unchanged (§7.2).
+                let out = if self.framed && binary {
+                    self.delivery.frame(&data)
                 } else {
-                    self.on_frame(ctx, &data);
-                }
+                    self.delivery.unframed(data.to_vec(), !binary)
+                };
+                self.deliver(out, ctx);
             }
             ChannelEvent::BufferedAmountLow => self.drained.notify_waiters(),
             ChannelEvent::Closed => {

@@ -1,0 +1,88 @@
+//! A sending daemon that dies in the middle of a message, by SIGTERM or SIGKILL: the receiving
+//! client, which already holds parts of that message, is told by a `channel:error` naming the
+//! transfer (PROTOCOL.md), and never left with parts that no final part will follow.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use peerix_client::SendOptions;
+use peerix_system_tests::*;
+
+const CONNECT: Duration = Duration::from_secs(10);
+
+async fn sender_dies(how: &str, within: Duration) -> Result<()> {
+    let env = TestEnv::new()?;
+    let mut da = env.daemon("a", &[]).await?;
+    let db = env.daemon("b", &[]).await?;
+    let mut a = Member::join(&da, "demo", |_| {}).await?;
+    let mut b = Member::join(&db, "demo", |_| {}).await?;
+    let (a_id, b_id) = (a.id.clone(), b.id.clone());
+    a.wait_for("a sees b", CONNECT, |e| {
+        is(e, "connection:connected", &b_id)
+    })
+    .await?;
+    b.wait_for("b sees a", CONNECT, |e| {
+        is(e, "connection:connected", &a_id)
+    })
+    .await?;
+    a.open("bulk").await?;
+    b.wait_for("bulk open at b", CONNECT, |e| {
+        is(e, "channel:open", &a_id) && field(e, "label") == Some("bulk")
+    })
+    .await?;
+
+    // 200 MiB: long enough on loopback that the sender dies while it is under way.
+    let sender = da.client().await?;
+    let send = tokio::spawn(async move {
+        sender
+            .send_bytes(
+                "demo",
+                "bulk",
+                vec![0x5a; 200 << 20],
+                SendOptions::default(),
+            )
+            .await
+    });
+    let part = b
+        .wait_for("a first part at b", CONNECT, |e| {
+            e.name == "channel:message"
+                && value(e, "final").and_then(|v| v.as_bool()) == Some(false)
+        })
+        .await?;
+    let transfer = value(&part, "transfer")
+        .and_then(|v| v.as_u64())
+        .context("transfer id")?;
+    match how {
+        "kill" => da.kill_now(),
+        _ => da.terminate(),
+    }
+    let err = b
+        .wait_for("channel:error naming the transfer", within, |e| {
+            e.name == "channel:error"
+                && value(e, "transfer").and_then(|v| v.as_u64()) == Some(transfer)
+        })
+        .await
+        .with_context(|| format!("after {how}"))?;
+    let events = b.drain_for(Duration::from_millis(200)).await;
+    assert!(
+        !events.iter().any(|e| e.name == "channel:message"
+            && value(e, "transfer").and_then(|v| v.as_u64()) == Some(transfer)
+            && value(e, "final").and_then(|v| v.as_bool()) == Some(true)),
+        "no final part after the error: {err:?}"
+    );
+    send.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_terminated_mid_message() -> Result<()> {
+    // SIGTERM: the sender leaves, its control channel resets, the receiver closes at once.
+    sender_dies("term", Duration::from_secs(5)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_killed_mid_message() -> Result<()> {
+    // SIGKILL: nothing is said; the connection fails by Peerix's timing (ICE disconnected,
+    // then the 15 s connection timer), and the channel's end reports the transfer.
+    sender_dies("kill", Duration::from_secs(30)).await
+}
