@@ -75,40 +75,6 @@ enum Inbound {
     FramingError(ErrorBody),
 }
 
-/// A streamed send in progress: its chunks go, in order, to the task feeding its lanes.
-struct ActiveStream {
-    feed: tokio::sync::mpsc::UnboundedSender<Feed>,
-    pushed: u64,
-}
-
-/// One chunk of a streamed send and where its reply's result goes.
-struct Feed {
-    data: Bytes,
-    more: bool,
-    done: tokio::sync::oneshot::Sender<Value>,
-}
-
-/// One target of a streamed send: where its pieces go and where its outcome comes from.
-struct StreamTarget {
-    peer: String,
-    pieces: tokio::sync::mpsc::Sender<StreamPiece>,
-    result: tokio::sync::oneshot::Receiver<SendOutcome>,
-}
-
-/// Pieces in flight per peer of a streamed send: a few IPC chunks, so a slow peer slows the
-/// client down instead of filling the daemon's memory.
-const STREAM_PIECES_IN_FLIGHT: usize = 4;
-
-struct StreamedSend {
-    room: String,
-    label: String,
-    to: Option<String>,
-    kind: PayloadType,
-    info: Option<Vec<u8>>,
-    buf: Bytes,
-    progress: Option<u64>,
-}
-
 /// The session actor.
 pub struct ClientSession {
     id: u64,
@@ -431,155 +397,6 @@ impl ClientSession {
             }
         }
     }
-
-    /// Starts a streamed send: one transfer per target peer, queued on the label's lane like any
-    /// message (so it keeps its place in the client's order), fed chunk by chunk as they arrive.
-    fn open_stream(&mut self, id: u64, transfer: u64, p: StreamedSend, ctx: &mut Context<Self>) {
-        let lanes = match self.routes.targets(&p.room, p.to.as_deref()) {
-            Ok(t) => t,
-            Err(e) => return self.reply(id, Err(e), ctx),
-        };
-        let progress = p.progress.map(|request| ProgressTo {
-            to: ctx.address().recipient(),
-            request,
-        });
-        let targets = lanes
-            .into_iter()
-            .map(|(peer, lanes)| {
-                let (pieces, rx) = tokio::sync::mpsc::channel(STREAM_PIECES_IN_FLIGHT);
-                let (result_tx, result) = tokio::sync::oneshot::channel();
-                if !p.buf.is_empty() {
-                    // A fresh channel has room: the first piece never waits.
-                    let _ = pieces.try_send(StreamPiece::Data(p.buf.clone()));
-                }
-                let stream = OutgoingStream {
-                    kind: p.kind,
-                    info: p.info.clone(),
-                    pieces: rx,
-                };
-                lanes.enqueue(
-                    &peer,
-                    &p.label,
-                    LaneItem::Stream {
-                        stream,
-                        progress: progress.clone(),
-                        result: result_tx,
-                    },
-                );
-                StreamTarget {
-                    peer,
-                    pieces,
-                    result,
-                }
-            })
-            .collect();
-        let (feed, rx) = tokio::sync::mpsc::unbounded_channel();
-        actix::spawn(feed_stream(transfer, targets, rx));
-        self.streams.insert(
-            transfer,
-            ActiveStream {
-                feed,
-                pushed: p.buf.len() as u64,
-            },
-        );
-        self.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx);
-    }
-
-    /// Sends a complete message: queued on the label's lane of every target peer before the
-    /// next request is read; the reply waits for every peer's outcome.
-    fn finish_send(&mut self, id: u64, transfer: u64, p: StreamedSend, ctx: &mut Context<Self>) {
-        let progress = p.progress.map(|request| ProgressTo {
-            to: ctx.address().recipient(),
-            request,
-        });
-        let message = OutgoingMessage {
-            kind: p.kind,
-            info: p.info,
-            data: p.buf,
-        };
-        let outcomes = match self
-            .routes
-            .send(&p.room, &p.label, p.to.as_deref(), message, progress)
-        {
-            Ok(f) => f,
-            Err(e) => return self.reply(id, Err(e), ctx),
-        };
-        ctx.spawn(
-            outcomes.into_actor(self).map(move |peers, act, ctx| {
-                act.reply(id, Ok(delivery_report(transfer, peers)), ctx)
-            }),
-        );
-    }
-}
-
-fn lost() -> String {
-    "peer connection closed".to_string()
-}
-
-/// `{transfer, peers: [{id, ok, error?}]}`, the result of a delivered (or failed) send.
-fn delivery_report(transfer: u64, peers: Vec<(String, SendOutcome)>) -> Value {
-    let peers = peers
-        .into_iter()
-        .map(|(peer, r)| {
-            let mut f = vec![
-                ("id", Value::from(peer.as_str())),
-                ("ok", Value::Boolean(r.is_ok())),
-            ];
-            if let Err(e) = r {
-                f.push(("error", crate::actors::error_value("SEND_FAILED", &e)));
-            }
-            obj(f)
-        })
-        .collect();
-    obj(vec![
-        ("transfer", Value::from(transfer)),
-        ("peers", Value::Array(peers)),
-    ])
-}
-
-/// Feeds a streamed send's chunks to its targets, one chunk to every target before the next
-/// (each target's lane takes a few ahead, see `STREAM_PIECES_IN_FLIGHT`). A non-final chunk is
-/// answered once every target took it: that is the client's flow control. The final one is
-/// answered with the delivery report. Ending early (the session dropped the feed) drops the piece
-/// senders, which aborts the transfer at every receiver.
-async fn feed_stream(
-    transfer: u64,
-    targets: Vec<StreamTarget>,
-    mut feed: tokio::sync::mpsc::UnboundedReceiver<Feed>,
-) {
-    while let Some(f) = feed.recv().await {
-        if !f.data.is_empty() {
-            for t in &targets {
-                let _ = t.pieces.send(StreamPiece::Data(f.data.clone())).await;
-            }
-        }
-        if f.more {
-            let _ = f.done.send(obj(vec![("transfer", Value::from(transfer))]));
-            continue;
-        }
-        let mut peers = Vec::with_capacity(targets.len());
-        for t in &targets {
-            let _ = t.pieces.send(StreamPiece::End).await;
-        }
-        for t in targets {
-            peers.push((t.peer, t.result.await.unwrap_or_else(|_| Err(lost()))));
-        }
-        let _ = f.done.send(delivery_report(transfer, peers));
-        return;
-    }
-}
-
-/// The payload's bytes, moved (not copied) out of the decoded request.
-fn payload_bytes(p: Payload) -> Result<(PayloadType, Bytes), DaemonError> {
-    Ok(match p {
-        Payload::Text(s) => (PayloadType::Text, Bytes::from(s.into_bytes())),
-        Payload::Bytes(b) => (PayloadType::Bytes, Bytes::from(b)),
-        Payload::Json(v) => {
-            let bytes = serde_json::to_vec(&msgpack_to_json(&v))
-                .map_err(|e| DaemonError::BadRequest(format!("send: data: {e}")))?;
-            (PayloadType::Json, Bytes::from(bytes))
-        }
-    })
 }
 
 impl Actor for ClientSession {
@@ -692,31 +509,6 @@ impl StreamHandler<Inbound> for ClientSession {
     }
 }
 
-/// The wire form of an `event` frame, borrowing the shared event instead of cloning its data
-/// (a message part can be a megabyte, and every subscriber would copy it). Field order and names
-/// are those of `DaemonMessage::Event`; a unit test keeps the two identical.
-#[derive(serde::Serialize)]
-struct EventFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    seq: u64,
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    room: Option<&'a str>,
-    data: &'a Value,
-}
-
-/// Bytes of string and binary data in an event, to size the frame buffer once.
-fn bulk_len(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.as_bytes().len(),
-        Value::Binary(b) => b.len(),
-        Value::Array(a) => a.iter().map(bulk_len).sum(),
-        Value::Map(m) => m.iter().map(|(k, v)| bulk_len(k) + bulk_len(v)).sum(),
-        _ => 0,
-    }
-}
-
 impl Handler<Deliver> for ClientSession {
     type Result = ();
     fn handle(&mut self, d: Deliver, ctx: &mut Self::Context) {
@@ -771,34 +563,10 @@ impl Handler<SendProgress> for ClientSession {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use peerix_ipc_proto::Event;
-
-    #[test]
-    fn borrowed_event_frame_matches_the_protocol_type() {
-        let data = Value::Map(vec![
-            (Value::from("peer"), Value::from("x")),
-            (Value::from("data"), Value::Binary(vec![1, 2, 3])),
-        ]);
-        for room in [Some("r"), None] {
-            let borrowed = encode_frame(&EventFrame {
-                kind: "event",
-                seq: 7,
-                name: "channel:message",
-                room,
-                data: &data,
-            })
-            .expect("encode");
-            let owned = encode_frame(&DaemonMessage::Event(Event {
-                seq: 7,
-                name: "channel:message".into(),
-                room: room.map(Into::into),
-                data: data.clone(),
-            }))
-            .expect("encode");
-            assert_eq!(borrowed, owned);
-        }
-    }
-}
+#[path = "event_frame.rs"]
+mod event_frame;
+#[path = "session_send.rs"]
+mod send;
+use event_frame::bulk_len;
+use event_frame::EventFrame;
+use send::{payload_bytes, ActiveStream, Feed, StreamedSend};
