@@ -55,6 +55,8 @@ pub(crate) struct Conn {
     pub(crate) labels: BTreeMap<String, ChannelOptions>,
     pub(crate) neg: Negotiation<IceCandidateInit>,
     pub(crate) control_open: bool,
+    /// The remote said it is a peerixd (its hello on the control channel).
+    pub(crate) peerixd: bool,
     /// The last remote description applied, and whether it was an answer (to our offer).
     remote_sdp: Option<(String, bool)>,
     ops: VecDeque<Pending>,
@@ -84,6 +86,7 @@ impl Conn {
             labels,
             neg: Negotiation::new(polite),
             control_open: false,
+            peerixd: false,
             remote_sdp: None,
             ops: VecDeque::new(),
             busy: None,
@@ -348,6 +351,8 @@ impl Conn {
     /// The control channel opened: open the labels this side is responsible for.
     pub(crate) fn control_opened(&mut self, out: &mut VecDeque<Action>) {
         self.control_open = true;
+        // Tells another peerixd that we are one; Peerix ignores it (§6.2).
+        self.send_control(ControlMessage::PeerixdHello(json!({ "peerixd": 1 })), out);
         let labels: Vec<ChannelOptions> = self.labels.values().cloned().collect();
         for opts in labels {
             self.open_label(opts, out);
@@ -410,6 +415,7 @@ impl Conn {
                     }
                 }
             }
+            ControlMessage::PeerixdHello(_) => self.peerixd = true,
             ControlMessage::ChannelRequest(opts) => {
                 if !self.polite() {
                     out.push_back(Action::CreateChannel {

@@ -36,5 +36,5 @@ pub use peerix_wire::{
     control::ChannelOptions,
     packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType},
 };
-pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS};
+pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS, PEERIXD_DISCONNECT_GRACE};
 pub use types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};

@@ -24,6 +24,10 @@ use crate::types::{Action, ConnEvent, ConnId, Event, IceState, PeerState, Target
 /// announce again.
 pub const MAX_RECOVERY_ATTEMPTS: u32 = 3;
 
+/// How long a connection to another peerixd may stay ICE-disconnected before it fails (see
+/// [`crate::ConnEvent`]; browsers get Peerix's `connectionTimeout`).
+pub const PEERIXD_DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
 /// Candidates kept per sender that has no connection yet (Peerix: 100, oldest dropped).
 const QUEUED_PER_SENDER: usize = 100;
 
@@ -493,7 +497,15 @@ impl Room {
                 was
             }
             IceState::Disconnected => {
-                c.start_timer(now, timeout);
+                // Toward browsers, Peerix's timing: `connectionTimeout` after disconnected. A
+                // peerixd peer that stops answering ICE consent checks (about 4.5 s) is dead
+                // or unreachable; waiting 15 s more would only block sends to it.
+                let grace = if c.peerixd {
+                    Some(PEERIXD_DISCONNECT_GRACE)
+                } else {
+                    timeout
+                };
+                c.start_timer(now, grace);
                 c.set_state(PeerState::Disconnected, &mut self.out)
             }
             IceState::Failed => return self.close_conn(now, id, true),

@@ -198,13 +198,24 @@ fn lost_candidate_packets_end_in_recovery() {
 }
 
 #[test]
-fn a_peer_that_vanishes_is_failed_by_the_connection_timer() {
-    let mut sim = staggered(4, &["a", "b"], ms(100), Net::default(), S(1));
+fn a_browser_that_vanishes_is_failed_by_peerix_timing() {
+    let mut sim = Sim::new(4, &["a", "b"], Net::default());
+    sim.nodes[1].browser = true;
+    sim.join(0);
+    sim.run_until(ms(100));
+    sim.join(1);
+    sim.run_until(S(1));
     assert!(sim.connected(0, 1));
     sim.vanish(1);
     // ICE consent fails after 5 s: disconnected; Peerix's 15 s timer then fails it.
     sim.run_until(S(7));
     assert_eq!(sim.state(0, "b"), Some(PeerState::Disconnected));
+    sim.run_until(S(20));
+    assert_eq!(
+        sim.state(0, "b"),
+        Some(PeerState::Disconnected),
+        "a browser gets Peerix's 15 s"
+    );
     sim.run_until(S(22));
     assert_eq!(
         sim.state(0, "b"),
@@ -236,6 +247,19 @@ fn a_peer_that_vanishes_is_failed_by_the_connection_timer() {
             .is_none(),
         "gave up; no timer left"
     );
+    assert!(sim.reported_failure(0, "b"));
+}
+
+#[test]
+fn a_peerixd_that_vanishes_is_failed_within_seconds() {
+    // Two daemons said hello on their control channel: once ICE consent fails, the other is
+    // failed after a short grace instead of Peerix's 15 s.
+    let mut sim = staggered(4, &["a", "b"], ms(100), Net::default(), S(1));
+    sim.vanish(1);
+    sim.run_until(S(6) + ms(100));
+    assert_eq!(sim.state(0, "b"), Some(PeerState::Disconnected));
+    sim.run_until(S(6) + peerix_proto::PEERIXD_DISCONNECT_GRACE + ms(100));
+    assert_eq!(sim.state(0, "b"), None, "{}", sim.dump());
     assert!(sim.reported_failure(0, "b"));
 }
 

@@ -11,6 +11,10 @@ use crate::proto::{self, DecodeError, Reader};
 pub const EVENT_SIGNAL: u32 = 1;
 /// Event number of a channel request.
 pub const EVENT_CHANNEL: u32 = 2;
+/// Event number of peerixd's hello, an extension: Peerix ignores events it does not know when
+/// their payload is JSON (§6.2), so browsers never see it; two peerixd peers learn from it that
+/// the other side is a daemon (and detect its death faster than Peerix's timers allow).
+pub const EVENT_PEERIXD_HELLO: u32 = 1000;
 
 /// Failures decoding a control message. Per §6.2 JS ignores envelope errors
 /// and unknown events silently and reports JSON errors as `SIGNALING_ERROR`.
@@ -62,6 +66,9 @@ pub enum ControlMessage {
     Signal(Vec<Value>),
     /// Event 2: request to create a channel.
     ChannelRequest(ChannelOptions),
+    /// Event 1000 (peerixd extension): the sender is a peerixd; the payload is a JSON object
+    /// (`{"peerixd": version}`), ignored by Peerix.
+    PeerixdHello(Value),
 }
 
 /// Encodes an envelope from an event number and raw JSON bytes.
@@ -96,6 +103,7 @@ impl ControlMessage {
         let (event, json) = match self {
             ControlMessage::Signal(values) => (EVENT_SIGNAL, serde_json::to_vec(values)),
             ControlMessage::ChannelRequest(options) => (EVENT_CHANNEL, serde_json::to_vec(options)),
+            ControlMessage::PeerixdHello(v) => (EVENT_PEERIXD_HELLO, serde_json::to_vec(v)),
         };
         // Serializing Values and plain structs cannot fail.
         encode_raw(event, &json.unwrap_or_default())
@@ -125,6 +133,10 @@ impl ControlMessage {
                     Err(e) => Err(ControlError::Json(e.to_string())),
                 }
             }
+            EVENT_PEERIXD_HELLO => match serde_json::from_slice::<Value>(payload) {
+                Ok(v) => Ok(ControlMessage::PeerixdHello(v)),
+                Err(e) => Err(ControlError::Json(e.to_string())),
+            },
             other => Err(ControlError::UnknownEvent(other)),
         }
     }
@@ -135,6 +147,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn peerixd_hello_round_trips_and_is_json() {
+        let m = ControlMessage::PeerixdHello(json!({"peerixd": 1}));
+        let bytes = m.encode();
+        assert_eq!(ControlMessage::decode(&bytes), Ok(m));
+        // What Peerix does with it: decode the envelope and parse the payload as JSON (§6.2),
+        // then ignore the unknown event; both must succeed or a browser reports an error.
+        let (event, payload) = decode_raw(&bytes).expect("envelope");
+        assert_eq!(event, EVENT_PEERIXD_HELLO);
+        assert!(serde_json::from_slice::<Value>(payload).is_ok());
+    }
 
     #[test]
     fn vectors() {

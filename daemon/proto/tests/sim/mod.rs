@@ -86,6 +86,8 @@ pub struct Node {
     pub channels: Vec<(String, String)>,
     /// Packets published, by type.
     pub published: BTreeMap<&'static str, usize>,
+    /// Behaves as a browser running Peerix: never says the peerixd hello.
+    pub browser: bool,
 }
 
 struct FakeConn {
@@ -175,6 +177,7 @@ impl Sim {
                     events: Vec::new(),
                     channels: Vec::new(),
                     published: BTreeMap::new(),
+                    browser: false,
                 })
                 .collect(),
             net,
@@ -489,6 +492,14 @@ impl Sim {
                 );
             }
             Action::SendControl { conn, bytes } => {
+                if self.nodes[i].browser
+                    && matches!(
+                        peerix_wire::control::ControlMessage::decode(&bytes),
+                        Ok(peerix_wire::control::ControlMessage::PeerixdHello(_))
+                    )
+                {
+                    return;
+                }
                 let partner = self
                     .fakes
                     .get(&(i, life, conn))
