@@ -57,6 +57,24 @@ async fn sender_dies(how: &str, within: Duration) -> Result<()> {
         "kill" => da.kill_now(),
         _ => da.terminate(),
     }
+    if how == "kill" {
+        // While the dead peer is only disconnected, a send to it fails at once.
+        b.wait_for("a disconnected at b", within, |e| {
+            is(e, "connection:disconnected", &a_id)
+        })
+        .await?;
+        let t = std::time::Instant::now();
+        let r = b
+            .client
+            .send_text("demo", "bulk", "anyone?", SendOptions::to(a_id.clone()))
+            .await;
+        assert!(r.is_err(), "a send to a disconnected peer fails: {r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "at once: {:?}",
+            t.elapsed()
+        );
+    }
     let err = b
         .wait_for("channel:error naming the transfer", within, |e| {
             e.name == "channel:error"
@@ -77,7 +95,10 @@ async fn sender_dies(how: &str, within: Duration) -> Result<()> {
         })
         .await?;
     }
-    eprintln!("{how}: channel:error and connection:closed {:?} after the sender died", died.elapsed());
+    eprintln!(
+        "{how}: channel:error and connection:closed {:?} after the sender died",
+        died.elapsed()
+    );
     send.abort();
     Ok(())
 }

@@ -185,12 +185,23 @@ impl RoomDirectory {
         }
     }
 
-    /// The peers a send goes to: the one named by `to` (in any state), or every connected peer.
+    /// The peers a send goes to: the one named by `to`, or every connected peer. A peer that
+    /// is being set up is waited for (its channel comes up with it); one that is disconnected
+    /// fails the send at once, since its connection is being given up on.
     pub fn targets(&self, to: Option<&str>) -> Result<Vec<(String, Arc<PeerLanes>)>, DaemonError> {
         let peers = lock(&self.peers);
         match to {
             Some(p) => {
                 let e = peers.get(p).ok_or_else(|| self.no_such_peer(p))?;
+                if matches!(
+                    e.state,
+                    PeerState::Disconnected | PeerState::Failed | PeerState::Closed
+                ) {
+                    return Err(DaemonError::SendFailed(format!(
+                        "peer {p:?} is {} (its connection is lost); nothing was sent",
+                        e.state.as_str()
+                    )));
+                }
                 Ok(vec![(p.to_string(), e.lanes.clone())])
             }
             None => Ok(peers
