@@ -13,6 +13,9 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use rmpv::Value;
 
 use super::session::{ClientSession, Farewell, SessionEnded, SessionSetup};
+#[cfg(unix)]
+use super::socket_path::claim;
+use super::socket_path::SocketLock;
 use crate::actors::daemon::{Daemon, VERSION};
 use crate::actors::error_value;
 use crate::actors::event_bus::{Emit, EventBus, EventRecord, Number};
@@ -20,9 +23,12 @@ use crate::actors::send_path::Routes;
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
 
-/// Binds `path`: creates its directory (0700), refuses to steal the socket of a running daemon, and
-/// removes a stale socket file left by one that died.
-pub fn bind(path: &Path) -> Result<interprocess::local_socket::tokio::Listener, DaemonError> {
+/// Binds `path`: creates its directory (0700), claims the path (see `socket_path`: a lock
+/// beside it; a running daemon's socket, a file or a directory are never touched; a stale
+/// socket is removed), then listens. The lock is held as long as the returned listener.
+pub fn bind(
+    path: &Path,
+) -> Result<(interprocess::local_socket::tokio::Listener, SocketLock), DaemonError> {
     let io = |context: String| move |source| DaemonError::Io { context, source };
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
@@ -37,20 +43,7 @@ pub fn bind(path: &Path) -> Result<interprocess::local_socket::tokio::Listener, 
         }
     }
     #[cfg(unix)]
-    if path.exists() {
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(DaemonError::Io {
-                    context: format!("another peerixd is already listening on {}", path.display()),
-                    source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
-                })
-            }
-            Err(_) => {
-                tracing::info!(path = %path.display(), "removing stale socket");
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
+    let lock = claim(path)?;
     let name = socket_name(path).map_err(io(format!("invalid socket path {}", path.display())))?;
     #[allow(unused_mut)]
     let mut opts = ListenerOptions::new().name(name).reclaim_name(true);
@@ -60,8 +53,13 @@ pub fn bind(path: &Path) -> Result<interprocess::local_socket::tokio::Listener, 
         // Only the owner may talk to the daemon; access tiers come later.
         opts = opts.mode(0o600);
     }
-    opts.create_tokio()
-        .map_err(io(format!("listening on {}", path.display())))
+    let listener = opts
+        .create_tokio()
+        .map_err(io(format!("listening on {}", path.display())))?;
+    #[cfg(unix)]
+    return Ok((listener, lock));
+    #[cfg(windows)]
+    return Ok((listener, SocketLock::none()));
 }
 
 /// On Unix the path is a socket file.
@@ -92,13 +90,15 @@ pub struct IpcListener {
     daemon_id: String,
     routes: Routes,
     sessions: HashMap<u64, Addr<ClientSession>>,
+    /// Released after the socket is gone (fields drop in order).
+    _lock: Option<SocketLock>,
 }
 
 impl IpcListener {
     /// A listener over an already bound socket.
     pub fn new(
         path: PathBuf,
-        listener: interprocess::local_socket::tokio::Listener,
+        (listener, lock): (interprocess::local_socket::tokio::Listener, SocketLock),
         cfg: Arc<DaemonConfig>,
         daemon: Addr<Daemon>,
         bus: Addr<EventBus>,
@@ -114,6 +114,7 @@ impl IpcListener {
             daemon_id,
             routes,
             sessions: HashMap::new(),
+            _lock: Some(lock),
         }
     }
 }

@@ -5,3 +5,4 @@
 pub mod debug;
 pub mod listener;
 pub mod session;
+pub mod socket_path;
