@@ -49,7 +49,11 @@ fn an_ordinary_file_is_never_removed() -> Result<()> {
     let (ok, err) = exit_of(peerixd(&env, &file, &log)?, &log, Duration::from_secs(10))?;
     assert!(!ok, "refused");
     assert!(err.contains("is not a socket"), "{err}");
-    assert_eq!(std::fs::read_to_string(&file)?, "precious", "the file is untouched");
+    assert_eq!(
+        std::fs::read_to_string(&file)?,
+        "precious",
+        "the file is untouched"
+    );
     Ok(())
 }
 
@@ -96,8 +100,13 @@ async fn two_daemons_started_at_once_leave_exactly_one() -> Result<()> {
         assert!(err.contains("another peerixd"), "round {round}: {err}");
         // The survivor's socket was not removed by the loser.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(survivor.try_wait()?.is_none(), "round {round}: the survivor is up");
-        let c = Client::connect(&socket).await.context("the survivor answers")?;
+        assert!(
+            survivor.try_wait()?.is_none(),
+            "round {round}: the survivor is up"
+        );
+        let c = Client::connect(&socket)
+            .await
+            .context("the survivor answers")?;
         drop(c);
         let _ = survivor.kill();
         let _ = survivor.wait();

@@ -314,36 +314,8 @@ impl Actor for RoomActor {
             }
             act.drive(ctx);
         });
-        // Subscribe the room namespace, then our own, then announce (§5.1). The driver actor
-        // processes messages in order, so the announce goes out after both subscriptions.
-        let subs = [self.room_ns.clone(), self.own_ns.clone()];
-        let driver = self.s.driver.clone();
-        let owner = self.s.room.clone();
-        let incoming = ctx.address().recipient::<Incoming>();
-        let active = ctx.address().recipient::<DriverActive>();
-        ctx.wait(
-            async move {
-                for ns in subs {
-                    driver
-                        .send(Sub {
-                            owner: owner.clone(),
-                            namespace: ns,
-                            incoming: incoming.clone(),
-                            active: active.clone(),
-                        })
-                        .await??;
-                }
-                Ok::<(), DaemonError>(())
-            }
-            .into_actor(self)
-            .map(|res, act, ctx| match res {
-                Ok(()) => {
-                    act.machine.announce();
-                    act.drive(ctx);
-                }
-                Err(e) => act.emit_error("SIGNALING_ERROR", &format!("subscribing: {e}"), None),
-            }),
-        );
+        // No message is handled before the subscriptions are in place.
+        self.subscribe(ctx, true);
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
@@ -451,41 +423,41 @@ impl RoomActor {
         }
     }
 
-    /// Subscribes our namespaces on the (new) driver, then announces. Mirrors the subscription
-    /// in `started`, for a driver that was restarted under a running room.
-    fn resubscribe(&mut self, ctx: &mut Context<Self>) {
+    /// Subscribes the room namespace, then our own, then announces (§5.1); at start (`wait`:
+    /// nothing else is handled meanwhile) and on a driver restarted under a running room. The
+    /// driver actor handles messages in order, so the announce follows both subscriptions.
+    fn subscribe(&mut self, ctx: &mut Context<Self>, wait: bool) {
         let subs = [self.room_ns.clone(), self.own_ns.clone()];
         let driver = self.s.driver.clone();
         let owner = self.s.room.clone();
         let incoming = ctx.address().recipient::<Incoming>();
         let active = ctx.address().recipient::<DriverActive>();
-        ctx.spawn(
-            async move {
-                for ns in subs {
-                    driver
-                        .send(Sub {
-                            owner: owner.clone(),
-                            namespace: ns,
-                            incoming: incoming.clone(),
-                            active: active.clone(),
-                        })
-                        .await??;
-                }
-                Ok::<(), DaemonError>(())
+        let fut = async move {
+            for ns in subs {
+                driver
+                    .send(Sub {
+                        owner: owner.clone(),
+                        namespace: ns,
+                        incoming: incoming.clone(),
+                        active: active.clone(),
+                    })
+                    .await??;
             }
-            .into_actor(self)
-            .map(|res, act, ctx| match res {
-                Ok(()) => {
-                    act.machine.announce();
-                    act.drive(ctx);
-                }
-                Err(e) => act.emit_error(
-                    "SIGNALING_ERROR",
-                    &format!("subscribing on the restarted driver: {e}"),
-                    None,
-                ),
-            }),
-        );
+            Ok::<(), DaemonError>(())
+        }
+        .into_actor(self)
+        .map(|res, act, ctx| match res {
+            Ok(()) => {
+                act.machine.announce();
+                act.drive(ctx);
+            }
+            Err(e) => act.emit_error("SIGNALING_ERROR", &format!("subscribing: {e}"), None),
+        });
+        if wait {
+            ctx.wait(fut);
+        } else {
+            ctx.spawn(fut);
+        }
     }
 }
 
@@ -504,7 +476,7 @@ impl Handler<UseDriver> for RoomActor {
         }
         tracing::info!(room = %self.s.room, driver = %self.s.driver_name, "re-subscribing on the restarted driver");
         self.s.driver = driver;
-        self.resubscribe(ctx);
+        self.subscribe(ctx, false);
     }
 }
 

@@ -11,6 +11,10 @@
 //! `disconnected` after 5 s and `failed` after 30 s, and checks without a working pair fail
 //! after 30 s (after Peerix's 15 s connection timer, as in browsers).
 
+//!
+//! Over 600 lines on purpose: the clock, the bus and the fake ICE share one task queue and one
+//! view of every connection object; split, one simulation step would span files.
+
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
