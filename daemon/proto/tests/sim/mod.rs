@@ -531,35 +531,7 @@ impl Sim {
                 self.nodes[i].channels.push((remote, options.label));
             }
             Action::CloseChannel { .. } | Action::Forget { .. } => {}
-            Action::Close { conn } => {
-                let key = (i, life, conn);
-                if let Some(f) = self.fakes.get_mut(&key) {
-                    f.closed = true;
-                    let (open, partner) = (f.control_open, f.partner);
-                    if let (true, Some((pn, pl, pc))) = (open, partner) {
-                        let at = self.now + Duration::from_millis(2);
-                        self.schedule(
-                            at,
-                            Task::Conn {
-                                node: pn,
-                                life: pl,
-                                conn: pc,
-                                ev: ConnEvent::ControlClosed,
-                            },
-                        );
-                    }
-                }
-                let at = self.now + Duration::from_millis(1);
-                self.schedule(
-                    at,
-                    Task::Conn {
-                        node: i,
-                        life,
-                        conn,
-                        ev: ConnEvent::Closed { crashed: false },
-                    },
-                );
-            }
+            Action::Close { conn } => self.close_fake(i, life, conn, false),
             Action::Emit(ev) => {
                 self.log(format!("{me} event {}", describe(&ev)));
                 let t = self.elapsed();
@@ -735,6 +707,12 @@ impl Sim {
         let Some((conn, _)) = self.nodes[i].room.as_ref().and_then(|r| r.peer(peer)) else {
             return;
         };
+        self.close_fake(i, life, conn, true);
+    }
+
+    /// Closes a fake connection: its partner's control channel resets (if it was open) and the
+    /// owner hears `Closed` (`crashed`: its actor died rather than closing it).
+    fn close_fake(&mut self, i: usize, life: u32, conn: ConnId, crashed: bool) {
         if let Some(f) = self.fakes.get_mut(&(i, life, conn)) {
             f.closed = true;
             if let (true, Some((pn, pl, pc))) = (f.control_open, f.partner) {
@@ -757,7 +735,7 @@ impl Sim {
                 node: i,
                 life,
                 conn,
-                ev: ConnEvent::Closed { crashed: true },
+                ev: ConnEvent::Closed { crashed },
             },
         );
     }
