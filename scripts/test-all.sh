@@ -30,7 +30,9 @@ cargo machete --skip-target-dir
 
 # The system tests start real daemons: build the binaries first.
 # (with the daemon's fault injection, which only test builds carry; see daemon/Cargo.toml).
-cargo build --workspace --bins --features peerixd/fault-injection
+# Binaries and tests in one build: dev-dependencies change the features of shared crates, and a
+# bins-only build would compile those crates a second time for the tests (~6 min on 2 cores).
+cargo build --workspace --bins --tests --features peerixd/fault-injection
 cargo test --workspace --no-fail-fast --features peerixd/fault-injection -- --test-threads=2
 
 # Python client.
