@@ -538,6 +538,10 @@ impl DaemonConfig {
                     "drivers.nats.servers: at least one server URL is needed".into(),
                 ));
             }
+            for (i, url) in n.servers.iter().enumerate() {
+                peerix_signaling::check_server_url(url)
+                    .map_err(|e| DaemonError::Config(format!("drivers.nats.servers[{i}]: {e}")))?;
+            }
         }
         for (i, s) in self.room_defaults.ice_servers.iter().enumerate() {
             for u in &s.urls {
@@ -557,6 +561,13 @@ impl DaemonConfig {
                 if !known.contains(&d.as_str()) {
                     return Err(DaemonError::Config(format!(
                         "rooms[{}].driver: unknown driver {d:?}",
+                        r.id
+                    )));
+                }
+                // A configured room must be joinable: its driver needs its section.
+                if d == "nats" && self.drivers.nats.is_none() {
+                    return Err(DaemonError::Config(format!(
+                        "rooms[{}].driver: \"nats\" needs a [drivers.nats] section or --nats URL",
                         r.id
                     )));
                 }

@@ -116,3 +116,14 @@ fn documented_example_parses() {
     let c = load(Some(&p), &FlagOverrides::default(), true).expect("config/peerixd.toml must load");
     assert!(c.drivers.nats.is_some());
 }
+
+#[test]
+fn configuration_that_can_never_work_is_refused_at_start() {
+    let none = FlagOverrides::default();
+    let f = write("[drivers.nats]\nservers = [\"nats://host:notaport\"]\n");
+    let e = load(Some(f.path()), &none, true).expect_err("bad URL");
+    assert!(e.to_string().contains("drivers.nats.servers[0]"), "{e}");
+    let f = write("[[rooms]]\nid = \"demo\"\ndriver = \"nats\"\n");
+    let e = load(Some(f.path()), &none, true).expect_err("unconfigured driver");
+    assert!(e.to_string().contains("rooms[demo].driver"), "{e}");
+}

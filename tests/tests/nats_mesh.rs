@@ -347,3 +347,35 @@ async fn nkey_authentication() -> Result<()> {
     assert!(body.message.contains("authorization"), "{body:?}");
     Ok(())
 }
+
+/// A room from the command line whose nats-server is not up yet: the daemon runs anyway,
+/// reports the failure once, and joins the room as soon as the server comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_room_is_joined_once_its_driver_comes_up() -> Result<()> {
+    let mut nats = NatsServer::start(&[])?;
+    nats.kill(); // the port is ours; nothing listens on it yet
+    let env = TestEnv::new()?;
+    let url = nats.url();
+    let d0 = env
+        .daemon(
+            "w0",
+            &["--nats", &url, "--driver", "nats", "--join", "waiting"],
+        )
+        .await?;
+    let c = d0.client().await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        c.status().await.is_ok(),
+        "the daemon serves clients meanwhile"
+    );
+    nats.restart()?;
+    let d1 = env
+        .daemon("w1", &["--nats", &url, "--driver", "nats"])
+        .await?;
+    let mut b = Member::join(&d1, "waiting", |_| {}).await?;
+    b.wait_for("the configured room's daemon connects", T, |e| {
+        e.name == "connection:connected"
+    })
+    .await?;
+    Ok(())
+}

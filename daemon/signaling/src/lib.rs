@@ -27,7 +27,7 @@ pub use config::{connect_driver, DriverConfig};
 pub use error::DriverError;
 pub use local::{default_local_dir, LocalConfig, LocalDriver, MAX_LOCAL_DATAGRAM};
 pub use memory::{MemoryDriver, MemoryHub};
-pub use nats::{NatsConfig, NatsDriver};
+pub use nats::{check_server_url, NatsConfig, NatsDriver};
 
 /// A signaling namespace (room or personal subject suffix), e.g. a 43-character hash.
 pub type Namespace = String;

@@ -220,6 +220,14 @@ fn describe_connect_error(err: &async_nats::ConnectError, servers: &str) -> Stri
     }
 }
 
+/// Checks a server URL as the driver will parse it, so that configuration that can never
+/// work is refused when the daemon starts rather than when a room first needs the driver.
+pub fn check_server_url(url: &str) -> Result<(), String> {
+    url.parse::<async_nats::ServerAddr>()
+        .map(|_| ())
+        .map_err(|e| format!("{url:?} is not a NATS server URL ({e}); e.g. nats://127.0.0.1:4222"))
+}
+
 impl NatsDriver {
     /// Connect (no retry on the initial attempt: a failure is returned with the
     /// server URL and the reason); afterwards reconnects forever with
@@ -447,6 +455,14 @@ impl Drop for NatsDriver {
 #[cfg(test)]
 mod error_text_tests {
     use super::client_error_text;
+
+    #[test]
+    fn server_urls_are_checked_as_the_driver_parses_them() {
+        assert!(super::check_server_url("nats://127.0.0.1:4222").is_ok());
+        assert!(super::check_server_url("tls://demo.nats.io").is_ok());
+        assert!(super::check_server_url("nats://host:notaport").is_err());
+        assert!(super::check_server_url("http://[::1").is_err());
+    }
 
     #[test]
     fn client_errors_say_nats_once_and_name_the_server() {

@@ -17,6 +17,7 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(30);
 pub struct Backoff {
     next: Duration,
     up_since: Option<Instant>,
+    attempts: u32,
 }
 
 impl Default for Backoff {
@@ -24,6 +25,7 @@ impl Default for Backoff {
         Self {
             next: MIN_DELAY,
             up_since: None,
+            attempts: 0,
         }
     }
 }
@@ -36,7 +38,13 @@ impl Backoff {
 
     /// Notes a failure and returns how long to wait before the next restart.
     pub fn failed(&mut self) -> Duration {
+        self.attempts = self.attempts.saturating_add(1);
         self.failed_at(Instant::now())
+    }
+
+    /// Failures noted so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 
     fn failed_at(&mut self, now: Instant) -> Duration {

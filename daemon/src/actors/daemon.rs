@@ -231,39 +231,72 @@ impl Actor for Daemon {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(id = %self.master.id(), "daemon started");
-        // Rooms from the configuration are joined at start; failures are events, not a dead daemon.
+        // Rooms from the configuration are joined at start; failures are events, not a dead
+        // daemon, and a driver that is not up yet is waited for.
         for r in self.cfg.rooms.clone() {
-            let args = JoinArgs {
-                room: r.id.clone(),
-                metadata: r.metadata.as_ref().map(super::json_to_msgpack),
-                driver: r.driver.clone(),
-                options: None,
-            };
-            let labels = r.channels.clone();
-            let fut = self.join(args, ctx).map(move |res, act, _| match res {
-                Ok(_) => {
-                    if let Ok(room) = act.room(&r.id) {
-                        for label in labels {
-                            let options = ChannelOptions {
-                                label,
-                                ..Default::default()
-                            };
-                            act.record_label(&r.id, Some(&options), &options.label);
-                            room.do_send(RoomOpen { options, to: None });
-                        }
+            self.join_configured(r, Backoff::default(), ctx);
+        }
+    }
+}
+
+impl Daemon {
+    /// Joins a room from the configuration, and opens its channels. While its driver cannot
+    /// connect (e.g. nats-server not up yet) the join is retried with backoff, for as long as
+    /// it takes: the operator asked for this room. The first failure is reported as an `error`
+    /// event; the retries are logged.
+    fn join_configured(
+        &mut self,
+        r: crate::config::RoomConfig,
+        mut backoff: Backoff,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.shutting_down {
+            return;
+        }
+        let args = JoinArgs {
+            room: r.id.clone(),
+            metadata: r.metadata.as_ref().map(super::json_to_msgpack),
+            driver: r.driver.clone(),
+            options: None,
+        };
+        let fut = self.join(args, ctx).map(move |res, act, ctx| match res {
+            Ok(_) => {
+                if let Ok(room) = act.room(&r.id) {
+                    for label in r.channels.clone() {
+                        let options = ChannelOptions {
+                            label,
+                            ..Default::default()
+                        };
+                        act.record_label(&r.id, Some(&options), &options.label);
+                        room.do_send(RoomOpen { options, to: None });
                     }
                 }
-                Err(e) => {
+            }
+            Err(e) => {
+                let first = backoff.attempts() == 0;
+                let delay = backoff.failed();
+                let retry = matches!(e, DaemonError::Driver { .. });
+                if first {
                     tracing::error!(room = %r.id, error = %e, "joining configured room failed");
+                    let what = if retry {
+                        format!("{e}; retrying until the driver connects")
+                    } else {
+                        e.to_string()
+                    };
                     act.bus.do_send(Emit(EventRecord::new(
                         "error",
                         Some(&r.id),
-                        vec![("error", error_value(e.code().as_str(), &e.to_string()))],
+                        vec![("error", error_value(e.code().as_str(), &what))],
                     )));
+                } else {
+                    tracing::info!(room = %r.id, error = %e, ?delay, "configured room: driver still down, retrying");
                 }
-            });
-            ctx.spawn(fut);
-        }
+                if retry {
+                    ctx.run_later(delay, move |act, ctx| act.join_configured(r, backoff, ctx));
+                }
+            }
+        });
+        ctx.spawn(fut);
     }
 }
 
