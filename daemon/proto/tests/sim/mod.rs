@@ -394,16 +394,7 @@ impl Sim {
                 return;
             }
             f.ice = state;
-            let at = self.now + Duration::from_millis(1);
-            self.schedule(
-                at,
-                Task::Conn {
-                    node: key.0,
-                    life: key.1,
-                    conn: key.2,
-                    ev: ConnEvent::Ice(state),
-                },
-            );
+            self.report_in(1, key, ConnEvent::Ice(state));
         }
     }
 
@@ -484,16 +475,7 @@ impl Sim {
             Action::Run { conn, op } => {
                 let key = (i, life, conn);
                 let (stable, result) = self.run_op(key, op);
-                let at = self.now + Duration::from_millis(1);
-                self.schedule(
-                    at,
-                    Task::Conn {
-                        node: i,
-                        life,
-                        conn,
-                        ev: ConnEvent::OpDone { stable, result },
-                    },
-                );
+                self.report_in(1, (i, life, conn), ConnEvent::OpDone { stable, result });
             }
             Action::SendControl { conn, bytes } => {
                 if self.nodes[i].browser
@@ -510,16 +492,7 @@ impl Sim {
                     .filter(|f| f.control_open)
                     .and_then(|f| f.partner);
                 if let Some((pn, pl, pc)) = partner {
-                    let at = self.now + Duration::from_millis(1);
-                    self.schedule(
-                        at,
-                        Task::Conn {
-                            node: pn,
-                            life: pl,
-                            conn: pc,
-                            ev: ConnEvent::ControlMessage(bytes),
-                        },
-                    );
+                    self.report_in(1, (pn, pl, pc), ConnEvent::ControlMessage(bytes));
                 }
             }
             Action::CreateChannel { conn, options } => {
@@ -609,27 +582,9 @@ impl Sim {
                     sdp_m_line_index: Some(0),
                     username_fragment: Some(ufrag.clone()),
                 };
-                let at = self.now + Duration::from_millis(ms);
-                self.schedule(
-                    at,
-                    Task::Conn {
-                        node: key.0,
-                        life: key.1,
-                        conn: key.2,
-                        ev: ConnEvent::LocalCandidate(c),
-                    },
-                );
+                self.report_in(ms, key, ConnEvent::LocalCandidate(c));
             }
-            let at = self.now + Duration::from_millis(5);
-            self.schedule(
-                at,
-                Task::Conn {
-                    node: key.0,
-                    life: key.1,
-                    conn: key.2,
-                    ev: ConnEvent::GatheringComplete,
-                },
-            );
+            self.report_in(5, key, ConnEvent::GatheringComplete);
         }
         (stable, result)
     }
@@ -681,16 +636,7 @@ impl Sim {
                     f.control_open = true;
                 }
                 self.set_ice(a, IceState::Connected);
-                let at = self.now + Duration::from_millis(3);
-                self.schedule(
-                    at,
-                    Task::Conn {
-                        node: a.0,
-                        life: a.1,
-                        conn: a.2,
-                        ev: ConnEvent::ControlOpen,
-                    },
-                );
+                self.report_in(3, a, ConnEvent::ControlOpen);
             }
             let t = self.elapsed();
             self.pairings.push((key.0, pk.0, t));
@@ -699,6 +645,21 @@ impl Sim {
                 self.nodes[key.0].id, self.nodes[pk.0].id
             ));
         }
+    }
+
+    /// Delivers `ev` to connection `key` (node, life, conn) `ms` milliseconds from now.
+    fn report_in(&mut self, ms: u64, key: (usize, u32, ConnId), ev: ConnEvent) {
+        let at = self.now + Duration::from_millis(ms);
+        let (node, life, conn) = key;
+        self.schedule(
+            at,
+            Task::Conn {
+                node,
+                life,
+                conn,
+                ev,
+            },
+        );
     }
 
     /// Injects a crash of the owner of `peer`'s connection at node `i`.
@@ -716,28 +677,10 @@ impl Sim {
         if let Some(f) = self.fakes.get_mut(&(i, life, conn)) {
             f.closed = true;
             if let (true, Some((pn, pl, pc))) = (f.control_open, f.partner) {
-                let at = self.now + Duration::from_millis(2);
-                self.schedule(
-                    at,
-                    Task::Conn {
-                        node: pn,
-                        life: pl,
-                        conn: pc,
-                        ev: ConnEvent::ControlClosed,
-                    },
-                );
+                self.report_in(2, (pn, pl, pc), ConnEvent::ControlClosed);
             }
         }
-        let at = self.now + Duration::from_millis(1);
-        self.schedule(
-            at,
-            Task::Conn {
-                node: i,
-                life,
-                conn,
-                ev: ConnEvent::Closed { crashed },
-            },
-        );
+        self.report_in(1, (i, life, conn), ConnEvent::Closed { crashed });
     }
 
     /// A forged id: node `f` (which runs no machine) publishes an invoke at node `to`.
