@@ -5,7 +5,9 @@ use std::path::PathBuf;
 /// Messages move through the daemon in large, short-lived buffers (reassembled messages, IPC
 /// frames). glibc's malloc hands each one back to the kernel and gets fresh zeroed pages for the
 /// next, which profiling showed as ~15 % of the daemon's CPU in page faults and page clearing
-/// during bulk transfers; mimalloc keeps and reuses them.
+/// during bulk transfers; mimalloc keeps and reuses them. The `system-allocator` feature builds
+/// without it, for heap profilers (heaptrack, valgrind) that hook the C allocator.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
