@@ -179,6 +179,11 @@ impl DaemonProc {
         Ok(())
     }
 
+    /// The process id, while it runs (for /proc figures in soak runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -41,6 +41,25 @@ enum Busy {
     Candidate,
 }
 
+/// The last remote description a connection applied, as far as [`Conn::redundant_offer`] needs it.
+#[derive(Debug)]
+struct AppliedRemote {
+    digest: u64,
+    ufrag: Option<String>,
+    /// It was an answer (to our offer).
+    was_answer: bool,
+}
+
+/// Identifies an SDP text for duplicate detection. SipHash with fixed keys: deterministic across
+/// runs (the simulation repeats exactly); a remote gains nothing by a collision but the drop of
+/// its own offer.
+fn sdp_digest(sdp: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    sdp.hash(&mut h);
+    h.finish()
+}
+
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -57,8 +76,9 @@ pub(crate) struct Conn {
     pub(crate) control_open: bool,
     /// The remote said it is a peerixd (its hello on the control channel).
     pub(crate) peerixd: bool,
-    /// The last remote description applied, and whether it was an answer (to our offer).
-    remote_sdp: Option<(String, bool)>,
+    /// What is kept of the last remote description applied (not the SDP itself: a few KiB
+    /// per connection, for as long as it lives).
+    remote_sdp: Option<AppliedRemote>,
     ops: VecDeque<Pending>,
     busy: Option<Busy>,
     stable: bool,
@@ -209,17 +229,17 @@ impl Conn {
     /// connection object keeps its ICE credentials, so such an offer can only be stale;
     /// applying it would turn our answered offer into a second, conflicting exchange.
     fn redundant_offer(&self, desc: &SessionDescription) -> bool {
-        let Some((sdp, was_answer)) = &self.remote_sdp else {
+        let Some(applied) = &self.remote_sdp else {
             return false;
         };
-        if *sdp == desc.sdp {
+        if applied.digest == sdp_digest(&desc.sdp) {
             return true;
         }
-        *was_answer
+        applied.was_answer
             && !self.polite()
             && !self.control_open
-            && ufrag_of_sdp(sdp).is_some()
-            && ufrag_of_sdp(sdp) == ufrag_of_sdp(&desc.sdp)
+            && applied.ufrag.is_some()
+            && applied.ufrag.as_deref() == ufrag_of_sdp(&desc.sdp)
     }
 
     /// The outstanding operation finished.
@@ -242,7 +262,11 @@ impl Conn {
             }
             (Busy::Remote { sdp, offer, .. }, Ok(answer)) => {
                 let ufrag = ufrag_of_sdp(&sdp).map(str::to_owned);
-                self.remote_sdp = Some((sdp, !offer));
+                self.remote_sdp = Some(AppliedRemote {
+                    digest: sdp_digest(&sdp),
+                    ufrag: ufrag.clone(),
+                    was_answer: !offer,
+                });
                 if let Some(a) = answer {
                     self.send_description(a, my_metadata, out);
                 }
