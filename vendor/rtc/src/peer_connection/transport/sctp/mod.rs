@@ -51,7 +51,10 @@ pub(crate) struct SctpTransport {
     // `EndpointConfig` in `start()`. None uses the sctp crate default (INITIAL_MTU, 1191).
     pub(crate) mtu: Option<u32>,
 
-    pub(crate) internal_buffer: Vec<u8>,
+    // peerixd patch: only the size of the working buffer was ever used (as the largest
+    // message to read or send), but it was allocated and zeroed: 64 KiB of RSS per connection
+    // for nothing. The size is kept, the buffer is not.
+    pub(crate) internal_buffer_len: usize,
 }
 
 impl SctpTransport {
@@ -74,7 +77,7 @@ impl SctpTransport {
             negotiated_max_message_size: None,
             max_receive_buffer_size,
             mtu,
-            internal_buffer: vec![],
+            internal_buffer_len: 0,
         }
     }
 
@@ -173,7 +176,7 @@ impl SctpTransport {
         // the buffer and the transport config, and then discarded, which left nothing for
         // `maxMessageSize` to report.
         self.negotiated_max_message_size = Some(max_message_size);
-        self.internal_buffer.resize(max_message_size as usize, 0u8);
+        self.internal_buffer_len = max_message_size as usize;
 
         let mut sctp_endpoint_config = ::sctp::EndpointConfig::default();
         if let Some(mtu) = self.mtu {
@@ -272,7 +275,7 @@ mod tests {
         );
         assert_eq!(
             SctpMaxMessageSize::MAX_MESSAGE_SIZE as usize,
-            transport.internal_buffer.len(),
+            transport.internal_buffer_len,
             "the reported size and the buffer actually allocated must be the same number"
         );
     }
