@@ -266,3 +266,45 @@ async fn a_verifier_that_is_absent_or_leaves_gives_way_to_the_fallback() -> Resu
     next.verifier(room).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_that_crashes_keeps_its_verifier() -> Result<()> {
+    let nats = NatsServer::start(&[])?;
+    let env = TestEnv::new()?;
+    let url = nats.url();
+    let dv = env
+        .daemon_with_env(
+            "v",
+            &["--nats", url.as_str(), "--driver", "nats"],
+            &[("PEERIXD_FAULT_INJECTION", "1")],
+        )
+        .await?;
+    let da = nats_daemon(&env, "a", &nats).await?;
+    let room = "adm-crash";
+    let mut v = Member::join(&dv, room, |j| {
+        j.options = verify_options(VerifyOptions {
+            mode: VerifyMode::Verifier,
+            timeout: Some(30_000),
+            fallback: Some(VerifyFallback::Reject),
+            ..Default::default()
+        })
+    })
+    .await?;
+    let verifier = dv.client().await?;
+    let mut requests = verifier.verifier(room).await?;
+    debug(&v.client, &[("action", "panic-room"), ("room", room)]).await?;
+    v.wait_for("the room's crash", T, |e| {
+        e.name == "error" && e.room.as_deref() == Some(room)
+    })
+    .await?;
+    // The re-joined room (same id, same options) still asks the same client.
+    let a = Member::join(&da, room, |_| {}).await?;
+    let req = tokio::time::timeout(T, requests.recv())
+        .await?
+        .expect("a request after the crash");
+    assert_eq!(req.peer, a.id);
+    verifier.verify(room, req.request, true).await?;
+    v.wait_for("v admits a", T, |e| is(e, "connection:connected", &a.id))
+        .await?;
+    Ok(())
+}

@@ -98,6 +98,7 @@ pub(crate) struct Verification {
     admission: Admission,
     verifier: bool,
     open: BTreeMap<String, Open>,
+    first_request: u64,
     next_request: u64,
     last_limit_report: Option<Instant>,
 }
@@ -124,6 +125,14 @@ impl Room {
         for (peer, o) in open {
             self.request_admission(now, &peer, o.metadata, o.offer);
         }
+    }
+
+    /// Numbers this room's verify requests from `first` on. A room that is re-created (its
+    /// owner crashed) must not reuse the numbers of its predecessor, whose requests a verifier
+    /// may still answer: the owner picks a fresh range, e.g. at random.
+    pub fn number_requests_from(&mut self, first: u64) {
+        self.verify.first_request = first;
+        self.verify.next_request = self.verify.next_request.max(first);
     }
 
     /// A verifier is now there (`true`) or gone (`false`). Requests that waited for one are
@@ -168,11 +177,13 @@ impl Room {
             .find(|(_, o)| o.request == request)
             .map(|(p, _)| p.clone());
         let Some(peer) = peer else {
-            return Err(if request < self.verify.next_request {
-                VerdictError::Settled(request)
-            } else {
-                VerdictError::Unknown(request)
-            });
+            return Err(
+                if (self.verify.first_request..self.verify.next_request).contains(&request) {
+                    VerdictError::Settled(request)
+                } else {
+                    VerdictError::Unknown(request)
+                },
+            );
         };
         self.settle(now, &peer, accept);
         Ok(())

@@ -106,6 +106,9 @@ impl RoomActor {
             rand::thread_rng().gen(),
         );
         machine.set_admission(Instant::now(), s.options.verify.admission());
+        // Fresh request numbers for every actor: a verdict meant for a crashed predecessor's
+        // request must not settle one of ours.
+        machine.number_requests_from(rand::thread_rng().gen_range(0..1u64 << 52));
         machine.set_verifier(Instant::now(), s.verifier.is_some());
         Self {
             s,
