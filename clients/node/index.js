@@ -147,6 +147,7 @@ class Client {
     this.nextId = 1;
     this.pending = new Map();
     this.events = null;
+    this.verifyStreams = new Map();
     this.closedReason = null;
     socket.on('data', (d) => this._onData(d));
     socket.on('close', () => this._shutdown('peerixd closed the connection'));
@@ -182,6 +183,9 @@ class Client {
           this.pending.delete(msg.id);
           p(msg);
         }
+      } else if (msg.type === 'event' && msg.name === 'verify') {
+        const stream = this.verifyStreams.get(msg.room);
+        if (stream) stream._put(msg);
       } else if (msg.type === 'event') {
         if (this.events) this.events._put(msg);
       } else if (msg.type === 'error') {
@@ -198,6 +202,8 @@ class Client {
       this.events._put(null);
       this.events = null;
     }
+    for (const s of this.verifyStreams.values()) s._put(null);
+    this.verifyStreams.clear();
   }
 
   /** Sends a request; resolves with its result or rejects with PeerixError. */
@@ -270,6 +276,35 @@ class Client {
     if (previous) previous._put(null);
     return stream;
   }
+
+  /**
+   * Becomes the verifier of `room` (joined with `options: {verify: {mode: 'verifier'}}`): returns
+   * an EventStream of its `verify` events ({seq, name, room, data: {request, peer, id, metadata}});
+   * answer each with `verify()` before the room's timeout.
+   */
+  async verifier(room) {
+    const stream = new EventStream();
+    const previous = this.verifyStreams.get(room);
+    this.verifyStreams.set(room, stream);
+    try {
+      await this.request('verifier', { room });
+    } catch (e) {
+      if (previous) this.verifyStreams.set(room, previous);
+      else this.verifyStreams.delete(room);
+      throw e;
+    }
+    return stream;
+  }
+
+  async releaseVerifier(room) {
+    await this.request('verifier', { room, release: true });
+    const stream = this.verifyStreams.get(room);
+    this.verifyStreams.delete(room);
+    if (stream) stream._put(null);
+  }
+
+  /** Answers a `verify` event: may that peer connect? */
+  verify(room, request, accept) { return this.request('verify', { room, request, accept }); }
 
   async unsubscribe() {
     await this.request('unsubscribe');

@@ -189,6 +189,7 @@ class Client:
         self._pending: Dict[int, asyncio.Future] = {}
         self._progress: Dict[int, Any] = {}
         self._events: Optional[EventStream] = None
+        self._verify: Dict[str, EventStream] = {}
         self._closed: Optional[str] = None
         self._write_lock = asyncio.Lock()
         self._task = asyncio.ensure_future(self._read_loop())
@@ -223,6 +224,10 @@ class Client:
             fut = self._pending.pop(msg.get("id"), None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
+        elif kind == "event" and msg.get("name") == "verify":
+            stream = self._verify.get(msg.get("room", ""))
+            if stream is not None:
+                stream._put(msg)
         elif kind == "event":
             if self._events is not None:
                 self._events._put(msg)
@@ -243,6 +248,9 @@ class Client:
         if self._events is not None:
             self._events._put(None)
             self._events = None
+        for stream in self._verify.values():
+            stream._put(None)
+        self._verify.clear()
 
     async def _send(self, msg: Dict[str, Any]) -> None:
         frame = encode_frame(msg, self.max_frame)
@@ -335,6 +343,34 @@ class Client:
             self._events = previous
             raise
         return stream
+
+    async def verifier(self, room: str) -> EventStream:
+        """Become the verifier of ``room`` (joined with ``options={"verify": {"mode": "verifier"}}``).
+
+        Returns the stream of its ``verify`` events ({seq, name, room, data: {request, peer, id,
+        metadata}}); answer each with :meth:`verify` before the room's timeout."""
+        stream = EventStream()
+        previous = self._verify.get(room)
+        self._verify[room] = stream
+        try:
+            await self.request("verifier", {"room": room})
+        except Exception:
+            if previous is None:
+                self._verify.pop(room, None)
+            else:
+                self._verify[room] = previous
+            raise
+        return stream
+
+    async def release_verifier(self, room: str) -> None:
+        await self.request("verifier", {"room": room, "release": True})
+        stream = self._verify.pop(room, None)
+        if stream is not None:
+            stream._put(None)
+
+    async def verify(self, room: str, request: int, accept: bool) -> None:
+        """Answer a ``verify`` event: may that peer connect?"""
+        await self.request("verify", {"room": room, "request": request, "accept": accept})
 
     async def unsubscribe(self) -> None:
         await self.request("unsubscribe")

@@ -185,6 +185,8 @@ pub struct RoomOptions {
     /// `all` or `relay`.
     #[serde(rename = "iceTransportPolicy", alias = "icetransportpolicy")]
     pub ice_transport_policy: IceTransportPolicy,
+    /// Who may connect (Peerix's `verify`): everyone, an allow-list, or a verifier client.
+    pub verify: crate::admission::VerifyConfig,
 }
 
 impl Default for RoomOptions {
@@ -197,6 +199,7 @@ impl Default for RoomOptions {
             ice_candidate_debounce: 50,
             ice_servers: Vec::new(),
             ice_transport_policy: IceTransportPolicy::All,
+            verify: Default::default(),
         }
     }
 }
@@ -234,6 +237,9 @@ pub struct RoomConfig {
     /// Labels opened as soon as the room is joined.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// Who may connect, instead of `room_defaults.verify`.
+    #[serde(default)]
+    pub verify: Option<crate::admission::VerifyConfig>,
 }
 
 /// WebRTC stack tuning.
@@ -388,6 +394,7 @@ fn load_with_env(
                 metadata: None,
                 driver: None,
                 channels: vec![],
+                verify: None,
             });
         }
     }
@@ -556,6 +563,7 @@ impl DaemonConfig {
                 }
             }
         }
+        crate::admission::validate_config(self)?;
         for r in &self.rooms {
             if let Some(d) = &r.driver {
                 if !known.contains(&d.as_str()) {

@@ -48,6 +48,14 @@ pub enum DaemonError {
     /// A bug or an actor that went away.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another client is the room's verifier.
+    #[error("another client is already the verifier of room {0:?}; it must release it (or disconnect) first")]
+    VerifierTaken(String),
+    /// The client is not the room's verifier.
+    #[error(
+        "this client is not the verifier of room {0:?}; register with the `verifier` op first"
+    )]
+    NotVerifier(String),
     /// I/O, e.g. the socket.
     #[error("{context}: {source}")]
     Io {
@@ -70,6 +78,8 @@ impl DaemonError {
             DaemonError::Driver { .. } => ErrorCode::DriverError,
             DaemonError::SendFailed(_) => ErrorCode::SendFailed,
             DaemonError::Timeout(_) => ErrorCode::Timeout,
+            DaemonError::VerifierTaken(_) => ErrorCode::VerifierTaken,
+            DaemonError::NotVerifier(_) => ErrorCode::NotVerifier,
             DaemonError::NotSupported(_) => ErrorCode::NotSupported,
             DaemonError::Internal(_) | DaemonError::Io { .. } => ErrorCode::Internal,
         }

@@ -9,6 +9,7 @@
 //! `peerix-ipc-proto` (the local protocol); transports in `peerix-signaling` and `peerix-rtc`.
 
 pub mod actors;
+pub mod admission;
 pub mod config;
 pub mod error;
 pub mod ipc;

@@ -43,13 +43,17 @@ pub enum ErrorCode {
     DriverError,
     /// An internal daemon error.
     Internal,
+    /// Another client is already the room's verifier.
+    VerifierTaken,
+    /// The client is not the room's verifier.
+    NotVerifier,
     /// A code not known to this version of the protocol crate.
     Other(String),
 }
 
 impl ErrorCode {
     /// All codes known to this crate (excluding [`ErrorCode::Other`]).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::HandshakeRequired,
@@ -66,6 +70,8 @@ impl ErrorCode {
         ErrorCode::NotSupported,
         ErrorCode::DriverError,
         ErrorCode::Internal,
+        ErrorCode::VerifierTaken,
+        ErrorCode::NotVerifier,
     ];
 
     /// The wire string of this code, e.g. `"BAD_REQUEST"`.
@@ -87,6 +93,8 @@ impl ErrorCode {
             ErrorCode::NotSupported => "NOT_SUPPORTED",
             ErrorCode::DriverError => "DRIVER_ERROR",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::VerifierTaken => "VERIFIER_TAKEN",
+            ErrorCode::NotVerifier => "NOT_VERIFIER",
             ErrorCode::Other(s) => s,
         }
     }

@@ -44,6 +44,9 @@ pub mod event_names {
     pub const DRIVER_ACTIVE: &str = "driver:active";
     /// A signaling driver became inactive.
     pub const DRIVER_INACTIVE: &str = "driver:inactive";
+    /// A new peer asks to connect: only the room's verifier receives it, and answers with the
+    /// `verify` op.
+    pub const VERIFY: &str = "verify";
     /// Event groups usable in subscriptions.
     pub const GROUPS: [&str; 6] = [
         "connection",
@@ -169,6 +172,20 @@ pub struct DriverEventData {
     pub driver: String,
 }
 
+/// Data of `verify` (Peerix's `verify({id, metadata})`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyEventData {
+    /// Names the request in the `verify` op's answer.
+    pub request: u64,
+    /// Remote peer id.
+    pub peer: String,
+    /// Same as `peer` (Peerix naming).
+    pub id: String,
+    /// The metadata the peer's invoke or offer carried.
+    #[serde(default = "crate::codec::nil")]
+    pub metadata: Value,
+}
+
 /// Event data interpreted by event name.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventData {
@@ -184,6 +201,8 @@ pub enum EventData {
     Error(ErrorEventData),
     /// `driver:*`.
     Driver(DriverEventData),
+    /// `verify`.
+    Verify(VerifyEventData),
     /// Any other (reserved or future) event; raw data.
     Other(Value),
 }
@@ -198,6 +217,7 @@ impl EventData {
             CHANNEL_ERROR => EventData::ChannelError(from_value(d)?),
             CHANNEL_NEW | CHANNEL_OPEN | CHANNEL_CLOSE => EventData::Channel(from_value(d)?),
             ERROR => EventData::Error(from_value(d)?),
+            VERIFY => EventData::Verify(from_value(d)?),
             n if n.starts_with("connection:") => EventData::Connection(from_value(d)?),
             n if n.starts_with("driver:") => EventData::Driver(from_value(d)?),
             _ => EventData::Other(d),

@@ -28,13 +28,15 @@ pub use error::{ErrorBody, ErrorCode, FrameError, ProtoError};
 pub use events::{
     event_names, ChannelErrorData, ChannelEventData, ChannelMessageData, ConnectionEventData,
     DriverEventData, ErrorEventData, EventData, EventFilter, EventPattern, MessageType,
+    VerifyEventData,
 };
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
 pub use ops::{
     op_names, CloseArgs, DeliveryReport, DriverInfo, IceServer, IceTransportPolicy, JoinArgs,
     JoinOptions, JoinResult, LeaveArgs, Op, OpenArgs, OptionFlag, Payload, PayloadType, PeerInfo,
     PeersArgs, PeersResult, RoomInfo, SendArgs, SendChunk, SendResult, SendStart, StatusResult,
-    SubscribeArgs, DEFAULT_LABEL,
+    SubscribeArgs, VerifierArgs, VerifyArgs, VerifyFallback, VerifyMode, VerifyOptions,
+    DEFAULT_LABEL,
 };
 
 /// Re-export of the `rmpv` crate whose [`rmpv::Value`] is used for free-form data.

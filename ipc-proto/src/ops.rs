@@ -37,8 +37,12 @@ pub mod op_names {
     pub const UNSHARE: &str = "unshare";
     /// `debug`: fault injection for tests; refused unless the daemon enables it.
     pub const DEBUG: &str = "debug";
+    /// `verifier`: become (or stop being) the verifier of a room.
+    pub const VERIFIER: &str = "verifier";
+    /// `verify`: a verifier's answer to a `verify` event.
+    pub const VERIFY: &str = "verify";
     /// Every op name.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         STATUS,
         JOIN,
         LEAVE,
@@ -51,6 +55,8 @@ pub mod op_names {
         SHARE,
         UNSHARE,
         DEBUG,
+        VERIFIER,
+        VERIFY,
     ];
 }
 
@@ -81,6 +87,10 @@ pub enum Op {
     Unshare(Value),
     /// `debug` (fault injection for tests; raw arguments).
     Debug(Value),
+    /// `verifier`.
+    Verifier(VerifierArgs),
+    /// `verify`.
+    Verify(VerifyArgs),
 }
 
 /// A "flag or name" option value (Peerix accepts `true`/`false` or an
@@ -156,6 +166,74 @@ pub struct JoinOptions {
     /// ICE transport policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ice_transport_policy: Option<IceTransportPolicy>,
+    /// Who may connect (Peerix's `verify`); replaces the daemon's default as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyOptions>,
+}
+
+/// How a room admits new peers (`join` option `verify`, Peerix's `verify` callback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Everyone (Peerix without `verify`).
+    #[default]
+    All,
+    /// Only the ids in `allow`.
+    Allow,
+    /// Ask the client registered with the `verifier` op.
+    Verifier,
+}
+
+/// The answer given in the verifier's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyFallback {
+    /// Let the peer connect.
+    Accept,
+    /// Ignore the peer (as a rejection does).
+    Reject,
+}
+
+/// The `verify` room option. Absent fields take the daemon's built-in defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyOptions {
+    /// The policy.
+    #[serde(default)]
+    pub mode: VerifyMode,
+    /// Admitted peer ids (mode `allow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Milliseconds a request may wait for the verifier's answer (mode `verifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// The answer when the verifier gives none in time or is gone (mode `verifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<VerifyFallback>,
+    /// Requests open at once (mode `verifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<u64>,
+}
+
+/// Arguments of `verifier`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifierArgs {
+    /// Room name.
+    pub room: String,
+    /// Stop being the room's verifier instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release: bool,
+}
+
+/// Arguments of `verify`: the answer to one `verify` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyArgs {
+    /// Room name.
+    pub room: String,
+    /// The event's `request`.
+    pub request: u64,
+    /// Whether the peer may connect.
+    pub accept: bool,
 }
 
 /// Arguments of `join`.
@@ -603,6 +681,21 @@ impl Op {
             SHARE => Ok(Op::Share(args)),
             UNSHARE => Ok(Op::Unshare(args)),
             DEBUG => Ok(Op::Debug(args)),
+            VERIFIER => {
+                let mut f = Fields::new(VERIFIER, args)?;
+                Ok(Op::Verifier(VerifierArgs {
+                    room: f.req("room")?,
+                    release: f.opt("release")?.unwrap_or(false),
+                }))
+            }
+            VERIFY => {
+                let mut f = Fields::new(VERIFY, args)?;
+                Ok(Op::Verify(VerifyArgs {
+                    room: f.req("room")?,
+                    request: f.req("request")?,
+                    accept: f.req("accept")?,
+                }))
+            }
             other => Err(ProtoError::UnknownOp(other.to_owned())),
         }
     }
@@ -623,6 +716,8 @@ impl Op {
             Op::Share(_) => SHARE,
             Op::Unshare(_) => UNSHARE,
             Op::Debug(_) => DEBUG,
+            Op::Verifier(_) => VERIFIER,
+            Op::Verify(_) => VERIFY,
         }
     }
 
@@ -638,6 +733,8 @@ impl Op {
             Op::Subscribe(a) => to_value(a),
             Op::Send(a) => Ok(send_to_value(a)),
             Op::Share(v) | Op::Unshare(v) | Op::Debug(v) => Ok(v.clone()),
+            Op::Verifier(a) => to_value(a),
+            Op::Verify(a) => to_value(a),
         }
     }
 }

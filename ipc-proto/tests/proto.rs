@@ -143,6 +143,7 @@ fn ops_roundtrip_through_args() {
                     credential: Some("c".into()),
                 }]),
                 ice_transport_policy: Some(IceTransportPolicy::Relay),
+                verify: None,
             }),
         }),
         Op::Leave(LeaveArgs { room: "r".into() }),
@@ -190,6 +191,34 @@ fn ops_roundtrip_through_args() {
         })),
         Op::Share(map(vec![])),
         Op::Unshare(map(vec![])),
+        Op::Verifier(peerix_ipc_proto::VerifierArgs {
+            room: "r".into(),
+            release: false,
+        }),
+        Op::Verifier(peerix_ipc_proto::VerifierArgs {
+            room: "r".into(),
+            release: true,
+        }),
+        Op::Verify(peerix_ipc_proto::VerifyArgs {
+            room: "r".into(),
+            request: 3,
+            accept: true,
+        }),
+        Op::Join(JoinArgs {
+            room: "r".into(),
+            metadata: None,
+            driver: None,
+            options: Some(peerix_ipc_proto::JoinOptions {
+                verify: Some(peerix_ipc_proto::VerifyOptions {
+                    mode: peerix_ipc_proto::VerifyMode::Verifier,
+                    allow: None,
+                    timeout: Some(2500),
+                    fallback: Some(peerix_ipc_proto::VerifyFallback::Accept),
+                    max_pending: Some(8),
+                }),
+                ..Default::default()
+            }),
+        }),
     ];
     for op in ops {
         let req = Request::from_op(9, &op).expect("request");

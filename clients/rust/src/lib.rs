@@ -32,9 +32,10 @@ use std::time::Duration;
 
 use peerix_ipc_proto::rmpv::Value;
 use peerix_ipc_proto::{
-    decode_daemon, encode_frame_limited, ClientMessage, CloseArgs, DaemonMessage, FrameDecoder,
-    Hello, LeaveArgs, Op, OpenArgs, Payload, PeersArgs, Progress, Reply, Request, SendArgs,
-    SendChunk, SendStart, SubscribeArgs, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    decode_daemon, encode_frame_limited, ClientMessage, CloseArgs, DaemonMessage, EventData,
+    FrameDecoder, Hello, LeaveArgs, Op, OpenArgs, Payload, PeersArgs, Progress, Reply, Request,
+    SendArgs, SendChunk, SendStart, SubscribeArgs, VerifierArgs, VerifyArgs, Welcome,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -46,7 +47,7 @@ pub use error::{ClientError, Result};
 pub use peerix_ipc_proto as proto;
 pub use peerix_ipc_proto::{
     DeliveryReport, DriverInfo, Event, JoinArgs, JoinOptions, JoinResult, PeerInfo, RoomInfo,
-    SendResult, StatusResult,
+    SendResult, StatusResult, VerifyFallback, VerifyMode, VerifyOptions,
 };
 
 /// Environment variable overriding the socket path.
@@ -107,6 +108,20 @@ impl SendOptions {
     }
 }
 
+/// A new peer asks to connect to a room this client verifies (a `verify` event): Peerix's
+/// `verify({id, metadata})`. Answer with [`Client::verify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyRequest {
+    /// The room.
+    pub room: String,
+    /// Names the request in the answer.
+    pub request: u64,
+    /// The peer's id.
+    pub peer: String,
+    /// The metadata its invoke or offer carried.
+    pub metadata: Value,
+}
+
 /// Progress of [`Client::send_stream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendProgress {
@@ -128,6 +143,8 @@ struct State {
     pending: HashMap<u64, oneshot::Sender<Reply>>,
     progress: HashMap<u64, mpsc::UnboundedSender<Progress>>,
     events: Option<mpsc::Sender<Event>>,
+    /// Where each verified room's `verify` events go (see [`Client::verifier`]).
+    verify: HashMap<String, mpsc::UnboundedSender<VerifyRequest>>,
     /// Why the connection is closed, once it is.
     closed: Option<String>,
 }
@@ -154,6 +171,7 @@ impl Inner {
         st.pending.clear();
         st.progress.clear();
         st.events = None;
+        st.verify.clear();
     }
 
     fn closed_error(&self) -> ClientError {
@@ -191,6 +209,21 @@ impl Inner {
                 let tx = self.state().pending.remove(&reply.id);
                 if let Some(tx) = tx {
                     let _ = tx.send(reply);
+                }
+            }
+            DaemonMessage::Event(event) if event.name == peerix_ipc_proto::event_names::VERIFY => {
+                let Ok(EventData::Verify(d)) = event.typed() else {
+                    return;
+                };
+                let room = event.room.unwrap_or_default();
+                let tx = self.state().verify.get(&room).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.send(VerifyRequest {
+                        room,
+                        request: d.request,
+                        peer: d.peer,
+                        metadata: d.metadata,
+                    });
                 }
             }
             DaemonMessage::Event(event) => {
@@ -617,6 +650,54 @@ impl Client {
                 Err(e)
             }
         }
+    }
+
+    /// `verifier`: makes this connection the verifier of `room` (joined with `verify.mode =
+    /// "verifier"`) and returns the room's requests. Answer each with [`Client::verify`]
+    /// before the room's `verify.timeout`, or its fallback applies. The requests come whether
+    /// or not this client subscribed to events. Disconnecting ends the registration (the
+    /// room's open requests then get the fallback).
+    pub async fn verifier(&self, room: &str) -> Result<mpsc::UnboundedReceiver<VerifyRequest>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Installed first: the daemon hands over waiting requests right after registering.
+        let previous = self.inner.state().verify.insert(room.to_string(), tx);
+        let args = VerifierArgs {
+            room: room.into(),
+            release: false,
+        };
+        match self.request(&Op::Verifier(args)).await {
+            Ok(_) => Ok(rx),
+            Err(e) => {
+                let mut st = self.inner.state();
+                match previous {
+                    Some(p) => st.verify.insert(room.to_string(), p),
+                    None => st.verify.remove(room),
+                };
+                Err(e)
+            }
+        }
+    }
+
+    /// `verifier` with `release`: stops being the verifier of `room`.
+    pub async fn release_verifier(&self, room: &str) -> Result<()> {
+        let args = VerifierArgs {
+            room: room.into(),
+            release: true,
+        };
+        self.request(&Op::Verifier(args)).await?;
+        self.inner.state().verify.remove(room);
+        Ok(())
+    }
+
+    /// `verify`: the answer to `request` (from [`Client::verifier`]).
+    pub async fn verify(&self, room: &str, request: u64, accept: bool) -> Result<()> {
+        self.request(&Op::Verify(VerifyArgs {
+            room: room.into(),
+            request,
+            accept,
+        }))
+        .await
+        .map(drop)
     }
 
     /// `unsubscribe`: removes all event filters and closes the event receiver.

@@ -8,9 +8,13 @@
 //!   machine in `conn.rs`): who offers, politeness by string order, perfect negotiation
 //!   ([`Negotiation`]), queued candidates and ufrag gating, the connection timer, Peerix's state
 //!   transitions, control-channel dispatch and channel requests.
+//! - Who may connect at all (Peerix's `verify`, `verify.rs`): everyone, an allow-list, or a
+//!   verifier asked with [`Action::Verify`] that answers with [`Room::verdict`], with a
+//!   deadline and a fallback ([`Admission`]).
 //! - Inputs: [`Room::handle_signal`] (a decoded packet), [`Room::handle_conn_event`] (what the
 //!   WebRTC stack reported, [`ConnEvent`]), commands ([`Room::open`], [`Room::close`],
-//!   [`Room::leave`], [`Room::announce`]) and [`Room::handle_timeout`].
+//!   [`Room::leave`], [`Room::announce`], [`Room::set_admission`], [`Room::set_verifier`],
+//!   [`Room::verdict`]) and [`Room::handle_timeout`].
 //! - Outputs: [`Room::poll_action`] ([`Action`]: publish, connect, run an [`Op`], send on the
 //!   control channel, create/close a channel, close, emit an [`Event`]) and
 //!   [`Room::poll_timeout`].
@@ -27,6 +31,7 @@ mod negotiation;
 mod rng;
 mod room;
 mod types;
+mod verify;
 
 pub use admission::MAX_INVITES;
 pub use delivery::{Delivered, Delivery, Kind, Part};
@@ -38,3 +43,4 @@ pub use peerix_wire::{
 };
 pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS, PEERIXD_DISCONNECT_GRACE};
 pub use types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};
+pub use verify::{Admission, Fallback, VerdictError, VerifierPolicy};

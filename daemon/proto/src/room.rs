@@ -19,6 +19,7 @@ use crate::admission::{track, Tracked};
 use crate::conn::{Conn, Pending};
 use crate::rng::Jitter;
 use crate::types::{Action, ConnEvent, ConnId, Event, IceState, PeerState, Target};
+use crate::verify::Verification;
 
 /// How many times a peer whose connection failed is re-invoked before we wait for it to
 /// announce again.
@@ -78,6 +79,8 @@ pub struct Room {
     pub(crate) invites: BTreeMap<String, Tracked>,
     /// Peers whose connection failed or crashed and that we re-invoke.
     pub(crate) recovery: BTreeMap<String, Tracked>,
+    /// Who may connect (Peerix's `verify`) and the requests its verifier has open.
+    pub(crate) verify: Verification,
     pub(crate) leaving: bool,
 }
 
@@ -97,6 +100,7 @@ impl Room {
             last_limit_report: None,
             invites: BTreeMap::new(),
             recovery: BTreeMap::new(),
+            verify: Verification::default(),
             leaving: false,
         }
     }
@@ -119,7 +123,7 @@ impl Room {
             .values()
             .chain(self.recovery.values())
             .filter_map(|t| t.due);
-        conns.chain(tracked).min()
+        conns.chain(tracked).chain(self.verify.deadline()).min()
     }
 
     // ---- inputs -------------------------------------------------------------------------
@@ -159,9 +163,9 @@ impl Room {
                 self.invoke(now, from, false);
             }
             SignalType::Invoke => {
-                if !self.is_live(from) && self.admit(now, from, None) {
+                if !self.is_live(from) {
                     let meta = message.into_iter().next().unwrap_or(Json::Null);
-                    self.connect(now, from, meta, true);
+                    self.request_admission(now, from, meta, None);
                 }
             }
             SignalType::Offer => {
@@ -174,40 +178,38 @@ impl Room {
                     );
                 };
                 let meta = it.next().unwrap_or(Json::Null);
-                let conn = match self.by_peer.get(from).copied() {
-                    Some(id) if !self.is_new_incarnation(id, &desc) => id,
+                match self.by_peer.get(from).copied() {
+                    Some(id) if !self.is_new_incarnation(id, &desc) => {
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            c.queue(
+                                Pending::Remote {
+                                    desc,
+                                    via_control: false,
+                                },
+                                &mut self.out,
+                            );
+                        }
+                    }
                     existing => {
-                        let mut waiting = Vec::new();
                         if let Some(old) = existing {
                             // Peerix never restarts ICE (§5.7): an offer over signaling with
                             // other ICE credentials than the connection already applied comes
                             // from a new connection object, i.e. the remote left without our
                             // noticing and came back with the same id. The old connection is
                             // dead; replace it now rather than after its timers, keeping the
-                            // candidates that waited for the new description.
+                            // candidates that waited for the new description (the new
+                            // connection takes them up when it is made).
                             if let Some(c) = self.conns.get_mut(&old) {
-                                waiting = c.neg.take_signaling_queue();
+                                let waiting = c.neg.take_signaling_queue();
+                                self.queued
+                                    .entry(from.to_string())
+                                    .or_default()
+                                    .extend(waiting);
                             }
                             self.close_conn(now, old, false);
                         }
-                        if !self.admit(now, from, Some((desc.clone(), meta.clone()))) {
-                            return;
-                        }
-                        let id = self.connect(now, from, meta, false);
-                        if let Some(c) = self.conns.get_mut(&id) {
-                            c.signaling_candidates(waiting, &mut self.out);
-                        }
-                        id
+                        self.request_admission(now, from, meta, Some(desc));
                     }
-                };
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.queue(
-                        Pending::Remote {
-                            desc,
-                            via_control: false,
-                        },
-                        &mut self.out,
-                    );
                 }
             }
             SignalType::Answer => {
@@ -314,6 +316,7 @@ impl Room {
             }
         }
         self.tracked_due(now);
+        self.verifications_due(now);
     }
 
     /// Open `label` on every connection (now and later), or on one peer's.
@@ -373,6 +376,7 @@ impl Room {
         self.recovery.clear();
         self.refused.clear();
         self.queued.clear();
+        self.verify.clear();
     }
 
     // ---- queries ------------------------------------------------------------------------

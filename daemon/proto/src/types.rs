@@ -190,6 +190,17 @@ pub enum Action {
         /// Remote id.
         remote: String,
     },
+    /// Ask the room's verifier whether `peer` may connect (Peerix's `verify(id, metadata)`);
+    /// answer with [`crate::Room::verdict`]. Unanswered by its deadline, the policy's fallback
+    /// applies.
+    Verify {
+        /// Names the request in the verdict.
+        request: u64,
+        /// Remote id.
+        peer: String,
+        /// The metadata its invoke or offer carried.
+        metadata: Json,
+    },
     /// Tell the room's clients.
     Emit(Event),
 }

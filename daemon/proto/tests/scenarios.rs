@@ -9,8 +9,9 @@ mod sim;
 
 use std::time::Duration;
 
-use peerix_proto::{Event, PeerState};
-use sim::{Net, Sim};
+use peerix_proto::{Admission, Event, Fallback, PeerState, VerifierPolicy};
+use serde_json::{json, Value as Json};
+use sim::{Net, Sim, Verifier};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -439,4 +440,250 @@ fn a_crashed_channel_is_opened_again_by_the_side_that_opened_it() {
         4,
         "only the side that opened a label re-opens it"
     );
+}
+
+// ---- admission: Peerix's `verify` -------------------------------------------------------------
+
+fn verifier_policy(fallback: Fallback) -> Admission {
+    Admission::Verifier(VerifierPolicy {
+        timeout: S(5),
+        fallback,
+        max_pending: 64,
+    })
+}
+
+fn allow(ids: &[&str]) -> Admission {
+    Admission::AllowList(ids.iter().map(|s| s.to_string()).collect())
+}
+
+/// Node `i` neither holds nor ever held a connection to `peer`, and said nothing about it.
+fn never_met(sim: &Sim, i: usize, peer: &str) -> bool {
+    sim.state(i, peer).is_none() && sim.events_about(i, peer).is_empty()
+}
+
+#[test]
+fn an_allow_list_admits_listed_ids_and_gives_the_others_no_reaction() {
+    // "a" admits only "b". c, which admits everyone, joins after a: a answers its announce
+    // with an invoke (Peerix verifies invokes and offers, not announces), c offers, and a
+    // ignores the offer: no connection object, no answer, no event. c's connection times out
+    // after Peerix's 15 s, as in Peerix; its re-invokes are ignored the same way.
+    let mut sim = Sim::new(20, &["a", "b", "c"], Net::default());
+    sim.nodes[0].admission = allow(&["b"]);
+    for i in 0..3 {
+        sim.join(i);
+        let t = sim.elapsed() + ms(200);
+        sim.run_until(t);
+    }
+    sim.run_until(S(2));
+    assert!(sim.connected(0, 1), "b is listed\n{}", sim.dump());
+    assert!(sim.connected(1, 2), "c and b admit everyone");
+    assert!(!sim.connected(0, 2));
+    assert!(never_met(&sim, 0, "c"), "{:?}", sim.events_about(0, "c"));
+    assert_eq!(
+        sim.nodes[0].published.get("answer"),
+        Some(&1),
+        "b's offer only"
+    );
+    assert_eq!(sim.events_about(2, "a"), ["connection:new a"]);
+    sim.run_until(S(60));
+    assert!(never_met(&sim, 0, "c"), "{}", sim.dump());
+    assert_eq!(sim.conn_objects(0), 1, "only b's connection");
+    let ev = sim.events_about(2, "a");
+    assert!(
+        ev.starts_with(&[
+            "connection:new a".into(),
+            "connection:failed a".into(),
+            "connection:closed a".into()
+        ]) && !ev.iter().any(|e| e.contains("connected")),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn an_allow_list_ignores_the_invokes_of_a_peer_already_in_the_room() {
+    // The other order: c is in the room when a joins, so c invokes a (with its metadata), and a,
+    // which would offer to an admitted invoker, stays silent. c gives up on its invites.
+    let mut sim = Sim::new(21, &["c", "a"], Net::default());
+    sim.nodes[1].admission = allow(&["b"]);
+    sim.join(0);
+    sim.run_until(ms(200));
+    sim.join(1);
+    sim.run_until(S(60));
+    assert!(never_met(&sim, 1, "c"), "{}", sim.dump());
+    assert_eq!(sim.nodes[1].published.get("offer"), None);
+    assert!(
+        sim.state(0, "a").is_none(),
+        "an invoker makes no connection"
+    );
+    assert!(sim
+        .events_about(0, "a")
+        .iter()
+        .all(|e| e.starts_with("error PEER_UNREACHABLE")));
+}
+
+#[test]
+fn a_verifier_is_shown_each_peer_with_its_metadata_and_decides() {
+    // The verifier answers after 300 ms: yes to b, no to c. It is asked once per peer although
+    // every packet arrives twice.
+    let net = Net {
+        dup: 1.0,
+        ..Net::default()
+    };
+    let mut sim = Sim::new(22, &["a", "b", "c"], net);
+    sim.nodes[0].admission = verifier_policy(Fallback::Accept);
+    sim.nodes[0].verifier = Some(Verifier {
+        delay: ms(300),
+        accept: vec!["b".into()],
+        silent: false,
+    });
+    for i in 0..3 {
+        sim.join(i);
+        let t = sim.elapsed() + ms(100);
+        sim.run_until(t);
+    }
+    sim.run_until(S(3));
+    assert!(sim.connected(0, 1), "{}", sim.dump());
+    assert!(!sim.connected(0, 2));
+    assert!(never_met(&sim, 0, "c"));
+    let asked: Vec<(String, Json)> = sim.nodes[0]
+        .verify_requests
+        .iter()
+        .map(|(_, p, m)| (p.clone(), m.clone()))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            ("b".to_string(), json!({"name": "b"})),
+            ("c".to_string(), json!({"name": "c"}))
+        ]
+    );
+    sim.run_until(S(60));
+    assert!(!sim.connected(0, 2) && sim.connected(0, 1));
+    assert!(never_met(&sim, 0, "c"));
+}
+
+#[test]
+fn an_unanswered_verify_gets_the_fallback_at_its_deadline() {
+    for fallback in [Fallback::Accept, Fallback::Reject] {
+        let mut sim = Sim::new(23, &["a", "b"], Net::default());
+        sim.nodes[0].admission = verifier_policy(fallback);
+        sim.nodes[0].verifier = Some(Verifier {
+            silent: true,
+            ..Verifier::default()
+        });
+        sim.join(0);
+        sim.run_until(ms(100));
+        sim.join(1); // asked at about 105 ms: deadline about 5.1 s
+        sim.run_until(S(5));
+        assert!(!sim.connected(0, 1));
+        assert!(never_met(&sim, 0, "b"), "nothing while the verifier thinks");
+        assert_eq!(
+            sim.nodes[0].room.as_ref().map(|r| r.open_verifications()),
+            Some(1)
+        );
+        sim.run_until(ms(5300));
+        assert_eq!(
+            sim.connected(0, 1),
+            fallback == Fallback::Accept,
+            "{fallback:?}\n{}",
+            sim.dump()
+        );
+        if fallback == Fallback::Reject {
+            assert!(never_met(&sim, 0, "b"));
+            // b's connection fails at 15 s and b re-invokes: a new request, same fallback.
+            sim.run_until(S(40));
+            assert!(never_met(&sim, 0, "b"), "{}", sim.dump());
+            assert!(sim.nodes[0].verify_requests.len() >= 2);
+        }
+    }
+}
+
+#[test]
+fn requests_wait_for_a_verifier_and_those_of_one_that_leaves_fall_back() {
+    let mut sim = Sim::new(24, &["a", "b", "c"], Net::default());
+    sim.nodes[0].admission = verifier_policy(Fallback::Reject);
+    sim.join(0);
+    sim.run_until(ms(100));
+    sim.join(1);
+    sim.run_until(S(1));
+    // No verifier yet: b's request waits (it is not the fallback's yet).
+    assert!(sim.nodes[0].verify_requests.is_empty());
+    assert_eq!(
+        sim.nodes[0].room.as_ref().map(|r| r.open_verifications()),
+        Some(1)
+    );
+    sim.set_verifier(
+        0,
+        Some(Verifier {
+            delay: ms(50),
+            accept: vec!["b".into(), "c".into()],
+            silent: false,
+        }),
+    );
+    assert_eq!(sim.nodes[0].verify_requests.len(), 1, "handed over at once");
+    sim.run_until(S(2));
+    assert!(sim.connected(0, 1), "{}", sim.dump());
+    // A verifier that would accept c, but leaves before answering: the fallback (reject) now.
+    sim.set_verifier(
+        0,
+        Some(Verifier {
+            silent: true,
+            ..Verifier::default()
+        }),
+    );
+    sim.join(2);
+    sim.run_until(S(3));
+    assert_eq!(sim.nodes[0].verify_requests.len(), 2);
+    sim.set_verifier(0, None);
+    assert_eq!(
+        sim.nodes[0].room.as_ref().map(|r| r.open_verifications()),
+        Some(0)
+    );
+    sim.run_until(S(4));
+    assert!(never_met(&sim, 0, "c"), "{}", sim.dump());
+    assert!(sim.connected(0, 1), "admitted peers stay");
+}
+
+#[test]
+fn forged_ids_cannot_queue_verify_requests_without_bound() {
+    let mut ids: Vec<String> = (0..12).map(|n| format!("f{n:02}")).collect();
+    ids.insert(0, "a".into());
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut sim = Sim::new(25, &refs, Net::default());
+    sim.nodes[0].admission = Admission::Verifier(VerifierPolicy {
+        timeout: S(5),
+        fallback: Fallback::Reject,
+        max_pending: 4,
+    });
+    sim.nodes[0].verifier = Some(Verifier {
+        silent: true,
+        ..Verifier::default()
+    });
+    sim.join(0);
+    sim.run_until(ms(10));
+    for f in 1..=12 {
+        sim.forge_invoke(f, 0);
+    }
+    sim.run_until(ms(100));
+    assert_eq!(sim.nodes[0].verify_requests.len(), 4);
+    let limits = sim.nodes[0]
+        .events
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                Event::Error {
+                    code: "PEER_LIMIT",
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(limits, 1, "reported once a second");
+    sim.run_until(S(6));
+    assert_eq!(
+        sim.nodes[0].room.as_ref().map(|r| r.open_verifications()),
+        Some(0)
+    );
+    assert_eq!(sim.conn_objects(0), 0);
 }

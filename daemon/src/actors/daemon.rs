@@ -7,7 +7,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use peerix_ipc_proto::{
     CloseArgs, DriverInfo as DriverInfoOut, JoinArgs, JoinResult, OpenArgs,
-    PeerInfo as PeerInfoOut, PeersResult, RoomInfo as RoomInfoOut, StatusResult,
+    PeerInfo as PeerInfoOut, PeersResult, RoomInfo as RoomInfoOut, StatusResult, VerifierArgs,
+    VerifyArgs,
 };
 use peerix_signaling::{connect_driver, DriverConfig, LocalConfig};
 use peerix_wire::control::ChannelOptions;
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::backoff::Backoff;
 use super::driver::{DriverActor, DriverInfo};
-use super::event_bus::{Emit, EventBus, EventRecord};
+use super::event_bus::{Deliver, Emit, EventBus, EventRecord};
 pub use super::options::{merge_options, nats_config};
 use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers};
 use super::send_path::Routes;
@@ -201,6 +202,7 @@ impl Daemon {
                 options,
                 metadata: metadata.clone(),
                 labels: Default::default(),
+                verifier: None,
             };
             let id = act.start_room(&room, &membership, driver, ctx);
             act.memberships.insert(room.clone(), membership);
@@ -257,7 +259,10 @@ impl Daemon {
             room: r.id.clone(),
             metadata: r.metadata.as_ref().map(super::json_to_msgpack),
             driver: r.driver.clone(),
-            options: None,
+            options: r.verify.as_ref().map(|v| peerix_ipc_proto::JoinOptions {
+                verify: Some(v.to_options()),
+                ..Default::default()
+            }),
         };
         let fut = self.join(args, ctx).map(move |res, act, ctx| match res {
             Ok(_) => {
@@ -316,6 +321,10 @@ pub enum Exec {
     Open(OpenArgs),
     /// `close`.
     Close(CloseArgs),
+    /// `verifier`, from this session, which gets the `verify` events there.
+    Verifier(VerifierArgs, u64, Recipient<Deliver>),
+    /// `verify`, from this session.
+    Verify(VerifyArgs, u64),
     /// Fault injection: make a peer actor panic.
     #[cfg(feature = "fault-injection")]
     PanicPeer {
@@ -353,6 +362,10 @@ impl Handler<Exec> for Daemon {
         }
         match m {
             Exec::Join(args) => self.join(args, ctx),
+            Exec::Verifier(a, session, to) => {
+                Box::pin(done(self.register_verifier(a, session, to)).into_actor(self))
+            }
+            Exec::Verify(a, session) => self.verdict(a, session),
             Exec::Status => {
                 let drivers: Vec<(String, Addr<DriverActor>)> = self
                     .drivers

@@ -73,6 +73,25 @@ pub struct Subscribe {
 #[rtype(result = "Deliver")]
 pub struct Number(pub EventRecord);
 
+/// Number an event and deliver it to one session only, whatever it subscribed to (a `verify`
+/// request for the room's verifier). Delivered from here, after the events numbered before it,
+/// so that the session still sees its events in `seq` order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EmitTo(pub Recipient<Deliver>, pub EventRecord);
+
+impl Handler<EmitTo> for EventBus {
+    type Result = ();
+    fn handle(&mut self, EmitTo(to, ev): EmitTo, _: &mut Self::Context) {
+        self.seq += 1;
+        tracing::debug!(seq = self.seq, name = %ev.name, room = ?ev.room, "event to one session");
+        to.do_send(Deliver {
+            seq: self.seq,
+            event: Arc::new(ev),
+        });
+    }
+}
+
 /// Forget a session.
 #[derive(Message)]
 #[rtype(result = "()")]

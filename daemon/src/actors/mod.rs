@@ -14,6 +14,7 @@ pub mod room;
 mod room_commands;
 pub mod send_path;
 pub mod supervision;
+pub mod verifier;
 
 use rmpv::Value;
 

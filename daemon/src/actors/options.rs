@@ -54,6 +54,12 @@ pub fn merge_options(
             peerix_ipc_proto::IceTransportPolicy::Relay => crate::config::IceTransportPolicy::Relay,
         };
     }
+    if let Some(v) = &o.verify {
+        let v = crate::admission::VerifyConfig::from_options(v);
+        v.validate()
+            .map_err(|e| DaemonError::BadRequest(format!("join: options.verify.{e}")))?;
+        out.verify = v;
+    }
     Ok(out)
 }
 

@@ -63,6 +63,8 @@ pub struct RoomSetup {
     /// The room's peers as the send path sees them; this actor keeps it current from the
     /// machine's actions (see `send_path`).
     pub directory: std::sync::Arc<RoomDirectory>,
+    /// Where `verify` requests go: the session of the room's verifier, if one is registered.
+    pub verifier: Option<Recipient<super::event_bus::Deliver>>,
 }
 
 /// The room actor.
@@ -93,7 +95,7 @@ impl RoomActor {
         let me = s.identity.id().to_string();
         let room_ns = namespace::escape(&s.room, s.options.namespace_hashing);
         let own_ns = namespace::escape(&me, s.options.namespace_hashing);
-        let machine = Room::new(
+        let mut machine = Room::new(
             RoomConfig {
                 me: me.clone(),
                 metadata: s.metadata.clone(),
@@ -103,6 +105,11 @@ impl RoomActor {
             },
             rand::thread_rng().gen(),
         );
+        machine.set_admission(Instant::now(), s.options.verify.admission());
+        // Fresh request numbers for every actor: a verdict meant for a crashed predecessor's
+        // request must not settle one of ours.
+        machine.number_requests_from(rand::thread_rng().gen_range(0..1u64 << 52));
+        machine.set_verifier(Instant::now(), s.verifier.is_some());
         Self {
             s,
             codec,
@@ -208,6 +215,11 @@ impl RoomActor {
                 self.conn_cmd(conn, PeerCmd::Close)
             }
             Action::Forget { remote } => self.codec.forget_key(&remote),
+            Action::Verify {
+                request,
+                peer,
+                metadata,
+            } => self.ask_verifier(request, &peer, &metadata),
             Action::Emit(Event::Connection {
                 peer,
                 state,

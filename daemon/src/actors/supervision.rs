@@ -29,6 +29,9 @@ pub struct Membership {
     pub metadata: Json,
     /// Labels opened room-wide (not the per-peer ones: those peers reconnect anyway).
     pub labels: BTreeMap<String, ChannelOptions>,
+    /// The client registered as the room's verifier: the room's, so that a re-joined room
+    /// keeps it.
+    pub verifier: Option<super::verifier::VerifierClient>,
 }
 
 impl Daemon {
@@ -59,6 +62,7 @@ impl Daemon {
             inline_limit: self.cfg.ipc.inline_message_limit as usize,
             supervisor: Some(ctx.address().recipient()),
             directory,
+            verifier: m.verifier.as_ref().map(|v| v.to.clone()),
         };
         let addr = RoomActor::new(setup).start();
         self.rooms.insert(room.to_string(), addr);

@@ -175,6 +175,9 @@ impl Handler<SessionEnded> for IpcListener {
     type Result = ();
     fn handle(&mut self, m: SessionEnded, _: &mut Self::Context) {
         self.sessions.remove(&m.id);
+        // Rooms it verified for fall back to their `verify.fallback` (see `verifier.rs`).
+        self.daemon
+            .do_send(crate::actors::verifier::SessionGone(m.id));
         if !m.crashed {
             return;
         }

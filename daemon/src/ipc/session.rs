@@ -254,6 +254,11 @@ impl ClientSession {
             Op::Peers(a) => self.exec(id, Exec::Peers(a.room), ctx),
             Op::Open(a) => self.exec(id, Exec::Open(a), ctx),
             Op::Close(a) => self.exec(id, Exec::Close(a), ctx),
+            Op::Verifier(a) => {
+                let to = ctx.address().recipient();
+                self.exec(id, Exec::Verifier(a, self.id, to), ctx)
+            }
+            Op::Verify(a) => self.exec(id, Exec::Verify(a, self.id), ctx),
             Op::Subscribe(a) => match a.filter() {
                 Ok(filter) => {
                     self.bus.do_send(Subscribe {

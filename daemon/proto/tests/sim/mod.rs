@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::{Duration, Instant};
 
 use peerix_proto::{
-    Action, ChannelOptions, ConnEvent, ConnId, Event, IceCandidateInit, IceState, Op, PeerState,
-    Room, RoomConfig, SessionDescription, SignalType, Target,
+    Action, Admission, ChannelOptions, ConnEvent, ConnId, Event, IceCandidateInit, IceState, Op,
+    PeerState, Room, RoomConfig, SessionDescription, SignalType, Target,
 };
 use serde_json::{json, Value as Json};
 
@@ -92,6 +92,21 @@ pub struct Node {
     pub published: BTreeMap<&'static str, usize>,
     /// Behaves as a browser running Peerix: never says the peerixd hello.
     pub browser: bool,
+    /// The admission policy its room gets at every join.
+    pub admission: Admission,
+    /// Its verifier, if one is registered (see [`Verifier`]).
+    pub verifier: Option<Verifier>,
+    /// Every `Verify` its machine asked: `(request, peer, metadata)`.
+    pub verify_requests: Vec<(u64, String, Json)>,
+}
+
+/// A verifier client as the simulation plays it: answers each request after `delay`, accepting
+/// the ids in `accept` (or never answers, when `silent`).
+#[derive(Debug, Clone, Default)]
+pub struct Verifier {
+    pub delay: Duration,
+    pub accept: Vec<String>,
+    pub silent: bool,
 }
 
 struct FakeConn {
@@ -127,6 +142,13 @@ enum Task {
         node: usize,
         life: u32,
         conn: ConnId,
+    },
+    /// A verifier's answer reaches the node's machine.
+    Verdict {
+        node: usize,
+        life: u32,
+        request: u64,
+        accept: bool,
     },
     /// A partner that vanished: first `disconnected`, later `failed`.
     Consent {
@@ -182,6 +204,9 @@ impl Sim {
                     channels: Vec::new(),
                     published: BTreeMap::new(),
                     browser: false,
+                    admission: Admission::AcceptAll,
+                    verifier: None,
+                    verify_requests: Vec::new(),
                 })
                 .collect(),
             net,
@@ -222,6 +247,8 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.life += 1;
         let mut room = Room::new(cfg, seed);
+        room.set_admission(self.now, n.admission.clone());
+        room.set_verifier(self.now, n.verifier.is_some());
         room.announce();
         n.room = Some(room);
         self.log(format!("{} joins", self.nodes[i].id));
@@ -357,6 +384,22 @@ impl Sim {
                     return;
                 };
                 r.handle_conn_event(now, conn, ev);
+                self.drain(node);
+            }
+            Task::Verdict {
+                node,
+                life,
+                request,
+                accept,
+            } => {
+                if self.nodes[node].life != life {
+                    return;
+                }
+                let Some(r) = self.nodes[node].room.as_mut() else {
+                    return;
+                };
+                let res = r.verdict(now, request, accept);
+                self.log(format!("verdict {request} {accept}: {res:?}"));
                 self.drain(node);
             }
             Task::CheckTimeout { node, life, conn } => {
@@ -505,6 +548,29 @@ impl Sim {
             }
             Action::CloseChannel { .. } | Action::Forget { .. } => {}
             Action::Close { conn } => self.close_fake(i, life, conn, false),
+            Action::Verify {
+                request,
+                peer,
+                metadata,
+            } => {
+                self.log(format!("{me} asks its verifier about {peer} ({request})"));
+                self.nodes[i]
+                    .verify_requests
+                    .push((request, peer.clone(), metadata));
+                if let Some(v) = self.nodes[i].verifier.clone().filter(|v| !v.silent) {
+                    let at = self.now + v.delay;
+                    let accept = v.accept.contains(&peer);
+                    self.schedule(
+                        at,
+                        Task::Verdict {
+                            node: i,
+                            life,
+                            request,
+                            accept,
+                        },
+                    );
+                }
+            }
             Action::Emit(ev) => {
                 self.log(format!("{me} event {}", describe(&ev)));
                 let t = self.elapsed();
@@ -784,6 +850,17 @@ impl Sim {
             if let Some((conn, _)) = r.peer(peer) {
                 r.reopen_channel(conn, label);
             }
+        }
+        self.drain(i);
+    }
+
+    /// Node `i`'s verifier registers (`Some`) or goes away (`None`).
+    pub fn set_verifier(&mut self, i: usize, v: Option<Verifier>) {
+        let now = self.now;
+        let present = v.is_some();
+        self.nodes[i].verifier = v;
+        if let Some(r) = self.nodes[i].room.as_mut() {
+            r.set_verifier(now, present);
         }
         self.drain(i);
     }
