@@ -48,6 +48,9 @@ pub enum DaemonError {
     /// A bug or an actor that went away.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A configured bound was hit (the message names the `limits.*` key).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// I/O, e.g. the socket.
     #[error("{context}: {source}")]
     Io {
@@ -72,6 +75,7 @@ impl DaemonError {
             DaemonError::Timeout(_) => ErrorCode::Timeout,
             DaemonError::NotSupported(_) => ErrorCode::NotSupported,
             DaemonError::Internal(_) | DaemonError::Io { .. } => ErrorCode::Internal,
+            DaemonError::LimitExceeded(_) => ErrorCode::LimitExceeded,
         }
     }
 }

@@ -43,13 +43,15 @@ pub enum ErrorCode {
     DriverError,
     /// An internal daemon error.
     Internal,
+    /// A configured bound (a `limits.*` key) was hit; the message names the key.
+    LimitExceeded,
     /// A code not known to this version of the protocol crate.
     Other(String),
 }
 
 impl ErrorCode {
     /// All codes known to this crate (excluding [`ErrorCode::Other`]).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::HandshakeRequired,
@@ -66,6 +68,7 @@ impl ErrorCode {
         ErrorCode::NotSupported,
         ErrorCode::DriverError,
         ErrorCode::Internal,
+        ErrorCode::LimitExceeded,
     ];
 
     /// The wire string of this code, e.g. `"BAD_REQUEST"`.
@@ -87,6 +90,7 @@ impl ErrorCode {
             ErrorCode::NotSupported => "NOT_SUPPORTED",
             ErrorCode::DriverError => "DRIVER_ERROR",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::Other(s) => s,
         }
     }
