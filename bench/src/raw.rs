@@ -90,7 +90,7 @@ impl RawPair {
 /// One end of a raw channel with its event stream.
 pub struct RawChannel {
     ch: RtcChannel,
-    events: mpsc::UnboundedReceiver<ChannelEvent>,
+    events: mpsc::Receiver<ChannelEvent>,
 }
 
 impl RawChannel {

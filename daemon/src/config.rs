@@ -36,6 +36,8 @@ pub struct DaemonConfig {
     pub rooms: Vec<RoomConfig>,
     /// WebRTC stack tuning.
     pub webrtc: WebrtcConfig,
+    /// Bounds on queues fed by remote peers and clients (`config_limits.rs`).
+    pub limits: crate::config_limits::LimitsConfig,
 }
 
 impl Default for DaemonConfig {
@@ -50,6 +52,7 @@ impl Default for DaemonConfig {
             room_defaults: RoomOptions::default(),
             rooms: Vec::new(),
             webrtc: WebrtcConfig::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -476,6 +479,7 @@ fn daemon_env() -> config::Map<String, String> {
         "DRIVERS__",
         "ROOM_DEFAULTS__",
         "WEBRTC__",
+        "LIMITS__",
     ];
     std::env::vars()
         .filter(|(k, _)| {
@@ -495,6 +499,7 @@ fn daemon_env() -> config::Map<String, String> {
 impl DaemonConfig {
     /// Checks values the type system cannot, naming the key at fault.
     pub fn validate(&self) -> Result<(), DaemonError> {
+        self.limits.validate()?;
         if self.ipc.max_frame < 1024 {
             return Err(DaemonError::Config(format!(
                 "ipc.max_frame: {} is below the minimum of 1024",

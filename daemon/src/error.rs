@@ -56,6 +56,9 @@ pub enum DaemonError {
         "this client is not the verifier of room {0:?}; register with the `verifier` op first"
     )]
     NotVerifier(String),
+    /// A configured bound was hit (the message names the `limits.*` key).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// I/O, e.g. the socket.
     #[error("{context}: {source}")]
     Io {
@@ -82,6 +85,7 @@ impl DaemonError {
             DaemonError::NotVerifier(_) => ErrorCode::NotVerifier,
             DaemonError::NotSupported(_) => ErrorCode::NotSupported,
             DaemonError::Internal(_) | DaemonError::Io { .. } => ErrorCode::Internal,
+            DaemonError::LimitExceeded(_) => ErrorCode::LimitExceeded,
         }
     }
 }

@@ -47,13 +47,15 @@ pub enum ErrorCode {
     VerifierTaken,
     /// The client is not the room's verifier.
     NotVerifier,
+    /// A configured bound (a `limits.*` key) was hit; the message names the key.
+    LimitExceeded,
     /// A code not known to this version of the protocol crate.
     Other(String),
 }
 
 impl ErrorCode {
     /// All codes known to this crate (excluding [`ErrorCode::Other`]).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::HandshakeRequired,
@@ -72,6 +74,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::VerifierTaken,
         ErrorCode::NotVerifier,
+        ErrorCode::LimitExceeded,
     ];
 
     /// The wire string of this code, e.g. `"BAD_REQUEST"`.
@@ -95,6 +98,7 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::VerifierTaken => "VERIFIER_TAKEN",
             ErrorCode::NotVerifier => "NOT_VERIFIER",
+            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::Other(s) => s,
         }
     }

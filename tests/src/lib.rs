@@ -140,6 +140,11 @@ impl DaemonProc {
         }
     }
 
+    /// The daemon's process id (while it runs), e.g. to stop it with SIGSTOP.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// A new client connection.
     pub async fn client(&self) -> Result<Client> {
         Client::connect(&self.socket)
@@ -177,11 +182,6 @@ impl DaemonProc {
             );
         }
         Ok(())
-    }
-
-    /// The process id, while it runs (for /proc figures in soak runs).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is still running.

@@ -189,3 +189,76 @@ async fn forged_invokes_are_capped() -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// Every packet from an id we have not heard from costs an ECDH on the room's thread, and any
+/// key pair is an id: a flood of validly sealed invokes from fresh ids is taken up at
+/// `limits.new_senders_per_second` (the rest put off, the oldest dropped), reported as
+/// `LIMIT_EXCEEDED`, and a real peer that joins after the flood still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sender_key_derivations_are_rate_limited() -> Result<()> {
+    const FORGED: usize = 40;
+    let env = TestEnv::new()?;
+    let mut d = env
+        .daemon_with_env(
+            "victim",
+            &[],
+            &[
+                ("PEERIX_LIMITS__NEW_SENDERS_PER_SECOND", "2"),
+                ("PEERIX_LIMITS__NEW_SENDERS_BURST", "4"),
+            ],
+        )
+        .await?;
+    let mut victim = Member::join(&d, "flooded", |_| {}).await?;
+    let own_ns = namespace::escape(&victim.id, true);
+    let mut packets = Vec::new();
+    for _ in 0..FORGED {
+        let mut codec = SignalingCodec::new(Identity::generate(), CodecOptions::default());
+        let invoke = codec.seal(
+            SignalType::Invoke,
+            Some(&[serde_json::json!({"forged": true})]),
+            &victim.id,
+        )?;
+        packets.push(datagram(&own_ns, &invoke));
+    }
+    assert!(blast(&env, &packets)? >= FORGED);
+
+    let limit_error = victim
+        .wait_for("LIMIT_EXCEEDED error", Duration::from_secs(5), |e| {
+            e.name == "error"
+                && value(e, "error").is_some_and(|v| v.to_string().contains("LIMIT_EXCEEDED"))
+        })
+        .await?;
+    assert_eq!(limit_error.room.as_deref(), Some("flooded"));
+    let text = value(&limit_error, "error")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(text.contains("limits.new_senders_per_second"), "{text}");
+    // In 3 s, at most the burst plus 2 per second were taken up (each made a connection).
+    let mut started = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(
+        until,
+        victim.wait_for("connection:new", Duration::from_secs(3), |e| {
+            e.name == "connection:new"
+        }),
+    )
+    .await
+    {
+        started += 1;
+    }
+    assert!(
+        (1..=4 + 2 * 4).contains(&started),
+        "{started} of {FORGED} forged senders taken up in 3 s at 2/s with a burst of 4"
+    );
+    assert!(d.is_running(), "{}", d.log_tail());
+
+    // A real peer joining after the flood gets in.
+    let d2 = env.daemon("friend", &[]).await?;
+    let friend = Member::join(&d2, "flooded", |_| {}).await?;
+    victim
+        .wait_for("friend connected", Duration::from_secs(20), |e| {
+            is(e, "connection:connected", &friend.id)
+        })
+        .await?;
+    Ok(())
+}

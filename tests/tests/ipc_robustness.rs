@@ -391,3 +391,65 @@ async fn cli_join_send_events_json() -> Result<()> {
     }
     bail!("no channel:message from `peerix events --json`")
 }
+
+/// Subscriptions are additive and each is matched against every event: a client may hold only
+/// `limits.subscriptions_per_client` of them, each with at most
+/// `limits.patterns_per_subscription` patterns; beyond that `subscribe` fails with
+/// `LIMIT_EXCEEDED` and the client stays connected.
+#[tokio::test]
+async fn subscriptions_per_client_are_bounded() -> Result<()> {
+    let env = TestEnv::new()?;
+    let d = env
+        .daemon_with_env(
+            "d",
+            &[],
+            &[
+                ("PEERIX_LIMITS__SUBSCRIPTIONS_PER_CLIENT", "4"),
+                ("PEERIX_LIMITS__PATTERNS_PER_SUBSCRIPTION", "3"),
+            ],
+        )
+        .await?;
+    let mut r = Raw::hello(&d).await?;
+    let sub = |events: &[&str]| {
+        map(vec![(
+            "events",
+            rmpv::Value::Array(events.iter().map(|e| rmpv::Value::from(*e)).collect()),
+        )])
+    };
+    for id in 1..=4 {
+        r.request(id, "subscribe", sub(&["channel", "error", "driver"]))
+            .await?;
+        match r.recv().await? {
+            Some(DaemonMessage::Reply(rep)) if rep.ok => {}
+            other => bail!("subscribe {id}: {other:?}"),
+        }
+    }
+    r.request(5, "subscribe", sub(&["connection"])).await?;
+    let msg = r.expect_error(ErrorCode::LimitExceeded).await?;
+    assert!(msg.contains("limits.subscriptions_per_client"), "{msg}");
+    // Unsubscribing frees them; a pattern list over its bound is refused on its own.
+    r.request(6, "unsubscribe", rmpv::Value::Nil).await?;
+    match r.recv().await? {
+        Some(DaemonMessage::Reply(rep)) if rep.ok => {}
+        other => bail!("unsubscribe: {other:?}"),
+    }
+    r.request(
+        7,
+        "subscribe",
+        sub(&["channel", "error", "driver", "connection"]),
+    )
+    .await?;
+    let msg = r.expect_error(ErrorCode::LimitExceeded).await?;
+    assert!(msg.contains("limits.patterns_per_subscription"), "{msg}");
+    r.request(8, "subscribe", sub(&["connection"])).await?;
+    match r.recv().await? {
+        Some(DaemonMessage::Reply(rep)) if rep.ok => {}
+        other => bail!("subscribe after unsubscribe: {other:?}"),
+    }
+    r.request(9, "status", rmpv::Value::Nil).await?;
+    match r.recv().await? {
+        Some(DaemonMessage::Reply(rep)) if rep.ok => {}
+        other => bail!("status: {other:?}"),
+    }
+    still_serves(&d).await
+}

@@ -25,9 +25,12 @@
 //! `tests/scenarios.rs` is the shortest way to learn how Peerix negotiation works.
 
 mod admission;
+#[cfg(test)]
+mod bounds_tests;
 mod conn;
 mod delivery;
 mod negotiation;
+mod rate;
 mod rng;
 mod room;
 mod types;
@@ -41,6 +44,7 @@ pub use peerix_wire::{
     control::ChannelOptions,
     packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType},
 };
+pub use rate::NewSenderLimit;
 pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS, PEERIXD_DISCONNECT_GRACE};
 pub use types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};
 pub use verify::{Admission, Fallback, VerdictError, VerifierPolicy};

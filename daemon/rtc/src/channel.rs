@@ -63,7 +63,7 @@ struct ChannelInner {
     label: String,
     ordered: bool,
     protocol: String,
-    events: Mutex<Option<mpsc::UnboundedReceiver<ChannelEvent>>>,
+    events: Mutex<Option<mpsc::Receiver<ChannelEvent>>>,
 }
 
 impl std::fmt::Debug for RtcChannel {
@@ -78,14 +78,17 @@ impl std::fmt::Debug for RtcChannel {
 
 impl RtcChannel {
     /// Wraps `dc` and starts its reader task at once, so no event is lost before the owner
-    /// calls [`take_events`](Self::take_events): they wait in the unbounded queue.
+    /// calls [`take_events`](Self::take_events): up to `queue` of them wait in the queue, and
+    /// then the reader waits too. Not reading the channel is what makes the stack stop
+    /// reading its SCTP stream, which closes the remote's window (real back-pressure).
     pub(crate) fn start(
         dc: Arc<dyn DataChannel>,
         label: String,
         ordered: bool,
         protocol: String,
+        queue: usize,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(queue.max(1));
         // The reader owns a strong handle only until the stack ends the stream (channel
         // dropped by the stack, connection closed or driver gone), so it cannot leak.
         let reader_dc = Arc::clone(&dc);
@@ -107,14 +110,14 @@ impl RtcChannel {
                     _ => continue,
                 };
                 let last = closed;
-                if tx.send(event).is_err() || last {
+                if tx.send(event).await.is_err() || last {
                     // Nobody listens any more, or the channel is finished: stop holding the
                     // connection's internals alive.
                     return;
                 }
             }
             if !closed {
-                let _ = tx.send(ChannelEvent::Closed);
+                let _ = tx.send(ChannelEvent::Closed).await;
             }
         });
         Self {
@@ -144,7 +147,7 @@ impl RtcChannel {
     }
 
     /// The event stream; `Some` only on the first call across all clones.
-    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<ChannelEvent>> {
+    pub fn take_events(&self) -> Option<mpsc::Receiver<ChannelEvent>> {
         match self.inner.events.lock() {
             Ok(mut guard) => guard.take(),
             Err(poisoned) => poisoned.into_inner().take(),

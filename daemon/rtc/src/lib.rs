@@ -78,6 +78,13 @@ pub struct RtcConfig {
     /// an idle daemon's CPU is almost all such wake-ups (see `runtime.rs`). One thread per
     /// two cores leaves the other core to the daemon's actor thread during a transfer.
     pub reactor_threads: usize,
+    /// Messages of one data channel read from SCTP but not yet taken from its event stream.
+    /// When the queue is full the channel is not read, so the stack stops reading the stream
+    /// and the remote's SCTP window closes: back-pressure instead of memory. At least 1.
+    pub channel_event_queue: usize,
+    /// Control-channel messages read but not yet consumed (each [`ControlData`] holds a slot
+    /// until it is dropped). When all are taken the control channel is not read. At least 1.
+    pub control_event_queue: usize,
 }
 
 impl Default for RtcConfig {
@@ -89,6 +96,8 @@ impl Default for RtcConfig {
             udp_recv_buffer: 4 * 1024 * 1024,
             max_message_size: 64 * 1024,
             reactor_threads: 0,
+            channel_event_queue: 64,
+            control_event_queue: 64,
         }
     }
 }
@@ -182,7 +191,8 @@ pub enum RtcEvent {
     /// The control channel (stream 0) is open.
     ControlOpen,
     /// A binary message on the control channel (text messages are dropped, wire spec §6.1).
-    ControlMessage(bytes::Bytes),
+    /// It holds one of the connection's `control_event_queue` slots until dropped.
+    ControlMessage(ControlData),
     /// The control channel closed (remote reset it or the association is gone): the remote
     /// left (wire spec §5.8).
     ControlClosed,
@@ -190,6 +200,33 @@ pub enum RtcEvent {
     RemoteChannel(RtcChannel),
     /// The connection is gone: closed locally or its driver stopped. Always the last event.
     Closed,
+}
+
+/// The bytes of one control-channel message, holding a slot of the connection's control
+/// queue ([`RtcConfig::control_event_queue`]) until dropped: a remote that floods the control
+/// channel fills the slots, and the channel is then not read until the owner catches up.
+#[derive(Debug)]
+pub struct ControlData {
+    data: bytes::Bytes,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ControlData {
+    pub(crate) fn new(data: bytes::Bytes, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self { data, _slot: slot }
+    }
+
+    /// The message bytes (the slot is freed when `self` is dropped).
+    pub fn into_bytes(self) -> bytes::Bytes {
+        self.data
+    }
+}
+
+impl std::ops::Deref for ControlData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
 }
 
 /// Errors of this crate.

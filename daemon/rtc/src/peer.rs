@@ -98,6 +98,10 @@ struct Shared {
     control: OnceLock<Weak<dyn DataChannel>>,
     /// This connection's runtime, to expedite the driver's timers during handshakes.
     runtime: OnceLock<Arc<TunedRuntime>>,
+    /// Capacity of each data channel's event queue (`RtcConfig::channel_event_queue`).
+    channel_queue: usize,
+    /// Slots for control messages not yet consumed (`RtcConfig::control_event_queue`).
+    control_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -230,7 +234,8 @@ impl PeerConnectionEventHandler for Handler {
             let label = data_channel.label().await.unwrap_or_default();
             let ordered = data_channel.ordered().await.unwrap_or(true);
             let protocol = data_channel.protocol().await.unwrap_or_default();
-            let channel = RtcChannel::start(data_channel, label, ordered, protocol);
+            let channel =
+                RtcChannel::start(data_channel, label, ordered, protocol, shared.channel_queue);
             shared.emit(RtcEvent::RemoteChannel(channel));
         });
     }
@@ -354,6 +359,8 @@ impl RtcPeer {
             closed_sent: AtomicBool::new(false),
             control: OnceLock::new(),
             runtime: OnceLock::new(),
+            channel_queue: cfg.channel_event_queue.max(1),
+            control_slots: Arc::new(tokio::sync::Semaphore::new(cfg.control_event_queue.max(1))),
         });
         let pc = match build_pc(cfg, cfg.mdns, &shared).await {
             Ok(pc) => pc,
@@ -514,6 +521,7 @@ impl RtcPeer {
             label.to_owned(),
             init.ordered,
             init.protocol,
+            self.inner.shared.channel_queue,
         ))
     }
 
@@ -594,7 +602,15 @@ fn spawn_control_reader(control: Arc<dyn DataChannel>, shared: Arc<Shared>) {
                 }
                 // Peerix ignores text on the control channel (§6.2).
                 DataChannelEvent::OnMessage(msg) if !msg.is_string => {
-                    shared.emit(RtcEvent::ControlMessage(msg.data.freeze()));
+                    // Wait for a free slot before reading on: a remote flooding the control
+                    // channel then meets SCTP back-pressure instead of growing our queue.
+                    let Ok(slot) = Arc::clone(&shared.control_slots).acquire_owned().await else {
+                        break;
+                    };
+                    shared.emit(RtcEvent::ControlMessage(crate::ControlData::new(
+                        msg.data.freeze(),
+                        slot,
+                    )));
                 }
                 DataChannelEvent::OnClose => shared.emit_control_closed(),
                 _ => {}

@@ -9,9 +9,9 @@ use common::*;
 use peerix_rtc::{
     ChannelEvent, ChannelInit, RtcChannel, RtcConfig, RtcEvent, SessionDescription, SignalingState,
 };
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
-async fn next_channel_event(rx: &mut UnboundedReceiver<ChannelEvent>, what: &str) -> ChannelEvent {
+async fn next_channel_event(rx: &mut Receiver<ChannelEvent>, what: &str) -> ChannelEvent {
     tokio::time::timeout(STEP, rx.recv())
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
@@ -19,7 +19,7 @@ async fn next_channel_event(rx: &mut UnboundedReceiver<ChannelEvent>, what: &str
 }
 
 /// Next message, skipping `BufferedAmountLow`.
-async fn next_message(rx: &mut UnboundedReceiver<ChannelEvent>, what: &str) -> (bool, Bytes) {
+async fn next_message(rx: &mut Receiver<ChannelEvent>, what: &str) -> (bool, Bytes) {
     loop {
         match next_channel_event(rx, what).await {
             ChannelEvent::Message { binary, data } => return (binary, data),
@@ -29,7 +29,7 @@ async fn next_message(rx: &mut UnboundedReceiver<ChannelEvent>, what: &str) -> (
     }
 }
 
-async fn wait_open(rx: &mut UnboundedReceiver<ChannelEvent>, what: &str) {
+async fn wait_open(rx: &mut Receiver<ChannelEvent>, what: &str) {
     loop {
         match next_channel_event(rx, what).await {
             ChannelEvent::Open => return,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use crate::{
     Driver, DriverError, DriverEvent, LocalConfig, LocalDriver, MemoryDriver, MemoryHub,
@@ -35,7 +35,7 @@ impl Default for DriverConfig {
 /// Build the configured driver; it delivers to `events`. Must run inside a Tokio runtime.
 pub async fn connect_driver(
     config: DriverConfig,
-    events: UnboundedSender<DriverEvent>,
+    events: Sender<DriverEvent>,
 ) -> Result<Arc<dyn Driver>, DriverError> {
     Ok(match config {
         DriverConfig::Memory => Arc::new(MemoryDriver::new(&MemoryHub::global(), events)),
@@ -47,7 +47,7 @@ pub async fn connect_driver(
 #[cfg(unix)]
 async fn local(
     config: LocalConfig,
-    events: UnboundedSender<DriverEvent>,
+    events: Sender<DriverEvent>,
 ) -> Result<Arc<dyn Driver>, DriverError> {
     Ok(Arc::new(LocalDriver::start(config, events).await?))
 }
@@ -55,7 +55,7 @@ async fn local(
 #[cfg(not(unix))]
 async fn local(
     config: LocalConfig,
-    events: UnboundedSender<DriverEvent>,
+    events: Sender<DriverEvent>,
 ) -> Result<Arc<dyn Driver>, DriverError> {
     // Surfaces DriverError::NotSupported from the stub.
     match LocalDriver::start(config, events).await {

@@ -51,7 +51,7 @@ pub use unsupported::LocalDriver;
 
 #[cfg(not(unix))]
 mod unsupported {
-    use tokio::sync::mpsc::UnboundedSender;
+    use tokio::sync::mpsc::Sender;
 
     use super::LocalConfig;
     use crate::{DriverError, DriverEvent};
@@ -67,7 +67,7 @@ mod unsupported {
         /// Always fails: not supported on this platform (use `nats` instead).
         pub async fn start(
             _config: LocalConfig,
-            _events: UnboundedSender<DriverEvent>,
+            _events: Sender<DriverEvent>,
         ) -> Result<Self, DriverError> {
             Err(DriverError::NotSupported("local"))
         }
@@ -89,7 +89,7 @@ mod imp {
     use bytes::Bytes;
     use rand::RngCore;
     use tokio::net::UnixDatagram;
-    use tokio::sync::mpsc::UnboundedSender;
+    use tokio::sync::mpsc::Sender;
     use tokio::task::JoinHandle;
     use tracing::debug;
 
@@ -115,7 +115,7 @@ mod imp {
         /// never re-arms for "peer queue full" on unconnected datagram sockets.
         send_socket: Mutex<Option<Arc<StdUnixDatagram>>>,
         subs: Arc<Mutex<RefCounts>>,
-        events: UnboundedSender<DriverEvent>,
+        events: Sender<DriverEvent>,
         closed: AtomicBool,
         recv_task: Mutex<Option<JoinHandle<()>>>,
     }
@@ -196,7 +196,7 @@ mod imp {
     async fn receive_loop(
         socket: Arc<UnixDatagram>,
         subs: Arc<Mutex<RefCounts>>,
-        events: UnboundedSender<DriverEvent>,
+        events: Sender<DriverEvent>,
     ) {
         // One byte more than the largest valid datagram so oversize (truncated)
         // datagrams can be recognised and dropped instead of misparsed.
@@ -227,7 +227,9 @@ mod imp {
                 namespace: namespace.to_owned(),
                 payload: Bytes::copy_from_slice(payload),
             };
-            if events.send(event).is_err() {
+            // Waiting here (queue full) stops reading the socket: back-pressure goes to the
+            // kernel, which drops datagrams beyond its queue (signaling is lossy by design).
+            if events.send(event).await.is_err() {
                 // Owner is gone; nothing more to deliver to.
                 return;
             }
@@ -239,7 +241,7 @@ mod imp {
         /// and start the receive task. Must be called within a Tokio runtime.
         pub async fn start(
             config: LocalConfig,
-            events: UnboundedSender<DriverEvent>,
+            events: Sender<DriverEvent>,
         ) -> Result<Self, DriverError> {
             let dir = config.dir.unwrap_or_else(default_local_dir);
             prepare_dir(&dir)?;
@@ -405,7 +407,8 @@ mod imp {
             };
             if lock(&self.subs).contains(namespace) {
                 // Self-delivery happens in-process; the channel makes it asynchronous.
-                let _ = self.events.send(DriverEvent::Message {
+                // Dropped when our queue is full, like any datagram to a busy socket.
+                let _ = self.events.try_send(DriverEvent::Message {
                     namespace: namespace.to_owned(),
                     payload: payload.clone(),
                 });

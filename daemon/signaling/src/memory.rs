@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use crate::{Driver, DriverError, DriverEvent, RefCounts};
 
@@ -14,7 +14,7 @@ type Subscribers = HashMap<String, HashMap<u64, Subscriber>>;
 
 #[derive(Clone)]
 struct Subscriber {
-    events: UnboundedSender<DriverEvent>,
+    events: Sender<DriverEvent>,
     delay: Option<Duration>,
 }
 
@@ -73,26 +73,18 @@ impl std::fmt::Debug for MemoryDriver {
 
 impl MemoryDriver {
     /// A driver attached to `hub`, delivering to `events`.
-    pub fn new(hub: &MemoryHub, events: UnboundedSender<DriverEvent>) -> Self {
+    pub fn new(hub: &MemoryHub, events: Sender<DriverEvent>) -> Self {
         Self::build(hub, events, None)
     }
 
     /// Like [`MemoryDriver::new`], but every message delivered *to this driver*
     /// arrives after `delay` (Peerix's `delay` option, for latency tests).
     /// Needs a Tokio runtime when messages are delivered.
-    pub fn with_delay(
-        hub: &MemoryHub,
-        events: UnboundedSender<DriverEvent>,
-        delay: Duration,
-    ) -> Self {
+    pub fn with_delay(hub: &MemoryHub, events: Sender<DriverEvent>, delay: Duration) -> Self {
         Self::build(hub, events, Some(delay))
     }
 
-    fn build(
-        hub: &MemoryHub,
-        events: UnboundedSender<DriverEvent>,
-        delay: Option<Duration>,
-    ) -> Self {
+    fn build(hub: &MemoryHub, events: Sender<DriverEvent>, delay: Option<Duration>) -> Self {
         MemoryDriver {
             hub: hub.clone(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -176,12 +168,12 @@ impl Driver for MemoryDriver {
             match target.delay {
                 // A dropped receiver only means that owner is gone: at-most-once.
                 None => {
-                    let _ = target.events.send(event);
+                    let _ = target.events.try_send(event);
                 }
                 Some(delay) => {
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        let _ = target.events.send(event);
+                        let _ = target.events.try_send(event);
                     });
                 }
             }

@@ -12,7 +12,7 @@ use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
@@ -89,7 +89,7 @@ mod duration_ms {
 
 /// Liveness/error state shared with async-nats' event callback.
 struct Shared {
-    events: UnboundedSender<DriverEvent>,
+    events: Sender<DriverEvent>,
     /// Set from the event callback; gates publishing. Using our own flag rather
     /// than `Client::connection_state` guarantees that once the owner sees
     /// `Active(true)` its re-announce is not dropped by a lagging state watch.
@@ -110,6 +110,18 @@ fn client_error_text(servers: &str, error: &str) -> String {
 }
 
 impl Shared {
+    /// State changes are never dropped: when the queue is full they wait in a task of their own.
+    fn emit(&self, event: DriverEvent) {
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(event)) =
+            self.events.try_send(event)
+        {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let _ = events.send(event).await;
+            });
+        }
+    }
+
     fn on_event(&self, event: Event) {
         if self.closed.load(Ordering::Acquire) {
             return;
@@ -120,12 +132,12 @@ impl Shared {
                 // The initial connect also reports Connected; `active` starts
                 // true so only real reconnects become Active(true).
                 if !self.active.swap(true, Ordering::AcqRel) {
-                    let _ = self.events.send(DriverEvent::Active(true));
+                    self.emit(DriverEvent::Active(true));
                 }
             }
             Event::Disconnected | Event::Closed => {
                 if self.active.swap(false, Ordering::AcqRel) {
-                    let _ = self.events.send(DriverEvent::Active(false));
+                    self.emit(DriverEvent::Active(false));
                 }
             }
             Event::ServerError(e) => {
@@ -146,7 +158,7 @@ impl Shared {
             return;
         }
         *last = Some(message.clone());
-        let _ = self.events.send(DriverEvent::Error(message));
+        self.emit(DriverEvent::Error(message));
     }
 }
 
@@ -234,7 +246,7 @@ impl NatsDriver {
     /// async-nats' default backoff, reporting liveness through `events`.
     pub async fn connect(
         config: NatsConfig,
-        events: UnboundedSender<DriverEvent>,
+        events: Sender<DriverEvent>,
     ) -> Result<Self, DriverError> {
         if config.servers.is_empty() {
             return Err(DriverError::Config("nats: no servers configured".into()));
@@ -387,7 +399,9 @@ impl Driver for NatsDriver {
                     namespace: ns.clone(),
                     payload: msg.payload,
                 };
-                if events.send(event).is_err() {
+                // Waiting (queue full) leaves messages with async-nats, which drops them and
+                // reports a slow consumer once its own buffer is full.
+                if events.send(event).await.is_err() {
                     return;
                 }
             }

@@ -10,9 +10,9 @@ use peerix_signaling::{
     connect_driver, Driver, DriverConfig, DriverError, DriverEvent, LocalConfig, LocalDriver,
     MAX_LOCAL_DATAGRAM,
 };
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::{channel, Receiver};
 
-async fn next_msg(rx: &mut UnboundedReceiver<DriverEvent>) -> Option<(String, Bytes)> {
+async fn next_msg(rx: &mut Receiver<DriverEvent>) -> Option<(String, Bytes)> {
     loop {
         match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
             Ok(Some(DriverEvent::Message { namespace, payload })) => {
@@ -24,8 +24,8 @@ async fn next_msg(rx: &mut UnboundedReceiver<DriverEvent>) -> Option<(String, By
     }
 }
 
-async fn start(dir: &std::path::Path) -> (LocalDriver, UnboundedReceiver<DriverEvent>) {
-    let (tx, rx) = unbounded_channel();
+async fn start(dir: &std::path::Path) -> (LocalDriver, Receiver<DriverEvent>) {
+    let (tx, rx) = channel(1024);
     let cfg = LocalConfig {
         dir: Some(dir.to_path_buf()),
     };
@@ -242,8 +242,8 @@ fn works_in_current_thread_runtime_with_localset_via_factory() {
             "dir": tmp.path(),
         }))
         .unwrap();
-        let (tx1, _rx1) = unbounded_channel();
-        let (tx2, mut rx2) = unbounded_channel();
+        let (tx1, _rx1) = channel(1024);
+        let (tx2, mut rx2) = channel(1024);
         let a = connect_driver(cfg.clone(), tx1).await.unwrap();
         let b = connect_driver(cfg, tx2).await.unwrap();
         b.subscribe("n").await.unwrap();
@@ -275,4 +275,45 @@ fn driver_config_serde() {
     assert_eq!(n.connect_timeout, Duration::from_millis(1500));
     assert_eq!(n.name, "peerixd");
     assert!(serde_json::from_str::<DriverConfig>(r#"{"kind":"mqtt"}"#).is_err());
+}
+
+/// The driver's event queue is bounded: while its owner does not read, the driver stops
+/// reading its socket (the kernel holds or drops what comes), instead of queueing every
+/// datagram in memory.
+#[tokio::test]
+async fn a_full_event_queue_stops_reading_the_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rv");
+    let (tx, mut rx) = channel(4);
+    let cfg = LocalConfig {
+        dir: Some(dir.clone()),
+    };
+    let d = LocalDriver::start(cfg, tx).await.unwrap();
+    d.subscribe("ns").await.unwrap();
+    let sender = StdUnixDatagram::unbound().unwrap();
+    sender.set_nonblocking(true).unwrap();
+    let mut datagram = 2u16.to_be_bytes().to_vec();
+    datagram.extend_from_slice(b"ns");
+    datagram.extend_from_slice(b"packet");
+    let mut sent = 0;
+    for _ in 0..1000 {
+        if sender.send_to(&datagram, d.socket_path()).is_ok() {
+            sent += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sent > 4, "only {sent} datagrams could be sent");
+    assert!(
+        rx.len() <= 4,
+        "{} events queued for an owner that reads nothing (bound 4)",
+        rx.len()
+    );
+    // Reading again resumes delivery.
+    let mut got = 0;
+    while next_msg(&mut rx).await.is_some() {
+        got += 1;
+    }
+    assert!(got >= 4, "{got}");
+    d.close().await;
 }

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peerix_signaling::{Driver, DriverEvent, MemoryDriver, MemoryHub};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::{channel, Receiver};
 
-async fn next_msg(rx: &mut UnboundedReceiver<DriverEvent>) -> Option<(String, Bytes)> {
+async fn next_msg(rx: &mut Receiver<DriverEvent>) -> Option<(String, Bytes)> {
     loop {
         match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
             Ok(Some(DriverEvent::Message { namespace, payload })) => {
@@ -21,9 +21,9 @@ async fn next_msg(rx: &mut UnboundedReceiver<DriverEvent>) -> Option<(String, By
 #[tokio::test]
 async fn fan_out_self_delivery_and_refcount() {
     let hub = MemoryHub::new();
-    let (tx_a, mut rx_a) = unbounded_channel();
-    let (tx_b, mut rx_b) = unbounded_channel();
-    let (tx_c, mut rx_c) = unbounded_channel();
+    let (tx_a, mut rx_a) = channel(1024);
+    let (tx_b, mut rx_b) = channel(1024);
+    let (tx_c, mut rx_c) = channel(1024);
     let a = MemoryDriver::new(&hub, tx_a);
     let b = MemoryDriver::new(&hub, tx_b);
     let c = MemoryDriver::new(&hub, tx_c);
@@ -73,19 +73,19 @@ async fn fan_out_self_delivery_and_refcount() {
 #[tokio::test]
 async fn delivery_is_asynchronous_and_hubs_are_isolated() {
     let hub = MemoryHub::new();
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = channel(1024);
     let a = MemoryDriver::new(&hub, tx);
     a.subscribe("n").await.unwrap();
     a.publish("n", Bytes::from_static(b"1")).await.unwrap();
     // Other hub: no cross-talk.
-    let (tx2, mut rx2) = unbounded_channel();
+    let (tx2, mut rx2) = channel(1024);
     let other = MemoryDriver::new(&MemoryHub::new(), tx2);
     other.subscribe("n").await.unwrap();
     assert!(next_msg(&mut rx).await.is_some());
     assert_eq!(next_msg(&mut rx2).await, None);
 
     // Dropping a driver detaches it from the hub.
-    let (tx3, _rx3) = unbounded_channel();
+    let (tx3, _rx3) = channel(1024);
     let d = MemoryDriver::with_delay(&hub, tx3, Duration::from_millis(10));
     d.subscribe("n").await.unwrap();
     drop(d);
@@ -96,7 +96,7 @@ async fn delivery_is_asynchronous_and_hubs_are_isolated() {
 #[tokio::test]
 async fn delayed_delivery() {
     let hub = MemoryHub::new();
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = channel(1024);
     let a = MemoryDriver::with_delay(&hub, tx, Duration::from_millis(100));
     a.subscribe("n").await.unwrap();
     let start = std::time::Instant::now();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use peerix_signaling::{Driver, DriverError, DriverEvent, NatsConfig, NatsDriver};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::{channel, Receiver};
 
 /// A running nats-server, killed on drop.
 struct NatsServer {
@@ -92,15 +92,12 @@ fn config(server: &NatsServer, prefix: &str) -> NatsConfig {
     }
 }
 
-async fn connect(cfg: NatsConfig) -> (NatsDriver, UnboundedReceiver<DriverEvent>) {
-    let (tx, rx) = unbounded_channel();
+async fn connect(cfg: NatsConfig) -> (NatsDriver, Receiver<DriverEvent>) {
+    let (tx, rx) = channel(1024);
     (NatsDriver::connect(cfg, tx).await.expect("connect"), rx)
 }
 
-async fn next_msg(
-    rx: &mut UnboundedReceiver<DriverEvent>,
-    wait: Duration,
-) -> Option<(String, Bytes)> {
+async fn next_msg(rx: &mut Receiver<DriverEvent>, wait: Duration) -> Option<(String, Bytes)> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -113,7 +110,7 @@ async fn next_msg(
     }
 }
 
-async fn wait_active(rx: &mut UnboundedReceiver<DriverEvent>, want: bool, wait: Duration) {
+async fn wait_active(rx: &mut Receiver<DriverEvent>, want: bool, wait: Duration) {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -291,7 +288,7 @@ async fn reconnect_after_server_restart() {
 #[tokio::test]
 async fn wrong_credentials_give_clear_error() {
     let server = NatsServer::start(&["--user", "u", "--pass", "p"]);
-    let (tx, _rx) = unbounded_channel();
+    let (tx, _rx) = channel(1024);
     let cfg = NatsConfig {
         user: Some("u".into()),
         password: Some("wrong".into()),
@@ -336,7 +333,7 @@ async fn token_auth_works() {
         next_msg(&mut rx_b, Duration::from_secs(3)).await,
         Some(("n".into(), Bytes::from_static(b"tok")))
     );
-    let (tx, _rx) = unbounded_channel();
+    let (tx, _rx) = channel(1024);
     let bad = NatsConfig {
         token: Some("nope".into()),
         ..config(&server, "")
@@ -354,7 +351,7 @@ async fn connection_refused_is_explained() {
         .bind("127.0.0.1:0".parse().expect("addr"))
         .expect("bind 127.0.0.1:0");
     let port = reserved.local_addr().expect("local_addr").port();
-    let (tx, _rx) = unbounded_channel();
+    let (tx, _rx) = channel(1024);
     let cfg = NatsConfig {
         servers: vec![format!("nats://127.0.0.1:{port}")],
         connect_timeout: Duration::from_secs(2),

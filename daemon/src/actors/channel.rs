@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::event_bus::{Emit, EventBus, EventRecord};
 use super::outgoing::{AckMap, ChannelSender, LOW_WATER};
-use super::{error_value, json_to_msgpack, ReceiverStream};
+use super::{error_value, json_to_msgpack, BoundedStream};
 
 /// Limits and identity shared by every channel of a room.
 #[derive(Clone)]
@@ -230,7 +230,7 @@ impl Actor for ChannelActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.channel.set_buffered_amount_low_threshold(LOW_WATER);
         if let Some(rx) = self.channel.take_events() {
-            ctx.add_stream(ReceiverStream::new(rx));
+            ctx.add_stream(BoundedStream::new(rx));
         }
         self.emit("channel:new", vec![]);
     }

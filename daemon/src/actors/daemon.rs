@@ -127,9 +127,10 @@ impl Daemon {
         let _ = ctx;
         let name = name.to_string();
         let bus = self.bus.clone();
+        let queue = self.cfg.limits.driver_event_queue;
         Box::pin(
             async move {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let (tx, rx) = tokio::sync::mpsc::channel(queue);
                 let driver = connect_driver(cfg, tx)
                     .await
                     .map_err(|e| DaemonError::Driver {

@@ -8,8 +8,8 @@ use actix::prelude::*;
 use bytes::Bytes;
 use peerix_signaling::{Driver, DriverEvent};
 use rmpv::Value;
-use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_stream_shim::ReceiverStream;
+use tokio::sync::mpsc::Receiver;
+use tokio_stream_shim::BoundedStream;
 
 use super::event_bus::{Emit, EventBus, EventRecord};
 use crate::error::DaemonError;
@@ -89,10 +89,13 @@ struct Subscription {
 pub struct DriverActor {
     name: String,
     driver: Arc<dyn Driver>,
-    events: Option<UnboundedReceiver<DriverEvent>>,
+    events: Option<Receiver<DriverEvent>>,
     subs: HashMap<String, Vec<Subscription>>,
     bus: Addr<EventBus>,
     supervisor: Recipient<DriverDown>,
+    /// Packets dropped because their room's mailbox was full, and when that was last said.
+    dropped: u64,
+    last_drop_report: Option<std::time::Instant>,
 }
 
 impl DriverActor {
@@ -101,7 +104,7 @@ impl DriverActor {
     pub fn new(
         name: String,
         driver: Arc<dyn Driver>,
-        events: UnboundedReceiver<DriverEvent>,
+        events: Receiver<DriverEvent>,
         bus: Addr<EventBus>,
         supervisor: Recipient<DriverDown>,
     ) -> Self {
@@ -112,7 +115,38 @@ impl DriverActor {
             subs: HashMap::new(),
             bus,
             supervisor,
+            dropped: 0,
+            last_drop_report: None,
         }
+    }
+}
+
+impl DriverActor {
+    /// Counts packets dropped for busy rooms, reported at most once a second.
+    fn report_dropped(&mut self, n: u64) {
+        self.dropped += n;
+        let now = std::time::Instant::now();
+        if self
+            .last_drop_report
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_drop_report = Some(now);
+        let message = format!(
+            "{} signaling packets dropped so far because their room was behind \
+             (limits.driver_event_queue); peers are invited again",
+            self.dropped
+        );
+        tracing::warn!(driver = %self.name, dropped = self.dropped, "signaling packets dropped");
+        self.bus.do_send(Emit(EventRecord::new(
+            "error",
+            None,
+            vec![
+                ("driver", Value::from(self.name.as_str())),
+                ("error", super::error_value("LIMIT_EXCEEDED", &message)),
+            ],
+        )));
     }
 }
 
@@ -121,7 +155,7 @@ impl Actor for DriverActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(rx) = self.events.take() {
-            ctx.add_stream(ReceiverStream::new(rx));
+            ctx.add_stream(BoundedStream::new(rx));
         }
     }
 
@@ -142,13 +176,24 @@ impl StreamHandler<DriverEvent> for DriverActor {
     fn handle(&mut self, ev: DriverEvent, _: &mut Self::Context) {
         match ev {
             DriverEvent::Message { namespace, payload } => {
-                if let Some(subs) = self.subs.get(&namespace) {
-                    for s in subs {
-                        s.incoming.do_send(Incoming {
-                            namespace: namespace.clone(),
-                            payload: payload.clone(),
-                        });
+                let Some(subs) = self.subs.get(&namespace) else {
+                    return;
+                };
+                // A room that is behind (its mailbox holds `limits.driver_event_queue`
+                // messages) loses the packet: signaling is lossy by design and invites are
+                // retried, while waiting here could deadlock with a room awaiting a `Sub`.
+                let mut full = 0;
+                for s in subs {
+                    let m = Incoming {
+                        namespace: namespace.clone(),
+                        payload: payload.clone(),
+                    };
+                    if let Err(SendError::Full(_)) = s.incoming.try_send(m) {
+                        full += 1;
                     }
+                }
+                if full > 0 {
+                    self.report_dropped(full);
                 }
             }
             DriverEvent::Active(active) => {
@@ -301,6 +346,21 @@ pub(crate) mod tokio_stream_shim {
         }
     }
     impl<T> futures::Stream for ReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+
+    /// Wraps a bounded receiver as a stream: its sender waits while the actor is behind.
+    pub struct BoundedStream<T>(tokio::sync::mpsc::Receiver<T>);
+    impl<T> BoundedStream<T> {
+        /// Wraps `rx`.
+        pub fn new(rx: tokio::sync::mpsc::Receiver<T>) -> Self {
+            Self(rx)
+        }
+    }
+    impl<T> futures::Stream for BoundedStream<T> {
         type Item = T;
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
             self.0.poll_recv(cx)

@@ -12,13 +12,14 @@ pub mod outgoing;
 pub mod peer;
 pub mod room;
 mod room_commands;
+mod room_signal;
 pub mod send_path;
 pub mod supervision;
 pub mod verifier;
 
 use rmpv::Value;
 
-pub(crate) use driver::tokio_stream_shim::ReceiverStream;
+pub(crate) use driver::tokio_stream_shim::{BoundedStream, ReceiverStream};
 
 /// `{code, message}` as used in `error` and `channel:error` events.
 pub fn error_value(code: &str, message: &str) -> Value {

@@ -45,6 +45,8 @@ pub struct PeerSetup {
     /// Where client sends to this connection queue, per label (see `send_path`); this actor
     /// tells each lane which channel its label has, and closes them when it stops.
     pub lanes: std::sync::Arc<PeerLanes>,
+    /// Control-channel sends in flight at most (`limits.control_sends_in_flight`).
+    pub max_control_sends: usize,
 }
 
 /// What the WebRTC stack reported about a connection, for the room's machine.
@@ -96,6 +98,9 @@ pub struct PeerActor {
     channels: HashMap<String, Addr<ChannelActor>>,
     creating: std::collections::HashSet<String>,
     closing: bool,
+    /// Control-channel sends not yet handed to the stack, and how many were dropped.
+    control_sends: usize,
+    control_dropped: u64,
 }
 
 fn to_rtc_desc(d: peerix_proto::SessionDescription) -> peerix_rtc::SessionDescription {
@@ -153,6 +158,8 @@ impl PeerActor {
             channels: HashMap::new(),
             creating: Default::default(),
             closing: false,
+            control_sends: 0,
+            control_dropped: 0,
         }
     }
 
@@ -232,12 +239,30 @@ impl PeerActor {
         }));
     }
 
-    fn send_control(&self, bytes: Vec<u8>, ctx: &mut Context<Self>) {
+    fn send_control(&mut self, bytes: Vec<u8>, ctx: &mut Context<Self>) {
         let Some(rtc) = self.rtc.clone() else { return };
+        // Replies a remote provokes (answers, candidates) must not pile up without bound
+        // behind a control channel that does not drain.
+        if self.control_sends >= self.s.max_control_sends {
+            self.control_dropped += 1;
+            if self.control_dropped.is_power_of_two() {
+                self.error(
+                    "LIMIT_EXCEEDED",
+                    &format!(
+                        "{} control-channel messages dropped: {} sends are in flight \
+                         (limits.control_sends_in_flight)",
+                        self.control_dropped, self.control_sends
+                    ),
+                );
+            }
+            return;
+        }
+        self.control_sends += 1;
         ctx.spawn(
             async move { rtc.send_control(Bytes::from(bytes)).await }
                 .into_actor(self)
                 .map(|res, act, _| {
+                    act.control_sends -= 1;
                     if let Err(e) = res {
                         act.error(
                             "SIGNALING_ERROR",

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use peerix_proto::{Action, ConnEvent, ConnId, Event, Room, RoomConfig, Target};
+use peerix_proto::{Action, ConnEvent, ConnId, Event, NewSenderLimit, Room, RoomConfig, Target};
 use peerix_rtc::RtcConfig;
 use peerix_wire::identity::Identity;
 use peerix_wire::namespace;
-use peerix_wire::packet::{CodecOptions, Opened, SignalType, SignalingCodec};
+use peerix_wire::packet::{CodecOptions, SignalType, SignalingCodec};
 use rand::Rng;
 use rmpv::Value;
 use serde_json::Value as Json;
@@ -50,6 +50,8 @@ pub struct RoomSetup {
     pub options: RoomOptions,
     /// WebRTC tuning.
     pub webrtc: WebrtcConfig,
+    /// Queue bounds.
+    pub limits: crate::config_limits::LimitsConfig,
     /// This room's identity.
     pub identity: Identity,
     /// Join metadata.
@@ -70,9 +72,9 @@ pub struct RoomSetup {
 /// The room actor.
 pub struct RoomActor {
     pub(super) s: RoomSetup,
-    codec: SignalingCodec,
+    pub(super) codec: SignalingCodec,
     pub(super) me: String,
-    room_ns: String,
+    pub(super) room_ns: String,
     own_ns: String,
     /// The protocol decisions.
     pub(super) machine: Room,
@@ -80,11 +82,19 @@ pub struct RoomActor {
     pub(super) conns: HashMap<ConnId, Addr<PeerActor>>,
     timer: Option<(Instant, SpawnHandle)>,
     pub(super) leaving: bool,
+    /// Key derivations for senders we do not know yet (forgeable: any key pair is an id).
+    pub(super) new_senders: NewSenderLimit,
+    /// Packets of new senders over that rate, newest last, taken up as it allows.
+    pub(super) deferred: std::collections::VecDeque<Incoming>,
+    pub(super) deferred_timer: Option<SpawnHandle>,
+    pub(super) deferred_dropped: u64,
 }
 
 impl RoomActor {
     /// A room for `s`.
     pub fn new(s: RoomSetup) -> Self {
+        let new_senders =
+            NewSenderLimit::new(s.limits.new_senders_per_second, s.limits.new_senders_burst);
         let codec = SignalingCodec::new(
             s.identity.clone(),
             CodecOptions {
@@ -120,6 +130,10 @@ impl RoomActor {
             conns: HashMap::new(),
             timer: None,
             leaving: false,
+            new_senders,
+            deferred: Default::default(),
+            deferred_timer: None,
+            deferred_dropped: 0,
         }
     }
 
@@ -197,6 +211,7 @@ impl RoomActor {
                     max_message_size: self.s.max_message_size,
                     inline_limit: self.s.inline_limit,
                     lanes,
+                    max_control_sends: self.s.limits.control_sends_in_flight,
                 };
                 let addr = PeerActor::new(setup, ctx.address().recipient()).start();
                 self.conns.insert(conn, addr);
@@ -295,6 +310,8 @@ impl RoomActor {
             udp_recv_buffer: self.s.webrtc.udp_recv_buffer,
             max_message_size: self.s.webrtc.max_message_size,
             reactor_threads: self.s.webrtc.reactor_threads,
+            channel_event_queue: self.s.limits.channel_event_queue,
+            control_event_queue: self.s.limits.control_event_queue,
         }
     }
 }
@@ -304,6 +321,8 @@ impl Actor for RoomActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(room = %self.s.room, id = %self.me, driver = %self.s.driver_name, "joining");
+        // Bounds what drivers may queue here (they `try_send` and drop when full).
+        ctx.set_mailbox_capacity(self.s.limits.driver_event_queue);
         // Supervision backstop: a peer actor that died without reporting is reported to the
         // machine as crashed, which closes it and makes a fresh connection.
         ctx.run_interval(WATCHDOG, |act, ctx| {
@@ -342,48 +361,6 @@ impl Actor for RoomActor {
             p.do_send(Shutdown);
         }
         tracing::info!(room = %self.s.room, "left");
-    }
-}
-
-impl Handler<Incoming> for RoomActor {
-    type Result = ();
-    fn handle(&mut self, m: Incoming, ctx: &mut Self::Context) {
-        if self.leaving {
-            return;
-        }
-        match self.codec.open(&m.payload) {
-            Ok(Opened::Signal(sig)) => {
-                let on_room = m.namespace == self.room_ns;
-                self.machine.handle_signal(
-                    Instant::now(),
-                    on_room,
-                    &sig.sender_id,
-                    sig.signal_type,
-                    sig.message,
-                );
-                self.drive(ctx);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let hint = mismatch_hint(&e, self.s.options.signaling_encryption);
-                self.emit_error(e.code(), &format!("{e}{hint}"), None)
-            }
-        }
-    }
-}
-
-/// Names the room option that most likely differs between the peers (spec §2.4), so that a
-/// mismatch reads as a configuration problem rather than line noise.
-fn mismatch_hint(e: &peerix_wire::packet::SignalingError, encryption: bool) -> &'static str {
-    use peerix_wire::packet::SignalingError as E;
-    match e {
-        E::NotEncrypted => " (the sender has signalingEncryption off; it must match room-wide)",
-        E::KeyImport(_) => " (the sender's id is not a P-256 key: it has signalingEncryption off; it must match room-wide)",
-        E::Json(_) | E::InvalidMessage(_) if !encryption => {
-            " (the sender may have signalingEncryption on; it must match room-wide)"
-        }
-        E::Decrypt(_) => " (wrong key or tampered packet)",
-        _ => "",
     }
 }
 

@@ -56,6 +56,7 @@ impl Daemon {
             bus: self.bus.clone(),
             options: m.options.clone(),
             webrtc: self.cfg.webrtc.clone(),
+            limits: self.cfg.limits.clone(),
             identity,
             metadata: m.metadata.clone(),
             max_message_size: self.cfg.ipc.max_message_size as usize,

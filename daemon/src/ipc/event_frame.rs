@@ -27,6 +27,83 @@ pub(super) fn bulk_len(v: &Value) -> usize {
     }
 }
 
+/// The `event` frame of `d` for a client, or a stand-in when it would exceed `max_frame` (a
+/// larger frame makes the client drop the connection: a remote peer's JSON message, which is
+/// never split, must not cut every local client).
+pub(super) fn encode_event(
+    d: &crate::actors::event_bus::Deliver,
+    max_frame: u64,
+) -> Result<Vec<u8>, peerix_ipc_proto::ProtoError> {
+    let frame = EventFrame {
+        kind: "event",
+        seq: d.seq,
+        name: &d.event.name,
+        room: d.event.room.as_deref(),
+        data: &d.event.data,
+    };
+    // Event header and field names are a few hundred bytes; the bulk is message data.
+    let hint = bulk_len(&d.event.data) + 256;
+    let bytes = encode_frame_sized(&frame, u32::MAX as usize, hint)?;
+    let body = bytes.len().saturating_sub(4);
+    if body <= usize::try_from(max_frame).unwrap_or(usize::MAX) {
+        return Ok(bytes);
+    }
+    tracing::warn!(event = %d.event.name, size = body, max_frame, "event larger than ipc.max_frame replaced by an error event");
+    let stand_in = oversized_event(d, body, max_frame);
+    encode_frame(&EventFrame {
+        kind: "event",
+        seq: d.seq,
+        name: &stand_in.name,
+        room: stand_in.room.as_deref(),
+        data: &stand_in.data,
+    })
+}
+
+/// What a client gets instead of an event whose frame would exceed its `max_frame`: for a
+/// `channel:message` (a JSON message, which is never split) a `channel:error` naming the
+/// transfer, for anything else an `error` event; both say how large it was.
+pub(super) fn oversized_event(
+    d: &crate::actors::event_bus::Deliver,
+    size: usize,
+    max_frame: u64,
+) -> crate::actors::event_bus::EventRecord {
+    use crate::actors::event_bus::EventRecord;
+    let field = |k: &str| match &d.event.data {
+        Value::Map(m) => m
+            .iter()
+            .find(|(key, _)| key.as_str() == Some(k))
+            .map(|(_, v)| v.clone()),
+        _ => None,
+    };
+    let message = format!(
+        "{} event of {size} bytes does not fit one frame (ipc.max_frame = {max_frame}); it was \
+         dropped for this client (raise ipc.max_frame, or send large JSON as text or bytes, \
+         which are delivered in parts)",
+        d.event.name
+    );
+    let error = crate::actors::error_value("LIMIT_EXCEEDED", &message);
+    let room = d.event.room.as_deref();
+    if d.event.name == "channel:message" {
+        let mut fields = Vec::new();
+        for k in ["peer", "id", "label", "transfer"] {
+            if let Some(v) = field(k) {
+                fields.push((k, v));
+            }
+        }
+        fields.push(("error", error));
+        EventRecord::new("channel:error", room, fields)
+    } else {
+        EventRecord::new(
+            "error",
+            room,
+            vec![
+                ("event", Value::from(d.event.name.as_str())),
+                ("error", error),
+            ],
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use crate::actors::daemon::{Daemon, Exec, VERSION};
 use crate::actors::event_bus::{obj, Deliver, EventBus, Subscribe, Unsubscribe};
 use crate::actors::outgoing::{OutgoingMessage, OutgoingStream, SendOutcome, StreamPiece};
 use crate::actors::send_path::{LaneItem, Routes};
-use crate::actors::{msgpack_to_json, ReceiverStream};
+use crate::actors::{msgpack_to_json, BoundedStream};
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
 
@@ -94,6 +94,9 @@ pub struct ClientSession {
     reader: Option<tokio::task::JoinHandle<()>>,
     writer: Option<tokio::task::JoinHandle<()>>,
     listener: Recipient<SessionEnded>,
+    /// `subscribe` calls in effect, and chunk requests not yet answered (both bounded).
+    subscriptions: usize,
+    pending_chunks: usize,
 }
 
 impl ClientSession {
@@ -117,6 +120,8 @@ impl ClientSession {
             reader: None,
             writer: None,
             listener: s.listener,
+            subscriptions: 0,
+            pending_chunks: 0,
         }
     }
 
@@ -158,6 +163,25 @@ impl ClientSession {
         // reader is aborted in `stopped`, so the socket closes once the error is out.
         self.out = None;
         ctx.stop();
+    }
+
+    /// Subscriptions are additive and each is matched against every event: bounded per client.
+    fn check_subscription(&self, patterns: usize) -> Result<(), DaemonError> {
+        let l = &self.cfg.limits;
+        if patterns > l.patterns_per_subscription {
+            return Err(DaemonError::LimitExceeded(format!(
+                "subscribe: {patterns} patterns, more than limits.patterns_per_subscription ({})",
+                l.patterns_per_subscription
+            )));
+        }
+        if self.subscriptions >= l.subscriptions_per_client {
+            return Err(DaemonError::LimitExceeded(format!(
+                "subscribe: this client already has {} subscriptions \
+                 (limits.subscriptions_per_client); unsubscribe first, or use one pattern list",
+                self.subscriptions
+            )));
+        }
+        Ok(())
     }
 
     fn exec(&mut self, id: u64, m: Exec, ctx: &mut Context<Self>) {
@@ -261,6 +285,10 @@ impl ClientSession {
             Op::Verify(a) => self.exec(id, Exec::Verify(a, self.id), ctx),
             Op::Subscribe(a) => match a.filter() {
                 Ok(filter) => {
+                    if let Err(e) = self.check_subscription(filter.patterns.len()) {
+                        return self.reply(id, Err(e), ctx);
+                    }
+                    self.subscriptions += 1;
                     self.bus.do_send(Subscribe {
                         session: self.id,
                         to: ctx.address().recipient(),
@@ -271,6 +299,7 @@ impl ClientSession {
                 Err(e) => self.reply(id, Err(DaemonError::BadRequest(e.to_string())), ctx),
             },
             Op::Unsubscribe => {
+                self.subscriptions = 0;
                 self.bus.do_send(Unsubscribe(self.id));
                 self.reply(id, Ok(obj(vec![])), ctx);
             }
@@ -383,6 +412,21 @@ impl ClientSession {
                         ctx,
                     );
                 }
+                if self.pending_chunks >= self.cfg.limits.pending_chunks_per_client {
+                    // Each unanswered chunk holds its data: a client that does not wait for
+                    // replies must not make us hold unbounded memory.
+                    self.streams.remove(&c.transfer);
+                    return self.reply(
+                        id,
+                        Err(DaemonError::LimitExceeded(format!(
+                            "send: {} chunks are unanswered (limits.pending_chunks_per_client); \
+                             wait for each chunk's reply before sending the next; transfer {} aborted",
+                            self.pending_chunks, c.transfer
+                        ))),
+                        ctx,
+                    );
+                }
+                self.pending_chunks += 1;
                 let (done, result) = tokio::sync::oneshot::channel();
                 let feed = Feed {
                     data,
@@ -394,6 +438,7 @@ impl ClientSession {
                 }
                 let transfer = c.transfer;
                 ctx.spawn(result.into_actor(self).map(move |r, act, ctx| {
+                    act.pending_chunks -= 1;
                     let r = r.map_err(|_| {
                         DaemonError::Internal(format!("streamed transfer {transfer} was dropped"))
                     });
@@ -430,7 +475,10 @@ impl Actor for ClientSession {
             let _ = tx_half.flush().await;
         }));
         // Reader: splits the byte stream into frames; a broken length ends the session.
-        let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel::<Inbound>();
+        // Bounded: when the session is behind, the reader stops reading and the client's writes
+        // block (`limits.session_inbound_queue`).
+        let (in_tx, in_rx) =
+            tokio::sync::mpsc::channel::<Inbound>(self.cfg.limits.session_inbound_queue);
         let max = self.cfg.ipc.max_frame as usize;
         self.reader = Some(actix::spawn(async move {
             let mut rx_half: &Stream = &stream;
@@ -447,20 +495,20 @@ impl Actor for ClientSession {
                 loop {
                     match dec.next_frame_bytes() {
                         Ok(Some(f)) => {
-                            if in_tx.send(Inbound::Frame(f)).is_err() {
+                            if in_tx.send(Inbound::Frame(f)).await.is_err() {
                                 return;
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            let _ = in_tx.send(Inbound::FramingError(e.to_error_body()));
+                            let _ = in_tx.send(Inbound::FramingError(e.to_error_body())).await;
                             return;
                         }
                     }
                 }
             }
         }));
-        ctx.add_stream(ReceiverStream::new(in_rx));
+        ctx.add_stream(BoundedStream::new(in_rx));
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
@@ -517,16 +565,7 @@ impl StreamHandler<Inbound> for ClientSession {
 impl Handler<Deliver> for ClientSession {
     type Result = ();
     fn handle(&mut self, d: Deliver, ctx: &mut Self::Context) {
-        let frame = EventFrame {
-            kind: "event",
-            seq: d.seq,
-            name: &d.event.name,
-            room: d.event.room.as_deref(),
-            data: &d.event.data,
-        };
-        // Event header and field names are a few hundred bytes; the bulk is message data.
-        let hint = bulk_len(&d.event.data) + 256;
-        match encode_frame_sized(&frame, u32::MAX as usize, hint) {
+        match encode_event(&d, self.cfg.ipc.max_frame) {
             Ok(bytes) => self.write_frame(bytes, ctx),
             Err(e) => tracing::error!(session = self.id, error = %e, "encoding an event failed"),
         }
@@ -572,6 +611,5 @@ impl Handler<SendProgress> for ClientSession {
 mod event_frame;
 #[path = "session_send.rs"]
 mod send;
-use event_frame::bulk_len;
-use event_frame::EventFrame;
+use event_frame::encode_event;
 use send::{payload_bytes, ActiveStream, Feed, StreamedSend};

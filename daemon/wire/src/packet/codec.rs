@@ -200,6 +200,23 @@ impl SignalingCodec {
         self.keys.clear();
     }
 
+    /// The sender id of `bytes` when opening it would derive a new key (ECDH): encryption on
+    /// and the sender neither us nor cached. Lets the caller rate-limit that work before
+    /// [`open`](Self::open) does it; `None` for anything that costs no derivation (an
+    /// undecodable packet fails in `open` as usual).
+    pub fn new_sender(&self, bytes: &[u8]) -> Option<String> {
+        if !self.options.encryption || self.identity.is_none() {
+            return None;
+        }
+        let packet = Packet::decode(bytes).ok()?;
+        let sender_id = base62::encode(&packet.sender);
+        if sender_id.is_empty() || sender_id == self.local_id || self.keys.contains_key(&sender_id)
+        {
+            return None;
+        }
+        Some(sender_id)
+    }
+
     fn key_for(
         &mut self,
         remote_id: &str,
@@ -574,6 +591,28 @@ mod tests {
             a.open(&raw(2, 1, &[7u8; 33], &z)),
             Err(SignalingError::PayloadTooLarge(100))
         );
+    }
+
+    #[test]
+    fn new_sender_names_only_senders_that_cost_a_derivation() {
+        let (mut a, mut b) = pair(CodecOptions::default());
+        let packet = a
+            .seal(SignalType::Invoke, Some(&[json!({"x": 1})]), b.local_id())
+            .expect("seal");
+        assert_eq!(b.new_sender(&packet).as_deref(), Some(a.local_id()));
+        b.open(&packet).expect("open");
+        assert_eq!(b.new_sender(&packet), None, "the key is cached now");
+        let own = b.seal(SignalType::Announce, None, "").expect("seal own");
+        assert_eq!(b.new_sender(&own), None);
+        assert_eq!(b.new_sender(b"garbage"), None);
+        let (mut plain_a, plain_b) = pair(CodecOptions {
+            encryption: false,
+            ..CodecOptions::default()
+        });
+        let p = plain_a
+            .seal(SignalType::Invoke, Some(&[json!(1)]), plain_b.local_id())
+            .expect("seal");
+        assert_eq!(plain_b.new_sender(&p), None, "no encryption, no derivation");
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! Every table of the room machine that ids anyone can forge feed stays bounded: the refusal
+//! queue at the admission cap, the invites we expect offers for, and the recovery table.
+//! Deterministic: a fixed seed and a hand-made clock.
+
+use std::time::{Duration, Instant};
+
+use peerix_wire::packet::SignalType;
+use serde_json::Value as Json;
+
+use crate::room::{Room, RoomConfig};
+use crate::types::{Action, ConnEvent, IceState};
+
+/// The bound on invites and recovery entries (`admission::MAX_TRACKED`).
+const TRACKED: usize = 256;
+
+fn room(max_connecting: usize) -> Room {
+    Room::new(
+        RoomConfig {
+            me: "me".into(),
+            metadata: Json::Null,
+            max_connecting,
+            connection_timeout: Some(Duration::from_secs(15)),
+            candidate_debounce: Duration::from_millis(10),
+        },
+        7,
+    )
+}
+
+fn drain(r: &mut Room) -> Vec<Action> {
+    std::iter::from_fn(|| r.poll_action()).collect()
+}
+
+#[test]
+fn a_flood_of_announces_keeps_the_invites_table_bounded() {
+    let t0 = Instant::now();
+    let mut r = room(4);
+    for i in 0..5 * TRACKED {
+        r.handle_signal(
+            t0,
+            true,
+            &format!("forged{i}"),
+            SignalType::Announce,
+            vec![],
+        );
+    }
+    drain(&mut r);
+    assert_eq!(r.invites.len(), TRACKED);
+    // The newest are kept (a real peer announcing after the flood is still expected).
+    assert!(r
+        .invites
+        .contains_key(&format!("forged{}", 5 * TRACKED - 1)));
+    // Invites that are never answered end: three invokes, then the entry is gone.
+    let mut now = t0;
+    for _ in 0..10 {
+        now += Duration::from_secs(40);
+        r.handle_timeout(now);
+        drain(&mut r);
+    }
+    assert!(r.invites.is_empty(), "{} invites left", r.invites.len());
+}
+
+#[test]
+fn a_flood_of_invokes_at_the_cap_keeps_the_refusal_queue_bounded() {
+    let t0 = Instant::now();
+    let mut r = room(4);
+    for i in 0..1000 {
+        r.handle_signal(t0, false, &format!("forged{i}"), SignalType::Invoke, vec![]);
+    }
+    let connects = drain(&mut r)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Connect { .. }))
+        .count();
+    assert_eq!(connects, 4);
+    assert_eq!(r.conn_count(), 4);
+    assert_eq!(
+        r.refused.len(),
+        4,
+        "the refusal queue holds max_connecting ids"
+    );
+    assert_eq!(r.refused.back().map(|(p, _)| p.as_str()), Some("forged999"));
+}
+
+#[test]
+fn failed_connections_keep_the_recovery_table_bounded() {
+    let t0 = Instant::now();
+    let mut r = room(0);
+    for i in 0..2 * TRACKED {
+        r.handle_signal(t0, false, &format!("peer{i}"), SignalType::Invoke, vec![]);
+    }
+    let conns: Vec<_> = drain(&mut r)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(conns.len(), 2 * TRACKED);
+    for (i, c) in conns.iter().enumerate() {
+        let now = t0 + Duration::from_millis(i as u64);
+        r.handle_conn_event(now, *c, ConnEvent::Ice(IceState::Failed));
+    }
+    drain(&mut r);
+    assert_eq!(r.recovery.len(), TRACKED);
+    assert!(r.recovery.contains_key(&format!("peer{}", 2 * TRACKED - 1)));
+}

@@ -1,0 +1,120 @@
+//! The queues between the stack and the owner of a connection are bounded: a receiver that
+//! does not take its events stops the stack from reading, so the sender meets SCTP
+//! back-pressure (its buffer stays full) instead of the receiver growing a queue; nothing is
+//! lost once the receiver reads again.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use peerix_rtc::{ChannelEvent, ChannelInit, RtcConfig, RtcEvent};
+
+const QUEUE: usize = 4;
+
+fn bounded_config() -> RtcConfig {
+    RtcConfig {
+        channel_event_queue: QUEUE,
+        control_event_queue: QUEUE,
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_not_read_holds_the_sender_back_and_loses_nothing() {
+    init_tracing();
+    let (a, mut b, _) = connect_with(&bounded_config()).await;
+    let a_chat = a
+        .peer
+        .create_channel("chat", ChannelInit::default())
+        .await
+        .expect("create chat");
+    let b_chat = wait_for(&mut b.events, "RemoteChannel(chat)", |e| match e {
+        RtcEvent::RemoteChannel(c) => Some(c),
+        _ => None,
+    })
+    .await;
+    let mut a_ev = a_chat.take_events().expect("a events");
+    let mut b_ev = b_chat.take_events().expect("b events");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), a_ev.recv()).await {
+            Ok(Some(ChannelEvent::Open)) => break,
+            Ok(Some(_)) => continue,
+            other => panic!("a chat did not open: {other:?}"),
+        }
+    }
+
+    // 2000 × 16 KiB = 32 MiB, far more than the SCTP window and the stack's own buffers.
+    const N: usize = 2000;
+    let chunk = Bytes::from(vec![7u8; 16 * 1024]);
+    for _ in 0..N {
+        a_chat.send(chunk.clone()).await.expect("send");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let queued = b_ev.len();
+    let outstanding = a_chat.buffered_amount().await;
+    assert!(
+        queued <= QUEUE,
+        "the receiver's queue holds {queued} events, more than its bound of {QUEUE}"
+    );
+    assert!(
+        outstanding > 16 << 20,
+        "the sender's buffer drained to {outstanding} bytes although the receiver reads \
+         nothing: back-pressure is lost"
+    );
+
+    // Reading again releases the sender; every message arrives.
+    let mut got = 0;
+    while got < N {
+        match tokio::time::timeout(Duration::from_secs(20), b_ev.recv()).await {
+            Ok(Some(ChannelEvent::Message { data, .. })) => {
+                assert_eq!(data.len(), chunk.len());
+                got += 1;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("after {got} of {N} messages: {other:?}"),
+        }
+    }
+    a.peer.close().await;
+    b.peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_messages_not_consumed_stop_the_control_reader() {
+    init_tracing();
+    let (a, mut b, _) = connect_with(&bounded_config()).await;
+    const N: usize = 5000;
+    for i in 0..N {
+        a.peer
+            .send_control(Bytes::from(format!("flood {i}")))
+            .await
+            .expect("send control");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Held events keep their slots: the reader waits for one to be dropped.
+    let mut held = Vec::new();
+    while let Ok(ev) = b.events.try_recv() {
+        if let RtcEvent::ControlMessage(m) = ev {
+            held.push(m);
+        }
+    }
+    assert!(
+        held.len() <= QUEUE,
+        "{} control messages were read while none was consumed (bound {QUEUE})",
+        held.len()
+    );
+    let mut got = held.len();
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got < N {
+        let ev = tokio::time::timeout_at(deadline, b.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {got} of {N} control messages arrived"));
+        if let Some(RtcEvent::ControlMessage(_)) = ev {
+            got += 1;
+        }
+    }
+    a.peer.close().await;
+    b.peer.close().await;
+}
