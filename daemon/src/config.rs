@@ -36,6 +36,8 @@ pub struct DaemonConfig {
     pub rooms: Vec<RoomConfig>,
     /// WebRTC stack tuning.
     pub webrtc: WebrtcConfig,
+    /// What one remote peer may make the daemon hold or do.
+    pub remote: crate::config_remote::RemoteLimits,
 }
 
 impl Default for DaemonConfig {
@@ -50,6 +52,7 @@ impl Default for DaemonConfig {
             room_defaults: RoomOptions::default(),
             rooms: Vec::new(),
             webrtc: WebrtcConfig::default(),
+            remote: Default::default(),
         }
     }
 }
@@ -469,6 +472,7 @@ fn daemon_env() -> config::Map<String, String> {
         "DRIVERS__",
         "ROOM_DEFAULTS__",
         "WEBRTC__",
+        "REMOTE__",
     ];
     std::env::vars()
         .filter(|(k, _)| {
@@ -514,6 +518,7 @@ impl DaemonConfig {
                 self.webrtc.max_message_size
             )));
         }
+        self.remote.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(DaemonError::Config(format!(
                 "log: {:?} is not a valid filter: {e}",

@@ -10,6 +10,7 @@
 
 pub mod actors;
 pub mod config;
+pub mod config_remote;
 pub mod error;
 pub mod ipc;
 pub mod logging;

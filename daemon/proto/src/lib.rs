@@ -23,6 +23,7 @@
 mod admission;
 mod conn;
 mod delivery;
+mod limits;
 mod negotiation;
 mod rng;
 mod room;
@@ -30,6 +31,7 @@ mod types;
 
 pub use admission::MAX_INVITES;
 pub use delivery::{Delivered, Delivery, Kind, Part};
+pub use limits::{Admit, ChannelCap, ReportLimiter};
 pub use negotiation::{Negotiation, RemoteAction, MAX_QUEUED_SIGNALING_CANDIDATES};
 /// Re-exported wire types that appear in this crate's API.
 pub use peerix_wire::{
