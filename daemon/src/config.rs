@@ -38,6 +38,8 @@ pub struct DaemonConfig {
     pub webrtc: WebrtcConfig,
     /// Bounds on queues fed by remote peers and clients (`config_limits.rs`).
     pub limits: crate::config_limits::LimitsConfig,
+    /// What one remote peer may make the daemon hold or do.
+    pub remote: crate::config_remote::RemoteLimits,
 }
 
 impl Default for DaemonConfig {
@@ -53,6 +55,7 @@ impl Default for DaemonConfig {
             rooms: Vec::new(),
             webrtc: WebrtcConfig::default(),
             limits: Default::default(),
+            remote: Default::default(),
         }
     }
 }
@@ -480,6 +483,7 @@ fn daemon_env() -> config::Map<String, String> {
         "ROOM_DEFAULTS__",
         "WEBRTC__",
         "LIMITS__",
+        "REMOTE__",
     ];
     std::env::vars()
         .filter(|(k, _)| {
@@ -526,6 +530,7 @@ impl DaemonConfig {
                 self.webrtc.max_message_size
             )));
         }
+        self.remote.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(DaemonError::Config(format!(
                 "log: {:?} is not a valid filter: {e}",

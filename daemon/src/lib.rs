@@ -12,6 +12,7 @@ pub mod actors;
 pub mod admission;
 pub mod config;
 pub mod config_limits;
+pub mod config_remote;
 pub mod error;
 pub mod ipc;
 pub mod logging;

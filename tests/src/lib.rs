@@ -11,6 +11,7 @@ use peerix_ipc_proto::{Event, JoinArgs, OpenArgs};
 use tokio::sync::mpsc::Receiver;
 
 pub mod browser;
+pub mod hostile_peer;
 
 pub use peerix_client;
 pub use peerix_ipc_proto;
@@ -182,6 +183,16 @@ impl DaemonProc {
             );
         }
         Ok(())
+    }
+
+    /// Resident memory of the process in KiB (Linux `/proc`), if it can be read.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
     }
 
     /// Whether the process is still running.
@@ -477,7 +488,18 @@ impl Steady {
     /// Starts sending `tick N` every 20 ms to every connected peer of `room` on `label`, and
     /// waits for the first few to be acknowledged.
     pub async fn start(d: &DaemonProc, room: &str, label: &str) -> Result<Self> {
+        Self::start_to(d, room, label, None).await
+    }
+
+    /// [`Steady::start`] to one peer only (`to`), or to every connected peer (`None`).
+    pub async fn start_to(
+        d: &DaemonProc,
+        room: &str,
+        label: &str,
+        to: Option<&str>,
+    ) -> Result<Self> {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let to = to.map(str::to_string);
         let client = d.client().await?;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let acked = std::sync::Arc::new(AtomicUsize::new(0));
@@ -492,7 +514,15 @@ impl Steady {
             while !flag.load(Ordering::Relaxed) {
                 let text = format!("tick {n}");
                 let r = client
-                    .send_text(&room, &label, &text, Default::default())
+                    .send_text(
+                        &room,
+                        &label,
+                        &text,
+                        peerix_client::SendOptions {
+                            to: to.clone(),
+                            info: None,
+                        },
+                    )
                     .await
                     .with_context(|| format!("steady send {n} on {room}/{label}"))?;
                 let peers = r.peers.unwrap_or_default();

@@ -15,6 +15,7 @@ use peerix_wire::control::{ChannelOptions, ControlMessage};
 use peerix_wire::packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType};
 use serde_json::{json, Value as Json};
 
+use crate::limits::ReportLimiter;
 use crate::negotiation::{Negotiation, RemoteAction};
 use crate::types::{Action, ConnId, Event, Op, PeerState, Target};
 
@@ -87,6 +88,8 @@ pub(crate) struct Conn {
     /// The connection timer (§5.7): runs from creation until ICE connects, and again while
     /// disconnected.
     pub(crate) timer: Option<Instant>,
+    /// Reports of the remote's bad control messages (a hostile peer may send thousands).
+    control_errors: ReportLimiter,
 }
 
 impl Conn {
@@ -114,6 +117,7 @@ impl Conn {
             batch: Vec::new(),
             batch_deadline: None,
             timer: None,
+            control_errors: ReportLimiter::default(),
         }
     }
 
@@ -395,14 +399,30 @@ impl Conn {
         }
     }
 
+    /// A bad control message from the remote: reported, at a bounded rate.
+    fn control_error(&mut self, now: Instant, message: String, out: &mut VecDeque<Action>) {
+        if let Some(suppressed) = self.control_errors.offence(now) {
+            self.error(
+                "SIGNALING_ERROR",
+                ReportLimiter::annotate(message, suppressed),
+                out,
+            );
+        }
+    }
+
     /// A message on the control channel (§6.2–§6.4).
-    pub(crate) fn control_message(&mut self, data: &[u8], out: &mut VecDeque<Action>) {
+    pub(crate) fn control_message(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        out: &mut VecDeque<Action>,
+    ) {
         let msg = match ControlMessage::decode(data) {
             Ok(m) => m,
             Err(e) => {
                 // Peerix ignores undecodable envelopes but reports JSON errors (§6.2).
                 if !e.is_silent() {
-                    self.error("SIGNALING_ERROR", format!("control message: {e}"), out);
+                    self.control_error(now, format!("control message: {e}"), out);
                 }
                 return;
             }
@@ -419,8 +439,8 @@ impl Conn {
                             },
                             out,
                         ),
-                        None => self.error(
-                            "SIGNALING_ERROR",
+                        None => self.control_error(
+                            now,
                             "control channel: malformed description".into(),
                             out,
                         ),
@@ -431,8 +451,8 @@ impl Conn {
                             self.queue(Pending::Candidate(c), out)
                         }
                         Some(_) => {}
-                        None => self.error(
-                            "SIGNALING_ERROR",
+                        None => self.control_error(
+                            now,
                             "control channel: malformed candidate".into(),
                             out,
                         ),
@@ -440,6 +460,13 @@ impl Conn {
                 }
             }
             ControlMessage::PeerixdHello(_) => self.peerixd = true,
+            ControlMessage::ChannelRequest(opts) if opts.label.is_empty() => self.control_error(
+                now,
+                "control channel: channel request without a label (the empty label is the \
+                 control channel's)"
+                    .into(),
+                out,
+            ),
             ControlMessage::ChannelRequest(opts) => {
                 if !self.polite() {
                     out.push_back(Action::CreateChannel {

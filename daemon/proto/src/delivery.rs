@@ -11,10 +11,13 @@
 //! the transfer, exactly once.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use peerix_wire::frame::Frame;
+use peerix_wire::frame::{self, Frame};
 use peerix_wire::transfer::{Outcome, PayloadType, Reassembler};
 use serde_json::Value as Json;
+
+use crate::limits::ReportLimiter;
 
 /// The payload type of a message, as clients see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +105,12 @@ pub struct Delivery {
     streaming: HashMap<u32, u64>,
     /// An incomplete UTF-8 sequence held back from the last text part.
     text_carry: HashMap<u32, Vec<u8>>,
+    /// An open incoming transfer with no frame for this long is cut.
+    idle_timeout: Option<Duration>,
+    /// When each open incoming transfer last received a frame.
+    last_frame: HashMap<u32, Instant>,
+    /// Acks and aborts for transfers we are not sending.
+    stray_replies: ReportLimiter,
 }
 
 impl Delivery {
@@ -113,7 +122,18 @@ impl Delivery {
             started: HashMap::new(),
             streaming: HashMap::new(),
             text_carry: HashMap::new(),
+            idle_timeout: None,
+            last_frame: HashMap::new(),
+            stray_replies: ReportLimiter::default(),
         }
+    }
+
+    /// Cuts an incoming transfer that received no frame for `timeout` (see
+    /// [`Delivery::handle_timeout`]): a sender that goes silent while its channel stays open
+    /// must not hold the reassembly buffer forever.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
     }
 
     /// A whole message on a channel without Peerix framing (or text on a framed one, which
@@ -125,11 +145,11 @@ impl Delivery {
         out
     }
 
-    /// A binary message on a framed channel.
+    /// A binary message on a framed channel (without idle tracking; see [`Delivery::frame_at`]).
     pub fn frame(&mut self, data: &[u8]) -> Vec<Delivered> {
         let frame = match Frame::decode(data) {
             Ok(f) => f,
-            Err(e) => return vec![Delivered::Error(format!("Failed to decode message: {e}"))],
+            Err(e) => return self.undecodable(data, &e.to_string()),
         };
         let mut out = Vec::new();
         for outcome in self.reassembler.feed(frame) {
@@ -138,12 +158,107 @@ impl Delivery {
         out
     }
 
+    /// A binary message on a framed channel at `now`: also restarts the idle timer of the
+    /// transfer it belongs to.
+    pub fn frame_at(&mut self, now: Instant, data: &[u8]) -> Vec<Delivered> {
+        let out = self.frame(data);
+        if self.idle_timeout.is_some() {
+            if let Some(id) = frame::peek_id(data) {
+                if self.reassembler.progress(id).is_some() {
+                    self.last_frame.insert(id, now);
+                }
+            }
+            let open = &self.reassembler;
+            self.last_frame.retain(|id, _| open.progress(*id).is_some());
+        }
+        out
+    }
+
+    /// When [`Delivery::handle_timeout`] is due next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timeout = self.idle_timeout?;
+        self.last_frame.values().min().map(|t| *t + timeout)
+    }
+
+    /// Cuts every incoming transfer idle for the timeout at `now`: its buffer is released, the
+    /// sender is told (`ask` + `abort`, §7.5) and clients get a failure naming it, whether or
+    /// not parts of it went out.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Delivered> {
+        let Some(timeout) = self.idle_timeout else {
+            return Vec::new();
+        };
+        let mut idle: Vec<u32> = self
+            .last_frame
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        idle.sort_unstable();
+        let mut out = Vec::new();
+        for id in idle {
+            self.last_frame.remove(&id);
+            let why = format!(
+                "no frame for {} ms while the channel stayed open (remote.transfer_idle_timeout_ms)",
+                timeout.as_millis()
+            );
+            self.cut(id, &why, &mut out);
+        }
+        out
+    }
+
+    /// An acknowledgement for transfer `id` that we are not sending (the channel's owner knows
+    /// its outgoing transfers): dropped, and reported at a bounded rate. (Not for aborts:
+    /// browsers send their own sender-side aborts with `ask` set, §7.5, so those are normal.)
+    pub fn stray_reply(&mut self, now: Instant, id: u32) -> Vec<Delivered> {
+        match self.stray_replies.offence(now) {
+            Some(suppressed) => vec![Delivered::Error(ReportLimiter::annotate(
+                format!("dropped an ack for transfer {id}, which is not being sent"),
+                suppressed,
+            ))],
+            None => Vec::new(),
+        }
+    }
+
+    /// A frame that does not decode. When it names an open transfer (e.g. a chunk whose length
+    /// prefix claims more bytes than any message may hold), that transfer is cut at once:
+    /// nothing of the claim is allocated, and the sender is told.
+    fn undecodable(&mut self, data: &[u8], error: &str) -> Vec<Delivered> {
+        let mut out = Vec::new();
+        match frame::peek_id(data) {
+            Some(id) if self.reassembler.progress(id).is_some() => {
+                let why = format!("an undecodable frame ({error})");
+                self.cut(id, &why, &mut out);
+            }
+            _ => out.push(Delivered::Error(format!(
+                "Failed to decode message: {error}"
+            ))),
+        }
+        out
+    }
+
+    /// Drops incoming transfer `id`, tells the sender and reports it failed.
+    fn cut(&mut self, id: u32, why: &str, out: &mut Vec<Delivered>) {
+        if self.reassembler.cut(id).is_none() {
+            return;
+        }
+        self.started.remove(&id);
+        self.text_carry.remove(&id);
+        self.streaming.remove(&id);
+        self.last_frame.remove(&id);
+        out.push(Delivered::Reply(Frame::ask_abort(id).encode()));
+        out.push(Delivered::Failed {
+            transfer: id,
+            reason: format!("transfer {id} cut: {why}"),
+        });
+    }
+
     /// The channel is gone: every partly delivered message fails.
     pub fn closed(&mut self, why: &str) -> Vec<Delivered> {
         let mut ids: Vec<u32> = self.streaming.drain().map(|(id, _)| id).collect();
         ids.sort_unstable();
         self.started.clear();
         self.text_carry.clear();
+        self.last_frame.clear();
         ids.into_iter()
             .map(|transfer| Delivered::Failed {
                 transfer,
@@ -203,16 +318,20 @@ impl Delivery {
                 reason,
                 send_abort,
             } => {
+                // We refused it (size, order, too many open): clients learn of it even when no
+                // part went out, since nothing else would tell them the peer's message was lost.
+                let refused = send_abort.is_some();
                 if let Some(f) = send_abort {
                     out.push(Delivered::Reply(f));
                 }
                 self.started.remove(&id);
                 self.text_carry.remove(&id);
-                if self.streaming.remove(&id).is_some() {
+                self.last_frame.remove(&id);
+                if self.streaming.remove(&id).is_some() || refused {
                     // Clients holding earlier parts must learn that no final part will come.
                     out.push(Delivered::Failed {
                         transfer: id,
-                        reason: format!("transfer {id} aborted: {reason:?}"),
+                        reason: format!("transfer {id} ended: {reason}"),
                     });
                 }
             }
@@ -407,6 +526,81 @@ mod tests {
             assert!(parts(&d.frame(f)).is_empty());
         }
         assert!(d.closed("gone").is_empty());
+    }
+
+    #[test]
+    fn an_idle_transfer_is_cut_and_released() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(5);
+        let mut d = Delivery::new(1 << 20, 1 << 20).with_idle_timeout(idle);
+        let fs = frames(4, PayloadType::Bytes, &[1u8; 100_000]);
+        for f in &fs[..3] {
+            assert!(parts(&d.frame_at(t0, f)).is_empty());
+        }
+        assert_eq!(d.poll_timeout(), Some(t0 + idle));
+        assert!(d.handle_timeout(t0 + idle / 2).is_empty());
+        let out = d.handle_timeout(t0 + idle);
+        assert!(
+            matches!(&out[..], [Delivered::Reply(_), Delivered::Failed { transfer: 4, reason }] if reason.contains("no frame")),
+            "{out:?}"
+        );
+        assert_eq!(d.poll_timeout(), None);
+        assert_eq!(
+            d.reassembler.buffered_len(4),
+            None,
+            "the buffer is released"
+        );
+        // A late frame of the cut transfer starts nothing.
+        assert!(d.frame_at(t0 + idle * 2, &fs[3]).is_empty());
+    }
+
+    #[test]
+    fn a_frame_claiming_more_than_it_holds_cuts_its_transfer_at_once() {
+        let mut d = Delivery::new(1 << 20, 1 << 20);
+        let fs = frames(6, PayloadType::Bytes, &[1u8; 100_000]);
+        assert!(d.frame(&fs[0]).is_empty());
+        // index 1, done false, then a chunk whose length prefix claims 100 GiB.
+        let mut claim = vec![0x08, 0x06, 0x18, 0x01, 0x30, 0x00, 0x42];
+        let mut len = 100u64 << 30;
+        while len >= 0x80 {
+            claim.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        claim.push(len as u8);
+        claim.extend_from_slice(b"only a few bytes");
+        let out = d.frame(&claim);
+        assert!(
+            matches!(
+                &out[..],
+                [Delivered::Reply(_), Delivered::Failed { transfer: 6, .. }]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(d.reassembler.buffered_len(6), None);
+    }
+
+    #[test]
+    fn a_refused_message_is_reported_even_before_any_part() {
+        let mut d = Delivery::new(20_000, 1 << 20);
+        let out: Vec<Delivered> = frames(8, PayloadType::Json, &[b' '; 50_000])
+            .iter()
+            .flat_map(|f| d.frame(f))
+            .collect();
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Delivered::Failed { transfer: 8, reason } if reason.contains("exceeds"))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn stray_acks_are_reported_at_a_bounded_rate() {
+        use std::time::Instant;
+        let now = Instant::now();
+        let mut d = Delivery::new(1 << 20, 1 << 10);
+        let reports: usize = (0..1000u32).map(|i| d.stray_reply(now, i).len()).sum();
+        assert_eq!(reports, crate::ReportLimiter::BURST as usize);
     }
 
     #[test]

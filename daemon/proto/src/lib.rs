@@ -29,6 +29,7 @@ mod admission;
 mod bounds_tests;
 mod conn;
 mod delivery;
+mod limits;
 mod negotiation;
 mod rate;
 mod rng;
@@ -38,6 +39,7 @@ mod verify;
 
 pub use admission::MAX_INVITES;
 pub use delivery::{Delivered, Delivery, Kind, Part};
+pub use limits::{Admit, ChannelCap, ReportLimiter};
 pub use negotiation::{Negotiation, RemoteAction, MAX_QUEUED_SIGNALING_CANDIDATES};
 /// Re-exported wire types that appear in this crate's API.
 pub use peerix_wire::{

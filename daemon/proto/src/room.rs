@@ -282,7 +282,7 @@ impl Room {
             // complete no further candidate can come, so the batch goes now.
             ConnEvent::GatheringComplete => c.flush_candidates(out),
             ConnEvent::ControlOpen => c.control_opened(out),
-            ConnEvent::ControlMessage(bytes) => c.control_message(&bytes, out),
+            ConnEvent::ControlMessage(bytes) => c.control_message(now, &bytes, out),
             ConnEvent::OpDone { stable, result } => {
                 c.op_done(stable, result, &self.cfg.metadata, out)
             }

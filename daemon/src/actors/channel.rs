@@ -4,6 +4,7 @@
 //! with the channel's [`ChannelSender`] (`outgoing.rs`), whose acks this actor resolves.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -29,6 +30,8 @@ pub struct ChannelContext {
     pub max_message_size: usize,
     /// Largest `data` part in one `channel:message` event.
     pub inline_limit: usize,
+    /// An incoming transfer idle this long is cut (`None`: never).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Where progress of one send request goes.
@@ -90,6 +93,8 @@ pub struct ChannelActor {
     delivery: Delivery,
     open: bool,
     closed: bool,
+    /// The timer following `Delivery::poll_timeout`, and when it fires.
+    idle_timer: Option<(Instant, SpawnHandle)>,
 }
 
 impl ChannelActor {
@@ -97,7 +102,10 @@ impl ChannelActor {
     pub fn new(cx: ChannelContext, channel: RtcChannel, owner: Recipient<ChannelGone>) -> Self {
         // Framing is used only on ordered channels without a sub-protocol (§7.2).
         let framed = channel.ordered() && channel.protocol().is_empty();
-        let delivery = Delivery::new(cx.max_message_size, cx.inline_limit);
+        let mut delivery = Delivery::new(cx.max_message_size, cx.inline_limit);
+        if let Some(t) = cx.idle_timeout {
+            delivery = delivery.with_idle_timeout(t);
+        }
         let drained = Arc::new(Notify::new());
         let acks = AckMap::default();
         let sender = ChannelSender::new(
@@ -118,6 +126,7 @@ impl ChannelActor {
             delivery,
             open: false,
             closed: false,
+            idle_timer: None,
         }
     }
 
@@ -190,8 +199,14 @@ impl ChannelActor {
                 ),
                 Delivered::Reply(frame) => self.send_raw(ctx, frame),
                 Delivered::Acked(id) => {
-                    if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
-                        let _ = tx.send(Ok(()));
+                    match self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
+                        Some(tx) => {
+                            let _ = tx.send(Ok(()));
+                        }
+                        None => {
+                            let stray = self.delivery.stray_reply(Instant::now(), id);
+                            self.deliver(stray, ctx);
+                        }
                     }
                 }
                 Delivered::RejectedByReceiver(id) => {
@@ -201,6 +216,28 @@ impl ChannelActor {
                 }
             }
         }
+    }
+
+    /// Keeps one timer on or before the delivery machine's next deadline (idle transfers).
+    /// Every frame moves a deadline later, so a running timer is left alone (it fires early,
+    /// cuts nothing yet and is set again) instead of being replaced on every frame.
+    fn arm_idle_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some(at) = self.delivery.poll_timeout() else {
+            return;
+        };
+        if self.idle_timer.as_ref().is_some_and(|(t, _)| *t <= at) {
+            return;
+        }
+        if let Some((_, h)) = self.idle_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let h = ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.idle_timer = None;
+            let out = act.delivery.handle_timeout(Instant::now());
+            act.deliver(out, ctx);
+            act.arm_idle_timer(ctx);
+        });
+        self.idle_timer = Some((at, h));
     }
 
     fn send_raw(&self, ctx: &mut Context<Self>, frame: Vec<u8>) {
@@ -293,11 +330,12 @@ impl StreamHandler<ChannelEvent> for ChannelActor {
                 }
                 // Peerix passes text messages on framed channels through unchanged (§7.2).
                 let out = if self.framed && binary {
-                    self.delivery.frame(&data)
+                    self.delivery.frame_at(Instant::now(), &data)
                 } else {
                     self.delivery.unframed(data.to_vec(), !binary)
                 };
                 self.deliver(out, ctx);
+                self.arm_idle_timer(ctx);
             }
             ChannelEvent::BufferedAmountLow => self.drained.notify_waiters(),
             ChannelEvent::Closed => {

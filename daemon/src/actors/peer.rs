@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use peerix_proto::{ConnEvent, ConnId, Op};
+use peerix_proto::{Admit, ChannelCap, ConnEvent, ConnId, Op};
 use peerix_rtc::{ChannelInit, IceState, RtcConfig, RtcEvent, RtcPeer, SignalingState};
 use peerix_wire::control::ChannelOptions;
 use rmpv::Value;
@@ -42,6 +42,8 @@ pub struct PeerSetup {
     pub max_message_size: usize,
     /// Channel inline limit.
     pub inline_limit: usize,
+    /// Bounds on what the remote may make us hold (channels, idle transfers).
+    pub limits: crate::config_remote::RemoteLimits,
     /// Where client sends to this connection queue, per label (see `send_path`); this actor
     /// tells each lane which channel its label has, and closes them when it stops.
     pub lanes: std::sync::Arc<PeerLanes>,
@@ -97,6 +99,8 @@ pub struct PeerActor {
     rtc: Option<RtcPeer>,
     channels: HashMap<String, Addr<ChannelActor>>,
     creating: std::collections::HashSet<String>,
+    /// The remote's channels under their cap (the decision; this actor closes what it refuses).
+    cap: ChannelCap,
     closing: bool,
     /// Control-channel sends not yet handed to the stack, and how many were dropped.
     control_sends: usize,
@@ -152,14 +156,31 @@ impl PeerActor {
     /// A new connection actor for `setup`, reporting to `room`.
     pub fn new(s: PeerSetup, room: Recipient<PeerInput>) -> Self {
         Self {
-            s,
             room,
             rtc: None,
             channels: HashMap::new(),
             creating: Default::default(),
+            cap: ChannelCap::new(s.limits.max_channels_per_connection),
             closing: false,
             control_sends: 0,
             control_dropped: 0,
+            s,
+        }
+    }
+
+    /// Whether a channel with `label` may be created (ours) or kept (the remote's) under the
+    /// remote's channel cap; a refusal is reported (rate limited) as an `error` event.
+    fn admit_channel(&mut self, label: &str) -> bool {
+        let local = self.s.labels.contains(label);
+        match self.cap.admit(std::time::Instant::now(), label, local) {
+            Admit::Accept => true,
+            Admit::Refuse(report) => {
+                if let Some(message) = report {
+                    tracing::warn!(room = %self.s.room, peer = %self.s.remote, %label, "{message}");
+                    self.error_on("CHANNEL_LIMIT", label, &message);
+                }
+                false
+            }
         }
     }
 
@@ -177,6 +198,19 @@ impl PeerActor {
             Some(&self.s.room),
             vec![
                 ("peer", Value::from(self.s.remote.as_str())),
+                ("error", error_value(code, message)),
+            ],
+        )));
+    }
+
+    /// An `error` event about one channel label of this connection.
+    fn error_on(&self, code: &str, label: &str, message: &str) {
+        self.s.bus.do_send(Emit(EventRecord::new(
+            "error",
+            Some(&self.s.room),
+            vec![
+                ("peer", Value::from(self.s.remote.as_str())),
+                ("label", Value::from(label)),
                 ("error", error_value(code, message)),
             ],
         )));
@@ -278,6 +312,10 @@ impl PeerActor {
         if self.channels.contains_key(&label) || self.creating.contains(&label) {
             return;
         }
+        // Asked for by the remote (a channel request, §6.4) unless a local client opened it.
+        if !self.admit_channel(&label) {
+            return;
+        }
         let Some(rtc) = self.rtc.clone() else { return };
         self.creating.insert(label.clone());
         let init = ChannelInit {
@@ -301,6 +339,7 @@ impl PeerActor {
                 }
                 Err(e) => {
                     act.creating.remove(&label);
+                    act.cap.gone(&label);
                     // Sends waiting for it fail now rather than at their timeout.
                     act.s.lanes.set(&label, Slot::Absent);
                     act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}"))
@@ -316,12 +355,18 @@ impl PeerActor {
             return;
         }
         let label = ch.label().to_string();
+        if !self.admit_channel(&label) {
+            let c = ch.clone();
+            actix::spawn(async move { c.close().await });
+            return;
+        }
         let cx = ChannelContext {
             room: self.s.room.clone(),
             peer: self.s.remote.clone(),
             bus: self.s.bus.clone(),
             max_message_size: self.s.max_message_size,
             inline_limit: self.s.inline_limit,
+            idle_timeout: self.s.limits.transfer_idle_timeout(),
         };
         let actor = ChannelActor::new(cx, ch, ctx.address().recipient());
         self.s.lanes.set(&label, Slot::Ready(actor.sender()));
@@ -457,6 +502,8 @@ impl Handler<ChannelGone> for PeerActor {
             self.channels.remove(&m.label);
             if m.crashed {
                 self.reopen_crashed_channel(m.label, ctx);
+            } else {
+                self.cap.gone(&m.label);
             }
         }
     }

@@ -60,6 +60,8 @@ pub struct RoomSetup {
     pub max_message_size: usize,
     /// Largest inline `channel:message` part.
     pub inline_limit: usize,
+    /// Bounds on each remote peer's connection.
+    pub remote: crate::config_remote::RemoteLimits,
     /// Told when the room actor crashes, to re-join (see [`RoomDown`]).
     pub supervisor: Option<Recipient<RoomDown>>,
     /// The room's peers as the send path sees them; this actor keeps it current from the
@@ -210,6 +212,7 @@ impl RoomActor {
                     bus: self.s.bus.clone(),
                     max_message_size: self.s.max_message_size,
                     inline_limit: self.s.inline_limit,
+                    limits: self.s.remote.clone(),
                     lanes,
                     max_control_sends: self.s.limits.control_sends_in_flight,
                 };

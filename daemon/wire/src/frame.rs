@@ -146,6 +146,17 @@ impl Frame {
     }
 }
 
+/// The transfer id of a frame that may not decode as a whole (e.g. a chunk whose length
+/// prefix claims more bytes than the message holds): `Some` when the frame starts with a
+/// well-formed field 1, as every frame Peerix sends does (§7.3).
+pub fn peek_id(bytes: &[u8]) -> Option<u32> {
+    let mut reader = Reader::new(bytes);
+    match reader.next_field() {
+        Ok(Some(field)) if field.number == 1 => field.as_u32().ok(),
+        _ => None,
+    }
+}
+
 /// Encodes a data frame directly from borrowed parts (no intermediate
 /// [`Frame`]); identical to `Frame::data_first`/`Frame::data` + `encode`.
 /// `payload_type` and `info` are only emitted when `Some`.

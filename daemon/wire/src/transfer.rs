@@ -524,6 +524,13 @@ impl Reassembler {
         self.incoming.keys().copied().collect()
     }
 
+    /// Drops incoming transfer `id` and everything buffered for it (a transfer cut by its
+    /// owner, e.g. for idling or for an undecodable frame); returns the bytes released, or
+    /// `None` when no such transfer is open.
+    pub fn cut(&mut self, id: u32) -> Option<usize> {
+        self.remove(id).map(|t| t.data.capacity())
+    }
+
     fn remove(&mut self, id: u32) -> Option<Incoming> {
         let t = self.incoming.remove(&id)?;
         self.buffered -= t.data.len();
