@@ -43,13 +43,19 @@ pub enum ErrorCode {
     DriverError,
     /// An internal daemon error.
     Internal,
+    /// The client's credentials do not allow this: a request that needs full control from a
+    /// read-only client, or (connection-level, fatal) a client in no access list.
+    PermissionDenied,
+    /// The client fell behind by more than its share of undelivered frames (connection-level,
+    /// fatal): its queued frames were dropped and the connection is closed.
+    ClientTooSlow,
     /// A code not known to this version of the protocol crate.
     Other(String),
 }
 
 impl ErrorCode {
     /// All codes known to this crate (excluding [`ErrorCode::Other`]).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::HandshakeRequired,
@@ -66,6 +72,8 @@ impl ErrorCode {
         ErrorCode::NotSupported,
         ErrorCode::DriverError,
         ErrorCode::Internal,
+        ErrorCode::PermissionDenied,
+        ErrorCode::ClientTooSlow,
     ];
 
     /// The wire string of this code, e.g. `"BAD_REQUEST"`.
@@ -87,6 +95,8 @@ impl ErrorCode {
             ErrorCode::NotSupported => "NOT_SUPPORTED",
             ErrorCode::DriverError => "DRIVER_ERROR",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::ClientTooSlow => "CLIENT_TOO_SLOW",
             ErrorCode::Other(s) => s,
         }
     }
