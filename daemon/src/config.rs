@@ -40,6 +40,8 @@ pub struct DaemonConfig {
     pub limits: crate::config_limits::LimitsConfig,
     /// What one remote peer may make the daemon hold or do.
     pub remote: crate::config_remote::RemoteLimits,
+    /// Who may use the local socket, and how much (`[access]`).
+    pub access: access::AccessConfig,
 }
 
 impl Default for DaemonConfig {
@@ -56,6 +58,7 @@ impl Default for DaemonConfig {
             webrtc: WebrtcConfig::default(),
             limits: Default::default(),
             remote: Default::default(),
+            access: access::AccessConfig::default(),
         }
     }
 }
@@ -72,6 +75,9 @@ pub struct IpcConfig {
     pub max_message_size: u64,
     /// Bytes of undelivered events a client may fall behind before it is disconnected.
     pub client_queue_limit: u64,
+    /// Bytes of undelivered frames all clients together may fall behind; past it, the client
+    /// furthest behind is disconnected.
+    pub client_queue_budget: u64,
 }
 
 impl Default for IpcConfig {
@@ -81,6 +87,7 @@ impl Default for IpcConfig {
             inline_message_limit: 1 << 20,
             max_message_size: 1 << 30,
             client_queue_limit: 256 << 20,
+            client_queue_budget: 256 << 20,
         }
     }
 }
@@ -484,6 +491,7 @@ fn daemon_env() -> config::Map<String, String> {
         "WEBRTC__",
         "LIMITS__",
         "REMOTE__",
+        "ACCESS__",
     ];
     std::env::vars()
         .filter(|(k, _)| {
@@ -535,6 +543,13 @@ impl DaemonConfig {
             return Err(DaemonError::Config(format!(
                 "log: {:?} is not a valid filter: {e}",
                 self.log
+            )));
+        }
+        self.access.mode()?;
+        if self.ipc.client_queue_budget < self.ipc.max_frame {
+            return Err(DaemonError::Config(format!(
+                "ipc.client_queue_budget: {} is below ipc.max_frame ({}); one frame must fit",
+                self.ipc.client_queue_budget, self.ipc.max_frame
             )));
         }
         let known = ["local", "memory", "nats"];
@@ -614,6 +629,9 @@ pub fn default_socket_path() -> PathBuf {
         _ => PathBuf::from("/run/peerix/peerixd.sock"),
     }
 }
+
+#[path = "config_access.rs"]
+pub mod access;
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

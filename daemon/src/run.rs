@@ -43,7 +43,8 @@ pub async fn start(
     let mut ipc = None;
     if listen {
         let path = cfg.socket_path();
-        let listener = bind(&path)?;
+        let access = crate::ipc::access::resolve(&cfg.access)?;
+        let listener = bind(&path, access.socket)?;
         ipc = Some(
             IpcListener::new(
                 path,
@@ -53,6 +54,7 @@ pub async fn start(
                 bus.clone(),
                 id.clone(),
                 routes.clone(),
+                access.policy,
             )
             .start(),
         );

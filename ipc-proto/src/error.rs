@@ -49,13 +49,19 @@ pub enum ErrorCode {
     NotVerifier,
     /// A configured bound (a `limits.*` key) was hit; the message names the key.
     LimitExceeded,
+    /// The client's credentials do not allow this: a request that needs full control from a
+    /// read-only client, or (connection-level, fatal) a client in no access list.
+    PermissionDenied,
+    /// The client fell behind by more than its share of undelivered frames (connection-level,
+    /// fatal): its queued frames were dropped and the connection is closed.
+    ClientTooSlow,
     /// A code not known to this version of the protocol crate.
     Other(String),
 }
 
 impl ErrorCode {
     /// All codes known to this crate (excluding [`ErrorCode::Other`]).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::HandshakeRequired,
@@ -75,6 +81,8 @@ impl ErrorCode {
         ErrorCode::VerifierTaken,
         ErrorCode::NotVerifier,
         ErrorCode::LimitExceeded,
+        ErrorCode::PermissionDenied,
+        ErrorCode::ClientTooSlow,
     ];
 
     /// The wire string of this code, e.g. `"BAD_REQUEST"`.
@@ -99,6 +107,8 @@ impl ErrorCode {
             ErrorCode::VerifierTaken => "VERIFIER_TAKEN",
             ErrorCode::NotVerifier => "NOT_VERIFIER",
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::ClientTooSlow => "CLIENT_TOO_SLOW",
             ErrorCode::Other(s) => s,
         }
     }

@@ -14,12 +14,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access;
 mod codec;
 mod error;
 mod events;
 mod message;
 mod ops;
 
+pub use access::Access;
 pub use codec::{
     decode_client, decode_daemon, encode_frame, encode_frame_limited, encode_frame_sized,
     from_value, to_value, FrameDecoder, FRAME_HEADER_LEN,

@@ -85,7 +85,10 @@ fn from_hostile(ev: &peerix_ipc_proto::Event, name: &str, hostile: &str) -> bool
 }
 
 /// Frames the daemon wrote back on a hostile channel, as decoded frames.
-async fn replies(events: &mut tokio::sync::mpsc::Receiver<ChannelEvent>, within: Duration) -> Vec<Frame> {
+async fn replies(
+    events: &mut tokio::sync::mpsc::Receiver<ChannelEvent>,
+    within: Duration,
+) -> Vec<Frame> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
     while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, events.recv()).await {

@@ -12,6 +12,8 @@ use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use rmpv::Value;
 
+use super::access::{client_creds, AccessPolicy, SocketPerms};
+use super::client_queue::QueueBudget;
 use super::session::{ClientSession, Farewell, SessionEnded, SessionSetup};
 #[cfg(unix)]
 use super::socket_path::claim;
@@ -23,11 +25,13 @@ use crate::actors::send_path::Routes;
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
 
-/// Binds `path`: creates its directory (0700), claims the path (see `socket_path`: a lock
-/// beside it; a running daemon's socket, a file or a directory are never touched; a stale
-/// socket is removed), then listens. The lock is held as long as the returned listener.
+/// Binds `path`: creates its directory (0700, plus search for whom the socket is opened to),
+/// claims the path (see `socket_path`: a lock beside it; a running daemon's socket, a file or a
+/// directory are never touched; a stale socket is removed), listens, and gives the socket its
+/// `[access]` owner, group and mode. The lock is held as long as the returned listener.
 pub fn bind(
     path: &Path,
+    perms: SocketPerms,
 ) -> Result<(interprocess::local_socket::tokio::Listener, SocketLock), DaemonError> {
     let io = |context: String| move |source| DaemonError::Io { context, source };
     if let Some(dir) = path.parent() {
@@ -37,8 +41,15 @@ pub fn bind(
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                let mode = super::access::socket_dir_mode(perms.mode);
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
                     .map_err(io(format!("setting mode of {}", dir.display())))?;
+                if let Some(gid) = perms.gid.filter(|_| mode & 0o010 != 0) {
+                    std::os::unix::fs::chown(dir, None, Some(gid)).map_err(io(format!(
+                        "giving {} to access.socket_group",
+                        dir.display()
+                    )))?;
+                }
             }
         }
     }
@@ -50,12 +61,17 @@ pub fn bind(
     #[cfg(unix)]
     {
         use interprocess::os::unix::local_socket::ListenerOptionsExt;
-        // Only the owner may talk to the daemon; access tiers come later.
+        // Owner-only until the socket has its group: widening first would let the wrong group
+        // in for a moment.
         opts = opts.mode(0o600);
     }
     let listener = opts
         .create_tokio()
         .map_err(io(format!("listening on {}", path.display())))?;
+    #[cfg(unix)]
+    super::access::apply_socket_perms(path, perms)?;
+    #[cfg(windows)]
+    let _ = perms;
     #[cfg(unix)]
     return Ok((listener, lock));
     #[cfg(windows)]
@@ -90,12 +106,18 @@ pub struct IpcListener {
     daemon_id: String,
     routes: Routes,
     sessions: HashMap<u64, Addr<ClientSession>>,
+    /// Who gets which tier (`[access]`).
+    access: Arc<AccessPolicy>,
+    /// Bytes queued for all clients (`ipc.client_queue_budget`).
+    budget: Arc<QueueBudget>,
     /// Released after the socket is gone (fields drop in order).
     _lock: Option<SocketLock>,
 }
 
 impl IpcListener {
     /// A listener over an already bound socket.
+    // Everything it hands its sessions; one caller (`run::start`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: PathBuf,
         (listener, lock): (interprocess::local_socket::tokio::Listener, SocketLock),
@@ -104,16 +126,19 @@ impl IpcListener {
         bus: Addr<EventBus>,
         daemon_id: String,
         routes: Routes,
+        access: AccessPolicy,
     ) -> Self {
         Self {
             path,
             listener: Some(listener),
+            budget: QueueBudget::new(cfg.ipc.client_queue_budget),
             cfg,
             daemon,
             bus,
             daemon_id,
             routes,
             sessions: HashMap::new(),
+            access: Arc::new(access),
             _lock: Some(lock),
         }
     }
@@ -156,15 +181,36 @@ impl Handler<Accepted> for IpcListener {
     type Result = ();
     fn handle(&mut self, Accepted(stream): Accepted, ctx: &mut Self::Context) {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        // Read once, at accept: the credentials are those of whoever connected, and do not
+        // change if the descriptor is passed on.
+        let access = match client_creds(&stream) {
+            Ok(c) => match self.access.decide(c.uid, &c.gids) {
+                Some(a) => Ok(a),
+                None => Err(format!(
+                    "uid {} (groups {:?}) is in no access list; ask the administrator to add \
+                         the user or one of its groups to access.full_users/full_groups or \
+                         access.read_only_users/read_only_groups",
+                    c.uid, c.gids
+                )),
+            },
+            Err(e) => Err(format!(
+                "the daemon could not read this client's credentials: {e}"
+            )),
+        };
+        if let Err(why) = &access {
+            tracing::info!(session = id, reason = %why, "refusing a client");
+        }
         let addr = ClientSession::new(SessionSetup {
             id,
             stream,
+            access,
             cfg: self.cfg.clone(),
             daemon: self.daemon.clone(),
             bus: self.bus.clone(),
             daemon_id: self.daemon_id.clone(),
             routes: self.routes.clone(),
             listener: ctx.address().recipient(),
+            budget: self.budget.clone(),
         })
         .start();
         self.sessions.insert(id, addr);

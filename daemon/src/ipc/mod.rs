@@ -1,6 +1,8 @@
 //! The local IPC endpoint: a listener on the Unix socket (named pipe on Windows) and one session
 //! actor per connected client.
 
+pub mod access;
+pub mod client_queue;
 #[cfg(feature = "fault-injection")]
 pub mod debug;
 pub mod listener;

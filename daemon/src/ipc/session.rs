@@ -4,21 +4,21 @@
 //! does can take the daemon or other clients down.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
 use peerix_ipc_proto::{
-    decode_client, encode_frame, encode_frame_sized, ClientMessage, DaemonMessage, ErrorBody,
-    ErrorCode, FrameDecoder, Op, Payload, Progress, Reply, Request, SendArgs, Welcome,
+    decode_client, encode_frame, encode_frame_sized, Access, ClientMessage, DaemonMessage,
+    ErrorBody, ErrorCode, FrameDecoder, Op, Payload, Progress, Reply, Request, SendArgs, Welcome,
     PROTOCOL_VERSION,
 };
 use peerix_wire::transfer::PayloadType;
 use rmpv::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
+use super::client_queue::{write_frames, ClientQueue, PushError, QueueBudget};
 use crate::actors::channel::{ProgressTo, SendProgress};
 use crate::actors::daemon::{Daemon, Exec, VERSION};
 use crate::actors::event_bus::{obj, Deliver, EventBus, Subscribe, Unsubscribe};
@@ -34,6 +34,8 @@ pub struct SessionSetup {
     pub id: u64,
     /// The accepted connection.
     pub stream: Stream,
+    /// The client's tier from its credentials, or why it is refused (told at its `hello`).
+    pub access: Result<Access, String>,
     /// Configuration.
     pub cfg: Arc<DaemonConfig>,
     /// Root actor.
@@ -46,6 +48,8 @@ pub struct SessionSetup {
     pub routes: Routes,
     /// The listener, told when the session ends.
     pub listener: Recipient<SessionEnded>,
+    /// Bytes queued for all clients, against `ipc.client_queue_budget`.
+    pub budget: Arc<QueueBudget>,
 }
 
 /// Sent to the listener when a session ends.
@@ -79,13 +83,14 @@ enum Inbound {
 pub struct ClientSession {
     id: u64,
     stream: Option<Stream>,
+    access: Result<Access, String>,
     cfg: Arc<DaemonConfig>,
     daemon: Addr<Daemon>,
     bus: Addr<EventBus>,
     daemon_id: String,
     routes: Routes,
-    out: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
-    queued: Arc<AtomicU64>,
+    out: Arc<ClientQueue>,
+    budget: Arc<QueueBudget>,
     greeted: bool,
     client: String,
     streams: HashMap<u64, ActiveStream>,
@@ -102,16 +107,18 @@ pub struct ClientSession {
 impl ClientSession {
     /// A session over an accepted connection.
     pub fn new(s: SessionSetup) -> Self {
+        let out = s.budget.queue(s.id, s.cfg.ipc.client_queue_limit);
         Self {
             id: s.id,
             stream: Some(s.stream),
+            access: s.access,
             cfg: s.cfg,
             daemon: s.daemon,
             bus: s.bus,
             daemon_id: s.daemon_id,
             routes: s.routes,
-            out: None,
-            queued: Arc::new(AtomicU64::new(0)),
+            out,
+            budget: s.budget,
             greeted: false,
             client: String::new(),
             streams: HashMap::new(),
@@ -133,17 +140,16 @@ impl ClientSession {
     }
 
     fn write_frame(&mut self, frame: Vec<u8>, ctx: &mut Context<Self>) {
-        let Some(out) = &self.out else { return };
-        let q = self.queued.fetch_add(frame.len() as u64, Ordering::Relaxed) + frame.len() as u64;
-        if q > self.cfg.ipc.client_queue_limit {
-            // A client that stops reading must not make the daemon buffer without bound.
-            tracing::warn!(session = self.id, client = %self.client, queued = q, "client is not reading; disconnecting");
-            self.out = None;
-            ctx.stop();
-            return;
-        }
-        if out.send(frame).is_err() {
-            ctx.stop();
+        match self.out.push(frame) {
+            Ok(()) => {}
+            Err(PushError::Closed) => ctx.stop(),
+            Err(why) => {
+                // A client that stops reading must not make the daemon buffer without bound
+                // (client_queue.rs says what the client is told).
+                tracing::debug!(session = self.id, client = %self.client, "cutting a slow client");
+                self.out.cut(why);
+                ctx.stop();
+            }
         }
     }
 
@@ -159,9 +165,9 @@ impl ClientSession {
         tracing::info!(session = self.id, code = body.code.as_str(), message = %body.message, "closing client after protocol error");
         self.write(&DaemonMessage::Error(body), ctx);
         self.closing = true;
-        // Drop the sender: the writer flushes what is queued (the error) and then shuts down; the
-        // reader is aborted in `stopped`, so the socket closes once the error is out.
-        self.out = None;
+        // The writer flushes what is queued (the error) and then shuts down; the reader is
+        // aborted in `stopped`, so the socket closes once the error is out.
+        self.out.close();
         ctx.stop();
     }
 
@@ -235,6 +241,11 @@ impl ClientSession {
                         ctx,
                     );
                 }
+                if let Err(why) = &self.access {
+                    let why = why.clone();
+                    self.client = h.client;
+                    return self.fatal(ErrorBody::new(ErrorCode::PermissionDenied, why), ctx);
+                }
                 self.greeted = true;
                 self.client = h.client;
                 tracing::debug!(session = self.id, client = %self.client, "client connected");
@@ -271,8 +282,41 @@ impl ClientSession {
                 return self.write(&DaemonMessage::Reply(r), ctx);
             }
         };
+        let have = self.access.as_ref().map_or(Access::ReadOnly, |a| *a);
+        if op.access() > have {
+            let r = Reply::err(
+                id,
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{} needs {} access; this client has {} access (see [access] in the \
+                     daemon's configuration)",
+                    op.name(),
+                    op.access().as_str(),
+                    have.as_str()
+                ),
+            );
+            return self.write(&DaemonMessage::Reply(r), ctx);
+        }
         match op {
-            Op::Status => self.exec(id, Exec::Status, ctx),
+            Op::Status => {
+                // The daemon knows rooms and drivers; the client queues are the listener's.
+                let (queued, budget) = (self.budget.total(), self.budget.limit());
+                let fut = self.daemon.send(Exec::Status);
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    let res = res.map_err(DaemonError::from).and_then(|r| r);
+                    let res = res.map(|mut v| {
+                        if let Value::Map(m) = &mut v {
+                            let ipc = [("queued", queued), ("queue_budget", budget)];
+                            m.push((
+                                "ipc".into(),
+                                obj(ipc.map(|(k, n)| (k, Value::from(n))).to_vec()),
+                            ));
+                        }
+                        v
+                    });
+                    act.reply(id, res, ctx);
+                }));
+            }
             Op::Join(a) => self.exec(id, Exec::Join(a), ctx),
             Op::Leave(a) => self.exec(id, Exec::Leave(a.room), ctx),
             Op::Peers(a) => self.exec(id, Exec::Peers(a.room), ctx),
@@ -459,20 +503,15 @@ impl Actor for ClientSession {
         // `&Stream` is both AsyncRead and AsyncWrite; the socket closes when both tasks let go.
         let stream = Arc::new(stream);
         let write_side = stream.clone();
-        let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-        self.out = Some(out_tx);
-        let queued = self.queued.clone();
-        // Writer: drains frames to the socket. It ends when the session drops its sender.
+        let queue = self.out.clone();
+        let me = ctx.address();
+        // Writer: drains the queue to the socket. It ends when the session closes the queue, the
+        // client is cut (also by another session making room in the budget) or stops taking
+        // bytes; the session then ends too.
         self.writer = Some(actix::spawn(async move {
-            let mut tx_half: &Stream = &write_side;
-            while let Some(frame) = out_rx.recv().await {
-                let n = frame.len() as u64;
-                if tx_half.write_all(&frame).await.is_err() {
-                    break;
-                }
-                queued.fetch_sub(n, Ordering::Relaxed);
-            }
-            let _ = tx_half.flush().await;
+            let tx_half: &Stream = &write_side;
+            write_frames(tx_half, &queue).await;
+            me.do_send(WriterDone);
         }));
         // Reader: splits the byte stream into frames; a broken length ends the session.
         // Bounded: when the session is behind, the reader stops reading and the client's writes
@@ -532,7 +571,7 @@ impl Actor for ClientSession {
             client: self.client.clone(),
             crashed,
         });
-        self.out = None;
+        self.out.close();
         self.bus.do_send(Unsubscribe(self.id));
         if !self.streams.is_empty() {
             tracing::info!(
@@ -577,8 +616,8 @@ impl Handler<Farewell> for ClientSession {
     fn handle(&mut self, Farewell(d): Farewell, ctx: &mut Self::Context) -> Self::Result {
         <Self as Handler<Deliver>>::handle(self, d, ctx);
         self.closing = true;
-        // Dropping the sender lets the writer flush what is queued and end.
-        self.out = None;
+        // The writer flushes what is queued and ends.
+        self.out.close();
         let writer = self.writer.take();
         Box::pin(
             async move {
@@ -604,6 +643,18 @@ impl Handler<SendProgress> for ClientSession {
             done: p.done,
         };
         self.write(&DaemonMessage::Progress(msg), ctx);
+    }
+}
+
+/// The session's writer ended (see `started`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterDone;
+
+impl Handler<WriterDone> for ClientSession {
+    type Result = ();
+    fn handle(&mut self, _: WriterDone, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
