@@ -256,9 +256,9 @@ async fn client_vanishing_mid_transfer_leaves_daemon_healthy() -> Result<()> {
             .await?;
         assert!(
             value(&err, "error")
-                .map(|v| v.to_string())
+                .map(|v| v.to_string().to_lowercase())
                 .unwrap_or_default()
-                .contains("aborted"),
+                .contains("aborted by sender"),
             "{err:?}"
         );
     }
