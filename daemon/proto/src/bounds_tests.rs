@@ -103,3 +103,46 @@ fn failed_connections_keep_the_recovery_table_bounded() {
     assert_eq!(r.recovery.len(), TRACKED);
     assert!(r.recovery.contains_key(&format!("peer{}", 2 * TRACKED - 1)));
 }
+
+#[test]
+fn a_control_channel_flood_keeps_the_operation_queue_bounded() {
+    let t0 = Instant::now();
+    let mut r = room(4);
+    // "zz" > "me": we are impolite and offer when invoked... either way a connection and its
+    // first operation (our offer, or the remote's) are outstanding while the flood arrives.
+    r.handle_signal(t0, true, "zz", SignalType::Announce, vec![]);
+    r.handle_signal(t0, false, "zz", SignalType::Invoke, vec![Json::Null]);
+    let actions = drain(&mut r);
+    let conn = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .expect("a connection");
+    r.handle_conn_event(t0, conn, ConnEvent::ControlOpen);
+    drain(&mut r);
+    let candidate = peerix_wire::control::ControlMessage::Signal(vec![serde_json::json!({
+        "candidate": "candidate:1 1 udp 1 10.0.0.1 9 typ host",
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+        "usernameFragment": "u"
+    })])
+    .encode();
+    let mut reports = 0;
+    for i in 0..10_000u32 {
+        let now = t0 + Duration::from_millis(u64::from(i));
+        r.handle_conn_event(now, conn, ConnEvent::ControlMessage(candidate.clone()));
+        reports += drain(&mut r)
+            .iter()
+            .filter(|a| matches!(a, Action::Emit(crate::types::Event::Error { code, .. }) if *code == "SIGNALING_ERROR"))
+            .count();
+    }
+    let queued = r.conns.get(&conn).map(|c| c.queued_ops()).unwrap_or(0);
+    assert!(
+        queued <= crate::conn::MAX_QUEUED_OPS,
+        "{queued} operations queued"
+    );
+    assert!(reports >= 1, "the flood is reported");
+    assert!(reports < 20, "at a bounded rate: {reports} reports");
+}

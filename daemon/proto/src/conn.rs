@@ -61,6 +61,11 @@ fn sdp_digest(sdp: &str) -> u64 {
     h.finish()
 }
 
+/// Operations one connection may have waiting. Descriptions and candidates from the remote's
+/// control channel feed the queue while one operation at a time runs; a healthy peer has a few
+/// dozen at most (a candidate batch), a flooding one is cut off here and reported.
+pub(crate) const MAX_QUEUED_OPS: usize = 256;
+
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -166,6 +171,12 @@ impl Conn {
             message,
             peer: Some(self.remote.clone()),
         }));
+    }
+
+    /// Operations waiting behind the outstanding one.
+    #[cfg(test)]
+    pub(crate) fn queued_ops(&self) -> usize {
+        self.ops.len()
     }
 
     pub(crate) fn queue(&mut self, op: Pending, out: &mut VecDeque<Action>) {
@@ -428,6 +439,13 @@ impl Conn {
             }
         };
         match msg {
+            ControlMessage::Signal(_) if self.ops.len() >= MAX_QUEUED_OPS => self.control_error(
+                now,
+                format!(
+                    "control channel: {MAX_QUEUED_OPS} descriptions and candidates already wait                      for the connection; this one was dropped"
+                ),
+                out,
+            ),
             ControlMessage::Signal(items) => {
                 let Some(first) = items.first() else { return };
                 if first.get("type").is_some() {
