@@ -1,4 +1,5 @@
 //! Tests of the configuration loader (kept apart so `config.rs` reads in one sitting).
+use super::load::load_with_env;
 use super::*;
 use std::io::Write;
 
