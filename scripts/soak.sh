@@ -4,14 +4,16 @@
 #     SOAK_CHURNS (1,000) client churns against one daemon, printing its RSS/fds/threads;
 #  2. every fuzz target of peerix-wire and peerix-ipc-proto for FUZZ_SECS (60) seconds each
 #     (cargo-fuzz is installed if missing; see FUZZING.md).
-# Usage: scripts/soak.sh [--no-fuzz]
+# Usage: scripts/soak.sh [--no-fuzz | --fuzz-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v nats-server >/dev/null || { echo "soak: nats-server is needed (apt install nats-server)" >&2; exit 1; }
 
-cargo build --release -p peerixd -p peerix-client
-PEERIX_BIN_DIR="$PWD/target/release" cargo test --release -p peerix-system-tests --test soak -- \
-  --ignored --nocapture
+if [ "${1:-}" != "--fuzz-only" ]; then
+  cargo build --release -p peerixd -p peerix-client
+  PEERIX_BIN_DIR="$PWD/target/release" cargo test --release -p peerix-system-tests --test soak -- \
+    --ignored --nocapture
+fi
 
 [ "${1:-}" = "--no-fuzz" ] && exit 0
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
