@@ -321,6 +321,23 @@ impl Member {
     }
 }
 
+/// Waits until every member saw every other one connected, except pairs among the first
+/// `known` members (already seen), each within `timeout`.
+pub async fn full_mesh(members: &mut [Member], known: usize, timeout: Duration) -> Result<()> {
+    let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+    for (i, m) in members.iter_mut().enumerate() {
+        for (j, other) in ids.iter().enumerate() {
+            if i != j && (i >= known || j >= known) {
+                m.wait_for(&format!("{i} connected to {j}"), timeout, |e| {
+                    is(e, "connection:connected", other)
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A string field of an event's data.
 pub fn field<'a>(ev: &'a Event, key: &str) -> Option<&'a str> {
     match &ev.data {

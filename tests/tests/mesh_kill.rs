@@ -29,33 +29,14 @@ async fn kill_one_of_four_mid_transfer() -> Result<()> {
         members.push(Member::join(d, "mesh", |_| {}).await?);
     }
     let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
-    for (i, m) in members.iter_mut().enumerate() {
-        for (j, other) in ids.iter().enumerate() {
-            if i != j {
-                m.wait_for(&format!("{i} connected to {j}"), CONNECT, |e| {
-                    is(e, "connection:connected", other)
-                })
-                .await?;
-            }
-        }
-    }
+    full_mesh(&mut members, 0, CONNECT).await?;
     // The survivors also share a second room: a steady acked stream there is the witness that
     // they keep working with each other while one of them is dying and being detected.
     let mut side = Vec::new();
     for d in &daemons[1..] {
         side.push(Member::join(d, "side", |_| {}).await?);
     }
-    let side_ids: Vec<String> = side.iter().map(|m| m.id.clone()).collect();
-    for (i, m) in side.iter_mut().enumerate() {
-        for (j, other) in side_ids.iter().enumerate() {
-            if i != j {
-                m.wait_for("side mesh", CONNECT, |e| {
-                    is(e, "connection:connected", other)
-                })
-                .await?;
-            }
-        }
-    }
+    full_mesh(&mut side, 0, CONNECT).await?;
     side[0].open("tick").await?;
     for m in &mut side[1..] {
         m.wait_for("tick open", CONNECT, |e| {

@@ -21,22 +21,6 @@ async fn nats_daemon(
     env.daemon(name, &args).await
 }
 
-/// Waits until every pair connected, except pairs among the first `known` members (already seen).
-async fn full_mesh(members: &mut [Member], known: usize) -> Result<()> {
-    let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
-    for (i, m) in members.iter_mut().enumerate() {
-        for (j, other) in ids.iter().enumerate() {
-            if i != j && (i >= known || j >= known) {
-                m.wait_for(&format!("{i} connected to {j}"), T, |e| {
-                    is(e, "connection:connected", other)
-                })
-                .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Joins `room` on the `nats` driver expecting the driver to refuse the connection: returns the
 /// DRIVER_ERROR, after checking that the daemon still answers.
 async fn nats_join_refused(d: &DaemonProc, room: &str) -> Result<ErrorBody> {
@@ -82,10 +66,10 @@ async fn two_and_four_daemons_mesh_over_nats() -> Result<()> {
         Member::join(&daemons[0], "natsroom", |_| {}).await?,
         Member::join(&daemons[1], "natsroom", |_| {}).await?,
     ];
-    full_mesh(&mut members, 0).await?;
+    full_mesh(&mut members, 0, T).await?;
     members.push(Member::join(&daemons[2], "natsroom", |_| {}).await?);
     members.push(Member::join(&daemons[3], "natsroom", |_| {}).await?);
-    full_mesh(&mut members, 2).await?;
+    full_mesh(&mut members, 2, T).await?;
     let st = members[0].client.status().await?;
     assert!(
         st.drivers.iter().any(|d| d.kind == "nats" && d.active),
@@ -294,7 +278,7 @@ async fn mutual_tls_nats() -> Result<()> {
         Member::join(&da, "tls-room", |_| {}).await?,
         Member::join(&db, "tls-room", |_| {}).await?,
     ];
-    full_mesh(&mut members, 0).await?;
+    full_mesh(&mut members, 0, T).await?;
     let to_b = SendOptions::to(members[1].id.clone());
     members[0].open("chat").await?;
     let r = members[0]
@@ -339,7 +323,7 @@ async fn nkey_authentication() -> Result<()> {
         Member::join(&da, "nkey-room", |_| {}).await?,
         Member::join(&db, "nkey-room", |_| {}).await?,
     ];
-    full_mesh(&mut members, 0).await?;
+    full_mesh(&mut members, 0, T).await?;
 
     let bad = nats_config(dir.path(), "stranger", &nats, &seed_line(&stranger)?)?;
     let dc = env.daemon("nk-c", &["--config", &bad]).await?;
