@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use peerix_wire::packet::{SessionDescription, SignalType};
 use serde_json::Value as Json;
 
-use crate::conn::Pending;
 use crate::room::Room;
 use crate::types::{Action, Target};
 
@@ -120,15 +119,7 @@ impl Room {
             match offer {
                 Some((desc, meta)) => {
                     let id = self.connect(now, &peer, meta, false);
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.queue(
-                            Pending::Remote {
-                                desc,
-                                via_control: false,
-                            },
-                            &mut self.out,
-                        );
-                    }
+                    self.signaled_description(id, desc);
                 }
                 None => self.invoke(now, &peer, true),
             }

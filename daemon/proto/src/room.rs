@@ -180,15 +180,7 @@ impl Room {
                 let meta = it.next().unwrap_or(Json::Null);
                 match self.by_peer.get(from).copied() {
                     Some(id) if !self.is_new_incarnation(id, &desc) => {
-                        if let Some(c) = self.conns.get_mut(&id) {
-                            c.queue(
-                                Pending::Remote {
-                                    desc,
-                                    via_control: false,
-                                },
-                                &mut self.out,
-                            );
-                        }
+                        self.signaled_description(id, desc)
                     }
                     existing => {
                         if let Some(old) = existing {
@@ -220,18 +212,13 @@ impl Room {
                         Some(from),
                     );
                 };
-                let id = self.by_peer.get(from).copied();
-                if let Some(c) = id
-                    .and_then(|id| self.conns.get_mut(&id))
-                    .filter(|c| c.live())
-                {
-                    c.queue(
-                        Pending::Remote {
-                            desc,
-                            via_control: false,
-                        },
-                        &mut self.out,
-                    );
+                let live = self
+                    .by_peer
+                    .get(from)
+                    .copied()
+                    .filter(|id| self.conns.get(id).is_some_and(|c| c.live()));
+                if let Some(id) = live {
+                    self.signaled_description(id, desc);
                 }
             }
             SignalType::Candidate => {
@@ -440,6 +427,19 @@ impl Room {
                 .map(|id| vec![*id])
                 .ok_or_else(|| NoSuchPeer(p.to_string())),
             None => Ok(self.by_peer.values().copied().collect()),
+        }
+    }
+
+    /// A description that came over signaling, queued on connection `id` (if it still exists).
+    pub(crate) fn signaled_description(&mut self, id: ConnId, desc: SessionDescription) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.queue(
+                Pending::Remote {
+                    desc,
+                    via_control: false,
+                },
+                &mut self.out,
+            );
         }
     }
 

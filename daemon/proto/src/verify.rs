@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use peerix_wire::packet::SessionDescription;
 use serde_json::Value as Json;
 
-use crate::conn::Pending;
 use crate::room::Room;
 use crate::types::Action;
 
@@ -320,15 +319,7 @@ impl Room {
                     return;
                 }
                 let id = self.connect(now, peer, metadata, false);
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.queue(
-                        Pending::Remote {
-                            desc,
-                            via_control: false,
-                        },
-                        &mut self.out,
-                    );
-                }
+                self.signaled_description(id, desc);
             }
         }
     }
