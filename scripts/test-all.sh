@@ -35,12 +35,15 @@ cargo machete --skip-target-dir
 cargo build --workspace --bins --tests --features peerixd/fault-injection
 cargo test --workspace --no-fail-fast --features peerixd/fault-injection -- --test-threads=2
 
-# Python client.
-if [ -d clients/python ]; then
-  python3 -m pip install -q msgpack pytest >/dev/null
-  (cd clients/python && python3 -m pytest -q)
-fi
-# Node client.
-if [ -d clients/node ] && [ -f clients/node/package.json ]; then
-  (cd clients/node && npm install --silent --no-audit --no-fund && node --test)
-fi
+# The clients as their users install them: the Python package (editable, with its test and
+# type-check extras) and the Node package (with its dev dependencies, for the type check).
+python3 -m pip install -q -e "clients/python[test,typecheck]" >/dev/null
+(cd clients/node && npm install --silent --no-audit --no-fund)
+# Types are part of each package's API: mypy --strict on the Python package, tsc --strict on a
+# usage file that must compile against index.d.ts (and misuse that must not).
+(cd clients/python && python3 -m mypy)
+(cd clients/node && npm run --silent typecheck)
+# Python tests (including the three-language test, which also drives the Node client and the
+# Rust CLI), then the Node tests.
+(cd clients/python && python3 -m pytest -q)
+(cd clients/node && node --test)

@@ -12,7 +12,9 @@ const { encode, decode } = require('@msgpack/msgpack');
 
 const PROTOCOL_VERSION = 1;
 const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
-const CLIENT_NAME = 'peerix-node/0.1.0';
+const CLIENT_NAME = 'peerix-node/0.2.0';
+/** Events the daemon sends whatever the connection subscribed to; they go to `client.events`. */
+const UNSOLICITED = ['lagged', 'room:left', 'daemon:shutdown'];
 const STREAM_CHUNK = 1024 * 1024;
 
 /** A failed request or connection-level error carrying the protocol error code. */
@@ -106,7 +108,20 @@ function chunkArgs(transfer, data, more) {
   return { transfer, data, more };
 }
 
-/** Async iterable of event objects ({seq, name, room?, data}). */
+/** Arguments of `subscribe`; `since`/`epoch` resume after a reconnect. */
+function subscribeArgs(events, { room, since, epoch } = {}) {
+  const args = { events: [...events] };
+  if (room !== undefined) args.room = room;
+  if (since !== undefined) args.since = since;
+  if (epoch !== undefined) args.epoch = epoch;
+  return args;
+}
+
+/**
+ * Async iterable of a connection's event objects ({seq, name, room?, data}). Besides what was
+ * subscribed it carries `lagged` ({from, to, count}: events the daemon could not keep for this
+ * client) and `room:left` for rooms the connection held. It ends when the connection closes.
+ */
 class EventStream {
   constructor() {
     this.queue = [];
@@ -131,6 +146,19 @@ class EventStream {
       this.waiters.push((ev) => resolve(ev === null ? { done: true, value: undefined } : { done: false, value: ev })),
     );
   }
+  /** The next event, rejecting after `ms`; resolves `null` at the end of the stream. */
+  async nextEvent(ms = 15000) {
+    let timer;
+    const t = new Promise((_, rej) => {
+      timer = setTimeout(() => rej(new PeerixError('TIMEOUT', `no event within ${ms} ms`)), ms);
+    });
+    try {
+      const r = await Promise.race([this.next(), t]);
+      return r.done ? null : r.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
   [Symbol.asyncIterator]() {
     return this;
   }
@@ -141,12 +169,22 @@ class Client {
   constructor(socket, welcome, decoder) {
     this.socket = socket;
     this.welcome = welcome;
-    this.peerId = welcome.id;
+    /** The machine's id; each room has its own peer id (see `join()` and `status()`). */
+    this.machineId = welcome.id;
+    /** The daemon run's epoch: sequence numbers compare only within one epoch. */
+    this.epoch = Number(welcome.epoch || 0);
+    this.capabilities = welcome.capabilities || [];
     this.maxFrame = Number(welcome.max_frame) || DEFAULT_MAX_FRAME;
+    /** The highest event seq seen on this connection. */
+    this.lastSeq = 0;
+    /** The latest `subscribe` reply ({replayed, complete} after a resume). */
+    this.lastSubscribe = {};
     this.decoder = decoder;
     this.nextId = 1;
     this.pending = new Map();
-    this.events = null;
+    this.progress = new Map();
+    /** This connection's events (one stream, also before any subscribe). */
+    this.events = new EventStream();
     this.verifyStreams = new Map();
     this.closedReason = null;
     socket.on('data', (d) => this._onData(d));
@@ -183,11 +221,15 @@ class Client {
           this.pending.delete(msg.id);
           p(msg);
         }
-      } else if (msg.type === 'event' && msg.name === 'verify') {
-        const stream = this.verifyStreams.get(msg.room);
-        if (stream) stream._put(msg);
       } else if (msg.type === 'event') {
-        if (this.events) this.events._put(msg);
+        if (typeof msg.seq === 'number' && msg.seq > this.lastSeq) this.lastSeq = msg.seq;
+        if (msg.name === 'verify') {
+          const stream = this.verifyStreams.get(msg.room);
+          if (stream) stream._put(msg);
+        } else this.events._put(msg);
+      } else if (msg.type === 'progress') {
+        const cb = this.progress.get(msg.id);
+        if (cb) cb(msg);
       } else if (msg.type === 'error') {
         this.closedReason = `peerixd reported ${msg.code}: ${msg.message}`;
       }
@@ -198,18 +240,18 @@ class Client {
     if (this.closedReason === null) this.closedReason = reason;
     for (const p of this.pending.values()) p(null);
     this.pending.clear();
-    if (this.events) {
-      this.events._put(null);
-      this.events = null;
-    }
+    this.events._put(null);
     for (const s of this.verifyStreams.values()) s._put(null);
     this.verifyStreams.clear();
   }
 
   /** Sends a request; resolves with its result or rejects with PeerixError. */
   request(op, args = {}) {
+    return this._requestWithId(this.nextId++, op, args);
+  }
+
+  _requestWithId(id, op, args) {
     if (this.closedReason !== null) return Promise.reject(new PeerixError('CLOSED', this.closedReason));
-    const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, (reply) => {
         if (reply === null) reject(new PeerixError('CLOSED', this.closedReason || 'connection closed'));
@@ -228,15 +270,34 @@ class Client {
     });
   }
 
+  /** Where this connection's event stream stands, to resume from on a new connection. */
+  get position() { return { epoch: this.epoch, seq: this.lastSeq }; }
+
   status() { return this.request('status'); }
-  join(room, { metadata, driver, options } = {}) {
+  /**
+   * Holds `room` (joins it if nobody does yet). `persist: true` keeps it joined after this
+   * connection closes, until a `leave` releases it. Resolves {room, id, metadata, holders, persist}.
+   */
+  join(room, { metadata, driver, options, persist } = {}) {
     const args = { room };
     if (metadata !== undefined) args.metadata = metadata;
     if (driver !== undefined) args.driver = driver;
     if (options !== undefined) args.options = options;
+    if (persist) args.persist = true;
     return this.request('join', args);
   }
-  leave(room) { return this.request('leave', { room }); }
+  /** Releases this connection's hold (`all: true`: every hold). Resolves {left, holders}. */
+  leave(room, { all } = {}) {
+    const args = { room };
+    if (all) args.all = true;
+    return this.request('leave', args);
+  }
+  /** Takes messages that arrived while no client subscribed: {events, dropped, more}. */
+  inbox(room, { max } = {}) {
+    const args = { room };
+    if (max !== undefined) args.max = max;
+    return this.request('inbox', args);
+  }
   async peers(room) { return (await this.request('peers', { room })).peers; }
   open(room, label, options = {}) { return this.request('open', { room, label, ...options }); }
   closeChannel(room, label, to) {
@@ -247,34 +308,48 @@ class Client {
   sendText(room, text, opts = {}) { return this.request('send', sendArgs(room, text, 'text', opts)); }
   sendJson(room, value, opts = {}) { return this.request('send', sendArgs(room, value, 'json', opts)); }
 
-  /** Sends bytes (Uint8Array/Buffer); payloads larger than 1 MiB are streamed. */
+  /**
+   * Sends bytes (Uint8Array/Buffer); payloads larger than `chunk` (1 MiB) are streamed.
+   * `onProgress` receives the daemon's progress frames ({peer, label, current, total?, done}).
+   */
   async sendBytes(room, data, opts = {}) {
+    const { chunk = STREAM_CHUNK, onProgress, ...rest } = opts;
     const bytes = data instanceof Uint8Array ? data : Uint8Array.from(data);
-    if (bytes.length <= STREAM_CHUNK) return this.request('send', sendArgs(room, bytes, 'bytes', opts));
-    const first = await this.request('send', sendArgs(room, new Uint8Array(0), 'bytes', { ...opts, more: true }));
-    let result = first;
-    for (let off = 0; off < bytes.length; off += STREAM_CHUNK) {
-      const more = off + STREAM_CHUNK < bytes.length;
-      result = await this.request('send', chunkArgs(first.transfer, bytes.subarray(off, off + STREAM_CHUNK), more));
+    const startId = this.nextId++;
+    const progress = onProgress !== undefined;
+    if (progress) this.progress.set(startId, onProgress);
+    try {
+      if (bytes.length <= chunk) {
+        return await this._requestWithId(startId, 'send', sendArgs(room, bytes, 'bytes', { ...rest, progress }));
+      }
+      const first = await this._requestWithId(
+        startId, 'send', sendArgs(room, new Uint8Array(0), 'bytes', { ...rest, more: true, progress }));
+      let result = first;
+      for (let off = 0; off < bytes.length; off += chunk) {
+        const more = off + chunk < bytes.length;
+        result = await this.request('send', chunkArgs(first.transfer, bytes.subarray(off, off + chunk), more));
+      }
+      return result;
+    } finally {
+      this.progress.delete(startId);
     }
-    return result;
   }
 
-  /** Subscribes; all events of this connection go to the returned EventStream. */
-  async subscribe(events, room) {
-    const stream = new EventStream();
-    const previous = this.events;
-    this.events = stream;
-    const args = { events };
-    if (room !== undefined) args.room = room;
-    try {
-      await this.request('subscribe', args);
-    } catch (e) {
-      this.events = previous;
-      throw e;
-    }
-    if (previous) previous._put(null);
-    return stream;
+  /**
+   * Adds a subscription and returns the connection's EventStream. `opts` is a room name or
+   * {room, since, epoch}: with `since` (and the `epoch` it came from) the events after that seq
+   * the daemon still holds come first, then live ones, with no gap or repeat; what it no longer
+   * holds is announced by a `lagged` event first. The reply is kept in `lastSubscribe`.
+   */
+  async subscribe(events, opts = {}) {
+    const o = typeof opts === 'string' ? { room: opts } : opts || {};
+    this.lastSubscribe = await this.request('subscribe', subscribeArgs(events, o));
+    return this.events;
+  }
+
+  /** Subscribes from where another connection stopped (its `position`). */
+  resume(events, position, { room } = {}) {
+    return this.subscribe(events, { room, since: position.seq, epoch: position.epoch });
   }
 
   /**
@@ -306,15 +381,12 @@ class Client {
   /** Answers a `verify` event: may that peer connect? */
   verify(room, request, accept) { return this.request('verify', { room, request, accept }); }
 
+  /** Drops every subscription of this connection (the event stream stays open). */
   async unsubscribe() {
     await this.request('unsubscribe');
-    if (this.events) {
-      this.events._put(null);
-      this.events = null;
-    }
   }
 
-  /** Closes the connection (rooms stay joined in the daemon). */
+  /** Closes the connection; the daemon releases the rooms it held (not `persist` ones). */
   close() {
     this.socket.end();
     this._shutdown('closed by client');
@@ -383,4 +455,6 @@ module.exports = {
   requestMessage,
   sendArgs,
   chunkArgs,
+  subscribeArgs,
+  UNSOLICITED,
 };

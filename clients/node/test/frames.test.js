@@ -108,7 +108,7 @@ test('client against a fake daemon', async () => {
   await new Promise((r) => server.listen(sockPath, r));
   try {
     const client = await pc.connect(sockPath);
-    assert.strictEqual(client.peerId, 'me');
+    assert.strictEqual(client.machineId, 'me');
     const [a, b] = await Promise.all([client.status(), client.request('peers', { room: 'x' })]);
     assert.deepStrictEqual([a, b], [{ op: 'status' }, { op: 'peers' }]);
     await assert.rejects(client.leave('x'), (e) => e.code === 'NOT_JOINED');
@@ -123,4 +123,21 @@ test('client against a fake daemon', async () => {
     server.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('index.d.ts declares exactly the methods index.js has', () => {
+  const fs = require('node:fs');
+  const dts = fs.readFileSync(require.resolve('../index.d.ts'), 'utf8');
+  const body = dts.slice(dts.indexOf('export class Client {'), dts.indexOf('export function connect'));
+  const declared = new Set([...body.matchAll(/^ {2}([a-zA-Z]+)\(/gm)].map((m) => m[1]));
+  const { Client } = require('..');
+  const actual = new Set(
+    Object.getOwnPropertyNames(Client.prototype).filter(
+      (n) => n !== 'constructor' && !n.startsWith('_') && typeof Object.getOwnPropertyDescriptor(Client.prototype, n).value === 'function',
+    ),
+  );
+  assert.deepStrictEqual([...declared].sort(), [...actual].sort());
+  const exported = Object.keys(require('..')).sort();
+  const declaredExports = [...dts.matchAll(/^export (?:const|function|class) ([A-Za-z_]+)/gm)].map((m) => m[1]).sort();
+  assert.deepStrictEqual(declaredExports, exported);
 });

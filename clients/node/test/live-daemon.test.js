@@ -4,45 +4,14 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const path = require('node:path');
-const fs = require('node:fs');
-const os = require('node:os');
-const { spawn } = require('node:child_process');
 const { connect } = require('..');
-
-const BIN = process.env.PEERIX_BIN_DIR || path.resolve(__dirname, '../../../target/debug');
-
-async function startDaemon(dir, name) {
-  const exe = path.join(BIN, 'peerixd');
-  assert.ok(fs.existsSync(exe), `${exe} missing: run cargo build --workspace --bins first`);
-  const sock = path.join(dir, `${name}.sock`);
-  const proc = spawn(exe, ['--socket', sock, '--local-dir', path.join(dir, 'local'), '--no-system-config'], {
-    stdio: ['ignore', 'ignore', fs.openSync(path.join(dir, `${name}.log`), 'w')],
-  });
-  const deadline = Date.now() + 20000;
-  while (!fs.existsSync(sock)) {
-    assert.ok(Date.now() < deadline, 'daemon did not start');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return { proc, sock };
-}
-
-async function nextEvent(stream, name, ms = 15000) {
-  const timer = new Promise((_, rej) => setTimeout(() => rej(new Error(`timed out waiting for ${name}`)), ms));
-  const loop = (async () => {
-    for await (const ev of stream) if (ev.name === name) return ev;
-    throw new Error(`stream ended before ${name}`);
-  })();
-  return Promise.race([loop, timer]);
-}
+const { Daemons, nextEvent } = require('../testlib/daemons');
 
 test('two real daemons exchange text and bytes through the Node client', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'peerix-node-'));
-  const a = await startDaemon(dir, 'a');
-  const b = await startDaemon(dir, 'b');
+  const ds = new Daemons();
   try {
-    const ca = await connect(a.sock);
-    const cb = await connect(b.sock);
+    const ca = await connect(await ds.start('a'));
+    const cb = await connect(await ds.start('b'));
     const events = await cb.subscribe(['connection', 'channel'], 'node');
     await ca.join('node', { metadata: { name: 'node-a' } });
     await cb.join('node');
@@ -55,8 +24,10 @@ test('two real daemons exchange text and bytes through the Node client', async (
     const msg = await nextEvent(events, 'channel:message');
     assert.strictEqual(msg.data.data, 'hello from node');
     const payload = new Uint8Array(3 * 1024 * 1024).map((_, i) => (i * 31) & 0xff);
-    const r2 = await ca.sendBytes('node', payload, { label: 'chat' });
+    const progress = [];
+    const r2 = await ca.sendBytes('node', payload, { label: 'chat', onProgress: (p) => progress.push(p) });
     assert.ok(r2.peers.every((p) => p.ok));
+    assert.ok(progress.length > 0 && progress[progress.length - 1].done, JSON.stringify(progress));
     const parts = [];
     for (;;) {
       const ev = await nextEvent(events, 'channel:message');
@@ -68,8 +39,6 @@ test('two real daemons exchange text and bytes through the Node client', async (
     ca.close();
     cb.close();
   } finally {
-    a.proc.kill('SIGKILL');
-    b.proc.kill('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
+    ds.stop();
   }
 });

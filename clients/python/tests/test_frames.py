@@ -10,7 +10,7 @@ import pytest
 
 import peerix_client as pc
 
-DOC = os.path.join(os.path.dirname(__file__), "..", "..", "ipc-proto", "PROTOCOL.md")
+DOC = os.path.join(os.path.dirname(__file__), "..", "..", "..", "ipc-proto", "PROTOCOL.md")
 
 
 def doc_frames():
@@ -107,7 +107,7 @@ def test_client_against_fake_daemon():
             server = await asyncio.start_unix_server(fake_daemon, path)
             async with server:
                 client = await pc.connect(path)
-                assert client.peer_id == "me"
+                assert client.machine_id == "me"
                 a, b = await asyncio.gather(client.status(), client.request("peers", {"room": "x"}))
                 assert a == {"op": "status"} and b == {"op": "peers"}
                 with pytest.raises(pc.PeerixError) as e:

@@ -1,0 +1,72 @@
+"""The Python client against two real peerixd processes (local driver) over the real socket."""
+
+import asyncio
+
+import peerix_client
+from peerix_client.blocking import connect as blocking_connect
+
+from conftest import next_event
+
+
+def test_two_daemons_exchange_text_and_bytes(daemons):
+    a_sock, b_sock = daemons.start("a"), daemons.start("b")
+
+    async def scenario():
+        a = await peerix_client.connect(a_sock)
+        b = await peerix_client.connect(b_sock)
+        b_events = await b.subscribe(["connection", "channel"], room="py")
+        await a.join("py", metadata={"name": "python-a"})
+        await b.join("py")
+        ev = await next_event(b_events, "connection:connected")
+        assert ev["data"]["metadata"] == {"name": "python-a"}
+        await a.open("py", "chat")
+        await next_event(b_events, "channel:open")
+        res = await a.send_text("py", "hello from python", label="chat")
+        assert all(p["ok"] for p in res["peers"]), res
+        ev = await next_event(b_events, "channel:message")
+        assert ev["data"]["data"] == "hello from python"
+        assert ev["data"]["type"] == "text"
+        payload = bytes(range(256)) * 4096  # 1 MiB: streamed by the client
+        progress = []
+        res = await a.send_bytes("py", payload, label="chat", chunk=256 * 1024, on_progress=progress.append)
+        assert all(p["ok"] for p in res["peers"]), res
+        assert progress and progress[-1]["done"], progress
+        got = b""
+        while True:
+            ev = await next_event(b_events, "channel:message")
+            got += ev["data"]["data"]
+            if ev["data"]["final"]:
+                break
+        assert got == payload
+        try:
+            await a.request("no-such-op")
+            raise AssertionError("unknown op accepted")
+        except peerix_client.PeerixError as e:
+            assert e.code == "UNKNOWN_OP"
+        await a.close()
+        await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_blocking_wrapper(daemons):
+    """The blocking client does the same without an event loop of its own."""
+    a_sock, b_sock = daemons.start("a"), daemons.start("b")
+    with blocking_connect(a_sock) as a, blocking_connect(b_sock) as b:
+        b.subscribe(["connection:connected", "channel:message"], room="blk")
+        a.join("blk")
+        b.join("blk")
+        ev = b.next_event(timeout=15)
+        assert ev is not None and ev["name"] == "connection:connected", ev
+        a.open("blk", "chat")
+        res = a.send_json("blk", {"k": [1, 2]}, label="chat")  # waits for the channel to open
+        assert res["peers"] and all(p["ok"] for p in res["peers"]), res
+        ev = b.next_event(timeout=15)
+        assert ev is not None and ev["name"] == "channel:message" and ev["data"]["data"] == {"k": [1, 2]}, ev
+        st = a.status()
+        assert any(r["room"] == "blk" for r in st["rooms"]), st
+        try:
+            a.leave("never-joined")
+            raise AssertionError("leave of a room never joined succeeded")
+        except peerix_client.PeerixError as e:
+            assert e.code == "NOT_JOINED"
