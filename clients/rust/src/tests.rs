@@ -27,6 +27,7 @@ fn welcome() -> DaemonMessage {
         id: "fake-peer".into(),
         capabilities: vec![],
         max_frame: DEFAULT_MAX_FRAME as u64,
+        epoch: 5,
     })
 }
 
