@@ -71,6 +71,7 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
                 replay: collector.recipient(),
                 filter: Some(EventFilter::all()),
                 since: None,
+                gauge: None,
             });
             let room = "in-process-room-memory";
             running

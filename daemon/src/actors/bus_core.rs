@@ -58,8 +58,10 @@ pub struct Lagged {
 pub struct CatchUp {
     /// The range it will never get.
     pub lagged: Option<Lagged>,
-    /// The buffered events after its position that match its filters.
+    /// The buffered events after its position that match its filters (as many as fit).
     pub events: Vec<Numbered>,
+    /// Whether more are due: the subscriber is paused at the first of them.
+    pub more: bool,
 }
 
 /// Why `subscribe` with `since` was refused.
@@ -209,6 +211,7 @@ impl BusCore {
         filter: EventFilter,
         since: u64,
         epoch_matches: bool,
+        max_bytes: u64,
     ) -> Result<CatchUp, SinceError> {
         if epoch_matches && since > self.seq {
             return Err(SinceError::InTheFuture {
@@ -220,7 +223,7 @@ impl BusCore {
         if !epoch_matches {
             // The client's seqs name another run: all of this run that is still buffered, and
             // a `lagged` saying the rest (and the other run's tail) is gone.
-            let mut c = self.catch_up(session, 0);
+            let mut c = self.catch_up(session, 0, max_bytes);
             c.lagged = Some(Lagged {
                 from: 1,
                 to: self.evicted_upto,
@@ -229,7 +232,7 @@ impl BusCore {
             });
             return Ok(c);
         }
-        Ok(self.catch_up(session, since))
+        Ok(self.catch_up(session, since, max_bytes))
     }
 
     /// Removes a session's subscription.
@@ -257,25 +260,28 @@ impl BusCore {
         self.subs.get(&session).and_then(|s| s.paused_at)
     }
 
-    /// A paused session drained its queue: what it missed, and it is live again. `None` when
+    /// A paused session drained its queue: what it missed, as much as fits `max_bytes` (at
+    /// least one event), and it is live again unless more is due (`CatchUp::more`). `None` when
     /// it is not paused (or not subscribed).
-    pub fn resume(&mut self, session: u64) -> Option<CatchUp> {
+    pub fn resume(&mut self, session: u64, max_bytes: u64) -> Option<CatchUp> {
         let at = self.subs.get(&session)?.paused_at?;
-        Some(self.catch_up(session, at - 1))
+        Some(self.catch_up(session, at.saturating_sub(1), max_bytes))
     }
 
     /// Everything after `after` for `session`: `lagged` for what was evicted, then the buffered
-    /// events it matches. Unpauses it.
-    fn catch_up(&mut self, session: u64, after: u64) -> CatchUp {
+    /// events it matches, up to `max_bytes` (at least one). Unpauses it, or pauses it at the
+    /// first event that did not fit.
+    fn catch_up(&mut self, session: u64, after: u64, max_bytes: u64) -> CatchUp {
         let evicted_upto = self.evicted_upto;
         let Some(sub) = self.subs.get_mut(&session) else {
             return CatchUp::default();
         };
         // A paused session missed from its pause on, whatever `since` says.
         let (after, exact) = match sub.paused_at.take() {
-            Some(at) => (after.min(at - 1), Some(std::mem::take(&mut sub.missed))),
+            Some(at) => (after.min(at.saturating_sub(1)), Some(sub.missed)),
             None => (after, None),
         };
+        let sub = self.subs.get_mut(&session).expect("looked up above");
         let lagged = (after < evicted_upto).then(|| {
             let (from, to) = (after + 1, evicted_upto);
             Lagged {
@@ -285,14 +291,29 @@ impl BusCore {
                 reason: "evicted",
             }
         });
-        let sub = &self.subs[&session];
-        let events = self
-            .buffer
-            .iter()
-            .filter(|n| n.seq > after && sub.matches(&n.event))
-            .cloned()
-            .collect();
-        CatchUp { lagged, events }
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        let mut rest = None;
+        for n in self.buffer.iter().filter(|n| n.seq > after) {
+            if !sub.matches(&n.event) {
+                continue;
+            }
+            if !events.is_empty() && bytes + n.size > max_bytes {
+                rest = Some(n.seq);
+                break;
+            }
+            bytes += n.size;
+            events.push(n.clone());
+        }
+        // What did not fit the client's room comes when it has read these: paused again at the
+        // first event left (anything evicted before then is counted as for any pause).
+        sub.paused_at = rest;
+        sub.missed = 0;
+        CatchUp {
+            lagged,
+            events,
+            more: rest.is_some(),
+        }
     }
 
     /// Takes the oldest events of `room`'s inbox, at most `max` and `max_bytes` (at least one

@@ -53,12 +53,12 @@ fn a_paused_subscriber_catches_up_in_order_when_nothing_was_evicted() {
     b.emit(msg("r"), 1); // 2
     b.emit(other("r"), 1); // 3, not matched
     b.emit(msg("r"), 1); // 4
-    let c = b.resume(1).expect("paused");
+    let c = b.resume(1, u64::MAX).expect("paused");
     assert_eq!(c.lagged, None);
     assert_eq!(seqs(&c), vec![2, 4]);
     assert_eq!(b.paused_at(1), None);
     assert_eq!(b.emit(msg("r"), 1).to, vec![1]);
-    assert!(b.resume(1).is_none(), "not paused any more");
+    assert!(b.resume(1, u64::MAX).is_none(), "not paused any more");
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn a_paused_subscriber_is_told_exactly_what_was_evicted() {
         }
     }
     // Buffer holds 5, 6, 7; evicted 1..=4, of which 2 and 4 matched and were unseen.
-    let c = b.resume(1).expect("paused");
+    let c = b.resume(1, u64::MAX).expect("paused");
     assert_eq!(
         c.lagged,
         Some(Lagged {
@@ -113,7 +113,7 @@ fn subscribe_since_replays_after_the_given_seq_across_all_filters() {
     b.emit(msg("r"), 1); // 3
     b.subscribe(7, filter(&["connection"]));
     let c = b
-        .subscribe_since(7, filter(&["channel:message"]), 1, true)
+        .subscribe_since(7, filter(&["channel:message"]), 1, true, u64::MAX)
         .expect("valid");
     assert_eq!(c.lagged, None);
     assert_eq!(seqs(&c), vec![2, 3]);
@@ -128,7 +128,7 @@ fn subscribe_since_too_old_or_from_another_run_says_lagged_first() {
         b.emit(msg("r"), 1);
     }
     let c = b
-        .subscribe_since(1, filter(&["*"]), 1, true)
+        .subscribe_since(1, filter(&["*"]), 1, true, u64::MAX)
         .expect("valid");
     assert_eq!(
         c.lagged,
@@ -141,7 +141,7 @@ fn subscribe_since_too_old_or_from_another_run_says_lagged_first() {
     );
     assert_eq!(seqs(&c), vec![4, 5]);
     let c = b
-        .subscribe_since(2, filter(&["*"]), 99, false)
+        .subscribe_since(2, filter(&["*"]), 99, false, u64::MAX)
         .expect("another run's seq is not refused");
     assert_eq!(
         c.lagged.map(|l| (l.from, l.to, l.reason)),
@@ -155,7 +155,7 @@ fn subscribe_since_after_the_newest_seq_is_refused_and_subscribes_nothing() {
     let mut b = BusCore::new(limits(2, 16));
     b.emit(msg("r"), 1);
     assert!(matches!(
-        b.subscribe_since(1, filter(&["*"]), 5, true),
+        b.subscribe_since(1, filter(&["*"]), 5, true, u64::MAX),
         Err(SinceError::InTheFuture {
             since: 5,
             newest: 1
@@ -209,4 +209,23 @@ fn transfer_errors_are_kept_but_other_channel_errors_are_not() {
     let without = EventRecord::new("channel:error", Some("r"), vec![]);
     assert!(Inbox::keeps(&with));
     assert!(!Inbox::keeps(&without));
+}
+
+#[test]
+fn a_catch_up_larger_than_the_room_left_comes_in_steps() {
+    let mut b = BusCore::new(limits(16, 16));
+    b.subscribe(1, filter(&["*"]));
+    b.pause(1, 1);
+    for _ in 0..5 {
+        b.emit(msg("r"), 10);
+    }
+    let c = b.resume(1, 25).expect("paused");
+    assert_eq!((seqs(&c), c.more), (vec![1, 2], true));
+    assert_eq!(b.paused_at(1), Some(3));
+    assert!(b.emit(msg("r"), 10).to.is_empty(), "still paused");
+    let c = b.resume(1, 0).expect("paused");
+    assert_eq!((seqs(&c), c.more), (vec![3], true), "at least one");
+    let c = b.resume(1, u64::MAX).expect("paused");
+    assert_eq!((seqs(&c), c.more, c.lagged), (vec![4, 5, 6], false, None));
+    assert_eq!(b.paused_at(1), None);
 }

@@ -75,6 +75,10 @@ pub struct Replay {
     pub events: Vec<Deliver>,
     /// The `subscribe` request this answers, and its result (or why it was refused).
     pub reply: Option<(u64, Result<(), SinceError>)>,
+    /// Not a catch-up but the notice that the bus stopped sending live events (the client fell
+    /// `ipc.lag_limit` behind): until the next catch-up, events for the session alone
+    /// (`verify`) wait, so that they still go out in `seq` order.
+    pub paused: bool,
 }
 
 /// Add to a session's subscription (an empty filter list unsubscribes).
@@ -93,6 +97,8 @@ pub struct Subscribe {
     /// `subscribe` with `since`: the request id, the client's last seq and whether its epoch
     /// is this run's. The answer comes as a [`Replay`].
     pub since: Option<(u64, u64, bool)>,
+    /// The session's queue, whose length decides when it is paused (`ipc.lag_limit`).
+    pub gauge: Option<Gauge>,
 }
 
 /// Number an event without publishing it: for a frame that goes to every session whatever it
@@ -126,21 +132,8 @@ impl Handler<EmitTo> for EventBus {
 #[rtype(result = "()")]
 pub struct Unsubscribe(pub u64);
 
-/// A session fell `ipc.lag_limit` behind and took no event from `at` on.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Pause {
-    /// Session id.
-    pub session: u64,
-    /// The first seq it did not take.
-    pub at: u64,
-}
-
-/// A paused session drained its queue: send it what it missed (a [`Replay`], also when there is
-/// nothing: it marks where live events start again), then live events.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Resume(pub u64, pub Recipient<Replay>);
+/// How far behind a session's client is: the bytes queued for it and not yet written.
+pub type Gauge = Arc<crate::ipc::client_queue::ClientQueue>;
 
 /// Take the oldest events of a room's inbox (the `inbox` op).
 #[derive(Message)]
@@ -172,21 +165,85 @@ pub struct InboxCounts;
 
 struct Subscriber {
     to: Recipient<Deliver>,
+    replay: Recipient<Replay>,
+    /// `None`: never falls behind (an in-process subscriber).
+    gauge: Option<Gauge>,
+    /// A wait for its queue to drain is running.
+    waiting: bool,
+}
+
+impl Subscriber {
+    fn behind(&self, lag_limit: u64) -> bool {
+        self.gauge.as_ref().is_some_and(|g| g.queued() >= lag_limit)
+    }
+
+    /// Bytes of catch-up it can take now (the core sends at least one event).
+    fn room_left(&self, lag_limit: u64) -> u64 {
+        self.gauge
+            .as_ref()
+            .map_or(u64::MAX, |g| lag_limit.saturating_sub(g.queued()))
+    }
 }
 
 /// The event bus actor.
 pub struct EventBus {
     core: BusCore,
     subscribers: HashMap<u64, Subscriber>,
+    lag_limit: u64,
 }
 
 impl EventBus {
     /// A bus with these bounds.
-    pub fn new(limits: BusLimits) -> Self {
+    pub fn new(limits: BusLimits, lag_limit: u64) -> Self {
         Self {
             core: BusCore::new(limits),
             subscribers: HashMap::new(),
+            lag_limit,
         }
+    }
+
+    /// Sends a catch-up; when more is due, waits for the session's queue to drain again.
+    fn send_catch_up(
+        &mut self,
+        session: u64,
+        c: CatchUp,
+        reply: Option<(u64, Result<(), SinceError>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let more = c.more;
+        if let Some(sub) = self.subscribers.get(&session) {
+            sub.replay.do_send(replay(c, reply));
+        }
+        if more {
+            self.paused(session, ctx);
+        }
+    }
+
+    /// The core paused `session`: tell it (events for it alone now wait for the catch-up) and
+    /// wake up when its queue has drained to half the lag limit.
+    fn paused(&mut self, session: u64, ctx: &mut Context<Self>) {
+        let low = self.lag_limit / 2;
+        let Some(sub) = self.subscribers.get_mut(&session) else {
+            return;
+        };
+        sub.replay.do_send(Replay {
+            lagged: None,
+            events: Vec::new(),
+            reply: None,
+            paused: true,
+        });
+        if sub.waiting {
+            return;
+        }
+        let Some(gauge) = sub.gauge.clone() else {
+            return;
+        };
+        sub.waiting = true;
+        ctx.spawn(
+            async move { gauge.drained_to(low).await }
+                .into_actor(self)
+                .map(move |_, _, ctx| ctx.notify(Drained(session))),
+        );
     }
 }
 
@@ -195,6 +252,7 @@ fn replay(c: CatchUp, reply: Option<(u64, Result<(), SinceError>)>) -> Replay {
         lagged: c.lagged,
         events: c.events.into_iter().map(undirected).collect(),
         reply,
+        paused: false,
     }
 }
 
@@ -212,20 +270,33 @@ impl Actor for EventBus {
 
 impl Handler<Emit> for EventBus {
     type Result = ();
-    fn handle(&mut self, Emit(ev): Emit, _: &mut Self::Context) {
+    fn handle(&mut self, Emit(ev): Emit, ctx: &mut Self::Context) {
         let room_left = ev.name == "room:left";
         let size = size_estimate(&ev);
         let ev = Arc::new(ev);
         let out = self.core.emit(ev.clone(), size);
         tracing::debug!(seq = out.seq, name = %ev.name, room = ?ev.room, kept = out.kept, "event");
         for id in out.to {
-            if let Some(sub) = self.subscribers.get(&id) {
-                sub.to.do_send(Deliver {
-                    seq: out.seq,
-                    event: ev.clone(),
-                    direct: false,
-                });
+            let Some(sub) = self.subscribers.get(&id) else {
+                continue;
+            };
+            // A client that does not read must not make the daemon hold its events twice
+            // (they are in the replay buffer) nor slow anyone: skip it until it drained.
+            if sub.behind(self.lag_limit) {
+                tracing::debug!(
+                    session = id,
+                    at = out.seq,
+                    "subscriber fell ipc.lag_limit behind; pausing its events"
+                );
+                self.core.pause(id, out.seq);
+                self.paused(id, ctx);
+                continue;
             }
+            sub.to.do_send(Deliver {
+                seq: out.seq,
+                event: ev.clone(),
+                direct: false,
+            });
         }
         if room_left {
             if let Some(room) = &ev.room {
@@ -237,7 +308,7 @@ impl Handler<Emit> for EventBus {
 
 impl Handler<Subscribe> for EventBus {
     type Result = ();
-    fn handle(&mut self, m: Subscribe, _: &mut Self::Context) {
+    fn handle(&mut self, m: Subscribe, ctx: &mut Self::Context) {
         let Some(filter) = m.filter else {
             self.subscribers.remove(&m.session);
             self.core.unsubscribe(m.session);
@@ -245,15 +316,21 @@ impl Handler<Subscribe> for EventBus {
         };
         self.subscribers
             .entry(m.session)
-            .or_insert_with(|| Subscriber { to: m.to });
+            .or_insert_with(|| Subscriber {
+                to: m.to,
+                replay: m.replay.clone(),
+                gauge: m.gauge,
+                waiting: false,
+            });
         match m.since {
             None => self.core.subscribe(m.session, filter),
             Some((request, since, epoch_matches)) => {
+                let room = self.subscribers[&m.session].room_left(self.lag_limit);
                 match self
                     .core
-                    .subscribe_since(m.session, filter, since, epoch_matches)
+                    .subscribe_since(m.session, filter, since, epoch_matches, room)
                 {
-                    Ok(c) => m.replay.do_send(replay(c, Some((request, Ok(()))))),
+                    Ok(c) => self.send_catch_up(m.session, c, Some((request, Ok(()))), ctx),
                     Err(e) => m
                         .replay
                         .do_send(replay(CatchUp::default(), Some((request, Err(e))))),
@@ -282,26 +359,25 @@ impl Handler<Unsubscribe> for EventBus {
     }
 }
 
-impl Handler<Pause> for EventBus {
-    type Result = ();
-    fn handle(&mut self, m: Pause, _: &mut Self::Context) {
-        tracing::debug!(
-            session = m.session,
-            at = m.at,
-            "subscriber paused: it fell ipc.lag_limit behind"
-        );
-        self.core.pause(m.session, m.at);
-    }
-}
+/// A paused session's queue drained to half the lag limit: it catches up.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Drained(u64);
 
-impl Handler<Resume> for EventBus {
+impl Handler<Drained> for EventBus {
     type Result = ();
-    fn handle(&mut self, Resume(session, to): Resume, _: &mut Self::Context) {
-        // Not paused here (it unsubscribed, or a `subscribe` with `since` caught it up
-        // meanwhile): it still gets its marker.
-        let c = self.core.resume(session).unwrap_or_default();
-        tracing::debug!(session, replayed = c.events.len(), lagged = ?c.lagged, "subscriber resumed");
-        to.do_send(replay(c, None));
+    fn handle(&mut self, Drained(session): Drained, ctx: &mut Self::Context) {
+        let Some(sub) = self.subscribers.get_mut(&session) else {
+            return;
+        };
+        sub.waiting = false;
+        let room = sub.room_left(self.lag_limit);
+        // Not paused any more (a `subscribe` with `since` caught it up meanwhile): nothing to do.
+        let Some(c) = self.core.resume(session, room) else {
+            return;
+        };
+        tracing::debug!(session, replayed = c.events.len(), lagged = ?c.lagged, more = c.more, "subscriber catching up");
+        self.send_catch_up(session, c, None, ctx);
     }
 }
 

@@ -106,9 +106,9 @@ pub struct ClientSession {
     pending_chunks: usize,
     /// This daemon run (`welcome.epoch`).
     epoch: u64,
-    /// Set while the client is more than `ipc.lag_limit` behind: the first seq it did not take
-    /// (see `session_lag.rs`).
-    paused_at: Option<u64>,
+    /// Set while the bus sends no events because the client is more than `ipc.lag_limit`
+    /// behind (see `session_lag.rs`).
+    paused: bool,
     /// Events for this session only that came while it was paused, to go out in seq order
     /// with what it catches up on.
     held: Vec<Deliver>,
@@ -140,7 +140,7 @@ impl ClientSession {
             subscriptions: 0,
             pending_chunks: 0,
             epoch: s.epoch,
-            paused_at: None,
+            paused: false,
             held: Vec::new(),
         }
     }

@@ -1,32 +1,22 @@
-//! Events on their way to a client that may fall behind: past `ipc.lag_limit` bytes of
-//! undelivered frames the session takes no more events (replies and progress still go out), the
-//! bus stops sending it any, and once the queue has drained to half the limit it catches up
-//! from the bus's replay buffer: every event it missed in order, or first a `lagged` event for
-//! what is gone. A slow client therefore never holds up the bus or the other sessions, and is
-//! never left with a silent gap.
+//! Events on their way to a client that may fall behind. The bus decides (`event_bus.rs`):
+//! past `ipc.lag_limit` bytes of undelivered frames it sends the session no more events
+//! (replies and progress still go out) and, once the queue has drained to half the limit,
+//! catches it up from its replay buffer: every event it missed in order, or first a `lagged`
+//! event for what is gone. A slow client therefore never holds up the bus or the other
+//! sessions, and is never left with a silent gap. Here the session only keeps events for it
+//! alone (`verify`) in `seq` order with the catch-up.
 
 use super::*;
-use crate::actors::event_bus::{EventRecord, Lagged, Pause, Replay, Resume};
+use crate::actors::event_bus::{EventRecord, Lagged, Replay};
 
 /// Direct events (`verify`, ...) held while paused, beyond which they go out at once.
 const HELD_DIRECT: usize = 256;
 
 impl ClientSession {
-    /// An event from the bus: written, held (for this session only, while paused) or dropped
-    /// (while paused: the bus replays it later).
+    /// An event from the bus: written, or held (for this session only, while paused).
     pub(super) fn take_event(&mut self, d: Deliver, ctx: &mut Context<Self>) {
-        if self.paused_at.is_some() {
-            if d.direct {
-                if self.held.len() < HELD_DIRECT {
-                    self.held.push(d);
-                } else {
-                    self.write_event(&d, ctx);
-                }
-            }
-            return;
-        }
-        if !d.direct && self.out.queued() >= self.cfg.ipc.lag_limit {
-            self.pause(d.seq, ctx);
+        if self.paused && d.direct && self.held.len() < HELD_DIRECT {
+            self.held.push(d);
             return;
         }
         self.write_event(&d, ctx);
@@ -38,26 +28,6 @@ impl ClientSession {
             Ok(bytes) => self.write_frame(bytes, ctx),
             Err(e) => tracing::error!(session = self.id, error = %e, "encoding an event failed"),
         }
-    }
-
-    fn pause(&mut self, at: u64, ctx: &mut Context<Self>) {
-        tracing::debug!(session = self.id, client = %self.client, at, queued = self.out.queued(), "client fell ipc.lag_limit behind; pausing its events");
-        self.paused_at = Some(at);
-        self.bus.do_send(Pause {
-            session: self.id,
-            at,
-        });
-        let q = self.out.clone();
-        let low = self.cfg.ipc.lag_limit / 2;
-        ctx.spawn(
-            async move { q.drained_to(low).await }
-                .into_actor(self)
-                .map(|_, act, ctx| {
-                    // The bus answers with a `Replay`; until then live events are still
-                    // dropped here (the bus sends them again in the replay).
-                    act.bus.do_send(Resume(act.id, ctx.address().recipient()));
-                }),
-        );
     }
 
     fn lagged_event(l: &Lagged) -> Deliver {
@@ -81,10 +51,12 @@ impl ClientSession {
 impl Handler<Replay> for ClientSession {
     type Result = ();
     fn handle(&mut self, r: Replay, ctx: &mut Self::Context) {
-        if self.closing {
+        if r.paused {
+            tracing::debug!(session = self.id, client = %self.client, queued = self.out.queued(), "client fell ipc.lag_limit behind; its events pause");
+            self.paused = true;
             return;
         }
-        self.paused_at = None;
+        self.paused = false;
         let replayed = r.events.len() as u64;
         let complete = r.lagged.is_none();
         let mut all: Vec<Deliver> = std::mem::take(&mut self.held);
@@ -93,8 +65,8 @@ impl Handler<Replay> for ClientSession {
         // Held events for this session only interleave by seq; `lagged` (seq = the last
         // missing one) precedes every replayed event.
         all.sort_by_key(|d| d.seq);
-        for d in all {
-            self.take_event(d, ctx);
+        for d in &all {
+            self.write_event(d, ctx);
         }
         if let Some((request, res)) = r.reply {
             if res.is_err() {

@@ -84,6 +84,7 @@ impl ClientSession {
                         replay: ctx.address().recipient(),
                         filter: Some(filter),
                         since,
+                        gauge: Some(self.out.clone()),
                     });
                     if since.is_none() {
                         self.reply(id, Ok(obj(vec![])), ctx);
@@ -94,6 +95,11 @@ impl ClientSession {
             Op::Unsubscribe => {
                 self.subscriptions = 0;
                 self.bus.do_send(Unsubscribe(self.id));
+                // No catch-up will come: what waited for one goes out now.
+                self.paused = false;
+                for d in std::mem::take(&mut self.held) {
+                    self.write_event(&d, ctx);
+                }
                 self.reply(id, Ok(obj(vec![])), ctx);
             }
             #[cfg(not(feature = "fault-injection"))]
