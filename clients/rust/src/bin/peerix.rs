@@ -615,6 +615,20 @@ mod tests {
     }
 
     #[test]
+    fn events_resume_from_a_seq() {
+        let cli = Cli::try_parse_from(["peerix", "events", "--since", "41", "--epoch", "7"])
+            .expect("parse");
+        match cli.cmd {
+            Cmd::Events { since, epoch, .. } => assert_eq!((since, epoch), (Some(41), Some(7))),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["peerix", "events", "--epoch", "7"]).is_err(),
+            "--epoch only says which run --since is from"
+        );
+    }
+
+    #[test]
     fn sanitize_peer_names() {
         assert_eq!(sanitize("../../etc/passwd"), "etcpasswd");
     }
