@@ -82,6 +82,18 @@ pub struct IpcConfig {
     /// Bytes of undelivered frames all clients together may fall behind; past it, the client
     /// furthest behind is disconnected.
     pub client_queue_budget: u64,
+    // Issue 11 (delivery): replay buffer, slow clients, per-room inbox.
+    /// Most recent events kept for replay (`subscribe` with `since`, slow clients catching up).
+    pub replay_events: usize,
+    /// Bytes (encoded size estimate) of the events kept for replay.
+    pub replay_bytes: u64,
+    /// Bytes of undelivered frames past which a client is sent no more events until its
+    /// queue drains below half of it; it then catches up from the replay buffer.
+    pub lag_limit: u64,
+    /// Messages kept per room when no client subscribed to them (the `inbox` op takes them).
+    pub inbox_events: usize,
+    /// Bytes (encoded size estimate) of the messages kept per room.
+    pub inbox_bytes: u64,
 }
 
 impl Default for IpcConfig {
@@ -92,6 +104,11 @@ impl Default for IpcConfig {
             max_message_size: 1 << 30,
             client_queue_limit: 256 << 20,
             client_queue_budget: 256 << 20,
+            replay_events: 4096,
+            replay_bytes: 16 << 20,
+            lag_limit: 8 << 20,
+            inbox_events: 1024,
+            inbox_bytes: 16 << 20,
         }
     }
 }
@@ -353,6 +370,13 @@ impl DaemonConfig {
             return Err(DaemonError::Config(format!(
                 "ipc.client_queue_budget: {} is below ipc.max_frame ({}); one frame must fit",
                 self.ipc.client_queue_budget, self.ipc.max_frame
+            )));
+        }
+        if self.ipc.lag_limit == 0 || self.ipc.lag_limit >= self.ipc.client_queue_limit {
+            return Err(DaemonError::Config(format!(
+                "ipc.lag_limit: {} must be above 0 and below ipc.client_queue_limit ({}): a \
+                 client paused for lagging still gets its replies, and is cut only at the hard limit",
+                self.ipc.lag_limit, self.ipc.client_queue_limit
             )));
         }
         let known = ["local", "memory", "nats"];

@@ -128,3 +128,14 @@ fn configuration_that_can_never_work_is_refused_at_start() {
     let e = load(Some(f.path()), &none, true).expect_err("unconfigured driver");
     assert!(e.to_string().contains("rooms[demo].driver"), "{e}");
 }
+
+#[test]
+fn a_lag_limit_at_or_above_the_hard_limit_is_refused() {
+    let none = FlagOverrides::default();
+    let f = write("[ipc]\nclient_queue_limit = 1048576\nlag_limit = 1048576\n");
+    let e = load(Some(f.path()), &none, true).expect_err("lag limit not below the hard limit");
+    assert!(e.to_string().contains("ipc.lag_limit"), "{e}");
+    let f = write("[ipc]\nreplay_events = 10\nlag_limit = 4096\ninbox_events = 0\n");
+    let c = load(Some(f.path()), &none, true).expect("valid");
+    assert_eq!((c.ipc.replay_events, c.ipc.inbox_events), (10, 0));
+}

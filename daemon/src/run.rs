@@ -7,7 +7,7 @@ use actix::prelude::*;
 use peerix_wire::identity::Identity;
 
 use crate::actors::daemon::{Daemon, DaemonId, LeaveAll};
-use crate::actors::event_bus::EventBus;
+use crate::actors::event_bus::{BusLimits, EventBus};
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
 use crate::ipc::listener::{bind, CloseSessions, IpcListener};
@@ -35,7 +35,7 @@ pub async fn start(
 ) -> Result<Running, DaemonError> {
     // Before anything can open a connection: the first one would otherwise wait for them.
     peerix_rtc::start_reactors(cfg.webrtc.reactor_threads);
-    let bus = EventBus::default().start();
+    let bus = EventBus::new(BusLimits::from_config(&cfg.ipc), cfg.ipc.lag_limit).start();
     let id = identity.id().to_string();
     let daemon = Daemon::new(cfg.clone(), bus.clone(), identity);
     let routes = daemon.routes();

@@ -9,7 +9,7 @@ use peerix_ipc_proto::{EventFilter, JoinArgs, OpenArgs};
 use peerix_wire::identity::Identity;
 use peerix_wire::transfer::PayloadType;
 use peerixd::actors::daemon::Exec;
-use peerixd::actors::event_bus::{Deliver, Subscribe};
+use peerixd::actors::event_bus::{Deliver, Replay, Subscribe};
 use peerixd::actors::outgoing::OutgoingMessage;
 use peerixd::config::DaemonConfig;
 
@@ -24,6 +24,12 @@ impl Handler<Deliver> for Collector {
             v.push((d.event.name.clone(), d.event.data.clone()));
         }
     }
+}
+
+/// Never sent: the collector does not fall behind or resume.
+impl Handler<Replay> for Collector {
+    type Result = ();
+    fn handle(&mut self, _: Replay, _: &mut Self::Context) {}
 }
 
 fn count(log: &Arc<Mutex<Vec<(String, rmpv::Value)>>>, name: &str) -> usize {
@@ -61,8 +67,11 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
             let collector = Collector(log.clone()).start();
             running.bus.do_send(Subscribe {
                 session: i,
-                to: collector.recipient(),
+                to: collector.clone().recipient(),
+                replay: collector.recipient(),
                 filter: Some(EventFilter::all()),
+                since: None,
+                gauge: None,
             });
             let room = "in-process-room-memory";
             running

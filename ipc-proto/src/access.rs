@@ -40,6 +40,7 @@ impl Op {
             | Op::Unshare(_)
             | Op::Verifier(_)
             | Op::Verify(_)
+            | Op::Inbox(_)
             | Op::Debug(_) => Access::Full,
         }
     }

@@ -47,6 +47,9 @@ pub mod event_names {
     /// A new peer asks to connect: only the room's verifier receives it, and answers with the
     /// `verify` op.
     pub const VERIFY: &str = "verify";
+    /// This client will never get the events of a seq range (it fell behind, or resumed too
+    /// late); sent whatever it subscribed to.
+    pub const LAGGED: &str = "lagged";
     /// Event groups usable in subscriptions.
     pub const GROUPS: [&str; 6] = [
         "connection",

@@ -16,6 +16,7 @@
 
 mod access;
 mod codec;
+mod delivery;
 mod error;
 mod events;
 mod message;
@@ -25,6 +26,9 @@ pub use access::Access;
 pub use codec::{
     decode_client, decode_daemon, encode_frame, encode_frame_limited, encode_frame_sized,
     from_value, to_value, FrameDecoder, FRAME_HEADER_LEN,
+};
+pub use delivery::{
+    InboxArgs, InboxEvent, InboxResult, LaggedData, SubscribeResult, DEFAULT_INBOX_MAX,
 };
 pub use error::{ErrorBody, ErrorCode, FrameError, ProtoError};
 pub use events::{

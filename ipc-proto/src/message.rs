@@ -64,6 +64,10 @@ pub struct Welcome {
     pub capabilities: Vec<String>,
     /// Largest frame payload (bytes) the daemon accepts.
     pub max_frame: u64,
+    /// This daemon run (random, never 0): `seq`s of one epoch are comparable; pass it with
+    /// `subscribe`'s `since` when resuming.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// `request`: an operation invocation.

@@ -41,8 +41,10 @@ pub mod op_names {
     pub const VERIFIER: &str = "verifier";
     /// `verify`: a verifier's answer to a `verify` event.
     pub const VERIFY: &str = "verify";
+    /// `inbox`: take the messages kept for a room while no client subscribed to them.
+    pub const INBOX: &str = "inbox";
     /// Every op name.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         STATUS,
         JOIN,
         LEAVE,
@@ -57,6 +59,7 @@ pub mod op_names {
         DEBUG,
         VERIFIER,
         VERIFY,
+        INBOX,
     ];
 }
 
@@ -91,6 +94,8 @@ pub enum Op {
     Verifier(VerifierArgs),
     /// `verify`.
     Verify(VerifyArgs),
+    /// `inbox`.
+    Inbox(crate::delivery::InboxArgs),
 }
 
 /// A "flag or name" option value (Peerix accepts `true`/`false` or an
@@ -338,6 +343,12 @@ pub struct SubscribeArgs {
     /// Only events of this room (events without a room always pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// Resume: also deliver the kept events after this seq (the last one received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// The `welcome.epoch` that `since` was seen under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl SubscribeArgs {
@@ -669,6 +680,8 @@ impl Op {
                 let sub = SubscribeArgs {
                     events: f.req("events")?,
                     room: f.opt("room")?,
+                    since: f.opt("since")?,
+                    epoch: f.opt("epoch")?,
                 };
                 sub.filter()
                     .map_err(|e| f.bad(format!("invalid field `events`: {e}")))?;
@@ -696,6 +709,13 @@ impl Op {
                     accept: f.req("accept")?,
                 }))
             }
+            INBOX => {
+                let mut f = Fields::new(INBOX, args)?;
+                Ok(Op::Inbox(crate::delivery::InboxArgs {
+                    room: f.req("room")?,
+                    max: f.opt("max")?,
+                }))
+            }
             other => Err(ProtoError::UnknownOp(other.to_owned())),
         }
     }
@@ -718,6 +738,7 @@ impl Op {
             Op::Debug(_) => DEBUG,
             Op::Verifier(_) => VERIFIER,
             Op::Verify(_) => VERIFY,
+            Op::Inbox(_) => INBOX,
         }
     }
 
@@ -735,6 +756,7 @@ impl Op {
             Op::Share(v) | Op::Unshare(v) | Op::Debug(v) => Ok(v.clone()),
             Op::Verifier(a) => to_value(a),
             Op::Verify(a) => to_value(a),
+            Op::Inbox(a) => to_value(a),
         }
     }
 }

@@ -38,6 +38,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                 id: "peerA".into(),
                 capabilities: vec![],
                 max_frame: DEFAULT_MAX_FRAME as u64,
+                epoch: 7,
             })),
         ),
         ("request-status", enc_c(req(1, Op::Status))),
@@ -79,6 +80,8 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                 Op::Subscribe(SubscribeArgs {
                     events: vec!["channel:message".into()],
                     room: Some("lobby".into()),
+                    since: None,
+                    epoch: None,
                 }),
             )),
         ),

@@ -54,6 +54,7 @@ fn daemon_messages_roundtrip() {
         id: "me".into(),
         capabilities: vec![],
         max_frame: 1024,
+        epoch: 9,
     }));
     roundtrip_daemon(DaemonMessage::Reply(Reply::ok(
         1,
@@ -165,6 +166,18 @@ fn ops_roundtrip_through_args() {
         Op::Subscribe(SubscribeArgs {
             events: vec!["*".into(), "connection".into()],
             room: None,
+            since: None,
+            epoch: None,
+        }),
+        Op::Subscribe(SubscribeArgs {
+            events: vec!["*".into()],
+            room: None,
+            since: Some(41),
+            epoch: Some(7),
+        }),
+        Op::Inbox(peerix_ipc_proto::InboxArgs {
+            room: "r".into(),
+            max: Some(3),
         }),
         Op::Send(SendArgs::Start(SendStart {
             room: "r".into(),

@@ -105,6 +105,9 @@ async fn stalled_subscribers_never_hold_more_than_the_budget() -> Result<()> {
     let env = TestEnv::new()?;
     let budget = BUDGET.to_string();
     let per_client = PER_CLIENT.to_string();
+    // This test is about the hard limits: events pause only a byte below them, so the
+    // subscribers run into the limits as if they did not (delivery.rs tests the pause).
+    let lag_limit = (PER_CLIENT - 1).to_string();
     let receiver = env
         .daemon_with_env(
             "receiver",
@@ -112,6 +115,7 @@ async fn stalled_subscribers_never_hold_more_than_the_budget() -> Result<()> {
             &[
                 ("PEERIX_IPC__CLIENT_QUEUE_BUDGET", &budget),
                 ("PEERIX_IPC__CLIENT_QUEUE_LIMIT", &per_client),
+                ("PEERIX_IPC__LAG_LIMIT", &lag_limit),
                 // Smaller parts, so a slow reader finishes the one in flight quickly.
                 ("PEERIX_IPC__INLINE_MESSAGE_LIMIT", "262144"),
             ],

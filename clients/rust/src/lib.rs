@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod assembler;
+mod delivery;
 mod error;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use assembler::{AssembledMessage, MessageAssembler, MessageData};
+pub use delivery::lagged;
 pub use error::{ClientError, Result};
 pub use peerix_ipc_proto as proto;
 pub use peerix_ipc_proto::{
@@ -150,6 +152,8 @@ struct State {
 }
 
 struct Inner {
+    /// The `seq` of the last event received (0: none yet), for resuming after a reconnect.
+    last_seq: AtomicU64,
     writer: tokio::sync::Mutex<BoxedWriter>,
     state: Mutex<State>,
     next_id: AtomicU64,
@@ -204,6 +208,9 @@ impl Inner {
             // in sync thanks to the length prefix.
             return;
         };
+        if let DaemonMessage::Event(e) = &msg {
+            self.last_seq.fetch_max(e.seq, Ordering::Relaxed);
+        }
         match msg {
             DaemonMessage::Reply(reply) => {
                 let tx = self.state().pending.remove(&reply.id);
@@ -347,6 +354,7 @@ impl Client {
             .unwrap_or(usize::MAX)
             .clamp(1024, u32::MAX as usize);
         let inner = Arc::new(Inner {
+            last_seq: AtomicU64::new(0),
             writer: tokio::sync::Mutex::new(writer),
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
@@ -635,16 +643,28 @@ impl Client {
         events: &[&str],
         room: Option<&str>,
     ) -> Result<mpsc::Receiver<Event>> {
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let args = SubscribeArgs {
             events: events.iter().map(|s| s.to_string()).collect(),
             room: room.map(Into::into),
+            since: None,
+            epoch: None,
         };
+        self.subscribe_with(args).await.map(|(rx, _)| rx)
+    }
+
+    /// `subscribe` with any arguments (see also [`Client::subscribe_since`]): the event
+    /// receiver and the reply.
+    pub async fn subscribe_with(
+        &self,
+        args: SubscribeArgs,
+    ) -> Result<(mpsc::Receiver<Event>, Value)> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         args.filter()?;
-        // Install the sender first so that no event following the reply is lost.
+        // Install the sender first so that no event before or after the reply (a resume
+        // replays events before it) is lost.
         let previous = self.inner.state().events.replace(tx);
         match self.request(&Op::Subscribe(args)).await {
-            Ok(_) => Ok(rx),
+            Ok(v) => Ok((rx, v)),
             Err(e) => {
                 self.inner.state().events = previous;
                 Err(e)

@@ -27,6 +27,7 @@ fn welcome() -> DaemonMessage {
         id: "fake-peer".into(),
         capabilities: vec![],
         max_frame: DEFAULT_MAX_FRAME as u64,
+        epoch: 5,
     })
 }
 
@@ -509,4 +510,50 @@ fn socket_path_resolution() {
             PathBuf::from("/run/peerix/peerixd.sock")
         );
     }
+}
+
+#[tokio::test]
+async fn subscribe_since_sends_the_position_and_surfaces_lagged_before_the_reply() {
+    let client = client_with(|r| {
+        assert_eq!(r.op, "subscribe");
+        let arg = |k: &str| {
+            r.args
+                .as_map()
+                .and_then(|m| m.iter().find(|(key, _)| key.as_str() == Some(k)))
+                .and_then(|(_, v)| v.as_u64())
+        };
+        assert_eq!((arg("since"), arg("epoch")), (Some(41), Some(5)));
+        let lagged = map(vec![
+            ("from", Value::from(42)),
+            ("to", Value::from(60)),
+            ("count", Value::from(3)),
+            ("reason", Value::from("evicted")),
+        ]);
+        vec![
+            DaemonMessage::Event(Event {
+                seq: 60,
+                name: "lagged".into(),
+                room: None,
+                data: lagged,
+            }),
+            reply(
+                r.id,
+                map(vec![
+                    ("replayed", Value::from(0)),
+                    ("complete", Value::Boolean(false)),
+                ]),
+            ),
+        ]
+    })
+    .await;
+    assert_eq!(client.epoch(), 5);
+    let (mut rx, res) = client
+        .subscribe_since(&["*"], None, 41, Some(client.epoch()))
+        .await
+        .expect("subscribe");
+    assert!(!res.complete);
+    let ev = rx.recv().await.expect("lagged event");
+    let l = crate::lagged(&ev).expect("lagged data");
+    assert_eq!((l.from, l.to, l.count), (42, 60, 3));
+    assert_eq!(client.last_seq(), 60);
 }

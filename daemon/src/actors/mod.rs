@@ -3,10 +3,12 @@
 //! shorter way, from the session straight to a per-label lane (`send_path`, `outgoing`).
 
 pub mod backoff;
+pub mod bus_core;
 pub mod channel;
 pub mod daemon;
 pub mod driver;
 pub mod event_bus;
+pub mod inbox;
 pub mod options;
 pub mod outgoing;
 pub mod peer;

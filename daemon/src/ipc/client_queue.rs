@@ -81,6 +81,7 @@ impl QueueBudget {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             cut: Notify::new(),
+            drained: Notify::new(),
         });
         self.table().insert(id, q.clone());
         q
@@ -149,6 +150,8 @@ pub struct ClientQueue {
     state: Mutex<State>,
     ready: Notify,
     cut: Notify,
+    /// Woken as frames are written (a paused client waits to drain, `session_lag.rs`).
+    drained: Notify,
 }
 
 impl ClientQueue {
@@ -221,6 +224,7 @@ impl ClientQueue {
         give_memory_back(dropped);
         self.ready.notify_one();
         self.cut.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// Why the client was cut, if it was.
@@ -258,6 +262,24 @@ impl ClientQueue {
     pub fn written(&self, n: u64) {
         self.state().bytes -= n;
         self.budget.give_back(n);
+        self.drained.notify_waiters();
+    }
+
+    /// Resolves once at most `n` bytes are queued (or the queue is closed).
+    pub async fn drained_to(&self, n: u64) {
+        loop {
+            let woken = self.drained.notified();
+            tokio::pin!(woken);
+            // Registered before looking, so that a write in between still wakes us.
+            woken.as_mut().enable();
+            {
+                let s = self.state();
+                if s.bytes <= n || s.closed {
+                    return;
+                }
+            }
+            woken.await;
+        }
     }
 
     /// The writer is gone: drop whatever is left, give its bytes back and leave the budget.
@@ -272,6 +294,7 @@ impl ClientQueue {
         self.budget.give_back(left);
         self.budget.table().remove(&self.id);
         give_memory_back(left);
+        self.drained.notify_waiters();
     }
 }
 

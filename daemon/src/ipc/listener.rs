@@ -110,6 +110,8 @@ pub struct IpcListener {
     access: Arc<AccessPolicy>,
     /// Bytes queued for all clients (`ipc.client_queue_budget`).
     budget: Arc<QueueBudget>,
+    /// This daemon run, told to clients in `welcome` and `status` (`subscribe` with `since`).
+    epoch: u64,
     /// Released after the socket is gone (fields drop in order).
     _lock: Option<SocketLock>,
 }
@@ -139,6 +141,8 @@ impl IpcListener {
             routes,
             sessions: HashMap::new(),
             access: Arc::new(access),
+            // Below 2^53, so that a JavaScript client reads it exactly.
+            epoch: rand::Rng::gen_range(&mut rand::thread_rng(), 1..1u64 << 53),
             _lock: Some(lock),
         }
     }
@@ -211,6 +215,7 @@ impl Handler<Accepted> for IpcListener {
             routes: self.routes.clone(),
             listener: ctx.address().recipient(),
             budget: self.budget.clone(),
+            epoch: self.epoch,
         })
         .start();
         self.sessions.insert(id, addr);

@@ -50,6 +50,8 @@ pub struct SessionSetup {
     pub listener: Recipient<SessionEnded>,
     /// Bytes queued for all clients, against `ipc.client_queue_budget`.
     pub budget: Arc<QueueBudget>,
+    /// This daemon run (`welcome.epoch`).
+    pub epoch: u64,
 }
 
 /// Sent to the listener when a session ends.
@@ -102,6 +104,14 @@ pub struct ClientSession {
     /// `subscribe` calls in effect, and chunk requests not yet answered (both bounded).
     subscriptions: usize,
     pending_chunks: usize,
+    /// This daemon run (`welcome.epoch`).
+    epoch: u64,
+    /// Set while the bus sends no events because the client is more than `ipc.lag_limit`
+    /// behind (see `session_lag.rs`).
+    paused: bool,
+    /// Events for this session only that came while it was paused, to go out in seq order
+    /// with what it catches up on.
+    held: Vec<Deliver>,
 }
 
 impl ClientSession {
@@ -129,6 +139,9 @@ impl ClientSession {
             listener: s.listener,
             subscriptions: 0,
             pending_chunks: 0,
+            epoch: s.epoch,
+            paused: false,
+            held: Vec::new(),
         }
     }
 
@@ -255,6 +268,7 @@ impl ClientSession {
                     id: self.daemon_id.clone(),
                     capabilities: vec!["events".into(), "progress".into(), "streamed-send".into()],
                     max_frame: self.cfg.ipc.max_frame,
+                    epoch: self.epoch,
                 };
                 self.write(&DaemonMessage::Welcome(w), ctx);
             }
@@ -385,17 +399,14 @@ impl StreamHandler<Inbound> for ClientSession {
 impl Handler<Deliver> for ClientSession {
     type Result = ();
     fn handle(&mut self, d: Deliver, ctx: &mut Self::Context) {
-        match encode_event(&d, self.cfg.ipc.max_frame) {
-            Ok(bytes) => self.write_frame(bytes, ctx),
-            Err(e) => tracing::error!(session = self.id, error = %e, "encoding an event failed"),
-        }
+        self.take_event(d, ctx);
     }
 }
 
 impl Handler<Farewell> for ClientSession {
     type Result = ResponseActFuture<Self, ()>;
     fn handle(&mut self, Farewell(d): Farewell, ctx: &mut Self::Context) -> Self::Result {
-        <Self as Handler<Deliver>>::handle(self, d, ctx);
+        self.write_event(&d, ctx);
         self.closing = true;
         // The writer flushes what is queued and ends.
         self.out.close();
@@ -441,6 +452,8 @@ impl Handler<WriterDone> for ClientSession {
 
 #[path = "event_frame.rs"]
 mod event_frame;
+#[path = "session_lag.rs"]
+mod lag;
 #[path = "session_requests.rs"]
 mod requests;
 #[path = "session_send.rs"]

@@ -2,6 +2,8 @@
 //! the event bus or the send path (split from session.rs to keep each file readable).
 
 use super::*;
+use crate::actors::event_bus::{InboxCounts, TakeInbox};
+use peerix_ipc_proto::{InboxArgs, DEFAULT_INBOX_MAX};
 
 impl ClientSession {
     pub(super) fn on_request(&mut self, req: Request, ctx: &mut Context<Self>) {
@@ -30,10 +32,14 @@ impl ClientSession {
         }
         match op {
             Op::Status => {
-                // The daemon knows rooms and drivers; the client queues are the listener's.
+                // The daemon knows rooms and drivers; the client queues are the listener's,
+                // the inboxes the bus's.
                 let (queued, budget) = (self.budget.total(), self.budget.limit());
-                let fut = self.daemon.send(Exec::Status);
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                let epoch = self.epoch;
+                let status = self.daemon.send(Exec::Status);
+                let inboxes = self.bus.send(InboxCounts);
+                let fut = async move { (status.await, inboxes.await.unwrap_or_default()) };
+                ctx.spawn(fut.into_actor(self).map(move |(res, inboxes), act, ctx| {
                     let res = res.map_err(DaemonError::from).and_then(|r| r);
                     let res = res.map(|mut v| {
                         if let Value::Map(m) = &mut v {
@@ -42,6 +48,8 @@ impl ClientSession {
                                 "ipc".into(),
                                 obj(ipc.map(|(k, n)| (k, Value::from(n))).to_vec()),
                             ));
+                            m.push(("epoch".into(), Value::from(epoch)));
+                            add_inbox_counts(m, &inboxes);
                         }
                         v
                     });
@@ -58,24 +66,40 @@ impl ClientSession {
                 self.exec(id, Exec::Verifier(a, self.id, to), ctx)
             }
             Op::Verify(a) => self.exec(id, Exec::Verify(a, self.id), ctx),
+            Op::Inbox(a) => self.take_inbox(id, a, ctx),
             Op::Subscribe(a) => match a.filter() {
                 Ok(filter) => {
                     if let Err(e) = self.check_subscription(filter.patterns.len()) {
                         return self.reply(id, Err(e), ctx);
                     }
                     self.subscriptions += 1;
+                    // With `since` the bus answers (a `Replay` carrying the reply, after the
+                    // replayed events); without, nothing is replayed.
+                    let since = a
+                        .since
+                        .map(|n| (id, n, a.epoch.is_none_or(|e| e == self.epoch)));
                     self.bus.do_send(Subscribe {
                         session: self.id,
                         to: ctx.address().recipient(),
+                        replay: ctx.address().recipient(),
                         filter: Some(filter),
+                        since,
+                        gauge: Some(self.out.clone()),
                     });
-                    self.reply(id, Ok(obj(vec![])), ctx);
+                    if since.is_none() {
+                        self.reply(id, Ok(obj(vec![])), ctx);
+                    }
                 }
                 Err(e) => self.reply(id, Err(DaemonError::BadRequest(e.to_string())), ctx),
             },
             Op::Unsubscribe => {
                 self.subscriptions = 0;
                 self.bus.do_send(Unsubscribe(self.id));
+                // No catch-up will come: what waited for one goes out now.
+                self.paused = false;
+                for d in std::mem::take(&mut self.held) {
+                    self.write_event(&d, ctx);
+                }
                 self.reply(id, Ok(obj(vec![])), ctx);
             }
             #[cfg(not(feature = "fault-injection"))]
@@ -221,5 +245,75 @@ impl ClientSession {
                 }));
             }
         }
+    }
+}
+
+/// Adds `inbox` (events kept) to each entry of `status.rooms`.
+fn add_inbox_counts(status: &mut [(Value, Value)], inboxes: &[(String, u64)]) {
+    let Some((_, Value::Array(rooms))) =
+        status.iter_mut().find(|(k, _)| k.as_str() == Some("rooms"))
+    else {
+        return;
+    };
+    for room in rooms {
+        let Value::Map(fields) = room else { continue };
+        let name = fields
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("room"))
+            .and_then(|(_, v)| v.as_str());
+        let kept = inboxes
+            .iter()
+            .find(|(r, _)| Some(r.as_str()) == name)
+            .map_or(0, |(_, n)| *n);
+        fields.push(("inbox".into(), Value::from(kept)));
+    }
+}
+
+/// Room left in an `inbox` reply for its framing and the fields around the events.
+const INBOX_REPLY_MARGIN: u64 = 64 << 10;
+
+impl ClientSession {
+    /// `inbox`: the room must be joined (the daemon says so by listing its peers); then the bus
+    /// hands over its oldest kept events, as many as fit one reply frame.
+    fn take_inbox(&mut self, id: u64, a: InboxArgs, ctx: &mut Context<Self>) {
+        let max = a.max.unwrap_or(DEFAULT_INBOX_MAX).clamp(1, 1 << 16) as usize;
+        let max_bytes = self.cfg.ipc.max_frame.saturating_sub(INBOX_REPLY_MARGIN);
+        let joined = self.daemon.send(Exec::Peers(a.room.clone()));
+        let bus = self.bus.clone();
+        let fut = async move {
+            joined.await.map_err(DaemonError::from).and_then(|r| r)?;
+            let taken = bus
+                .send(TakeInbox {
+                    room: a.room,
+                    max,
+                    max_bytes,
+                })
+                .await
+                .map_err(DaemonError::from)?;
+            let events = taken
+                .events
+                .iter()
+                .map(|d| {
+                    obj(vec![
+                        ("seq", Value::from(d.seq)),
+                        ("name", Value::from(d.event.name.as_str())),
+                        (
+                            "room",
+                            d.event.room.as_deref().map_or(Value::Nil, Value::from),
+                        ),
+                        ("data", d.event.data.clone()),
+                    ])
+                })
+                .collect();
+            Ok(obj(vec![
+                ("events", Value::Array(events)),
+                ("dropped", Value::from(taken.dropped)),
+                ("more", Value::Boolean(taken.more)),
+            ]))
+        };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |res, act, ctx| act.reply(id, res, ctx)),
+        );
     }
 }

@@ -100,6 +100,13 @@ enum Cmd {
         /// Write received bytes/blob messages into this directory.
         #[arg(long, value_name = "DIR")]
         save_dir: Option<PathBuf>,
+        /// Resume: first print the kept events after this seq (the last one printed before),
+        /// or a `lagged` event for those that are gone.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// The daemon epoch `--since` was seen under (`welcome.epoch`, `status.epoch`).
+        #[arg(long, value_name = "EPOCH", requires = "since")]
+        epoch: Option<u64>,
     },
 }
 
@@ -232,7 +239,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             room,
             filter,
             save_dir,
-        } => return events(&client, room, filter, save_dir, json).await,
+            since,
+            epoch,
+        } => {
+            let resume = since.map(|s| (s, epoch));
+            return events(&client, room, filter, save_dir, resume, json).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -399,6 +411,7 @@ async fn events(
     room: Option<String>,
     filter: Vec<String>,
     save_dir: Option<PathBuf>,
+    resume: Option<(u64, Option<u64>)>,
     json: bool,
 ) -> Result<ExitCode> {
     let patterns: Vec<String> = if filter.is_empty() {
@@ -414,10 +427,22 @@ async fn events(
     if let Some(dir) = &save_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut rx = client
-        .subscribe(&refs, room.as_deref())
-        .await
-        .context("subscribe failed")?;
+    let mut rx = match resume {
+        None => client
+            .subscribe(&refs, room.as_deref())
+            .await
+            .context("subscribe failed")?,
+        Some((since, epoch)) => {
+            let (rx, res) = client
+                .subscribe_since(&refs, room.as_deref(), since, epoch)
+                .await
+                .context("subscribe failed")?;
+            if !res.complete {
+                eprintln!("peerix: some events after seq {since} are gone (see the lagged event)");
+            }
+            rx
+        }
+    };
     let mut asm = MessageAssembler::new();
     loop {
         let ev = tokio::select! {
@@ -587,6 +612,20 @@ mod tests {
             Cmd::Events { filter, .. } => assert_eq!(filter, vec!["connection", "channel:message"]),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn events_resume_from_a_seq() {
+        let cli = Cli::try_parse_from(["peerix", "events", "--since", "41", "--epoch", "7"])
+            .expect("parse");
+        match cli.cmd {
+            Cmd::Events { since, epoch, .. } => assert_eq!((since, epoch), (Some(41), Some(7))),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["peerix", "events", "--epoch", "7"]).is_err(),
+            "--epoch only says which run --since is from"
+        );
     }
 
     #[test]
