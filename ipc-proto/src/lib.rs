@@ -18,6 +18,7 @@ mod access;
 mod codec;
 mod error;
 mod events;
+mod media;
 mod message;
 mod ops;
 
@@ -32,6 +33,7 @@ pub use events::{
     DriverEventData, ErrorEventData, EventData, EventFilter, EventPattern, MessageType,
     VerifyEventData,
 };
+pub use media::{ForwardArgs, ForwardResult};
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
 pub use ops::{
     op_names, CloseArgs, DeliveryReport, DriverInfo, IceServer, IceTransportPolicy, JoinArgs,

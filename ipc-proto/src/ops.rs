@@ -33,6 +33,8 @@ pub mod op_names {
     pub const UNSUBSCRIBE: &str = "unsubscribe";
     /// `share`: reserved (media sharing).
     pub const SHARE: &str = "share";
+    /// `forward`: send a remote track's RTP to a local UDP address.
+    pub const FORWARD: &str = "forward";
     /// `unshare`: reserved (media sharing).
     pub const UNSHARE: &str = "unshare";
     /// `debug`: fault injection for tests; refused unless the daemon enables it.
@@ -85,6 +87,8 @@ pub enum Op {
     Share(Value),
     /// `unshare` (reserved; raw arguments).
     Unshare(Value),
+    /// `forward`.
+    Forward(crate::media::ForwardArgs),
     /// `debug` (fault injection for tests; raw arguments).
     Debug(Value),
     /// `verifier`.
@@ -553,13 +557,13 @@ pub struct DeliveryReport {
 }
 
 /// Field-by-field access to an args map that names the field in errors.
-struct Fields {
+pub(crate) struct Fields {
     op: &'static str,
     map: Vec<(Value, Value)>,
 }
 
 impl Fields {
-    fn new(op: &'static str, args: Value) -> Result<Fields, ProtoError> {
+    pub(crate) fn new(op: &'static str, args: Value) -> Result<Fields, ProtoError> {
         match args {
             Value::Nil => Ok(Fields {
                 op,
@@ -572,7 +576,7 @@ impl Fields {
         }
     }
 
-    fn bad(&self, msg: String) -> ProtoError {
+    pub(crate) fn bad(&self, msg: String) -> ProtoError {
         ProtoError::BadRequest(format!("{}: {msg}", self.op))
     }
 
@@ -586,14 +590,14 @@ impl Fields {
         crate::codec::from_value(v).map_err(|e| self.bad(format!("invalid field `{key}`: {e}")))
     }
 
-    fn opt<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, ProtoError> {
+    pub(crate) fn opt<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, ProtoError> {
         match self.take(key) {
             None | Some(Value::Nil) => Ok(None),
             Some(v) => self.conv(key, v).map(Some),
         }
     }
 
-    fn req<T: DeserializeOwned>(&mut self, key: &str) -> Result<T, ProtoError> {
+    pub(crate) fn req<T: DeserializeOwned>(&mut self, key: &str) -> Result<T, ProtoError> {
         match self.take(key) {
             None | Some(Value::Nil) => Err(self.bad(format!("missing field `{key}`"))),
             Some(v) => self.conv(key, v),
@@ -679,6 +683,9 @@ impl Op {
                 Ok(Op::Unsubscribe)
             }
             SHARE => Ok(Op::Share(args)),
+            FORWARD => {
+                crate::media::ForwardArgs::parse(Fields::new(FORWARD, args)?).map(Op::Forward)
+            }
             UNSHARE => Ok(Op::Unshare(args)),
             DEBUG => Ok(Op::Debug(args)),
             VERIFIER => {
@@ -715,6 +722,7 @@ impl Op {
             Op::Unsubscribe => UNSUBSCRIBE,
             Op::Share(_) => SHARE,
             Op::Unshare(_) => UNSHARE,
+            Op::Forward(_) => FORWARD,
             Op::Debug(_) => DEBUG,
             Op::Verifier(_) => VERIFIER,
             Op::Verify(_) => VERIFY,
@@ -735,6 +743,7 @@ impl Op {
             Op::Share(v) | Op::Unshare(v) | Op::Debug(v) => Ok(v.clone()),
             Op::Verifier(a) => to_value(a),
             Op::Verify(a) => to_value(a),
+            Op::Forward(a) => to_value(a),
         }
     }
 }
