@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# Media tests (tests/tests/browser_media.rs) decode forwarded RTP with ffmpeg.
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 # Browser interop tests (tests/tests/browser_interop.rs) drive Debian's Chromium; never a downloaded one.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)

@@ -59,6 +59,9 @@ pub enum DaemonError {
     /// A configured bound was hit (the message names the `limits.*` key).
     #[error("{0}")]
     LimitExceeded(String),
+    /// `forward` of a label (or kind) the peer does not share.
+    #[error("{0}")]
+    NoSuchStream(String),
     /// I/O, e.g. the socket.
     #[error("{context}: {source}")]
     Io {
@@ -86,6 +89,7 @@ impl DaemonError {
             DaemonError::NotSupported(_) => ErrorCode::NotSupported,
             DaemonError::Internal(_) | DaemonError::Io { .. } => ErrorCode::Internal,
             DaemonError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            DaemonError::NoSuchStream(_) => ErrorCode::NoSuchStream,
         }
     }
 }

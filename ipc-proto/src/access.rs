@@ -38,6 +38,8 @@ impl Op {
             | Op::Send(_)
             | Op::Share(_)
             | Op::Unshare(_)
+            // It makes the daemon send packets to a local address of the client's choosing.
+            | Op::Forward(_)
             | Op::Verifier(_)
             | Op::Verify(_)
             | Op::Inbox(_)

@@ -19,6 +19,7 @@ mod codec;
 mod delivery;
 mod error;
 mod events;
+mod media;
 mod message;
 mod ops;
 
@@ -36,6 +37,7 @@ pub use events::{
     DriverEventData, ErrorEventData, EventData, EventFilter, EventPattern, MessageType,
     VerifyEventData,
 };
+pub use media::{ForwardArgs, ForwardResult};
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
 pub use ops::{
     op_names, CloseArgs, DeliveryReport, DriverInfo, IceServer, IceTransportPolicy, JoinArgs,

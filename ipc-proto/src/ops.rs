@@ -33,6 +33,8 @@ pub mod op_names {
     pub const UNSUBSCRIBE: &str = "unsubscribe";
     /// `share`: reserved (media sharing).
     pub const SHARE: &str = "share";
+    /// `forward`: send a remote track's RTP to a local UDP address.
+    pub const FORWARD: &str = "forward";
     /// `unshare`: reserved (media sharing).
     pub const UNSHARE: &str = "unshare";
     /// `debug`: fault injection for tests; refused unless the daemon enables it.
@@ -44,7 +46,7 @@ pub mod op_names {
     /// `inbox`: take the messages kept for a room while no client subscribed to them.
     pub const INBOX: &str = "inbox";
     /// Every op name.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         STATUS,
         JOIN,
         LEAVE,
@@ -60,6 +62,7 @@ pub mod op_names {
         VERIFIER,
         VERIFY,
         INBOX,
+        FORWARD,
     ];
 }
 
@@ -88,6 +91,8 @@ pub enum Op {
     Share(Value),
     /// `unshare` (reserved; raw arguments).
     Unshare(Value),
+    /// `forward`.
+    Forward(crate::media::ForwardArgs),
     /// `debug` (fault injection for tests; raw arguments).
     Debug(Value),
     /// `verifier`.
@@ -564,13 +569,13 @@ pub struct DeliveryReport {
 }
 
 /// Field-by-field access to an args map that names the field in errors.
-struct Fields {
+pub(crate) struct Fields {
     op: &'static str,
     map: Vec<(Value, Value)>,
 }
 
 impl Fields {
-    fn new(op: &'static str, args: Value) -> Result<Fields, ProtoError> {
+    pub(crate) fn new(op: &'static str, args: Value) -> Result<Fields, ProtoError> {
         match args {
             Value::Nil => Ok(Fields {
                 op,
@@ -583,7 +588,7 @@ impl Fields {
         }
     }
 
-    fn bad(&self, msg: String) -> ProtoError {
+    pub(crate) fn bad(&self, msg: String) -> ProtoError {
         ProtoError::BadRequest(format!("{}: {msg}", self.op))
     }
 
@@ -597,14 +602,14 @@ impl Fields {
         crate::codec::from_value(v).map_err(|e| self.bad(format!("invalid field `{key}`: {e}")))
     }
 
-    fn opt<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, ProtoError> {
+    pub(crate) fn opt<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, ProtoError> {
         match self.take(key) {
             None | Some(Value::Nil) => Ok(None),
             Some(v) => self.conv(key, v).map(Some),
         }
     }
 
-    fn req<T: DeserializeOwned>(&mut self, key: &str) -> Result<T, ProtoError> {
+    pub(crate) fn req<T: DeserializeOwned>(&mut self, key: &str) -> Result<T, ProtoError> {
         match self.take(key) {
             None | Some(Value::Nil) => Err(self.bad(format!("missing field `{key}`"))),
             Some(v) => self.conv(key, v),
@@ -692,6 +697,9 @@ impl Op {
                 Ok(Op::Unsubscribe)
             }
             SHARE => Ok(Op::Share(args)),
+            FORWARD => {
+                crate::media::ForwardArgs::parse(Fields::new(FORWARD, args)?).map(Op::Forward)
+            }
             UNSHARE => Ok(Op::Unshare(args)),
             DEBUG => Ok(Op::Debug(args)),
             VERIFIER => {
@@ -735,6 +743,7 @@ impl Op {
             Op::Unsubscribe => UNSUBSCRIBE,
             Op::Share(_) => SHARE,
             Op::Unshare(_) => UNSHARE,
+            Op::Forward(_) => FORWARD,
             Op::Debug(_) => DEBUG,
             Op::Verifier(_) => VERIFIER,
             Op::Verify(_) => VERIFY,
@@ -757,6 +766,7 @@ impl Op {
             Op::Verifier(a) => to_value(a),
             Op::Verify(a) => to_value(a),
             Op::Inbox(a) => to_value(a),
+            Op::Forward(a) => to_value(a),
         }
     }
 }

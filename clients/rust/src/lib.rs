@@ -34,9 +34,9 @@ use std::time::Duration;
 use peerix_ipc_proto::rmpv::Value;
 use peerix_ipc_proto::{
     decode_daemon, encode_frame_limited, ClientMessage, CloseArgs, DaemonMessage, EventData,
-    FrameDecoder, Hello, LeaveArgs, Op, OpenArgs, Payload, PeersArgs, Progress, Reply, Request,
-    SendArgs, SendChunk, SendStart, SubscribeArgs, VerifierArgs, VerifyArgs, Welcome,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ForwardArgs, ForwardResult, FrameDecoder, Hello, LeaveArgs, Op, OpenArgs, Payload, PeersArgs,
+    Progress, Reply, Request, SendArgs, SendChunk, SendStart, SubscribeArgs, VerifierArgs,
+    VerifyArgs, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -718,6 +718,28 @@ impl Client {
         }))
         .await
         .map(drop)
+    }
+
+    /// Forwards the RTP of a track `peer` shares under `label` to `to` (a local UDP address;
+    /// `None` stops). `kind` (`audio`/`video`) picks the track when the label has both. The
+    /// result carries an SDP file that ffplay, VLC and GStreamer open as is.
+    pub async fn forward(
+        &self,
+        room: &str,
+        peer: &str,
+        label: &str,
+        kind: Option<&str>,
+        to: Option<std::net::SocketAddr>,
+    ) -> Result<ForwardResult> {
+        let op = Op::Forward(ForwardArgs {
+            room: room.into(),
+            peer: peer.into(),
+            label: label.into(),
+            kind: kind.map(str::to_owned),
+            to: to.map(|t| t.to_string()),
+            stop: to.is_none(),
+        });
+        self.issue(&op).await?.typed().await
     }
 
     /// `unsubscribe`: removes all event filters and closes the event receiver.

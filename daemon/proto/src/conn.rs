@@ -16,6 +16,7 @@ use peerix_wire::packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, Si
 use serde_json::{json, Value as Json};
 
 use crate::limits::ReportLimiter;
+use crate::media::{MediaEvent, RemoteMedia};
 use crate::negotiation::{Negotiation, RemoteAction};
 use crate::types::{Action, ConnId, Event, Op, PeerState, Target};
 
@@ -95,6 +96,8 @@ pub(crate) struct Conn {
     pub(crate) timer: Option<Instant>,
     /// Reports of the remote's bad control messages (a hostile peer may send thousands).
     control_errors: ReportLimiter,
+    /// What the remote shares with us: its label map and live tracks (§8).
+    pub(crate) media: RemoteMedia,
 }
 
 impl Conn {
@@ -123,6 +126,7 @@ impl Conn {
             batch_deadline: None,
             timer: None,
             control_errors: ReportLimiter::default(),
+            media: RemoteMedia::default(),
         }
     }
 
@@ -282,6 +286,10 @@ impl Conn {
                     ufrag: ufrag.clone(),
                     was_answer: !offer,
                 });
+                // Tracks the remote stopped sending in this description end now (the stack
+                // does not end a track whose transceiver the remote stopped).
+                let ended = self.media.reconcile(&sdp);
+                self.emit_media(ended, out);
                 if let Some(a) = answer {
                     self.send_description(a, my_metadata, out);
                 }
@@ -450,13 +458,22 @@ impl Conn {
                 let Some(first) = items.first() else { return };
                 if first.get("type").is_some() {
                     match SessionDescription::from_value(first) {
-                        Some(desc) => self.queue(
+                        Some(desc) => {
+                            // An offer's second element replaces the label map (§6.3): the
+                            // tracks this offer brings are named by it.
+                            if desc.kind == "offer" {
+                                if let Some(map) = items.get(1) {
+                                    self.media.set_label_map(map);
+                                }
+                            }
+                            self.queue(
                             Pending::Remote {
                                 desc,
                                 via_control: true,
                             },
                             out,
-                        ),
+                        )
+                        }
                         None => self.control_error(
                             now,
                             "control channel: malformed description".into(),
@@ -493,6 +510,16 @@ impl Conn {
                     });
                 }
             }
+        }
+    }
+
+    /// Media events of this connection, as the room's events.
+    pub(crate) fn emit_media(&self, events: Vec<MediaEvent>, out: &mut VecDeque<Action>) {
+        for event in events {
+            out.push_back(Action::Emit(Event::Media {
+                peer: self.remote.clone(),
+                event,
+            }));
         }
     }
 

@@ -30,6 +30,7 @@ mod bounds_tests;
 mod conn;
 mod delivery;
 mod limits;
+mod media;
 mod negotiation;
 mod rate;
 mod rng;
@@ -40,6 +41,9 @@ mod verify;
 pub use admission::MAX_INVITES;
 pub use delivery::{Delivered, Delivery, Kind, Part};
 pub use limits::{Admit, ChannelCap, ReportLimiter};
+pub use media::{
+    forward_sdp, track_format, MediaEvent, RemoteMedia, RtpFormat, TrackInfo, MAX_MEDIA_ENTRIES,
+};
 pub use negotiation::{Negotiation, RemoteAction, MAX_QUEUED_SIGNALING_CANDIDATES};
 /// Re-exported wire types that appear in this crate's API.
 pub use peerix_wire::{

@@ -270,6 +270,14 @@ impl Room {
             ConnEvent::GatheringComplete => c.flush_candidates(out),
             ConnEvent::ControlOpen => c.control_opened(out),
             ConnEvent::ControlMessage(bytes) => c.control_message(now, &bytes, out),
+            ConnEvent::Track(info) => {
+                let events = c.media.track_added(info);
+                c.emit_media(events, out)
+            }
+            ConnEvent::TrackEnded(track) => {
+                let events = c.media.track_ended(&track);
+                c.emit_media(events, out)
+            }
             ConnEvent::OpDone { stable, result } => {
                 c.op_done(stable, result, &self.cfg.metadata, out)
             }
@@ -385,6 +393,20 @@ impl Room {
             let c = self.conns.get(id)?;
             Some((p.as_str(), *id, c.state, &c.metadata))
         })
+    }
+
+    /// What `peer` shares with us: its live remote tracks, with their labels (§8.3).
+    pub fn remote_tracks(&self, peer: &str) -> Vec<(String, crate::media::TrackInfo)> {
+        self.by_peer
+            .get(peer)
+            .and_then(|id| self.conns.get(id))
+            .map(|c| {
+                c.media
+                    .all()
+                    .map(|(l, t)| (l.to_owned(), t.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Connections whose objects still exist (live or closing).
@@ -534,6 +556,9 @@ impl Room {
             c.set_state(PeerState::Failed, &mut self.out);
         }
         c.flush_candidates(&mut self.out);
+        // Its tracks end with it, before `connection:closed` (clients stop forwarding them).
+        let media = c.media.closed();
+        c.emit_media(media, &mut self.out);
         c.closing = true;
         c.timer = None;
         c.set_state(PeerState::Closed, &mut self.out);

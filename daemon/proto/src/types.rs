@@ -83,6 +83,10 @@ pub enum ConnEvent {
     ChannelCrashed(String),
     /// The control channel closed: the remote left (§5.8).
     ControlClosed,
+    /// The stack started receiving a remote track (§8.3).
+    Track(crate::media::TrackInfo),
+    /// A remote track ended (its transceiver stopped or its section was rejected).
+    TrackEnded(String),
     /// The connection object is gone. `crashed`: its owner died unexpectedly (a panic), not
     /// because the machine asked for [`Action::Close`].
     Closed {
@@ -216,6 +220,13 @@ pub enum Event {
         state: PeerState,
         /// The remote's metadata.
         metadata: Json,
+    },
+    /// `stream:*` and `track:*` of one remote peer (§8.3).
+    Media {
+        /// Remote id.
+        peer: String,
+        /// What happened.
+        event: crate::media::MediaEvent,
     },
     /// `error`.
     Error {

@@ -27,6 +27,7 @@
 
 mod channel;
 pub mod loopback;
+mod media;
 mod peer;
 mod reactor;
 mod runtime;
@@ -34,6 +35,7 @@ mod runtime;
 use serde::{Deserialize, Serialize};
 
 pub use channel::{ChannelEvent, ChannelInit, RtcChannel};
+pub use media::{ForwardError, ForwardStats, MediaKind, RemoteTrackInfo};
 pub use peer::RtcPeer;
 
 /// Starts the threads that drive the connections now instead of at the first connection
@@ -198,6 +200,10 @@ pub enum RtcEvent {
     ControlClosed,
     /// A data channel the remote opened in-band (DCEP). Its `Open` is the first event on it.
     RemoteChannel(RtcChannel),
+    /// A remote media track started (its first RTP packet arrived).
+    Track(RemoteTrackInfo),
+    /// A remote media track ended (by its track id).
+    TrackEnded(String),
     /// The connection is gone: closed locally or its driver stopped. Always the last event.
     Closed,
 }
@@ -242,4 +248,7 @@ pub enum RtcError {
     /// Channel options the stack cannot honour.
     #[error("invalid channel options: {0}")]
     InvalidChannelInit(&'static str),
+    /// A remote track could not be forwarded.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }

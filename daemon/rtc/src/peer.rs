@@ -1,5 +1,6 @@
 //! One peer connection plus its negotiated control channel.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -7,9 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 use tokio::sync::mpsc::UnboundedSender;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
@@ -18,6 +23,7 @@ use webrtc::peer_connection::{
 use webrtc::runtime::Runtime;
 
 use crate::channel::{to_bytes_mut, RtcChannel};
+use crate::media::{spawn_reader, ForwardStats, Tracks};
 use crate::runtime::TunedRuntime;
 use crate::{
     ChannelInit, IceCandidateInit, IceState, RtcConfig, RtcError, RtcEvent, SessionDescription,
@@ -102,6 +108,8 @@ struct Shared {
     channel_queue: usize,
     /// Slots for control messages not yet consumed (`RtcConfig::control_event_queue`).
     control_slots: Arc<tokio::sync::Semaphore>,
+    /// The remote tracks being received.
+    tracks: Arc<Tracks>,
 }
 
 impl Shared {
@@ -217,6 +225,17 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
 
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // Read on a task of its own: handlers run on the connection's driver.
+        let (started, ended) = (Arc::clone(&self.shared), Arc::clone(&self.shared));
+        spawn_reader(
+            Arc::clone(&self.shared.tracks),
+            track,
+            move |info| started.emit(RtcEvent::Track(info)),
+            move |id| ended.emit(RtcEvent::TrackEnded(id)),
+        );
+    }
+
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         if matches!(
             state,
@@ -329,8 +348,15 @@ async fn build_pc(
     // A retry after an mDNS failure builds a second runtime; the first one set wins, so
     // remember the runtime only once the build succeeded.
     let runtime: Arc<dyn Runtime> = tuned.clone();
+    // Every codec browsers send (Opus, VP8, VP9, H.264, AV1, …) and the interceptors that
+    // answer and send NACKs and RTCP reports: a remote share is then received, not refused.
+    let mut media = MediaEngine::default();
+    media.register_default_codecs()?;
+    let interceptors = register_default_interceptors(Registry::new(), &mut media)?;
     let pc = PeerConnectionBuilder::new()
         .with_configuration(configuration.build())
+        .with_media_engine(media)
+        .with_interceptor_registry(interceptors)
         .with_setting_engine(setting_engine)
         .with_runtime(runtime)
         .with_handler(Arc::new(Handler {
@@ -361,6 +387,7 @@ impl RtcPeer {
             runtime: OnceLock::new(),
             channel_queue: cfg.channel_event_queue.max(1),
             control_slots: Arc::new(tokio::sync::Semaphore::new(cfg.control_event_queue.max(1))),
+            tracks: Arc::default(),
         });
         let pc = match build_pc(cfg, cfg.mdns, &shared).await {
             Ok(pc) => pc,
@@ -433,6 +460,22 @@ impl RtcPeer {
         self.inner.pc.set_remote_description(desc).await?;
         self.set_signaling(next);
         Ok(())
+    }
+
+    /// Forwards a remote track's RTP, unchanged, to `to` (a local UDP address), or stops
+    /// (`None`). A video track's sender is asked for a keyframe at once.
+    pub async fn forward(&self, track: &str, to: Option<SocketAddr>) -> Result<(), RtcError> {
+        Ok(self.inner.shared.tracks.forward(track, to).await?)
+    }
+
+    /// Packets received and forwarded for a live remote track.
+    pub fn forward_stats(&self, track: &str) -> Option<ForwardStats> {
+        self.inner.shared.tracks.get(track).map(|t| t.stats())
+    }
+
+    /// The remote description applied last (its SDP names the codecs of the remote tracks).
+    pub async fn remote_sdp(&self) -> Option<String> {
+        self.inner.pc.remote_description().await.map(|d| d.sdp)
     }
 
     /// Discards a pending local (or remote) offer, returning to `Stable`.

@@ -318,6 +318,8 @@ pub enum Exec {
     Leave(String),
     /// `peers`.
     Peers(String),
+    /// `forward`.
+    Forward(peerix_ipc_proto::ForwardArgs),
     /// `open`.
     Open(OpenArgs),
     /// `close`.
@@ -442,6 +444,29 @@ impl Handler<Exec> for Daemon {
                                 })
                                 .collect(),
                         };
+                        peerix_ipc_proto::to_value(&out)
+                            .map_err(|e| DaemonError::Internal(e.to_string()))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Forward(a) => {
+                let r = self.room(&a.room);
+                // Checked when the op was parsed; a stop has no target.
+                let to =
+                    a.to.as_deref()
+                        .and_then(|t| t.parse().ok())
+                        .filter(|_| !a.stop);
+                Box::pin(
+                    async move {
+                        let out = r?
+                            .send(super::room_media::RoomForward {
+                                peer: a.peer,
+                                label: a.label,
+                                kind: a.kind,
+                                to,
+                            })
+                            .await??;
                         peerix_ipc_proto::to_value(&out)
                             .map_err(|e| DaemonError::Internal(e.to_string()))
                     }

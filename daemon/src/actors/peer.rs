@@ -96,7 +96,7 @@ pub struct PeerInfo;
 pub struct PeerActor {
     s: PeerSetup,
     room: Recipient<PeerInput>,
-    rtc: Option<RtcPeer>,
+    pub(super) rtc: Option<RtcPeer>,
     channels: HashMap<String, Addr<ChannelActor>>,
     creating: std::collections::HashSet<String>,
     /// The remote's channels under their cap (the decision; this actor closes what it refuses).
@@ -105,6 +105,8 @@ pub struct PeerActor {
     /// Control-channel sends not yet handed to the stack, and how many were dropped.
     control_sends: usize,
     control_dropped: u64,
+    /// The formats of the remote tracks being received, by track id (`peer_media.rs`).
+    pub(super) media: HashMap<String, peerix_proto::RtpFormat>,
 }
 
 fn to_rtc_desc(d: peerix_proto::SessionDescription) -> peerix_rtc::SessionDescription {
@@ -164,6 +166,7 @@ impl PeerActor {
             closing: false,
             control_sends: 0,
             control_dropped: 0,
+            media: HashMap::new(),
             s,
         }
     }
@@ -184,7 +187,7 @@ impl PeerActor {
         }
     }
 
-    fn report(&self, event: ConnEvent) {
+    pub(super) fn report(&self, event: ConnEvent) {
         self.room.do_send(PeerInput {
             conn: self.s.conn,
             event,
@@ -430,6 +433,8 @@ impl StreamHandler<RtcEvent> for PeerActor {
                 ConnEvent::ControlClosed
             }
             RtcEvent::RemoteChannel(ch) => return self.adopt_channel(ch, ctx),
+            RtcEvent::Track(info) => return self.remote_track(info, ctx),
+            RtcEvent::TrackEnded(track) => return self.remote_track_ended(track),
         };
         self.report(event);
     }

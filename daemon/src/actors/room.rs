@@ -257,6 +257,7 @@ impl RoomActor {
                     ],
                 )));
             }
+            Action::Emit(Event::Media { peer, event }) => self.emit_media(&peer, event),
             Action::Emit(Event::Error {
                 code,
                 message,

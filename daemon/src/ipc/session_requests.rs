@@ -59,6 +59,7 @@ impl ClientSession {
             Op::Join(a) => self.exec(id, Exec::Join(a), ctx),
             Op::Leave(a) => self.exec(id, Exec::Leave(a.room), ctx),
             Op::Peers(a) => self.exec(id, Exec::Peers(a.room), ctx),
+            Op::Forward(a) => self.exec(id, Exec::Forward(a), ctx),
             Op::Open(a) => self.exec(id, Exec::Open(a), ctx),
             Op::Close(a) => self.exec(id, Exec::Close(a), ctx),
             Op::Verifier(a) => {

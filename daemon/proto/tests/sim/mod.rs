@@ -818,7 +818,7 @@ impl Sim {
             .events
             .iter()
             .filter(|(_, e)| match e {
-                Event::Connection { peer: p, .. } => p == peer,
+                Event::Connection { peer: p, .. } | Event::Media { peer: p, .. } => p == peer,
                 Event::Error { peer: p, .. } => p.as_deref() == Some(peer),
             })
             .map(|(_, e)| describe(e))
@@ -832,6 +832,7 @@ impl Sim {
             Event::Error { peer: p, code, .. } => {
                 p.as_deref() == Some(peer) && *code != "NEGOTIATION_ERROR"
             }
+            Event::Media { .. } => false,
         })
     }
 
@@ -898,5 +899,6 @@ pub fn describe(e: &Event) -> String {
             message,
             peer,
         } => format!("error {code} {peer:?}: {message}"),
+        Event::Media { peer, event } => format!("media {peer}: {event:?}"),
     }
 }

@@ -1,0 +1,98 @@
+//! `PeerActor`'s media side: the remote tracks of its connection (wire protocol §8.3).
+//!
+//! The stack reports a remote track at its first RTP packet; the actor looks its codec and
+//! `a=mid` up in the remote SDP (`peerix_proto::track_format`) and tells the room's machine,
+//! which names it by the label map and emits Peerix's `stream:*`/`track:*` events. `forward`
+//! sends a track's RTP, unchanged, to a local UDP address with an SDP file to read it by.
+
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use peerix_proto::{forward_sdp, track_format, ConnEvent, RtpFormat, TrackInfo};
+use peerix_rtc::RemoteTrackInfo;
+
+use super::peer::PeerActor;
+
+/// Forward a remote track's RTP to `to`, or stop (`None`).
+#[derive(Message)]
+#[rtype(result = "Result<String, String>")]
+pub struct PeerForward {
+    /// The track id.
+    pub track: String,
+    /// The target, or `None` to stop.
+    pub to: Option<SocketAddr>,
+    /// The SDP's session name.
+    pub name: String,
+}
+
+impl PeerActor {
+    /// A remote track started: find its format, remember it, tell the machine.
+    pub(super) fn remote_track(&mut self, info: RemoteTrackInfo, ctx: &mut Context<Self>) {
+        let Some(rtc) = self.rtc.clone() else { return };
+        ctx.spawn(async move { rtc.remote_sdp().await }.into_actor(self).map(
+            move |sdp, act, _| {
+                let kind = info.kind.as_str();
+                let found = sdp.as_deref().and_then(|sdp| {
+                    track_format(sdp, kind, &info.stream, &info.track, info.payload_type)
+                });
+                let (mid, format) = found.unwrap_or_else(|| {
+                    // Not in the SDP (cannot happen with a stack that checks payload
+                    // types): still report the track, without a codec to forward it by.
+                    (
+                        String::new(),
+                        RtpFormat {
+                            payload_type: info.payload_type,
+                            mime: format!("{kind}/unknown"),
+                            clock_rate: 0,
+                            channels: 0,
+                            fmtp: String::new(),
+                        },
+                    )
+                });
+                let track = TrackInfo {
+                    stream: info.stream,
+                    track: info.track.clone(),
+                    kind: kind.to_owned(),
+                    codec: format.mime.clone(),
+                    mid,
+                };
+                act.media.insert(info.track, format);
+                act.report(ConnEvent::Track(track));
+            },
+        ));
+    }
+
+    /// A remote track ended.
+    pub(super) fn remote_track_ended(&mut self, track: String) {
+        self.media.remove(&track);
+        self.report(ConnEvent::TrackEnded(track));
+    }
+}
+
+impl Handler<PeerForward> for PeerActor {
+    type Result = ResponseFuture<Result<String, String>>;
+    fn handle(&mut self, m: PeerForward, _: &mut Self::Context) -> Self::Result {
+        let rtc = self.rtc.clone();
+        let format = self.media.get(&m.track).cloned();
+        Box::pin(async move {
+            let rtc = rtc.ok_or("the connection is closing")?;
+            let format = format.ok_or_else(|| format!("no remote track {}", m.track))?;
+            if format.clock_rate == 0 {
+                return Err(format!(
+                    "the codec of track {} is not in the remote description",
+                    m.track
+                ));
+            }
+            rtc.forward(&m.track, m.to)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(match m.to {
+                Some(to) => {
+                    let kind = format.mime.split('/').next().unwrap_or("video");
+                    forward_sdp(&m.name, kind, to.ip(), to.port(), &format)
+                }
+                None => String::new(),
+            })
+        })
+    }
+}

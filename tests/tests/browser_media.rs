@@ -1,0 +1,281 @@
+//! Media from a real browser: headless Chromium runs the REAL Peerix 0.7.0 library and shares
+//! its fake camera and microphone (`getUserMedia` with `--use-fake-device-for-media-stream`).
+//! The daemon must answer the renegotiation with receiving sections, report the share with
+//! Peerix's events in Peerix's order (`stream:add`, `track:add` per track, named by the label
+//! map; `track:remove`s and `stream:remove` on unshare), and forward each track's RTP to a
+//! local UDP port with an SDP file that ffmpeg decodes real frames from.
+//!
+//! Prerequisites (installed by `scripts/test-all.sh`): `chromium` and `ffmpeg` (apt), `node`,
+//! and `npm install` in `tests/browser`. These tests FAIL, not skip, when one is missing.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use peerix_system_tests::browser::{BrowserOpts, Order, Session, SessionOpts, T};
+use peerix_system_tests::field;
+use peerix_system_tests::peerix_client::Event;
+use serde_json::json;
+
+/// What ffmpeg made of a forwarded track.
+#[derive(Debug)]
+struct Decoded {
+    frames: u64,
+    stream_line: String,
+}
+
+/// A loopback UDP port nobody uses now (ffmpeg binds it and the one above, for RTCP).
+fn free_udp_pair() -> Result<u16> {
+    for _ in 0..50 {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let port = a.local_addr()?.port();
+        if port % 2 == 0
+            && port < 65534
+            && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    bail!("no free pair of loopback UDP ports")
+}
+
+/// Runs ffmpeg on `sdp` until it decoded `frames` frames of the first stream (or `wait`
+/// passed), and returns what it decoded.
+async fn ffmpeg_decode(
+    dir: &std::path::Path,
+    name: &str,
+    sdp: &str,
+    frames: u64,
+    wait: Duration,
+) -> Result<Decoded> {
+    let path = dir.join(format!("{name}.sdp"));
+    std::fs::write(&path, sdp)?;
+    let limit = if sdp.contains("m=video") {
+        "-frames:v"
+    } else {
+        "-frames:a"
+    };
+    let child = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "info",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+            "-i",
+        ])
+        .arg(&path)
+        .args([limit, &frames.to_string(), "-f", "null", "-"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context(
+            "ffmpeg not found: install the Debian package `ffmpeg` (scripts/test-all.sh does)",
+        )?;
+    let out = match tokio::time::timeout(wait, child.wait_with_output()).await {
+        Ok(out) => out?,
+        Err(_) => bail!("ffmpeg did not decode {frames} frames from {name} within {wait:?}"),
+    };
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    let stream_line = log
+        .lines()
+        .find(|l| l.contains("Stream #0:0") && (l.contains("Video:") || l.contains("Audio:")))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    // The last progress line, e.g. "frame=   30 fps=…" (video) or "size=N/A time=…" (audio).
+    let frames_done = log
+        .rsplit("frame=")
+        .next()
+        .filter(|_| log.contains("frame="))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !out.status.success() {
+        bail!("ffmpeg failed on {name}:\n{log}");
+    }
+    Ok(Decoded {
+        frames: frames_done,
+        stream_line,
+    })
+}
+
+fn media_event(e: &Event, name: &str, peer: &str) -> bool {
+    e.name == name && field(e, "peer") == Some(peer)
+}
+
+/// The browser shares camera and microphone under one label: Peerix's events arrive in
+/// Peerix's order, each track is forwarded to ffmpeg, which decodes real frames, and the
+/// data channel keeps working; unshare ends the tracks with events.
+async fn share_forward_unshare(order: Order) -> Result<()> {
+    let mut s = Session::connect(
+        "media",
+        SessionOpts {
+            order,
+            browser: BrowserOpts {
+                media: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await?;
+    s.open_from_daemon("chat").await?;
+    let peer = s.peer.clone();
+    let room = s.room.clone();
+    let r =
+        s.b.call(
+            "share",
+            json!({ "label": "camera", "audio": true }),
+            Duration::from_secs(40),
+        )
+        .await
+        .with_context(|| format!("daemon log:\n{}", s.d.log_tail()))?;
+    eprintln!("[{room}] share: {r}");
+
+    // stream:add first, then one track:add per track, both named by the label map.
+    let added =
+        s.m.wait_for("stream:add camera", T, |e| {
+            media_event(e, "stream:add", &peer)
+        })
+        .await
+        .with_context(|| s.diagnostics())?;
+    if field(&added, "label") != Some("camera") {
+        bail!("stream:add without the label map's label: {:?}", added.data);
+    }
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let t =
+            s.m.wait_for("track:add", T, |e| media_event(e, "track:add", &peer))
+                .await
+                .with_context(|| s.diagnostics())?;
+        if t.seq < added.seq || field(&t, "label") != Some("camera") {
+            bail!("track:add out of order or unlabelled: {:?}", t.data);
+        }
+        kinds.push((
+            field(&t, "kind").unwrap_or_default().to_owned(),
+            field(&t, "codec").unwrap_or_default().to_owned(),
+        ));
+    }
+    kinds.sort();
+    eprintln!("[{room}] tracks: {kinds:?}");
+    if kinds.iter().map(|k| k.0.as_str()).collect::<Vec<_>>() != ["audio", "video"] {
+        bail!("expected an audio and a video track, got {kinds:?}");
+    }
+
+    // Forward each track; ffmpeg decodes real frames from the SDP we got.
+    let dir = tempfile::tempdir()?;
+    for (kind, frames) in [("video", 30u64), ("audio", 50)] {
+        let port = free_udp_pair()?;
+        let to = format!("127.0.0.1:{port}").parse()?;
+        let fwd =
+            s.m.client
+                .forward(&room, &peer, "camera", Some(kind), Some(to))
+                .await
+                .with_context(|| format!("forward {kind}"))?;
+        eprintln!(
+            "[{room}] forward {kind}: {} {}\n{}",
+            fwd.track, fwd.codec, fwd.sdp
+        );
+        let decoded = ffmpeg_decode(dir.path(), kind, &fwd.sdp, frames, Duration::from_secs(40))
+            .await
+            .with_context(|| format!("daemon log:\n{}", s.d.log_tail()))?;
+        eprintln!("[{room}] ffmpeg {kind}: {decoded:?}");
+        if !decoded
+            .stream_line
+            .to_lowercase()
+            .contains(if kind == "video" { "vp8" } else { "opus" })
+            && !decoded
+                .stream_line
+                .to_lowercase()
+                .contains(&fwd.codec.split('/').nth(1).unwrap_or("?").to_lowercase())
+        {
+            bail!(
+                "ffmpeg saw {:?}, not the negotiated {}",
+                decoded.stream_line,
+                fwd.codec
+            );
+        }
+        if kind == "video" && decoded.frames < frames {
+            bail!("ffmpeg decoded {} of {frames} video frames", decoded.frames);
+        }
+        s.m.client
+            .forward(&room, &peer, "camera", Some(kind), None)
+            .await?;
+    }
+
+    // A label that is not shared, and an ambiguous one, are clear errors.
+    let err =
+        s.m.client
+            .forward(&room, &peer, "screen", None, Some("127.0.0.1:9".parse()?))
+            .await
+            .expect_err("forward of a label not shared");
+    if !err.to_string().contains("NO_SUCH_STREAM") {
+        bail!("expected NO_SUCH_STREAM, got {err}");
+    }
+    let err =
+        s.m.client
+            .forward(&room, &peer, "camera", None, Some("127.0.0.1:9".parse()?))
+            .await
+            .expect_err("forward of a label with two tracks and no kind");
+    if !err.to_string().contains("kind") {
+        bail!("expected a request for `kind`, got {err}");
+    }
+
+    // Unshare: two track:remove, then stream:remove; the data channel still works.
+    let r =
+        s.b.call(
+            "unshare",
+            json!({ "label": "camera" }),
+            Duration::from_secs(40),
+        )
+        .await?;
+    eprintln!("[{room}] unshare: {r}");
+    let mut last_track = 0;
+    for _ in 0..2 {
+        let t =
+            s.m.wait_for("track:remove", T, |e| media_event(e, "track:remove", &peer))
+                .await
+                .with_context(|| s.diagnostics())?;
+        last_track = last_track.max(t.seq);
+    }
+    let gone =
+        s.m.wait_for("stream:remove", T, |e| {
+            media_event(e, "stream:remove", &peer)
+        })
+        .await
+        .with_context(|| s.diagnostics())?;
+    if gone.seq < last_track || field(&gone, "label") != Some("camera") {
+        bail!(
+            "stream:remove before its tracks' removal or unlabelled: {:?}",
+            gone.data
+        );
+    }
+    let res =
+        s.m.client
+            .send_text(
+                &room,
+                "chat",
+                "after unshare",
+                peerix_system_tests::peerix_client::SendOptions::to(peer.clone()),
+            )
+            .await?;
+    if !res.peers.unwrap_or_default().iter().all(|p| p.ok) {
+        bail!("the data channel failed after unshare");
+    }
+    s.errors.assert_none(&s.d)?;
+    s.b.assert_no_errors()?;
+    s.finish().await
+}
+
+#[tokio::test]
+async fn browser_camera_forwarded_to_ffmpeg_daemon_first() -> Result<()> {
+    share_forward_unshare(Order::DaemonFirst).await
+}
+
+#[tokio::test]
+async fn browser_camera_forwarded_to_ffmpeg_browser_first() -> Result<()> {
+    share_forward_unshare(Order::BrowserFirst).await
+}
