@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod channel;
 pub mod daemon;
 pub mod driver;
+mod driver_status;
 pub mod event_bus;
 pub mod options;
 pub mod outgoing;
