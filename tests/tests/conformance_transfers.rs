@@ -250,3 +250,50 @@ async fn aborted_when_the_sender_leaves() -> Result<()> {
 async fn aborted_when_the_receiver_leaves() -> Result<()> {
     aborted_message_ends_with_channel_error(Cut::ReceiverLeaves).await
 }
+
+/// Raw channels carry only the data, as WebRTC does: text and JSON go as string messages and
+/// arrive as `text`, bytes arrive as `bytes` (they all arrived as `bytes` before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_channels_keep_text_apart_from_bytes() -> Result<()> {
+    let env = TestEnv::new()?;
+    let (_da, _db, a, mut b) = pair(&env, "raw").await?;
+    a.client
+        .open(OpenArgs {
+            ordered: Some(false),
+            ..OpenArgs::new("raw", "fast")
+        })
+        .await?;
+    b.wait_for("fast open at b", CONNECT, |e| {
+        e.name == "channel:open" && field(e, "label") == Some("fast")
+    })
+    .await?;
+    let opts = SendOptions::default;
+    a.client.send_text("raw", "fast", "hé", opts()).await?;
+    a.client
+        .send_json("raw", "fast", map(vec![("k", 1.into())]), opts())
+        .await?;
+    a.client
+        .send_bytes("raw", "fast", vec![1, 2], opts())
+        .await?;
+    let mut got = vec![];
+    while got.len() < 3 {
+        let m = b
+            .wait_for("a raw message", CONNECT, |e| {
+                e.name == "channel:message" && field(e, "label") == Some("fast")
+            })
+            .await?;
+        got.push((
+            field(&m, "type").map(str::to_owned),
+            value(&m, "data").cloned(),
+        ));
+    }
+    // Unordered: compare as a set.
+    for want in [
+        (Some("text".to_string()), Some(Value::from("hé"))),
+        (Some("text".to_string()), Some(Value::from(r#"{"k":1}"#))),
+        (Some("bytes".to_string()), Some(Value::Binary(vec![1, 2]))),
+    ] {
+        assert!(got.contains(&want), "{want:?} in {got:?}");
+    }
+    Ok(())
+}
