@@ -22,8 +22,8 @@ pub enum DaemonError {
         /// Remote peer id.
         peer: String,
     },
-    /// No open channel with that label.
-    #[error("no channel {0:?} is open")]
+    /// No open channel with that label (the message names the label and the room).
+    #[error("no channel {0}")]
     NoSuchChannel(String),
     /// Unknown signaling driver.
     #[error("no driver {0:?} (configure it, e.g. [drivers.nats] or --nats URL)")]

@@ -171,9 +171,70 @@ fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
 
 /// Decodes a frame payload sent by a client (`hello` or `request`).
 ///
-/// Errors are [`ProtoError::Malformed`] (wire code `MALFORMED_FRAME`).
+/// Errors are [`ProtoError::Malformed`] (wire code `MALFORMED_FRAME`), also for a message map
+/// with a non-string key, or [`ProtoError::Hello`] for a `hello` whose fields are wrong (so that
+/// the client learns what is wrong instead of `HANDSHAKE_REQUIRED`).
 pub fn decode_client(body: &[u8]) -> Result<ClientMessage, ProtoError> {
-    decode_exact(body)
+    crate::checks::top_level_string_keys(body).map_err(ProtoError::Malformed)?;
+    decode_exact(body).map_err(|e| explain_hello(body).unwrap_or(e))
+}
+
+/// Why a frame that failed to decode is a bad `hello`, if it is one: `VERSION_MISMATCH` for a
+/// missing or wrong-typed `version`, `BAD_REQUEST` for a wrong-typed optional field.
+fn explain_hello(body: &[u8]) -> Option<ProtoError> {
+    use crate::error::{ErrorBody, ErrorCode};
+    use rmpv::Value;
+    let v: Value = decode_exact(body).ok()?;
+    let Value::Map(m) = v else { return None };
+    let get = |k: &str| {
+        m.iter()
+            .find(|(key, _)| key.as_str() == Some(k))
+            .map(|e| &e.1)
+    };
+    if get("type")?.as_str()? != "hello" {
+        return None;
+    }
+    let speaks = crate::PROTOCOL_VERSION;
+    let bad = |code, msg: String| Some(ProtoError::Hello(ErrorBody::new(code, msg)));
+    match get("version") {
+        None | Some(Value::Nil) => {
+            return bad(
+                ErrorCode::VersionMismatch,
+                format!("hello: missing field `version` (this daemon speaks protocol {speaks})"),
+            )
+        }
+        Some(v) if v.as_u64().is_none_or(|n| n > u64::from(u32::MAX)) => {
+            return bad(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "hello: `version` must be an unsigned integer, got {v} (this daemon speaks \
+                     protocol {speaks})"
+                ),
+            )
+        }
+        Some(_) => {}
+    }
+    match get("client") {
+        None | Some(Value::Nil) => {}
+        Some(v) if v.is_str() => {}
+        Some(v) => {
+            return bad(
+                ErrorCode::BadRequest,
+                format!("hello: `client` must be a str, got {v}"),
+            )
+        }
+    }
+    match get("capabilities") {
+        None | Some(Value::Nil) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_str) => {}
+        Some(v) => {
+            return bad(
+                ErrorCode::BadRequest,
+                format!("hello: `capabilities` must be an array of str, got {v}"),
+            )
+        }
+    }
+    None
 }
 
 /// Decodes a frame payload sent by the daemon (`welcome`, `reply`, `event`,
@@ -194,6 +255,8 @@ pub fn to_value<T: Serialize + ?Sized>(v: &T) -> Result<rmpv::Value, ProtoError>
 /// Deserialises a typed value from an [`rmpv::Value`]; failures are
 /// [`ProtoError::BadRequest`].
 pub fn from_value<T: DeserializeOwned>(v: rmpv::Value) -> Result<T, ProtoError> {
+    // A struct would take an integer key as a field position (PROTOCOL.md §2: string keys).
+    crate::checks::string_keys(&v, "").map_err(ProtoError::BadRequest)?;
     let mut buf = Vec::new();
     rmpv::encode::write_value(&mut buf, &v).map_err(|e| ProtoError::Encode(e.to_string()))?;
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(&buf[..]));

@@ -222,6 +222,10 @@ pub enum ProtoError {
     /// A value could not be serialised (`INTERNAL`).
     #[error("encode error: {0}")]
     Encode(String),
+    /// A `hello` with a missing or wrong-typed field (`VERSION_MISMATCH` for `version`,
+    /// `BAD_REQUEST` for the others).
+    #[error("{}", .0.message)]
+    Hello(ErrorBody),
 }
 
 impl ProtoError {
@@ -233,6 +237,7 @@ impl ProtoError {
             ProtoError::Malformed(_) => ErrorCode::MalformedFrame,
             ProtoError::Frame(e) => e.code(),
             ProtoError::Encode(_) => ErrorCode::Internal,
+            ProtoError::Hello(b) => b.code.clone(),
         }
     }
 

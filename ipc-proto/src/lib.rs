@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod access;
+mod checks;
 mod codec;
 mod delivery;
 mod error;
@@ -24,6 +25,7 @@ mod message;
 mod ops;
 
 pub use access::Access;
+pub use checks::json_compatible;
 pub use codec::{
     decode_client, decode_daemon, encode_frame, encode_frame_limited, encode_frame_sized,
     from_value, to_value, FrameDecoder, FRAME_HEADER_LEN,
@@ -52,6 +54,17 @@ pub use rmpv;
 
 /// The protocol version implemented by this crate (sent in `hello` / `welcome`).
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The capabilities the daemon announces in `welcome.capabilities`, each defined in
+/// PROTOCOL.md §4.
+pub const CAPABILITIES: [&str; 6] = [
+    "events",
+    "progress",
+    "streamed-send",
+    "holds",
+    "resume",
+    "inbox",
+];
 
 /// Default maximum frame payload length in bytes (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

@@ -43,11 +43,21 @@ pub enum DaemonMessage {
 pub struct Hello {
     /// Protocol version spoken by the client ([`crate::PROTOCOL_VERSION`]).
     pub version: u32,
-    /// Client name and version, e.g. `"peerix-cli/0.1.0"`.
+    /// Client name and version, e.g. `"peerix-cli/0.1.0"` (optional: absent or nil is `""`).
+    #[serde(default, deserialize_with = "nil_as_default")]
     pub client: String,
-    /// Optional features supported by the client.
-    #[serde(default)]
+    /// Optional features supported by the client (absent or nil is empty).
+    #[serde(default, deserialize_with = "nil_as_default")]
     pub capabilities: Vec<String>,
+}
+
+/// Optional fields: absent and `nil` both mean the default (PROTOCOL.md §2).
+fn nil_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `welcome`: the daemon's handshake answer.
@@ -223,4 +233,8 @@ pub struct Progress {
     pub total: Option<u64>,
     /// Whether this is the last progress frame for this peer/request.
     pub done: bool,
+    /// On the last frame (`done`), why the message did not reach this peer (or, without
+    /// `peer`, why it went nowhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
 }

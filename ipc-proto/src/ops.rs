@@ -495,6 +495,10 @@ pub struct DriverInfo {
     pub kind: String,
     /// Whether the driver is connected.
     pub active: bool,
+    /// `"idle"` (not started: no room uses it yet), `"active"` or `"inactive"` (started, not
+    /// connected, or being restarted).
+    #[serde(default)]
+    pub state: String,
 }
 
 /// A joined room in [`StatusResult`].
@@ -502,6 +506,9 @@ pub struct DriverInfo {
 pub struct RoomInfo {
     /// Room name.
     pub room: String,
+    /// Our own peer id in this room (what its peers see; not `welcome.id`).
+    #[serde(default)]
+    pub id: String,
     /// Driver used by the room.
     pub driver: String,
     /// Number of known peers.
@@ -581,7 +588,13 @@ impl Fields {
                 op,
                 map: Vec::new(),
             }),
-            Value::Map(map) => Ok(Fields { op, map }),
+            Value::Map(map) => match map.iter().find(|(k, _)| !k.is_str()) {
+                // An integer key is not a field position (PROTOCOL.md §2: string keys).
+                Some((k, _)) => Err(ProtoError::BadRequest(format!(
+                    "{op}: `args` has a non-string key ({k}); maps use string keys"
+                ))),
+                None => Ok(Fields { op, map }),
+            },
             _ => Err(ProtoError::BadRequest(format!(
                 "{op}: `args` must be a map"
             ))),
@@ -616,6 +629,16 @@ impl Fields {
         }
     }
 
+    /// An optional value that is sent on as JSON (`metadata`, `info`): refused if JSON would
+    /// change it.
+    fn opt_json(&mut self, key: &str) -> Result<Option<Value>, ProtoError> {
+        let v = self.opt::<Value>(key)?;
+        if let Some(v) = &v {
+            crate::checks::json_compatible(v, key).map_err(|e| self.bad(e))?;
+        }
+        Ok(v)
+    }
+
     fn opt_map(&mut self, key: &str) -> Result<Option<Value>, ProtoError> {
         match self.take(key) {
             None | Some(Value::Nil) => Ok(None),
@@ -642,7 +665,7 @@ impl Op {
                 let mut f = Fields::new(JOIN, args)?;
                 Ok(Op::Join(JoinArgs {
                     room: f.req("room")?,
-                    metadata: f.opt("metadata")?,
+                    metadata: f.opt_json("metadata")?,
                     driver: f.opt("driver")?,
                     options: f.opt("options")?,
                 }))
@@ -831,7 +854,12 @@ fn parse_send(mut f: Fields) -> Result<SendArgs, ProtoError> {
             return Err(f.bad("invalid field `more`: json messages cannot be streamed".into()))
         }
         (PayloadType::Json, None) => return Err(f.bad("missing field `data`".into())),
-        (PayloadType::Json, Some(v)) => Payload::Json(v),
+        (PayloadType::Json, Some(v)) => {
+            // JSON is what goes on the wire: a value JSON would rewrite (bin, integer keys,
+            // NaN) is refused rather than delivered changed.
+            crate::checks::json_compatible(&v, "data").map_err(|e| f.bad(e))?;
+            Payload::Json(v)
+        }
         (PayloadType::Text, None | Some(Value::Nil)) if more => Payload::Text(String::new()),
         (PayloadType::Bytes, None | Some(Value::Nil)) if more => Payload::Bytes(Vec::new()),
         (_, None | Some(Value::Nil)) => return Err(f.bad("missing field `data`".into())),
@@ -848,6 +876,9 @@ fn parse_send(mut f: Fields) -> Result<SendArgs, ProtoError> {
         }
     };
     let info = f.opt_map("info")?;
+    if let Some(i) = &info {
+        crate::checks::json_compatible(i, "info").map_err(|e| f.bad(e))?;
+    }
     let progress: bool = f.opt("progress")?.unwrap_or(false);
     Ok(SendArgs::Start(SendStart {
         room,

@@ -35,8 +35,8 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             enc_d(DaemonMessage::Welcome(Welcome {
                 version: PROTOCOL_VERSION,
                 daemon: "peerixd/0.1.0".into(),
-                id: "peerA".into(),
-                capabilities: vec![],
+                id: "machineA".into(),
+                capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
                 max_frame: DEFAULT_MAX_FRAME as u64,
                 epoch: 7,
             })),
@@ -163,8 +163,9 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                 peer: Some("peerB".into()),
                 label: "files".into(),
                 current: 3,
-                total: None,
+                total: Some(3),
                 done: true,
+                error: None,
             })),
         ),
         (

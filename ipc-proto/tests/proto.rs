@@ -78,6 +78,7 @@ fn daemon_messages_roundtrip() {
         current: 1,
         total: Some(2),
         done: false,
+        error: None,
     }));
     roundtrip_daemon(DaemonMessage::Error(ErrorBody::new(
         ErrorCode::Internal,
@@ -502,8 +503,7 @@ fn malformed_bodies() {
         vec![0x90],                               // empty array
         vec![0x81, 0xa4, b't', b'y', b'p', b'e'], // truncated map
         rmp_serde_encode(&map(vec![("type", Value::from("bogus"))])),
-        rmp_serde_encode(&map(vec![("type", Value::from("hello"))])), // missing fields
-        rmp_serde_encode(&map(vec![("id", Value::from(1))])),         // no type
+        rmp_serde_encode(&map(vec![("id", Value::from(1))])), // no type
         {
             let mut v = rmp_serde_encode(&map(vec![
                 ("type", Value::from("request")),
@@ -529,6 +529,126 @@ fn malformed_bodies() {
     }))
     .expect("hello");
     assert!(decode_daemon(&hello[4..]).is_err());
+}
+
+/// PROTOCOL.md §2/§4: optional `hello` fields may be absent or nil; a bad `version` is
+/// `VERSION_MISMATCH` and a wrong-typed optional field `BAD_REQUEST`, each saying what is wrong
+/// (not `HANDSHAKE_REQUIRED`).
+#[test]
+fn hello_optional_fields_and_bad_fields() {
+    let hello = |fields: Vec<(&str, Value)>| {
+        let mut f = vec![("type", Value::from("hello"))];
+        f.extend(fields);
+        decode_client(&rmp_serde_encode(&map(f)))
+    };
+    for ok in [
+        vec![("version", Value::from(1))],
+        vec![
+            ("version", Value::from(1)),
+            ("client", Value::Nil),
+            ("capabilities", Value::Nil),
+        ],
+    ] {
+        match hello(ok) {
+            Ok(ClientMessage::Hello(h)) => {
+                assert_eq!((h.version, h.client.as_str()), (1, ""));
+                assert!(h.capabilities.is_empty());
+            }
+            other => panic!("expected a hello, got {other:?}"),
+        }
+    }
+    let cases = [
+        (
+            vec![],
+            ErrorCode::VersionMismatch,
+            "missing field `version`",
+        ),
+        (
+            vec![("version", Value::from("1"))],
+            ErrorCode::VersionMismatch,
+            "must be an unsigned integer",
+        ),
+        (
+            vec![("version", Value::from(-1))],
+            ErrorCode::VersionMismatch,
+            "must be an unsigned integer",
+        ),
+        (
+            vec![("version", Value::from(1)), ("client", Value::from(5))],
+            ErrorCode::BadRequest,
+            "`client` must be a str",
+        ),
+        (
+            vec![
+                ("version", Value::from(1)),
+                ("capabilities", Value::from("events")),
+            ],
+            ErrorCode::BadRequest,
+            "`capabilities` must be an array of str",
+        ),
+    ];
+    for (fields, code, says) in cases {
+        let e = hello(fields).expect_err("bad hello");
+        assert_eq!(e.code(), code, "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}
+
+/// PROTOCOL.md §2: maps use string keys. Integer keys were taken as struct field positions.
+#[test]
+fn integer_map_keys_are_refused() {
+    // `{type: hello, 0: 1, 1: "c"}`: positions of `version` and `client` in `Hello`.
+    let positional = Value::Map(vec![
+        (Value::from("type"), Value::from("hello")),
+        (Value::from(0), Value::from(1)),
+        (Value::from(1), Value::from("c")),
+    ]);
+    let e = decode_client(&rmp_serde_encode(&positional)).expect_err("integer keys");
+    assert_eq!(e.code(), ErrorCode::MalformedFrame, "{e}");
+    assert!(e.to_string().contains("string keys"), "{e}");
+    // In `args`, the request can still be answered: BAD_REQUEST naming the map.
+    let args = Value::Map(vec![(Value::from(0), Value::from("lobby"))]);
+    let e = Op::parse("join", args).expect_err("integer key in args");
+    assert_eq!(e.code(), ErrorCode::BadRequest, "{e}");
+    let options = map(vec![
+        ("room", Value::from("lobby")),
+        (
+            "options",
+            Value::Map(vec![(Value::from(0), Value::Boolean(true))]),
+        ),
+    ]);
+    let e = Op::parse("join", options).expect_err("integer key in options");
+    assert!(e.to_string().contains("non-string key"), "{e}");
+}
+
+/// A `json` send is JSON on the wire: values JSON would rewrite are refused, not changed.
+#[test]
+fn json_sends_refuse_values_json_would_rewrite() {
+    let send = |data: Value| {
+        Op::parse(
+            "send",
+            map(vec![
+                ("room", Value::from("r")),
+                ("type", Value::from("json")),
+                ("data", data),
+            ]),
+        )
+    };
+    let bad = [
+        (Value::Binary(vec![1, 2]), "bin"),
+        (
+            Value::Map(vec![(Value::from(1), Value::from("x"))]),
+            "non-string key",
+        ),
+        (Value::Array(vec![Value::F64(f64::NAN)]), "NaN"),
+        (map(vec![("a", Value::F32(f32::INFINITY))]), "`data.a`"),
+    ];
+    for (v, says) in bad {
+        let e = send(v).expect_err("refused");
+        assert_eq!(e.code(), ErrorCode::BadRequest, "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    assert!(send(map(vec![("a", Value::from(1.5)), ("b", Value::Nil)])).is_ok());
 }
 
 #[test]

@@ -271,6 +271,7 @@ async fn send_stream_chunks_and_reports_progress() {
                 current: received as u64,
                 total: None,
                 done: !c.more,
+                error: None,
             })];
             if c.more {
                 out.push(reply(r.id, map(vec![("transfer", Value::from(77))])));

@@ -161,6 +161,12 @@ impl RtcChannel {
         Ok(())
     }
 
+    /// Sends one text (string) message, as a browser's `send(string)` does.
+    pub async fn send_text(&self, text: &str) -> Result<(), RtcError> {
+        self.inner.dc.send_text(text).await?;
+        Ok(())
+    }
+
     /// Bytes handed to `send` that SCTP has not yet had acknowledged.
     pub async fn buffered_amount(&self) -> usize {
         self.inner.dc.outstanding_bytes().await.unwrap_or(0)

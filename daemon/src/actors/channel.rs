@@ -43,7 +43,8 @@ pub struct ProgressTo {
     pub request: u64,
 }
 
-/// A progress report for a send (current bytes of total).
+/// A progress report for a send (current bytes of total). Never the last one: the session
+/// sends that (`done`) with the peer's outcome.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct SendProgress {
@@ -55,10 +56,8 @@ pub struct SendProgress {
     pub label: String,
     /// Bytes handed to the channel so far.
     pub current: u64,
-    /// Total bytes.
-    pub total: u64,
-    /// Last frame sent.
-    pub done: bool,
+    /// Total bytes, when known (not for a streamed send before its end).
+    pub total: Option<u64>,
 }
 
 /// Close the channel (SCTP stream reset; no control message, §7.6).
@@ -92,7 +91,6 @@ pub struct ChannelActor {
     /// Which parts of received messages go to clients, and when (the decisions).
     delivery: Delivery,
     open: bool,
-    closed: bool,
     /// The timer following `Delivery::poll_timeout`, and when it fires.
     idle_timer: Option<(Instant, SpawnHandle)>,
 }
@@ -125,7 +123,6 @@ impl ChannelActor {
             acks,
             delivery,
             open: false,
-            closed: false,
             idle_timer: None,
         }
     }
@@ -185,11 +182,12 @@ impl ChannelActor {
                 Delivered::Part(p) => self.emit_part(p),
                 Delivered::Failed { transfer, reason } => {
                     tracing::debug!(label = self.channel.label(), transfer, %reason, "incoming transfer failed");
+                    // SEND_FAILED: the message was not delivered (PROTOCOL.md §7).
                     self.emit(
                         "channel:error",
                         vec![
                             ("transfer", Value::from(transfer)),
-                            ("error", error_value("DATACHANNEL_ERROR", &reason)),
+                            ("error", error_value("SEND_FAILED", &reason)),
                         ],
                     );
                 }
@@ -299,9 +297,7 @@ impl Actor for ChannelActor {
         };
         let failed = self.delivery.closed(why);
         self.deliver(failed, ctx);
-        if !self.closed {
-            self.emit("channel:close", vec![]);
-        }
+        self.emit("channel:close", vec![]);
         let ch = self.channel.clone();
         actix::spawn(async move { ch.close().await });
         self.owner.do_send(ChannelGone {
@@ -338,11 +334,9 @@ impl StreamHandler<ChannelEvent> for ChannelActor {
                 self.arm_idle_timer(ctx);
             }
             ChannelEvent::BufferedAmountLow => self.drained.notify_waiters(),
-            ChannelEvent::Closed => {
-                self.emit("channel:close", vec![]);
-                self.closed = true;
-                ctx.stop();
-            }
+            // `stopped` reports the transfers the close cut, then `channel:close` (in that
+            // order, PROTOCOL.md §7).
+            ChannelEvent::Closed => ctx.stop(),
             ChannelEvent::Error(e) => {
                 self.emit(
                     "channel:error",
@@ -353,10 +347,6 @@ impl StreamHandler<ChannelEvent> for ChannelActor {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        if !self.closed {
-            self.emit("channel:close", vec![]);
-            self.closed = true;
-        }
         ctx.stop();
     }
 }

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use peerix_ipc_proto::{
-    CloseArgs, DriverInfo as DriverInfoOut, JoinArgs, JoinResult, OpenArgs,
-    PeerInfo as PeerInfoOut, PeersResult, RoomInfo as RoomInfoOut, StatusResult, VerifierArgs,
-    VerifyArgs,
+    CloseArgs, JoinArgs, JoinResult, OpenArgs, PeerInfo as PeerInfoOut, PeersResult,
+    RoomInfo as RoomInfoOut, StatusResult, VerifierArgs, VerifyArgs,
 };
 use peerix_signaling::{connect_driver, DriverConfig, LocalConfig};
 use peerix_wire::control::ChannelOptions;
@@ -17,7 +16,8 @@ use rmpv::Value;
 use sha2::{Digest, Sha256};
 
 use super::backoff::Backoff;
-use super::driver::{DriverActor, DriverInfo};
+use super::driver::DriverActor;
+use super::driver_status::driver_status;
 use super::event_bus::{Deliver, Emit, EventBus, EventRecord};
 pub use super::options::{merge_options, nats_config};
 use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers};
@@ -154,6 +154,13 @@ impl Daemon {
                         .start();
                 act.drivers.insert(name.clone(), addr.clone());
                 act.driver_started(&name, &addr);
+                // Clients learn of every driver that comes up, the first start included.
+                act.bus
+                    .do_send(super::event_bus::Emit(super::event_bus::EventRecord::new(
+                        "driver:active",
+                        None,
+                        vec![("driver", Value::from(name.as_str()))],
+                    )));
                 Ok(addr)
             }),
         )
@@ -370,30 +377,25 @@ impl Handler<Exec> for Daemon {
             }
             Exec::Verify(a, session) => self.verdict(a, session),
             Exec::Status => {
-                let drivers: Vec<(String, Addr<DriverActor>)> = self
-                    .drivers
-                    .iter()
-                    .map(|(n, a)| (n.clone(), a.clone()))
-                    .collect();
+                let drivers = self.configured_drivers();
                 let rooms: Vec<Addr<RoomActor>> = self.rooms.values().cloned().collect();
                 let id = self.master.id().to_string();
                 Box::pin(
                     async move {
                         let mut out = StatusResult {
-                            version: VERSION.to_string(),
+                            version: env!("CARGO_PKG_VERSION").to_string(),
                             id,
                             drivers: vec![],
                             rooms: vec![],
                         };
                         for (name, d) in drivers {
-                            if let Ok((kind, active)) = d.send(DriverInfo).await {
-                                out.drivers.push(DriverInfoOut { name, kind, active });
-                            }
+                            out.drivers.push(driver_status(name, d).await);
                         }
                         for r in rooms {
                             if let Ok(info) = r.send(RoomInfo).await {
                                 out.rooms.push(RoomInfoOut {
                                     room: info.room,
+                                    id: info.id,
                                     driver: info.driver,
                                     peers: info.peers as u64,
                                     channels: info.channels,

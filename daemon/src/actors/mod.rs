@@ -7,6 +7,7 @@ pub mod bus_core;
 pub mod channel;
 pub mod daemon;
 pub mod driver;
+mod driver_status;
 pub mod event_bus;
 pub mod inbox;
 pub mod options;

@@ -125,7 +125,7 @@ impl ChannelSender {
         }
     }
 
-    fn report(&self, p: &Option<ProgressTo>, current: u64, total: u64, done: bool) {
+    fn report(&self, p: &Option<ProgressTo>, current: u64, total: Option<u64>) {
         if let Some(p) = p {
             p.to.do_send(SendProgress {
                 request: p.request,
@@ -133,7 +133,6 @@ impl ChannelSender {
                 label: self.ch.label().to_string(),
                 current,
                 total,
-                done,
             });
         }
     }
@@ -145,7 +144,13 @@ impl ChannelSender {
         if !self.framed {
             // Unframed channels carry raw messages (unordered/partially reliable or with a
             // protocol); there is no Peerix ack to wait for.
-            return done(self.ch.send(m.data).await.map_err(|e| e.to_string()));
+            // Text and JSON go as string messages (what a browser's `send(string)` does), so a
+            // receiver can tell them from bytes (PROTOCOL.md, "Raw channels").
+            let sent = match (m.kind, std::str::from_utf8(&m.data)) {
+                (PayloadType::Text | PayloadType::Json, Ok(text)) => self.ch.send_text(text).await,
+                _ => self.ch.send(m.data).await,
+            };
+            return done(sent.map_err(|e| e.to_string()));
         }
         let (id, ack) = match self.begin_transfer() {
             Ok(t) => t,
@@ -165,7 +170,7 @@ impl ChannelSender {
                 return done(self.give_up(id, e).await);
             }
             let sent = chunker.bytes_sent() as u64;
-            self.report(&progress, sent, total, sent >= total);
+            self.report(&progress, sent, Some(total));
         }
         let me = self.clone();
         Box::pin(async move { me.await_ack(id, ack).await })
@@ -217,8 +222,8 @@ impl ChannelSender {
                     return done(self.give_up(id, e).await);
                 }
             }
-            let sent = chunker.bytes_sent();
-            self.report(&progress, sent, sent, end);
+            // The total of a streamed message is known only at its end (the `done` frame).
+            self.report(&progress, chunker.bytes_sent(), None);
             if end {
                 break;
             }

@@ -28,6 +28,9 @@ impl RoomActor {
         // Their lanes first, synchronously, before the reply: a send right after `open` must
         // wait for the channel, not fail; one after `close` must fail, not race the channel's
         // end. (A peer the machine knows but the directory not yet is told by `LabelOpen`.)
+        if to.is_none() {
+            self.s.directory.set_room_label(label, open);
+        }
         let _ = self.s.directory.each_lanes(to, |l| {
             if open {
                 l.expect(label)
@@ -83,6 +86,23 @@ pub struct RoomClose {
 impl Handler<RoomClose> for RoomActor {
     type Result = Result<(), DaemonError>;
     fn handle(&mut self, m: RoomClose, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(p) = m.to.as_deref() {
+            if self.machine.peer(p).is_none() {
+                return Err(self.no_such_peer(p.to_string()));
+            }
+        }
+        let open = self.machine.labels().any(|l| l == m.label)
+            || self.s.directory.label_known(&m.label, m.to.as_deref());
+        if !open {
+            let whom =
+                m.to.as_deref()
+                    .map(|p| format!(" to peer {p:?}"))
+                    .unwrap_or_default();
+            return Err(DaemonError::NoSuchChannel(format!(
+                "{:?} is open in room {:?}{whom}; nothing to close",
+                m.label, self.s.room
+            )));
+        }
         self.machine
             .close(&m.label, m.to.as_deref())
             .map_err(|e| self.no_such_peer(e.0))?;

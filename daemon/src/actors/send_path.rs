@@ -70,6 +70,26 @@ impl Routes {
         dir.targets(to)
     }
 
+    /// Like [`Routes::targets`], for a send on `label`: `NO_SUCH_CHANNEL` when neither the room
+    /// nor any target has the label open (or coming).
+    pub fn send_targets(
+        &self,
+        room: &str,
+        label: &str,
+        to: Option<&str>,
+    ) -> Result<Vec<(String, Arc<PeerLanes>)>, DaemonError> {
+        let dir = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room)
+            .cloned()
+            .ok_or_else(|| DaemonError::NotJoined(room.to_string()))?;
+        let targets = dir.targets(to)?;
+        dir.check_label(label, &targets)?;
+        Ok(targets)
+    }
+
     /// Queues `message` on `label`'s lane of every target (see [`Routes::targets`]) before it
     /// returns, so messages sent one after another keep their order; the future resolves to
     /// every target's outcome once the remotes acknowledged (or the sends failed).
@@ -83,7 +103,7 @@ impl Routes {
     ) -> Result<impl std::future::Future<Output = Vec<(String, SendOutcome)>> + 'static, DaemonError>
     {
         let outcomes: Vec<_> = self
-            .targets(room, to)?
+            .send_targets(room, label, to)?
             .into_iter()
             .map(|(peer, lanes)| {
                 let (result, rx) = oneshot::channel();
@@ -123,6 +143,8 @@ struct DirEntry {
 pub struct RoomDirectory {
     room: String,
     peers: Mutex<HashMap<String, DirEntry>>,
+    /// Labels opened room-wide (kept by the room actor with its machine's).
+    labels: Mutex<std::collections::HashSet<String>>,
 }
 
 impl RoomDirectory {
@@ -131,7 +153,48 @@ impl RoomDirectory {
         Arc::new(Self {
             room: room.to_string(),
             peers: Mutex::default(),
+            labels: Mutex::default(),
         })
+    }
+
+    /// Records that `label` was opened (or closed) room-wide.
+    pub fn set_room_label(&self, label: &str, open: bool) {
+        let mut l = lock(&self.labels);
+        if open {
+            l.insert(label.to_string());
+        } else {
+            l.remove(label);
+        }
+    }
+
+    /// Whether `label` is open or being opened toward `to` (or any peer): room-wide, by a
+    /// client's `open` to that peer, or by the remote (its channel exists or is coming).
+    pub fn label_known(&self, label: &str, to: Option<&str>) -> bool {
+        if lock(&self.labels).contains(label) {
+            return true;
+        }
+        let peers = lock(&self.peers);
+        match to {
+            Some(p) => peers.get(p).is_some_and(|e| e.lanes.knows(label)),
+            None => peers.values().any(|e| e.lanes.knows(label)),
+        }
+    }
+
+    /// `NO_SUCH_CHANNEL` for a send on `label` that no target has, nor the room: it could
+    /// only fail at every peer (PROTOCOL.md, `send`).
+    fn check_label(
+        &self,
+        label: &str,
+        targets: &[(String, Arc<PeerLanes>)],
+    ) -> Result<(), DaemonError> {
+        if lock(&self.labels).contains(label) || targets.iter().any(|(_, l)| l.knows(label)) {
+            return Ok(());
+        }
+        Err(DaemonError::NoSuchChannel(format!(
+            "{label:?} is open in room {:?}, by a client or a peer (open it first with \
+             `open`); nothing was sent",
+            self.room
+        )))
     }
 
     /// Registers connection `conn` to `peer` (replacing an older one).
@@ -296,6 +359,13 @@ impl PeerLanes {
             items: None,
         });
         f(lane)
+    }
+
+    /// Whether `label` has, or expects, a channel on this connection.
+    pub fn knows(&self, label: &str) -> bool {
+        lock(&self.lanes)
+            .get(label)
+            .is_some_and(|l| matches!(*l.slot.borrow(), Slot::Pending | Slot::Ready(_)))
     }
 
     /// Sets what `label`'s lane writes to (see [`Slot`]).

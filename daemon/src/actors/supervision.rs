@@ -127,14 +127,8 @@ impl Daemon {
             return;
         }
         let fut = self.driver(&name, ctx).map(move |res, act, ctx| match res {
-            Ok(_) => {
-                tracing::info!(driver = %name, "driver restarted");
-                act.bus.do_send(Emit(EventRecord::new(
-                    "driver:active",
-                    None,
-                    vec![("driver", Value::from(name.as_str()))],
-                )));
-            }
+            // `driver` emitted `driver:active`.
+            Ok(_) => tracing::info!(driver = %name, "driver restarted"),
             Err(e) => {
                 let delay = act.driver_restarts.entry(name.clone()).or_default().failed();
                 tracing::warn!(driver = %name, error = %e, ?delay, "restarting the driver failed; trying again");

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
 use peerix_ipc_proto::{
     decode_client, encode_frame, encode_frame_sized, Access, ClientMessage, DaemonMessage,
-    ErrorBody, ErrorCode, FrameDecoder, Op, Payload, Progress, Reply, Request, SendArgs, Welcome,
-    PROTOCOL_VERSION,
+    ErrorBody, ErrorCode, FrameDecoder, Op, Payload, Progress, ProtoError, Reply, Request,
+    SendArgs, Welcome, CAPABILITIES, PROTOCOL_VERSION,
 };
 use peerix_wire::transfer::PayloadType;
 use rmpv::Value;
@@ -112,6 +112,9 @@ pub struct ClientSession {
     /// Events for this session only that came while it was paused, to go out in seq order
     /// with what it catches up on.
     held: Vec<Deliver>,
+    /// Progress of sends with `progress: true`, per (request, peer): when a frame last went out
+    /// and the bytes last reported (bounded by the sends in flight).
+    progress: HashMap<(u64, String), (Option<std::time::Instant>, u64)>,
 }
 
 impl ClientSession {
@@ -142,6 +145,7 @@ impl ClientSession {
             epoch: s.epoch,
             paused: false,
             held: Vec::new(),
+            progress: HashMap::new(),
         }
     }
 
@@ -216,10 +220,13 @@ impl ClientSession {
             Ok(m) => m,
             Err(e) => {
                 // The length prefix was sane, so the stream is still in sync: report and go on.
-                let code = if self.greeted {
-                    ErrorCode::MalformedFrame
-                } else {
-                    ErrorCode::HandshakeRequired
+                // Before the handshake (where every error is fatal): a `hello` with a bad field
+                // is told what is wrong, bytes that are no message at all are malformed.
+                let code = match &e {
+                    _ if self.greeted => ErrorCode::MalformedFrame,
+                    ProtoError::Hello(b) => b.code.clone(),
+                    ProtoError::Malformed(_) => ErrorCode::MalformedFrame,
+                    _ => ErrorCode::HandshakeRequired,
                 };
                 let body = ErrorBody::new(code, e.to_string());
                 if self.greeted {
@@ -266,7 +273,7 @@ impl ClientSession {
                     version: PROTOCOL_VERSION,
                     daemon: VERSION.to_string(),
                     id: self.daemon_id.clone(),
-                    capabilities: vec!["events".into(), "progress".into(), "streamed-send".into()],
+                    capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
                     max_frame: self.cfg.ipc.max_frame,
                     epoch: self.epoch,
                 };
@@ -423,18 +430,83 @@ impl Handler<Farewell> for ClientSession {
     }
 }
 
+/// At most one non-final `progress` frame per (request, peer) in this interval (~10 per second).
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Handler<SendProgress> for ClientSession {
     type Result = ();
     fn handle(&mut self, p: SendProgress, ctx: &mut Self::Context) {
+        let now = std::time::Instant::now();
+        let (last, current) = self
+            .progress
+            .entry((p.request, p.peer.clone()))
+            .or_insert((None, 0));
+        *current = p.current;
+        if last.is_some_and(|t| now.duration_since(t) < PROGRESS_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
         let msg = Progress {
             id: p.request,
             peer: Some(p.peer),
             label: p.label,
             current: p.current,
-            total: Some(p.total),
-            done: p.done,
+            total: p.total,
+            done: false,
+            error: None,
         };
         self.write(&DaemonMessage::Progress(msg), ctx);
+    }
+}
+
+impl ClientSession {
+    /// The last `progress` frame of request `request`, one per target with its outcome (or one
+    /// without `peer` when the message went nowhere). `total` is the message's size; a peer
+    /// that failed reports the bytes it had been handed.
+    fn progress_done(
+        &mut self,
+        request: u64,
+        label: &str,
+        total: u64,
+        peers: &[(String, Result<(), String>)],
+        ctx: &mut Context<Self>,
+    ) {
+        let mut frames = Vec::with_capacity(peers.len().max(1));
+        for (peer, outcome) in peers {
+            let sent = self
+                .progress
+                .remove(&(request, peer.clone()))
+                .map_or(0, |(_, c)| c);
+            frames.push(Progress {
+                id: request,
+                peer: Some(peer.clone()),
+                label: label.to_string(),
+                current: if outcome.is_ok() { total } else { sent },
+                total: Some(total),
+                done: true,
+                error: outcome
+                    .as_ref()
+                    .err()
+                    .map(|e| ErrorBody::new(ErrorCode::SendFailed, e.clone())),
+            });
+        }
+        if peers.is_empty() {
+            frames.push(Progress {
+                id: request,
+                peer: None,
+                label: label.to_string(),
+                current: 0,
+                total: Some(total),
+                done: true,
+                error: Some(ErrorBody::new(
+                    ErrorCode::SendFailed,
+                    "no peer was connected: the message went to nobody",
+                )),
+            });
+        }
+        for f in frames {
+            self.write(&DaemonMessage::Progress(f), ctx);
+        }
     }
 }
 

@@ -129,6 +129,11 @@ impl ClientSession {
                 ctx,
             ),
             Op::Send(SendArgs::Start(s)) => {
+                if let Payload::Json(v) = &s.payload {
+                    if let Err(e) = self.check_json_event(v, &s) {
+                        return self.reply(id, Err(e), ctx);
+                    }
+                }
                 let (kind, bytes) = match payload_bytes(s.payload) {
                     Ok(v) => v,
                     Err(e) => return self.reply(id, Err(e), ctx),
@@ -184,8 +189,8 @@ impl ClientSession {
                 }
             }
             Op::Send(SendArgs::Chunk(c)) => {
-                let data = match payload_bytes(c.data) {
-                    Ok((_, b)) => b,
+                let (kind, data) = match payload_bytes(c.data) {
+                    Ok(v) => v,
                     Err(e) => return self.reply(id, Err(e), ctx),
                 };
                 let Some(active) = self.streams.get_mut(&c.transfer) else {
@@ -198,11 +203,28 @@ impl ClientSession {
                         ctx,
                     );
                 };
+                if kind != active.kind {
+                    // Never deliver text that is not what the client meant: the receiver would
+                    // see U+FFFD where the bytes were not UTF-8.
+                    let (want, got) = (wire_type(active.kind), wire_type(kind));
+                    let why = format!("a chunk was {got}, the transfer's type takes {want}");
+                    self.abort_stream(c.transfer, &why, ctx);
+                    return self.reply(
+                        id,
+                        Err(DaemonError::BadRequest(format!(
+                            "send: every chunk of transfer {} must be {want} like its start, got \
+                             {got} (a str that is not valid UTF-8 decodes as bin); transfer {} \
+                             aborted",
+                            c.transfer, c.transfer
+                        ))),
+                        ctx,
+                    );
+                }
                 active.pushed += data.len() as u64;
                 if active.pushed > self.cfg.ipc.max_message_size {
                     // Dropping the feed drops the piece senders: the transfer aborts at every
                     // receiver.
-                    self.streams.remove(&c.transfer);
+                    self.abort_stream(c.transfer, "ipc.max_message_size exceeded", ctx);
                     return self.reply(
                         id,
                         Err(DaemonError::BadRequest(format!(
@@ -215,7 +237,8 @@ impl ClientSession {
                 if self.pending_chunks >= self.cfg.limits.pending_chunks_per_client {
                     // Each unanswered chunk holds its data: a client that does not wait for
                     // replies must not make us hold unbounded memory.
-                    self.streams.remove(&c.transfer);
+                    let why = "limits.pending_chunks_per_client exceeded";
+                    self.abort_stream(c.transfer, why, ctx);
                     return self.reply(
                         id,
                         Err(DaemonError::LimitExceeded(format!(
@@ -233,15 +256,27 @@ impl ClientSession {
                     more: c.more,
                     done,
                 };
+                let progress = active
+                    .progress
+                    .map(|r| (r, active.label.clone(), active.pushed));
                 if active.feed.send(feed).is_err() || !c.more {
                     self.streams.remove(&c.transfer);
                 }
                 let transfer = c.transfer;
                 ctx.spawn(result.into_actor(self).map(move |r, act, ctx| {
                     act.pending_chunks -= 1;
-                    let r = r.map_err(|_| {
-                        DaemonError::Internal(format!("streamed transfer {transfer} was dropped"))
-                    });
+                    let r = match r {
+                        Ok(None) => Ok(obj(vec![("transfer", Value::from(transfer))])),
+                        Ok(Some(peers)) => {
+                            if let Some((request, label, total)) = &progress {
+                                act.progress_done(*request, label, *total, &peers, ctx);
+                            }
+                            Ok(send::delivery_report(transfer, peers))
+                        }
+                        Err(_) => Err(DaemonError::Internal(format!(
+                            "streamed transfer {transfer} was dropped"
+                        ))),
+                    };
                     act.reply(id, r, ctx)
                 }));
             }
@@ -316,5 +351,79 @@ impl ClientSession {
             fut.into_actor(self)
                 .map(move |res, act, ctx| act.reply(id, res, ctx)),
         );
+    }
+}
+
+/// The MessagePack type a payload of type `kind` travels as.
+fn wire_type(kind: PayloadType) -> &'static str {
+    match kind {
+        PayloadType::Text => "str",
+        _ => "bin",
+    }
+}
+
+/// Room for an event's fields around a JSON message's data: names, seq, two peer ids, transfer,
+/// offset (the room, label and `info` are counted separately).
+const EVENT_OVERHEAD: u64 = 512;
+
+impl ClientSession {
+    /// A JSON message is never split, so its `channel:message` event must fit one frame: one
+    /// that would not fit this daemon's `ipc.max_frame` is refused here rather than accepted and
+    /// replaced by an error at the receiver.
+    fn check_json_event(
+        &self,
+        v: &Value,
+        s: &peerix_ipc_proto::SendStart,
+    ) -> Result<(), DaemonError> {
+        let info = s.info.as_ref().map_or(0, event_size);
+        let need = event_size(v) + info + EVENT_OVERHEAD + (s.room.len() + s.label.len()) as u64;
+        let max = self.cfg.ipc.max_frame;
+        if need <= max {
+            return Ok(());
+        }
+        Err(DaemonError::LimitExceeded(format!(
+            "send: this JSON message's event would take about {need} bytes, more than one frame \
+             holds (ipc.max_frame = {max}); JSON messages are never split: send it as `text` or \
+             `bytes` (which are split), or raise ipc.max_frame on both daemons"
+        )))
+    }
+}
+
+/// Bytes of `v` in a receiver's event: its MessagePack size after JSON (every float becomes a
+/// 64-bit float; `send` already refused what JSON cannot carry).
+fn event_size(v: &Value) -> u64 {
+    fn len_hdr(n: usize, small: usize) -> u64 {
+        match n {
+            n if n < small => 1,
+            n if n < 256 && small == 32 => 2,
+            n if n < 65_536 => 3,
+            _ => 5,
+        }
+    }
+    match v {
+        Value::Nil | Value::Boolean(_) => 1,
+        Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) if u < 128 => 1,
+            (Some(u), _) if u < 256 => 2,
+            (Some(u), _) if u < 65_536 => 3,
+            (Some(u), _) if u < 1 << 32 => 5,
+            (Some(_), _) => 9,
+            (None, Some(n)) if n >= -32 => 1,
+            (None, Some(n)) if n >= -128 => 2,
+            (None, Some(n)) if n >= -32_768 => 3,
+            (None, Some(n)) if n >= -(1 << 31) => 5,
+            _ => 9,
+        },
+        Value::F32(_) | Value::F64(_) => 9,
+        Value::String(s) => len_hdr(s.as_bytes().len(), 32) + s.as_bytes().len() as u64,
+        Value::Binary(b) => 5 + b.len() as u64,
+        Value::Array(a) => len_hdr(a.len(), 16) + a.iter().map(event_size).sum::<u64>(),
+        Value::Map(m) => {
+            len_hdr(m.len(), 16)
+                + m.iter()
+                    .map(|(k, v)| event_size(k) + event_size(v))
+                    .sum::<u64>()
+        }
+        Value::Ext(_, d) => 6 + d.len() as u64,
     }
 }

@@ -8,13 +8,21 @@ use super::*;
 pub(super) struct ActiveStream {
     pub(super) feed: tokio::sync::mpsc::UnboundedSender<Feed>,
     pub(super) pushed: u64,
+    /// The start's type: every chunk must match it.
+    pub(super) kind: PayloadType,
+    pub(super) label: String,
+    /// The start request's id when it asked for progress.
+    pub(super) progress: Option<u64>,
+    /// The target peers.
+    pub(super) peers: Vec<String>,
 }
 
-/// One chunk of a streamed send and where its reply's result goes.
+/// One chunk of a streamed send and where its reply's result goes: `None` once the targets took
+/// a non-final chunk, every target's outcome after the final one.
 pub(super) struct Feed {
     pub(super) data: Bytes,
     pub(super) more: bool,
-    pub(super) done: tokio::sync::oneshot::Sender<Value>,
+    pub(super) done: tokio::sync::oneshot::Sender<Option<Vec<(String, SendOutcome)>>>,
 }
 
 /// One target of a streamed send: where its pieces go and where its outcome comes from.
@@ -48,7 +56,7 @@ impl ClientSession {
         p: StreamedSend,
         ctx: &mut Context<Self>,
     ) {
-        let lanes = match self.routes.targets(&p.room, p.to.as_deref()) {
+        let lanes = match self.routes.send_targets(&p.room, &p.label, p.to.as_deref()) {
             Ok(t) => t,
             Err(e) => return self.reply(id, Err(e), ctx),
         };
@@ -56,6 +64,7 @@ impl ClientSession {
             to: ctx.address().recipient(),
             request,
         });
+        let peers = lanes.iter().map(|(p, _)| p.clone()).collect();
         let targets = lanes
             .into_iter()
             .map(|(peer, lanes)| {
@@ -87,12 +96,16 @@ impl ClientSession {
             })
             .collect();
         let (feed, rx) = tokio::sync::mpsc::unbounded_channel();
-        actix::spawn(feed_stream(transfer, targets, rx));
+        actix::spawn(feed_stream(targets, rx));
         self.streams.insert(
             transfer,
             ActiveStream {
                 feed,
                 pushed: p.buf.len() as u64,
+                kind: p.kind,
+                label: p.label,
+                progress: p.progress,
+                peers,
             },
         );
         self.reply(id, Ok(obj(vec![("transfer", Value::from(transfer))])), ctx);
@@ -111,6 +124,9 @@ impl ClientSession {
             to: ctx.address().recipient(),
             request,
         });
+        let total = p.buf.len() as u64;
+        let progress_id = p.progress;
+        let label = p.label.clone();
         let message = OutgoingMessage {
             kind: p.kind,
             info: p.info,
@@ -123,11 +139,12 @@ impl ClientSession {
             Ok(f) => f,
             Err(e) => return self.reply(id, Err(e), ctx),
         };
-        ctx.spawn(
-            outcomes.into_actor(self).map(move |peers, act, ctx| {
-                act.reply(id, Ok(delivery_report(transfer, peers)), ctx)
-            }),
-        );
+        ctx.spawn(outcomes.into_actor(self).map(move |peers, act, ctx| {
+            if let Some(request) = progress_id {
+                act.progress_done(request, &label, total, &peers, ctx);
+            }
+            act.reply(id, Ok(delivery_report(transfer, peers)), ctx)
+        }));
     }
 }
 
@@ -135,8 +152,26 @@ fn lost() -> String {
     "peer connection closed".to_string()
 }
 
+impl ClientSession {
+    /// Ends streamed transfer `transfer` early (a refused chunk): dropping its feed aborts it at
+    /// every receiver; a client that asked for progress gets each target's last frame.
+    pub(super) fn abort_stream(&mut self, transfer: u64, why: &str, ctx: &mut Context<Self>) {
+        let Some(s) = self.streams.remove(&transfer) else {
+            return;
+        };
+        if let Some(request) = s.progress {
+            let peers: Vec<_> = s
+                .peers
+                .into_iter()
+                .map(|p| (p, Err(format!("transfer {transfer} aborted: {why}"))))
+                .collect();
+            self.progress_done(request, &s.label, s.pushed, &peers, ctx);
+        }
+    }
+}
+
 /// `{transfer, peers: [{id, ok, error?}]}`, the result of a delivered (or failed) send.
-fn delivery_report(transfer: u64, peers: Vec<(String, SendOutcome)>) -> Value {
+pub(super) fn delivery_report(transfer: u64, peers: Vec<(String, SendOutcome)>) -> Value {
     let peers = peers
         .into_iter()
         .map(|(peer, r)| {
@@ -162,7 +197,6 @@ fn delivery_report(transfer: u64, peers: Vec<(String, SendOutcome)>) -> Value {
 /// answered with the delivery report. Ending early (the session dropped the feed) drops the piece
 /// senders, which aborts the transfer at every receiver.
 async fn feed_stream(
-    transfer: u64,
     targets: Vec<StreamTarget>,
     mut feed: tokio::sync::mpsc::UnboundedReceiver<Feed>,
 ) {
@@ -173,7 +207,7 @@ async fn feed_stream(
             }
         }
         if f.more {
-            let _ = f.done.send(obj(vec![("transfer", Value::from(transfer))]));
+            let _ = f.done.send(None);
             continue;
         }
         let mut peers = Vec::with_capacity(targets.len());
@@ -183,7 +217,7 @@ async fn feed_stream(
         for t in targets {
             peers.push((t.peer, t.result.await.unwrap_or_else(|_| Err(lost()))));
         }
-        let _ = f.done.send(delivery_report(transfer, peers));
+        let _ = f.done.send(Some(peers));
         return;
     }
 }

@@ -137,7 +137,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("peerixd {}  id {}", st.version, st.id);
                 println!("drivers:");
                 for d in &st.drivers {
-                    let state = if d.active { "active" } else { "inactive" };
+                    let state = match (d.state.as_str(), d.active) {
+                        ("", true) => "active",
+                        ("", false) => "inactive",
+                        (s, _) => s,
+                    };
                     println!("  {} ({}) {state}", d.name, d.kind);
                 }
                 println!("rooms:");
