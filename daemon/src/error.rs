@@ -59,6 +59,17 @@ pub enum DaemonError {
     /// A configured bound was hit (the message names the `limits.*` key).
     #[error("{0}")]
     LimitExceeded(String),
+    /// `leave` from a connection that does not hold the room, which others hold.
+    #[error(
+        "this client does not hold room {room:?}; it is held by {by}; `leave` with `all: true` \
+         (peerix leave --all) releases every hold and leaves the room for all of them"
+    )]
+    NotHeld {
+        /// Room name.
+        room: String,
+        /// The holding clients, e.g. `"app" (session 3)`.
+        by: String,
+    },
     /// I/O, e.g. the socket.
     #[error("{context}: {source}")]
     Io {
@@ -86,6 +97,7 @@ impl DaemonError {
             DaemonError::NotSupported(_) => ErrorCode::NotSupported,
             DaemonError::Internal(_) | DaemonError::Io { .. } => ErrorCode::Internal,
             DaemonError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            DaemonError::NotHeld { .. } => ErrorCode::NotHeld,
         }
     }
 }

@@ -55,13 +55,16 @@ pub enum ErrorCode {
     /// The client fell behind by more than its share of undelivered frames (connection-level,
     /// fatal): its queued frames were dropped and the connection is closed.
     ClientTooSlow,
+    /// `leave`: this connection holds no hold on the room, it has no persistent hold, and other
+    /// connections hold it (release them all with `all: true`).
+    NotHeld,
     /// A code not known to this version of the protocol crate.
     Other(String),
 }
 
 impl ErrorCode {
     /// All codes known to this crate (excluding [`ErrorCode::Other`]).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::HandshakeRequired,
@@ -83,6 +86,7 @@ impl ErrorCode {
         ErrorCode::LimitExceeded,
         ErrorCode::PermissionDenied,
         ErrorCode::ClientTooSlow,
+        ErrorCode::NotHeld,
     ];
 
     /// The wire string of this code, e.g. `"BAD_REQUEST"`.
@@ -109,6 +113,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::ClientTooSlow => "CLIENT_TOO_SLOW",
+            ErrorCode::NotHeld => "NOT_HELD",
             ErrorCode::Other(s) => s,
         }
     }

@@ -27,12 +27,14 @@ pub use codec::{
     from_value, to_value, FrameDecoder, FRAME_HEADER_LEN,
 };
 pub use error::{ErrorBody, ErrorCode, FrameError, ProtoError};
+pub use events::RoomLeftData;
 pub use events::{
     event_names, ChannelErrorData, ChannelEventData, ChannelMessageData, ConnectionEventData,
     DriverEventData, ErrorEventData, EventData, EventFilter, EventPattern, MessageType,
     VerifyEventData,
 };
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
+pub use ops::LeaveResult;
 pub use ops::{
     op_names, CloseArgs, DeliveryReport, DriverInfo, IceServer, IceTransportPolicy, JoinArgs,
     JoinOptions, JoinResult, LeaveArgs, Op, OpenArgs, OptionFlag, Payload, PayloadType, PeerInfo,

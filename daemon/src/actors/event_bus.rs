@@ -1,6 +1,6 @@
 //! `EventBus`: numbers every lifecycle event and fans it out to the subscribed client sessions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -170,5 +170,38 @@ impl Handler<Unsubscribe> for EventBus {
     type Result = ();
     fn handle(&mut self, m: Unsubscribe, _: &mut Self::Context) {
         self.subscribers.remove(&m.0);
+    }
+}
+
+/// Number an event once and deliver it to every subscriber it matches and, whatever they
+/// subscribed to, to these sessions, each at most once (`room:left`: the room's subscribers,
+/// and the connections that held it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EmitAlsoTo(pub Vec<(u64, Recipient<Deliver>)>, pub EventRecord);
+
+impl Handler<EmitAlsoTo> for EventBus {
+    type Result = ();
+    fn handle(&mut self, EmitAlsoTo(to, ev): EmitAlsoTo, ctx: &mut Self::Context) {
+        let subscribed: HashSet<u64> = self
+            .subscribers
+            .iter()
+            .filter(|(_, s)| {
+                s.filters
+                    .iter()
+                    .any(|f| f.matches(&ev.name, ev.room.as_deref()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let event = Arc::new(ev.clone());
+        <Self as Handler<Emit>>::handle(self, Emit(ev), ctx);
+        for (session, to) in to {
+            if !subscribed.contains(&session) {
+                to.do_send(Deliver {
+                    seq: self.seq,
+                    event: event.clone(),
+                });
+            }
+        }
     }
 }

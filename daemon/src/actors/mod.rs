@@ -7,6 +7,7 @@ pub mod channel;
 pub mod daemon;
 pub mod driver;
 pub mod event_bus;
+pub mod holds;
 pub mod options;
 pub mod outgoing;
 pub mod peer;
