@@ -452,3 +452,36 @@ async fn two_senders_on_one_channel_reach_every_subscriber() -> Result<()> {
     }
     Ok(())
 }
+
+/// The holds belong to the room's membership: a room whose actor crashes is re-joined with its
+/// holders, and still leaves when the last of them goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_survive_a_crash_of_the_room() -> Result<()> {
+    let env = TestEnv::new()?;
+    let da = env
+        .daemon_with_env("a", &[], &[("PEERIXD_FAULT_INJECTION", "1")])
+        .await?;
+    let room = "fragile";
+    let mut w = watcher(&da, room, &["room", "error"]).await?;
+    let (c1, _) = holder(&da, room, &["channel"], false).await?;
+    let (c2, _) = holder(&da, room, &["channel"], false).await?;
+    debug(&w.client, &[("action", "panic-room"), ("room", room)]).await?;
+    w.wait_for("the crash reported", T, |e| e.name == "error")
+        .await?;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        if let Some(st) = room_status(&w.client, room).await? {
+            assert_eq!((st.holders, st.persist), (2, false), "{st:?}");
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the room was not re-joined");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!c1.client.leave(room).await?.left);
+    drop(c2);
+    w.wait_for("room:left", T, |e| is_room_left(e, room, "disconnected"))
+        .await?;
+    Ok(())
+}

@@ -231,6 +231,8 @@ impl Daemon {
             .memberships
             .get_mut(room)
             .ok_or_else(|| DaemonError::NotJoined(room.to_string()))?;
+        // A session that ended meanwhile has had its holds released already.
+        let holder = holder.filter(|h| h.to.connected());
         m.holds.hold(holder.map(|h| (h.session, h)), persist);
         let driver = m.driver_name.clone();
         let id = self.room_identity(room, &driver).id().to_string();
