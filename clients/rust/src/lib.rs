@@ -666,6 +666,16 @@ impl Client {
         }
     }
 
+    /// Returns an event receiver without subscribing to anything: it gets the events the
+    /// daemon sends a connection whatever it subscribed to, such as `room:left` for a room this
+    /// connection held (PROTOCOL.md §11). Like [`Client::subscribe`], it replaces the earlier
+    /// receiver; events of later subscriptions come here too.
+    pub fn events(&self) -> mpsc::Receiver<Event> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        self.inner.state().events = Some(tx);
+        rx
+    }
+
     /// `verifier`: makes this connection the verifier of `room` (joined with `verify.mode =
     /// "verifier"`) and returns the room's requests. Answer each with [`Client::verify`]
     /// before the room's `verify.timeout`, or its fallback applies. The requests come whether
