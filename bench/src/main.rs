@@ -456,8 +456,8 @@ async fn nats(run: &mut Run) -> Result<()> {
         varz.push(v1.saturating_sub(v0) as f64);
         quiet.push((c2 - c1) as f64);
         detail.push(json!({"setup": counter.since(c0).get(..c1 - c0), "after": counter.since(c1)}));
-        a.client.leave(&room).await?;
-        b.client.leave(&room).await?;
+        a.leave().await?;
+        b.leave().await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let cs = summary(&counts)?;

@@ -62,6 +62,17 @@ pub enum DaemonError {
     /// `forward` of a label (or kind) the peer does not share.
     #[error("{0}")]
     NoSuchStream(String),
+    /// `leave` from a connection that does not hold the room, which others hold.
+    #[error(
+        "this client does not hold room {room:?}; it is held by {by}; `leave` with `all: true` \
+         (peerix leave --all) releases every hold and leaves the room for all of them"
+    )]
+    NotHeld {
+        /// Room name.
+        room: String,
+        /// The holding clients, e.g. `"app" (session 3)`.
+        by: String,
+    },
     /// I/O, e.g. the socket.
     #[error("{context}: {source}")]
     Io {
@@ -90,6 +101,7 @@ impl DaemonError {
             DaemonError::Internal(_) | DaemonError::Io { .. } => ErrorCode::Internal,
             DaemonError::LimitExceeded(_) => ErrorCode::LimitExceeded,
             DaemonError::NoSuchStream(_) => ErrorCode::NoSuchStream,
+            DaemonError::NotHeld { .. } => ErrorCode::NotHeld,
         }
     }
 }

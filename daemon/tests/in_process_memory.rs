@@ -76,7 +76,7 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
             let room = "in-process-room-memory";
             running
                 .daemon
-                .send(Exec::Join(JoinArgs::new(room)))
+                .send(Exec::Join(Box::new(JoinArgs::new(room).persistent()), None))
                 .await
                 .expect("mailbox")
                 .expect("join");

@@ -57,13 +57,16 @@ pub enum ErrorCode {
     ClientTooSlow,
     /// `forward`: the peer shares no track under that label (of that kind).
     NoSuchStream,
+    /// `leave`: this connection holds no hold on the room, it has no persistent hold, and other
+    /// connections hold it (release them all with `all: true`).
+    NotHeld,
     /// A code not known to this version of the protocol crate.
     Other(String),
 }
 
 impl ErrorCode {
     /// All codes known to this crate (excluding [`ErrorCode::Other`]).
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::HandshakeRequired,
@@ -86,6 +89,7 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::ClientTooSlow,
         ErrorCode::NoSuchStream,
+        ErrorCode::NotHeld,
     ];
 
     /// The wire string of this code, e.g. `"BAD_REQUEST"`.
@@ -113,6 +117,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::ClientTooSlow => "CLIENT_TOO_SLOW",
             ErrorCode::NoSuchStream => "NO_SUCH_STREAM",
+            ErrorCode::NotHeld => "NOT_HELD",
             ErrorCode::Other(s) => s,
         }
     }

@@ -50,14 +50,19 @@ pub mod event_names {
     /// This client will never get the events of a seq range (it fell behind, or resumed too
     /// late); sent whatever it subscribed to.
     pub const LAGGED: &str = "lagged";
+    /// The room was left because its last hold was released: sent to every connection that
+    /// held it (except the one whose `leave` caused it), whatever it subscribed to, and to
+    /// subscribers of group `room`.
+    pub const ROOM_LEFT: &str = "room:left";
     /// Event groups usable in subscriptions.
-    pub const GROUPS: [&str; 6] = [
+    pub const GROUPS: [&str; 7] = [
         "connection",
         "channel",
         "stream",
         "track",
         "error",
         "driver",
+        "room",
     ];
 }
 
@@ -189,6 +194,18 @@ pub struct VerifyEventData {
     pub metadata: Value,
 }
 
+/// Data of `room:left`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLeftData {
+    /// Why: `"released"` (a `leave` released the last hold), `"leave-all"` (a `leave` with
+    /// `all`), `"disconnected"` (the last holder's connection closed), `"config"` (reserved:
+    /// the room was removed from the configuration).
+    pub reason: String,
+    /// Connections still holding the room (always 0: the room is gone).
+    #[serde(default)]
+    pub holders: u64,
+}
+
 /// Event data interpreted by event name.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventData {
@@ -206,6 +223,8 @@ pub enum EventData {
     Driver(DriverEventData),
     /// `verify`.
     Verify(VerifyEventData),
+    /// `room:left`.
+    RoomLeft(RoomLeftData),
     /// Any other (reserved or future) event; raw data.
     Other(Value),
 }
@@ -221,6 +240,7 @@ impl EventData {
             CHANNEL_NEW | CHANNEL_OPEN | CHANNEL_CLOSE => EventData::Channel(from_value(d)?),
             ERROR => EventData::Error(from_value(d)?),
             VERIFY => EventData::Verify(from_value(d)?),
+            ROOM_LEFT => EventData::RoomLeft(from_value(d)?),
             n if n.starts_with("connection:") => EventData::Connection(from_value(d)?),
             n if n.starts_with("driver:") => EventData::Driver(from_value(d)?),
             _ => EventData::Other(d),

@@ -34,6 +34,7 @@ pub use delivery::{
     InboxArgs, InboxEvent, InboxResult, LaggedData, SubscribeResult, DEFAULT_INBOX_MAX,
 };
 pub use error::{ErrorBody, ErrorCode, FrameError, ProtoError};
+pub use events::RoomLeftData;
 pub use events::{
     event_names, ChannelErrorData, ChannelEventData, ChannelMessageData, ConnectionEventData,
     DriverEventData, ErrorEventData, EventData, EventFilter, EventPattern, MessageType,
@@ -41,6 +42,7 @@ pub use events::{
 };
 pub use media::{ForwardArgs, ForwardResult};
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
+pub use ops::LeaveResult;
 pub use ops::{
     op_names, CloseArgs, DeliveryReport, DriverInfo, IceServer, IceTransportPolicy, JoinArgs,
     JoinOptions, JoinResult, LeaveArgs, Op, OpenArgs, OptionFlag, Payload, PayloadType, PeerInfo,

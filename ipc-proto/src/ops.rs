@@ -260,17 +260,29 @@ pub struct JoinArgs {
     /// Room options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<JoinOptions>,
+    /// Also give the room the persistent hold, owned by no connection: the room then stays
+    /// joined after this connection closes, until a `leave` releases that hold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persist: bool,
 }
 
 impl JoinArgs {
-    /// Arguments joining `room` with no metadata, the default driver and default options.
+    /// Arguments joining `room` with no metadata, the default driver and default options,
+    /// held by this connection only.
     pub fn new(room: impl Into<String>) -> JoinArgs {
         JoinArgs {
             room: room.into(),
             metadata: None,
             driver: None,
             options: None,
+            persist: false,
         }
+    }
+
+    /// The same arguments, also asking for the persistent hold.
+    pub fn persistent(mut self) -> JoinArgs {
+        self.persist = true;
+        self
     }
 }
 
@@ -279,6 +291,30 @@ impl JoinArgs {
 pub struct LeaveArgs {
     /// Room name.
     pub room: String,
+    /// Release every hold (every connection's and the persistent one), not only the caller's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}
+
+impl LeaveArgs {
+    /// Releases the caller's hold on `room` (or, if it holds none, the persistent hold).
+    pub fn new(room: impl Into<String>) -> LeaveArgs {
+        LeaveArgs {
+            room: room.into(),
+            all: false,
+        }
+    }
+}
+
+/// Result of `leave`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveResult {
+    /// Whether the room was left (no hold remained).
+    #[serde(default)]
+    pub left: bool,
+    /// Connections still holding the room.
+    #[serde(default)]
+    pub holders: u64,
 }
 
 /// Arguments of `peers`.
@@ -506,9 +542,15 @@ pub struct DriverInfo {
 pub struct RoomInfo {
     /// Room name.
     pub room: String,
-    /// Our own peer id in this room (what its peers see; not `welcome.id`).
+    /// This daemon's peer id in the room (what the room's other peers see).
     #[serde(default)]
     pub id: String,
+    /// Connections holding the room.
+    #[serde(default)]
+    pub holders: u64,
+    /// Whether the room has the persistent hold (config file, or `join` with `persist`).
+    #[serde(default)]
+    pub persist: bool,
     /// Driver used by the room.
     pub driver: String,
     /// Number of known peers.
@@ -528,6 +570,12 @@ pub struct JoinResult {
     /// Local metadata.
     #[serde(default = "crate::codec::nil")]
     pub metadata: Value,
+    /// Connections holding the room now (the caller included).
+    #[serde(default)]
+    pub holders: u64,
+    /// Whether the room has the persistent hold.
+    #[serde(default)]
+    pub persist: bool,
 }
 
 /// Result of `peers`.
@@ -668,12 +716,14 @@ impl Op {
                     metadata: f.opt_json("metadata")?,
                     driver: f.opt("driver")?,
                     options: f.opt("options")?,
+                    persist: f.opt("persist")?.unwrap_or(false),
                 }))
             }
             LEAVE => {
                 let mut f = Fields::new(LEAVE, args)?;
                 Ok(Op::Leave(LeaveArgs {
                     room: f.req("room")?,
+                    all: f.opt("all")?.unwrap_or(false),
                 }))
             }
             PEERS => {

@@ -147,8 +147,13 @@ fn ops_roundtrip_through_args() {
                 ice_transport_policy: Some(IceTransportPolicy::Relay),
                 verify: None,
             }),
+            persist: true,
         }),
-        Op::Leave(LeaveArgs { room: "r".into() }),
+        Op::Leave(LeaveArgs::new("r")),
+        Op::Leave(LeaveArgs {
+            room: "r".into(),
+            all: true,
+        }),
         Op::Peers(PeersArgs { room: "r".into() }),
         Op::Open(OpenArgs {
             room: "r".into(),
@@ -232,6 +237,7 @@ fn ops_roundtrip_through_args() {
                 }),
                 ..Default::default()
             }),
+            persist: false,
         }),
     ];
     for op in ops {

@@ -474,7 +474,7 @@ pub async fn join_nats(d: &DaemonProc, room: &str) -> Result<Member> {
 pub async fn daemon_id_in(d: &DaemonProc, room: &str) -> Result<String> {
     let m = join_nats(d, room).await?;
     let id = m.id.clone();
-    m.client.leave(room).await?;
+    m.leave().await?;
     Ok(id)
 }
 
@@ -664,7 +664,7 @@ impl Session {
         self.peer = match order {
             Order::DaemonFirst => self.b.join(&ws, &self.room, against, Value::Null).await?,
             Order::BrowserFirst => {
-                self.m.client.leave(&self.room).await?;
+                self.m.leave().await?;
                 let peer = self.b.join(&ws, &self.room, against, Value::Null).await?;
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let mut args = JoinArgs::new(self.room.clone());

@@ -261,7 +261,10 @@ pub struct Member {
 }
 
 impl Member {
-    /// Connects to `d`, subscribes to everything, joins `room` with `args` tweaks.
+    /// Connects to `d`, subscribes to everything, joins `room` with `args` tweaks. The join is
+    /// persistent (the daemon, not this connection, holds the room, as `peerix join` does), so
+    /// the room stays when the member is dropped; `tweak` may set `persist = false` to make
+    /// the room this connection's to hold.
     pub async fn join(
         d: &DaemonProc,
         room: &str,
@@ -269,7 +272,7 @@ impl Member {
     ) -> Result<Self> {
         let client = d.client().await?;
         let events = client.subscribe(&["*"], Some(room)).await?;
-        let mut args = JoinArgs::new(room);
+        let mut args = JoinArgs::new(room).persistent();
         tweak(&mut args);
         let res = client.join(args).await?;
         Ok(Self {
@@ -279,6 +282,12 @@ impl Member {
             room: room.to_string(),
             backlog: Default::default(),
         })
+    }
+
+    /// Leaves the room for good: releases every hold on it (this connection's and the
+    /// persistent one [`Member::join`] took), as `peerix leave --all` does.
+    pub async fn leave(&self) -> Result<peerix_client::LeaveResult> {
+        Ok(self.client.leave_all(&self.room).await?)
     }
 
     /// Opens a label room-wide.

@@ -70,11 +70,11 @@ async fn both_open_the_label_at_connect_time_and_never_lose_the_channel() -> Res
                 bail!("{text} not acknowledged: {peers:?}\n{}", ctx(text));
             }
         }
-        b.client.leave(&room).await?;
+        b.leave().await?;
         a.wait_for("b gone at a", T, |e| is(e, "connection:closed", &b_id))
             .await
             .with_context(|| ctx("leave"))?;
-        a.client.leave(&room).await?;
+        a.leave().await?;
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(

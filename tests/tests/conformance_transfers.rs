@@ -138,7 +138,7 @@ async fn progress_is_paced_and_always_ends_with_done() -> Result<()> {
     assert_eq!(last.peer.as_deref(), Some(b_id.as_str()));
 
     // Nobody to send to: b leaves; a done frame without peer, with error.
-    b.client.leave("p").await?;
+    b.leave().await?;
     a.wait_for("b gone", CONNECT, |e| is(e, "connection:closed", &b_id))
         .await?;
     r.request(
@@ -197,8 +197,8 @@ async fn aborted_message_ends_with_channel_error(cut: Cut) -> Result<()> {
         .context("transfer")?;
     match cut {
         Cut::SenderCloses => a.client.close("cut", "bulk", None).await?,
-        Cut::SenderLeaves => a.client.leave("cut").await?,
-        Cut::ReceiverLeaves => b.client.leave("cut").await?,
+        Cut::SenderLeaves => drop(a.leave().await?),
+        Cut::ReceiverLeaves => drop(b.leave().await?),
     }
     let err = b
         .wait_for(

@@ -206,7 +206,7 @@ async fn two_daemons_talk_and_leave() -> Result<()> {
     }
 
     // Leave: the other side sees connection:closed promptly (control channel reset).
-    a.client.leave("demo").await?;
+    a.leave().await?;
     b.wait_for("b sees a closed", CONNECT, |e| {
         is(e, "connection:closed", &a_id)
     })

@@ -48,8 +48,8 @@ pub use delivery::lagged;
 pub use error::{ClientError, Result};
 pub use peerix_ipc_proto as proto;
 pub use peerix_ipc_proto::{
-    DeliveryReport, DriverInfo, Event, JoinArgs, JoinOptions, JoinResult, PeerInfo, RoomInfo,
-    SendResult, StatusResult, VerifyFallback, VerifyMode, VerifyOptions,
+    DeliveryReport, DriverInfo, Event, JoinArgs, JoinOptions, JoinResult, LeaveResult, PeerInfo,
+    RoomInfo, RoomLeftData, SendResult, StatusResult, VerifyFallback, VerifyMode, VerifyOptions,
 };
 
 /// Environment variable overriding the socket path.
@@ -260,7 +260,9 @@ impl Inner {
 /// A connection to `peerixd`.
 ///
 /// All methods take `&self`; several requests can be awaited concurrently.
-/// Dropping the client closes the connection (rooms stay joined in the daemon).
+/// Dropping the client closes the connection, which releases its holds on rooms: a room it
+/// joined stays joined only while another connection holds it, or if it was joined with
+/// `persist` (see [`JoinArgs::persistent`]).
 pub struct Client {
     inner: Arc<Inner>,
     welcome: Welcome,
@@ -452,16 +454,28 @@ impl Client {
         self.request_typed(&Op::Status).await
     }
 
-    /// `join`: joins a room (idempotent for an already joined room).
+    /// `join`: joins a room, or holds one that is joined already (one hold per connection,
+    /// so joining twice is a no-op). The room stays joined while this connection is open, or
+    /// for good with `args.persist` (until a `leave` releases that persistent hold).
     pub async fn join(&self, args: JoinArgs) -> Result<JoinResult> {
         self.request_typed(&Op::Join(args)).await
     }
 
-    /// `leave`: leaves a room.
-    pub async fn leave(&self, room: &str) -> Result<()> {
-        self.request(&Op::Leave(LeaveArgs { room: room.into() }))
-            .await
-            .map(drop)
+    /// `leave`: releases this connection's hold on a room (or, if it holds none, the
+    /// persistent hold); the room is left when no hold remains (`left` in the result).
+    /// Fails with `NOT_HELD` when only other connections hold it.
+    pub async fn leave(&self, room: &str) -> Result<LeaveResult> {
+        self.request_typed(&Op::Leave(LeaveArgs::new(room))).await
+    }
+
+    /// `leave` with `all`: releases every hold on a room and leaves it; the other holding
+    /// connections get `room:left`.
+    pub async fn leave_all(&self, room: &str) -> Result<LeaveResult> {
+        self.request_typed(&Op::Leave(LeaveArgs {
+            room: room.into(),
+            all: true,
+        }))
+        .await
     }
 
     /// `peers`: lists the peers of a room.
@@ -670,6 +684,16 @@ impl Client {
                 Err(e)
             }
         }
+    }
+
+    /// Returns an event receiver without subscribing to anything: it gets the events the
+    /// daemon sends a connection whatever it subscribed to, such as `room:left` for a room this
+    /// connection held (PROTOCOL.md §11). Like [`Client::subscribe`], it replaces the earlier
+    /// receiver; events of later subscriptions come here too.
+    pub fn events(&self) -> mpsc::Receiver<Event> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        self.inner.state().events = Some(tx);
+        rx
     }
 
     /// `verifier`: makes this connection the verifier of `room` (joined with `verify.mode =

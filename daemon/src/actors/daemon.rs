@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use peerix_ipc_proto::{
-    CloseArgs, JoinArgs, JoinResult, OpenArgs, PeerInfo as PeerInfoOut, PeersResult,
+    CloseArgs, JoinArgs, JoinResult, LeaveArgs, OpenArgs, PeerInfo as PeerInfoOut, PeersResult,
     RoomInfo as RoomInfoOut, StatusResult, VerifierArgs, VerifyArgs,
 };
 use peerix_signaling::{connect_driver, DriverConfig, LocalConfig};
@@ -19,6 +19,7 @@ use super::backoff::Backoff;
 use super::driver::DriverActor;
 use super::driver_status::driver_status;
 use super::event_bus::{Deliver, Emit, EventBus, EventRecord};
+use super::holds::{Holder, Holds};
 pub use super::options::{merge_options, nats_config};
 use super::room::{Leave, RoomActor, RoomClose, RoomInfo, RoomOpen, RoomPeers};
 use super::send_path::Routes;
@@ -166,21 +167,19 @@ impl Daemon {
         )
     }
 
+    /// `join` (from a client: `holder` is its connection; from the configuration: `None`, with
+    /// `persist`). A room joined already gets one more hold.
     fn join(
         &mut self,
         args: JoinArgs,
+        holder: Option<Holder>,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Value, DaemonError>> {
-        if let Some(room) = self.rooms.get(&args.room).filter(|r| r.connected()) {
-            // Joining twice returns the existing membership (Peerix: a second join is a no-op).
-            let room = room.clone();
-            return Box::pin(
-                async move {
-                    let info = room.send(RoomInfo).await?;
-                    Ok(join_result(&info.room, &info.id, &info.metadata))
-                }
-                .into_actor(self),
-            );
+        if self.memberships.contains_key(&args.room) {
+            // Joining twice returns the existing membership (Peerix: a second join is a no-op);
+            // also while a crashed room waits to be re-joined.
+            let res = self.hold(&args.room, holder, args.persist);
+            return Box::pin(futures::future::ready(res).into_actor(self));
         }
         let driver_name = args
             .driver
@@ -196,13 +195,21 @@ impl Daemon {
             .map(msgpack_to_json)
             .unwrap_or(serde_json::Value::Null);
         let room = args.room.clone();
+        let persist = args.persist;
         Box::pin(self.driver(&driver_name, ctx).map(move |res, act, ctx| {
             let driver = res?;
-            if let Some(r) = act.rooms.get(&room).filter(|r| r.connected()) {
-                // A concurrent join won the race.
-                let _ = r;
+            if act.memberships.contains_key(&room) {
+                // A concurrent join won the race: this one holds the room it joined.
+                return act.hold(&room, holder, persist);
+            }
+            // A client that closed its connection while the driver was starting holds nothing.
+            let holder = holder.filter(|h| h.to.connected());
+            let mut holds = Holds::default();
+            holds.hold(holder.map(|h| (h.session, h)), persist);
+            if holds.is_empty() {
                 return Err(DaemonError::BadRequest(format!(
-                    "room {room:?} is being joined"
+                    "join {room:?}: nothing would hold the room (its client disconnected, or a \
+                     join from inside the daemon without `persist`)"
                 )));
             }
             let membership = Membership {
@@ -211,11 +218,33 @@ impl Daemon {
                 metadata: metadata.clone(),
                 labels: Default::default(),
                 verifier: None,
+                holds,
             };
             let id = act.start_room(&room, &membership, driver, ctx);
+            let res = join_result(&room, &id, &metadata, &membership.holds);
             act.memberships.insert(room.clone(), membership);
-            Ok(join_result(&room, &id, &metadata))
+            Ok(res)
         }))
+    }
+
+    /// Adds a hold on a joined room; the `join` result.
+    fn hold(
+        &mut self,
+        room: &str,
+        holder: Option<Holder>,
+        persist: bool,
+    ) -> Result<Value, DaemonError> {
+        let m = self
+            .memberships
+            .get_mut(room)
+            .ok_or_else(|| DaemonError::NotJoined(room.to_string()))?;
+        // A session that ended meanwhile has had its holds released already.
+        let holder = holder.filter(|h| h.to.connected());
+        m.holds.hold(holder.map(|h| (h.session, h)), persist);
+        let driver = m.driver_name.clone();
+        let id = self.room_identity(room, &driver).id().to_string();
+        let m = &self.memberships[room];
+        Ok(join_result(room, &id, &m.metadata, &m.holds))
     }
 
     fn room(&self, name: &str) -> Result<Addr<RoomActor>, DaemonError> {
@@ -227,11 +256,13 @@ impl Daemon {
     }
 }
 
-fn join_result(room: &str, id: &str, metadata: &serde_json::Value) -> Value {
+fn join_result(room: &str, id: &str, metadata: &serde_json::Value, holds: &Holds<Holder>) -> Value {
     let r = JoinResult {
         room: room.to_string(),
         id: id.to_string(),
         metadata: super::json_to_msgpack(metadata),
+        holders: holds.holders(),
+        persist: holds.persist(),
     };
     peerix_ipc_proto::to_value(&r).unwrap_or(Value::Nil)
 }
@@ -271,8 +302,9 @@ impl Daemon {
                 verify: Some(v.to_options()),
                 ..Default::default()
             }),
+            persist: true,
         };
-        let fut = self.join(args, ctx).map(move |res, act, ctx| match res {
+        let fut = self.join(args, None, ctx).map(move |res, act, ctx| match res {
             Ok(_) => {
                 if let Ok(room) = act.room(&r.id) {
                     for label in r.channels.clone() {
@@ -319,10 +351,11 @@ impl Daemon {
 pub enum Exec {
     /// `status`.
     Status,
-    /// `join`.
-    Join(JoinArgs),
-    /// `leave`.
-    Leave(String),
+    /// `join`, from this client connection (which then holds the room), or from inside the
+    /// daemon (`None`: then only `persist` holds it).
+    Join(Box<JoinArgs>, Option<Holder>),
+    /// `leave`, from this session.
+    Leave(LeaveArgs, u64),
     /// `peers`.
     Peers(String),
     /// `forward`.
@@ -371,14 +404,23 @@ impl Handler<Exec> for Daemon {
             futures::future::ready(v)
         }
         match m {
-            Exec::Join(args) => self.join(args, ctx),
+            Exec::Join(args, holder) => self.join(*args, holder, ctx),
+            Exec::Leave(args, session) => self.leave(args, session),
             Exec::Verifier(a, session, to) => {
                 Box::pin(done(self.register_verifier(a, session, to)).into_actor(self))
             }
             Exec::Verify(a, session) => self.verdict(a, session),
             Exec::Status => {
                 let drivers = self.configured_drivers();
-                let rooms: Vec<Addr<RoomActor>> = self.rooms.values().cloned().collect();
+                let rooms: Vec<(Addr<RoomActor>, u64, bool)> = self
+                    .rooms
+                    .iter()
+                    .map(|(name, r)| {
+                        let h = self.memberships.get(name).map(|m| &m.holds);
+                        let holders = h.map_or(0, Holds::holders);
+                        (r.clone(), holders, h.is_some_and(Holds::persist))
+                    })
+                    .collect();
                 let id = self.master.id().to_string();
                 Box::pin(
                     async move {
@@ -391,11 +433,13 @@ impl Handler<Exec> for Daemon {
                         for (name, d) in drivers {
                             out.drivers.push(driver_status(name, d).await);
                         }
-                        for r in rooms {
+                        for (r, holders, persist) in rooms {
                             if let Ok(info) = r.send(RoomInfo).await {
                                 out.rooms.push(RoomInfoOut {
                                     room: info.room,
                                     id: info.id,
+                                    holders,
+                                    persist,
                                     driver: info.driver,
                                     peers: info.peers as u64,
                                     channels: info.channels,
@@ -406,26 +450,6 @@ impl Handler<Exec> for Daemon {
                         out.drivers.sort_by(|a, b| a.name.cmp(&b.name));
                         peerix_ipc_proto::to_value(&out)
                             .map_err(|e| DaemonError::Internal(e.to_string()))
-                    }
-                    .into_actor(self),
-                )
-            }
-            Exec::Leave(room) => {
-                self.routes.remove(&room);
-                let r = self.rooms.remove(&room).filter(|r| r.connected());
-                // A room waiting to be re-joined after a crash is left by forgetting it.
-                let member = self.memberships.remove(&room).is_some();
-                self.room_restarts.remove(&room);
-                Box::pin(
-                    async move {
-                        match r {
-                            Some(r) => {
-                                r.send(Leave).await?;
-                                Ok(super::event_bus::obj(vec![]))
-                            }
-                            None if member => Ok(super::event_bus::obj(vec![])),
-                            None => Err(DaemonError::NotJoined(room)),
-                        }
                     }
                     .into_actor(self),
                 )

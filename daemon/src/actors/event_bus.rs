@@ -2,7 +2,7 @@
 //! keeps the recent ones for replay (resume after reconnect, slow clients catching up) and the
 //! messages nobody subscribed to in their room's inbox. The decisions are `bus_core`'s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -271,15 +271,30 @@ impl Actor for EventBus {
 impl Handler<Emit> for EventBus {
     type Result = ();
     fn handle(&mut self, Emit(ev): Emit, ctx: &mut Self::Context) {
+        self.publish(ev, ctx);
+    }
+}
+
+impl EventBus {
+    /// Numbers `ev`, keeps it for replay (or in its room's inbox) and delivers it to the
+    /// matching subscribers that keep up. Returns its seq, the sessions it went to (or that
+    /// were paused on it, and will get it when they catch up) and the event.
+    fn publish(
+        &mut self,
+        ev: EventRecord,
+        ctx: &mut Context<Self>,
+    ) -> (u64, HashSet<u64>, Arc<EventRecord>) {
         let room_left = ev.name == "room:left";
         let size = size_estimate(&ev);
         let ev = Arc::new(ev);
         let out = self.core.emit(ev.clone(), size);
         tracing::debug!(seq = out.seq, name = %ev.name, room = ?ev.room, kept = out.kept, "event");
+        let mut reached = HashSet::new();
         for id in out.to {
             let Some(sub) = self.subscribers.get(&id) else {
                 continue;
             };
+            reached.insert(id);
             // A client that does not read must not make the daemon hold its events twice
             // (they are in the replay buffer) nor slow anyone: skip it until it drained.
             if sub.behind(self.lag_limit) {
@@ -303,6 +318,7 @@ impl Handler<Emit> for EventBus {
                 self.core.drop_inbox(room);
             }
         }
+        (out.seq, reached, ev)
     }
 }
 
@@ -427,6 +443,31 @@ impl BusLimits {
                 events: ipc.inbox_events,
                 bytes: ipc.inbox_bytes,
             },
+        }
+    }
+}
+
+/// Number an event once and deliver it to every subscriber it matches and, whatever they
+/// subscribed to, to these sessions, each at most once (`room:left`: the room's subscribers,
+/// and the connections that held it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EmitAlsoTo(pub Vec<(u64, Recipient<Deliver>)>, pub EventRecord);
+
+impl Handler<EmitAlsoTo> for EventBus {
+    type Result = ();
+    fn handle(&mut self, EmitAlsoTo(to, ev): EmitAlsoTo, ctx: &mut Self::Context) {
+        // One seq for everyone: subscribers get it as any event (kept for replay), the other
+        // holders directly, whatever they subscribed to.
+        let (seq, reached, event) = self.publish(ev, ctx);
+        for (session, to) in to {
+            if !reached.contains(&session) {
+                to.do_send(Deliver {
+                    seq,
+                    event: event.clone(),
+                    direct: true,
+                });
+            }
         }
     }
 }

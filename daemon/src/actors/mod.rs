@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod driver;
 mod driver_status;
 pub mod event_bus;
+pub mod holds;
 pub mod inbox;
 pub mod options;
 pub mod outgoing;

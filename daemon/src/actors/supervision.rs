@@ -32,6 +32,8 @@ pub struct Membership {
     /// The client registered as the room's verifier: the room's, so that a re-joined room
     /// keeps it.
     pub verifier: Option<super::verifier::VerifierClient>,
+    /// The connections holding the room, and the persistent hold (`holds.rs`).
+    pub holds: super::holds::Holds<super::holds::Holder>,
 }
 
 impl Daemon {

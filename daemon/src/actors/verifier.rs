@@ -43,7 +43,8 @@ pub struct RoomVerdict {
     pub accept: bool,
 }
 
-/// A client session ended (sent by the `IpcListener`): rooms it verified fall back.
+/// A client session ended (sent by the `IpcListener`): rooms it verified fall back, and its
+/// holds are released (`holds.rs`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SessionGone(pub u64);
@@ -136,9 +137,9 @@ impl Daemon {
     }
 }
 
-impl Handler<SessionGone> for Daemon {
-    type Result = ();
-    fn handle(&mut self, SessionGone(session): SessionGone, _: &mut Self::Context) {
+impl Daemon {
+    /// A session ended (see `SessionGone`, handled in `holds.rs`): rooms it verified fall back.
+    pub(super) fn verifier_gone(&mut self, session: u64) {
         for (room, m) in &mut self.memberships {
             if m.verifier.as_ref().is_some_and(|v| v.session == session) {
                 m.verifier = None;

@@ -363,7 +363,8 @@ impl Actor for ClientSession {
             self.write(
                 &DaemonMessage::Error(ErrorBody::new(
                     ErrorCode::Internal,
-                    "this client session crashed inside peerixd and is closed; reconnect                      (rooms stay joined)",
+                    "this client session crashed inside peerixd and is closed; reconnect \
+                     (its holds on rooms were released: join again)",
                 )),
                 ctx,
             );

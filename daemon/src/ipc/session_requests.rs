@@ -56,8 +56,15 @@ impl ClientSession {
                     act.reply(id, res, ctx);
                 }));
             }
-            Op::Join(a) => self.exec(id, Exec::Join(a), ctx),
-            Op::Leave(a) => self.exec(id, Exec::Leave(a.room), ctx),
+            Op::Join(a) => {
+                let holder = crate::actors::holds::Holder {
+                    session: self.id,
+                    client: self.client.clone(),
+                    to: ctx.address().recipient(),
+                };
+                self.exec(id, Exec::Join(Box::new(a), Some(holder)), ctx)
+            }
+            Op::Leave(a) => self.exec(id, Exec::Leave(a, self.id), ctx),
             Op::Peers(a) => self.exec(id, Exec::Peers(a.room), ctx),
             Op::Forward(a) => self.exec(id, Exec::Forward(a), ctx),
             Op::Open(a) => self.exec(id, Exec::Open(a), ctx),

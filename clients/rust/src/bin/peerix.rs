@@ -35,7 +35,8 @@ struct Cli {
 enum Cmd {
     /// Show the daemon's peer id, drivers and joined rooms.
     Status,
-    /// Join a room (returns at once; the daemon holds the room).
+    /// Join a room for good (returns at once; the daemon keeps the room joined after this
+    /// command exits, until `peerix leave`: the room gets the persistent hold).
     Join {
         /// Room name.
         room: String,
@@ -46,10 +47,15 @@ enum Cmd {
         #[arg(long, value_name = "NAME")]
         driver: Option<String>,
     },
-    /// Leave a room.
+    /// Release the room joined with `peerix join` (its persistent hold); the room is left
+    /// unless client programs still hold it.
     Leave {
         /// Room name.
         room: String,
+        /// Release every hold, also those of running client programs (they are told with a
+        /// `room:left` event), and leave the room.
+        #[arg(long)]
+        all: bool,
     },
     /// List the peers of a room.
     Peers {
@@ -146,11 +152,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 println!("rooms:");
                 for r in &st.rooms {
+                    let persist = if r.persist { ", persistent" } else { "" };
                     println!(
-                        "  {} via {}: {} peer(s), channels: {}",
+                        "  {} via {} as {}: {} peer(s), held by {} client(s){persist}, channels: {}",
                         r.room,
                         r.driver,
+                        r.id,
                         r.peers,
+                        r.holders,
                         r.channels.join(", ")
                     );
                 }
@@ -164,20 +173,37 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     metadata,
                     driver,
                     options: None,
+                    // The room outlives this command, as it always did.
+                    persist: true,
                 })
                 .await
                 .context("join failed")?;
             if json {
                 print_json(
-                    &json!({"room": res.room, "id": res.id, "metadata": to_json(&res.metadata)}),
+                    &json!({"room": res.room, "id": res.id, "metadata": to_json(&res.metadata),
+                        "holders": res.holders, "persist": res.persist}),
                 );
             } else {
                 println!("joined {} as {}", res.room, res.id);
             }
         }
-        Cmd::Leave { room } => {
-            client.leave(&room).await.context("leave failed")?;
-            done(json, &format!("left {room}"));
+        Cmd::Leave { room, all } => {
+            let res = if all {
+                client.leave_all(&room).await
+            } else {
+                client.leave(&room).await
+            }
+            .context("leave failed")?;
+            if json {
+                print_json(&json!({"left": res.left, "holders": res.holders}));
+            } else if res.left {
+                println!("left {room}");
+            } else {
+                println!(
+                    "released {room}; {} client connection(s) still hold it (--all leaves it for them too)",
+                    res.holders
+                );
+            }
         }
         Cmd::Peers { room } => {
             let peers = client.peers(&room).await.context("peers failed")?;
