@@ -78,6 +78,9 @@ export interface InboxResult {
   dropped: number;
   more: boolean;
 }
+/** `forward`: the track forwarded and the SDP a player opens to receive it. */
+export interface ForwardResult { track: string; kind: 'audio' | 'video'; codec: string; sdp: string }
+
 export interface SubscribeResult { replayed?: number; complete?: boolean }
 
 export interface RoomStatus {
@@ -160,6 +163,7 @@ export class Client {
   join(room: string, opts?: JoinOptions): Promise<JoinResult>;
   leave(room: string, opts?: { all?: boolean }): Promise<LeaveResult>;
   inbox(room: string, opts?: { max?: number }): Promise<InboxResult>;
+  forward(room: string, peer: string, label: string, opts?: { to?: string; kind?: 'audio' | 'video' }): Promise<ForwardResult>;
   peers(room: string): Promise<PeerInfo[]>;
   open(room: string, label: string, options?: OpenOptions): Promise<Record<string, never>>;
   closeChannel(room: string, label: string, to?: string): Promise<Record<string, never>>;

@@ -292,6 +292,18 @@ class Client {
     if (all) args.all = true;
     return this.request('leave', args);
   }
+  /**
+   * Sends the RTP of a track `peer` shares under `label` to `to` ('127.0.0.1:6000'), or stops
+   * (`to` undefined). `kind` ('audio' | 'video') picks the track when the label has both.
+   * Resolves {track, kind, codec, sdp}: write `sdp` to a file and open it with ffplay or VLC.
+   */
+  forward(room, peer, label, { to, kind } = {}) {
+    const args = { room, peer, label };
+    if (kind !== undefined) args.kind = kind;
+    if (to === undefined) args.stop = true;
+    else args.to = to;
+    return this.request('forward', args);
+  }
   /** Takes messages that arrived while no client subscribed: {events, dropped, more}. */
   inbox(room, { max } = {}) {
     const args = { room };

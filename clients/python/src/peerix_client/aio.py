@@ -237,6 +237,21 @@ class Client:
             args["max"] = max
         return await self._map("inbox", args)
 
+    async def forward(self, room: str, peer: str, label: str, to: Optional[str] = None,
+                      kind: Optional[str] = None) -> Dict[str, Any]:
+        """Send the RTP of a track ``peer`` shares under ``label`` to ``to`` (``"127.0.0.1:6000"``),
+        or stop (``to=None``). ``kind`` (``"audio"``/``"video"``) picks the track when the label has
+        both. Result: ``{track, kind, codec, sdp}``; write ``sdp`` to a file and open it with
+        ffplay, VLC or GStreamer."""
+        args: Dict[str, Any] = {"room": room, "peer": peer, "label": label}
+        if kind is not None:
+            args["kind"] = kind
+        if to is None:
+            args["stop"] = True
+        else:
+            args["to"] = to
+        return await self._map("forward", args)
+
     # --- channels ----------------------------------------------------------------------------
 
     async def open(self, room: str, label: str, **options: Any) -> None:

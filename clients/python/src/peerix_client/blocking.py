@@ -83,6 +83,10 @@ class BlockingClient:
     def inbox(self, room: str, max: Optional[int] = None) -> Dict[str, Any]:
         return self._run(self._client.inbox(room, max))
 
+    def forward(self, room: str, peer: str, label: str, to: Optional[str] = None,
+                kind: Optional[str] = None) -> Dict[str, Any]:
+        return self._run(self._client.forward(room, peer, label, to, kind))
+
     def open(self, room: str, label: str, **options: Any) -> None:
         self._run(self._client.open(room, label, **options))
 
