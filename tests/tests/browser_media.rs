@@ -279,3 +279,78 @@ async fn browser_camera_forwarded_to_ffmpeg_daemon_first() -> Result<()> {
 async fn browser_camera_forwarded_to_ffmpeg_browser_first() -> Result<()> {
     share_forward_unshare(Order::BrowserFirst).await
 }
+
+/// A daemon that joins after the browser shared receives the share: Peerix adds its streams to
+/// a new connection when that connection's control channel opens (wire spec §6.6), and the
+/// late daemon reports and forwards them like the first one.
+#[tokio::test]
+async fn a_daemon_that_joins_after_the_share_receives_it() -> Result<()> {
+    let mut s = Session::connect(
+        "media-late",
+        SessionOpts {
+            order: Order::DaemonFirst,
+            browser: BrowserOpts {
+                media: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await?;
+    let peer = s.peer.clone();
+    let room = s.room.clone();
+    s.b.call(
+        "share",
+        json!({ "label": "camera" }),
+        Duration::from_secs(40),
+    )
+    .await?;
+    s.m.wait_for("track:add at the first daemon", T, |e| {
+        media_event(e, "track:add", &peer)
+    })
+    .await?;
+
+    let late = peerix_system_tests::browser::nats_daemon(&s.env, &s.nats, "late", &[]).await?;
+    let mut m2 = peerix_system_tests::browser::join_nats(&late, &room).await?;
+    let added = m2
+        .wait_for("stream:add at the late daemon", T, |e| {
+            media_event(e, "stream:add", &peer)
+        })
+        .await
+        .with_context(|| format!("late daemon log:\n{}", late.log_tail()))?;
+    if field(&added, "label") != Some("camera") {
+        bail!("the late daemon got no label map: {:?}", added.data);
+    }
+    let t = m2
+        .wait_for("track:add at the late daemon", T, |e| {
+            media_event(e, "track:add", &peer)
+        })
+        .await?;
+    if field(&t, "kind") != Some("video") {
+        bail!("expected the video track: {:?}", t.data);
+    }
+    let port = free_udp_pair()?;
+    let fwd = m2
+        .client
+        .forward(
+            &room,
+            &peer,
+            "camera",
+            None,
+            Some(format!("127.0.0.1:{port}").parse()?),
+        )
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let decoded = ffmpeg_decode(dir.path(), "late", &fwd.sdp, 10, Duration::from_secs(40))
+        .await
+        .with_context(|| format!("late daemon log:\n{}", late.log_tail()))?;
+    eprintln!("[{room}] late daemon, ffmpeg: {decoded:?}");
+    if decoded.frames < 10 {
+        bail!(
+            "ffmpeg decoded {} of 10 frames at the late daemon",
+            decoded.frames
+        );
+    }
+    m2.leave().await?;
+    s.finish().await
+}
