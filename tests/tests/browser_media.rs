@@ -329,19 +329,37 @@ async fn a_daemon_that_joins_after_the_share_receives_it() -> Result<()> {
     if field(&t, "kind") != Some("video") {
         bail!("expected the video track: {:?}", t.data);
     }
+    // Through the CLI this time: `peerix forward ... --to ... --sdp FILE`, as the README shows.
     let port = free_udp_pair()?;
-    let fwd = m2
-        .client
-        .forward(
+    let dir = tempfile::tempdir()?;
+    let sdp_file = dir.path().join("camera.sdp");
+    let out = tokio::process::Command::new(peerix_system_tests::bin_dir().join("peerix"))
+        .arg("--socket")
+        .arg(&late.socket)
+        .args([
+            "forward",
             &room,
             &peer,
             "camera",
-            None,
-            Some(format!("127.0.0.1:{port}").parse()?),
-        )
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--sdp",
+        ])
+        .arg(&sdp_file)
+        .output()
         .await?;
-    let dir = tempfile::tempdir()?;
-    let decoded = ffmpeg_decode(dir.path(), "late", &fwd.sdp, 10, Duration::from_secs(40))
+    if !out.status.success() {
+        bail!(
+            "peerix forward failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!(
+        "[{room}] peerix forward: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let sdp = std::fs::read_to_string(&sdp_file)?;
+    let decoded = ffmpeg_decode(dir.path(), "late", &sdp, 10, Duration::from_secs(40))
         .await
         .with_context(|| format!("late daemon log:\n{}", late.log_tail()))?;
     eprintln!("[{room}] late daemon, ffmpeg: {decoded:?}");

@@ -17,6 +17,8 @@ use peerix_client::{
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
+mod media;
+
 /// Command-line client of peerixd, the Peerix peer daemon.
 #[derive(Debug, Parser)]
 #[command(name = "peerix", version, about)]
@@ -95,6 +97,9 @@ enum Cmd {
         #[arg(long, value_name = "PEER")]
         to: Option<String>,
     },
+    /// Forward the RTP of a track a peer shares to a local UDP address, with an SDP file for
+    /// ffplay, VLC or GStreamer.
+    Forward(media::ForwardCmd),
     /// Print events until interrupted.
     Events {
         /// Only events of this room (plus daemon-level events).
@@ -265,6 +270,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .context("send failed")?;
             return Ok(print_send_result(&res, json));
         }
+        Cmd::Forward(a) => return media::forward(&client, a, json).await,
         Cmd::Events {
             room,
             filter,
