@@ -54,20 +54,23 @@ impl Routes {
             .remove(room);
     }
 
+    /// The directory of `room`, or `NOT_JOINED`.
+    fn directory(&self, room: &str) -> Result<Arc<RoomDirectory>, DaemonError> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room)
+            .cloned()
+            .ok_or_else(|| DaemonError::NotJoined(room.to_string()))
+    }
+
     /// The peers a send in `room` goes to: the one named by `to`, or every connected peer.
     pub fn targets(
         &self,
         room: &str,
         to: Option<&str>,
     ) -> Result<Vec<(String, Arc<PeerLanes>)>, DaemonError> {
-        let dir = self
-            .0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(room)
-            .cloned()
-            .ok_or_else(|| DaemonError::NotJoined(room.to_string()))?;
-        dir.targets(to)
+        self.directory(room)?.targets(to)
     }
 
     /// Like [`Routes::targets`], for a send on `label`: `NO_SUCH_CHANNEL` when neither the room
@@ -78,13 +81,7 @@ impl Routes {
         label: &str,
         to: Option<&str>,
     ) -> Result<Vec<(String, Arc<PeerLanes>)>, DaemonError> {
-        let dir = self
-            .0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(room)
-            .cloned()
-            .ok_or_else(|| DaemonError::NotJoined(room.to_string()))?;
+        let dir = self.directory(room)?;
         let targets = dir.targets(to)?;
         dir.check_label(label, &targets)?;
         Ok(targets)
