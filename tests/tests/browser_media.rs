@@ -372,3 +372,114 @@ async fn a_daemon_that_joins_after_the_share_receives_it() -> Result<()> {
     m2.leave().await?;
     s.finish().await
 }
+
+/// `WxH` of ffmpeg's stream line.
+fn size_of(stream_line: &str) -> Option<(u32, u32)> {
+    stream_line.split([',', ' ']).find_map(|p| {
+        let (w, h) = p.split_once('x')?;
+        Some((w.parse().ok()?, h.parse().ok()?))
+    })
+}
+
+/// Forwards the video of `label` to a fresh port and returns the size ffmpeg decodes.
+async fn decoded_size(
+    s: &mut Session,
+    label: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<(u32, u32)> {
+    let (room, peer) = (s.room.clone(), s.peer.clone());
+    let port = free_udp_pair()?;
+    let fwd =
+        s.m.client
+            .forward(
+                &room,
+                &peer,
+                label,
+                Some("video"),
+                Some(format!("127.0.0.1:{port}").parse()?),
+            )
+            .await?;
+    let d = ffmpeg_decode(dir, name, &fwd.sdp, 10, Duration::from_secs(40))
+        .await
+        .with_context(|| format!("daemon log:\n{}", s.d.log_tail()))?;
+    eprintln!("[{room}] {name}: {d:?}");
+    size_of(&d.stream_line).with_context(|| format!("no size in {:?}", d.stream_line))
+}
+
+/// Re-sharing the same kinds under a label is a track replacement (Peerix's replaceTrack, wire
+/// spec §8.4): no renegotiation and no new events at the daemon, and the forward carries the
+/// new track (here: the camera's 4:3 picture becomes 16:9). Unshare then ends it in order.
+#[tokio::test]
+async fn reshare_replaces_the_track_and_forwarding_follows() -> Result<()> {
+    let mut s = Session::connect(
+        "media-reshare",
+        SessionOpts {
+            order: Order::DaemonFirst,
+            browser: BrowserOpts {
+                media: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await?;
+    let peer = s.peer.clone();
+    let dir = tempfile::tempdir()?;
+    s.b.call(
+        "share",
+        json!({ "label": "camera", "width": 640, "height": 480 }),
+        Duration::from_secs(40),
+    )
+    .await?;
+    let track =
+        s.m.wait_for("track:add", T, |e| media_event(e, "track:add", &peer))
+            .await?;
+    let (w, h) = decoded_size(&mut s, "camera", "before", dir.path()).await?;
+    if w * 3 != h * 4 {
+        bail!("expected a 4:3 picture before the re-share, got {w}x{h}");
+    }
+
+    let r =
+        s.b.call(
+            "share",
+            json!({ "label": "camera", "width": 640, "height": 360, "renegotiates": false }),
+            Duration::from_secs(40),
+        )
+        .await?;
+    if r["renegotiated"] != json!(false) {
+        bail!("a re-share of the same kinds renegotiated: {r}");
+    }
+    if let Ok(e) =
+        s.m.wait_for("no new track", Duration::from_secs(1), |e| {
+            media_event(e, "track:add", &peer) || media_event(e, "track:remove", &peer)
+        })
+        .await
+    {
+        bail!("a track replacement produced {} {:?}", e.name, e.data);
+    }
+    let (w, h) = decoded_size(&mut s, "camera", "after", dir.path()).await?;
+    if w * 9 != h * 16 {
+        bail!("expected the replaced 16:9 track after the re-share, got {w}x{h}");
+    }
+
+    s.b.call(
+        "unshare",
+        json!({ "label": "camera" }),
+        Duration::from_secs(40),
+    )
+    .await?;
+    let removed =
+        s.m.wait_for("track:remove", T, |e| media_event(e, "track:remove", &peer))
+            .await?;
+    if field(&removed, "track") != field(&track, "track") {
+        bail!("removed {:?}, added {:?}", removed.data, track.data);
+    }
+    s.m.wait_for("stream:remove", T, |e| {
+        media_event(e, "stream:remove", &peer)
+    })
+    .await?;
+    s.errors.assert_none(&s.d)?;
+    s.b.assert_no_errors()?;
+    s.finish().await
+}

@@ -411,12 +411,23 @@ const commands = {
     return res;
   },
 
-  async share({ label = 'camera', audio = false, timeoutMs = 30000 }) {
+  // `width`/`height`: the fake camera's exact size. `renegotiates: false` for a re-share of the
+  // same kinds, which Peerix does with replaceTrack (wire spec §8.4: no negotiation round).
+  async share({ label = 'camera', audio = false, width, height, renegotiates = true, timeoutMs = 30000 }) {
     const r = needRoom();
-    const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio });
+    const video = width && height ? { width: { exact: width }, height: { exact: height } } : true;
+    const stream = await navigator.mediaDevices.getUserMedia({ video, audio });
     const before = new Map([...r.peers.values()].map((p) => [p.id, info(p.id).signalingChanges]));
     await r.share({ label, stream });
     const out = { tracks: stream.getTracks().map((t) => t.kind), renegotiation_ms: {}, transceivers: {} };
+    if (!renegotiates) {
+      await sleep(500);
+      for (const p of r.peers.values()) {
+        out.transceivers[p.id] = transceivers(p.connection);
+        out.renegotiated = (out.renegotiated || false) || info(p.id).signalingChanges > before.get(p.id);
+      }
+      return out;
+    }
     // A new track always needs a negotiation round (the browser offers, the remote answers).
     for (const p of r.peers.values()) {
       out.renegotiation_ms[p.id] = await renegotiated(p, before.get(p.id) ?? 0, timeoutMs);
