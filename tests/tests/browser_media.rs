@@ -165,6 +165,42 @@ async fn share_forward_unshare(order: Order) -> Result<()> {
         bail!("expected an audio and a video track, got {kinds:?}");
     }
 
+    // A forward to a port nothing listens on: one clear `error` event, and nothing else is
+    // disturbed (the data channel still works, and the next forward goes to ffmpeg).
+    let closed = free_udp_pair()?;
+    s.m.client
+        .forward(
+            &room,
+            &peer,
+            "camera",
+            Some("video"),
+            Some(format!("127.0.0.1:{closed}").parse()?),
+        )
+        .await?;
+    let refused =
+        s.m.wait_for("error for a forward nobody receives", T, |e| {
+            e.name == "error" && format!("{:?}", e.data).contains("connection refused")
+        })
+        .await?;
+    eprintln!("[{room}] {:?}", refused.data);
+    // That error was the point; the watch for unexpected ones must not count it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if s.errors.forget(|e| e.contains("connection refused")) == 0 {
+        bail!("the error watch did not see the refused forward's error");
+    }
+    let res =
+        s.m.client
+            .send_text(
+                &room,
+                "chat",
+                "still here",
+                peerix_system_tests::peerix_client::SendOptions::to(peer.clone()),
+            )
+            .await?;
+    if !res.peers.unwrap_or_default().iter().all(|p| p.ok) {
+        bail!("the data channel failed beside a refused forward");
+    }
+
     // Forward each track; ffmpeg decodes real frames from the SDP we got.
     let dir = tempfile::tempdir()?;
     for (kind, frames) in [("video", 30u64), ("audio", 50)] {
@@ -404,6 +440,10 @@ async fn decoded_size(
         .await
         .with_context(|| format!("daemon log:\n{}", s.d.log_tail()))?;
     eprintln!("[{room}] {name}: {d:?}");
+    // ffmpeg has quit: stop, or the daemon rightly reports that nothing receives the forward.
+    s.m.client
+        .forward(&room, &peer, label, Some("video"), None)
+        .await?;
     size_of(&d.stream_line).with_context(|| format!("no size in {:?}", d.stream_line))
 }
 

@@ -204,6 +204,13 @@ pub enum RtcEvent {
     Track(RemoteTrackInfo),
     /// A remote media track ended (by its track id).
     TrackEnded(String),
+    /// Nothing receives a track's forward (reported once per `forward`; packets still go).
+    ForwardRefused {
+        /// The track id.
+        track: String,
+        /// What to tell the client.
+        error: String,
+    },
     /// The connection is gone: closed locally or its driver stopped. Always the last event.
     Closed,
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -66,28 +66,47 @@ pub(crate) struct TrackEntry {
     remote: Arc<dyn TrackRemote>,
     kind: MediaKind,
     ssrc: AtomicU64,
-    sink: Mutex<Option<UdpSocket>>,
+    /// The target's socket and when the forward to it started.
+    sink: Mutex<Option<(UdpSocket, std::time::Instant)>>,
     /// Bumped by every `forward`: keyframe requests of an older forward stop.
     generation: AtomicU64,
+    /// The current target's first refusal was reported (once per `forward`).
+    refused: AtomicBool,
     received: AtomicU64,
     forwarded: AtomicU64,
     dropped: AtomicU64,
 }
 
 impl TrackEntry {
-    fn sink(&self) -> MutexGuard<'_, Option<UdpSocket>> {
+    fn sink(&self) -> MutexGuard<'_, Option<(UdpSocket, std::time::Instant)>> {
         // A poisoned sink is still a valid `Option`: the panicking holder was a writer.
         self.sink.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn forward(&self, packet: &[u8]) {
+    /// Writes one packet to the target, if any. When the target still refuses (nothing listens
+    /// there: the kernel reports the ICMP port-unreachable on a later send) [`REFUSED_GRACE`]
+    /// after the forward started, it returns why, once per `forward`. Packets go on being
+    /// sent, so a player started late still gets them; refusals within the grace are the usual
+    /// `forward`, then start the player from the SDP file.
+    fn forward(&self, packet: &[u8]) -> Option<String> {
         self.received.fetch_add(1, Ordering::Relaxed);
-        if let Some(sock) = self.sink().as_ref() {
-            // Non-blocking: a full buffer or a closed port drops the packet, never waits.
-            match sock.send(packet) {
-                Ok(_) => self.forwarded.fetch_add(1, Ordering::Relaxed),
-                Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
-            };
+        let sink = self.sink();
+        let (sock, since) = sink.as_ref()?;
+        // Non-blocking: a full buffer or a closed port drops the packet, never waits.
+        match sock.send(packet) {
+            Ok(_) => {
+                self.forwarded.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(e) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                let refused = e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && since.elapsed() >= REFUSED_GRACE;
+                (refused && !self.refused.swap(true, Ordering::Relaxed)).then(|| {
+                    let to = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    format!("nothing receives the forwarded RTP at {to} (connection refused); still sending")
+                })
+            }
         }
     }
 
@@ -143,6 +162,7 @@ impl Tracks {
             .get(track)
             .ok_or_else(|| ForwardError::NoSuchTrack(track.to_owned()))?;
         let generation = entry.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        entry.refused.store(false, Ordering::Relaxed);
         let Some(to) = to else {
             *entry.sink() = None;
             return Ok(());
@@ -159,7 +179,7 @@ impl Tracks {
             Ok::<_, std::io::Error>(sock)
         })()
         .map_err(|source| ForwardError::Socket { to, source })?;
-        *entry.sink() = Some(sock);
+        *entry.sink() = Some((sock, std::time::Instant::now()));
         if entry.kind == MediaKind::Video {
             request_keyframe(&entry).await;
             // The reader (ffplay, VLC) usually starts after the forward, from its SDP file:
@@ -180,6 +200,10 @@ impl Tracks {
     }
 }
 
+/// How long a forward target may refuse before it is reported: a player is usually started
+/// from the SDP file after the `forward` reply.
+pub(crate) const REFUSED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Delays between the keyframe requests that follow a forward's start (0.5, 1.5, 3.5, 7.5 s).
 const KEYFRAME_REPEATS_MS: [u64; 4] = [500, 1000, 2000, 4000];
 
@@ -195,13 +219,22 @@ pub(crate) async fn request_keyframe(entry: &TrackEntry) {
     }
 }
 
-/// Reads one remote track until it ends: reports it at its first packet (`started`), forwards
-/// its packets while a target is set, and reports its end (`ended`, only if it had started).
+/// What a track's reader reports to its connection's owner.
+pub(crate) enum TrackReport {
+    /// The first packet arrived.
+    Started(RemoteTrackInfo),
+    /// The forward target refuses (track id, why): once per `forward`.
+    Refused(String, String),
+    /// The track ended (only if it had started).
+    Ended(String),
+}
+
+/// Reads one remote track until it ends: reports it at its first packet, forwards its packets
+/// while a target is set, and reports its end.
 pub(crate) fn spawn_reader(
     tracks: Arc<Tracks>,
     remote: Arc<dyn TrackRemote>,
-    started: impl Fn(RemoteTrackInfo) + Send + 'static,
-    ended: impl Fn(String) + Send + 'static,
+    report: impl Fn(TrackReport) + Send + 'static,
 ) {
     tokio::spawn(async move {
         let kind = match remote.kind().await {
@@ -217,6 +250,7 @@ pub(crate) fn spawn_reader(
             ssrc: AtomicU64::new(0),
             sink: Mutex::new(None),
             generation: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
             received: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -232,20 +266,22 @@ pub(crate) fn spawn_reader(
                             .ssrc
                             .store(u64::from(packet.header.ssrc), Ordering::Relaxed);
                         tracks.lock().insert(track.clone(), Arc::clone(&entry));
-                        started(RemoteTrackInfo {
+                        report(TrackReport::Started(RemoteTrackInfo {
                             stream: stream.clone(),
                             track: track.clone(),
                             kind,
                             ssrc: packet.header.ssrc,
                             payload_type: packet.header.payload_type,
-                        });
+                        }));
                     }
                     let size = packet.marshal_size();
                     if buf.len() < size {
                         buf.resize(size, 0);
                     }
                     if let Ok(n) = packet.marshal_to(&mut buf) {
-                        entry.forward(&buf[..n]);
+                        if let Some(why) = entry.forward(&buf[..n]) {
+                            report(TrackReport::Refused(track.clone(), why));
+                        }
                     }
                 }
                 TrackRemoteEvent::OnEnded => break,
@@ -254,7 +290,7 @@ pub(crate) fn spawn_reader(
         }
         tracks.lock().remove(&track);
         if announced {
-            ended(track);
+            report(TrackReport::Ended(track));
         }
     });
 }

@@ -23,7 +23,7 @@ use webrtc::peer_connection::{
 use webrtc::runtime::Runtime;
 
 use crate::channel::{to_bytes_mut, RtcChannel};
-use crate::media::{spawn_reader, ForwardStats, Tracks};
+use crate::media::{spawn_reader, ForwardStats, TrackReport, Tracks};
 use crate::runtime::TunedRuntime;
 use crate::{
     ChannelInit, IceCandidateInit, IceState, RtcConfig, RtcError, RtcEvent, SessionDescription,
@@ -227,13 +227,14 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         // Read on a task of its own: handlers run on the connection's driver.
-        let (started, ended) = (Arc::clone(&self.shared), Arc::clone(&self.shared));
-        spawn_reader(
-            Arc::clone(&self.shared.tracks),
-            track,
-            move |info| started.emit(RtcEvent::Track(info)),
-            move |id| ended.emit(RtcEvent::TrackEnded(id)),
-        );
+        let shared = Arc::clone(&self.shared);
+        spawn_reader(Arc::clone(&self.shared.tracks), track, move |r| {
+            shared.emit(match r {
+                TrackReport::Started(info) => RtcEvent::Track(info),
+                TrackReport::Refused(track, error) => RtcEvent::ForwardRefused { track, error },
+                TrackReport::Ended(track) => RtcEvent::TrackEnded(track),
+            })
+        });
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {

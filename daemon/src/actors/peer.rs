@@ -94,7 +94,7 @@ pub struct PeerInfo;
 
 /// The peer actor.
 pub struct PeerActor {
-    s: PeerSetup,
+    pub(super) s: PeerSetup,
     room: Recipient<PeerInput>,
     pub(super) rtc: Option<RtcPeer>,
     channels: HashMap<String, Addr<ChannelActor>>,
@@ -435,6 +435,9 @@ impl StreamHandler<RtcEvent> for PeerActor {
             RtcEvent::RemoteChannel(ch) => return self.adopt_channel(ch, ctx),
             RtcEvent::Track(info) => return self.remote_track(info, ctx),
             RtcEvent::TrackEnded(track) => return self.remote_track_ended(track),
+            RtcEvent::ForwardRefused { track, error } => {
+                return self.forward_refused(&track, &error)
+            }
         };
         self.report(event);
     }

@@ -11,6 +11,10 @@ use actix::prelude::*;
 use peerix_proto::{forward_sdp, track_format, ConnEvent, RtpFormat, TrackInfo};
 use peerix_rtc::RemoteTrackInfo;
 
+use rmpv::Value;
+
+use super::error_value;
+use super::event_bus::{Emit, EventRecord};
 use super::peer::PeerActor;
 
 /// Forward a remote track's RTP to `to`, or stop (`None`).
@@ -60,6 +64,21 @@ impl PeerActor {
                 act.report(ConnEvent::Track(track));
             },
         ));
+    }
+
+    /// Nothing receives a track's forward: the client is told (an `error` event `SEND_FAILED`
+    /// with `peer`), at INFO in the log, since a player that quit is the client's business.
+    pub(super) fn forward_refused(&self, track: &str, why: &str) {
+        let message = format!("forward of track {track}: {why}");
+        tracing::info!(room = %self.s.room, peer = %self.s.remote, "{message}");
+        self.s.bus.do_send(Emit(EventRecord::new(
+            "error",
+            Some(&self.s.room),
+            vec![
+                ("peer", Value::from(self.s.remote.as_str())),
+                ("error", error_value("SEND_FAILED", &message)),
+            ],
+        )));
     }
 
     /// A remote track ended.
