@@ -104,7 +104,8 @@ export interface Status {
   ipc: { queued: number; queue_budget: number };
 }
 
-export interface PeerInfo { id: string; state: string; metadata: Value; channels: string[] }
+export interface RemoteTrack { label: string; stream: string; track: string; kind: 'audio' | 'video'; codec: string }
+export interface PeerInfo { id: string; state: string; metadata: Value; channels: string[]; tracks: RemoteTrack[] }
 
 export interface IceServer { urls: string | string[]; username?: string; credential?: string }
 

@@ -40,7 +40,7 @@ pub use events::{
     DriverEventData, ErrorEventData, EventData, EventFilter, EventPattern, MessageType,
     VerifyEventData,
 };
-pub use media::{ForwardArgs, ForwardResult};
+pub use media::{ForwardArgs, ForwardResult, RemoteTrack};
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
 pub use ops::LeaveResult;
 pub use ops::{

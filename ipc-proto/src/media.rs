@@ -53,6 +53,21 @@ impl ForwardArgs {
     }
 }
 
+/// A track a remote peer shares with us, as `peers` lists it (the fields of `track:add`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteTrack {
+    /// The label it is shared under.
+    pub label: String,
+    /// The sender's stream id.
+    pub stream: String,
+    /// The track id.
+    pub track: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// e.g. `video/VP8`.
+    pub codec: String,
+}
+
 /// Result of `forward`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardResult {

@@ -598,6 +598,9 @@ pub struct PeerInfo {
     /// Open channel labels.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// The tracks this peer shares with us (what `forward` can send on).
+    #[serde(default)]
+    pub tracks: Vec<crate::media::RemoteTrack>,
 }
 
 /// Result of `send`. `peers` is absent in the intermediate replies of a

@@ -161,6 +161,21 @@ async fn share_forward_unshare(order: Order) -> Result<()> {
     }
     kinds.sort();
     eprintln!("[{room}] tracks: {kinds:?}");
+    // `peers` lists them too, so a client that joins later finds what it can forward.
+    let listed = s.m.client.peers(&room).await?;
+    let mut listed: Vec<(String, String)> = listed
+        .iter()
+        .find(|p| p.id == peer)
+        .context("the browser in peers")?
+        .tracks
+        .iter()
+        .filter(|t| t.label == "camera")
+        .map(|t| (t.kind.clone(), t.codec.clone()))
+        .collect();
+    listed.sort();
+    if listed != kinds {
+        bail!("peers lists {listed:?}, the events said {kinds:?}");
+    }
     if kinds.iter().map(|k| k.0.as_str()).collect::<Vec<_>>() != ["audio", "video"] {
         bail!("expected an audio and a video track, got {kinds:?}");
     }

@@ -467,6 +467,7 @@ impl Handler<Exec> for Daemon {
                                     state: p.state.as_str().to_string(),
                                     metadata: super::json_to_msgpack(&p.metadata),
                                     channels: p.channels,
+                                    tracks: p.tracks,
                                 })
                                 .collect(),
                         };

@@ -123,6 +123,8 @@ pub struct PeerSummary {
     pub metadata: Json,
     /// Open channel labels.
     pub channels: Vec<String>,
+    /// The tracks it shares with us.
+    pub tracks: Vec<peerix_ipc_proto::RemoteTrack>,
 }
 
 /// List the room's peers.
@@ -133,21 +135,23 @@ pub struct RoomPeers;
 impl Handler<RoomPeers> for RoomActor {
     type Result = ResponseFuture<Vec<PeerSummary>>;
     fn handle(&mut self, _: RoomPeers, _: &mut Self::Context) -> Self::Result {
-        let entries: Vec<(String, Option<Addr<PeerActor>>, Json, PeerState)> = self
+        type Entry = (String, Option<Addr<PeerActor>>, Json, PeerState);
+        let entries: Vec<(Entry, Vec<peerix_ipc_proto::RemoteTrack>)> = self
             .machine
             .peers()
             .map(|(id, conn, state, meta)| {
-                (
+                let entry = (
                     id.to_string(),
                     self.conns.get(&conn).cloned(),
                     meta.clone(),
                     state,
-                )
+                );
+                (entry, remote_tracks(&self.machine, id))
             })
             .collect();
         Box::pin(async move {
             let mut out = Vec::new();
-            for (id, addr, metadata, state) in entries {
+            for ((id, addr, metadata, state), tracks) in entries {
                 let channels = match addr {
                     Some(a) => a.send(PeerInfo).await.unwrap_or_default(),
                     None => Vec::new(),
@@ -157,12 +161,28 @@ impl Handler<RoomPeers> for RoomActor {
                     state,
                     metadata,
                     channels,
+                    tracks,
                 });
             }
             out.sort_by(|a, b| a.id.cmp(&b.id));
             out
         })
     }
+}
+
+/// The tracks `peer` shares with us, as `peers` lists them.
+fn remote_tracks(machine: &peerix_proto::Room, peer: &str) -> Vec<peerix_ipc_proto::RemoteTrack> {
+    machine
+        .remote_tracks(peer)
+        .into_iter()
+        .map(|(label, t)| peerix_ipc_proto::RemoteTrack {
+            label,
+            stream: t.stream,
+            track: t.track,
+            kind: t.kind,
+            codec: t.codec,
+        })
+        .collect()
 }
 
 /// `(room, id, metadata, driver, peer count, labels)`.

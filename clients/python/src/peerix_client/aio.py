@@ -227,7 +227,7 @@ class Client:
         return await self._map("leave", args)
 
     async def peers(self, room: str) -> List[Dict[str, Any]]:
-        """The room's connections: ``[{id, state, metadata, channels}]``."""
+        """The room's connections: ``[{id, state, metadata, channels, tracks}]`` (``tracks``: what each shares)."""
         return list((await self.request("peers", {"room": room}))["peers"])
 
     async def inbox(self, room: str, max: Optional[int] = None) -> Dict[str, Any]:
