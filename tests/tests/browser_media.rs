@@ -102,16 +102,10 @@ async fn ffmpeg_decode(
     })
 }
 
-fn media_event(e: &Event, name: &str, peer: &str) -> bool {
-    e.name == name && field(e, "peer") == Some(peer)
-}
-
-/// The browser shares camera and microphone under one label: Peerix's events arrive in
-/// Peerix's order, each track is forwarded to ffmpeg, which decodes real frames, and the
-/// data channel keeps working; unshare ends the tracks with events.
-async fn share_forward_unshare(order: Order) -> Result<()> {
-    let mut s = Session::connect(
-        "media",
+/// A connected session whose browser has a fake camera and microphone.
+async fn media_session(tag: &str, order: Order) -> Result<Session> {
+    Session::connect(
+        tag,
         SessionOpts {
             order,
             browser: BrowserOpts {
@@ -121,7 +115,18 @@ async fn share_forward_unshare(order: Order) -> Result<()> {
             ..Default::default()
         },
     )
-    .await?;
+    .await
+}
+
+fn media_event(e: &Event, name: &str, peer: &str) -> bool {
+    e.name == name && field(e, "peer") == Some(peer)
+}
+
+/// The browser shares camera and microphone under one label: Peerix's events arrive in
+/// Peerix's order, each track is forwarded to ffmpeg, which decodes real frames, and the
+/// data channel keeps working; unshare ends the tracks with events.
+async fn share_forward_unshare(order: Order) -> Result<()> {
+    let mut s = media_session("media", order).await?;
     s.open_from_daemon("chat").await?;
     let peer = s.peer.clone();
     let room = s.room.clone();
@@ -336,18 +341,7 @@ async fn browser_camera_forwarded_to_ffmpeg_browser_first() -> Result<()> {
 /// late daemon reports and forwards them like the first one.
 #[tokio::test]
 async fn a_daemon_that_joins_after_the_share_receives_it() -> Result<()> {
-    let mut s = Session::connect(
-        "media-late",
-        SessionOpts {
-            order: Order::DaemonFirst,
-            browser: BrowserOpts {
-                media: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await?;
+    let mut s = media_session("media-late", Order::DaemonFirst).await?;
     let peer = s.peer.clone();
     let room = s.room.clone();
     s.b.call(
@@ -467,18 +461,7 @@ async fn decoded_size(
 /// new track (here: the camera's 4:3 picture becomes 16:9). Unshare then ends it in order.
 #[tokio::test]
 async fn reshare_replaces_the_track_and_forwarding_follows() -> Result<()> {
-    let mut s = Session::connect(
-        "media-reshare",
-        SessionOpts {
-            order: Order::DaemonFirst,
-            browser: BrowserOpts {
-                media: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await?;
+    let mut s = media_session("media-reshare", Order::DaemonFirst).await?;
     let peer = s.peer.clone();
     let dir = tempfile::tempdir()?;
     s.b.call(
