@@ -38,6 +38,7 @@ impl Op {
             | Op::Send(_)
             | Op::Share(_)
             | Op::Unshare(_)
+            | Op::Frame(_)
             // It makes the daemon send packets to a local address of the client's choosing.
             | Op::Forward(_)
             | Op::Verifier(_)

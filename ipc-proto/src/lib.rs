@@ -40,7 +40,10 @@ pub use events::{
     DriverEventData, ErrorEventData, EventData, EventFilter, EventPattern, MessageType,
     VerifyEventData,
 };
-pub use media::{ForwardArgs, ForwardResult, RemoteTrack};
+pub use media::{
+    EncodingParameters, ForwardArgs, ForwardResult, FrameArgs, RemoteTrack, ShareArgs, ShareResult,
+    ShareTrack, SharedTrack, UnshareArgs, MAX_FRAME_BYTES, MAX_SHARE_TRACKS, SHARE_CODECS,
+};
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
 pub use ops::LeaveResult;
 pub use ops::{

@@ -31,12 +31,14 @@ pub mod op_names {
     pub const SUBSCRIBE: &str = "subscribe";
     /// `unsubscribe`: stop receiving events.
     pub const UNSUBSCRIBE: &str = "unsubscribe";
-    /// `share`: reserved (media sharing).
+    /// `share`: share a labelled stream of media tracks with a room.
     pub const SHARE: &str = "share";
     /// `forward`: send a remote track's RTP to a local UDP address.
     pub const FORWARD: &str = "forward";
-    /// `unshare`: reserved (media sharing).
+    /// `unshare`: stop sharing a label.
     pub const UNSHARE: &str = "unshare";
+    /// `frame`: one encoded frame for a shared track fed over IPC.
+    pub const FRAME: &str = "frame";
     /// `debug`: fault injection for tests; refused unless the daemon enables it.
     pub const DEBUG: &str = "debug";
     /// `verifier`: become (or stop being) the verifier of a room.
@@ -46,7 +48,7 @@ pub mod op_names {
     /// `inbox`: take the messages kept for a room while no client subscribed to them.
     pub const INBOX: &str = "inbox";
     /// Every op name.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         STATUS,
         JOIN,
         LEAVE,
@@ -63,6 +65,7 @@ pub mod op_names {
         VERIFY,
         INBOX,
         FORWARD,
+        FRAME,
     ];
 }
 
@@ -87,10 +90,12 @@ pub enum Op {
     Subscribe(SubscribeArgs),
     /// `unsubscribe` (no arguments).
     Unsubscribe,
-    /// `share` (reserved; raw arguments).
-    Share(Value),
-    /// `unshare` (reserved; raw arguments).
-    Unshare(Value),
+    /// `share`.
+    Share(crate::media::ShareArgs),
+    /// `unshare`.
+    Unshare(crate::media::UnshareArgs),
+    /// `frame`.
+    Frame(crate::media::FrameArgs),
     /// `forward`.
     Forward(crate::media::ForwardArgs),
     /// `debug` (fault injection for tests; raw arguments).
@@ -772,11 +777,18 @@ impl Op {
                 Fields::new(UNSUBSCRIBE, args)?;
                 Ok(Op::Unsubscribe)
             }
-            SHARE => Ok(Op::Share(args)),
+            SHARE => crate::media::ShareArgs::parse(Fields::new(SHARE, args)?).map(Op::Share),
+            FRAME => crate::media::FrameArgs::parse(Fields::new(FRAME, args)?).map(Op::Frame),
             FORWARD => {
                 crate::media::ForwardArgs::parse(Fields::new(FORWARD, args)?).map(Op::Forward)
             }
-            UNSHARE => Ok(Op::Unshare(args)),
+            UNSHARE => {
+                let mut f = Fields::new(UNSHARE, args)?;
+                Ok(Op::Unshare(crate::media::UnshareArgs {
+                    room: f.req("room")?,
+                    label: f.req("label")?,
+                }))
+            }
             DEBUG => Ok(Op::Debug(args)),
             VERIFIER => {
                 let mut f = Fields::new(VERIFIER, args)?;
@@ -819,6 +831,7 @@ impl Op {
             Op::Unsubscribe => UNSUBSCRIBE,
             Op::Share(_) => SHARE,
             Op::Unshare(_) => UNSHARE,
+            Op::Frame(_) => FRAME,
             Op::Forward(_) => FORWARD,
             Op::Debug(_) => DEBUG,
             Op::Verifier(_) => VERIFIER,
@@ -838,7 +851,10 @@ impl Op {
             Op::Close(a) => to_value(a),
             Op::Subscribe(a) => to_value(a),
             Op::Send(a) => Ok(send_to_value(a)),
-            Op::Share(v) | Op::Unshare(v) | Op::Debug(v) => Ok(v.clone()),
+            Op::Debug(v) => Ok(v.clone()),
+            Op::Share(a) => to_value(a),
+            Op::Unshare(a) => to_value(a),
+            Op::Frame(a) => to_value(a),
             Op::Verifier(a) => to_value(a),
             Op::Verify(a) => to_value(a),
             Op::Inbox(a) => to_value(a),

@@ -208,8 +208,37 @@ fn ops_roundtrip_through_args() {
             data: Payload::Text("tail".into()),
             more: false,
         })),
-        Op::Share(map(vec![])),
-        Op::Unshare(map(vec![])),
+        Op::Share(peerix_ipc_proto::ShareArgs {
+            room: "r".into(),
+            label: "cam".into(),
+            tracks: vec![
+                peerix_ipc_proto::ShareTrack {
+                    codec: "vp8".into(),
+                    kind: None,
+                    rtp: Some("127.0.0.1:5004".into()),
+                },
+                peerix_ipc_proto::ShareTrack {
+                    codec: "opus".into(),
+                    kind: Some("audio".into()),
+                    rtp: None,
+                },
+            ],
+            audio_parameters: None,
+            video_parameters: Some(peerix_ipc_proto::EncodingParameters {
+                max_bitrate: Some(2_000_000),
+                max_framerate: Some(30.0),
+            }),
+        }),
+        Op::Unshare(peerix_ipc_proto::UnshareArgs {
+            room: "r".into(),
+            label: "cam".into(),
+        }),
+        Op::Frame(peerix_ipc_proto::FrameArgs {
+            room: "r".into(),
+            track: "t".into(),
+            data: vec![1, 2, 3],
+            duration: 33_333,
+        }),
         Op::Verifier(peerix_ipc_proto::VerifierArgs {
             room: "r".into(),
             release: false,

@@ -8,99 +8,14 @@
 //! Prerequisites (installed by `scripts/test-all.sh`): `chromium` and `ffmpeg` (apt), `node`,
 //! and `npm install` in `tests/browser`. These tests FAIL, not skip, when one is missing.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use peerix_system_tests::browser::{BrowserOpts, Order, Session, SessionOpts, T};
 use peerix_system_tests::field;
+use peerix_system_tests::media::{ffmpeg_decode, free_udp_pair, size_of};
 use peerix_system_tests::peerix_client::Event;
 use serde_json::json;
-
-/// What ffmpeg made of a forwarded track.
-#[derive(Debug)]
-struct Decoded {
-    frames: u64,
-    stream_line: String,
-}
-
-/// A loopback UDP port nobody uses now (ffmpeg binds it and the one above, for RTCP).
-fn free_udp_pair() -> Result<u16> {
-    for _ in 0..50 {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = a.local_addr()?.port();
-        if port % 2 == 0
-            && port < 65534
-            && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
-        {
-            return Ok(port);
-        }
-    }
-    bail!("no free pair of loopback UDP ports")
-}
-
-/// Runs ffmpeg on `sdp` until it decoded `frames` frames of the first stream (or `wait`
-/// passed), and returns what it decoded.
-async fn ffmpeg_decode(
-    dir: &std::path::Path,
-    name: &str,
-    sdp: &str,
-    frames: u64,
-    wait: Duration,
-) -> Result<Decoded> {
-    let path = dir.join(format!("{name}.sdp"));
-    std::fs::write(&path, sdp)?;
-    let limit = if sdp.contains("m=video") {
-        "-frames:v"
-    } else {
-        "-frames:a"
-    };
-    let child = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "info",
-            "-protocol_whitelist",
-            "file,udp,rtp",
-            "-i",
-        ])
-        .arg(&path)
-        .args([limit, &frames.to_string(), "-f", "null", "-"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context(
-            "ffmpeg not found: install the Debian package `ffmpeg` (scripts/test-all.sh does)",
-        )?;
-    let out = match tokio::time::timeout(wait, child.wait_with_output()).await {
-        Ok(out) => out?,
-        Err(_) => bail!("ffmpeg did not decode {frames} frames from {name} within {wait:?}"),
-    };
-    let log = String::from_utf8_lossy(&out.stderr).to_string();
-    let stream_line = log
-        .lines()
-        .find(|l| l.contains("Stream #0:0") && (l.contains("Video:") || l.contains("Audio:")))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    // The last progress line, e.g. "frame=   30 fps=…" (video) or "size=N/A time=…" (audio).
-    let frames_done = log
-        .rsplit("frame=")
-        .next()
-        .filter(|_| log.contains("frame="))
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    if !out.status.success() {
-        bail!("ffmpeg failed on {name}:\n{log}");
-    }
-    Ok(Decoded {
-        frames: frames_done,
-        stream_line,
-    })
-}
 
 /// A connected session whose browser has a fake camera and microphone.
 async fn media_session(tag: &str, order: Order) -> Result<Session> {
@@ -416,14 +331,6 @@ async fn a_daemon_that_joins_after_the_share_receives_it() -> Result<()> {
     }
     m2.leave().await?;
     s.finish().await
-}
-
-/// `WxH` of ffmpeg's stream line.
-fn size_of(stream_line: &str) -> Option<(u32, u32)> {
-    stream_line.split([',', ' ']).find_map(|p| {
-        let (w, h) = p.split_once('x')?;
-        Some((w.parse().ok()?, h.parse().ok()?))
-    })
 }
 
 /// Forwards the video of `label` to a fresh port and returns the size ffmpeg decodes.

@@ -24,6 +24,7 @@
 mod assembler;
 mod delivery;
 mod error;
+mod media;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ pub use peerix_ipc_proto::{
     DeliveryReport, DriverInfo, Event, JoinArgs, JoinOptions, JoinResult, LeaveResult, PeerInfo,
     RoomInfo, RoomLeftData, SendResult, StatusResult, VerifyFallback, VerifyMode, VerifyOptions,
 };
+pub use peerix_ipc_proto::{EncodingParameters, ShareArgs, ShareResult, ShareTrack, SharedTrack};
 
 /// Environment variable overriding the socket path.
 pub const SOCKET_ENV: &str = "PEERIX_SOCKET";

@@ -16,6 +16,7 @@ use peerix_wire::packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, Si
 use serde_json::{json, Value as Json};
 
 use crate::limits::ReportLimiter;
+use crate::local_media::{LocalMedia, Share};
 use crate::media::{MediaEvent, RemoteMedia};
 use crate::negotiation::{Negotiation, RemoteAction};
 use crate::types::{Action, ConnId, Event, Op, PeerState, Target};
@@ -29,6 +30,8 @@ pub(crate) enum Pending {
         via_control: bool,
     },
     Candidate(IceCandidateInit),
+    /// Our senders' changes (and the offer they need) are due: see [`LocalMedia`].
+    Media,
 }
 
 /// The operation handed out and not yet reported done.
@@ -39,8 +42,11 @@ enum Busy {
         sdp: String,
         offer: bool,
         via_control: bool,
+        rollback: bool,
     },
     Candidate,
+    /// Sender changes without an offer.
+    Media,
 }
 
 /// The last remote description a connection applied, as far as [`Conn::redundant_offer`] needs it.
@@ -98,6 +104,8 @@ pub(crate) struct Conn {
     control_errors: ReportLimiter,
     /// What the remote shares with us: its label map and live tracks (§8).
     pub(crate) media: RemoteMedia,
+    /// What we share with the remote (§8.1).
+    pub(crate) local: LocalMedia,
 }
 
 impl Conn {
@@ -127,6 +135,7 @@ impl Conn {
             timer: None,
             control_errors: ReportLimiter::default(),
             media: RemoteMedia::default(),
+            local: LocalMedia::default(),
         }
     }
 
@@ -215,6 +224,7 @@ impl Conn {
                                 sdp: desc.sdp.clone(),
                                 offer: is_offer,
                                 via_control,
+                                rollback,
                             });
                             out.push_back(Action::Run {
                                 conn: self.id,
@@ -226,6 +236,24 @@ impl Conn {
                             });
                         }
                     }
+                }
+                Pending::Media => {
+                    self.local.queued = false;
+                    if self.local.needs_offer && !self.stable {
+                        // Our offer waits for the exchange in progress to end (§6.5).
+                        self.local.deferred = true;
+                        continue;
+                    }
+                    let changes = std::mem::take(&mut self.local.changes);
+                    let offer = std::mem::take(&mut self.local.needs_offer);
+                    if changes.is_empty() && !offer {
+                        continue;
+                    }
+                    self.busy = Some(if offer { Busy::Offer } else { Busy::Media });
+                    out.push_back(Action::Run {
+                        conn: self.id,
+                        op: Op::Media { changes, offer },
+                    });
                 }
                 Pending::Candidate(c) => {
                     if let Some(c) = self.neg.connection_candidate(c) {
@@ -279,7 +307,25 @@ impl Conn {
             (Busy::Offer, Err(e)) => {
                 self.error("NEGOTIATION_ERROR", format!("creating offer: {e}"), out)
             }
-            (Busy::Remote { sdp, offer, .. }, Ok(answer)) => {
+            (Busy::Media, Ok(_)) => {}
+            (Busy::Media, Err(e)) => {
+                self.error("NEGOTIATION_ERROR", format!("changing senders: {e}"), out)
+            }
+            (
+                Busy::Remote {
+                    sdp,
+                    offer,
+                    rollback,
+                    ..
+                },
+                Ok(answer),
+            ) => {
+                if rollback && self.control_open && !self.local.is_empty() {
+                    // Our offer was rolled back in a collision: what it carried is offered
+                    // again once this exchange is done.
+                    self.local.needs_offer = true;
+                    self.local.deferred = true;
+                }
                 let ufrag = ufrag_of_sdp(&sdp).map(str::to_owned);
                 self.remote_sdp = Some(AppliedRemote {
                     digest: sdp_digest(&sdp),
@@ -318,6 +364,39 @@ impl Conn {
                 out,
             ),
         }
+        if self.local.deferred && self.stable {
+            self.local.deferred = false;
+            self.queue_media();
+        }
+        self.pump(out);
+    }
+
+    /// Puts the media marker in the operation queue (once).
+    fn queue_media(&mut self) {
+        if !self.local.queued {
+            self.local.queued = true;
+            self.ops.push_back(Pending::Media);
+        }
+    }
+
+    /// Shares `label` with this peer (again). Before the control channel is open nothing
+    /// happens: shares are added when it opens (§8.1).
+    pub(crate) fn share(&mut self, label: &str, share: &Share, out: &mut VecDeque<Action>) {
+        if !self.control_open || self.closing {
+            return;
+        }
+        self.local.share(label, share);
+        self.queue_media();
+        self.pump(out);
+    }
+
+    /// Stops sharing `label` with this peer.
+    pub(crate) fn unshare(&mut self, label: &str, out: &mut VecDeque<Action>) {
+        if !self.control_open || self.closing {
+            return;
+        }
+        self.local.unshare(label);
+        self.queue_media();
         self.pump(out);
     }
 
@@ -334,7 +413,7 @@ impl Conn {
             // Over the control channel an offer carries the label map of its media (§8.2);
             // data-only offers carry an empty one.
             let msg = if is_offer {
-                vec![d, json!({})]
+                vec![d, self.local.label_map()]
             } else {
                 vec![d]
             };

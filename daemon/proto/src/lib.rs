@@ -30,6 +30,7 @@ mod bounds_tests;
 mod conn;
 mod delivery;
 mod limits;
+mod local_media;
 mod media;
 mod negotiation;
 mod rate;
@@ -41,6 +42,7 @@ mod verify;
 pub use admission::MAX_INVITES;
 pub use delivery::{Delivered, Delivery, Kind, Part};
 pub use limits::{Admit, ChannelCap, ReportLimiter};
+pub use local_media::{LocalTrack, MediaOp, Share};
 pub use media::{
     forward_sdp, track_format, MediaEvent, RemoteMedia, RtpFormat, TrackInfo, MAX_MEDIA_ENTRIES,
 };

@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 
 use crate::admission::{track, Tracked};
 use crate::conn::{Conn, Pending};
+use crate::local_media::Share;
 use crate::rng::Jitter;
 use crate::types::{Action, ConnEvent, ConnId, Event, IceState, PeerState, Target};
 use crate::verify::Verification;
@@ -82,6 +83,8 @@ pub struct Room {
     /// Who may connect (Peerix's `verify`) and the requests its verifier has open.
     pub(crate) verify: Verification,
     pub(crate) leaving: bool,
+    /// What we share, by label: sent to every connection once its control channel is open.
+    pub(crate) shares: BTreeMap<String, Share>,
 }
 
 impl Room {
@@ -102,6 +105,7 @@ impl Room {
             recovery: BTreeMap::new(),
             verify: Verification::default(),
             leaving: false,
+            shares: BTreeMap::new(),
         }
     }
 
@@ -268,7 +272,12 @@ impl Room {
             // Peerix waits out the debounce after the last candidate; once gathering is
             // complete no further candidate can come, so the batch goes now.
             ConnEvent::GatheringComplete => c.flush_candidates(out),
-            ConnEvent::ControlOpen => c.control_opened(out),
+            ConnEvent::ControlOpen => {
+                c.control_opened(out);
+                for (label, share) in &self.shares {
+                    c.share(label, share, out);
+                }
+            }
             ConnEvent::ControlMessage(bytes) => c.control_message(now, &bytes, out),
             ConnEvent::Track(info) => {
                 let events = c.media.track_added(info);
@@ -347,6 +356,31 @@ impl Room {
             }
         }
         Ok(())
+    }
+
+    /// Shares `label` with every peer, now and later (§8.1); sharing it again replaces its
+    /// tracks (§8.4).
+    pub fn share(&mut self, label: &str, share: Share) {
+        for c in self.conns.values_mut() {
+            c.share(label, &share, &mut self.out);
+        }
+        self.shares.insert(label.to_owned(), share);
+    }
+
+    /// Stops sharing `label`; returns whether it was shared.
+    pub fn unshare(&mut self, label: &str) -> bool {
+        if self.shares.remove(label).is_none() {
+            return false;
+        }
+        for c in self.conns.values_mut() {
+            c.unshare(label, &mut self.out);
+        }
+        true
+    }
+
+    /// What we share, by label.
+    pub fn shares(&self) -> &BTreeMap<String, Share> {
+        &self.shares
     }
 
     /// The channel of `label` on connection `conn` died on our side (its actor crashed): open

@@ -122,6 +122,14 @@ pub enum Op {
     },
     /// Add a remote candidate.
     AddCandidate(IceCandidateInit),
+    /// Change our senders in order; then, when `offer`, create an offer and set it as the
+    /// local description and report it (as [`Op::CreateOffer`]).
+    Media {
+        /// The changes.
+        changes: Vec<crate::local_media::MediaOp>,
+        /// Renegotiate afterwards.
+        offer: bool,
+    },
 }
 
 /// Where a signaling packet goes.

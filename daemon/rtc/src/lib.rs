@@ -26,15 +26,21 @@
 #![warn(missing_docs)]
 
 mod channel;
+mod local_media;
 pub mod loopback;
 mod media;
 mod peer;
 mod reactor;
+mod rewrite;
 mod runtime;
+mod senders;
 
 use serde::{Deserialize, Serialize};
 
 pub use channel::{ChannelEvent, ChannelInit, RtcChannel};
+pub use local_media::{
+    spawn_rtp_ingest, LocalSource, SourceCodec, SourceReport, SourceStats, UnknownCodec,
+};
 pub use media::{ForwardError, ForwardStats, MediaKind, RemoteTrackInfo};
 pub use peer::RtcPeer;
 
@@ -258,4 +264,7 @@ pub enum RtcError {
     /// A remote track could not be forwarded.
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    /// No sender of ours carries this track id.
+    #[error("no local track {0} is sent on this connection")]
+    NoSuchSender(String),
 }

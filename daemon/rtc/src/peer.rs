@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
@@ -25,6 +25,7 @@ use webrtc::runtime::Runtime;
 use crate::channel::{to_bytes_mut, RtcChannel};
 use crate::media::{spawn_reader, ForwardStats, TrackReport, Tracks};
 use crate::runtime::TunedRuntime;
+use crate::senders::{KeyframeRequests, Senders};
 use crate::{
     ChannelInit, IceCandidateInit, IceState, RtcConfig, RtcError, RtcEvent, SessionDescription,
     SignalingState,
@@ -85,6 +86,9 @@ struct PeerInner {
     pc: Arc<dyn PeerConnection>,
     control: Arc<dyn DataChannel>,
     shared: Arc<Shared>,
+    /// Our media senders. Here and not in [`Shared`]: a transceiver holds the connection,
+    /// which holds the handler, which holds `Shared` (no `Arc` cycle).
+    senders: Senders,
 }
 
 /// State shared with the event handler. Holds no strong reference to the connection or its
@@ -353,7 +357,10 @@ async fn build_pc(
     // answer and send NACKs and RTCP reports: a remote share is then received, not refused.
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
-    let interceptors = register_default_interceptors(Registry::new(), &mut media)?;
+    // Our senders' keyframe requests reach their sources (see `KeyframeRequests`); slot
+    // 14 000 is past every default interceptor, at the application end of the chain.
+    let interceptors = register_default_interceptors(Registry::new(), &mut media)?
+        .with(Slot::from(14_000), KeyframeRequests::default());
     let pc = PeerConnectionBuilder::new()
         .with_configuration(configuration.build())
         .with_media_engine(media)
@@ -426,6 +433,7 @@ impl RtcPeer {
                 pc,
                 control,
                 shared,
+                senders: Senders::default(),
             }),
         })
     }
@@ -573,7 +581,16 @@ impl RtcPeer {
     /// then the connection. Idempotent. `ControlClosed` and `Closed` follow on the event
     /// channel (if not sent before).
     pub async fn close(&self) {
+        self.inner.senders.detach_all();
         close_inner(&self.inner.pc, &self.inner.control, &self.inner.shared).await;
+    }
+
+    pub(crate) fn pc(&self) -> &Arc<dyn PeerConnection> {
+        &self.inner.pc
+    }
+
+    pub(crate) fn senders(&self) -> &Senders {
+        &self.inner.senders
     }
 
     fn remember_local(&self, sdp: &str) {
@@ -623,6 +640,7 @@ async fn close_inner(
 
 impl Drop for PeerInner {
     fn drop(&mut self) {
+        self.senders.detach_all();
         if self.shared.closing.load(Ordering::Acquire) {
             return;
         }

@@ -360,6 +360,12 @@ pub enum Exec {
     Peers(String),
     /// `forward`.
     Forward(peerix_ipc_proto::ForwardArgs),
+    /// `share`.
+    Share(peerix_ipc_proto::ShareArgs),
+    /// `unshare`.
+    Unshare(peerix_ipc_proto::UnshareArgs),
+    /// `frame`.
+    Frame(peerix_ipc_proto::FrameArgs),
     /// `open`.
     Open(OpenArgs),
     /// `close`.
@@ -496,6 +502,40 @@ impl Handler<Exec> for Daemon {
                             .await??;
                         peerix_ipc_proto::to_value(&out)
                             .map_err(|e| DaemonError::Internal(e.to_string()))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Share(a) => {
+                let r = self.room(&a.room);
+                Box::pin(
+                    async move {
+                        let out = r?.send(super::room_shares::RoomShare(a)).await??;
+                        peerix_ipc_proto::to_value(&out)
+                            .map_err(|e| DaemonError::Internal(e.to_string()))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Unshare(a) => {
+                let r = self.room(&a.room);
+                Box::pin(
+                    async move {
+                        let unshared = r?.send(super::room_shares::RoomUnshare(a.label)).await??;
+                        Ok(super::event_bus::obj(vec![(
+                            "unshared",
+                            Value::Boolean(unshared),
+                        )]))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Exec::Frame(a) => {
+                let r = self.room(&a.room);
+                Box::pin(
+                    async move {
+                        r?.send(super::room_shares::RoomFrame(a)).await??;
+                        Ok(super::event_bus::obj(vec![]))
                     }
                     .into_actor(self),
                 )

@@ -18,6 +18,7 @@ pub mod peer_media;
 pub mod room;
 mod room_commands;
 pub mod room_media;
+pub mod room_shares;
 mod room_signal;
 pub mod send_path;
 pub mod supervision;

@@ -49,6 +49,8 @@ pub struct PeerSetup {
     pub lanes: std::sync::Arc<PeerLanes>,
     /// Control-channel sends in flight at most (`limits.control_sends_in_flight`).
     pub max_control_sends: usize,
+    /// The room's local media sources, which our senders attach to.
+    pub sources: super::room_shares::SourceMap,
 }
 
 /// What the WebRTC stack reported about a connection, for the room's machine.
@@ -240,6 +242,7 @@ impl PeerActor {
                 result: Err("the connection does not exist".into()),
             });
         };
+        let sources = self.s.sources.clone();
         let fut = async move {
             let produced = match op {
                 Op::CreateOffer => rtc.create_offer().await.map(Some),
@@ -262,6 +265,9 @@ impl PeerActor {
                     .await
                 }
                 Op::AddCandidate(c) => rtc.add_ice_candidate(to_rtc_cand(c)).await.map(|()| None),
+                Op::Media { changes, offer } => {
+                    super::peer_media::change_senders(&rtc, &sources, changes, offer).await
+                }
             };
             let stable = rtc.signaling_state() == SignalingState::Stable;
             (stable, produced)

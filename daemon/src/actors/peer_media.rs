@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use actix::prelude::*;
-use peerix_proto::{forward_sdp, track_format, ConnEvent, RtpFormat, TrackInfo};
+use peerix_proto::{forward_sdp, track_format, ConnEvent, MediaOp, RtpFormat, TrackInfo};
 use peerix_rtc::RemoteTrackInfo;
 
 use rmpv::Value;
@@ -16,6 +16,43 @@ use rmpv::Value;
 use super::error_value;
 use super::event_bus::{Emit, EventRecord};
 use super::peer::PeerActor;
+
+/// Carries out the machine's changes to our senders (§8.4), then makes the offer they need.
+/// A source unshared meanwhile is skipped: the machine's next change removes its sender.
+pub(super) async fn change_senders(
+    rtc: &peerix_rtc::RtcPeer,
+    sources: &super::room_shares::SourceMap,
+    changes: Vec<MediaOp>,
+    offer: bool,
+) -> Result<Option<peerix_rtc::SessionDescription>, peerix_rtc::RtcError> {
+    for change in changes {
+        match change {
+            MediaOp::AddSender {
+                stream,
+                track,
+                source,
+            } => {
+                if let Some(src) = sources.get(source) {
+                    rtc.add_sender(&stream, &track, &src).await?;
+                }
+            }
+            MediaOp::SetSource { track, source } => {
+                if let Some(src) = sources.get(source) {
+                    rtc.set_sender_source(&track, &src)?;
+                }
+            }
+            MediaOp::StopSender { track } => match rtc.stop_sender(&track).await {
+                Ok(()) | Err(peerix_rtc::RtcError::NoSuchSender(_)) => {}
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    if offer {
+        Ok(Some(rtc.create_offer().await?))
+    } else {
+        Ok(None)
+    }
+}
 
 /// Forward a remote track's RTP to `to`, or stop (`None`).
 #[derive(Message)]

@@ -90,6 +90,8 @@ pub struct RoomActor {
     pub(super) deferred: std::collections::VecDeque<Incoming>,
     pub(super) deferred_timer: Option<SpawnHandle>,
     pub(super) deferred_dropped: u64,
+    /// What we share (sources by label; peers attach their senders to them).
+    pub(super) shares: super::room_shares::LocalShares,
 }
 
 impl RoomActor {
@@ -136,6 +138,7 @@ impl RoomActor {
             deferred: Default::default(),
             deferred_timer: None,
             deferred_dropped: 0,
+            shares: Default::default(),
         }
     }
 
@@ -215,6 +218,7 @@ impl RoomActor {
                     limits: self.s.remote.clone(),
                     lanes,
                     max_control_sends: self.s.limits.control_sends_in_flight,
+                    sources: self.shares.sources.clone(),
                 };
                 let addr = PeerActor::new(setup, ctx.address().recipient()).start();
                 self.conns.insert(conn, addr);

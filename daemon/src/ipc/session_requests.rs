@@ -128,13 +128,9 @@ impl ClientSession {
                 }
                 Err(e) => self.reply(id, Err(e), ctx),
             },
-            Op::Share(_) | Op::Unshare(_) => self.reply(
-                id,
-                Err(DaemonError::NotSupported(
-                    "media sharing (share/unshare)".into(),
-                )),
-                ctx,
-            ),
+            Op::Share(a) => self.exec(id, Exec::Share(a), ctx),
+            Op::Unshare(a) => self.exec(id, Exec::Unshare(a), ctx),
+            Op::Frame(a) => self.exec(id, Exec::Frame(a), ctx),
             Op::Send(SendArgs::Start(s)) => {
                 if let Payload::Json(v) = &s.payload {
                     if let Err(e) = self.check_json_event(v, &s) {

@@ -22,8 +22,9 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::{Duration, Instant};
 
 use peerix_proto::{
-    Action, Admission, ChannelOptions, ConnEvent, ConnId, Event, IceCandidateInit, IceState, Op,
-    PeerState, Room, RoomConfig, SessionDescription, SignalType, Target,
+    Action, Admission, ChannelOptions, ConnEvent, ConnId, Event, IceCandidateInit, IceState,
+    LocalTrack, MediaOp, Op, PeerState, Room, RoomConfig, SessionDescription, Share, SignalType,
+    Target,
 };
 use serde_json::{json, Value as Json};
 
@@ -98,6 +99,8 @@ pub struct Node {
     pub verifier: Option<Verifier>,
     /// Every `Verify` its machine asked: `(request, peer, metadata)`.
     pub verify_requests: Vec<(u64, String, Json)>,
+    /// Offers sent over control channels, with their label maps (§8.2).
+    pub control_offers: Vec<Json>,
 }
 
 /// A verifier client as the simulation plays it: answers each request after `delay`, accepting
@@ -121,6 +124,10 @@ struct FakeConn {
     control_open: bool,
     closed: bool,
     partner: Option<(usize, u32, ConnId)>,
+    /// Our sendonly transceivers: (mid, stream, track, stopped, negotiated).
+    senders: Vec<(String, String, String, bool, bool)>,
+    /// Remote tracks the fake stack has reported (it reports each once, like `ontrack`).
+    seen_remote: Vec<String>,
 }
 
 enum Task {
@@ -207,6 +214,7 @@ impl Sim {
                     admission: Admission::AcceptAll,
                     verifier: None,
                     verify_requests: Vec::new(),
+                    control_offers: Vec::new(),
                 })
                 .collect(),
             net,
@@ -512,6 +520,8 @@ impl Sim {
                         control_open: false,
                         closed: false,
                         partner: None,
+                        senders: Vec::new(),
+                        seen_remote: Vec::new(),
                     },
                 );
             }
@@ -521,6 +531,14 @@ impl Sim {
                 self.report_in(1, (i, life, conn), ConnEvent::OpDone { stable, result });
             }
             Action::SendControl { conn, bytes } => {
+                if let Ok(peerix_wire::control::ControlMessage::Signal(items)) =
+                    peerix_wire::control::ControlMessage::decode(&bytes)
+                {
+                    if items.first().and_then(|d| d.get("type")) == Some(&json!("offer")) {
+                        let map = items.get(1).cloned().unwrap_or(Json::Null);
+                        self.nodes[i].control_offers.push(map);
+                    }
+                }
                 if self.nodes[i].browser
                     && matches!(
                         peerix_wire::control::ControlMessage::decode(&bytes),
@@ -590,11 +608,52 @@ impl Sim {
         if f.closed {
             return (!f.have_local_offer, Err("connection closed".into()));
         }
+        // An offer brings all our senders; an answer only those an earlier exchange
+        // negotiated: it cannot add sections (§8.5). Mids are unique across the pair.
+        let section = |(mid, stream, track, stopped, _): &(String, String, String, bool, bool)| {
+            if *stopped {
+                format!("m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:{mid}\r\na=inactive\r\n")
+            } else {
+                format!(
+                    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:{mid}\r\na=sendonly\r\n\
+                     a=msid:{stream} {track}\r\n"
+                )
+            }
+        };
+        let answer_media: String = f.senders.iter().filter(|s| s.4).map(section).collect();
         let sdp = |kind: &str, ufrag: &str| SessionDescription {
             kind: kind.into(),
-            sdp: format!("v=0\r\na=ice-ufrag:{ufrag}\r\na=fake:{kind}\r\n"),
+            sdp: format!("v=0\r\na=ice-ufrag:{ufrag}\r\na=fake:{kind}\r\n{answer_media}"),
         };
+        let mut started = Vec::new();
         let result = match op {
+            Op::Media { changes, offer } => {
+                for change in changes {
+                    match change {
+                        MediaOp::AddSender { stream, track, .. } => {
+                            let mid = format!("{}{}", f.ufrag, f.senders.len() + 1);
+                            f.senders.push((mid, stream, track, false, false));
+                        }
+                        MediaOp::SetSource { .. } => {}
+                        MediaOp::StopSender { track } => {
+                            for s in f.senders.iter_mut().filter(|s| s.2 == track) {
+                                s.3 = true;
+                            }
+                        }
+                    }
+                }
+                if offer {
+                    f.have_local_offer = true;
+                    f.has_local = true;
+                    let media: String = f.senders.iter().map(section).collect();
+                    Ok(Some(SessionDescription {
+                        kind: "offer".into(),
+                        sdp: format!("v=0\r\na=ice-ufrag:{}\r\na=fake:offer\r\n{media}", f.ufrag),
+                    }))
+                } else {
+                    Ok(None)
+                }
+            }
             Op::CreateOffer => {
                 f.have_local_offer = true;
                 f.has_local = true;
@@ -609,6 +668,33 @@ impl Sim {
                     f.have_local_offer = false;
                 }
                 let ufrag = peerix_proto::ufrag_of_sdp(&desc.sdp).map(str::to_owned);
+                // Live sections with an msid are remote tracks: the stack reports each
+                // once, at its first packet.
+                for section in desc.sdp.split("\nm=").skip(1) {
+                    if section.split_whitespace().nth(1) == Some("0") {
+                        continue;
+                    }
+                    let mid = section
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("a=mid:"));
+                    let msid = section
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("a=msid:"));
+                    if let (Some(mid), Some(msid)) = (mid, msid) {
+                        let mut it = msid.split(' ');
+                        let (stream, track) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+                        if !f.seen_remote.iter().any(|t| t == track) {
+                            f.seen_remote.push(track.to_owned());
+                            started.push(peerix_proto::TrackInfo {
+                                stream: stream.into(),
+                                track: track.into(),
+                                kind: "video".into(),
+                                codec: "video/VP8".into(),
+                                mid: mid.into(),
+                            });
+                        }
+                    }
+                }
                 if answer {
                     if f.have_local_offer {
                         Err("InvalidStateError: called in wrong state: have-local-offer".into())
@@ -622,6 +708,10 @@ impl Sim {
                 } else {
                     f.have_local_offer = false;
                     f.remote_ufrag = ufrag;
+                    // Our offer was answered: its senders have their sections now.
+                    for s in &mut f.senders {
+                        s.4 = true;
+                    }
                     Ok(None)
                 }
             }
@@ -637,6 +727,14 @@ impl Sim {
             }
         };
         let stable = !f.have_local_offer;
+        if result.is_ok() {
+            for t in started {
+                self.report_in(1, key, ConnEvent::Track(t));
+            }
+        }
+        let Some(f) = self.fakes.get_mut(&key) else {
+            return (stable, result);
+        };
         // Gathering starts with the first local description.
         if f.has_local && !f.gathering {
             f.gathering = true;
@@ -867,6 +965,35 @@ impl Sim {
     }
 
     /// Opens a label room-wide at node `i`.
+    /// Node `i` shares `label` as stream `stream` with video tracks `tracks` (id, source).
+    pub fn share(&mut self, i: usize, label: &str, stream: &str, tracks: &[(&str, u64)]) {
+        if let Some(r) = self.nodes[i].room.as_mut() {
+            r.share(
+                label,
+                Share {
+                    stream: stream.into(),
+                    tracks: tracks
+                        .iter()
+                        .map(|(id, source)| LocalTrack {
+                            id: (*id).into(),
+                            kind: "video".into(),
+                            source: *source,
+                        })
+                        .collect(),
+                },
+            );
+        }
+        self.drain(i);
+    }
+
+    /// Node `i` stops sharing `label`.
+    pub fn unshare(&mut self, i: usize, label: &str) {
+        if let Some(r) = self.nodes[i].room.as_mut() {
+            r.unshare(label);
+        }
+        self.drain(i);
+    }
+
     pub fn open(&mut self, i: usize, label: &str) {
         if let Some(r) = self.nodes[i].room.as_mut() {
             let _ = r.open(
