@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use peerix_system_tests::browser::{BrowserOpts, Order, Session, SessionOpts, T};
 use peerix_system_tests::field;
 use peerix_system_tests::media::{ffmpeg_decode, free_udp_pair, size_of};
-use peerix_system_tests::peerix_client::Event;
+use peerix_system_tests::peerix_client::{self, Event};
 use serde_json::json;
 
 /// A connected session whose browser has a fake camera and microphone.
@@ -426,5 +426,138 @@ async fn reshare_replaces_the_track_and_forwarding_follows() -> Result<()> {
     .await?;
     s.errors.assert_none(&s.d)?;
     s.b.assert_no_errors()?;
+    s.finish().await
+}
+
+/// The other direction: the daemon shares ffmpeg's VP8 + Opus (RTP ingest) and the page, real
+/// Peerix 0.7 in Chromium, shows Peerix's events with the label from our label map and decodes
+/// real frames (`getStats`). A re-share at another size is a replacement the page follows
+/// without renegotiation; unshare ends the stream at the page; the data channel keeps working
+/// through every renegotiation.
+#[tokio::test]
+async fn the_browser_decodes_the_daemons_share() -> Result<()> {
+    use peerix_system_tests::media::RtpSender;
+    let mut s = Session::connect("media-rx", SessionOpts::default()).await?;
+    s.open_from_daemon("chat").await?;
+    let (room, me) = (s.room.clone(), s.m.id.clone());
+    let tracks = |_: ()| {
+        vec![
+            peerix_client::ShareTrack {
+                codec: "vp8".into(),
+                kind: None,
+                rtp: Some("127.0.0.1:0".into()),
+            },
+            peerix_client::ShareTrack {
+                codec: "opus".into(),
+                kind: None,
+                rtp: Some("127.0.0.1:0".into()),
+            },
+        ]
+    };
+    let args = |t| peerix_client::ShareArgs {
+        room: room.clone(),
+        label: "daemon-cam".into(),
+        tracks: t,
+        audio_parameters: None,
+        video_parameters: None,
+    };
+    let shared = s.m.client.share(args(tracks(()))).await?;
+    let addr = |r: &peerix_client::ShareResult, kind: &str| -> Result<std::net::SocketAddr> {
+        let t = r.tracks.iter().find(|t| t.kind == kind).context("track")?;
+        Ok(t.rtp.as_deref().context("rtp")?.parse()?)
+    };
+    let sender = RtpSender::start(
+        Some(addr(&shared, "video")?),
+        Some(addr(&shared, "audio")?),
+        320,
+        240,
+    )?;
+    let is_ev = |v: &serde_json::Value, name: &str| {
+        v["ev"] == name && v["peer"] == me.as_str() && v["label"] == "daemon-cam"
+    };
+    s.b.wait_for("stream:add at the page", T, |v| is_ev(v, "stream:add"))
+        .await
+        .with_context(|| s.diagnostics())?;
+    let got =
+        s.b.call(
+            "received",
+            json!({ "peer": me, "kind": "video", "minFrames": 20 }),
+            Duration::from_secs(40),
+        )
+        .await
+        .with_context(|| format!("daemon log:\n{}", s.d.log_tail()))?;
+    eprintln!("[{room}] page decodes: {got}");
+    if got["codec"] != "video/VP8" || got["frameWidth"] != 320 || got["frameHeight"] != 240 {
+        bail!("expected 320x240 VP8 at the page: {got}");
+    }
+    let audio =
+        s.b.call(
+            "received",
+            json!({ "peer": me, "kind": "audio", "minPackets": 50 }),
+            T,
+        )
+        .await?;
+    eprintln!("[{room}] page audio: {audio}");
+
+    // Re-share at 640x360: the same transceivers, no renegotiation; the page's decoder follows.
+    let before = s.b.call("state", json!({ "peer": me }), T).await?;
+    let reshared = s.m.client.share(args(tracks(()))).await?;
+    sender.stop().await;
+    let sender = RtpSender::start(
+        Some(addr(&reshared, "video")?),
+        Some(addr(&reshared, "audio")?),
+        640,
+        360,
+    )?;
+    let wide =
+        s.b.call(
+            "received",
+            json!({ "peer": me, "kind": "video", "minFrames": 1, "timeoutMs": 30000 }),
+            Duration::from_secs(40),
+        )
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now =
+            s.b.call("received", json!({ "peer": me, "kind": "video" }), T)
+                .await?;
+        if now["frameWidth"] == 640 && now["frameHeight"] == 360 {
+            eprintln!("[{room}] after the re-share: {now}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the page still decodes {wide} after the re-share");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = s.b.call("state", json!({ "peer": me }), T).await?;
+    if before["signaling_history"] != after["signaling_history"] {
+        bail!(
+            "a replacement renegotiated: {} -> {}",
+            before["signaling_history"],
+            after["signaling_history"]
+        );
+    }
+
+    // Unshare: the page's tracks end and the stream goes, in Peerix's events.
+    s.m.client.unshare(&room, "daemon-cam").await?;
+    s.b.wait_for("stream:remove at the page", T, |v| {
+        is_ev(v, "stream:remove")
+    })
+    .await
+    .with_context(|| s.diagnostics())?;
+    sender.stop().await;
+    let res =
+        s.m.client
+            .send_text(
+                &room,
+                "chat",
+                "still here",
+                peerix_system_tests::peerix_client::SendOptions::to(s.peer.clone()),
+            )
+            .await?;
+    if !res.peers.unwrap_or_default().iter().all(|p| p.ok) {
+        bail!("the data channel failed after the share's renegotiations");
+    }
     s.finish().await
 }

@@ -262,3 +262,245 @@ async fn ffmpeg_rtp_shared_by_one_daemon_is_decoded_from_the_other() -> Result<(
     a.assert_quiet_log()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_daemon_that_joins_after_the_share_receives_it() -> Result<()> {
+    let env = TestEnv::new()?;
+    let room = "media-late-join";
+    let a = env.daemon("a", &[]).await?;
+    let ma = Member::join(&a, room, |_| {}).await?;
+    // Through the CLI, as the README shows: `peerix share ROOM LABEL --video-rtp IP:PORT`.
+    let out = tokio::process::Command::new(bin_dir().join("peerix"))
+        .arg("--socket")
+        .arg(&a.socket)
+        .args(["--json", "share", room, "cam", "--video-rtp", "127.0.0.1:0"])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!(
+            "peerix share failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let shared: ShareResult = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "peerix share --json said {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let sender = RtpSender::start(Some(ingest(&shared, "video")?), None, 320, 240)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let b = env.daemon("b", &[]).await?;
+    let mut mb = Member::join(&b, room, |_| {}).await?;
+    let added = mb
+        .wait_for("stream:add at the late daemon", T, |e| {
+            e.name == "stream:add" && field(e, "peer") == Some(&ma.id)
+        })
+        .await
+        .with_context(|| format!("a's log:\n{}", a.log_tail()))?;
+    if field(&added, "label") != Some("cam") || field(&added, "stream") != Some(&shared.stream) {
+        bail!(
+            "stream:add should name label cam and stream {}: {:?}",
+            shared.stream,
+            added.data
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let rx = Rx {
+        m: &mb,
+        d: &b,
+        dir: dir.path(),
+    };
+    let video = forward_and_decode(&rx, &ma.id, "cam", "video", 10, "late").await?;
+    if size_of(&video.stream_line) != Some((320, 240)) {
+        bail!("expected 320x240: {}", video.stream_line);
+    }
+    sender.stop().await;
+    let out = tokio::process::Command::new(bin_dir().join("peerix"))
+        .arg("--socket")
+        .arg(&a.socket)
+        .args(["unshare", room, "cam"])
+        .output()
+        .await?;
+    if !String::from_utf8_lossy(&out.stdout).contains("stopped sharing") {
+        bail!("peerix unshare: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    mb.wait_for("stream:remove at the late daemon", T, |e| {
+        e.name == "stream:remove"
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_or_reported_and_disturbs_nothing() -> Result<()> {
+    let env = TestEnv::new()?;
+    let room = "media-bad-input";
+    let (a, b, mut ma, mut mb) = pair(&env, room).await?;
+
+    // Requests that cannot be served are refused with a reason and change nothing.
+    let err = ma
+        .client
+        .share(share_args(room, "cam", vec![track("mp3", true)]))
+        .await
+        .expect_err("an unknown codec");
+    let text = err.to_string();
+    if !text.contains("BAD_REQUEST") || !text.contains("vp8") {
+        bail!("an unknown codec should be a BAD_REQUEST naming the codecs: {text}");
+    }
+    let mut bad_addr = track("vp8", true);
+    bad_addr.rtp = Some("localhost:5004".into());
+    let err = ma
+        .client
+        .share(share_args(room, "cam", vec![bad_addr]))
+        .await
+        .expect_err("a host name");
+    if !err.to_string().contains("ip:port") {
+        bail!("expected an ip:port error: {err}");
+    }
+    let shared = ma
+        .client
+        .share(share_args(room, "cam", vec![track("vp8", true)]))
+        .await?;
+    let port = ingest(&shared, "video")?;
+    let mut taken = track("vp8", true);
+    taken.rtp = Some(port.to_string());
+    let err = ma
+        .client
+        .share(share_args(room, "other", vec![taken]))
+        .await
+        .expect_err("a port another share listens on");
+    if !err.to_string().contains("cannot listen") {
+        bail!("expected `cannot listen`: {err}");
+    }
+    let err = ma
+        .client
+        .frame(room, &shared.tracks[0].track, vec![1, 2, 3], 33_333)
+        .await
+        .expect_err("frame on an RTP-fed track");
+    if !err.to_string().contains("RTP") {
+        bail!("expected a hint that the track is fed by RTP: {err}");
+    }
+    let err = ma
+        .client
+        .frame(room, "no-such-track", vec![1], 33_333)
+        .await
+        .expect_err("frame on no track");
+    if !err.to_string().contains("NO_SUCH_STREAM") {
+        bail!("expected NO_SUCH_STREAM: {err}");
+    }
+
+    // Garbage on the ingest port is dropped and reported; the real stream goes on.
+    let sender = RtpSender::start(Some(port), None, 320, 240)?;
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    for datagram in [vec![0u8; 5], vec![0x40; 40], vec![0x80; 1600]] {
+        junk.send_to(&datagram, port)?;
+    }
+    let e = ma
+        .wait_for("an error about the ingest", T, |e| {
+            e.name == "error"
+                && value(e, "error")
+                    .and_then(|v| v.as_map())
+                    .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("code")))
+                    .and_then(|(_, v)| v.as_str())
+                    == Some("MALFORMED_FRAME")
+        })
+        .await?;
+    eprintln!("[{room}] reported: {:?}", e.data);
+    mb.wait_for("track:add", T, |e| e.name == "track:add")
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let rx = Rx {
+        m: &mb,
+        d: &b,
+        dir: dir.path(),
+    };
+    forward_and_decode(&rx, &ma.id, "cam", "video", 30, "after-junk").await?;
+    sender.stop().await;
+    drop(a);
+    Ok(())
+}
+
+/// The frames of an IVF file (what `ffmpeg -f ivf` writes: a 32-byte header, then a 12-byte
+/// header before each frame).
+fn ivf_frames(data: &[u8]) -> Result<Vec<Vec<u8>>> {
+    if data.len() < 32 || &data[..4] != b"DKIF" {
+        bail!("not an IVF file");
+    }
+    let mut out = Vec::new();
+    let mut at = 32;
+    while at + 12 <= data.len() {
+        let len = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        at += 12;
+        if at + len > data.len() {
+            break;
+        }
+        out.push(data[at..at + len].to_vec());
+        at += len;
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn frames_over_ipc_reach_the_peer_and_keyframe_requests_reach_the_client() -> Result<()> {
+    let env = TestEnv::new()?;
+    let room = "media-frames";
+    let (a, b, mut ma, mut mb) = pair(&env, room).await?;
+    let dir = tempfile::tempdir()?;
+    // Encoded VP8 frames, as an application holding an encoder would have them.
+    let ivf = dir.path().join("clip.ivf");
+    let status = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=320x240:rate=30:duration=3")
+        .args(["-c:v", "libvpx", "-g", "30", "-f", "ivf", "-y"])
+        .arg(&ivf)
+        .status()
+        .await
+        .context("ffmpeg not found: install the Debian package `ffmpeg`")?;
+    if !status.success() {
+        bail!("ffmpeg could not make the VP8 clip");
+    }
+    let frames = ivf_frames(&std::fs::read(&ivf)?)?;
+    let shared = ma
+        .client
+        .share(share_args(room, "screen", vec![track("vp8", false)]))
+        .await?;
+    let t = shared.tracks[0].track.clone();
+    let feeder = {
+        // Its own connection, as a separate encoder process would have.
+        let client = a.client().await?;
+        let (room, t) = (room.to_owned(), t.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(33_333));
+            for f in frames.iter().cycle().take(30 * 20) {
+                tick.tick().await;
+                client.frame(&room, &t, f.clone(), 33_333).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    mb.wait_for("track:add", T, |e| {
+        e.name == "track:add" && field(e, "label") == Some("screen")
+    })
+    .await?;
+    let rx = Rx {
+        m: &mb,
+        d: &b,
+        dir: dir.path(),
+    };
+    let video = forward_and_decode(&rx, &ma.id, "screen", "video", 20, "frames").await?;
+    if size_of(&video.stream_line) != Some((320, 240)) {
+        bail!("expected 320x240: {}", video.stream_line);
+    }
+    // The forward asked for a keyframe (RTCP PLI from B); it reached the client that feeds
+    // the track, as an event.
+    let k = ma
+        .wait_for("track:keyframe", T, |e| e.name == "track:keyframe")
+        .await?;
+    if field(&k, "track") != Some(&t) || field(&k, "label") != Some("screen") {
+        bail!("track:keyframe names the wrong track: {:?}", k.data);
+    }
+    feeder.abort();
+    Ok(())
+}

@@ -454,6 +454,29 @@ const commands = {
     return out;
   },
 
+  // What this page decodes of a remote peer's share: waits until the inbound RTP of `kind`
+  // decoded `minFrames` frames (video) or received `minPackets` packets (audio).
+  async received({ peer, kind = 'video', minFrames = 1, minPackets = 1, timeoutMs = 30000 }) {
+    const p = needPeer(peer);
+    const pc = p.connection;
+    return until(`${kind} decoded from ${p.id}`, timeoutMs, async () => {
+      const stats = await pc.getStats();
+      let found = null;
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp' || s.kind !== kind) return;
+        const codec = s.codecId ? stats.get(s.codecId)?.mimeType : undefined;
+        const x = {
+          kind, codec, framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0,
+          frameWidth: s.frameWidth, frameHeight: s.frameHeight, keyFramesDecoded: s.keyFramesDecoded,
+          pliCount: s.pliCount, nackCount: s.nackCount,
+        };
+        const enough = kind === 'video' ? x.framesDecoded >= minFrames : x.packetsReceived >= minPackets;
+        if (enough && (!found || x.framesDecoded > found.framesDecoded)) found = x;
+      });
+      return found;
+    });
+  },
+
   async state({ peer }) {
     return peerState(needPeer(peer));
   },

@@ -100,6 +100,16 @@ enum Cmd {
     /// Forward the RTP of a track a peer shares to a local UDP address, with an SDP file for
     /// ffplay, VLC or GStreamer.
     Forward(media::ForwardCmd),
+    /// Share media with a room from a local RTP sender (ffmpeg, GStreamer, OBS): one port per
+    /// track, fanned out to every peer.
+    Share(media::ShareCmd),
+    /// Stop sharing a label.
+    Unshare {
+        /// Room name.
+        room: String,
+        /// The label.
+        label: String,
+    },
     /// Print events until interrupted.
     Events {
         /// Only events of this room (plus daemon-level events).
@@ -271,6 +281,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(print_send_result(&res, json));
         }
         Cmd::Forward(a) => return media::forward(&client, a, json).await,
+        Cmd::Share(a) => return media::share(&client, a, json).await,
+        Cmd::Unshare { room, label } => return media::unshare(&client, &room, &label, json).await,
         Cmd::Events {
             room,
             filter,

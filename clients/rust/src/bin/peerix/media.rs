@@ -1,3 +1,4 @@
+//! `peerix share`/`unshare`: our own media from a local RTP sender (ffmpeg, GStreamer, OBS);
 //! `peerix forward`: a remote peer's shared track to a local player.
 
 use std::net::SocketAddr;
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use peerix_client::Client;
+use peerix_client::{Client, ShareArgs, ShareTrack};
 use serde_json::json;
 
 /// Arguments of `peerix forward`.
@@ -62,6 +63,93 @@ pub async fn forward(client: &Client, a: ForwardCmd, json: bool) -> Result<ExitC
             ),
             None => print!("{}", res.sdp),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `peerix share`.
+#[derive(Debug, Args)]
+pub struct ShareCmd {
+    /// Room name.
+    pub room: String,
+    /// The label peers see (Peerix's `share({label})`).
+    pub label: String,
+    /// Listen for the video's RTP here (e.g. 127.0.0.1:5004; port 0 picks one).
+    #[arg(long, value_name = "IP:PORT", required_unless_present = "audio_rtp")]
+    pub video_rtp: Option<SocketAddr>,
+    /// The video's codec: vp8, vp9, h264 or av1.
+    #[arg(long, default_value = "vp8")]
+    pub video_codec: String,
+    /// Listen for the audio's RTP here (e.g. 127.0.0.1:5006).
+    #[arg(long, value_name = "IP:PORT")]
+    pub audio_rtp: Option<SocketAddr>,
+    /// The audio's codec.
+    #[arg(long, default_value = "opus")]
+    pub audio_codec: String,
+}
+
+/// Runs `peerix share`.
+pub async fn share(client: &Client, a: ShareCmd, json: bool) -> Result<ExitCode> {
+    let mut tracks = Vec::new();
+    if let Some(v) = a.video_rtp {
+        tracks.push(ShareTrack {
+            codec: a.video_codec.clone(),
+            kind: Some("video".into()),
+            rtp: Some(v.to_string()),
+        });
+    }
+    if let Some(au) = a.audio_rtp {
+        tracks.push(ShareTrack {
+            codec: a.audio_codec.clone(),
+            kind: Some("audio".into()),
+            rtp: Some(au.to_string()),
+        });
+    }
+    let res = client
+        .share(ShareArgs {
+            room: a.room.clone(),
+            label: a.label.clone(),
+            tracks,
+            audio_parameters: None,
+            video_parameters: None,
+        })
+        .await
+        .context("share failed")?;
+    if json {
+        crate::print_json(&serde_json::to_value(&res).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "sharing {:?} in {} as stream {}",
+        a.label, a.room, res.stream
+    );
+    for t in &res.tracks {
+        let at = t.rtp.as_deref().unwrap_or("-");
+        println!("  {} {} ({}): send RTP to {at}", t.kind, t.track, t.codec);
+        if let Some(rtp) = &t.rtp {
+            let hint = if t.kind == "video" {
+                format!("ffmpeg -re -i in.mp4 -an -c:v libvpx -deadline realtime -b:v 1M -g 30 -f rtp 'rtp://{rtp}?pkt_size=1200'")
+            } else {
+                format!("ffmpeg -re -i in.mp4 -vn -c:a libopus -f rtp 'rtp://{rtp}?pkt_size=1200'")
+            };
+            println!("    e.g. {hint}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `peerix unshare`.
+pub async fn unshare(client: &Client, room: &str, label: &str, json: bool) -> Result<ExitCode> {
+    let unshared = client
+        .unshare(room, label)
+        .await
+        .context("unshare failed")?;
+    if json {
+        crate::print_json(&json!({ "unshared": unshared }));
+    } else if unshared {
+        println!("stopped sharing {label:?} in {room}");
+    } else {
+        println!("{label:?} was not shared in {room}");
     }
     Ok(ExitCode::SUCCESS)
 }

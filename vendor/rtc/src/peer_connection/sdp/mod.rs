@@ -704,9 +704,12 @@ impl RTCPeerConnection {
                 );
             }
         }
-        if codecs.is_empty() {
+        // peerixd patch: a stopped transceiver's section is rejected (port 0) in every later
+        // description (RFC 9429 Section 5.2.2); written as `a=inactive` instead, a browser only
+        // mutes the remote track and never ends it, so the remote app never learns of the stop.
+        if codecs.is_empty() || transceiver.stopped() {
             // If we are sender and have no codecs throw an error early
-            if transceiver.sender().is_some() {
+            if !transceiver.stopped() && transceiver.sender().is_some() {
                 return Err(Error::ErrSenderWithNoCodecs);
             }
 
