@@ -81,6 +81,16 @@ export interface InboxResult {
 /** `forward`: the track forwarded and the SDP a player opens to receive it. */
 export interface ForwardResult { track: string; kind: 'audio' | 'video'; codec: string; sdp: string }
 
+/** One track of a `share`: RTP ingest when `rtp` is given, else fed with `frame`. */
+export interface ShareTrack { codec: 'opus' | 'vp8' | 'vp9' | 'h264' | 'av1'; kind?: 'audio' | 'video'; rtp?: string }
+/** Peerix's `audioParameters`/`videoParameters`. */
+export interface EncodingParameters { maxBitrate?: number; maxFramerate?: number }
+/** `share`: the stream id peers see and each track's id (and ingest address). */
+export interface ShareResult {
+  stream: string;
+  tracks: Array<{ track: string; kind: 'audio' | 'video'; codec: string; rtp?: string }>;
+}
+
 export interface SubscribeResult { replayed?: number; complete?: boolean }
 
 export interface RoomStatus {
@@ -165,6 +175,9 @@ export class Client {
   leave(room: string, opts?: { all?: boolean }): Promise<LeaveResult>;
   inbox(room: string, opts?: { max?: number }): Promise<InboxResult>;
   forward(room: string, peer: string, label: string, opts?: { to?: string; kind?: 'audio' | 'video' }): Promise<ForwardResult>;
+  share(room: string, label: string, tracks: ShareTrack[], opts?: { audioParameters?: EncodingParameters; videoParameters?: EncodingParameters }): Promise<ShareResult>;
+  unshare(room: string, label: string): Promise<boolean>;
+  frame(room: string, track: string, data: Uint8Array, durationUs: number): Promise<Record<string, never>>;
   peers(room: string): Promise<PeerInfo[]>;
   open(room: string, label: string, options?: OpenOptions): Promise<Record<string, never>>;
   closeChannel(room: string, label: string, to?: string): Promise<Record<string, never>>;

@@ -304,6 +304,30 @@ class Client {
     else args.to = to;
     return this.request('forward', args);
   }
+  /**
+   * Shares a labelled stream with every peer of `room` (Peerix's `share`). Each track is
+   * {codec: 'vp8'|'vp9'|'h264'|'av1'|'opus', rtp: '127.0.0.1:5004'} (RTP ingest; port 0 picks
+   * one), or without `rtp` (fed with `frame`). Resolves {stream, tracks: [{track, kind, codec,
+   * rtp?}]}. Sharing a label again with the same kinds replaces its tracks.
+   */
+  share(room, label, tracks, { audioParameters, videoParameters } = {}) {
+    const args = { room, label, tracks };
+    if (audioParameters !== undefined) args.audioParameters = audioParameters;
+    if (videoParameters !== undefined) args.videoParameters = videoParameters;
+    return this.request('share', args);
+  }
+  /** Stops sharing `label`; resolves whether it was shared. */
+  async unshare(room, label) {
+    const r = await this.request('unshare', { room, label });
+    return Boolean(r.unshared);
+  }
+  /**
+   * Pushes one encoded frame (Buffer/Uint8Array) lasting `durationUs` microseconds into a track
+   * shared without `rtp`. Send a keyframe when a `track:keyframe` event asks.
+   */
+  frame(room, track, data, durationUs) {
+    return this.request('frame', { room, track, data, duration: durationUs });
+  }
   /** Takes messages that arrived while no client subscribed: {events, dropped, more}. */
   inbox(room, { max } = {}) {
     const args = { room };

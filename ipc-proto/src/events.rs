@@ -30,14 +30,16 @@ pub mod event_names {
     pub const CHANNEL_MESSAGE: &str = "channel:message";
     /// A data channel error.
     pub const CHANNEL_ERROR: &str = "channel:error";
-    /// Reserved: a media stream was added.
+    /// A peer started sharing a label with us (its first track arrived).
     pub const STREAM_ADD: &str = "stream:add";
-    /// Reserved: a media stream was removed.
+    /// The last track of a peer's label ended.
     pub const STREAM_REMOVE: &str = "stream:remove";
-    /// Reserved: a media track was added.
+    /// A peer's shared track started.
     pub const TRACK_ADD: &str = "track:add";
-    /// Reserved: a media track was removed.
+    /// A peer's shared track ended.
     pub const TRACK_REMOVE: &str = "track:remove";
+    /// A peer receiving one of our shared tracks asked for a keyframe.
+    pub const TRACK_KEYFRAME: &str = "track:keyframe";
     /// A room- or daemon-level error.
     pub const ERROR: &str = "error";
     /// A signaling driver became active.

@@ -42,3 +42,23 @@ test('two real daemons exchange text and bytes through the Node client', async (
     ds.stop();
   }
 });
+
+test('share answers with the ingest port and track ids; frame feeds only IPC tracks', async () => {
+  const ds = new Daemons();
+  try {
+    const c = await connect(await ds.start('a'));
+    await c.join('node-share');
+    const res = await c.share('node-share', 'cam', [{ codec: 'vp8', rtp: '127.0.0.1:0' }, { codec: 'opus' }]);
+    const [video, audio] = res.tracks;
+    assert.strictEqual(video.codec, 'video/VP8');
+    assert.ok(video.rtp.startsWith('127.0.0.1:') && !video.rtp.endsWith(':0'), JSON.stringify(res));
+    assert.strictEqual(audio.rtp, undefined);
+    await c.frame('node-share', audio.track, Buffer.from([0xfc, 0xff, 0xfe]), 20000);
+    await assert.rejects(c.frame('node-share', video.track, Buffer.from([0]), 33333), (e) => e.code === 'BAD_REQUEST');
+    assert.strictEqual(await c.unshare('node-share', 'cam'), true);
+    assert.strictEqual(await c.unshare('node-share', 'cam'), false);
+    c.close();
+  } finally {
+    ds.stop();
+  }
+});

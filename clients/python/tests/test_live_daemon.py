@@ -70,3 +70,34 @@ def test_blocking_wrapper(daemons):
             raise AssertionError("leave of a room never joined succeeded")
         except peerix_client.PeerixError as e:
             assert e.code == "NOT_JOINED"
+
+
+def test_share_frame_unshare(daemons):
+    """share answers with the ingest port and track ids; frame feeds only IPC tracks."""
+    sock = daemons.start("a")
+
+    async def scenario():
+        a = await peerix_client.connect(sock)
+        await a.join("py-share")
+        res = await a.share("py-share", "cam", [{"codec": "vp8", "rtp": "127.0.0.1:0"},
+                                                {"codec": "opus"}])
+        video, audio = res["tracks"]
+        assert video["kind"] == "video" and video["codec"] == "video/VP8", res
+        assert video["rtp"].startswith("127.0.0.1:") and not video["rtp"].endswith(":0"), res
+        assert audio["kind"] == "audio" and "rtp" not in audio, res
+        await a.frame("py-share", audio["track"], b"\xfc\xff\xfe", 20_000)
+        try:
+            await a.frame("py-share", video["track"], b"\x00", 33_333)
+            raise AssertionError("frame accepted on an RTP track")
+        except peerix_client.PeerixError as e:
+            assert e.code == "BAD_REQUEST", e
+        try:
+            await a.share("py-share", "x", [{"codec": "mp3"}])
+            raise AssertionError("unknown codec accepted")
+        except peerix_client.PeerixError as e:
+            assert e.code == "BAD_REQUEST" and "vp8" in str(e), e
+        assert await a.unshare("py-share", "cam") is True
+        assert await a.unshare("py-share", "cam") is False
+        await a.close()
+
+    asyncio.run(scenario())

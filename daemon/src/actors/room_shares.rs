@@ -142,7 +142,7 @@ fn reporter(
     move |r| {
         let record = match r {
             SourceReport::Keyframe => EventRecord::new(
-                "track:keyframe",
+                peerix_ipc_proto::event_names::TRACK_KEYFRAME,
                 Some(&room),
                 vec![
                     ("label", Value::from(label.as_str())),

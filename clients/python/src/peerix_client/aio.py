@@ -252,6 +252,32 @@ class Client:
             args["to"] = to
         return await self._map("forward", args)
 
+    async def share(self, room: str, label: str, tracks: List[Dict[str, Any]],
+                    audio_parameters: Optional[Dict[str, Any]] = None,
+                    video_parameters: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Share a labelled stream with every peer of ``room`` (Peerix's ``share``). Each track is
+        ``{"codec": "vp8"|"vp9"|"h264"|"av1"|"opus", "rtp": "127.0.0.1:5004"}`` (RTP ingest; port 0
+        picks one) or without ``rtp`` (fed with :meth:`frame`). Result: ``{stream, tracks: [{track,
+        kind, codec, rtp?}]}``. Sharing a label again with the same kinds replaces its tracks."""
+        args: Dict[str, Any] = {"room": room, "label": label, "tracks": tracks}
+        if audio_parameters is not None:
+            args["audioParameters"] = audio_parameters
+        if video_parameters is not None:
+            args["videoParameters"] = video_parameters
+        return await self._map("share", args)
+
+    async def unshare(self, room: str, label: str) -> bool:
+        """Stop sharing ``label``; ``True`` if it was shared."""
+        res = await self._map("unshare", {"room": room, "label": label})
+        return bool(res.get("unshared"))
+
+    async def frame(self, room: str, track: str, data: bytes, duration_us: int) -> None:
+        """Push one encoded frame (VP8/VP9/AV1 frame, H.264 Annex B access unit, or one Opus
+        packet) lasting ``duration_us`` into a track shared without ``rtp``. Send a keyframe when a
+        ``track:keyframe`` event asks."""
+        await self.request("frame", {"room": room, "track": track, "data": data,
+                                     "duration": duration_us})
+
     # --- channels ----------------------------------------------------------------------------
 
     async def open(self, room: str, label: str, **options: Any) -> None:

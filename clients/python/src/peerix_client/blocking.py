@@ -87,6 +87,18 @@ class BlockingClient:
                 kind: Optional[str] = None) -> Dict[str, Any]:
         return self._run(self._client.forward(room, peer, label, to, kind))
 
+    def share(self, room: str, label: str, tracks: List[Dict[str, Any]],
+              audio_parameters: Optional[Dict[str, Any]] = None,
+              video_parameters: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return self._run(self._client.share(room, label, tracks, audio_parameters,
+                                            video_parameters))
+
+    def unshare(self, room: str, label: str) -> bool:
+        return self._run(self._client.unshare(room, label))
+
+    def frame(self, room: str, track: str, data: bytes, duration_us: int) -> None:
+        self._run(self._client.frame(room, track, data, duration_us))
+
     def open(self, room: str, label: str, **options: Any) -> None:
         self._run(self._client.open(room, label, **options))
 
