@@ -11,6 +11,7 @@
 //! temporary directories, killed when the run ends. Targets are informational, never asserted.
 
 mod full;
+mod media;
 mod natscount;
 mod plot;
 mod procfs;
@@ -40,6 +41,7 @@ const GROUPS: &[&str] = &[
     "nats",
     "rss",
     "cpu",
+    "media",
 ];
 
 #[derive(Parser, Debug)]
@@ -51,7 +53,7 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these groups (comma-separated): throughput, rtt, setup, ipc, mesh, nats, rss, cpu.
+    /// Run only these groups (comma-separated): throughput, rtt, setup, ipc, mesh, nats, rss, cpu, media.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Directory for the PNG plots.
@@ -714,6 +716,7 @@ async fn run_all(args: &Args) -> Result<Run> {
             "ipc" => ipc(&mut run).await,
             "mesh" => mesh(&mut run).await,
             "nats" => nats(&mut run).await,
+            "media" => media::media(&mut run).await,
             _ => rss_cpu(&mut run, true, selected("cpu")).await,
         };
         if let Err(e) = res {

@@ -12,6 +12,11 @@ use std::time::Instant;
 
 use rtc::rtp::header::Header;
 
+/// How far back an input packet may arrive and still be reordering, not a restart.
+const MAX_REORDER: i16 = 100;
+/// How far forward input numbers may jump (a loss burst) and still be the same run.
+const MAX_GAP: i16 = 3000;
+
 /// The rewriting state of one sender.
 #[derive(Debug, Clone)]
 pub(crate) struct Rewriter {
@@ -22,6 +27,8 @@ pub(crate) struct Rewriter {
     ts_delta: u32,
     /// The newest packet sent: sequence number, timestamp, when.
     last: Option<(u16, u32, Instant)>,
+    /// The newest input sequence number of the current epoch.
+    last_in: Option<u16>,
     /// Where the first epoch starts (random, as RFC 3550 asks).
     first_seq: u16,
     first_ts: u32,
@@ -36,6 +43,7 @@ impl Rewriter {
             seq_delta: 0,
             ts_delta: 0,
             last: None,
+            last_in: None,
             first_seq,
             first_ts,
         }
@@ -53,7 +61,15 @@ impl Rewriter {
         payload_type: u8,
     ) {
         let epoch = (source, header.ssrc);
-        if self.epoch != Some(epoch) {
+        // A sender that restarts with the same SSRC (a fixed `ssrc` in a GStreamer pipeline, a
+        // test tool) starts its numbers again: continuing them would send old sequence numbers,
+        // which the receiver's SRTP replay check drops. A jump beyond reordering is a restart.
+        let restarted = self.last_in.is_some_and(|last| {
+            let d = header.sequence_number.wrapping_sub(last) as i16;
+            !(-MAX_REORDER..=MAX_GAP).contains(&d)
+        });
+        if self.epoch != Some(epoch) || restarted {
+            self.last_in = None;
             let (seq, ts) = match self.last {
                 Some((seq, ts, at)) => {
                     let elapsed = now.saturating_duration_since(at).as_secs_f64();
@@ -66,6 +82,7 @@ impl Rewriter {
             self.ts_delta = ts.wrapping_sub(header.timestamp);
             self.epoch = Some(epoch);
         }
+        self.note_input(header.sequence_number);
         header.ssrc = self.ssrc;
         header.payload_type = payload_type;
         header.sequence_number = header.sequence_number.wrapping_add(self.seq_delta);
@@ -83,6 +100,15 @@ impl Rewriter {
         };
         if newer {
             self.last = Some((header.sequence_number, header.timestamp, now));
+        }
+    }
+
+    fn note_input(&mut self, seq: u16) {
+        let newer = self
+            .last_in
+            .is_none_or(|last| (seq.wrapping_sub(last) as i16) > 0);
+        if newer {
+            self.last_in = Some(seq);
         }
     }
 }
@@ -153,6 +179,27 @@ mod tests {
         let mut d = header(6, 500, 0);
         r.rewrite(t0, &mut d, 2, 48_000, 111);
         assert_eq!(d.sequence_number, 1);
+    }
+
+    #[test]
+    fn a_sender_that_restarts_with_the_same_ssrc_is_followed() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(9, 500, 0);
+        for i in 0..50u16 {
+            let mut h = header(0x5eed, 7000 + i, u32::from(i) * 3000);
+            r.rewrite(t0, &mut h, 1, 90_000, 96);
+        }
+        // Same SSRC, numbers from 0 again.
+        let mut h = header(0x5eed, 0, 0);
+        r.rewrite(t0 + Duration::from_millis(40), &mut h, 1, 90_000, 96);
+        assert_eq!(h.sequence_number, 550, "the line goes on instead of going back");
+        // Ordinary reordering and loss are not restarts.
+        let mut late = header(0x5eed, 65530, 0);
+        r.rewrite(t0, &mut late, 1, 90_000, 96);
+        assert_eq!(late.sequence_number, 544);
+        let mut gap = header(0x5eed, 2000, 0);
+        r.rewrite(t0, &mut gap, 1, 90_000, 96);
+        assert_eq!(gap.sequence_number, 2550);
     }
 
     #[test]
