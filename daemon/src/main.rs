@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use peerix_wire::identity::Identity;
 use peerixd::config::{self, FlagOverrides};
 
 /// A daemon that makes this machine a peer in Peerix WebRTC rooms, driven by local programs over a
@@ -81,15 +80,39 @@ fn main() -> anyhow::Result<()> {
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .init();
     }
+    // Before anything listens: a corrupt key file must stop the daemon, not hand out new ids.
+    let (identity, identity_source) =
+        peerixd::identity_store::load_or_create(&cfg.service).context("loading the identity")?;
     let cfg = Arc::new(cfg);
     let system = actix::System::new();
     system.block_on(async move {
-        let running = peerixd::run::start(cfg.clone(), Identity::generate(), true)
+        let running = peerixd::run::start(cfg.clone(), identity, true)
             .await
             .with_context(|| format!("starting peerixd on {}", cfg.socket_path().display()))?;
-        tracing::info!(id = %running.id, socket = %cfg.socket_path().display(), "peerixd ready");
+        #[cfg(unix)]
+        {
+            use actix::Actor as _;
+            let listen = if running.activated {
+                format!("{} (from systemd)", running.socket.display())
+            } else {
+                running.socket.display().to_string()
+            };
+            peerixd::actors::service::ServiceNotifier::new(
+                running.daemon.clone(),
+                peerixd::actors::service::StartupInfo {
+                    listen,
+                    identity: identity_source.to_string(),
+                    configured_rooms: cfg.rooms.iter().map(|r| r.id.clone()).collect(),
+                },
+            )
+            .start();
+        }
+        #[cfg(not(unix))]
+        tracing::info!(id = %running.id, socket = %running.socket.display(), identity = %identity_source, "peerixd ready");
         wait_for_signal().await;
         tracing::info!("shutting down");
+        #[cfg(unix)]
+        peerixd::actors::service::notify_stopping();
         peerixd::run::shutdown(&running).await;
         anyhow::Ok(())
     })?;

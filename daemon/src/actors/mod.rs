@@ -20,6 +20,8 @@ mod room_commands;
 pub mod room_media;
 mod room_signal;
 pub mod send_path;
+#[cfg(unix)]
+pub mod service;
 pub mod supervision;
 pub mod verifier;
 
