@@ -10,6 +10,7 @@
 
 pub mod actors;
 pub mod admission;
+pub mod check_config;
 pub mod config;
 pub mod config_limits;
 pub mod config_remote;
@@ -18,4 +19,5 @@ pub mod error;
 pub mod identity_store;
 pub mod ipc;
 pub mod logging;
+pub mod reload;
 pub mod run;

@@ -15,6 +15,7 @@ pub mod options;
 pub mod outgoing;
 pub mod peer;
 pub mod peer_media;
+pub mod reconfigure;
 pub mod room;
 mod room_commands;
 pub mod room_media;
