@@ -92,6 +92,18 @@ impl Handler<Reconfigure> for Daemon {
             return ReloadReport::default();
         }
         let (join, leave, report) = diff(&self.cfg, &cfg);
+        // Restart-only keys keep their running values, so that what this run does matches
+        // what it reported.
+        let mut merged = (*cfg).clone();
+        let old = &self.cfg;
+        merged.socket.clone_from(&old.socket);
+        merged.ipc = old.ipc.clone();
+        merged.webrtc = old.webrtc.clone();
+        merged.limits = old.limits.clone();
+        merged.remote = old.remote.clone();
+        merged.access = old.access.clone();
+        merged.service = old.service.clone();
+        let cfg = Arc::new(merged);
         self.cfg = cfg.clone();
         for id in leave {
             let fut = self
