@@ -123,6 +123,10 @@ async fn sighup_joins_and_leaves_rooms_and_refuses_a_bad_edit() -> Result<()> {
     let d = env.daemon("hup", &["--config", &conf_s]).await?;
     let watcher = d.client().await?;
     let mut events = watcher.subscribe(&["config:reload"], None).await?;
+    let alpha_watcher = d.client().await?;
+    let mut alpha_events = alpha_watcher
+        .subscribe(&["room:left"], Some("alpha"))
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while rooms(&d).await? != vec!["alpha".to_string()] {
         if Instant::now() > deadline {
@@ -157,6 +161,10 @@ async fn sighup_joins_and_leaves_rooms_and_refuses_a_bad_edit() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let left = tokio::time::timeout(Duration::from_secs(5), alpha_events.recv())
+        .await?
+        .context("room:left for alpha")?;
+    assert_eq!(field(&left, "reason"), Some("config"), "{left:?}");
     let log = std::fs::read_to_string(&d.log)?;
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(

@@ -107,7 +107,11 @@ impl Handler<Reconfigure> for Daemon {
         self.cfg = cfg.clone();
         for id in leave {
             let fut = self
-                .leave(LeaveArgs::new(id.clone()), CONFIG_SESSION)
+                .leave_because(
+                    LeaveArgs::new(id.clone()),
+                    CONFIG_SESSION,
+                    Some(super::holds::LeftReason::Config),
+                )
                 .map(move |res, _, _| {
                     if let Err(e) = res {
                         tracing::info!(room = %id, error = %e, "reload: room removed from the configuration stays joined");
