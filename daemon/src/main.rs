@@ -128,6 +128,8 @@ fn main() -> anyhow::Result<()> {
         tracing::info!(id = %running.id, socket = %running.socket.display(), identity = %identity_source, "peerixd ready");
         let mut current = cfg.clone();
         while let Signal::Reload = wait_for_signal().await {
+            #[cfg(unix)]
+            peerixd::actors::service::notify_reloading();
             current = peerixd::reload::on_sighup(
                 current,
                 || config::load(args.config.as_deref(), &flags, args.no_system_config),
@@ -138,6 +140,8 @@ fn main() -> anyhow::Result<()> {
                 },
             )
             .await;
+            #[cfg(unix)]
+            peerixd::actors::service::notify_reloaded();
         }
         tracing::info!("shutting down");
         #[cfg(unix)]

@@ -146,6 +146,36 @@ async fn notify_ready_status_watchdog_stopping_and_a_wedged_loop_goes_silent() -
         "keep-alives did not resume after the wedge: {after:?}"
     );
 
+    // SIGHUP: RELOADING=1 (with MONOTONIC_USEC=), then READY=1 again.
+    let hup_at = Instant::now();
+    let pid = d.pid().context("pid")?;
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()?;
+    let reloading = notify
+        .wait_for(|l| l == "RELOADING=1", Duration::from_secs(5))
+        .await?;
+    assert!(reloading >= hup_at);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !notify
+        .lines_between(reloading, Instant::now())
+        .iter()
+        .any(|l| l == "READY=1")
+    {
+        if Instant::now() > deadline {
+            bail!("no READY=1 after the reload: {:?}", notify.all());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        notify
+            .all()
+            .iter()
+            .any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "RELOADING=1 without MONOTONIC_USEC="
+    );
+
     let status = d.terminate_within(Duration::from_secs(5))?;
     assert!(status.success(), "peerixd exited with {status}");
     notify

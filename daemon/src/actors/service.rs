@@ -45,6 +45,8 @@ pub struct ServiceNotifier {
     last_status: String,
     last_status_at: Option<Instant>,
     startup: Option<(StartupInfo, Instant)>,
+    /// The fast poll for the start-up line, cancelled once it is printed.
+    startup_poll: Option<SpawnHandle>,
     probing: bool,
 }
 
@@ -63,6 +65,7 @@ impl ServiceNotifier {
             last_status: String::new(),
             last_status_at: None,
             startup: Some((startup, Instant::now() + STARTUP_WAIT)),
+            startup_poll: None,
             probing: false,
         }
     }
@@ -132,6 +135,9 @@ impl ServiceNotifier {
             if joined || now >= *deadline {
                 tracing::info!("{}", startup_line(info, status));
                 self.startup = None;
+                if let Some(h) = self.startup_poll.take() {
+                    ctx.cancel_future(h);
+                }
                 if !self.notify {
                     ctx.stop();
                 }
@@ -154,11 +160,7 @@ impl Actor for ServiceNotifier {
             ctx.run_interval(every, |act, ctx| act.probe(ctx));
         }
         self.probe(ctx);
-        ctx.run_interval(STARTUP_POLL, |act, ctx| {
-            if act.startup.is_some() {
-                act.probe(ctx);
-            }
-        });
+        self.startup_poll = Some(ctx.run_interval(STARTUP_POLL, |act, ctx| act.probe(ctx)));
     }
 }
 
@@ -224,6 +226,31 @@ fn startup_line(info: &StartupInfo, s: &StatusResult) -> String {
         line.push_str(&format!("; still joining: {}", missing.join(", ")));
     }
     line
+}
+
+/// `RELOADING=1` (SIGHUP: the configuration is being read again), with the
+/// `MONOTONIC_USEC=` systemd wants beside it; [`notify_reloaded`] follows.
+pub fn notify_reloading() {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    if let Err(e) = sd_notify::notify(&states) {
+        tracing::warn!(error = %e, "could not notify the service manager ($NOTIFY_SOCKET)");
+    }
+}
+
+/// `READY=1` after a reload.
+pub fn notify_reloaded() {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(&[NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not notify the service manager ($NOTIFY_SOCKET)");
+    }
 }
 
 /// `STOPPING=1` (shutdown has begun: rooms are being left).
