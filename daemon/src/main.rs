@@ -94,7 +94,12 @@ fn main() -> anyhow::Result<()> {
         tracing_subscriber::registry()
             .with(filter)
             .with(peerixd::logging::ExpectedStackWarnings)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                // Colours only for a terminal: journald and log files get plain text.
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init();
     }
     // Before anything listens: a corrupt key file must stop the daemon, not hand out new ids.
