@@ -11,10 +11,28 @@ use std::path::{Path, PathBuf};
 use peerix_wire::identity::Identity;
 
 use crate::config_service::{IdentityMode, ServiceConfig};
-use crate::error::DaemonError;
 
 /// The key file's name inside the state directory.
 pub const KEY_FILE: &str = "identity.key";
+
+/// Why the stored identity cannot be used; each message names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityStoreError {
+    /// The key file exists but does not hold a key.
+    #[error("{0}")]
+    Corrupt(String),
+    /// `persistent` without a state directory (`validate` refuses this configuration).
+    #[error("service.identity: \"persistent\" needs service.state_dir")]
+    NoStateDir,
+    /// Reading or writing the file or its directory.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
 
 /// Where this run's identity came from (for the start-up line and the log).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,16 +56,16 @@ impl std::fmt::Display for IdentitySource {
 }
 
 /// The identity `[service]` asks for: the stored one, a new stored one, or an ephemeral one.
-pub fn load_or_create(cfg: &ServiceConfig) -> Result<(Identity, IdentitySource), DaemonError> {
+pub fn load_or_create(
+    cfg: &ServiceConfig,
+) -> Result<(Identity, IdentitySource), IdentityStoreError> {
     let dir = match (cfg.identity, cfg.state_dir()) {
         (IdentityMode::Ephemeral, _) | (IdentityMode::Auto, None) => {
             return Ok((Identity::generate(), IdentitySource::Ephemeral))
         }
         (IdentityMode::Persistent, None) => {
             // `validate` refuses this configuration; kept as an error, not a panic.
-            return Err(DaemonError::Config(
-                "service.identity: \"persistent\" needs service.state_dir".into(),
-            ));
+            return Err(IdentityStoreError::NoStateDir);
         }
         (_, Some(dir)) => dir,
     };
@@ -59,7 +77,7 @@ pub fn load_or_create(cfg: &ServiceConfig) -> Result<(Identity, IdentitySource),
             write_atomically(&dir, &path, &id)?;
             Ok((id, IdentitySource::Created(path)))
         }
-        Err(e) => Err(DaemonError::Io {
+        Err(e) => Err(IdentityStoreError::Io {
             context: format!(
                 "reading the identity file {} (make it readable by the user peerixd runs as)",
                 path.display()
@@ -70,9 +88,9 @@ pub fn load_or_create(cfg: &ServiceConfig) -> Result<(Identity, IdentitySource),
 }
 
 /// Parses the key file's contents; the error names the file and what to do about it.
-fn parse(path: &Path, bytes: &[u8]) -> Result<Identity, DaemonError> {
+fn parse(path: &Path, bytes: &[u8]) -> Result<Identity, IdentityStoreError> {
     let corrupt = |why: &str| {
-        DaemonError::Config(format!(
+        IdentityStoreError::Corrupt(format!(
             "identity file {} is corrupt ({why}); restore it from a backup, or move it away to \
              start with a new identity (this machine's id and every room id will change)",
             path.display()
@@ -97,8 +115,8 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Identity, DaemonError> {
 /// Writes the key to a temporary file beside `path` (0600 from its creation, so the key is
 /// never readable by others, not even for a moment), syncs it, renames it over `path` and syncs
 /// the directory so the rename survives a power cut.
-fn write_atomically(dir: &Path, path: &Path, id: &Identity) -> Result<(), DaemonError> {
-    let io = |context: String| move |source| DaemonError::Io { context, source };
+fn write_atomically(dir: &Path, path: &Path, id: &Identity) -> Result<(), IdentityStoreError> {
+    let io = |context: String| move |source| IdentityStoreError::Io { context, source };
     if !dir.exists() {
         let mut b = std::fs::DirBuilder::new();
         b.recursive(true);
