@@ -24,6 +24,12 @@ pub enum IdentityStoreError {
     /// `persistent` without a state directory (`validate` refuses this configuration).
     #[error("service.identity: \"persistent\" needs service.state_dir")]
     NoStateDir,
+    /// Another running peerixd uses the same key file: both would have the same ids.
+    #[error(
+        "identity file {0} is in use by another running peerixd; two daemons with one key \
+         would have the same id in every room: give each its own service.state_dir"
+    )]
+    InUse(PathBuf),
     /// Reading or writing the file or its directory.
     #[error("{context}: {source}")]
     Io {
@@ -55,8 +61,51 @@ impl std::fmt::Display for IdentitySource {
     }
 }
 
-/// The identity `[service]` asks for: the stored one, a new stored one, or an ephemeral one.
+/// Held while the daemon runs: a second daemon cannot take the same key file.
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: Option<std::fs::File>,
+}
+
+/// The identity `[service]` asks for: the stored one, a new stored one, or an ephemeral one;
+/// with the lock on its file (keep it for the life of the daemon).
 pub fn load_or_create(
+    cfg: &ServiceConfig,
+) -> Result<(Identity, IdentitySource, KeyLock), IdentityStoreError> {
+    let (identity, source) = load_or_create_unlocked(cfg)?;
+    let lock = match &source {
+        IdentitySource::Loaded(p) | IdentitySource::Created(p) => lock(p)?,
+        IdentitySource::Ephemeral => KeyLock { _file: None },
+    };
+    Ok((identity, source, lock))
+}
+
+/// Takes an exclusive `flock` on the key file, refusing when another daemon holds it.
+fn lock(path: &Path) -> Result<KeyLock, IdentityStoreError> {
+    let file = std::fs::File::open(path).map_err(|source| IdentityStoreError::Io {
+        context: format!("opening the identity file {}", path.display()),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor owned by `file`; released when it is closed.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(IdentityStoreError::InUse(path.to_path_buf()));
+            }
+            return Err(IdentityStoreError::Io {
+                context: format!("locking the identity file {}", path.display()),
+                source: e,
+            });
+        }
+    }
+    Ok(KeyLock { _file: Some(file) })
+}
+
+fn load_or_create_unlocked(
     cfg: &ServiceConfig,
 ) -> Result<(Identity, IdentitySource), IdentityStoreError> {
     let dir = match (cfg.identity, cfg.state_dir()) {
@@ -169,9 +218,16 @@ mod tests {
     #[test]
     fn created_once_then_loaded_with_mode_0600() {
         let d = tempfile::tempdir().expect("tempdir");
-        let (a, src) = load_or_create(&persistent(d.path())).expect("create");
+        let (a, src, lock) = load_or_create(&persistent(d.path())).expect("create");
         assert!(matches!(src, IdentitySource::Created(_)));
-        let (b, src) = load_or_create(&persistent(d.path())).expect("load");
+        // A second daemon on the same key is refused while the first runs.
+        let second = load_or_create(&persistent(d.path()));
+        assert!(
+            matches!(second, Err(IdentityStoreError::InUse(_))),
+            "{second:?}"
+        );
+        drop(lock);
+        let (b, src, _lock) = load_or_create(&persistent(d.path())).expect("load");
         assert!(matches!(src, IdentitySource::Loaded(_)));
         assert_eq!(a.id(), b.id());
         #[cfg(unix)]
@@ -204,8 +260,8 @@ mod tests {
             identity: IdentityMode::Ephemeral,
             state_dir: Some("/nonexistent/peerix".into()),
         };
-        let (a, src) = load_or_create(&cfg).expect("ephemeral");
-        let (b, _) = load_or_create(&cfg).expect("ephemeral");
+        let (a, src, _) = load_or_create(&cfg).expect("ephemeral");
+        let (b, _, _) = load_or_create(&cfg).expect("ephemeral");
         assert_eq!(src, IdentitySource::Ephemeral);
         assert_ne!(a.id(), b.id());
     }

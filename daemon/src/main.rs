@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
             .init();
     }
     // Before anything listens: a corrupt key file must stop the daemon, not hand out new ids.
-    let (identity, identity_source) =
+    let (identity, identity_source, _key_lock) =
         peerixd::identity_store::load_or_create(&cfg.service).context("loading the identity")?;
     let cfg = Arc::new(cfg);
     let system = actix::System::new();

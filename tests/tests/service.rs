@@ -298,6 +298,20 @@ async fn identity_persists_in_the_state_directory_and_ephemeral_differs() -> Res
         let mode = std::fs::metadata(&key)?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "identity.key has mode {mode:o}");
     }
+    // While one daemon runs on the key, a second one on the same state directory is refused.
+    let holder = env
+        .daemon_with_env("holder", &[], &[("STATE_DIRECTORY", state_s.as_str())])
+        .await?;
+    match env
+        .daemon_with_env("twin", &[], &[("STATE_DIRECTORY", state_s.as_str())])
+        .await
+    {
+        Ok(_) => bail!("a second daemon started on the same identity file"),
+        Err(e) => assert!(format!("{e:#}").contains("exited with"), "{e:#}"),
+    }
+    let log = std::fs::read_to_string(env.dir.path().join("twin.log"))?;
+    assert!(log.contains("in use by another running peerixd"), "{log}");
+    drop(holder);
     // Restart, now with the config key: the same machine id and room id.
     let second = ids(
         &env,
