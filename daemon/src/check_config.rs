@@ -31,7 +31,11 @@ pub fn check(file: &Path, skip_system: bool) -> Vec<String> {
             break;
         };
         let line_no = text[..span.start.min(text.len())].matches('\n').count();
-        problems.push((line_no + 1, format!("{name}:{}: {message}", line_no + 1)));
+        let key = key_at(&text, line_no).map_or(String::new(), |k| format!("{k}: "));
+        problems.push((
+            line_no + 1,
+            format!("{name}:{}: {key}{message}", line_no + 1),
+        ));
         if !set_aside(&mut text, line_no) {
             break;
         }
@@ -44,8 +48,37 @@ pub fn check(file: &Path, skip_system: bool) -> Vec<String> {
         if let Err(e) = config::load(Some(file), &FlagOverrides::default(), skip_system) {
             problems.push(format!("{name}: {e}"));
         }
+    } else if let Ok(rest) = toml::from_str::<DaemonConfig>(&text) {
+        // What is left after the bad lines were set aside may hold a bad value too.
+        if let Err(e) = rest.validate() {
+            problems.push(format!("{name}: {e}"));
+        }
     }
     problems
+}
+
+/// The dotted key defined on line `n` (`ipc.max_frame`), from the table header above it.
+fn key_at(text: &str, n: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.get(n)?.trim();
+    let table = |l: &str| l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    if line.starts_with('[') {
+        return Some(table(line));
+    }
+    let key = line.split('=').next()?.trim();
+    if key.is_empty() || key.starts_with('#') {
+        return None;
+    }
+    let header = lines[..n]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(table);
+    Some(match header {
+        Some(h) => format!("{h}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 /// Comments out line `n`, and when it is a table header, the table's lines too. False when
