@@ -196,7 +196,8 @@ fn check_config_names_every_bad_key() -> Result<()> {
     let f = dir.path().join("bad.toml");
     std::fs::write(
         &f,
-        "lgo = \"info\"\n[ipc]\nmax_frame = \"huge\"\n[[rooms]]\nid = \"r\"\ndriverr = \"local\"\n",
+        "lgo = \"info\"\n[ipc]\nmax_frame = \"huge\"\n[[rooms]]\nid = \"r\"\ndriverr = \"local\"\n\
+         [webrtc]\nmax_message_size = 5\n",
     )?;
     let out = Command::new(bin("peerixd")?)
         .args(["--no-system-config", "--check-config"])
@@ -205,11 +206,10 @@ fn check_config_names_every_bad_key() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     for needle in [
-        "bad.toml:1:",
-        "lgo",
-        "bad.toml:3:",
-        "bad.toml:6:",
-        "driverr",
+        "bad.toml:1: lgo:",
+        "bad.toml:3: ipc.max_frame:",
+        "bad.toml:6: rooms.driverr:",
+        "webrtc.max_message_size",
     ] {
         assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
     }
