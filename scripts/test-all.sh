@@ -13,6 +13,8 @@ command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 # Browser interop tests (tests/tests/browser_interop.rs) drive Debian's Chromium; never a downloaded one.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The unit checks (tests/tests/units.rs): systemd-analyze verify/security, sysusers, tmpfiles.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -46,6 +46,8 @@ pub struct DaemonConfig {
     pub remote: crate::config_remote::RemoteLimits,
     /// Who may use the local socket, and how much (`[access]`).
     pub access: access::AccessConfig,
+    /// Running as a service: state directory, persistent identity (`[service]`).
+    pub service: crate::config_service::ServiceConfig,
 }
 
 impl Default for DaemonConfig {
@@ -63,6 +65,7 @@ impl Default for DaemonConfig {
             limits: Default::default(),
             remote: Default::default(),
             access: access::AccessConfig::default(),
+            service: Default::default(),
         }
     }
 }
@@ -359,6 +362,7 @@ impl DaemonConfig {
             )));
         }
         self.remote.validate()?;
+        self.service.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(DaemonError::Config(format!(
                 "log: {:?} is not a valid filter: {e}",

@@ -188,6 +188,7 @@ pub(super) fn daemon_env() -> config::Map<String, String> {
         "LIMITS__",
         "REMOTE__",
         "ACCESS__",
+        "SERVICE__",
     ];
     std::env::vars()
         .filter(|(k, _)| {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use peerix_wire::identity::Identity;
 use peerixd::config::{self, FlagOverrides};
 
 /// A daemon that makes this machine a peer in Peerix WebRTC rooms, driven by local programs over a
@@ -49,6 +48,10 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Check a configuration file, name every bad key (with its line), and exit: 0 when it is
+    /// good, 2 when it is not.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +64,17 @@ fn main() -> anyhow::Result<()> {
         nats: args.nats.clone(),
         join: args.join.clone(),
     };
+    if let Some(file) = &args.check_config {
+        let problems = peerixd::check_config::check(file, args.no_system_config);
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        if problems.is_empty() {
+            eprintln!("{}: OK", file.display());
+            return Ok(());
+        }
+        std::process::exit(2);
+    }
     let cfg = config::load(args.config.as_deref(), &flags, args.no_system_config)
         .context("loading configuration")?;
     if args.print_config {
@@ -72,47 +86,123 @@ fn main() -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
         .with_context(|| format!("invalid log filter {:?}", cfg.log))?;
+    // SIGHUP may change the filter.
+    let (filter, log_filter) = tracing_subscriber::reload::Layer::new(filter);
     {
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
         tracing_subscriber::registry()
             .with(filter)
             .with(peerixd::logging::ExpectedStackWarnings)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                // Colours only for a terminal: journald and log files get plain text.
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init();
     }
+    // Before anything listens: a corrupt key file must stop the daemon, not hand out new ids.
+    let (identity, identity_source, _key_lock) =
+        peerixd::identity_store::load_or_create(&cfg.service).context("loading the identity")?;
     let cfg = Arc::new(cfg);
     let system = actix::System::new();
     system.block_on(async move {
-        let running = peerixd::run::start(cfg.clone(), Identity::generate(), true)
+        let running = peerixd::run::start(cfg.clone(), identity, true)
             .await
             .with_context(|| format!("starting peerixd on {}", cfg.socket_path().display()))?;
-        tracing::info!(id = %running.id, socket = %cfg.socket_path().display(), "peerixd ready");
-        wait_for_signal().await;
+        #[cfg(unix)]
+        {
+            use actix::Actor as _;
+            let listen = if running.activated {
+                format!("{} (from systemd)", running.socket.display())
+            } else {
+                running.socket.display().to_string()
+            };
+            peerixd::actors::service::ServiceNotifier::new(
+                running.daemon.clone(),
+                peerixd::actors::service::StartupInfo {
+                    listen,
+                    identity: identity_source.to_string(),
+                    configured_rooms: cfg.rooms.iter().map(|r| r.id.clone()).collect(),
+                },
+            )
+            .start();
+        }
+        #[cfg(not(unix))]
+        tracing::info!(id = %running.id, socket = %running.socket.display(), identity = %identity_source, "peerixd ready");
+        let mut current = cfg.clone();
+        while let Signal::Reload = wait_for_signal().await {
+            #[cfg(unix)]
+            peerixd::actors::service::notify_reloading();
+            current = peerixd::reload::on_sighup(
+                current,
+                || config::load(args.config.as_deref(), &flags, args.no_system_config),
+                &running.daemon,
+                |log| {
+                    let f = tracing_subscriber::EnvFilter::try_new(log).map_err(|e| e.to_string())?;
+                    log_filter.reload(f).map_err(|e| e.to_string())
+                },
+            )
+            .await;
+            #[cfg(unix)]
+            peerixd::actors::service::notify_reloaded();
+        }
         tracing::info!("shutting down");
+        #[cfg(unix)]
+        peerixd::actors::service::notify_stopping();
         peerixd::run::shutdown(&running).await;
         anyhow::Ok(())
     })?;
     Ok(())
 }
 
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// SIGHUP: read the configuration again.
+    Reload,
+}
+
 #[cfg(unix)]
-async fn wait_for_signal() {
+async fn wait_for_signal() -> Signal {
+    use std::sync::OnceLock;
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    use tokio::sync::Mutex;
+    type Streams = (
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    );
+    // Registered once, on the first call, and kept: a SIGHUP between two calls waits in its
+    // stream instead of killing the process with the default action.
+    static STREAMS: OnceLock<Option<Mutex<Streams>>> = OnceLock::new();
+    let streams = STREAMS.get_or_init(|| {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => Some(Mutex::new((t, i, h))),
+            _ => None,
+        }
+    });
+    let Some(streams) = streams else {
         // Without signal handlers we can only run until killed.
         return std::future::pending().await;
     };
+    let mut s = streams.lock().await;
+    let (term, int, hup) = &mut *s;
     tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+        _ = term.recv() => Signal::Stop,
+        _ = int.recv() => Signal::Stop,
+        _ = hup.recv() => Signal::Reload,
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+async fn wait_for_signal() -> Signal {
     let _ = tokio::signal::ctrl_c().await;
+    Signal::Stop
 }

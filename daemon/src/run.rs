@@ -24,6 +24,10 @@ pub struct Running {
     pub routes: crate::actors::send_path::Routes,
     /// The IPC listener, when listening.
     pub listener: Option<Addr<IpcListener>>,
+    /// Where it listens: the configured path, or the one systemd handed over.
+    pub socket: std::path::PathBuf,
+    /// Whether the socket came from systemd (`LISTEN_FDS`) rather than being bound here.
+    pub activated: bool,
 }
 
 /// Starts the daemon's actors and, when `listen` is set, the IPC listener. Must be called inside a
@@ -41,13 +45,26 @@ pub async fn start(
     let routes = daemon.routes();
     let daemon = daemon.start();
     let mut ipc = None;
+    let mut path = cfg.socket_path();
+    let mut activated = false;
     if listen {
-        let path = cfg.socket_path();
         let access = crate::ipc::access::resolve(&cfg.access)?;
-        let listener = bind(&path, access.socket)?;
+        // A socket from systemd has the unit's owner and mode, and systemd removes it.
+        #[cfg(unix)]
+        let handed = crate::ipc::activation::take()?;
+        #[cfg(not(unix))]
+        let handed = None;
+        let listener = match handed {
+            Some((listener, at)) => {
+                path = at;
+                activated = true;
+                (listener, crate::ipc::socket_path::SocketLock::none())
+            }
+            None => bind(&path, access.socket)?,
+        };
         ipc = Some(
             IpcListener::new(
-                path,
+                path.clone(),
                 listener,
                 cfg.clone(),
                 daemon.clone(),
@@ -67,6 +84,8 @@ pub async fn start(
         id,
         routes,
         listener: ipc,
+        socket: path,
+        activated,
     })
 }
 

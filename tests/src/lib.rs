@@ -102,17 +102,30 @@ impl DaemonProc {
         envs: &[(&str, &str)],
     ) -> Result<Self> {
         let socket = env.dir.path().join(format!("{name}.sock"));
-        let log = env.dir.path().join(format!("{name}.log"));
-        let logf = std::fs::File::create(&log)?;
-        let child = Command::new(bin("peerixd")?)
-            .arg("--socket")
+        let mut cmd = Command::new(bin("peerixd")?);
+        cmd.arg("--socket")
             .arg(&socket)
             .arg("--local-dir")
             .arg(env.local_dir())
             .arg("--no-system-config")
             .args(extra)
             .env_remove("PEERIX_SOCKET")
-            .envs(envs.iter().copied())
+            .envs(envs.iter().copied());
+        Self::spawn_command(env, name, cmd, socket).await
+    }
+
+    /// Spawns a prepared `peerixd` command (stdin and stdout null, stderr to the log) and waits
+    /// until `socket` answers: for tests that start the daemon in their own way (a wrapper,
+    /// inherited descriptors).
+    pub async fn spawn_command(
+        env: &TestEnv,
+        name: &str,
+        mut cmd: Command,
+        socket: PathBuf,
+    ) -> Result<Self> {
+        let log = env.dir.path().join(format!("{name}.log"));
+        let logf = std::fs::File::create(&log)?;
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
@@ -202,6 +215,27 @@ impl DaemonProc {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit; its exit status, or an
+    /// error (after SIGKILL) when it did not exit in time.
+    pub fn terminate_within(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("daemon already stopped")?;
+        #[cfg(unix)]
+        unsafe_free_sigterm(c.id());
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        bail!(
+            "peerixd {} did not exit within {limit:?} of SIGTERM",
+            self.name
+        )
     }
 
     /// Kills the daemon with SIGKILL (no chance to tell anyone) and reaps it.

@@ -285,7 +285,7 @@ impl Daemon {
     /// connect (e.g. nats-server not up yet) the join is retried with backoff, for as long as
     /// it takes: the operator asked for this room. The first failure is reported as an `error`
     /// event; the retries are logged.
-    fn join_configured(
+    pub(super) fn join_configured(
         &mut self,
         r: crate::config::RoomConfig,
         mut backoff: Backoff,

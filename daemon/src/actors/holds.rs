@@ -39,6 +39,8 @@ pub enum LeftReason {
     LeaveAll,
     /// The last holding connection closed (or its session crashed).
     Disconnected,
+    /// The room was removed from the configuration (SIGHUP) and nothing else held it.
+    Config,
 }
 
 impl LeftReason {
@@ -48,6 +50,7 @@ impl LeftReason {
             LeftReason::Released => "released",
             LeftReason::LeaveAll => "leave-all",
             LeftReason::Disconnected => "disconnected",
+            LeftReason::Config => "config",
         }
     }
 }
@@ -155,6 +158,16 @@ impl Daemon {
         a: LeaveArgs,
         session: u64,
     ) -> ResponseActFuture<Self, Result<Value, DaemonError>> {
+        self.leave_because(a, session, None)
+    }
+
+    /// `leave`, with `room:left` giving `reason` instead of the release's own (a reload).
+    pub(super) fn leave_because(
+        &mut self,
+        a: LeaveArgs,
+        session: u64,
+        reason: Option<LeftReason>,
+    ) -> ResponseActFuture<Self, Result<Value, DaemonError>> {
         let room = a.room;
         let released = match self.memberships.get_mut(&room) {
             None => Err(DaemonError::NotJoined(room.clone())),
@@ -169,10 +182,13 @@ impl Daemon {
                 }
             }),
         };
-        let released = match released {
+        let mut released = match released {
             Ok(r) => r,
             Err(e) => return Box::pin(futures::future::ready(Err(e)).into_actor(self)),
         };
+        if let Some(reason) = reason {
+            released.reason = reason;
+        }
         tracing::info!(room = %room, session, all = a.all, left = released.left, holders = released.holders, "leave");
         let result = LeaveResult {
             left: released.left,

@@ -15,12 +15,15 @@ pub mod options;
 pub mod outgoing;
 pub mod peer;
 pub mod peer_media;
+pub mod reconfigure;
 pub mod room;
 mod room_commands;
 pub mod room_media;
 pub mod room_shares;
 mod room_signal;
 pub mod send_path;
+#[cfg(unix)]
+pub mod service;
 pub mod supervision;
 pub mod verifier;
 

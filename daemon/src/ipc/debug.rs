@@ -12,11 +12,15 @@ pub enum DebugAction {
     Exec(Box<Exec>),
     /// The client session that received the request panics.
     PanicSession,
+    /// The actix thread blocks for this long, as a handler stuck in a blocking call would:
+    /// every actor stops, and so do the watchdog keep-alives (`actors/service.rs`).
+    Wedge(std::time::Duration),
 }
 
 const USAGE: &str = "debug: expected {action: \"panic-peer\", room, peer}, \
     {action: \"panic-channel\", room, peer, label}, {action: \"panic-room\", room}, \
-    {action: \"panic-driver\", driver} or {action: \"panic-session\"}";
+    {action: \"panic-driver\", driver}, {action: \"panic-session\"} or \
+    {action: \"wedge\", seconds: \"1..=60\"}";
 
 /// Parses the args of a `debug` request.
 pub fn parse(args: &Value) -> Result<DebugAction, DaemonError> {
@@ -50,6 +54,13 @@ pub fn parse(args: &Value) -> Result<DebugAction, DaemonError> {
             DebugAction::Exec(Box::new(Exec::PanicDriver(get("driver").ok_or_else(bad)?)))
         }
         "panic-session" => DebugAction::PanicSession,
+        "wedge" => {
+            let secs: u64 = get("seconds")
+                .and_then(|s| s.parse().ok())
+                .filter(|s| (1..=60).contains(s))
+                .ok_or_else(bad)?;
+            DebugAction::Wedge(std::time::Duration::from_secs(secs))
+        }
         _ => return Err(bad()),
     })
 }

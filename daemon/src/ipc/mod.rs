@@ -2,6 +2,8 @@
 //! actor per connected client.
 
 pub mod access;
+#[cfg(unix)]
+pub mod activation;
 pub mod client_queue;
 #[cfg(feature = "fault-injection")]
 pub mod debug;

@@ -126,6 +126,14 @@ impl ClientSession {
                 Ok(crate::ipc::debug::DebugAction::PanicSession) => {
                     panic!("injected fault in client session {}", self.id)
                 }
+                Ok(crate::ipc::debug::DebugAction::Wedge(d)) => {
+                    tracing::warn!(
+                        seconds = d.as_secs(),
+                        "fault injection: wedging the actor loop"
+                    );
+                    std::thread::sleep(d);
+                    self.reply(id, Ok(obj(vec![])), ctx);
+                }
                 Err(e) => self.reply(id, Err(e), ctx),
             },
             Op::Share(a) => self.exec(id, Exec::Share(a), ctx),

@@ -110,8 +110,7 @@ pub fn claim(path: &Path) -> Result<SocketLock, DaemonError> {
 
 impl SocketLock {
     /// No lock: named pipes are not files, and the pipe server's first-instance flag does the
-    /// same job on Windows.
-    #[cfg(windows)]
+    /// same job on Windows; a socket systemd handed over is systemd's to guard.
     pub fn none() -> Self {
         SocketLock {
             _file: None,
