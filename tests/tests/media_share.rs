@@ -359,10 +359,14 @@ async fn bad_input_is_refused_or_reported_and_disturbs_nothing() -> Result<()> {
     if !err.to_string().contains("ip:port") {
         bail!("expected an ip:port error: {err}");
     }
-    let shared = ma
-        .client
-        .share(share_args(room, "cam", vec![track("vp8", true)]))
-        .await?;
+    // A limit the source does not keep (ffmpeg sends 800 kbit/s): the daemon cannot re-encode,
+    // so it tells the client, and sends on.
+    let mut limited = share_args(room, "cam", vec![track("vp8", true)]);
+    limited.video_parameters = Some(peerix_client::EncodingParameters {
+        max_bitrate: Some(200_000),
+        max_framerate: None,
+    });
+    let shared = ma.client.share(limited).await?;
     let port = ingest(&shared, "video")?;
     let mut taken = track("vp8", true);
     taken.rtp = Some(port.to_string());
@@ -408,6 +412,14 @@ async fn bad_input_is_refused_or_reported_and_disturbs_nothing() -> Result<()> {
         })
         .await?;
     eprintln!("[{room}] reported: {:?}", e.data);
+    let over = ma
+        .wait_for("LIMIT_EXCEEDED about the share", T, |e| {
+            e.name == "error" && format!("{:?}", e.data).contains("LIMIT_EXCEEDED")
+        })
+        .await?;
+    if !format!("{:?}", over.data).contains("maxBitrate") {
+        bail!("the limit event should name maxBitrate: {:?}", over.data);
+    }
     mb.wait_for("track:add", T, |e| e.name == "track:add")
         .await?;
     let dir = tempfile::tempdir()?;

@@ -135,8 +135,80 @@ pub(crate) struct SinkPort {
     pub(crate) tx: mpsc::Sender<Outgoing>,
 }
 
+/// How long a rate is measured over before it is compared with the share's limits.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+/// A source over its limits is reported at most this often.
+const OVER_LIMIT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A source's bitrate and frame rate, measured over [`RATE_WINDOW`], against the share's
+/// `maxBitrate`/`maxFramerate` (sans-IO: the caller passes the time).
+#[derive(Debug, Default)]
+pub(crate) struct RateWatch {
+    max_bitrate: Option<u64>,
+    max_framerate: Option<f64>,
+    window: Option<(Instant, u64, u64)>,
+    last_report: Option<Instant>,
+}
+
+impl RateWatch {
+    pub(crate) fn set_limits(&mut self, max_bitrate: Option<u64>, max_framerate: Option<f64>) {
+        self.max_bitrate = max_bitrate.filter(|b| *b > 0);
+        self.max_framerate = max_framerate.filter(|f| *f > 0.0);
+        self.window = None;
+    }
+
+    /// A packet of `bytes` payload arrived (`frame_end`: the last of a frame). Returns what to
+    /// tell the source when a finished window was over a limit by more than 10 %.
+    pub(crate) fn packet(&mut self, now: Instant, bytes: usize, frame_end: bool) -> Option<String> {
+        if self.max_bitrate.is_none() && self.max_framerate.is_none() {
+            return None;
+        }
+        let (start, b, f) = self.window.get_or_insert((now, 0, 0));
+        *b += bytes as u64;
+        *f += u64::from(frame_end);
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed < RATE_WINDOW {
+            return None;
+        }
+        let secs = elapsed.as_secs_f64();
+        let (bitrate, framerate) = (*b as f64 * 8.0 / secs, *f as f64 / secs);
+        self.window = None;
+        let mut over = Vec::new();
+        if let Some(max) = self.max_bitrate {
+            if bitrate > max as f64 * 1.1 {
+                over.push(format!(
+                    "{:.2} Mbit/s, over its maxBitrate of {:.2} Mbit/s (lower the encoder's \
+                     bitrate, e.g. ffmpeg -b:v)",
+                    bitrate / 1e6,
+                    max as f64 / 1e6
+                ));
+            }
+        }
+        if let Some(max) = self.max_framerate {
+            if framerate > max * 1.1 {
+                over.push(format!(
+                    "{framerate:.1} frames/s, over its maxFramerate of {max} (lower the \
+                     encoder's frame rate, e.g. ffmpeg -r)"
+                ));
+            }
+        }
+        if over.is_empty()
+            || self
+                .last_report
+                .is_some_and(|t| now.saturating_duration_since(t) < OVER_LIMIT_REPORT_INTERVAL)
+        {
+            return None;
+        }
+        self.last_report = Some(now);
+        Some(over.join("; "))
+    }
+}
+
 /// What a source tells its owner.
 pub enum SourceReport {
+    /// The source is over the share's `maxBitrate`/`maxFramerate` (at most every 10 s): the
+    /// daemon does not re-encode, so the encoder must lower it.
+    OverLimit(String),
     /// A receiver asked for a keyframe (already rate limited).
     Keyframe,
     /// Datagrams that are not RTP arrived on the ingest port: the total so far and the last
@@ -162,6 +234,8 @@ pub struct LocalSource {
     packetizer: Mutex<Option<Box<dyn Packetizer>>>,
     /// Where an ingest's packets come from (keyframe requests go back there).
     ingest_peer: Mutex<Option<(SocketAddr, u32)>>,
+    /// Its rates against the share's limits.
+    rates: Mutex<RateWatch>,
     closed: AtomicBool,
     close: Notify,
     packets: AtomicU64,
@@ -194,6 +268,7 @@ impl LocalSource {
             last_keyframe_request: Mutex::new(None),
             packetizer: Mutex::new(None),
             ingest_peer: Mutex::new(None),
+            rates: Mutex::new(RateWatch::default()),
             closed: AtomicBool::new(false),
             close: Notify::new(),
             packets: AtomicU64::new(0),
@@ -235,6 +310,11 @@ impl LocalSource {
         self.packets.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        let frame_end = packet.header.marker || self.codec.kind == MediaKind::Audio;
+        let over = lock(&self.rates).packet(Instant::now(), packet.payload.len(), frame_end);
+        if let Some(why) = over {
+            (self.report)(SourceReport::OverLimit(why));
+        }
         let sinks = lock(&self.sinks);
         for sink in sinks.iter() {
             let out = Outgoing {
@@ -313,6 +393,12 @@ impl LocalSource {
                 }
             }
         }
+    }
+
+    /// The share's `maxBitrate` (bit/s) and `maxFramerate`: the source is measured against
+    /// them and reported when over (see [`SourceReport::OverLimit`]).
+    pub fn set_limits(&self, max_bitrate: Option<u64>, max_framerate: Option<f64>) {
+        lock(&self.rates).set_limits(max_bitrate, max_framerate);
     }
 
     /// Stops the source: its ingest ends and nothing more is sent. Its senders stay attached
@@ -505,6 +591,44 @@ mod tests {
             b += 1;
         }
         assert_eq!(b, a.len(), "every sender gets the same packets");
+    }
+
+    #[test]
+    fn a_source_over_the_shares_limits_is_reported_now_and_then() {
+        let t0 = Instant::now();
+        let mut w = RateWatch::default();
+        assert_eq!(
+            w.packet(t0, 10_000, true),
+            None,
+            "no limits: nothing measured"
+        );
+        w.set_limits(Some(1_000_000), Some(30.0));
+        // 2 s of 3 Mbit/s at 30 frames/s: over the bitrate only.
+        let mut said = Vec::new();
+        for i in 0..=60u32 {
+            let at = t0 + Duration::from_millis(u64::from(i) * 2000 / 60);
+            said.extend(w.packet(at, 12_500, true));
+        }
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("maxBitrate") && !said[0].contains("maxFramerate"),
+            "{said:?}"
+        );
+        // Still over 4 s later: not said again within 10 s; said again after.
+        let mut again = Vec::new();
+        for i in 0..=600u32 {
+            let at = t0 + Duration::from_millis(2000 + u64::from(i) * 20);
+            again.extend(w.packet(at, 12_500, i % 2 == 0));
+        }
+        assert_eq!(again.len(), 1, "once per 10 s: {again:?}");
+        let mut calm = RateWatch::default();
+        calm.set_limits(Some(10_000_000), Some(60.0));
+        for i in 0..=100u32 {
+            assert_eq!(
+                calm.packet(t0 + Duration::from_millis(u64::from(i) * 30), 1000, true),
+                None
+            );
+        }
     }
 
     #[test]

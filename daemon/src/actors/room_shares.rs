@@ -150,6 +150,19 @@ fn reporter(
                     ("kind", Value::from(kind)),
                 ],
             ),
+            SourceReport::OverLimit(why) => {
+                let message = format!("share {label:?}: {kind} arrives at {why}");
+                tracing::warn!(room = %room, label = %label, "{message}");
+                EventRecord::new(
+                    "error",
+                    Some(&room),
+                    vec![
+                        ("label", Value::from(label.as_str())),
+                        ("track", Value::from(track.as_str())),
+                        ("error", error_value("LIMIT_EXCEEDED", &message)),
+                    ],
+                )
+            }
             SourceReport::Malformed { count, why } => {
                 let at = rtp.map(|a| a.to_string()).unwrap_or_default();
                 let message = format!(
@@ -272,6 +285,14 @@ impl Handler<RoomShare> for RoomActor {
         }
         for o in old.into_iter().flatten() {
             self.shares.retire(&o);
+        }
+        for m in &made {
+            let p = match m.source.codec().kind {
+                peerix_rtc::MediaKind::Audio => a.audio_parameters,
+                peerix_rtc::MediaKind::Video => a.video_parameters,
+            }
+            .unwrap_or_default();
+            m.source.set_limits(p.max_bitrate, p.max_framerate);
         }
         {
             let mut map = self.shares.sources.lock();
