@@ -40,6 +40,9 @@ pub mod event_names {
     pub const TRACK_REMOVE: &str = "track:remove";
     /// A peer receiving one of our shared tracks asked for a keyframe.
     pub const TRACK_KEYFRAME: &str = "track:keyframe";
+    /// A reassembled frame of a remote track whose frames a client asked for
+    /// (`forward {deliver}`).
+    pub const TRACK_FRAME: &str = "track:frame";
     /// A room- or daemon-level error.
     pub const ERROR: &str = "error";
     /// A signaling driver became active.

@@ -22,9 +22,12 @@ pub struct ForwardArgs {
     /// Where to send, `ip:port` (a loopback or local address). Required unless `stop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    /// Stop forwarding this track.
+    /// Stop forwarding this track (and delivering its frames).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop: bool,
+    /// Deliver the track's reassembled frames as `track:frame` events instead of RTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deliver: bool,
 }
 
 impl ForwardArgs {
@@ -36,6 +39,7 @@ impl ForwardArgs {
             kind: f.opt("kind")?,
             to: f.opt("to")?,
             stop: f.opt("stop")?.unwrap_or(false),
+            deliver: f.opt("deliver")?.unwrap_or(false),
         };
         if let Some(k) = &a.kind {
             if k != "audio" && k != "video" {
@@ -44,8 +48,13 @@ impl ForwardArgs {
                 )));
             }
         }
-        match (&a.to, a.stop) {
-            (None, false) => Err(f.bad("missing field `to` (an ip:port to send RTP to)".into())),
+        if a.deliver && (a.stop || a.to.is_some()) {
+            return Err(f.bad("`deliver` goes alone: without `to` and `stop`".into()));
+        }
+        match (&a.to, a.stop || a.deliver) {
+            (None, false) => Err(
+                f.bad("missing field `to` (an ip:port to send RTP to), or `deliver: true`".into())
+            ),
             (Some(to), false) if to.parse::<std::net::SocketAddr>().is_err() => Err(f.bad(
                 format!("invalid field `to`: {to:?} is not an ip:port such as 127.0.0.1:6000"),
             )),

@@ -516,3 +516,60 @@ async fn frames_over_ipc_reach_the_peer_and_keyframe_requests_reach_the_client()
     feeder.abort();
     Ok(())
 }
+
+#[tokio::test]
+async fn frames_of_a_remote_track_are_delivered_over_ipc() -> Result<()> {
+    let env = TestEnv::new()?;
+    let room = "media-deliver";
+    let (_a, _b, ma, mut mb) = pair(&env, room).await?;
+    let shared = ma
+        .client
+        .share(share_args(room, "cam", vec![track("vp8", true)]))
+        .await?;
+    let sender = RtpSender::start(Some(ingest(&shared, "video")?), None, 320, 240)?;
+    mb.wait_for("track:add", T, |e| e.name == "track:add")
+        .await?;
+    let res = mb.client.deliver(room, &ma.id, "cam", None).await?;
+    if res.codec != "video/VP8" || !res.sdp.is_empty() {
+        bail!("deliver answers the track without an SDP: {res:?}");
+    }
+    // Whole VP8 frames, the first usable one a keyframe (the daemon asked for one) whose
+    // header says 320x240.
+    let mut frames = 0;
+    let mut keyframe_size = None;
+    while frames < 30 {
+        let e = mb
+            .wait_for("track:frame", T, |e| e.name == "track:frame")
+            .await?;
+        let Some(rmpv::Value::Binary(data)) = value(&e, "data") else {
+            bail!("track:frame without binary data: {:?}", e.data);
+        };
+        if field(&e, "track") != Some(&res.track) || field(&e, "codec") != Some("video/VP8") {
+            bail!("track:frame names the wrong track: {:?}", e.data);
+        }
+        if data.len() >= 10 && data[0] & 1 == 0 && data[3..6] == [0x9d, 0x01, 0x2a] {
+            let w = u16::from_le_bytes([data[6], data[7]]) & 0x3fff;
+            let h = u16::from_le_bytes([data[8], data[9]]) & 0x3fff;
+            keyframe_size.get_or_insert((w, h));
+        }
+        frames += 1;
+    }
+    if keyframe_size != Some((320, 240)) {
+        bail!("no 320x240 VP8 keyframe among 30 frames: {keyframe_size:?}");
+    }
+    // `stop` ends the delivery.
+    mb.client.forward(room, &ma.id, "cam", None, None).await?;
+    // What was already on its way is not counted.
+    mb.drain_for(Duration::from_millis(300)).await;
+    let late = mb
+        .drain_for(Duration::from_millis(700))
+        .await
+        .into_iter()
+        .filter(|e| e.name == "track:frame")
+        .count();
+    if late > 0 {
+        bail!("{late} frames after stop");
+    }
+    sender.stop().await;
+    Ok(())
+}

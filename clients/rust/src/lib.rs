@@ -764,6 +764,7 @@ impl Client {
             kind: kind.map(str::to_owned),
             to: to.map(|t| t.to_string()),
             stop: to.is_none(),
+            deliver: false,
         });
         self.issue(&op).await?.typed().await
     }

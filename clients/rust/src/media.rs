@@ -1,6 +1,8 @@
 //! Media requests: sharing our own (`share`, `unshare`, `frame`).
 
-use peerix_ipc_proto::{FrameArgs, Op, ShareArgs, ShareResult, UnshareArgs};
+use peerix_ipc_proto::{
+    ForwardArgs, ForwardResult, FrameArgs, Op, ShareArgs, ShareResult, UnshareArgs,
+};
 
 use crate::{Client, Result};
 
@@ -11,6 +13,28 @@ impl Client {
     /// without renegotiation, as Peerix's `replaceTrack`.
     pub async fn share(&self, args: ShareArgs) -> Result<ShareResult> {
         self.issue(&Op::Share(args)).await?.typed().await
+    }
+
+    /// Delivers the reassembled frames of a track `peer` shares under `label` as `track:frame`
+    /// events (subscribe to `track:frame` in `room`), instead of forwarding RTP; stop with
+    /// [`Client::forward`] and no target.
+    pub async fn deliver(
+        &self,
+        room: &str,
+        peer: &str,
+        label: &str,
+        kind: Option<&str>,
+    ) -> Result<ForwardResult> {
+        let op = Op::Forward(ForwardArgs {
+            room: room.into(),
+            peer: peer.into(),
+            label: label.into(),
+            kind: kind.map(str::to_owned),
+            to: None,
+            stop: false,
+            deliver: true,
+        });
+        self.issue(&op).await?.typed().await
     }
 
     /// Stops sharing `label` in `room`; returns whether it was shared.

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod channel;
+mod deliver;
 mod local_media;
 pub mod loopback;
 mod media;
@@ -38,6 +39,7 @@ mod senders;
 use serde::{Deserialize, Serialize};
 
 pub use channel::{ChannelEvent, ChannelInit, RtcChannel};
+pub use deliver::Frame;
 pub use local_media::{
     spawn_rtp_ingest, LocalSource, SourceCodec, SourceReport, SourceStats, UnknownCodec,
 };
@@ -210,6 +212,9 @@ pub enum RtcEvent {
     Track(RemoteTrackInfo),
     /// A remote media track ended (by its track id).
     TrackEnded(String),
+    /// A remote track's reassembled frame (`RtcPeer::deliver`); holds one of the connection's
+    /// frame slots until dropped.
+    TrackFrame(Frame),
     /// Nothing receives a track's forward (reported once per `forward`; packets still go).
     ForwardRefused {
         /// The track id.
@@ -264,6 +269,9 @@ pub enum RtcError {
     /// A remote track could not be forwarded.
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    /// Frames of this codec cannot be reassembled here.
+    #[error("no depacketizer for {0}: deliver works for VP8, VP9, AV1, H.264 and Opus")]
+    NoDepacketizer(String),
     /// No sender of ours carries this track id.
     #[error("no local track {0} is sent on this connection")]
     NoSuchSender(String),

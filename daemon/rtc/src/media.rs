@@ -75,9 +75,16 @@ pub(crate) struct TrackEntry {
     received: AtomicU64,
     forwarded: AtomicU64,
     dropped: AtomicU64,
+    /// Frames reassembled for the owner (`forward {deliver}`), when asked.
+    deliver: Mutex<Option<crate::deliver::Deliverer>>,
 }
 
 impl TrackEntry {
+    fn deliverer(&self) -> MutexGuard<'_, Option<crate::deliver::Deliverer>> {
+        // A poisoned deliverer is still a valid `Option`.
+        self.deliver.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn sink(&self) -> MutexGuard<'_, Option<(UdpSocket, std::time::Instant)>> {
         // A poisoned sink is still a valid `Option`: the panicking holder was a writer.
         self.sink.lock().unwrap_or_else(|p| p.into_inner())
@@ -142,6 +149,26 @@ pub enum ForwardError {
 }
 
 impl Tracks {
+    /// Starts (`Some(deliverer)`) or stops reassembling `track`'s frames for the owner.
+    pub(crate) fn deliver(
+        &self,
+        track: &str,
+        deliverer: Option<crate::deliver::Deliverer>,
+    ) -> Result<(), ForwardError> {
+        let entry = self
+            .get(track)
+            .ok_or_else(|| ForwardError::NoSuchTrack(track.to_owned()))?;
+        let video = entry.kind == MediaKind::Video;
+        let on = deliverer.is_some();
+        *entry.deliverer() = deliverer;
+        if on && video {
+            // The first frame a client can use is a keyframe: ask for one now.
+            let entry = Arc::clone(&entry);
+            tokio::spawn(async move { request_keyframe(&entry).await });
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<TrackEntry>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -227,6 +254,8 @@ pub(crate) enum TrackReport {
     Refused(String, String),
     /// The track ended (only if it had started).
     Ended(String),
+    /// A reassembled frame (`forward {deliver}`).
+    Frame(crate::deliver::Frame),
 }
 
 /// Reads one remote track until it ends: reports it at its first packet, forwards its packets
@@ -254,6 +283,7 @@ pub(crate) fn spawn_reader(
             received: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            deliver: Mutex::new(None),
         });
         let mut announced = false;
         let mut buf = vec![0u8; 1500];
@@ -281,6 +311,11 @@ pub(crate) fn spawn_reader(
                     if let Ok(n) = packet.marshal_to(&mut buf) {
                         if let Some(why) = entry.forward(&buf[..n]) {
                             report(TrackReport::Refused(track.clone(), why));
+                        }
+                    }
+                    if let Some(d) = entry.deliverer().as_mut() {
+                        for f in d.push(&track, packet) {
+                            report(TrackReport::Frame(f));
                         }
                     }
                 }

@@ -114,6 +114,9 @@ struct Shared {
     control_slots: Arc<tokio::sync::Semaphore>,
     /// The remote tracks being received.
     tracks: Arc<Tracks>,
+    /// Slots of reassembled frames in flight to the owner, and frames dropped for want of one.
+    frame_slots: Arc<tokio::sync::Semaphore>,
+    frames_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -237,6 +240,7 @@ impl PeerConnectionEventHandler for Handler {
                 TrackReport::Started(info) => RtcEvent::Track(info),
                 TrackReport::Refused(track, error) => RtcEvent::ForwardRefused { track, error },
                 TrackReport::Ended(track) => RtcEvent::TrackEnded(track),
+                TrackReport::Frame(f) => RtcEvent::TrackFrame(f),
             })
         });
     }
@@ -396,6 +400,8 @@ impl RtcPeer {
             channel_queue: cfg.channel_event_queue.max(1),
             control_slots: Arc::new(tokio::sync::Semaphore::new(cfg.control_event_queue.max(1))),
             tracks: Arc::default(),
+            frame_slots: Arc::new(tokio::sync::Semaphore::new(crate::deliver::FRAME_SLOTS)),
+            frames_dropped: Arc::default(),
         });
         let pc = match build_pc(cfg, cfg.mdns, &shared).await {
             Ok(pc) => pc,
@@ -475,6 +481,34 @@ impl RtcPeer {
     /// (`None`). A video track's sender is asked for a keyframe at once.
     pub async fn forward(&self, track: &str, to: Option<SocketAddr>) -> Result<(), RtcError> {
         Ok(self.inner.shared.tracks.forward(track, to).await?)
+    }
+
+    /// Starts (`Some((mime, clock_rate))` of the track's codec) or stops delivering a remote
+    /// track's reassembled frames as [`RtcEvent::TrackFrame`]. A video track's sender is asked
+    /// for a keyframe at once.
+    pub fn deliver(&self, track: &str, codec: Option<(&str, u32)>) -> Result<(), RtcError> {
+        let shared = &self.inner.shared;
+        let deliverer = match codec {
+            Some((mime, clock_rate)) => Some(
+                crate::deliver::Deliverer::new(
+                    mime,
+                    clock_rate,
+                    Arc::clone(&shared.frame_slots),
+                    Arc::clone(&shared.frames_dropped),
+                )
+                .ok_or_else(|| RtcError::NoDepacketizer(mime.to_owned()))?,
+            ),
+            None => None,
+        };
+        Ok(shared.tracks.deliver(track, deliverer)?)
+    }
+
+    /// Frames dropped because the owner had [`crate::deliver::FRAME_SLOTS`] in flight.
+    pub fn frames_dropped(&self) -> u64 {
+        self.inner
+            .shared
+            .frames_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Packets received and forwarded for a live remote track.

@@ -498,6 +498,7 @@ impl Handler<Exec> for Daemon {
                                 label: a.label,
                                 kind: a.kind,
                                 to,
+                                deliver: a.deliver,
                             })
                             .await??;
                         peerix_ipc_proto::to_value(&out)

@@ -441,6 +441,7 @@ impl StreamHandler<RtcEvent> for PeerActor {
             RtcEvent::RemoteChannel(ch) => return self.adopt_channel(ch, ctx),
             RtcEvent::Track(info) => return self.remote_track(info, ctx),
             RtcEvent::TrackEnded(track) => return self.remote_track_ended(track),
+            RtcEvent::TrackFrame(frame) => return self.remote_frame(frame),
             RtcEvent::ForwardRefused { track, error } => {
                 return self.forward_refused(&track, &error)
             }

@@ -54,7 +54,7 @@ pub(super) async fn change_senders(
     }
 }
 
-/// Forward a remote track's RTP to `to`, or stop (`None`).
+/// Forward a remote track's RTP to `to`, or stop (`None`); or deliver its frames as events.
 #[derive(Message)]
 #[rtype(result = "Result<String, String>")]
 pub struct PeerForward {
@@ -62,6 +62,8 @@ pub struct PeerForward {
     pub track: String,
     /// The target, or `None` to stop.
     pub to: Option<SocketAddr>,
+    /// Deliver reassembled frames as `track:frame` events (instead of, or beside, RTP).
+    pub deliver: bool,
     /// The SDP's session name.
     pub name: String,
 }
@@ -118,6 +120,28 @@ impl PeerActor {
         )));
     }
 
+    /// A reassembled frame of a delivered track: a `track:frame` event for the room's clients.
+    /// The frame's slot is freed when the event is handed to the bus.
+    pub(super) fn remote_frame(&self, f: peerix_rtc::Frame) {
+        let Some(format) = self.media.get(&f.track) else {
+            return;
+        };
+        let kind = format.mime.split('/').next().unwrap_or("video");
+        self.s.bus.do_send(Emit(EventRecord::new(
+            peerix_ipc_proto::event_names::TRACK_FRAME,
+            Some(&self.s.room),
+            vec![
+                ("peer", Value::from(self.s.remote.as_str())),
+                ("track", Value::from(f.track.as_str())),
+                ("kind", Value::from(kind)),
+                ("codec", Value::from(format.mime.as_str())),
+                ("timestamp", Value::from(f.rtp_timestamp)),
+                ("duration", Value::from(f.duration_us)),
+                ("data", Value::Binary(f.data.to_vec())),
+            ],
+        )));
+    }
+
     /// A remote track ended.
     pub(super) fn remote_track_ended(&mut self, track: String) {
         self.media.remove(&track);
@@ -139,10 +163,19 @@ impl Handler<PeerForward> for PeerActor {
                     m.track
                 ));
             }
-            rtc.forward(&m.track, m.to)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(match m.to {
+            if m.deliver {
+                rtc.deliver(&m.track, Some((&format.mime, format.clock_rate)))
+                    .map_err(|e| e.to_string())?;
+            } else {
+                if m.to.is_none() {
+                    // `stop` ends both.
+                    rtc.deliver(&m.track, None).map_err(|e| e.to_string())?;
+                }
+                rtc.forward(&m.track, m.to)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(match m.to.filter(|_| !m.deliver) {
                 Some(to) => {
                     let kind = format.mime.split('/').next().unwrap_or("video");
                     forward_sdp(&m.name, kind, to.ip(), to.port(), &format)

@@ -55,6 +55,8 @@ pub struct RoomForward {
     pub kind: Option<String>,
     /// The target, or `None` to stop.
     pub to: Option<SocketAddr>,
+    /// Deliver frames as events instead.
+    pub deliver: bool,
 }
 
 impl Handler<RoomForward> for RoomActor {
@@ -111,6 +113,7 @@ impl Handler<RoomForward> for RoomActor {
                 .send(PeerForward {
                     track: track.track.clone(),
                     to: m.to,
+                    deliver: m.deliver,
                     name,
                 })
                 .await?
