@@ -109,13 +109,25 @@ pub struct RtpSender {
 }
 
 impl RtpSender {
-    /// Starts sending `width`×`height` at 30 fps (a keyframe every second, packets within a
-    /// 1200-byte MTU).
+    /// Starts sending `width`×`height` VP8 at 30 fps (a keyframe every second, packets within
+    /// a 1200-byte MTU).
     pub fn start(
         video: Option<std::net::SocketAddr>,
         audio: Option<std::net::SocketAddr>,
         width: u32,
         height: u32,
+    ) -> Result<Self> {
+        Self::start_codec(video, audio, width, height, "vp8")
+    }
+
+    /// As [`RtpSender::start`], with video codec `vp8`, `vp9` or `h264` (constrained
+    /// baseline, packetization-mode 1, as browsers take it).
+    pub fn start_codec(
+        video: Option<std::net::SocketAddr>,
+        audio: Option<std::net::SocketAddr>,
+        width: u32,
+        height: u32,
+        codec: &str,
     ) -> Result<Self> {
         let mut cmd = tokio::process::Command::new("ffmpeg");
         cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"]);
@@ -130,20 +142,32 @@ impl RtpSender {
             "sine=frequency=440:sample_rate=48000",
         ]);
         if let Some(v) = video {
-            cmd.args([
-                "-map",
-                "0:v",
-                "-c:v",
-                "libvpx",
-                "-deadline",
-                "realtime",
-                "-b:v",
-                "800k",
-                "-g",
-                "30",
-                "-f",
-                "rtp",
-            ]);
+            cmd.args(["-map", "0:v", "-g", "30", "-pix_fmt", "yuv420p"]);
+            let encoder: &[&str] = match codec {
+                "h264" => &[
+                    "-c:v",
+                    "libx264",
+                    "-profile:v",
+                    "baseline",
+                    "-preset",
+                    "ultrafast",
+                    "-tune",
+                    "zerolatency",
+                ],
+                "vp9" => &[
+                    "-c:v",
+                    "libvpx-vp9",
+                    "-deadline",
+                    "realtime",
+                    "-b:v",
+                    "800k",
+                    "-strict",
+                    "experimental",
+                ],
+                _ => &["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "800k"],
+            };
+            cmd.args(encoder);
+            cmd.args(["-f", "rtp"]);
             cmd.arg(format!("rtp://{v}?pkt_size=1200"));
         }
         if let Some(a) = audio {

@@ -495,7 +495,8 @@ async fn frames_over_ipc_reach_the_peer_and_keyframe_requests_reach_the_client()
     mb.wait_for("track:add", T, |e| {
         e.name == "track:add" && field(e, "label") == Some("screen")
     })
-    .await?;
+    .await
+    .with_context(|| format!("a's log:\n{}\nb's log:\n{}", a.log_tail(), b.log_tail()))?;
     let rx = Rx {
         m: &mb,
         d: &b,
@@ -571,5 +572,43 @@ async fn frames_of_a_remote_track_are_delivered_over_ipc() -> Result<()> {
         bail!("{late} frames after stop");
     }
     sender.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn h264_and_vp9_shares_are_decoded_from_the_other_daemon() -> Result<()> {
+    let env = TestEnv::new()?;
+    let room = "media-codecs";
+    let (a, b, ma, mut mb) = pair(&env, room).await?;
+    let dir = tempfile::tempdir()?;
+    for (codec, mime, name) in [("h264", "video/H264", "h264"), ("vp9", "video/VP9", "vp9")] {
+        let label = format!("cam-{codec}");
+        let shared = ma
+            .client
+            .share(share_args(room, &label, vec![track(codec, true)]))
+            .await?;
+        let sender =
+            RtpSender::start_codec(Some(ingest(&shared, "video")?), None, 320, 240, codec)?;
+        let added = mb
+            .wait_for("track:add", T, |e| {
+                e.name == "track:add" && field(e, "label") == Some(&label)
+            })
+            .await
+            .with_context(|| format!("a's log:\n{}\nb's log:\n{}", a.log_tail(), b.log_tail()))?;
+        if field(&added, "codec") != Some(mime) {
+            bail!("expected {mime} at B: {:?}", added.data);
+        }
+        let rx = Rx {
+            m: &mb,
+            d: &b,
+            dir: dir.path(),
+        };
+        let video = forward_and_decode(&rx, &ma.id, &label, "video", 20, name).await?;
+        if size_of(&video.stream_line) != Some((320, 240)) || !video.stream_line.contains(name) {
+            bail!("expected {name} 320x240: {}", video.stream_line);
+        }
+        sender.stop().await;
+        ma.client.unshare(room, &label).await?;
+    }
     Ok(())
 }

@@ -83,7 +83,11 @@ impl RtcPeer {
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
-                codec: codec.to_rtc(),
+                // No codec: the transceiver then offers every codec of its kind. Naming one
+                // makes it the only one offered and answered, and the stack narrows the
+                // connection's codecs to what was negotiated, so a later share (or re-share)
+                // of another codec could not be offered. The writer picks the payload type
+                // of its source's codec among those negotiated.
                 active: true,
                 ..Default::default()
             }],
@@ -198,27 +202,53 @@ async fn write_loop(
     mut rewriter: Rewriter,
     current: Arc<Mutex<Arc<LocalSource>>>,
 ) {
-    // Payload type per source id: looked up once per source (a re-share may change codec).
-    let mut pt: Option<(u64, Option<u8>)> = None;
+    // Payload type per source id, looked up once found (a re-share may change codec). Before
+    // the remote has answered there is none yet: packets are dropped and the lookup is tried
+    // again, at most every 100 ms.
+    let mut pt: Option<(u64, u8)> = None;
+    // While it is missing: (source, first miss, last try, reported).
+    let mut missing: Option<(u64, Instant, Instant, bool)> = None;
     let mut feedback = true;
     loop {
         tokio::select! {
             out = rx.recv() => {
                 let Some(Outgoing { source, codec, mut packet }) = out else { break };
                 if pt.is_none_or(|(s, _)| s != source) {
+                    let now = Instant::now();
+                    let (first, said) = match missing {
+                        Some((s, first, last, said)) if s == source => {
+                            if now.duration_since(last) < std::time::Duration::from_millis(100) {
+                                continue;
+                            }
+                            (first, said)
+                        }
+                        _ => (now, false),
+                    };
                     let found = match &sender {
                         Some(s) => payload_type(s, &codec).await,
                         None => None,
                     };
-                    if found.is_none() {
-                        tracing::warn!(
-                            "the peer did not accept {} on this sender; its packets are dropped",
-                            codec.mime
-                        );
+                    let Some(p) = found else {
+                        // Said once per source, once negotiation has had time.
+                        let say = !said && now.duration_since(first) > std::time::Duration::from_secs(5);
+                        if say {
+                            tracing::warn!(
+                                "the peer did not accept {} on this sender; its packets are \
+                                 dropped",
+                                codec.mime
+                            );
+                        }
+                        missing = Some((source, first, now, said || say));
+                        continue;
+                    };
+                    pt = Some((source, p));
+                    if missing.take().is_some() {
+                        // What came before the answer is lost: start from a keyframe.
+                        let source = Arc::clone(&lock(&current));
+                        source.request_keyframe();
                     }
-                    pt = Some((source, found));
                 }
-                let Some((_, Some(payload_type))) = pt else { continue };
+                let Some((_, payload_type)) = pt else { continue };
                 rewriter.rewrite(
                     Instant::now(),
                     &mut packet.header,
