@@ -163,8 +163,25 @@ async fn a_read_only_client_observes_but_cannot_change_anything() -> Result<()> 
             .send_text("demo", "chat", "hello", SendOptions::default())
             .await,
     );
-    for op in ["share", "unshare", "debug"] {
-        let r = client.request_raw(op, rmpv::Value::Map(vec![])).await;
+    // Well-formed requests, so that only the access tier can refuse them.
+    let share = rmpv::Value::Map(vec![
+        ("room".into(), "demo".into()),
+        ("label".into(), "cam".into()),
+        (
+            "tracks".into(),
+            rmpv::Value::Array(vec![rmpv::Value::Map(vec![("codec".into(), "vp8".into())])]),
+        ),
+    ]);
+    let unshare = rmpv::Value::Map(vec![
+        ("room".into(), "demo".into()),
+        ("label".into(), "cam".into()),
+    ]);
+    for (op, args) in [
+        ("share", share),
+        ("unshare", unshare),
+        ("debug", rmpv::Value::Map(vec![])),
+    ] {
+        let r = client.request_raw(op, args).await;
         denied(op, r);
     }
     // Denials leave the session usable, and the room joined.

@@ -160,8 +160,9 @@ async fn protocol_errors_are_reported_and_survived() -> Result<()> {
     )
     .await?;
     r.expect_error(ErrorCode::NotJoined).await?;
+    // An op whose arguments are incomplete: BAD_REQUEST naming the field.
     r.request(12, "share", map(vec![])).await?;
-    r.expect_error(ErrorCode::NotSupported).await?;
+    r.expect_error(ErrorCode::BadRequest).await?;
 
     // An oversized frame: error frame, then the daemon closes this connection only.
     let mut big = Raw::hello(&d).await?;
