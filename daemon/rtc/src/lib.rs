@@ -34,6 +34,8 @@ mod reactor;
 mod rewrite;
 mod runtime;
 mod senders;
+mod stats;
+pub use stats::PeerStats;
 
 use serde::{Deserialize, Serialize};
 
