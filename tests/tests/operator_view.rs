@@ -107,3 +107,107 @@ async fn peers_report_transport_figures() -> Result<()> {
     assert_eq!(status.rooms[0].peers, 1);
     Ok(())
 }
+
+fn peerix(d: &DaemonProc, args: &[&str]) -> Result<std::process::Output> {
+    Ok(std::process::Command::new(bin("peerix")?)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()?)
+}
+
+/// `peerix status` lays out the daemon, its drivers, rooms and each peer's figures for a
+/// human; `--json` keeps the machine output and adds the peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_shows_peers() -> Result<()> {
+    let env = TestEnv::new()?;
+    let (da, _db, a, b) = connected_pair(&env).await?;
+
+    let out = peerix(&da, &["status"])?;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout)?;
+    eprintln!("{text}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(text.contains(&format!("peerixd {version}")), "{text}");
+    assert!(text.contains("up "), "uptime: {text}");
+    let machine = a.client.status().await?.id;
+    assert!(text.contains(&machine), "machine id: {text}");
+    assert!(text.contains(&a.id), "room id: {text}");
+    for head in [
+        "PEER", "STATE", "PATH", "RTT", "IN", "OUT", "CHANNELS", "SHARES",
+    ] {
+        assert!(text.contains(head), "column {head}: {text}");
+    }
+    let row = text
+        .lines()
+        .find(|l| l.contains(&b.id))
+        .with_context(|| format!("a row for peer {}: {text}", b.id))?;
+    assert!(row.contains("connected"), "{row}");
+    assert!(row.contains("host/host"), "{row}");
+    assert!(row.contains("msg"), "{row}");
+    assert!(row.contains("chat"), "{row}");
+    assert!(!text.trim_start().starts_with('{'), "not JSON: {text}");
+
+    let out = peerix(&da, &["--json", "status"])?;
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["id"], machine.as_str());
+    let member = &v["rooms"][0]["members"][0];
+    assert_eq!(member["id"], b.id.as_str());
+    assert_eq!(member["state"], "connected");
+    assert_eq!(member["stats"]["localCandidate"], "host");
+    assert!(member["stats"]["bytesOut"].as_u64().is_some(), "{v}");
+    Ok(())
+}
+
+/// `peerix top --once` prints one frame as text: the peer's row with state, path, RTT and a
+/// send rate measured over the interval while a transfer runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_top_once_shows_rates() -> Result<()> {
+    let env = TestEnv::new()?;
+    let (da, _db, a, b) = connected_pair(&env).await?;
+
+    let top = tokio::process::Command::new(bin("peerix")?)
+        .arg("--socket")
+        .arg(&da.socket)
+        .args(["top", "--once", "--interval", "1500"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Traffic inside top's interval: its second sample sees the bytes, its first may not.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let payload = "y".repeat(100_000);
+    for _ in 0..5 {
+        a.client
+            .send_text("demo", "chat", &payload, SendOptions::default())
+            .await?;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(10), top.wait_with_output())
+        .await
+        .context("top --once exits")??;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout)?;
+    eprintln!("{text}");
+    assert!(text.starts_with("peerixd "), "{text}");
+    assert!(text.contains("OUT/s"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains(&b.id[..12]))
+        .with_context(|| format!("a row for {}: {text}", b.id))?;
+    let cells: Vec<&str> = row
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    // ROOM PEER STATE PATH RTT IN/s OUT/s IN OUT
+    assert_eq!(cells.len(), 9, "{cells:?}");
+    assert_eq!(cells[0], "demo");
+    assert_eq!(cells[2], "connected");
+    assert_eq!(cells[3], "host/host");
+    assert!(cells[6].ends_with("/s"), "{cells:?}");
+    assert!(
+        cells[6].contains("KiB/s") || cells[6].contains("MiB/s"),
+        "500 kB sent within the interval: {cells:?}"
+    );
+    Ok(())
+}
