@@ -211,3 +211,56 @@ async fn cli_top_once_shows_rates() -> Result<()> {
     );
     Ok(())
 }
+
+/// `[metrics] listen` serves the same figures in Prometheus' text format on loopback; a
+/// non-loopback address is refused by the configuration check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_on_loopback() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new()?;
+    let port = free_port()?;
+    let conf = env.dir.path().join("metrics.toml");
+    std::fs::write(&conf, format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))?;
+    let conf = conf.to_string_lossy().to_string();
+    let da = env.daemon("a", &["--config", &conf]).await?;
+    let db = env.daemon("b", &[]).await?;
+    let a = Member::join(&da, "demo", |_| {}).await?;
+    let mut b = Member::join(&db, "demo", |_| {}).await?;
+    let a_id = a.id.clone();
+    b.wait_for("b sees a", CONNECT, |e| {
+        is(e, "connection:connected", &a_id)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+        .await
+        .context("scrape answered")??;
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    assert!(body.contains("peerix_up 1"), "{body}");
+    assert!(body.contains("peerix_uptime_seconds "), "{body}");
+    assert!(body.contains("peerix_room_peers{room=\"demo\""), "{body}");
+    let sent = body
+        .lines()
+        .find(|l| l.starts_with("peerix_peer_bytes_sent_total{") && l.contains(&b.id))
+        .with_context(|| format!("bytes sent to b: {body}"))?;
+    assert!(sent.contains("path=\"host/host\""), "{sent}");
+    let value: u64 = sent.rsplit(' ').next().unwrap_or("").parse()?;
+    assert!(value > 0, "{sent}");
+
+    // Not on any other address: the endpoint has no access control.
+    let bad = env.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[metrics]\nlisten = \"0.0.0.0:9464\"\n")?;
+    let out = std::process::Command::new(bin("peerixd")?)
+        .arg("--check-config")
+        .arg(&bad)
+        .output()?;
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("loopback"), "{err}");
+    Ok(())
+}
