@@ -51,12 +51,12 @@ async fn peers_report_transport_figures() -> Result<()> {
         Some("host"),
         "loopback pairs host candidates: {before:?}"
     );
-    assert_eq!(
-        before.remote_candidate.as_deref(),
-        Some("host"),
+    // prflx when the remote's first check arrives before its signaled candidate.
+    assert!(
+        matches!(before.remote_candidate.as_deref(), Some("host" | "prflx")),
         "{before:?}"
     );
-    assert_eq!(before.path(), "host/host");
+    assert!(before.path().starts_with("host/"), "{before:?}");
     if let Some(rtt) = before.rtt {
         assert!((0.0..1000.0).contains(&rtt), "loopback RTT in ms: {rtt}");
     }
@@ -143,7 +143,7 @@ async fn cli_status_shows_peers() -> Result<()> {
         .find(|l| l.contains(&b.id))
         .with_context(|| format!("a row for peer {}: {text}", b.id))?;
     assert!(row.contains("connected"), "{row}");
-    assert!(row.contains("host/host"), "{row}");
+    assert!(row.contains("host/"), "{row}");
     assert!(row.contains("msg"), "{row}");
     assert!(row.contains("chat"), "{row}");
     assert!(!text.trim_start().starts_with('{'), "not JSON: {text}");
@@ -203,7 +203,11 @@ async fn cli_top_once_shows_rates() -> Result<()> {
     assert_eq!(cells.len(), 9, "{cells:?}");
     assert_eq!(cells[0], "demo");
     assert_eq!(cells[2], "connected");
-    assert_eq!(cells[3], "host/host");
+    // The remote candidate is prflx when its first check arrives before its signaled candidate.
+    assert!(
+        cells[3] == "host/host" || cells[3] == "host/prflx",
+        "{cells:?}"
+    );
     assert!(cells[6].ends_with("/s"), "{cells:?}");
     assert!(
         cells[6].contains("KiB/s") || cells[6].contains("MiB/s"),
@@ -247,7 +251,7 @@ async fn prometheus_metrics_on_loopback() -> Result<()> {
         .lines()
         .find(|l| l.starts_with("peerix_peer_bytes_sent_total{") && l.contains(&b.id))
         .with_context(|| format!("bytes sent to b: {body}"))?;
-    assert!(sent.contains("path=\"host/host\""), "{sent}");
+    assert!(sent.contains("path=\"host/"), "{sent}");
     let value: u64 = sent.rsplit(' ').next().unwrap_or("").parse()?;
     assert!(value > 0, "{sent}");
 
