@@ -25,11 +25,7 @@ const PPS: u64 = 208;
 const MBIT_PER_S: f64 = (PAYLOAD as u64 * 8 * PPS) as f64 / 1e6;
 
 /// Sends `secs` seconds of RTP to `to`, recording each packet's send time by sequence number.
-async fn stream(
-    to: SocketAddr,
-    dur: Duration,
-    sent: Arc<Mutex<HashMap<u64, Instant>>>,
-) -> Result<u64> {
+async fn stream(to: SocketAddr, dur: Duration, sent: Arc<Mutex<HashMap<u64, Instant>>>) -> Result<u64> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / PPS));
     let end = Instant::now() + dur;
@@ -70,16 +66,10 @@ async fn receive(sock: UdpSocket, sent: Arc<Mutex<HashMap<u64, Instant>>>) -> Ve
     while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await {
         raw += 1;
         if raw == 1 {
-            eprintln!(
-                "first datagram: {} bytes, header {:02x?}",
-                n,
-                &buf[..n.min(40)]
-            );
+            eprintln!("first datagram: {} bytes, header {:02x?}", n, &buf[..n.min(40)]);
         }
         let now = Instant::now();
-        let Some(at) = payload_at(&buf[..n]) else {
-            continue;
-        };
+        let Some(at) = payload_at(&buf[..n]) else { continue };
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&buf[at..at + 8]);
         let seq = u64::from_be_bytes(seq);
@@ -170,7 +160,7 @@ pub async fn media(run: &mut Run) -> Result<()> {
             .await?;
         let cpu_task = tokio::spawn(async move { cpu(&pids, dur).await });
         let (lat, n) = trial(ingest, rx, dur).await?;
-        busy.push(cpu_task.await??);
+        busy.push(cpu_task.await?? );
         mb.client
             .forward(room, &a_id, "bench", Some("video"), None)
             .await?;
@@ -184,57 +174,28 @@ pub async fn media(run: &mut Run) -> Result<()> {
     let fs = summary(&full)?;
     let ds = summary(&direct)?;
     run.add(
-        Row::new(
-            "media",
-            "ingest at A → forward at B, per RTP packet (p50)",
-            "ms",
-            fs.clone(),
-        )
-        .baseline("same packets straight to the socket", Some(ds.clone()))
-        .target("p50 ≤ 5 ms", fs.median <= 5.0)
-        .note(format!(
-            "2 Mbit/s of 1,200-byte packets, {trials} interleaved trials of {dur:?}"
-        )),
+        Row::new("media", "ingest at A → forward at B, per RTP packet (p50)", "ms", fs.clone())
+            .baseline("same packets straight to the socket", Some(ds.clone()))
+            .target("p50 ≤ 5 ms", fs.median <= 5.0)
+            .note(format!("2 Mbit/s of 1,200-byte packets, {trials} interleaved trials of {dur:?}")),
     );
     run.add(
-        Row::new(
-            "media",
-            "ingest at A → forward at B (p99)",
-            "ms",
-            one(fs.p99),
-        )
-        .baseline("direct p99", Some(one(ds.p99)))
-        .target("p99 ≤ 20 ms", fs.p99 <= 20.0),
+        Row::new("media", "ingest at A → forward at B (p99)", "ms", one(fs.p99))
+            .baseline("direct p99", Some(one(ds.p99)))
+            .target("p99 ≤ 20 ms", fs.p99 <= 20.0),
     );
-    run.add(Row::new(
-        "media",
-        "packets lost on the way",
-        "%",
-        summary(&lost)?,
-    ));
+    run.add(Row::new("media", "packets lost on the way", "%", summary(&lost)?));
     let bs = summary(&busy)?;
     let is_ = summary(&idle)?;
     let per_mbit = (bs.median - is_.median) / MBIT_PER_S;
     run.add(
-        Row::new(
-            "media",
-            "CPU of A + B while forwarding 2 Mbit/s",
-            "% of a core",
-            bs,
-        )
-        .baseline("same daemons, connected, idle", Some(is_))
-        .note(format!(
-            "{per_mbit:.2} % of a core per forwarded Mbit/s above idle"
-        )),
+        Row::new("media", "CPU of A + B while forwarding 2 Mbit/s", "% of a core", bs)
+            .baseline("same daemons, connected, idle", Some(is_))
+            .note(format!("{per_mbit:.2} % of a core per forwarded Mbit/s above idle")),
     );
     run.add(
-        Row::new(
-            "media",
-            "CPU per forwarded Mbit/s (A + B, above idle)",
-            "%/(Mbit/s)",
-            one(per_mbit),
-        )
-        .target("≤ 5 %/(Mbit/s)", per_mbit <= 5.0),
+        Row::new("media", "CPU per forwarded Mbit/s (A + B, above idle)", "%/(Mbit/s)", one(per_mbit))
+            .target("≤ 5 %/(Mbit/s)", per_mbit <= 5.0),
     );
 
     // Fan-out: one 2 Mbit/s share to 0 (baseline), 1, 4 and 8 receiving daemons.
@@ -250,17 +211,15 @@ pub async fn media(run: &mut Run) -> Result<()> {
     let mut base: Option<(f64, f64)> = None;
     for n in [0usize, 1, 4, 8] {
         while receivers.len() < n {
-            let d = env.daemon(&format!("fan-{}", receivers.len()), &[]).await?;
+            let d = env
+                .daemon(&format!("fan-{}", receivers.len()), &[])
+                .await?;
             let m = Member::join(&d, fan_room, |_| {}).await?;
             receivers.push((d, m));
         }
         // Time for the new daemons to connect and negotiate the share.
         tokio::time::sleep(Duration::from_secs(if n == 0 { 1 } else { 3 })).await;
-        let sender = tokio::spawn(stream(
-            ingest,
-            window + Duration::from_secs(1),
-            Arc::default(),
-        ));
+        let sender = tokio::spawn(stream(ingest, window + Duration::from_secs(1), Arc::default()));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let c = cpu(&[fa_pid], window).await?;
         let rss = procfs::rss_kib(fa_pid)? as f64 / 1024.0;
@@ -268,33 +227,18 @@ pub async fn media(run: &mut Run) -> Result<()> {
         match base {
             None => {
                 base = Some((c, rss));
-                run.add(Row::new(
-                    "media",
-                    "fan-out: A's CPU, share with no peer",
-                    "% of a core",
-                    one(c),
-                ));
+                run.add(Row::new("media", "fan-out: A's CPU, share with no peer", "% of a core", one(c)));
             }
             Some((bc, brss)) => {
                 run.add(
-                    Row::new(
-                        "media",
-                        &format!("fan-out to {n}: A's CPU"),
-                        "% of a core",
-                        one(c),
-                    )
-                    .baseline("no peer", Some(one(bc)))
-                    .target("≤ 2 % more per peer", (c - bc) / n as f64 <= 2.0),
+                    Row::new("media", &format!("fan-out to {n}: A's CPU"), "% of a core", one(c))
+                        .baseline("no peer", Some(one(bc)))
+                        .target("≤ 2 % more per peer", (c - bc) / n as f64 <= 2.0),
                 );
                 run.add(
-                    Row::new(
-                        "media",
-                        &format!("fan-out to {n}: A's RSS"),
-                        "MiB",
-                        one(rss),
-                    )
-                    .baseline("no peer", Some(one(brss)))
-                    .target("≤ 1 MiB more per peer", (rss - brss) / n as f64 <= 1.0),
+                    Row::new("media", &format!("fan-out to {n}: A's RSS"), "MiB", one(rss))
+                        .baseline("no peer", Some(one(brss)))
+                        .target("≤ 1 MiB more per peer", (rss - brss) / n as f64 <= 1.0),
                 );
             }
         }

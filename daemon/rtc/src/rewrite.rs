@@ -192,10 +192,7 @@ mod tests {
         // Same SSRC, numbers from 0 again.
         let mut h = header(0x5eed, 0, 0);
         r.rewrite(t0 + Duration::from_millis(40), &mut h, 1, 90_000, 96);
-        assert_eq!(
-            h.sequence_number, 550,
-            "the line goes on instead of going back"
-        );
+        assert_eq!(h.sequence_number, 550, "the line goes on instead of going back");
         // Ordinary reordering and loss are not restarts.
         let mut late = header(0x5eed, 65530, 0);
         r.rewrite(t0, &mut late, 1, 90_000, 96);
