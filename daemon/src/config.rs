@@ -48,6 +48,8 @@ pub struct DaemonConfig {
     pub access: access::AccessConfig,
     /// Running as a service: state directory, persistent identity (`[service]`).
     pub service: crate::config_service::ServiceConfig,
+    /// Optional Prometheus endpoint (`[metrics]`, `metrics.rs`).
+    pub metrics: crate::config_metrics::MetricsConfig,
 }
 
 impl Default for DaemonConfig {
@@ -66,6 +68,7 @@ impl Default for DaemonConfig {
             remote: Default::default(),
             access: access::AccessConfig::default(),
             service: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -363,6 +366,7 @@ impl DaemonConfig {
         }
         self.remote.validate()?;
         self.service.validate()?;
+        self.metrics.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(DaemonError::Config(format!(
                 "log: {:?} is not a valid filter: {e}",

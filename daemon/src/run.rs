@@ -78,6 +78,9 @@ pub async fn start(
     }
     // Make sure the daemon actor is up before anyone talks to it.
     let _ = daemon.send(DaemonId).await?;
+    if let Some(addr) = cfg.metrics.listen {
+        crate::metrics::spawn(addr, daemon.clone()).await?;
+    }
     Ok(Running {
         daemon,
         bus,

@@ -49,9 +49,9 @@ pub use ops::LeaveResult;
 pub use ops::{
     op_names, CloseArgs, DeliveryReport, DriverInfo, IceServer, IceTransportPolicy, JoinArgs,
     JoinOptions, JoinResult, LeaveArgs, Op, OpenArgs, OptionFlag, Payload, PayloadType, PeerInfo,
-    PeersArgs, PeersResult, RoomInfo, SendArgs, SendChunk, SendResult, SendStart, StatusResult,
-    SubscribeArgs, VerifierArgs, VerifyArgs, VerifyFallback, VerifyMode, VerifyOptions,
-    DEFAULT_LABEL,
+    PeerStats, PeersArgs, PeersResult, RoomInfo, SendArgs, SendChunk, SendResult, SendStart,
+    StatusResult, SubscribeArgs, VerifierArgs, VerifyArgs, VerifyFallback, VerifyMode,
+    VerifyOptions, DEFAULT_LABEL,
 };
 
 /// Re-export of the `rmpv` crate whose [`rmpv::Value`] is used for free-form data.

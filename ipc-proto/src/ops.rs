@@ -525,6 +525,9 @@ pub struct StatusResult {
     /// Joined rooms.
     #[serde(default)]
     pub rooms: Vec<RoomInfo>,
+    /// Seconds since the daemon started (0 from a daemon that predates the field).
+    #[serde(default)]
+    pub uptime: u64,
 }
 
 /// A signaling driver in [`StatusResult`].
@@ -606,6 +609,53 @@ pub struct PeerInfo {
     /// The tracks this peer shares with us (what `forward` can send on).
     #[serde(default)]
     pub tracks: Vec<crate::media::RemoteTrack>,
+    /// Transport figures of the connection; absent when the peer has no connection (yet) or
+    /// from a daemon that predates them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<PeerStats>,
+}
+
+/// Transport figures of one peer connection in [`PeerInfo`], from the WebRTC stack's
+/// statistics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStats {
+    /// Candidate type of our side of the selected ICE pair: `host`, `srflx`, `prflx` or
+    /// `relay`; absent before ICE selected a pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_candidate: Option<String>,
+    /// Candidate type of the remote side of the selected pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_candidate: Option<String>,
+    /// Current round-trip time of the selected pair in milliseconds; absent before the first
+    /// measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<f64>,
+    /// Data-channel payload bytes received (the control channel included).
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Data-channel payload bytes sent.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Data-channel messages received.
+    #[serde(default)]
+    pub messages_in: u64,
+    /// Data-channel messages sent.
+    #[serde(default)]
+    pub messages_out: u64,
+    /// Data channels open now (the control channel included).
+    #[serde(default)]
+    pub channels_open: u64,
+}
+
+impl PeerStats {
+    /// The selected path as `local/remote` candidate types (e.g. `host/host`), or `-`.
+    pub fn path(&self) -> String {
+        match (&self.local_candidate, &self.remote_candidate) {
+            (Some(l), Some(r)) => format!("{l}/{r}"),
+            _ => "-".to_string(),
+        }
+    }
 }
 
 /// Result of `send`. `peers` is absent in the intermediate replies of a

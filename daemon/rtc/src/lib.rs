@@ -35,6 +35,8 @@ mod reactor;
 mod rewrite;
 mod runtime;
 mod senders;
+mod stats;
+pub use stats::PeerStats;
 
 use serde::{Deserialize, Serialize};
 

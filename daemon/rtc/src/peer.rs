@@ -544,6 +544,11 @@ impl RtcPeer {
         }
     }
 
+    /// The stack's connection, for the read-only figures in `stats.rs`.
+    pub(crate) fn connection(&self) -> &Arc<dyn PeerConnection> {
+        &self.inner.pc
+    }
+
     /// Our ICE ufrag, known once the first offer or answer was created.
     pub fn local_ufrag(&self) -> Option<String> {
         Shared::lock(&self.inner.shared.local_ufrag).clone()

@@ -272,6 +272,7 @@ impl Actor for Daemon {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(id = %self.master.id(), "daemon started");
+        super::operator::start_instant();
         // Rooms from the configuration are joined at start; failures are events, not a dead
         // daemon, and a driver that is not up yet is waited for.
         for r in self.cfg.rooms.clone() {
@@ -428,6 +429,7 @@ impl Handler<Exec> for Daemon {
                     })
                     .collect();
                 let id = self.master.id().to_string();
+                let uptime = super::operator::start_instant().elapsed().as_secs();
                 Box::pin(
                     async move {
                         let mut out = StatusResult {
@@ -435,6 +437,7 @@ impl Handler<Exec> for Daemon {
                             id,
                             drivers: vec![],
                             rooms: vec![],
+                            uptime,
                         };
                         for (name, d) in drivers {
                             out.drivers.push(driver_status(name, d).await);
@@ -474,6 +477,7 @@ impl Handler<Exec> for Daemon {
                                     metadata: super::json_to_msgpack(&p.metadata),
                                     channels: p.channels,
                                     tracks: p.tracks,
+                                    stats: p.stats.map(super::operator::stats_out),
                                 })
                                 .collect(),
                         };

@@ -11,6 +11,7 @@ mod driver_status;
 pub mod event_bus;
 pub mod holds;
 pub mod inbox;
+mod operator;
 pub mod options;
 pub mod outgoing;
 pub mod peer;

@@ -89,10 +89,24 @@ pub struct LabelOpen(pub String, pub bool);
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// Open channel labels.
+/// Open channel labels and the connection's figures.
 #[derive(Message)]
-#[rtype(result = "Vec<String>")]
+#[rtype(result = "PeerDetails")]
 pub struct PeerInfo;
+
+/// What [`PeerInfo`] answers.
+#[derive(Debug, Clone, Default)]
+pub struct PeerDetails {
+    /// Open channel labels, sorted.
+    pub channels: Vec<String>,
+    /// The stack's figures; `None` without a connection or when the stack did not answer in
+    /// time.
+    pub stats: Option<peerix_rtc::PeerStats>,
+}
+
+/// How long `peers` waits for one connection's figures: a connection whose stack is busy
+/// must not hold up the listing of the others.
+const STATS_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The peer actor.
 pub struct PeerActor {
@@ -498,11 +512,18 @@ impl Handler<Shutdown> for PeerActor {
 }
 
 impl Handler<PeerInfo> for PeerActor {
-    type Result = MessageResult<PeerInfo>;
+    type Result = ResponseFuture<PeerDetails>;
     fn handle(&mut self, _: PeerInfo, _: &mut Self::Context) -> Self::Result {
-        let mut labels: Vec<String> = self.channels.keys().cloned().collect();
-        labels.sort();
-        MessageResult(labels)
+        let mut channels: Vec<String> = self.channels.keys().cloned().collect();
+        channels.sort();
+        let rtc = self.rtc.clone();
+        Box::pin(async move {
+            let stats = match rtc {
+                Some(rtc) => tokio::time::timeout(STATS_WAIT, rtc.stats()).await.ok(),
+                None => None,
+            };
+            PeerDetails { channels, stats }
+        })
     }
 }
 

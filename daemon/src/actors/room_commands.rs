@@ -125,6 +125,8 @@ pub struct PeerSummary {
     pub channels: Vec<String>,
     /// The tracks it shares with us.
     pub tracks: Vec<peerix_ipc_proto::RemoteTrack>,
+    /// The connection's figures, when it has a connection.
+    pub stats: Option<peerix_rtc::PeerStats>,
 }
 
 /// List the room's peers.
@@ -152,16 +154,17 @@ impl Handler<RoomPeers> for RoomActor {
         Box::pin(async move {
             let mut out = Vec::new();
             for ((id, addr, metadata, state), tracks) in entries {
-                let channels = match addr {
+                let details = match addr {
                     Some(a) => a.send(PeerInfo).await.unwrap_or_default(),
-                    None => Vec::new(),
+                    None => Default::default(),
                 };
                 out.push(PeerSummary {
                     id,
                     state,
                     metadata,
-                    channels,
+                    channels: details.channels,
                     tracks,
+                    stats: details.stats,
                 });
             }
             out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -18,6 +18,8 @@ use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
 mod media;
+mod status;
+mod top;
 
 /// Command-line client of peerixd, the Peerix peer daemon.
 #[derive(Debug, Parser)]
@@ -35,7 +37,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Show the daemon's peer id, drivers and joined rooms.
+    /// Show the daemon: version, uptime, machine id, drivers, rooms, and each peer's state,
+    /// path (ICE candidate types), RTT, traffic, channels and shares.
     Status,
     /// Join a room for good (returns at once; the daemon keeps the room joined after this
     /// command exits, until `peerix leave`: the room gets the persistent hold).
@@ -110,6 +113,9 @@ enum Cmd {
         /// The label.
         label: String,
     },
+    /// A live view of the mesh: peers per room, state, path, RTT and rates, refreshed every
+    /// second (q quits); one text frame with `--once` or when stdout is not a terminal.
+    Top(top::TopCmd),
     /// Print events until interrupted.
     Events {
         /// Only events of this room (plus daemon-level events).
@@ -151,33 +157,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
     match cli.cmd {
         Cmd::Status => {
-            let st = client.status().await.context("status failed")?;
+            let snap = status::Snapshot::read(&client).await?;
             if json {
-                print_json(&serde_json::to_value(&st)?);
+                print_json(&snap.to_json()?);
             } else {
-                println!("peerixd {}  id {}", st.version, st.id);
-                println!("drivers:");
-                for d in &st.drivers {
-                    let state = match (d.state.as_str(), d.active) {
-                        ("", true) => "active",
-                        ("", false) => "inactive",
-                        (s, _) => s,
-                    };
-                    println!("  {} ({}) {state}", d.name, d.kind);
-                }
-                println!("rooms:");
-                for r in &st.rooms {
-                    let persist = if r.persist { ", persistent" } else { "" };
-                    println!(
-                        "  {} via {} as {}: {} peer(s), held by {} client(s){persist}, channels: {}",
-                        r.room,
-                        r.driver,
-                        r.id,
-                        r.peers,
-                        r.holders,
-                        r.channels.join(", ")
-                    );
-                }
+                print!("{}", status::render(&snap));
             }
         }
         Cmd::Join { room, meta, driver } => {
@@ -280,6 +264,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .context("send failed")?;
             return Ok(print_send_result(&res, json));
         }
+        Cmd::Top(a) => return top::top(&client, a).await,
         Cmd::Forward(a) => return media::forward(&client, a, json).await,
         Cmd::Share(a) => return media::share(&client, a, json).await,
         Cmd::Unshare { room, label } => return media::unshare(&client, &room, &label, json).await,
