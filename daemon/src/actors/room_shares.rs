@@ -140,6 +140,19 @@ fn reporter(
     rtp: Option<SocketAddr>,
 ) -> impl Fn(SourceReport) + Send + Sync + 'static {
     move |r| {
+        // An `error` event about this track, logged as a warning too.
+        let error = |code: &str, message: String| {
+            tracing::warn!(room = %room, label = %label, "{message}");
+            EventRecord::new(
+                "error",
+                Some(&room),
+                vec![
+                    ("label", Value::from(label.as_str())),
+                    ("track", Value::from(track.as_str())),
+                    ("error", error_value(code, &message)),
+                ],
+            )
+        };
         let record = match r {
             SourceReport::Keyframe => EventRecord::new(
                 peerix_ipc_proto::event_names::TRACK_KEYFRAME,
@@ -152,16 +165,7 @@ fn reporter(
             ),
             SourceReport::OverLimit(why) => {
                 let message = format!("share {label:?}: {kind} arrives at {why}");
-                tracing::warn!(room = %room, label = %label, "{message}");
-                EventRecord::new(
-                    "error",
-                    Some(&room),
-                    vec![
-                        ("label", Value::from(label.as_str())),
-                        ("track", Value::from(track.as_str())),
-                        ("error", error_value("LIMIT_EXCEEDED", &message)),
-                    ],
-                )
+                error("LIMIT_EXCEEDED", message)
             }
             SourceReport::Malformed { count, why } => {
                 let at = rtp.map(|a| a.to_string()).unwrap_or_default();
@@ -169,16 +173,7 @@ fn reporter(
                     "RTP ingest {at} (label {label:?}): {count} datagram(s) so far were not \
                      RTP and were dropped; last: {why}"
                 );
-                tracing::warn!(room = %room, label = %label, "{message}");
-                EventRecord::new(
-                    "error",
-                    Some(&room),
-                    vec![
-                        ("label", Value::from(label.as_str())),
-                        ("track", Value::from(track.as_str())),
-                        ("error", error_value("MALFORMED_FRAME", &message)),
-                    ],
-                )
+                error("MALFORMED_FRAME", message)
             }
         };
         bus.do_send(Emit(record));
