@@ -42,7 +42,8 @@ pub use events::{
 };
 pub use media::{
     EncodingParameters, ForwardArgs, ForwardResult, FrameArgs, RemoteTrack, ShareArgs, ShareResult,
-    ShareTrack, SharedTrack, UnshareArgs, MAX_FRAME_BYTES, MAX_SHARE_TRACKS, SHARE_CODECS,
+    ShareStatus, ShareTrack, ShareTrackStatus, SharedTrack, UnshareArgs, MAX_FRAME_BYTES,
+    MAX_SHARE_TRACKS, SHARE_CODECS,
 };
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
 pub use ops::LeaveResult;

@@ -238,6 +238,43 @@ pub struct ShareResult {
     pub tracks: Vec<SharedTrack>,
 }
 
+/// One label we share, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareStatus {
+    /// The label.
+    pub label: String,
+    /// The stream id peers see.
+    pub stream: String,
+    /// Its tracks.
+    pub tracks: Vec<ShareTrackStatus>,
+}
+
+/// One shared track's source and counters, as `status` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareTrackStatus {
+    /// The track id peers see.
+    pub track: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// e.g. `video/VP8`.
+    pub codec: String,
+    /// The RTP ingest address (absent for a track fed by `frame`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtp: Option<String>,
+    /// RTP packets that entered (received, or made from frames).
+    pub packets: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Datagrams on the ingest port that were not RTP.
+    pub malformed: u64,
+    /// Packets lost by senders whose queue was full.
+    pub dropped: u64,
+    /// Keyframe requests passed on to the source.
+    pub keyframe_requests: u64,
+    /// Connections it is sent on.
+    pub senders: u64,
+}
+
 /// Arguments of `unshare`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnshareArgs {

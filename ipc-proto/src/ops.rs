@@ -566,6 +566,9 @@ pub struct RoomInfo {
     /// Open channel labels.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// What this daemon shares in the room (`share`), with each track's counters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<crate::media::ShareStatus>,
 }
 
 /// Result of `join`.

@@ -176,6 +176,22 @@ async fn ffmpeg_rtp_shared_by_one_daemon_is_decoded_from_the_other() -> Result<(
         bail!("expected Opus: {}", audio.stream_line);
     }
 
+    // `status` shows the share and its counters.
+    let status = ma.client.status().await?;
+    let share = status
+        .rooms
+        .iter()
+        .find(|r| r.room == room)
+        .and_then(|r| r.shares.iter().find(|s| s.label == "cam"))
+        .with_context(|| format!("no share in status: {status:?}"))?;
+    let v = share
+        .tracks
+        .iter()
+        .find(|t| t.kind == "video")
+        .context("no video track in status")?;
+    if share.stream != shared.stream || v.packets == 0 || v.senders != 1 || v.malformed != 0 {
+        bail!("status should show the share sending to one peer: {share:?}");
+    }
     // Re-share with another resolution from another ffmpeg: the same kinds, so a replacement
     // (no events at B) and the forward carries the new picture.
     let before: Vec<String> = mb

@@ -452,6 +452,7 @@ impl Handler<Exec> for Daemon {
                                     driver: info.driver,
                                     peers: info.peers as u64,
                                     channels: info.channels,
+                                    shares: info.shares,
                                 });
                             }
                         }

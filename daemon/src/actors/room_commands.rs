@@ -208,6 +208,8 @@ pub struct RoomSummary {
     pub peers: usize,
     /// Labels opened room-wide.
     pub channels: Vec<String>,
+    /// What we share.
+    pub shares: Vec<peerix_ipc_proto::ShareStatus>,
 }
 
 impl Handler<RoomInfo> for RoomActor {
@@ -224,6 +226,7 @@ impl Handler<RoomInfo> for RoomActor {
                 .filter(|(_, _, state, _)| *state == PeerState::Connected)
                 .count(),
             channels: self.machine.labels().map(str::to_owned).collect(),
+            shares: self.shares.describe(),
         }
     }
 }

@@ -68,40 +68,31 @@ impl LocalShares {
         }
     }
 
-    /// What `status` shows: label → (stream, tracks with their counters).
-    pub fn describe(&self) -> Vec<(String, Value)> {
+    /// What `status` shows: each label, its stream and its tracks with their counters.
+    pub fn describe(&self) -> Vec<peerix_ipc_proto::ShareStatus> {
         self.labels
             .iter()
-            .map(|(label, (stream, entries))| {
-                let tracks = entries
+            .map(|(label, (stream, entries))| peerix_ipc_proto::ShareStatus {
+                label: label.clone(),
+                stream: stream.clone(),
+                tracks: entries
                     .iter()
                     .map(|e| {
                         let s = e.source.stats();
-                        let mut m = vec![
-                            ("track", Value::from(e.track.as_str())),
-                            ("kind", Value::from(e.source.codec().kind.as_str())),
-                            ("codec", Value::from(e.source.codec().mime.as_str())),
-                            ("packets", Value::from(s.packets)),
-                            ("bytes", Value::from(s.bytes)),
-                            ("malformed", Value::from(s.malformed)),
-                            ("dropped", Value::from(s.dropped)),
-                            ("keyframe_requests", Value::from(s.keyframe_requests)),
-                            ("senders", Value::from(s.senders)),
-                        ];
-                        if let Some(a) = e.rtp {
-                            m.push(("rtp", Value::from(a.to_string())));
+                        peerix_ipc_proto::ShareTrackStatus {
+                            track: e.track.clone(),
+                            kind: e.source.codec().kind.as_str().to_owned(),
+                            codec: e.source.codec().mime.clone(),
+                            rtp: e.rtp.map(|a| a.to_string()),
+                            packets: s.packets,
+                            bytes: s.bytes,
+                            malformed: s.malformed,
+                            dropped: s.dropped,
+                            keyframe_requests: s.keyframe_requests,
+                            senders: s.senders,
                         }
-                        super::event_bus::obj(m)
                     })
-                    .collect();
-                (
-                    label.clone(),
-                    super::event_bus::obj(vec![
-                        ("label", Value::from(label.as_str())),
-                        ("stream", Value::from(stream.as_str())),
-                        ("tracks", Value::Array(tracks)),
-                    ]),
-                )
+                    .collect(),
             })
             .collect()
     }
