@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use peerix_client::{ShareArgs, ShareTrack};
-use peerix_system_tests::{is, DaemonProc, Member, TestEnv};
+use peerix_system_tests::{is, media, DaemonProc, Member, TestEnv};
 use tokio::net::UdpSocket;
 
 use crate::report::Row;
@@ -90,21 +89,12 @@ async fn trial(to: SocketAddr, rx: UdpSocket, dur: Duration) -> Result<(Vec<f64>
 }
 
 async fn share(m: &Member) -> Result<SocketAddr> {
+    let tracks = vec![media::share_track("vp8", true)];
     let res = m
         .client
-        .share(ShareArgs {
-            room: m.room.clone(),
-            label: "bench".into(),
-            tracks: vec![ShareTrack {
-                codec: "vp8".into(),
-                kind: None,
-                rtp: Some("127.0.0.1:0".into()),
-            }],
-            audio_parameters: None,
-            video_parameters: None,
-        })
+        .share(media::share_args(&m.room, "bench", tracks))
         .await?;
-    Ok(res.tracks[0].rtp.as_deref().context("no ingest")?.parse()?)
+    media::ingest(&res, "video")
 }
 
 fn pid(d: &DaemonProc) -> Result<u32> {

@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use peerix_client::{ShareArgs, ShareResult, ShareTrack};
 
 /// What ffmpeg made of a forwarded track.
 #[derive(Debug)]
@@ -13,6 +14,37 @@ pub struct Decoded {
     pub frames: u64,
     /// ffmpeg's `Stream #0:0` line (codec, size).
     pub stream_line: String,
+}
+
+/// A track of `codec` for `share`: an RTP ingest on a loopback port the daemon picks when
+/// `rtp`, else fed with `frame`.
+pub fn share_track(codec: &str, rtp: bool) -> ShareTrack {
+    ShareTrack {
+        codec: codec.into(),
+        kind: None,
+        rtp: rtp.then(|| "127.0.0.1:0".into()),
+    }
+}
+
+/// `share` of `tracks` under `label`, without limits.
+pub fn share_args(room: &str, label: &str, tracks: Vec<ShareTrack>) -> ShareArgs {
+    ShareArgs {
+        room: room.into(),
+        label: label.into(),
+        tracks,
+        audio_parameters: None,
+        video_parameters: None,
+    }
+}
+
+/// The ingest address of the share's track of `kind`.
+pub fn ingest(r: &ShareResult, kind: &str) -> Result<std::net::SocketAddr> {
+    let t = r
+        .tracks
+        .iter()
+        .find(|t| t.kind == kind)
+        .with_context(|| format!("no {kind} track in {r:?}"))?;
+    Ok(t.rtp.as_deref().context("no rtp address")?.parse()?)
 }
 
 /// A loopback UDP port nobody uses now (ffmpeg binds it and the one above, for RTCP).

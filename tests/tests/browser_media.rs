@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use peerix_system_tests::browser::{BrowserOpts, Order, Session, SessionOpts, T};
 use peerix_system_tests::field;
 use peerix_system_tests::media::{ffmpeg_decode, free_udp_pair, size_of};
-use peerix_system_tests::peerix_client::{self, Event};
+use peerix_system_tests::peerix_client::Event;
 use serde_json::json;
 
 /// A connected session whose browser has a fake camera and microphone.
@@ -436,39 +436,18 @@ async fn reshare_replaces_the_track_and_forwarding_follows() -> Result<()> {
 /// through every renegotiation.
 #[tokio::test]
 async fn the_browser_decodes_the_daemons_share() -> Result<()> {
-    use peerix_system_tests::media::RtpSender;
+    use peerix_system_tests::media::{ingest, share_args, share_track, RtpSender};
     let mut s = Session::connect("media-rx", SessionOpts::default()).await?;
     s.open_from_daemon("chat").await?;
     let (room, me) = (s.room.clone(), s.m.id.clone());
-    let tracks = |_: ()| {
-        vec![
-            peerix_client::ShareTrack {
-                codec: "vp8".into(),
-                kind: None,
-                rtp: Some("127.0.0.1:0".into()),
-            },
-            peerix_client::ShareTrack {
-                codec: "opus".into(),
-                kind: None,
-                rtp: Some("127.0.0.1:0".into()),
-            },
-        ]
+    let args = || {
+        let tracks = vec![share_track("vp8", true), share_track("opus", true)];
+        share_args(&room, "daemon-cam", tracks)
     };
-    let args = |t| peerix_client::ShareArgs {
-        room: room.clone(),
-        label: "daemon-cam".into(),
-        tracks: t,
-        audio_parameters: None,
-        video_parameters: None,
-    };
-    let shared = s.m.client.share(args(tracks(()))).await?;
-    let addr = |r: &peerix_client::ShareResult, kind: &str| -> Result<std::net::SocketAddr> {
-        let t = r.tracks.iter().find(|t| t.kind == kind).context("track")?;
-        Ok(t.rtp.as_deref().context("rtp")?.parse()?)
-    };
+    let shared = s.m.client.share(args()).await?;
     let sender = RtpSender::start(
-        Some(addr(&shared, "video")?),
-        Some(addr(&shared, "audio")?),
+        Some(ingest(&shared, "video")?),
+        Some(ingest(&shared, "audio")?),
         320,
         240,
     )?;
@@ -501,11 +480,11 @@ async fn the_browser_decodes_the_daemons_share() -> Result<()> {
 
     // Re-share at 640x360: the same transceivers, no renegotiation; the page's decoder follows.
     let before = s.b.call("state", json!({ "peer": me }), T).await?;
-    let reshared = s.m.client.share(args(tracks(()))).await?;
+    let reshared = s.m.client.share(args()).await?;
     sender.stop().await;
     let sender = RtpSender::start(
-        Some(addr(&reshared, "video")?),
-        Some(addr(&reshared, "audio")?),
+        Some(ingest(&reshared, "video")?),
+        Some(ingest(&reshared, "audio")?),
         640,
         360,
     )?;

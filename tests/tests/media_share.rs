@@ -10,41 +10,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use peerix_client::{ShareArgs, ShareResult, ShareTrack};
+use peerix_client::ShareResult;
 use peerix_ipc_proto::Event;
-use peerix_system_tests::media::{ffmpeg_decode, free_udp_pair, size_of, RtpSender};
+use peerix_system_tests::media::{
+    ffmpeg_decode, free_udp_pair, ingest, share_args, share_track as track, size_of, RtpSender,
+};
 use peerix_system_tests::*;
 
 const T: Duration = Duration::from_secs(20);
 const DECODE: Duration = Duration::from_secs(40);
-
-fn track(codec: &str, rtp: bool) -> ShareTrack {
-    ShareTrack {
-        codec: codec.into(),
-        kind: None,
-        rtp: rtp.then(|| "127.0.0.1:0".into()),
-    }
-}
-
-fn share_args(room: &str, label: &str, tracks: Vec<ShareTrack>) -> ShareArgs {
-    ShareArgs {
-        room: room.into(),
-        label: label.into(),
-        tracks,
-        audio_parameters: None,
-        video_parameters: None,
-    }
-}
-
-/// The ingest address of the share's track of `kind`.
-fn ingest(r: &ShareResult, kind: &str) -> Result<SocketAddr> {
-    let t = r
-        .tracks
-        .iter()
-        .find(|t| t.kind == kind)
-        .with_context(|| format!("no {kind} track in {r:?}"))?;
-    Ok(t.rtp.as_deref().context("no rtp address")?.parse()?)
-}
 
 fn media_name(e: &Event) -> Option<String> {
     let n = e.name.as_str();

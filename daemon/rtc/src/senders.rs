@@ -72,7 +72,7 @@ impl RtcPeer {
             MediaKind::Audio => RtpCodecKind::Audio,
             MediaKind::Video => RtpCodecKind::Video,
         };
-        let ssrc = rand_u32();
+        let ssrc: u32 = rand::random();
         let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             stream.to_owned(),
             track.to_owned(),
@@ -106,7 +106,7 @@ impl RtcPeer {
         let sender = transceiver.sender().await?;
         let (sink, rx) = source.add_sink();
         let current = Arc::new(Mutex::new(Arc::clone(source)));
-        let rewriter = Rewriter::new(ssrc, rand_u32() as u16, rand_u32());
+        let rewriter = Rewriter::new(ssrc, rand::random(), rand::random());
         tokio::spawn(write_loop(
             local,
             sender,
@@ -161,15 +161,6 @@ impl RtcPeer {
         entry.transceiver.stop().await?;
         Ok(())
     }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS per process and varied per instance: enough for
-    // SSRCs and initial numbers, which need to differ, not to be secret.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish() as u32
 }
 
 /// The payload type `codec` was negotiated with on this sender, preferring the exact `fmtp`
