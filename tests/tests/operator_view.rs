@@ -268,3 +268,99 @@ async fn prometheus_metrics_on_loopback() -> Result<()> {
     assert!(err.contains("loopback"), "{err}");
     Ok(())
 }
+
+type Screen = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+fn screen_text(screen: &Screen) -> String {
+    screen
+        .lock()
+        .map(|s| String::from_utf8_lossy(&s).into_owned())
+        .unwrap_or_default()
+}
+
+/// Waits up to 10 s until what the terminal received so far satisfies `cond`.
+async fn until(screen: &Screen, what: &str, cond: impl Fn(&str) -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = screen_text(screen);
+        if cond(&text) {
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{what}: {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Live `peerix top` in a real pseudo-terminal (util-linux `script` makes one, 120×30): it
+/// draws the peer's row on the alternate screen, refreshes it while a transfer runs (a rate
+/// appears that the first frame could not have), and `q` restores the terminal and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_top_live_in_a_terminal() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let env = TestEnv::new()?;
+    let (da, _db, a, b) = connected_pair(&env).await?;
+    let inner = format!(
+        "stty cols 120 rows 30; exec {} --socket {} top --interval 300",
+        bin("peerix")?.display(),
+        da.socket.display()
+    );
+    let mut top = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("util-linux `script` makes the pseudo-terminal; is it installed?")?;
+    let mut stdin = top.stdin.take().context("stdin")?;
+    let mut stdout = top.stdout.take().context("stdout")?;
+    let screen = Screen::default();
+    let reader = {
+        let screen = screen.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = screen.lock() {
+                    s.extend_from_slice(&buf[..n]);
+                }
+            }
+        })
+    };
+    let peer = &b.id[..12];
+    // The alternate screen, the header and the peer's row.
+    until(&screen, "top draws its first frame", |t| {
+        t.contains("\x1b[?1049h") && t.contains("q: quit") && t.contains(peer)
+    })
+    .await?;
+    let first = screen_text(&screen);
+    anyhow::ensure!(
+        !first.contains("KiB/s") && !first.contains("MiB/s"),
+        "no traffic yet: {first:?}"
+    );
+    // A transfer while top runs: a later frame shows a send rate.
+    let payload = "z".repeat(200_000);
+    for _ in 0..10 {
+        a.client
+            .send_text("demo", "chat", &payload, SendOptions::default())
+            .await?;
+    }
+    until(&screen, "a refreshed frame shows the send rate", |t| {
+        t.contains("KiB/s") || t.contains("MiB/s")
+    })
+    .await?;
+    stdin.write_all(b"q").await?;
+    stdin.flush().await?;
+    let status = tokio::time::timeout(Duration::from_secs(10), top.wait())
+        .await
+        .context("top exits on q")??;
+    let _ = reader.await;
+    assert!(status.success(), "{status:?}");
+    until(&screen, "the terminal is restored", |t| {
+        t.contains("\x1b[?1049l")
+    })
+    .await?;
+    Ok(())
+}
