@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let system = actix::System::new();
     system.block_on(async move {
-        let running = peerixd::run::start(cfg.clone(), identity, true)
+        let mut running = peerixd::run::start(cfg.clone(), identity, true)
             .await
             .with_context(|| format!("starting peerixd on {}", cfg.socket_path().display()))?;
         #[cfg(unix)]
@@ -143,6 +143,7 @@ fn main() -> anyhow::Result<()> {
                     let f = tracing_subscriber::EnvFilter::try_new(log).map_err(|e| e.to_string())?;
                     log_filter.reload(f).map_err(|e| e.to_string())
                 },
+                &mut running.metrics,
             )
             .await;
             #[cfg(unix)]

@@ -22,8 +22,23 @@ use crate::error::DaemonError;
 /// How long one scrape may take: reading the request, asking the actors, writing.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Binds `addr` and serves scrapes on the current actix system until it stops.
-pub async fn spawn(addr: SocketAddr, daemon: Addr<Daemon>) -> Result<SocketAddr, DaemonError> {
+/// A serving endpoint. Dropping it stops serving and closes its port (a reload that removes or
+/// moves `[metrics] listen`).
+pub struct Endpoint {
+    /// The address it listens on.
+    pub bound: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `addr` and serves scrapes on the current actix system until it stops or the returned
+/// [`Endpoint`] is dropped.
+pub async fn spawn(addr: SocketAddr, daemon: Addr<Daemon>) -> Result<Endpoint, DaemonError> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         DaemonError::Config(format!(
             "metrics.listen {addr}: {e} (choose a free port, or remove [metrics] listen)"
@@ -31,7 +46,7 @@ pub async fn spawn(addr: SocketAddr, daemon: Addr<Daemon>) -> Result<SocketAddr,
     })?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(%bound, "metrics on http://{bound}/metrics");
-    actix::spawn(async move {
+    let task = actix::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
@@ -52,7 +67,24 @@ pub async fn spawn(addr: SocketAddr, daemon: Addr<Daemon>) -> Result<SocketAddr,
             let _ = tokio::time::timeout(SCRAPE_TIMEOUT, scrape).await;
         }
     });
-    Ok(bound)
+    Ok(Endpoint { bound, task })
+}
+
+/// Applies a reloaded `[metrics] listen` to the running endpoint: stops it, or starts one on
+/// the new address and then stops the old. Err (the running endpoint stays) when the new
+/// address cannot be bound.
+pub async fn reload(
+    running: &mut Option<Endpoint>,
+    listen: Option<SocketAddr>,
+    daemon: &Addr<Daemon>,
+) -> Result<(), DaemonError> {
+    match listen {
+        None => *running = None,
+        // Already served there (e.g. the old setting asked for port 0 and got this one).
+        Some(addr) if running.as_ref().is_some_and(|e| e.bound == addr) => {}
+        Some(addr) => *running = Some(spawn(addr, daemon.clone()).await?),
+    }
+    Ok(())
 }
 
 /// The exposition text; figures the actors did not give are left out.

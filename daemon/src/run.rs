@@ -28,6 +28,8 @@ pub struct Running {
     pub socket: std::path::PathBuf,
     /// Whether the socket came from systemd (`LISTEN_FDS`) rather than being bound here.
     pub activated: bool,
+    /// The Prometheus endpoint, when `[metrics] listen` is set (SIGHUP may move it).
+    pub metrics: Option<crate::metrics::Endpoint>,
 }
 
 /// Starts the daemon's actors and, when `listen` is set, the IPC listener. Must be called inside a
@@ -78,9 +80,10 @@ pub async fn start(
     }
     // Make sure the daemon actor is up before anyone talks to it.
     let _ = daemon.send(DaemonId).await?;
-    if let Some(addr) = cfg.metrics.listen {
-        crate::metrics::spawn(addr, daemon.clone()).await?;
-    }
+    let metrics = match cfg.metrics.listen {
+        Some(addr) => Some(crate::metrics::spawn(addr, daemon.clone()).await?),
+        None => None,
+    };
     Ok(Running {
         daemon,
         bus,
@@ -89,6 +92,7 @@ pub async fn start(
         listener: ipc,
         socket: path,
         activated,
+        metrics,
     })
 }
 

@@ -569,6 +569,13 @@ pub struct RoomInfo {
     /// What this daemon shares in the room (`share`), with each track's counters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<crate::media::ShareStatus>,
+    /// The URLs of the STUN and TURN servers the room's new connections use (credentials are
+    /// never listed).
+    #[serde(default, rename = "iceServers")]
+    pub ice_servers: Vec<String>,
+    /// `all`, or `relay` (TURN only).
+    #[serde(default, rename = "iceTransportPolicy")]
+    pub ice_transport_policy: String,
 }
 
 /// Result of `join`.

@@ -190,6 +190,125 @@ async fn sighup_joins_and_leaves_rooms_and_refuses_a_bad_edit() -> Result<()> {
     Ok(())
 }
 
+/// `GET /metrics` on `port`: whether it answers with the exposition text.
+async fn scrape(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut body = String::new();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.is_ok()
+        && tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+            .await
+            .is_ok()
+        && body.contains("peerix_up 1")
+}
+
+/// SIGHUP's ICE settings reach rooms already joined: their next connections use them (a room
+/// whose join chose its own servers keeps them), and `status` shows what a room uses. The
+/// metrics endpoint moves to a new address, and a busy one is refused with the old one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_ice_settings_and_moves_metrics() -> Result<()> {
+    let env = TestEnv::new()?;
+    let conf = env.dir.path().join("peerixd.toml");
+    let (p1, p2) = (free_port()?, free_port()?);
+    let write = |policy: &str, servers: &str, port: u16| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[room_defaults]\n\
+                 iceTransportPolicy = \"{policy}\"\niceServers = {servers}\n\
+                 [[rooms]]\nid = \"ice\"\n"
+            ),
+        )
+    };
+    // Relay only, and no TURN server: no peer can reach this daemon.
+    write("relay", "[]", p1)?;
+    let conf_s = conf.display().to_string();
+    let da = env.daemon("a", &["--config", &conf_s]).await?;
+    let watcher = da.client().await?;
+    let mut events = watcher.subscribe(&["config:reload"], None).await?;
+    // A room whose join names its own servers and policy.
+    let own = da.client().await?;
+    let mut args = peerix_ipc_proto::JoinArgs::new("own");
+    args.options = Some(peerix_ipc_proto::JoinOptions {
+        ice_servers: Some(vec![peerix_ipc_proto::IceServer {
+            urls: vec!["stun:127.0.0.1:9".into()],
+            username: None,
+            credential: None,
+        }]),
+        ice_transport_policy: Some(peerix_ipc_proto::IceTransportPolicy::Relay),
+        ..Default::default()
+    });
+    own.join(args).await?;
+    let room = |name: &'static str| {
+        let c = &watcher;
+        async move {
+            let st = c.status().await?;
+            st.rooms
+                .into_iter()
+                .find(|r| r.room == name)
+                .with_context(|| format!("room {name} in status"))
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while room("ice").await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the configured room was not joined");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(room("ice").await?.ice_transport_policy, "relay");
+    assert!(scrape(p1).await, "metrics on the first port");
+
+    // The operator opens the path up and moves the metrics.
+    write("all", "[{ urls = [\"stun:127.0.0.1:7\"] }]", p2)?;
+    hup(&da)?;
+    let ev = reload_event(&mut events).await?;
+    let changes = format!("{:?}", value(&ev, "changes"));
+    assert!(
+        changes.contains("ICE settings")
+            && changes.contains("\\\"ice\\\"")
+            && changes.contains("metrics"),
+        "{ev:?}"
+    );
+    assert!(!changes.contains("\\\"own\\\""), "{ev:?}");
+    let ice = room("ice").await?;
+    assert_eq!(ice.ice_transport_policy, "all", "{ice:?}");
+    assert_eq!(ice.ice_servers, vec!["stun:127.0.0.1:7".to_string()]);
+    let own_room = room("own").await?;
+    assert_eq!(own_room.ice_transport_policy, "relay", "{own_room:?}");
+    assert_eq!(own_room.ice_servers, vec!["stun:127.0.0.1:9".to_string()]);
+    assert!(scrape(p2).await, "metrics on the new port");
+    assert!(!scrape(p1).await, "the old port is closed");
+
+    // A peer arriving now connects: a's new connection may use host candidates.
+    let db = env.daemon("b", &[]).await?;
+    let mut b = Member::join(&db, "ice", |_| {}).await?;
+    let a_id = da.client().await?.status().await?;
+    let a_id = a_id
+        .rooms
+        .iter()
+        .find(|r| r.room == "ice")
+        .map(|r| r.id.clone())
+        .context("a's id in ice")?;
+    b.wait_for("b connects to a after the reload", CONNECT, |e| {
+        is(e, "connection:connected", &a_id)
+    })
+    .await?;
+
+    // A busy address: refused, the endpoint stays where it was.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let p3 = busy.local_addr()?.port();
+    write("all", "[{ urls = [\"stun:127.0.0.1:7\"] }]", p3)?;
+    hup(&da)?;
+    let ev = reload_event(&mut events).await?;
+    let refused = format!("{:?}", value(&ev, "refused"));
+    assert!(refused.contains("metrics"), "{ev:?}");
+    assert!(scrape(p2).await, "metrics still on the second port");
+    Ok(())
+}
+
 #[test]
 fn check_config_names_every_bad_key() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -189,6 +189,7 @@ impl Daemon {
             Ok(o) => o,
             Err(e) => return Box::pin(async move { Err(e) }.into_actor(self)),
         };
+        let own_ice = super::options::OwnIce::of(args.options.as_ref());
         let metadata = args
             .metadata
             .as_ref()
@@ -215,6 +216,7 @@ impl Daemon {
             let membership = Membership {
                 driver_name,
                 options,
+                own_ice,
                 metadata: metadata.clone(),
                 labels: Default::default(),
                 verifier: None,
@@ -453,6 +455,8 @@ impl Handler<Exec> for Daemon {
                                     peers: info.peers as u64,
                                     channels: info.channels,
                                     shares: info.shares,
+                                    ice_servers: info.ice_servers,
+                                    ice_transport_policy: info.ice_transport_policy,
                                 });
                             }
                         }

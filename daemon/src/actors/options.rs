@@ -81,3 +81,80 @@ pub fn nats_config(n: &NatsDriverConfig) -> NatsConfig {
         ..NatsConfig::default()
     }
 }
+
+/// Which ICE settings a join set itself (Peerix's `iceServers` and `iceTransportPolicy`). A
+/// reload's new defaults reach a joined room only where its join left them to the defaults:
+/// an app that chose its own TURN server keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnIce {
+    /// The join gave `iceServers`.
+    pub servers: bool,
+    /// The join gave `iceTransportPolicy`.
+    pub policy: bool,
+}
+
+impl OwnIce {
+    /// What `o` overrides.
+    pub fn of(o: Option<&JoinOptions>) -> Self {
+        Self {
+            servers: o.is_some_and(|o| o.ice_servers.is_some()),
+            policy: o.is_some_and(|o| o.ice_transport_policy.is_some()),
+        }
+    }
+}
+
+/// Applies reloaded defaults' ICE settings to a joined room's `options`, except those its join
+/// set; returns whether anything changed.
+pub fn reapply_ice(defaults: &RoomOptions, own: OwnIce, options: &mut RoomOptions) -> bool {
+    let mut changed = false;
+    if !own.servers && options.ice_servers != defaults.ice_servers {
+        options.ice_servers.clone_from(&defaults.ice_servers);
+        changed = true;
+    }
+    if !own.policy && options.ice_transport_policy != defaults.ice_transport_policy {
+        options.ice_transport_policy = defaults.ice_transport_policy;
+        changed = true;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{IceServerConfig, IceTransportPolicy};
+
+    fn stun(url: &str) -> Vec<IceServerConfig> {
+        vec![IceServerConfig {
+            urls: vec![url.into()],
+            username: None,
+            credential: None,
+        }]
+    }
+
+    #[test]
+    fn reload_reaches_only_what_the_join_left_to_the_defaults() {
+        let defaults = RoomOptions {
+            ice_servers: stun("stun:new.example:3478"),
+            ice_transport_policy: IceTransportPolicy::Relay,
+            ..Default::default()
+        };
+
+        let mut plain = RoomOptions::default();
+        assert!(reapply_ice(&defaults, OwnIce::default(), &mut plain));
+        assert_eq!(plain.ice_servers, defaults.ice_servers);
+        assert_eq!(plain.ice_transport_policy, IceTransportPolicy::Relay);
+        assert!(!reapply_ice(&defaults, OwnIce::default(), &mut plain));
+
+        let mut own = RoomOptions {
+            ice_servers: stun("stun:mine.example:3478"),
+            ..Default::default()
+        };
+        let join = JoinOptions {
+            ice_servers: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(reapply_ice(&defaults, OwnIce::of(Some(&join)), &mut own));
+        assert_eq!(own.ice_servers, stun("stun:mine.example:3478"));
+        assert_eq!(own.ice_transport_policy, IceTransportPolicy::Relay);
+    }
+}

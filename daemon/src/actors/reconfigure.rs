@@ -1,7 +1,8 @@
 //! `Reconfigure`: SIGHUP's new configuration reaches the `Daemon`. Rooms added to the file are
 //! joined, rooms removed from it lose the configuration's (persistent) hold, and what the daemon
 //! reads when it starts a room or a driver (`room_defaults`, `default_driver`, `drivers`) applies
-//! from then on. Keys read only at start are reported as needing a restart.
+//! from then on; the ICE servers and policy of `room_defaults` also reach the rooms already
+//! joined, for their new connections. Keys read only at start are reported as needing a restart.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use rmpv::Value;
 use super::backoff::Backoff;
 use super::daemon::Daemon;
 use super::event_bus::{Emit, EventRecord};
+use super::room_commands::SetIce;
 use crate::config::DaemonConfig;
 
 /// Top-level keys the daemon reads only at start (or hands its sessions and rooms once).
@@ -23,10 +25,11 @@ const RESTART_KEYS: &[&str] = &[
 /// `leave` releases the persistent hold (PROTOCOL.md §11).
 const CONFIG_SESSION: u64 = 0;
 
-/// Apply a reloaded configuration (already validated).
+/// Apply a reloaded configuration (already validated), with what the reload could not apply
+/// before it reached the `Daemon` (e.g. a metrics address that cannot be bound).
 #[derive(Message)]
 #[rtype(result = "ReloadReport")]
-pub struct Reconfigure(pub Arc<DaemonConfig>);
+pub struct Reconfigure(pub Arc<DaemonConfig>, pub Vec<String>);
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, MessageResponse)]
@@ -35,6 +38,8 @@ pub struct ReloadReport {
     pub changes: Vec<String>,
     /// Changed keys that take effect at the next restart.
     pub restart: Vec<String>,
+    /// Changes that could not be applied, with why (the running setting stays).
+    pub refused: Vec<String>,
 }
 
 /// What differs between two configurations, key by key (pure; unit tested).
@@ -87,11 +92,16 @@ pub fn diff(old: &DaemonConfig, new: &DaemonConfig) -> (Vec<String>, Vec<String>
 impl Handler<Reconfigure> for Daemon {
     type Result = ReloadReport;
 
-    fn handle(&mut self, Reconfigure(cfg): Reconfigure, ctx: &mut Self::Context) -> ReloadReport {
+    fn handle(
+        &mut self,
+        Reconfigure(cfg, refused): Reconfigure,
+        ctx: &mut Self::Context,
+    ) -> ReloadReport {
         if self.shutting_down {
             return ReloadReport::default();
         }
-        let (join, leave, report) = diff(&self.cfg, &cfg);
+        let (join, leave, mut report) = diff(&self.cfg, &cfg);
+        report.refused = refused;
         // Restart-only keys keep their running values, so that what this run does matches
         // what it reported.
         let mut merged = (*cfg).clone();
@@ -105,6 +115,13 @@ impl Handler<Reconfigure> for Daemon {
         merged.service = old.service.clone();
         let cfg = Arc::new(merged);
         self.cfg = cfg.clone();
+        let ice = self.reapply_ice(&cfg.room_defaults);
+        if !ice.is_empty() {
+            report.changes.push(format!(
+                "room_defaults ICE settings: new connections in {}",
+                ice.join(", ")
+            ));
+        }
         for id in leave {
             let fut = self
                 .leave_because(
@@ -130,9 +147,32 @@ impl Handler<Reconfigure> for Daemon {
                 ("ok", Value::from(true)),
                 ("changes", strs(&report.changes)),
                 ("restart", strs(&report.restart)),
+                ("refused", strs(&report.refused)),
             ],
         )));
         report
+    }
+}
+
+impl Daemon {
+    /// Gives joined rooms the reloaded ICE servers and policy, where their join did not choose
+    /// its own; returns the rooms that changed. Their membership records change too, so a
+    /// room re-joined after a crash keeps the new settings.
+    fn reapply_ice(&mut self, defaults: &crate::config::RoomOptions) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (room, m) in &mut self.memberships {
+            if !super::options::reapply_ice(defaults, m.own_ice, &mut m.options) {
+                continue;
+            }
+            if let Some(addr) = self.rooms.get(room) {
+                addr.do_send(SetIce {
+                    servers: m.options.ice_servers.clone(),
+                    policy: m.options.ice_transport_policy,
+                });
+            }
+            changed.push(format!("{room:?}"));
+        }
+        changed
     }
 }
 

@@ -12,6 +12,7 @@ use super::peer::InjectPanic;
 use super::peer::{LabelOpen, PeerActor, PeerInfo, PeerState};
 use super::room::RoomActor;
 use super::send_path::Slot;
+use crate::config::IceTransportPolicy;
 use crate::error::DaemonError;
 
 impl RoomActor {
@@ -210,6 +211,10 @@ pub struct RoomSummary {
     pub channels: Vec<String>,
     /// What we share.
     pub shares: Vec<peerix_ipc_proto::ShareStatus>,
+    /// The URLs of the ICE servers new connections use.
+    pub ice_servers: Vec<String>,
+    /// `all` or `relay`.
+    pub ice_transport_policy: String,
 }
 
 impl Handler<RoomInfo> for RoomActor {
@@ -227,7 +232,39 @@ impl Handler<RoomInfo> for RoomActor {
                 .count(),
             channels: self.machine.labels().map(str::to_owned).collect(),
             shares: self.shares.describe(),
+            ice_servers: self
+                .s
+                .options
+                .ice_servers
+                .iter()
+                .flat_map(|s| s.urls.iter().cloned())
+                .collect(),
+            ice_transport_policy: match self.s.options.ice_transport_policy {
+                IceTransportPolicy::All => "all",
+                IceTransportPolicy::Relay => "relay",
+            }
+            .to_string(),
         }
+    }
+}
+
+/// A reload's ICE settings (`reconfigure.rs`): connections made from now on use them; the ones
+/// already up keep the path they have.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetIce {
+    /// STUN and TURN servers.
+    pub servers: Vec<crate::config::IceServerConfig>,
+    /// `all` or `relay`.
+    pub policy: IceTransportPolicy,
+}
+
+impl Handler<SetIce> for RoomActor {
+    type Result = ();
+    fn handle(&mut self, m: SetIce, _: &mut Self::Context) {
+        tracing::info!(room = %self.s.room, servers = m.servers.len(), policy = ?m.policy, "new ICE settings for new connections");
+        self.s.options.ice_servers = m.servers;
+        self.s.options.ice_transport_policy = m.policy;
     }
 }
 

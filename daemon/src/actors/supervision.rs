@@ -25,6 +25,8 @@ pub struct Membership {
     pub driver_name: String,
     /// Room options after merging the join's overrides.
     pub options: RoomOptions,
+    /// The ICE settings the join chose itself, which a reload leaves alone.
+    pub own_ice: super::options::OwnIce,
     /// Our metadata.
     pub metadata: Json,
     /// Labels opened room-wide (not the per-peer ones: those peers reconnect anyway).
