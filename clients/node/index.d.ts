@@ -103,6 +103,9 @@ export interface RoomStatus {
   holders: number;
   persist: boolean;
   inbox?: number;
+  /** URLs of the STUN/TURN servers the room's new connections use (never credentials). */
+  iceServers?: string[];
+  iceTransportPolicy?: 'all' | 'relay';
 }
 
 export interface Status {
