@@ -32,6 +32,11 @@ fi
 command -v cargo-machete >/dev/null 2>&1 || cargo install --locked cargo-machete
 cargo machete --skip-target-dir
 
+# The .deb test (tests/tests/install.rs) packs the built binaries with cargo-deb and installs the
+# package into a scratch root. Pinned, without default features (no xz): ~3 CPU-minutes to build.
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb@3.8.0 --no-default-features
+export PEERIX_REQUIRE_DEB=1
+
 # The system tests start real daemons: build the binaries first.
 # (with the daemon's fault injection, which only test builds carry; see daemon/Cargo.toml).
 # Binaries and tests in one build: dev-dependencies change the features of shared crates, and a
