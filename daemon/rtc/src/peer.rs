@@ -82,6 +82,15 @@ pub struct RtcPeer {
     inner: Arc<PeerInner>,
 }
 
+impl RtcPeer {
+    /// Runs `f` in the span that was current when the connection was created (the daemon's
+    /// `peer{room, peer}`): what the stack logs while applying descriptions and candidates
+    /// then says which connection it is about.
+    fn in_span<F: std::future::Future>(&self, f: F) -> tracing::instrument::Instrumented<F> {
+        tracing::Instrument::instrument(f, self.inner.span.clone())
+    }
+}
+
 struct PeerInner {
     pc: Arc<dyn PeerConnection>,
     control: Arc<dyn DataChannel>,
@@ -89,6 +98,8 @@ struct PeerInner {
     /// Our media senders. Here and not in [`Shared`]: a transceiver holds the connection,
     /// which holds the handler, which holds `Shared` (no `Arc` cycle).
     senders: Senders,
+    /// The span current at creation (see [`RtcPeer::in_span`]).
+    span: tracing::Span,
 }
 
 /// State shared with the event handler. Holds no strong reference to the connection or its
@@ -440,41 +451,51 @@ impl RtcPeer {
                 control,
                 shared,
                 senders: Senders::default(),
+                span: tracing::Span::current(),
             }),
         })
     }
 
     /// Creates an offer and sets it as the local description.
     pub async fn create_offer(&self) -> Result<SessionDescription, RtcError> {
-        let offer = self.inner.pc.create_offer(None).await?;
-        self.remember_local(&offer.sdp);
-        self.inner.pc.set_local_description(offer.clone()).await?;
-        self.set_signaling(SIG_LOCAL_OFFER);
-        Ok(to_public(&offer))
+        self.in_span(async {
+            let offer = self.inner.pc.create_offer(None).await?;
+            self.remember_local(&offer.sdp);
+            self.inner.pc.set_local_description(offer.clone()).await?;
+            self.set_signaling(SIG_LOCAL_OFFER);
+            Ok(to_public(&offer))
+        })
+        .await
     }
 
     /// Creates an answer to the applied remote offer and sets it as the local description.
     pub async fn create_answer(&self) -> Result<SessionDescription, RtcError> {
-        let answer = self.inner.pc.create_answer(None).await?;
-        self.remember_local(&answer.sdp);
-        self.inner.pc.set_local_description(answer.clone()).await?;
-        self.set_signaling(SIG_STABLE);
-        Ok(to_public(&answer))
+        self.in_span(async {
+            let answer = self.inner.pc.create_answer(None).await?;
+            self.remember_local(&answer.sdp);
+            self.inner.pc.set_local_description(answer.clone()).await?;
+            self.set_signaling(SIG_STABLE);
+            Ok(to_public(&answer))
+        })
+        .await
     }
 
     /// Applies a remote offer or answer (or `pranswer`/`rollback`). Fails on an offer while
     /// our own offer is pending: roll back first if we are the polite side (§6.5).
     pub async fn set_remote_description(&self, d: SessionDescription) -> Result<(), RtcError> {
-        let (desc, next) = match d.r#type.as_str() {
-            "offer" => (RTCSessionDescription::offer(d.sdp)?, SIG_REMOTE_OFFER),
-            "answer" => (RTCSessionDescription::answer(d.sdp)?, SIG_STABLE),
-            "pranswer" => (RTCSessionDescription::pranswer(d.sdp)?, SIG_OTHER),
-            "rollback" => (RTCSessionDescription::rollback(None)?, SIG_STABLE),
-            _ => return Err(RtcError::InvalidSdpType(d.r#type)),
-        };
-        self.inner.pc.set_remote_description(desc).await?;
-        self.set_signaling(next);
-        Ok(())
+        self.in_span(async {
+            let (desc, next) = match d.r#type.as_str() {
+                "offer" => (RTCSessionDescription::offer(d.sdp)?, SIG_REMOTE_OFFER),
+                "answer" => (RTCSessionDescription::answer(d.sdp)?, SIG_STABLE),
+                "pranswer" => (RTCSessionDescription::pranswer(d.sdp)?, SIG_OTHER),
+                "rollback" => (RTCSessionDescription::rollback(None)?, SIG_STABLE),
+                _ => return Err(RtcError::InvalidSdpType(d.r#type)),
+            };
+            self.inner.pc.set_remote_description(desc).await?;
+            self.set_signaling(next);
+            Ok(())
+        })
+        .await
     }
 
     /// Forwards a remote track's RTP, unchanged, to `to` (a local UDP address), or stops
@@ -523,14 +544,17 @@ impl RtcPeer {
 
     /// Discards a pending local (or remote) offer, returning to `Stable`.
     pub async fn rollback(&self) -> Result<(), RtcError> {
-        let desc = RTCSessionDescription::rollback(None)?;
-        if self.signaling_state() == SignalingState::HaveRemoteOffer {
-            self.inner.pc.set_remote_description(desc).await?;
-        } else {
-            self.inner.pc.set_local_description(desc).await?;
-        }
-        self.set_signaling(SIG_STABLE);
-        Ok(())
+        self.in_span(async {
+            let desc = RTCSessionDescription::rollback(None)?;
+            if self.signaling_state() == SignalingState::HaveRemoteOffer {
+                self.inner.pc.set_remote_description(desc).await?;
+            } else {
+                self.inner.pc.set_local_description(desc).await?;
+            }
+            self.set_signaling(SIG_STABLE);
+            Ok(())
+        })
+        .await
     }
 
     /// Current signaling state (tracked from our own successful calls).
@@ -557,23 +581,26 @@ impl RtcPeer {
     /// Adds a remote candidate. An empty `candidate` (end-of-candidates) is ignored. Fails
     /// before a remote description is set: queue candidates until then (§5.2).
     pub async fn add_ice_candidate(&self, c: IceCandidateInit) -> Result<(), RtcError> {
-        if c.candidate.trim().is_empty() {
-            return Ok(());
-        }
-        self.inner
-            .pc
-            .add_ice_candidate(webrtc::peer_connection::RTCIceCandidateInit {
-                candidate: c.candidate,
-                sdp_mid: c.sdp_mid,
-                sdp_mline_index: c.sdp_m_line_index,
-                username_fragment: c.username_fragment,
-                url: None,
-            })
-            .await?;
-        // The driver is not woken by a new remote candidate; without this the first check
-        // waits for the next ICE tick (up to 200 ms).
-        self.inner.shared.wake_driver().await;
-        Ok(())
+        self.in_span(async {
+            if c.candidate.trim().is_empty() {
+                return Ok(());
+            }
+            self.inner
+                .pc
+                .add_ice_candidate(webrtc::peer_connection::RTCIceCandidateInit {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_m_line_index,
+                    username_fragment: c.username_fragment,
+                    url: None,
+                })
+                .await?;
+            // The driver is not woken by a new remote candidate; without this the first check
+            // waits for the next ICE tick (up to 200 ms).
+            self.inner.shared.wake_driver().await;
+            Ok(())
+        })
+        .await
     }
 
     /// Sends one binary message on the control channel (fails until `ControlOpen`).
@@ -588,32 +615,35 @@ impl RtcPeer {
         label: &str,
         init: ChannelInit,
     ) -> Result<RtcChannel, RtcError> {
-        if init.max_retransmits.is_some() && init.max_packet_life_time.is_some() {
-            return Err(RtcError::InvalidChannelInit(
-                "max_retransmits and max_packet_life_time are exclusive",
-            ));
-        }
-        let dc = self
-            .inner
-            .pc
-            .create_data_channel(
-                label,
-                Some(RTCDataChannelInit {
-                    ordered: init.ordered,
-                    max_packet_life_time: init.max_packet_life_time,
-                    max_retransmits: init.max_retransmits,
-                    protocol: init.protocol.clone(),
-                    negotiated: None,
-                }),
-            )
-            .await?;
-        Ok(RtcChannel::start(
-            dc,
-            label.to_owned(),
-            init.ordered,
-            init.protocol,
-            self.inner.shared.channel_queue,
-        ))
+        self.in_span(async {
+            if init.max_retransmits.is_some() && init.max_packet_life_time.is_some() {
+                return Err(RtcError::InvalidChannelInit(
+                    "max_retransmits and max_packet_life_time are exclusive",
+                ));
+            }
+            let dc = self
+                .inner
+                .pc
+                .create_data_channel(
+                    label,
+                    Some(RTCDataChannelInit {
+                        ordered: init.ordered,
+                        max_packet_life_time: init.max_packet_life_time,
+                        max_retransmits: init.max_retransmits,
+                        protocol: init.protocol.clone(),
+                        negotiated: None,
+                    }),
+                )
+                .await?;
+            Ok(RtcChannel::start(
+                dc,
+                label.to_owned(),
+                init.ordered,
+                init.protocol,
+                self.inner.shared.channel_queue,
+            ))
+        })
+        .await
     }
 
     /// Closes the control channel (SCTP stream reset, so the remote learns we left, §5.8),
@@ -621,7 +651,12 @@ impl RtcPeer {
     /// channel (if not sent before).
     pub async fn close(&self) {
         self.inner.senders.detach_all();
-        close_inner(&self.inner.pc, &self.inner.control, &self.inner.shared).await;
+        self.in_span(close_inner(
+            &self.inner.pc,
+            &self.inner.control,
+            &self.inner.shared,
+        ))
+        .await;
     }
 
     pub(crate) fn pc(&self) -> &Arc<dyn PeerConnection> {

@@ -93,8 +93,12 @@ impl TunedRuntime {
 }
 
 impl Runtime for TunedRuntime {
+    // The stack's tasks run in the span that was current when they were spawned (the daemon's
+    // `peer{room, peer}` span around the connection's creation), so its log lines say which
+    // connection they are about.
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
+        self.inner
+            .spawn(Box::pin(tracing::Instrument::in_current_span(future)))
     }
 
     fn spawn_reactor(
@@ -104,7 +108,7 @@ impl Runtime for TunedRuntime {
     ) -> Box<dyn JoinHandle> {
         Box::new(crate::reactor::ReactorJoinHandle(crate::reactor::spawn(
             reactor_pool_size,
-            future,
+            Box::pin(tracing::Instrument::in_current_span(future)),
         )))
     }
 

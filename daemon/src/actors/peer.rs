@@ -408,9 +408,12 @@ impl Actor for PeerActor {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         ctx.add_stream(ReceiverStream::new(rx));
         let cfg = self.s.rtc.clone();
+        // The stack's tasks inherit this span (`TunedRuntime::spawn`): journald lines from
+        // deep inside WebRTC carry the room and the peer.
+        let span = tracing::info_span!("peer", room = %self.s.room, peer = %self.s.remote);
         // `wait`: no command is handled before the connection exists.
         ctx.wait(
-            async move { RtcPeer::new(&cfg, tx).await }
+            tracing::Instrument::instrument(async move { RtcPeer::new(&cfg, tx).await }, span)
                 .into_actor(self)
                 .map(|res, act, _| match res {
                     Ok(rtc) => act.rtc = Some(rtc),
