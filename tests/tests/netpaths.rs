@@ -216,6 +216,11 @@ async fn stun_connects_through_nat() -> Result<()> {
     assert!(local != "relay" && remote != "relay");
     let took = transfer(&mut p, 256 * 1024).await?;
     println!("netpaths: STUN: 256 KiB in {took:?}");
+    let took = transfer(&mut p, 4 << 20).await?;
+    println!(
+        "netpaths: STUN: 4 MiB in {took:?} ({:.1} MB/s)",
+        4.194304 / took.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -246,6 +251,11 @@ async fn turn_udp_relays_when_direct_udp_is_blocked() -> Result<()> {
         let took = transfer(&mut p, 256 * 1024).await?;
         println!("netpaths: TURN/UDP: 256 KiB #{i} in {took:?}");
     }
+    let took = transfer(&mut p, 4 << 20).await?;
+    println!(
+        "netpaths: TURN/UDP: 4 MiB in {took:?} ({:.1} MB/s)",
+        4.194304 / took.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -111,6 +111,8 @@ async fn daemon_and_browser(lab: &mut Lab, ice: Vec<IceServer>) -> Result<(Strin
         stats.route(),
         stats.rtt
     );
+    assert_eq!(stats.protocol.as_deref(), Some("udp"), "{stats:?}");
+    assert!(stats.local_address.is_some() && stats.remote_address.is_some());
     b.quit().await?;
     Ok((
         stats.local_candidate.unwrap_or_default(),
