@@ -214,6 +214,22 @@ async fn stun_connects_through_nat() -> Result<()> {
         "a path through two NATs uses a reflexive candidate: {local} -> {remote}"
     );
     assert!(local != "relay" && remote != "relay");
+    // `peerix status` shows the route (protocol and addresses) in its human layout.
+    let out = std::process::Command::new(bin("peerix")?)
+        .arg("--socket")
+        .arg(&p._da.socket)
+        .arg("status")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = text
+        .lines()
+        .find(|l| l.contains(&b_id))
+        .with_context(|| format!("no row for {b_id}: {text}"))?;
+    println!("netpaths: STUN: peerix status row: {row}");
+    assert!(
+        text.contains("ROUTE") && row.contains("udp 10.1.0.2:"),
+        "{text}"
+    );
     let took = transfer(&mut p, 256 * 1024).await?;
     println!("netpaths: STUN: 256 KiB in {took:?}");
     let took = transfer(&mut p, 4 << 20).await?;
