@@ -66,6 +66,15 @@ async fn daemon_and_browser(lab: &mut Lab, ice: Vec<IceServer>) -> Result<(Strin
         is(e, "channel:open", &bid) && field(e, "label") == Some("chat")
     })
     .await?;
+    // Peerix in the page acknowledges only on a channel it has set up: wait for it there too
+    // (as `Session::wait_channel` does).
+    let daemon_id = m.id.clone();
+    b.call(
+        "waitChannel",
+        json!({ "label": "chat", "peer": daemon_id }),
+        T,
+    )
+    .await?;
     let mark = b.mark();
     let res = m
         .client
@@ -83,7 +92,6 @@ async fn daemon_and_browser(lab: &mut Lab, ice: Vec<IceServer>) -> Result<(Strin
             b.diagnostics()
         );
     }
-    let daemon_id = m.id.clone();
     b.wait_from(
         mark,
         "the text at the browser",
