@@ -13,6 +13,7 @@ use tokio::sync::mpsc::Receiver;
 pub mod browser;
 pub mod hostile_peer;
 pub mod media;
+pub mod netlab;
 pub mod raw;
 
 pub use peerix_client;

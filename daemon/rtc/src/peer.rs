@@ -63,6 +63,15 @@ const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// budget (7 × 200 ms) for slow paths.
 const ICE_MAX_BINDING_REQUESTS: u16 = 75;
 
+/// How long after ICE starts a validated pair with a server-reflexive (resp. relay) candidate
+/// may be selected. The agent nominates the best valid pair on its first check tick past the
+/// wait, so a pair that validated earlier is selected at most this plus one tick
+/// ([`ICE_CHECK_INTERVAL`]) after it validated, and a better pair validating within the
+/// window is preferred. Relay waits a little longer: a direct path that validates together
+/// with it is worth a few tens of milliseconds.
+const SRFLX_MIN_WAIT: Duration = Duration::from_millis(50);
+const RELAY_MIN_WAIT: Duration = Duration::from_millis(80);
+
 /// How long driver timers are expedited after ICE connects: enough for DTLS and SCTP
 /// handshakes on a slow path; ended early when the control channel opens.
 const EXPEDITE_WINDOW: Duration = Duration::from_secs(1);
@@ -128,6 +137,8 @@ struct Shared {
     /// Slots of reassembled frames in flight to the owner, and frames dropped for want of one.
     frame_slots: Arc<tokio::sync::Semaphore>,
     frames_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Reports ICE failure once every candidate pair failed (`ice_watch.rs`).
+    ice_watch: Arc<crate::ice_watch::IceWatch>,
 }
 
 impl Shared {
@@ -218,6 +229,7 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
+            self.shared.ice_watch.gathered();
             self.shared.emit(RtcEvent::GatheringComplete);
         }
     }
@@ -234,6 +246,15 @@ impl PeerConnectionEventHandler for Handler {
             _ => return,
         };
         tracing::trace!("ice state {state:?}");
+        if matches!(
+            state,
+            IceState::Connected | IceState::Completed | IceState::Failed | IceState::Closed
+        ) {
+            self.shared.ice_watch.settled();
+        }
+        if state == IceState::Failed && self.shared.ice_watch.reported() {
+            return;
+        }
         self.shared.emit(RtcEvent::IceState(state));
         if state == IceState::Connected {
             // The DTLS client's ClientHello is queued while this event is pumped but only
@@ -361,6 +382,11 @@ async fn build_pc(
         // from them arrives as prflx, which the default 1 s wait would hold back.
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+        // The agent holds a validated srflx pair until 0.5 s and a relay pair until 2 s after
+        // ICE started, in case a better one validates; these shorter windows still let a
+        // host or srflx pair that validates alongside win (see the constants).
+        .with_srflx_acceptance_min_wait(Some(SRFLX_MIN_WAIT))
+        .with_relay_acceptance_min_wait(Some(RELAY_MIN_WAIT))
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message))
         .with_sctp_max_receive_buffer_size(rwnd)
         .build();
@@ -413,6 +439,7 @@ impl RtcPeer {
             tracks: Arc::default(),
             frame_slots: Arc::new(tokio::sync::Semaphore::new(crate::deliver::FRAME_SLOTS)),
             frames_dropped: Arc::default(),
+            ice_watch: Arc::default(),
         });
         let pc = match build_pc(cfg, cfg.mdns, &shared).await {
             Ok(pc) => pc,
@@ -444,6 +471,10 @@ impl RtcPeer {
             }
         };
         let _ = shared.control.set(Arc::downgrade(&control));
+        let on_fail = Arc::clone(&shared);
+        shared.ice_watch.spawn(Arc::downgrade(&pc), move || {
+            on_fail.emit(RtcEvent::IceState(IceState::Failed))
+        });
         spawn_control_reader(Arc::clone(&control), Arc::clone(&shared));
         Ok(Self {
             inner: Arc::new(PeerInner {

@@ -123,6 +123,8 @@ pub struct PeerActor {
     control_dropped: u64,
     /// The formats of the remote tracks being received, by track id (`peer_media.rs`).
     pub(super) media: HashMap<String, peerix_proto::RtpFormat>,
+    /// A relay candidate was gathered (`peer_ice.rs`).
+    relay_seen: bool,
 }
 
 fn to_rtc_desc(d: peerix_proto::SessionDescription) -> peerix_rtc::SessionDescription {
@@ -183,6 +185,7 @@ impl PeerActor {
             control_sends: 0,
             control_dropped: 0,
             media: HashMap::new(),
+            relay_seen: false,
             s,
         }
     }
@@ -210,7 +213,7 @@ impl PeerActor {
         });
     }
 
-    fn error(&self, code: &str, message: &str) {
+    pub(super) fn error(&self, code: &str, message: &str) {
         tracing::warn!(room = %self.s.room, peer = %self.s.remote, code, message, "peer error");
         self.s.bus.do_send(Emit(EventRecord::new(
             "error",
@@ -443,8 +446,14 @@ impl Actor for PeerActor {
 impl StreamHandler<RtcEvent> for PeerActor {
     fn handle(&mut self, ev: RtcEvent, ctx: &mut Self::Context) {
         let event = match ev {
-            RtcEvent::LocalCandidate(c) => ConnEvent::LocalCandidate(from_rtc_cand(c)),
-            RtcEvent::GatheringComplete => ConnEvent::GatheringComplete,
+            RtcEvent::LocalCandidate(c) => {
+                self.relay_seen |= c.candidate.contains(" typ relay");
+                ConnEvent::LocalCandidate(from_rtc_cand(c))
+            }
+            RtcEvent::GatheringComplete => {
+                self.check_turn(self.relay_seen);
+                ConnEvent::GatheringComplete
+            }
             RtcEvent::IceState(s) => ConnEvent::Ice(ice_state(s)),
             // Offers are made by Peerix's rules (the invoke receiver offers), not on every
             // negotiation-needed: the stack also fires it for the negotiated control channel.
