@@ -142,8 +142,3 @@ pub async fn cpu_percent(pids: &[u32], dur: Duration) -> Result<Vec<CpuWindow>> 
         })
         .collect())
 }
-
-/// VmRSS of this process in KiB.
-pub fn self_rss_kib() -> Result<u64> {
-    rss_kib(std::process::id())
-}

@@ -1,0 +1,866 @@
+//! The raw baseline in two processes, as the full path has two daemons: this binary
+//! re-executed as `peerix-bench --raw-peer`, once per side, each with the daemon's allocator,
+//! runtime flavour, reactor threads and connection settings (`fair.rs`). The parent relays
+//! descriptions and candidates between them (no signaling server, no IPC, no Peerix framing)
+//! and sends commands; each child answers with timestamped events on stdout (JSON lines).
+//!
+//! Times that span both processes (setup, transfer) are taken from the wall clock in each
+//! child (one host, one clock); round trips are timed inside the sending child.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use bytes::Bytes;
+use peerix_rtc::{
+    ChannelEvent, ChannelInit, IceCandidateInit, IceState, RtcChannel, RtcConfig, RtcEvent,
+    RtcPeer, SessionDescription,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::sync::{mpsc, Notify};
+
+use crate::fair;
+
+/// The daemon's chunk size for data-channel frames (`peerix_wire::transfer::Chunker`).
+const CHUNK: usize = 16_320;
+/// The daemon's send-buffer high-water mark (`daemon/src/actors/channel.rs`).
+const HIGH_WATER: usize = 1 << 20;
+/// The daemon's low-water threshold (`BufferedAmountLow`).
+const LOW_WATER: usize = 256 << 10;
+/// Per-step timeout (generous: the machine is shared).
+const STEP: Duration = Duration::from_secs(30);
+
+/// Parent → child.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Cmd {
+    /// Create connection `conn`; the offerer creates `labels` before its offer.
+    New {
+        conn: u32,
+        offer: bool,
+        labels: Vec<String>,
+    },
+    /// A description or candidate from the other process.
+    Remote { conn: u32, sig: Sig },
+    /// Get ready to count `bytes` on `label` (answers `Armed`, then `Received`).
+    Expect {
+        conn: u32,
+        label: String,
+        bytes: usize,
+    },
+    /// Send `count` messages of `size` bytes in daemon-sized frames with the daemon's pacing.
+    Send {
+        conn: u32,
+        label: String,
+        size: usize,
+        count: usize,
+    },
+    /// 16-byte round trips (the other side echoes on labels starting with `rtt`).
+    Rtt {
+        conn: u32,
+        label: String,
+        warmup: usize,
+        n: usize,
+    },
+    /// Close connection `conn`.
+    Close { conn: u32 },
+    /// Report how this process runs.
+    Info,
+}
+
+/// Signaling between the two processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Sig {
+    Description(SessionDescription),
+    Candidate(IceCandidateInit),
+}
+
+/// Setup points, each reported once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Mark {
+    /// Just before `RtcPeer::new`.
+    New,
+    /// ICE connected.
+    Connected,
+    /// Control channel open.
+    Control,
+    /// First user channel open.
+    UserOpen,
+}
+
+/// Child → parent.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+enum Ev {
+    Sig { conn: u32, sig: Sig },
+    Mark { conn: u32, mark: Mark, t_ms: f64 },
+    Armed { conn: u32 },
+    Sent { conn: u32, t_start_ms: f64 },
+    Received { conn: u32, t_end_ms: f64 },
+    Rtt { conn: u32, ms: Vec<f64> },
+    Closed { conn: u32 },
+    Info(ChildInfo),
+    Error { conn: Option<u32>, error: String },
+}
+
+/// How a raw peer process actually runs (reported by the child itself).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildInfo {
+    /// Its settings (`fair::raw_settings` in the child).
+    pub settings: fair::Settings,
+    /// Whether its heap is served by mimalloc.
+    pub heap_mimalloc: bool,
+    /// `webrtc-rx*` threads running in it.
+    pub reactor_threads: usize,
+    /// Its tokio runtime flavour.
+    pub runtime_flavor: String,
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(0.0)
+}
+
+/// Deterministic payload bytes (also used for the full path).
+pub fn payload(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Child side.
+
+struct Chan {
+    ch: RtcChannel,
+    low: Notify,
+    open: AtomicBool,
+    opened: Notify,
+    lens: tokio::sync::Mutex<mpsc::UnboundedReceiver<usize>>,
+}
+
+type Chans = Arc<Mutex<HashMap<String, Arc<Chan>>>>;
+
+struct Conn {
+    peer: RtcPeer,
+    offerer: bool,
+    remote_set: bool,
+    pending: Vec<IceCandidateInit>,
+    chans: Chans,
+}
+
+type Out = mpsc::UnboundedSender<Ev>;
+
+/// `peerix-bench --raw-peer`: runs like the daemon (current-thread runtime on the main
+/// thread, reactor threads for the connections) until stdin closes.
+pub fn child_main() -> Result<()> {
+    let settings = fair::raw_settings();
+    if settings.runtime != fair::RUNTIME_CURRENT_THREAD {
+        bail!("unsupported runtime {}", settings.runtime);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the raw peer's runtime")?;
+    rt.block_on(child())
+}
+
+async fn child() -> Result<()> {
+    let cfg = fair::raw_rtc_config();
+    // As the daemon does at start (`run.rs`), before any connection.
+    peerix_rtc::start_reactors(cfg.reactor_threads);
+    let (out, mut out_rx) = mpsc::unbounded_channel::<Ev>();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(ev) = out_rx.recv().await {
+            let Ok(mut line) = serde_json::to_vec(&ev) else {
+                continue;
+            };
+            line.push(b'\n');
+            if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut conns: HashMap<u32, Conn> = HashMap::new();
+    while let Some(line) = lines.next_line().await? {
+        let cmd: Cmd = serde_json::from_str(&line).context("parsing a raw peer command")?;
+        let conn = match &cmd {
+            Cmd::New { conn, .. }
+            | Cmd::Remote { conn, .. }
+            | Cmd::Expect { conn, .. }
+            | Cmd::Send { conn, .. }
+            | Cmd::Rtt { conn, .. }
+            | Cmd::Close { conn } => Some(*conn),
+            Cmd::Info => None,
+        };
+        if let Err(e) = handle(cmd, &mut conns, &out, &cfg).await {
+            let _ = out.send(Ev::Error {
+                conn,
+                error: format!("{e:#}"),
+            });
+        }
+    }
+    for (_, c) in conns.drain() {
+        c.peer.close().await;
+    }
+    drop(out);
+    let _ = writer.await;
+    Ok(())
+}
+
+fn mark(out: &Out, conn: u32, mark: Mark) {
+    let _ = out.send(Ev::Mark {
+        conn,
+        mark,
+        t_ms: now_ms(),
+    });
+}
+
+async fn handle(
+    cmd: Cmd,
+    conns: &mut HashMap<u32, Conn>,
+    out: &Out,
+    cfg: &RtcConfig,
+) -> Result<()> {
+    match cmd {
+        Cmd::New {
+            conn,
+            offer,
+            labels,
+        } => {
+            mark(out, conn, Mark::New);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let peer = RtcPeer::new(cfg, tx).await?;
+            let chans: Chans = Arc::default();
+            let first_open = Arc::new(AtomicBool::new(false));
+            tokio::spawn(peer_events(
+                conn,
+                rx,
+                out.clone(),
+                Arc::clone(&chans),
+                Arc::clone(&first_open),
+            ));
+            if offer {
+                for label in &labels {
+                    let ch = peer.create_channel(label, ChannelInit::default()).await?;
+                    add_chan(conn, ch, false, out, &chans, &first_open)?;
+                }
+                let d = peer.create_offer().await?;
+                let _ = out.send(Ev::Sig {
+                    conn,
+                    sig: Sig::Description(d),
+                });
+            }
+            conns.insert(
+                conn,
+                Conn {
+                    peer,
+                    offerer: offer,
+                    remote_set: false,
+                    pending: Vec::new(),
+                    chans,
+                },
+            );
+        }
+        Cmd::Remote { conn, sig } => {
+            let c = conns
+                .get_mut(&conn)
+                .ok_or_else(|| anyhow!("no connection {conn}"))?;
+            match sig {
+                Sig::Description(d) => {
+                    c.peer.set_remote_description(d).await?;
+                    c.remote_set = true;
+                    for cand in std::mem::take(&mut c.pending) {
+                        // A refused candidate only means that pair is not used.
+                        let _ = c.peer.add_ice_candidate(cand).await;
+                    }
+                    if !c.offerer {
+                        let d = c.peer.create_answer().await?;
+                        let _ = out.send(Ev::Sig {
+                            conn,
+                            sig: Sig::Description(d),
+                        });
+                    }
+                }
+                Sig::Candidate(cand) if c.remote_set => {
+                    let _ = c.peer.add_ice_candidate(cand).await;
+                }
+                Sig::Candidate(cand) => c.pending.push(cand),
+            }
+        }
+        Cmd::Expect { conn, label, bytes } => {
+            let chans = chans_of(conns, conn)?;
+            let out = out.clone();
+            tokio::spawn(async move {
+                let r = async {
+                    let chan = find_chan(&chans, &label).await?;
+                    let mut lens = chan.lens.lock().await;
+                    let _ = out.send(Ev::Armed { conn });
+                    let mut got = 0usize;
+                    while got < bytes {
+                        got += tokio::time::timeout(Duration::from_secs(120), lens.recv())
+                            .await
+                            .map_err(|_| anyhow!("raw transfer did not complete in 120 s"))?
+                            .ok_or_else(|| anyhow!("channel {label} closed"))?;
+                    }
+                    let _ = out.send(Ev::Received {
+                        conn,
+                        t_end_ms: now_ms(),
+                    });
+                    anyhow::Ok(())
+                };
+                if let Err(e) = r.await {
+                    let _ = out.send(Ev::Error {
+                        conn: Some(conn),
+                        error: format!("{e:#}"),
+                    });
+                }
+            });
+        }
+        Cmd::Send {
+            conn,
+            label,
+            size,
+            count,
+        } => {
+            let chans = chans_of(conns, conn)?;
+            let out = out.clone();
+            tokio::spawn(async move {
+                let r = async {
+                    let chan = find_chan(&chans, &label).await?;
+                    let data = Bytes::from(payload(size));
+                    let t_start_ms = now_ms();
+                    for _ in 0..count {
+                        send_paced(&chan, &data).await?;
+                    }
+                    let _ = out.send(Ev::Sent { conn, t_start_ms });
+                    anyhow::Ok(())
+                };
+                if let Err(e) = r.await {
+                    let _ = out.send(Ev::Error {
+                        conn: Some(conn),
+                        error: format!("{e:#}"),
+                    });
+                }
+            });
+        }
+        Cmd::Rtt {
+            conn,
+            label,
+            warmup,
+            n,
+        } => {
+            let chans = chans_of(conns, conn)?;
+            let out = out.clone();
+            tokio::spawn(async move {
+                let r = async {
+                    let chan = find_chan(&chans, &label).await?;
+                    let mut lens = chan.lens.lock().await;
+                    let msg = Bytes::from_static(b"0123456789abcdef");
+                    let mut ms = Vec::with_capacity(n);
+                    for i in 0..warmup + n {
+                        let t0 = Instant::now();
+                        chan.ch.send(msg.clone()).await?;
+                        tokio::time::timeout(STEP, lens.recv())
+                            .await
+                            .map_err(|_| anyhow!("raw echo timed out"))?
+                            .ok_or_else(|| anyhow!("channel closed during RTT"))?;
+                        if i >= warmup {
+                            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                        }
+                    }
+                    let _ = out.send(Ev::Rtt { conn, ms });
+                    anyhow::Ok(())
+                };
+                if let Err(e) = r.await {
+                    let _ = out.send(Ev::Error {
+                        conn: Some(conn),
+                        error: format!("{e:#}"),
+                    });
+                }
+            });
+        }
+        Cmd::Close { conn } => {
+            if let Some(c) = conns.remove(&conn) {
+                c.peer.close().await;
+            }
+            let _ = out.send(Ev::Closed { conn });
+        }
+        Cmd::Info => {
+            let flavor = format!("{:?}", tokio::runtime::Handle::current().runtime_flavor());
+            let _ = out.send(Ev::Info(ChildInfo {
+                settings: fair::raw_settings(),
+                heap_mimalloc: fair::heap_is_mimalloc(),
+                reactor_threads: fair::reactor_threads(std::process::id()),
+                runtime_flavor: flavor,
+            }));
+        }
+    }
+    Ok(())
+}
+
+fn chans_of(conns: &HashMap<u32, Conn>, conn: u32) -> Result<Chans> {
+    conns
+        .get(&conn)
+        .map(|c| Arc::clone(&c.chans))
+        .ok_or_else(|| anyhow!("no connection {conn}"))
+}
+
+/// The channel `label`, once it exists and is open (the answerer learns of it in-band).
+async fn find_chan(chans: &Chans, label: &str) -> Result<Arc<Chan>> {
+    let deadline = Instant::now() + STEP;
+    let chan = loop {
+        let found = chans.lock().ok().and_then(|m| m.get(label).cloned());
+        if let Some(c) = found {
+            break c;
+        }
+        if Instant::now() > deadline {
+            bail!("channel {label} did not appear");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    {
+        let wait = chan.opened.notified();
+        if !chan.open.load(Ordering::Acquire) {
+            tokio::time::timeout(STEP, wait)
+                .await
+                .map_err(|_| anyhow!("channel {label} did not open"))?;
+        }
+    }
+    Ok(chan)
+}
+
+/// Sends one message as the daemon's `ChannelActor` does: 16 320-byte frames, waiting while
+/// buffered + frame > 1 MiB, woken by `BufferedAmountLow` at 256 KiB or every 5 ms.
+async fn send_paced(chan: &Chan, data: &Bytes) -> Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        let end = (off + CHUNK).min(data.len());
+        let frame = data.slice(off..end);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while chan.ch.buffered_amount().await + frame.len() > HIGH_WATER {
+            if Instant::now() > deadline {
+                bail!("raw send buffer did not drain within 10 s");
+            }
+            let wait = chan.low.notified();
+            tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
+        }
+        chan.ch.send(frame).await?;
+        off = end;
+    }
+    Ok(())
+}
+
+fn add_chan(
+    conn: u32,
+    ch: RtcChannel,
+    echo: bool,
+    out: &Out,
+    chans: &Chans,
+    first_open: &Arc<AtomicBool>,
+) -> Result<()> {
+    let mut events = ch
+        .take_events()
+        .ok_or_else(|| anyhow!("channel events already taken"))?;
+    let (len_tx, len_rx) = mpsc::unbounded_channel();
+    ch.set_buffered_amount_low_threshold(LOW_WATER);
+    let chan = Arc::new(Chan {
+        ch: ch.clone(),
+        low: Notify::new(),
+        open: AtomicBool::new(false),
+        opened: Notify::new(),
+        lens: tokio::sync::Mutex::new(len_rx),
+    });
+    if let Ok(mut m) = chans.lock() {
+        m.insert(ch.label().to_string(), Arc::clone(&chan));
+    }
+    let out = out.clone();
+    let first_open = Arc::clone(first_open);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                ChannelEvent::Open => {
+                    chan.open.store(true, Ordering::Release);
+                    chan.opened.notify_waiters();
+                    if !first_open.swap(true, Ordering::AcqRel) {
+                        mark(&out, conn, Mark::UserOpen);
+                    }
+                }
+                ChannelEvent::Message { data, .. } if echo => {
+                    if chan.ch.send(data).await.is_err() {
+                        return;
+                    }
+                }
+                ChannelEvent::Message { data, .. } => {
+                    let _ = len_tx.send(data.len());
+                }
+                ChannelEvent::BufferedAmountLow => chan.low.notify_one(),
+                ChannelEvent::Closed | ChannelEvent::Error(_) => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn peer_events(
+    conn: u32,
+    mut rx: mpsc::UnboundedReceiver<RtcEvent>,
+    out: Out,
+    chans: Chans,
+    first_open: Arc<AtomicBool>,
+) {
+    let mut connected = false;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            RtcEvent::LocalCandidate(c) => {
+                let _ = out.send(Ev::Sig {
+                    conn,
+                    sig: Sig::Candidate(c),
+                });
+            }
+            RtcEvent::IceState(IceState::Connected) if !connected => {
+                connected = true;
+                mark(&out, conn, Mark::Connected);
+            }
+            RtcEvent::ControlOpen => mark(&out, conn, Mark::Control),
+            RtcEvent::RemoteChannel(ch) => {
+                let echo = ch.label().starts_with("rtt");
+                if let Err(e) = add_chan(conn, ch, echo, &out, &chans, &first_open) {
+                    let _ = out.send(Ev::Error {
+                        conn: Some(conn),
+                        error: format!("{e:#}"),
+                    });
+                }
+            }
+            RtcEvent::Closed => return,
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Parent side.
+
+struct Proc {
+    _child: tokio::process::Child,
+    pid: u32,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    events: mpsc::UnboundedReceiver<Ev>,
+}
+
+/// Setup of one raw connection across the two processes, in ms from the earlier `new`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Setup {
+    /// `new` → ICE connected on both sides.
+    pub connected_ms: f64,
+    /// `new` → control channel open on both sides.
+    pub control_ms: f64,
+    /// `new` → first user channel open on both sides (NaN without labels).
+    pub user_open_ms: f64,
+}
+
+/// Two raw peer processes; connection `k` has its offerer in A and its answerer in B.
+pub struct RawProcs {
+    a: Proc,
+    b: Proc,
+}
+
+impl RawProcs {
+    /// Starts both processes.
+    pub async fn start() -> Result<RawProcs> {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let (a_cmds, a_cmd_rx) = mpsc::unbounded_channel();
+        let (b_cmds, b_cmd_rx) = mpsc::unbounded_channel();
+        let a = spawn_proc(&exe, a_cmds.clone(), a_cmd_rx, b_cmds.clone())?;
+        let b = spawn_proc(&exe, b_cmds, b_cmd_rx, a_cmds)?;
+        Ok(RawProcs { a, b })
+    }
+
+    /// Pids of A (offerers) and B (answerers).
+    pub fn pids(&self) -> (u32, u32) {
+        (self.a.pid, self.b.pid)
+    }
+
+    /// Connects connection `conn` (A offers, having created `labels` first) and waits until
+    /// the first user channel (or, without labels, the control channel) is open on both
+    /// sides; returns when each point was reached.
+    pub async fn connect(&mut self, conn: u32, labels: &[&str]) -> Result<Setup> {
+        let labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        let last = if labels.is_empty() {
+            Mark::Control
+        } else {
+            Mark::UserOpen
+        };
+        send(
+            &self.b,
+            Cmd::New {
+                conn,
+                offer: false,
+                labels: Vec::new(),
+            },
+        )?;
+        send(
+            &self.a,
+            Cmd::New {
+                conn,
+                offer: true,
+                labels,
+            },
+        )?;
+        let ma = marks(&mut self.a, conn, last).await?;
+        let mb = marks(&mut self.b, conn, last).await?;
+        let t0 = ma[&Mark::New].min(mb[&Mark::New]);
+        let both = |m: Mark| match (ma.get(&m), mb.get(&m)) {
+            (Some(a), Some(b)) => a.max(*b) - t0,
+            _ => f64::NAN,
+        };
+        Ok(Setup {
+            connected_ms: both(Mark::Connected),
+            control_ms: both(Mark::Control),
+            user_open_ms: both(Mark::UserOpen),
+        })
+    }
+
+    /// Sends `count` messages of `size` bytes A→B on `label`; the time from A's first send
+    /// until B had every byte.
+    pub async fn transfer(
+        &mut self,
+        conn: u32,
+        label: &str,
+        size: usize,
+        count: usize,
+    ) -> Result<Duration> {
+        send(
+            &self.b,
+            Cmd::Expect {
+                conn,
+                label: label.into(),
+                bytes: size * count,
+            },
+        )?;
+        wait(&mut self.b, "armed", |e| {
+            matches!(e, Ev::Armed { conn: c } if *c == conn).then_some(())
+        })
+        .await?;
+        send(
+            &self.a,
+            Cmd::Send {
+                conn,
+                label: label.into(),
+                size,
+                count,
+            },
+        )?;
+        let t0 = wait(&mut self.a, "sent", |e| match e {
+            Ev::Sent {
+                conn: c,
+                t_start_ms,
+            } if *c == conn => Some(*t_start_ms),
+            _ => None,
+        })
+        .await?;
+        let t1 = wait(&mut self.b, "received", |e| match e {
+            Ev::Received { conn: c, t_end_ms } if *c == conn => Some(*t_end_ms),
+            _ => None,
+        })
+        .await?;
+        Ok(Duration::from_secs_f64(((t1 - t0) / 1e3).max(0.0)))
+    }
+
+    /// 16-byte round trips on `label` (its name starts with `rtt`), timed in A.
+    pub async fn rtt(
+        &mut self,
+        conn: u32,
+        label: &str,
+        warmup: usize,
+        n: usize,
+    ) -> Result<Vec<f64>> {
+        send(
+            &self.a,
+            Cmd::Rtt {
+                conn,
+                label: label.into(),
+                warmup,
+                n,
+            },
+        )?;
+        wait(&mut self.a, "rtt samples", |e| match e {
+            Ev::Rtt { conn: c, ms } if *c == conn => Some(ms.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Closes connection `conn` on both sides.
+    pub async fn close(&mut self, conn: u32) -> Result<()> {
+        send(&self.a, Cmd::Close { conn })?;
+        send(&self.b, Cmd::Close { conn })?;
+        for p in [&mut self.a, &mut self.b] {
+            wait(p, "closed", |e| {
+                matches!(e, Ev::Closed { conn: c } if *c == conn).then_some(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// How both processes run, as they report it.
+    pub async fn info(&mut self) -> Result<[ChildInfo; 2]> {
+        let mut out = Vec::new();
+        for p in [&mut self.a, &mut self.b] {
+            send(p, Cmd::Info)?;
+            out.push(
+                wait(p, "info", |e| match e {
+                    Ev::Info(i) => Some(i.clone()),
+                    _ => None,
+                })
+                .await?,
+            );
+        }
+        out.try_into()
+            .map_err(|_| anyhow!("expected two info reports"))
+    }
+
+    /// Checks that both processes run like the daemon with pid `daemon_pid`: the same
+    /// settings, the daemon's allocator serving their heap, as many reactor threads.
+    /// Returns the reports for the JSON.
+    pub async fn check_fair(&mut self, daemon_pid: u32) -> Result<serde_json::Value> {
+        let want = fair::daemon_settings();
+        let daemon_threads = fair::reactor_threads(daemon_pid);
+        let infos = self.info().await?;
+        for (side, i) in ["A", "B"].iter().zip(&infos) {
+            if i.settings != want {
+                bail!(
+                    "raw peer {side} runs with {:?}, the daemon with {want:?}",
+                    i.settings
+                );
+            }
+            if i.heap_mimalloc != (want.allocator == "mimalloc") {
+                bail!("raw peer {side}'s heap is not served by {}", want.allocator);
+            }
+            if i.reactor_threads != daemon_threads {
+                bail!(
+                    "raw peer {side} has {} reactor threads, the daemon {daemon_threads}",
+                    i.reactor_threads
+                );
+            }
+            if i.runtime_flavor != "CurrentThread" {
+                bail!("raw peer {side} runs a {} runtime", i.runtime_flavor);
+            }
+        }
+        Ok(serde_json::json!({
+            "daemon": {"settings": want, "reactor_threads": daemon_threads},
+            "raw_a": infos[0], "raw_b": infos[1],
+        }))
+    }
+}
+
+fn spawn_proc(
+    exe: &std::path::Path,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
+    other: mpsc::UnboundedSender<Cmd>,
+) -> Result<Proc> {
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--raw-peer")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting a raw peer process")?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow!("raw peer exited at once"))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    tokio::spawn(async move {
+        while let Some(cmd) = cmd_rx.recv().await {
+            let Ok(mut line) = serde_json::to_vec(&cmd) else {
+                continue;
+            };
+            line.push(b'\n');
+            if stdin.write_all(&line).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (ev_tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let ev: Ev = match serde_json::from_str(&line) {
+                Ok(ev) => ev,
+                Err(e) => Ev::Error {
+                    conn: None,
+                    error: format!("unparsable line from a raw peer ({e}): {line}"),
+                },
+            };
+            // Signaling goes straight to the other process.
+            let forwarded = match ev {
+                Ev::Sig { conn, sig } => other.send(Cmd::Remote { conn, sig }).is_ok(),
+                ev => ev_tx.send(ev).is_ok(),
+            };
+            if !forwarded {
+                return;
+            }
+        }
+    });
+    Ok(Proc {
+        _child: child,
+        pid,
+        cmds,
+        events,
+    })
+}
+
+fn send(p: &Proc, cmd: Cmd) -> Result<()> {
+    p.cmds
+        .send(cmd)
+        .map_err(|_| anyhow!("raw peer process {} is gone", p.pid))
+}
+
+async fn wait<T>(p: &mut Proc, what: &str, mut pred: impl FnMut(&Ev) -> Option<T>) -> Result<T> {
+    let fut = async {
+        while let Some(ev) = p.events.recv().await {
+            if let Ev::Error { conn, error } = &ev {
+                bail!("raw peer {} (connection {conn:?}): {error}", p.pid);
+            }
+            if let Some(t) = pred(&ev) {
+                return Ok(t);
+            }
+        }
+        Err(anyhow!("raw peer {} ended while waiting for {what}", p.pid))
+    };
+    tokio::time::timeout(STEP, fut)
+        .await
+        .map_err(|_| anyhow!("timed out waiting for {what} from raw peer {}", p.pid))?
+}
+
+/// Marks of connection `conn` from one process until `last`; other events are dropped.
+async fn marks(p: &mut Proc, conn: u32, last: Mark) -> Result<HashMap<Mark, f64>> {
+    let mut got = HashMap::new();
+    while !got.contains_key(&last) {
+        let (m, t) = wait(p, "setup marks", |e| match e {
+            Ev::Mark {
+                conn: c,
+                mark,
+                t_ms,
+            } if *c == conn => Some((*mark, *t_ms)),
+            _ => None,
+        })
+        .await?;
+        got.insert(m, t);
+    }
+    Ok(got)
+}
