@@ -18,7 +18,8 @@ use crate::stats::Summary;
 use crate::{full, mb_per_s, one, procfs, size_name, summary, Run};
 
 /// Label of the setup trials' channel, opened room-wide by the first member before the second
-/// joins (the raw offerer creates it before its offer): the earliest either side can have it.
+/// joins, so the daemon creates it as soon as the connection's control channel is open; the raw
+/// offerer creates it at the same point.
 const SETUP_LABEL: &str = "setup";
 
 /// Throughput through the full path and through the raw pair, per message size, and pipelined

@@ -38,7 +38,7 @@ const STEP: Duration = Duration::from_secs(30);
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Cmd {
-    /// Create connection `conn`; the offerer creates `labels` before its offer.
+    /// Create connection `conn`; the offerer creates `labels` once its control channel is open.
     New {
         conn: u32,
         offer: bool,
@@ -243,18 +243,18 @@ async fn handle(
             let peer = RtcPeer::new(cfg, tx).await?;
             let chans: Chans = Arc::default();
             let first_open = Arc::new(AtomicBool::new(false));
+            // The offerer opens the labels when its control channel opens, as the daemon's
+            // impolite side does (`peerix_proto` `control_opened`).
+            let opener = offer.then(|| (peer.clone(), labels));
             tokio::spawn(peer_events(
                 conn,
                 rx,
                 out.clone(),
                 Arc::clone(&chans),
-                Arc::clone(&first_open),
+                first_open,
+                opener,
             ));
             if offer {
-                for label in &labels {
-                    let ch = peer.create_channel(label, ChannelInit::default()).await?;
-                    add_chan(conn, ch, false, out, &chans, &first_open)?;
-                }
                 let d = peer.create_offer().await?;
                 let _ = out.send(Ev::Sig {
                     conn,
@@ -518,6 +518,7 @@ async fn peer_events(
     out: Out,
     chans: Chans,
     first_open: Arc<AtomicBool>,
+    opener: Option<(RtcPeer, Vec<String>)>,
 ) {
     let mut connected = false;
     while let Some(ev) = rx.recv().await {
@@ -532,7 +533,22 @@ async fn peer_events(
                 connected = true;
                 mark(&out, conn, Mark::Connected);
             }
-            RtcEvent::ControlOpen => mark(&out, conn, Mark::Control),
+            RtcEvent::ControlOpen => {
+                mark(&out, conn, Mark::Control);
+                for label in opener.iter().flat_map(|(_, l)| l) {
+                    let Some((peer, _)) = &opener else { break };
+                    let made = match peer.create_channel(label, ChannelInit::default()).await {
+                        Ok(ch) => add_chan(conn, ch, false, &out, &chans, &first_open),
+                        Err(e) => Err(e.into()),
+                    };
+                    if let Err(e) = made {
+                        let _ = out.send(Ev::Error {
+                            conn: Some(conn),
+                            error: format!("{e:#}"),
+                        });
+                    }
+                }
+            }
             RtcEvent::RemoteChannel(ch) => {
                 let echo = ch.label().starts_with("rtt");
                 if let Err(e) = add_chan(conn, ch, echo, &out, &chans, &first_open) {
@@ -591,7 +607,8 @@ impl RawProcs {
         (self.a.pid, self.b.pid)
     }
 
-    /// Connects connection `conn` (A offers, having created `labels` first) and waits until
+    /// Connects connection `conn` (A offers and opens `labels` when its control channel opens,
+    /// as the daemon does) and waits until
     /// the first user channel (or, without labels, the control channel) is open on both
     /// sides; returns when each point was reached.
     pub async fn connect(&mut self, conn: u32, labels: &[&str]) -> Result<Setup> {
