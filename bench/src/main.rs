@@ -12,6 +12,7 @@
 //! temporary directories, killed when the run ends. Targets are informational, never asserted.
 
 mod fair;
+mod fanout;
 mod footprint;
 mod full;
 mod groups;
@@ -37,6 +38,7 @@ use stats::{fit_line, Summary};
 /// Benchmark groups, in the order they run.
 const GROUPS: &[&str] = &[
     "throughput",
+    "fanout",
     "rtt",
     "browser",
     "setup",
@@ -57,7 +59,7 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these groups (comma-separated): throughput, rtt, browser, setup, ipc, mesh, nats,
+    /// Run only these groups (comma-separated): throughput, fanout, rtt, browser, setup, ipc, mesh, nats,
     /// rss, cpu, media.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -358,6 +360,7 @@ async fn run_all(args: &Args) -> Result<Run> {
         eprintln!("[{:>6.1} s] {g}", start.elapsed().as_secs_f64());
         let res = match *g {
             "throughput" => groups::throughput(&mut run).await,
+            "fanout" => fanout::fanout(&mut run).await,
             "rtt" => groups::rtt(&mut run).await,
             "browser" => groups::browser(&mut run).await,
             "setup" => groups::setup(&mut run).await,

@@ -694,6 +694,62 @@ impl RawProcs {
         Ok(Duration::from_secs_f64(((t1 - t0) / 1e3).max(0.0)))
     }
 
+    /// The same transfer on several connections at once; the time from the first send until
+    /// the last byte arrived on any of them.
+    pub async fn transfer_all(
+        &mut self,
+        conns: &[u32],
+        label: &str,
+        size: usize,
+    ) -> Result<Duration> {
+        for &conn in conns {
+            send(
+                &self.b,
+                Cmd::Expect {
+                    conn,
+                    label: label.into(),
+                    bytes: size,
+                },
+            )?;
+        }
+        for _ in conns {
+            wait(&mut self.b, "armed", |e| {
+                matches!(e, Ev::Armed { .. }).then_some(())
+            })
+            .await?;
+        }
+        for &conn in conns {
+            send(
+                &self.a,
+                Cmd::Send {
+                    conn,
+                    label: label.into(),
+                    size,
+                    count: 1,
+                },
+            )?;
+        }
+        let mut t0 = f64::MAX;
+        for _ in conns {
+            let t = wait(&mut self.a, "sent", |e| match e {
+                Ev::Sent { t_start_ms, .. } => Some(*t_start_ms),
+                _ => None,
+            })
+            .await?;
+            t0 = t0.min(t);
+        }
+        let mut t1 = f64::MIN;
+        for _ in conns {
+            let t = wait(&mut self.b, "received", |e| match e {
+                Ev::Received { t_end_ms, .. } => Some(*t_end_ms),
+                _ => None,
+            })
+            .await?;
+            t1 = t1.max(t);
+        }
+        Ok(Duration::from_secs_f64(((t1 - t0) / 1e3).max(0.0)))
+    }
+
     /// 16-byte round trips on `label` (its name starts with `rtt`), timed in A.
     pub async fn rtt(
         &mut self,
