@@ -20,6 +20,7 @@ mod media;
 mod natscount;
 mod plot;
 mod procfs;
+mod rawchild;
 mod rawproc;
 mod report;
 mod stats;
@@ -392,7 +393,7 @@ async fn run_all(args: &Args) -> Result<Run> {
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.raw_peer {
-        return rawproc::child_main();
+        return rawchild::child_main();
     }
     // The harness looks for `peerixd` in PEERIX_BIN_DIR, else two levels above the running
     // binary (right for test binaries in target/<profile>/deps). This binary sits directly in
