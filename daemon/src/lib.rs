@@ -10,6 +10,7 @@
 
 pub mod actors;
 pub mod admission;
+pub mod alloc;
 pub mod check_config;
 pub mod config;
 pub mod config_limits;
