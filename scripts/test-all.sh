@@ -15,6 +15,8 @@ command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # The unit checks (tests/tests/units.rs): systemd-analyze verify/security, sysusers, tmpfiles.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# Lossy-path tests (tests/tests/lossy.rs, tests/src/lossy_link.rs): loss and link cuts between namespaces.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -1986,46 +1986,56 @@ impl Association {
         // b)  In fast-recovery AND the Cumulative TSN Ack Point advanced
         //     the miss indications are incremented for all TSNs reported missing
         //     in the SACK.
-        if !self.in_fast_recovery || cum_tsn_ack_point_advanced {
-            let max_tsn = if !self.in_fast_recovery {
-                // a) increment only for missing TSNs prior to the HTNA
-                htna
-            } else {
-                // b) increment for all TSNs reported missing
-                cum_tsn_ack_point.wrapping_add(self.inflight_queue.len() as u32 + 1)
+        // peerixd patch: rule a) applies in Fast Recovery too, as RFC 9260 §7.2.4 says; b) only
+        // adds to it. 0.21.1 struck nothing during Fast Recovery unless the cumulative ack
+        // advanced, so a second loss below the recovery's exit point, once it was the lowest
+        // hole, could never reach three strikes (the cumulative ack cannot pass it) and waited
+        // for T3-rtx. And a retransmitted chunk is struck again by each SACK that newly
+        // acknowledges a TSN sent after its retransmission (the retransmission is then lost
+        // too); before, only T3-rtx recovered it. With 2 % loss each cost a 400 ms–1 s stall
+        // every few hundred KiB. Chunks reaching three strikes in Fast Recovery are
+        // retransmitted at once, without reducing cwnd again.
+        let max_tsn = if self.in_fast_recovery && cum_tsn_ack_point_advanced {
+            // b) increment for all TSNs reported missing
+            cum_tsn_ack_point.wrapping_add(self.inflight_queue.len() as u32 + 1)
+        } else {
+            // a) increment only for missing TSNs prior to the HTNA
+            htna
+        };
+        let mut tsn = cum_tsn_ack_point.wrapping_add(1);
+        while sna32lt(tsn, max_tsn) {
+            let Some(c) = self.inflight_queue.get_mut(tsn) else {
+                return Err(Error::ErrTsnRequestNotExist);
             };
+            let strike = match c.retransmitted_after {
+                None => true,
+                Some(mark) => sna32lt(mark, htna),
+            };
+            if strike && c.is_outstanding() && c.miss_indicator < 3 {
+                c.miss_indicator += 1;
+                if c.miss_indicator == 3 {
+                    self.will_retransmit_fast = true;
+                    if !self.in_fast_recovery {
+                        // 2)  If not in Fast Recovery, adjust the ssthresh and cwnd of the
+                        //     destination address(es) to which the missing DATA chunks were
+                        //     last sent, according to the formula described in Section 7.2.3.
+                        self.in_fast_recovery = true;
+                        self.fast_recover_exit_point = htna;
+                        self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
+                        self.cwnd = self.ssthresh;
+                        self.partial_bytes_acked = 0;
 
-            let mut tsn = cum_tsn_ack_point.wrapping_add(1);
-            while sna32lt(tsn, max_tsn) {
-                if let Some(c) = self.inflight_queue.get_mut(tsn) {
-                    if c.is_outstanding() && c.miss_indicator < 3 {
-                        c.miss_indicator += 1;
-                        if c.miss_indicator == 3 && !self.in_fast_recovery {
-                            // 2)  If not in Fast Recovery, adjust the ssthresh and cwnd of the
-                            //     destination address(es) to which the missing DATA chunks were
-                            //     last sent, according to the formula described in Section 7.2.3.
-                            self.in_fast_recovery = true;
-                            self.fast_recover_exit_point = htna;
-                            self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
-                            self.cwnd = self.ssthresh;
-                            self.partial_bytes_acked = 0;
-                            self.will_retransmit_fast = true;
-
-                            trace!(
-                                "[{}] updated cwnd={} ssthresh={} inflight={} (FR)",
-                                self.side,
-                                self.cwnd,
-                                self.ssthresh,
-                                self.inflight_queue.get_num_bytes()
-                            );
-                        }
+                        trace!(
+                            "[{}] updated cwnd={} ssthresh={} inflight={} (FR)",
+                            self.side,
+                            self.cwnd,
+                            self.ssthresh,
+                            self.inflight_queue.get_num_bytes()
+                        );
                     }
-                } else {
-                    return Err(Error::ErrTsnRequestNotExist);
                 }
-
-                tsn = tsn.wrapping_add(1);
             }
+            tsn = tsn.wrapping_add(1);
         }
 
         if self.in_fast_recovery && cum_tsn_ack_point_advanced {
@@ -2507,10 +2517,14 @@ impl Association {
                 i += 1;
             }
 
+            let highest_sent = self.my_next_tsn.wrapping_sub(1);
             for chunk in &mut to_fast_retrans {
                 if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                     c.nsent += 1;
                     chunk.nsent = c.nsent;
+                    // peerixd patch: strike it again only by data sent after now.
+                    c.miss_indicator = 0;
+                    c.retransmitted_after = Some(highest_sent);
                     self.stats.inc_fast_retrans();
                     trace!(
                         "[{}] fast-retransmit: tsn={} sent={} htna={}",
@@ -2694,10 +2708,14 @@ impl Association {
 
         // A later candidate can abandon an earlier fragment already selected
         // into this batch. Commit attempts only after whole-message retirement.
+        let highest_sent = self.my_next_tsn.wrapping_sub(1);
         for chunk in &mut chunks {
             if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                 c.retransmit = false;
                 c.nsent += 1;
+                // peerixd patch: see `retransmitted_after`.
+                c.miss_indicator = 0;
+                c.retransmitted_after = Some(highest_sent);
                 chunk.nsent = c.nsent;
                 trace!(
                     "[{}] retransmitting tsn={} ssn={} sent={}",
