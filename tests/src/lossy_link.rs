@@ -163,15 +163,12 @@ impl LossyLink {
         Ok(())
     }
 
-    /// Moves `side` to a new address in the same subnet: the new one is added, the old one
-    /// removed (sockets bound to the old address lose it, as on a network change).
+    /// Moves `side` to a new address in the same subnet: the old one is removed, then the new
+    /// one added (sockets bound to the old address lose it, as on a network change). In this
+    /// order because removing a primary address also removes the secondaries of its subnet.
     pub fn change_address(&mut self, side: Side, new: Ipv4Addr) -> Result<()> {
         let i = side as usize;
         let dev = self.veth[i].clone();
-        self.ip(
-            side,
-            &["addr", "add", &format!("{new}/{PREFIX}"), "dev", &dev],
-        )?;
         self.ip(
             side,
             &[
@@ -181,6 +178,10 @@ impl LossyLink {
                 "dev",
                 &dev,
             ],
+        )?;
+        self.ip(
+            side,
+            &["addr", "add", &format!("{new}/{PREFIX}"), "dev", &dev],
         )?;
         self.addr[i] = new;
         Ok(())

@@ -291,3 +291,36 @@ async fn measure_bulk_over_loss() -> Result<()> {
     );
     Ok(())
 }
+
+/// One daemon's address changes (a new address on its interface, the old one removed): the
+/// peers find each other again without any client action and messages flow again. Between
+/// peerixd peers this is the machine's recovery (ICE fails, the connection is replaced and
+/// re-invoked), not an ICE restart: messages in flight on the old connection are reported
+/// failed, not lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_change_recovers() -> Result<()> {
+    let Some(mut link) = LossyLink::new()? else {
+        return Ok(());
+    };
+    let env = TestEnv::new()?;
+    let mut p = Pair::connect(&env, &link, "lossy-move", &[]).await?;
+    let replies = p.issue_texts("before", 3).await?;
+    p.expect_texts("before", 3, CONNECT).await?;
+    all_delivered(replies, &p.b.id).await?;
+
+    let moved = Instant::now();
+    link.change_address(Side::B, std::net::Ipv4Addr::new(10, 177, 0, 3))?;
+    let b_id = p.b.id.clone();
+    p.a.wait_for("a connected to b again", Duration::from_secs(30), |e| {
+        is(e, "channel:open", &b_id) && field(e, "label") == Some(LABEL)
+    })
+    .await?;
+    eprintln!(
+        "after the address change the channel was open again in {:?}",
+        moved.elapsed()
+    );
+    let replies = p.issue_texts("after", 3).await?;
+    p.expect_texts("after", 3, CONNECT).await?;
+    all_delivered(replies, &p.b.id).await?;
+    Ok(())
+}

@@ -185,6 +185,9 @@ pub struct Association {
     /// on loopback cwnd grows without bound, so a refill of the application's buffer left as
     /// hundreds of datagrams at once and overflowed Chromium's UDP receive buffer.
     burst_credit: u32,
+    /// peerixd patch: the latest (re)transmission among the chunks the SACK being processed
+    /// newly acknowledged (see `ChunkPayloadData::retransmitted`).
+    newest_acked_send: Option<Instant>,
 
     will_send_shutdown_ack: bool,
     will_send_shutdown_complete: bool,
@@ -290,6 +293,7 @@ impl Default for Association {
             will_retransmit_reconfig: false,
             t3_retransmit_pending: false,
             burst_credit: 0,
+            newest_acked_send: None,
 
             will_send_shutdown_ack: false,
             will_send_shutdown_complete: false,
@@ -1452,6 +1456,7 @@ impl Association {
         }
 
         // Process selective ack
+        self.newest_acked_send = None;
         let (bytes_acked_per_stream, total_bytes_acked, htna) =
             self.process_selective_ack(d, now)?;
 
@@ -1772,6 +1777,7 @@ impl Association {
             if let Some(mut c) = self.inflight_queue.pop(i) {
                 if c.acknowledge() {
                     newly_acked_data |= c.nsent > 0;
+                    self.newest_acked_send = self.newest_acked_send.max(c.since);
 
                     let n_bytes_acked = c.user_data.len() as i64;
                     total_bytes_acked += n_bytes_acked;
@@ -1838,6 +1844,7 @@ impl Association {
                 if let Some(c) = self.inflight_queue.get(tsn) {
                     if newly_acknowledged {
                         newly_acked_data |= c.nsent > 0;
+                        self.newest_acked_send = self.newest_acked_send.max(c.since);
                         total_bytes_acked += n_bytes_acked;
                         if self.is_current_stream_data(c) {
                             *bytes_acked_per_stream
@@ -1992,7 +1999,8 @@ impl Association {
         // hole, could never reach three strikes (the cumulative ack cannot pass it) and waited
         // for T3-rtx. And a retransmitted chunk is struck again by each SACK that newly
         // acknowledges a TSN sent after its retransmission (the retransmission is then lost
-        // too); before, only T3-rtx recovered it. With 2 % loss each cost a 400 ms–1 s stall
+        // too: RACK's rule, by send time, since retransmissions go out below TSNs already
+        // sent); before, only T3-rtx recovered it. With 2 % loss each cost a 400 ms–1 s stall
         // every few hundred KiB. Chunks reaching three strikes in Fast Recovery are
         // retransmitted at once, without reducing cwnd again.
         let max_tsn = if self.in_fast_recovery && cum_tsn_ack_point_advanced {
@@ -2007,10 +2015,8 @@ impl Association {
             let Some(c) = self.inflight_queue.get_mut(tsn) else {
                 return Err(Error::ErrTsnRequestNotExist);
             };
-            let strike = match c.retransmitted_after {
-                None => true,
-                Some(mark) => sna32lt(mark, htna),
-            };
+            let strike = !c.retransmitted
+                || c.since.is_some_and(|sent| self.newest_acked_send.is_some_and(|t| t > sent));
             if strike && c.is_outstanding() && c.miss_indicator < 3 {
                 c.miss_indicator += 1;
                 if c.miss_indicator == 3 {
@@ -2517,14 +2523,14 @@ impl Association {
                 i += 1;
             }
 
-            let highest_sent = self.my_next_tsn.wrapping_sub(1);
             for chunk in &mut to_fast_retrans {
                 if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                     c.nsent += 1;
                     chunk.nsent = c.nsent;
                     // peerixd patch: strike it again only by data sent after now.
                     c.miss_indicator = 0;
-                    c.retransmitted_after = Some(highest_sent);
+                    c.retransmitted = true;
+                    c.since = Some(now);
                     self.stats.inc_fast_retrans();
                     trace!(
                         "[{}] fast-retransmit: tsn={} sent={} htna={}",
@@ -2708,14 +2714,14 @@ impl Association {
 
         // A later candidate can abandon an earlier fragment already selected
         // into this batch. Commit attempts only after whole-message retirement.
-        let highest_sent = self.my_next_tsn.wrapping_sub(1);
         for chunk in &mut chunks {
             if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                 c.retransmit = false;
                 c.nsent += 1;
-                // peerixd patch: see `retransmitted_after`.
+                // peerixd patch: see `retransmitted`.
                 c.miss_indicator = 0;
-                c.retransmitted_after = Some(highest_sent);
+                c.retransmitted = true;
+                c.since = Some(now);
                 chunk.nsent = c.nsent;
                 trace!(
                     "[{}] retransmitting tsn={} ssn={} sent={}",

@@ -177,11 +177,11 @@ pub struct ChunkPayloadData {
     /// chunk is still in the inflight queue
     pub(crate) retransmit: bool,
 
-    /// peerixd patch: the highest TSN sent when this chunk was last retransmitted (`None`
-    /// until it is). A SACK that newly acknowledges a TSN above it shows the retransmission
-    /// lost too, and counts as a miss indication again, so a lost retransmission is fast
-    /// retransmitted instead of waiting for T3-rtx.
-    pub(crate) retransmitted_after: Option<u32>,
+    /// peerixd patch: this chunk has been retransmitted. A SACK that newly acknowledges a chunk
+    /// transmitted after its last transmission (`since`) shows that retransmission lost too,
+    /// and counts as a miss indication again, so a lost retransmission is fast retransmitted
+    /// instead of waiting for T3-rtx.
+    pub(crate) retransmitted: bool,
 }
 
 impl Default for ChunkPayloadData {
@@ -206,7 +206,7 @@ impl Default for ChunkPayloadData {
             nsent: 0,
             abandoned: false,
             retransmit: false,
-            retransmitted_after: None,
+            retransmitted: false,
         }
     }
 }
@@ -292,7 +292,7 @@ impl Chunk for ChunkPayloadData {
             nsent: 0,
             abandoned: false,
             retransmit: false,
-            retransmitted_after: None,
+            retransmitted: false,
         })
     }
 
@@ -334,7 +334,7 @@ impl ChunkPayloadData {
 
     pub(crate) fn is_fast_retransmit_candidate(&self) -> bool {
         // peerixd patch: not only on the first transmission (`nsent == 1`): every
-        // retransmission resets the miss indications (see `retransmitted_after`).
+        // retransmission resets the miss indications (see `retransmitted`).
         self.is_outstanding() && self.miss_indicator >= 3
     }
 
