@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use peerix_client::SendOptions;
+use peerix_system_tests::browser::{
+    check_prerequisites, daemon_connected, join_nats, nats_daemon, room_name, ws_url, Browser,
+    BrowserOpts, T,
+};
 use peerix_system_tests::*;
+use serde_json::{json, Value};
 
 const DAEMONS: usize = 8;
 const CONNECT: Duration = Duration::from_secs(20);
@@ -112,4 +117,70 @@ async fn eight_daemons_each_use_one_udp_port() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Real Peerix in Chromium among two single-port daemons (NATS signaling): the browser hides
+/// its host addresses behind mDNS and the daemons do not resolve them, so the daemons first
+/// learn the browser's address from its checks, routed by ufrag. Messages flow both ways, and
+/// each daemon still uses one UDP port for its two peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_among_single_port_daemons() -> Result<()> {
+    check_prerequisites()?;
+    let env = TestEnv::new()?;
+    let nats = NatsServer::start(&[])?;
+    let config = env.dir.path().join("one-port.toml");
+    std::fs::write(&config, "[webrtc]\nudp_port = 0\nmdns = false\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let mut b = Browser::start(&env, "b", BrowserOpts::default()).await?;
+    let d0 = nats_daemon(&env, &nats, "d0", &["--config", &config]).await?;
+    let d1 = nats_daemon(&env, &nats, "d1", &["--config", &config]).await?;
+    let room = room_name("one-port");
+    let mut m0 = join_nats(&d0, &room).await?;
+    let mut m1 = join_nats(&d1, &room).await?;
+    let peer = b.join(&ws_url(&nats), &room, None, Value::Null).await?;
+    let id1 = m1.id.clone();
+    m0.wait_for("d0 connected to d1", T, |e| {
+        is(e, "connection:connected", &id1)
+    })
+    .await?;
+    for (i, (m, d)) in [(&mut m0, &d0), (&mut m1, &d1)].into_iter().enumerate() {
+        daemon_connected(m, d, &peer).await?;
+        let label = format!("chat{i}");
+        m.open(&label).await?;
+        m.wait_for(&format!("{label} open to the browser"), T, |e| {
+            is(e, "channel:open", &peer) && field(e, "label") == Some(label.as_str())
+        })
+        .await?;
+        b.call("waitChannel", json!({ "label": label, "peer": m.id }), T)
+            .await?;
+        let mark = b.mark();
+        let r = m
+            .client
+            .send_text(&room, &label, "to chromium", SendOptions::to(peer.clone()))
+            .await?;
+        let peers = r.peers.context("delivery report")?;
+        assert!(peers.iter().all(|p| p.ok), "{peers:?}");
+        let from = m.id.clone();
+        b.wait_from(mark, "the daemon's text", T, |v| {
+            v["ev"] == "message" && v["label"] == label.as_str() && v["peer"] == from.as_str()
+        })
+        .await?;
+        b.call(
+            "send",
+            json!({"label": label, "to": from, "text": "to peerixd"}),
+            T,
+        )
+        .await?;
+        m.wait_for("the browser's text", T, |e| {
+            is(e, "channel:message", &peer) && field(e, "data") == Some("to peerixd")
+        })
+        .await?;
+    }
+    for d in [&d0, &d1] {
+        let ports = udp_ports(d.pid().context("daemon pid")?)?;
+        if ports.len() != 1 {
+            bail!("{} uses UDP ports {ports:?} for 2 peers, not one", d.name);
+        }
+    }
+    b.quit().await
 }
