@@ -120,6 +120,7 @@ impl Router {
         if self.transactions.insert(info.transaction, conn).is_none() {
             self.transaction_order.push_back(info.transaction);
         }
+        // The order may still name answered ids (removed from the map); evicting those is free.
         while self.transaction_order.len() > MAX_TRANSACTIONS {
             if let Some(old) = self.transaction_order.pop_front() {
                 self.transactions.remove(&old);
@@ -140,9 +141,11 @@ impl Router {
         };
         match info.class {
             StunClass::Success | StunClass::Error => {
-                // Retransmitted requests share the id, so a late duplicate response still
-                // routes until the entry is evicted.
-                self.transactions.get(&info.transaction).copied().or(bound)
+                // Answered: forget the id, so the table holds outstanding requests, not
+                // history. A duplicate response to a retransmission then follows the
+                // binding (the connection's remote is bound by then) or is dropped, as a
+                // late duplicate may be.
+                self.transactions.remove(&info.transaction).or(bound)
             }
             StunClass::Request => {
                 let local_ufrag = info
@@ -310,7 +313,9 @@ mod tests {
         assert_eq!(r.route(local, server, &stun(SUCCESS, 20, None)), Some(2));
         assert_eq!(r.route(local, server, &stun(ERROR, 10, None)), Some(1));
         assert_eq!(r.route(local, server, &stun(SUCCESS, 30, None)), None);
-        assert_eq!(r.sizes().2, 2);
+        // Answered requests are forgotten: the table holds only outstanding ones.
+        assert_eq!(r.sizes().2, 0);
+        assert_eq!(r.route(local, server, &stun(SUCCESS, 20, None)), None);
     }
 
     #[test]

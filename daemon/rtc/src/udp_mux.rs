@@ -34,6 +34,11 @@ const QUEUE_DATAGRAMS: usize = 1024;
 /// Largest datagram read from a shared socket (the stack's own receive buffers are 2 KB; a
 /// larger datagram is truncated there as it would be on a socket of its own).
 const MAX_DATAGRAM: usize = 65_536;
+/// Datagram buffers kept for reuse, and the size of each: a datagram's copy crosses from the
+/// mux thread to a reactor thread, and without reuse every one is a cross-thread free that the
+/// allocator holds on to (measured as RSS that grew with the number of peers).
+const POOL_BUFFERS: usize = 1024;
+const POOL_BUFFER_SIZE: usize = 2048;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -63,6 +68,8 @@ pub(crate) struct UdpMux {
     next_conn: AtomicU64,
     dropped: AtomicU64,
     handle: tokio::runtime::Handle,
+    /// Buffers of datagrams already read by their connection (see [`POOL_BUFFERS`]).
+    pool: Mutex<Vec<Vec<u8>>>,
 }
 
 impl UdpMux {
@@ -87,6 +94,7 @@ impl UdpMux {
             next_conn: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
             handle,
+            pool: Mutex::default(),
         });
         Ok(Arc::clone(MUX.get_or_init(|| mux)))
     }
@@ -140,11 +148,16 @@ impl UdpMux {
         let conn = lock(&self.router).route(local, from, data);
         let delivered = conn.is_some_and(|conn| {
             lock(&self.queues).get(&(conn, local)).is_some_and(|tx| {
-                tx.try_send(Datagram {
-                    from,
-                    data: data.to_vec(),
-                })
-                .is_ok()
+                let mut buf = lock(&self.pool).pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(data);
+                match tx.try_send(Datagram { from, data: buf }) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        self.recycle(err.into_inner().data);
+                        false
+                    }
+                }
             })
         });
         if !delivered {
@@ -154,6 +167,22 @@ impl UdpMux {
                     "single-port mode: {n} datagrams dropped (unroutable or queue full)"
                 );
             }
+        }
+    }
+}
+
+impl UdpMux {
+    /// Keeps `buf` for a later datagram (bounded, ordinary-sized buffers only).
+    fn recycle(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > POOL_BUFFER_SIZE {
+            return;
+        }
+        if buf.capacity() < POOL_BUFFER_SIZE {
+            buf.reserve_exact(POOL_BUFFER_SIZE - buf.len());
+        }
+        let mut pool = lock(&self.pool);
+        if pool.len() < POOL_BUFFERS {
+            pool.push(buf);
         }
     }
 }
@@ -266,6 +295,7 @@ impl AsyncUdpSocket for VirtualSocket {
                 m.len = n;
                 m.stride = n;
                 m.dst_ip = Some(self.local.ip());
+                self.mux.recycle(d.data);
                 Poll::Ready(Ok(1))
             }
             // The sender lives in the mux's table until this socket is dropped.
