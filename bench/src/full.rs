@@ -49,65 +49,6 @@ pub async fn next_event(
         .map_err(|_| anyhow!("timed out after {STEP:?} waiting for {what}"))?
 }
 
-/// Result of one join→connected trial.
-pub struct SetupTrial {
-    /// Second `join` reply → `connection:connected` seen by both, in ms.
-    pub join_to_connected_ms: f64,
-    /// Duration of the second `join` request itself, in ms.
-    pub join_request_ms: f64,
-    /// Every event both clients saw until then: (side, name, ms after the second join reply).
-    pub timeline: Vec<(char, String, f64)>,
-}
-
-/// One trial on two running daemons: A joins `room`, then B; timed from B's join reply.
-pub async fn setup_trial(da: &DaemonProc, db: &DaemonProc, room: &str) -> Result<SetupTrial> {
-    let ac = da.client().await?;
-    let mut aev = ac.subscribe(&["*"], Some(room)).await?;
-    // Each room has its own Peerix id (not the daemon's `welcome` id).
-    let a_id = ac.join(JoinArgs::new(room)).await?.id;
-    let bc = db.client().await?;
-    let mut bev = bc.subscribe(&["*"], Some(room)).await?;
-    let tj = Instant::now();
-    let res = bc.join(JoinArgs::new(room)).await?;
-    let t0 = Instant::now();
-    let b_id = res.id.clone();
-    let mut timeline = Vec::new();
-    let (mut a_done, mut b_done) = (false, false);
-    let deadline = tokio::time::Instant::now() + STEP;
-    let waited: Result<()> = async {
-        while !(a_done && b_done) {
-            let (side, ev) = tokio::select! {
-                e = aev.recv(), if !a_done => ('a', e),
-                e = bev.recv(), if !b_done => ('b', e),
-                _ = tokio::time::sleep_until(deadline) => bail!("timed out after {STEP:?} waiting for connected"),
-            };
-            let ms = t0.elapsed().as_secs_f64() * 1e3;
-            let ev = ev.ok_or_else(|| anyhow!("event stream of {side} ended"))?;
-            let want = if side == 'a' { &b_id } else { &a_id };
-            if ev.name == "connection:connected" && field(&ev, "peer") == Some(want.as_str()) {
-                if side == 'a' {
-                    a_done = true
-                } else {
-                    b_done = true
-                }
-            }
-            timeline.push((side, ev.name, ms));
-        }
-        Ok(())
-    }
-    .await;
-    let dt = t0.elapsed();
-    // Leave in any case so a failed trial does not linger into the next one.
-    let _ = ac.leave(room).await;
-    let _ = bc.leave(room).await;
-    waited?;
-    Ok(SetupTrial {
-        join_to_connected_ms: dt.as_secs_f64() * 1e3,
-        join_request_ms: t0.duration_since(tj).as_secs_f64() * 1e3,
-        timeline,
-    })
-}
-
 /// Outcome of one full-mesh trial.
 pub struct MeshOutcome {
     /// Seconds from issuing all `join`s at once until every daemon saw `connection:connected`

@@ -1,5 +1,6 @@
 //! `peerix-bench`: one run measures peerixd's performance figures as median/p95 over repeated
-//! trials, beside in-run baselines (two `peerix_rtc::RtcPeer`s in this process), prints a table
+//! trials, beside in-run baselines (two raw `peerix_rtc::RtcPeer` processes with the daemon's
+//! allocator and threading, see `fair.rs`), prints a table
 //! with ratios and targets, writes JSON and two PNG plots.
 //!
 //! ```text
@@ -10,12 +11,17 @@
 //! Everything runs on loopback: daemons and nats-server are child processes on free ports and
 //! temporary directories, killed when the run ends. Targets are informational, never asserted.
 
+mod fair;
+mod fanout;
+mod footprint;
 mod full;
+mod groups;
 mod media;
 mod natscount;
 mod plot;
 mod procfs;
-mod raw;
+mod rawchild;
+mod rawproc;
 mod report;
 mod stats;
 
@@ -23,7 +29,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use bytes::Bytes;
 use clap::Parser;
 use peerix_system_tests::{is, Member, NatsServer, TestEnv};
 use serde_json::json;
@@ -34,7 +39,9 @@ use stats::{fit_line, Summary};
 /// Benchmark groups, in the order they run.
 const GROUPS: &[&str] = &[
     "throughput",
+    "fanout",
     "rtt",
+    "browser",
     "setup",
     "ipc",
     "mesh",
@@ -53,7 +60,8 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these groups (comma-separated): throughput, rtt, setup, ipc, mesh, nats, rss, cpu, media.
+    /// Run only these groups (comma-separated): throughput, fanout, rtt, browser, setup, ipc, mesh, nats,
+    /// rss, cpu, media.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Directory for the PNG plots.
@@ -62,9 +70,9 @@ struct Args {
     /// Directory holding `peerixd` (default: PEERIX_BIN_DIR, else this binary's directory).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Internal: print the raw stack's RSS points as JSON and exit (run in a child process).
+    /// Internal: run as one raw baseline peer process (`rawproc.rs`), commanded on stdin.
     #[arg(long, hide = true)]
-    raw_rss_probe: bool,
+    raw_peer: bool,
 }
 
 /// Everything the run produced.
@@ -124,196 +132,12 @@ fn mb_per_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6
 }
 
-fn payload(len: usize) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
-}
-
 fn size_name(len: usize) -> String {
     if len >= 1 << 20 {
         format!("{} MiB", len >> 20)
     } else {
         format!("{} KiB", len >> 10)
     }
-}
-
-/// Throughput through the full path and through the raw pair, per message size.
-async fn throughput(run: &mut Run) -> Result<()> {
-    let sizes: [(usize, usize); 4] = [
-        (16 << 10, run.pick(30, 10)),
-        (256 << 10, run.pick(15, 5)),
-        (4 << 20, run.pick(7, 3)),
-        (32 << 20, run.pick(5, 2)),
-    ];
-    let mut pair = full::Pair::start(&["bench"]).await?;
-    let mut raw = raw::RawPair::connect().await?;
-    let (ra, rb) = raw.channel("bench").await?;
-    let pipe = raw::RawPipe::new(ra, rb);
-    let mut full_pts = Vec::new();
-    let mut raw_pts = Vec::new();
-    let mut detail = Vec::new();
-    for (len, trials) in sizes {
-        let data = payload(len);
-        let bytes = Bytes::from(data.clone());
-        // One warm-up transfer each.
-        pair.transfer("bench", &data).await?;
-        pipe.transfer(&bytes).await?;
-        let (mut f, mut r) = (Vec::new(), Vec::new());
-        // Interleave full and raw trials so that background load hits both alike.
-        for _ in 0..trials {
-            f.push(mb_per_s(len, pair.transfer("bench", &data).await?));
-            r.push(mb_per_s(len, pipe.transfer(&bytes).await?));
-        }
-        let fs = summary(&f)?;
-        let rs = summary(&r)?;
-        full_pts.push((len, fs.median));
-        raw_pts.push((len, rs.median));
-        detail.push(json!({"bytes": len, "full_mb_s": f, "raw_mb_s": r}));
-        let mut row = Row::new(
-            "throughput",
-            &format!("full path, {} message", size_name(len)),
-            "MB/s",
-            fs.clone(),
-        )
-        .baseline("raw RtcPeer pair", Some(rs.clone()));
-        if len == 32 << 20 {
-            let ok = fs.median >= 80.0 && fs.median >= 0.8 * rs.median;
-            row = row.target("≥ 0.8× raw and ≥ 80 MB/s", ok).note(
-                "client send_stream → IPC → daemon → WebRTC → daemon → IPC → client assembled",
-            );
-        }
-        run.add(row);
-    }
-    drop(pipe);
-    raw.close().await;
-    run.details.insert("throughput".into(), json!(detail));
-    run.tput_series = vec![
-        (
-            "full path (client → daemon → WebRTC → daemon → client)".into(),
-            full_pts,
-        ),
-        ("raw RtcPeer pair in one process".into(), raw_pts),
-    ];
-    drop(pair);
-    Ok(())
-}
-
-/// 16-byte round trips through the full path and the raw pair.
-async fn rtt(run: &mut Run) -> Result<()> {
-    let (warm, n) = (run.pick(50, 20), run.pick(1000, 200));
-    let mut pair = full::Pair::start(&["rtt"]).await?;
-    let f = pair.rtt("rtt", warm, n).await?;
-    let mut raw = raw::RawPair::connect().await?;
-    let (ra, rb) = raw.channel("rtt").await?;
-    let r = raw::rtt(ra, rb, warm, n).await?;
-    raw.close().await;
-    let fs = summary(&f)?;
-    let rs = summary(&r)?;
-    run.add(
-        Row::new(
-            "rtt",
-            "full path RTT, 16 B text (p50 / p95)",
-            "ms",
-            fs.clone(),
-        )
-        .baseline("raw RtcPeer pair", Some(rs.clone()))
-        .target("p50 ≤ 0.5 ms", fs.median <= 0.5),
-    );
-    run.add(
-        Row::new("rtt", "full path RTT p99", "ms", one(fs.p99))
-            .baseline("raw p99", Some(one(rs.p99)))
-            .target("p99 ≤ 2 ms", fs.p99 <= 2.0),
-    );
-    run.add(
-        Row::new(
-            "rtt",
-            "added by IPC + daemons per round trip (p50 full − p50 raw)",
-            "ms",
-            one(fs.median - rs.median),
-        )
-        .note("two IPC hops and two daemon hops each way"),
-    );
-    run.details.insert(
-        "rtt".into(),
-        json!({"full_ms": fs, "raw_ms": rs, "n": n, "warmup": warm}),
-    );
-    Ok(())
-}
-
-/// join→connected on the local and NATS drivers, raw setup as baseline.
-async fn setup(run: &mut Run) -> Result<()> {
-    let trials = run.pick(15, 5);
-    let mut raw = Vec::new();
-    for _ in 0..trials {
-        let p = raw::RawPair::connect().await?;
-        raw.push(p.setup.as_secs_f64() * 1e3);
-        p.close().await;
-    }
-    let rs = summary(&raw)?;
-    let mut detail = serde_json::Map::new();
-    for driver in ["local", "nats"] {
-        let env = TestEnv::new()?;
-        let nats = if driver == "nats" {
-            Some(NatsServer::start(&[])?)
-        } else {
-            None
-        };
-        let extra = nats.as_ref().map(full::nats_args).unwrap_or_default();
-        let da = full::daemon(&env, "sa", &extra).await?;
-        let db = full::daemon(&env, "sb", &extra).await?;
-        let (mut t, mut j, mut tl, mut failed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        // One untimed warm-up (first room of a daemon pays one-off costs).
-        if let Err(e) = full::setup_trial(&da, &db, &format!("warm-{driver}")).await {
-            eprintln!("  setup {driver} warm-up failed: {e:#}");
-            failed.push(json!({"trial": "warm-up", "error": format!("{e:#}"), "log_a": da.log_tail(), "log_b": db.log_tail()}));
-        }
-        for i in 0..trials {
-            let r = match full::setup_trial(&da, &db, &format!("setup-{driver}-{i}")).await {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("  setup {driver} trial {i} failed: {e:#}");
-                    failed.push(json!({"trial": i, "error": format!("{e:#}"), "log_a": da.log_tail(), "log_b": db.log_tail()}));
-                    continue;
-                }
-            };
-            t.push(r.join_to_connected_ms);
-            j.push(r.join_request_ms);
-            tl.push(r.timeline);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let ts = summary(&t)?;
-        let target = if driver == "local" { 25.0 } else { 40.0 };
-        let mut note = "from the second join reply to connection:connected at both".to_string();
-        if !failed.is_empty() {
-            note += &format!(
-                "; {} of {trials} trials (+ 1 warm-up) did not connect within {} s (excluded)",
-                failed.len(),
-                full::STEP.as_secs()
-            );
-        }
-        run.add(
-            Row::new(
-                "setup",
-                &format!("join→connected, 2 daemons, {driver} driver"),
-                "ms",
-                ts.clone(),
-            )
-            .baseline("raw RtcPeer new→control open", Some(rs.clone()))
-            .target(
-                &format!("≤ {target} ms"),
-                ts.median <= target && failed.is_empty(),
-            )
-            .note(note),
-        );
-        detail.insert(
-            driver.into(),
-            json!({"join_to_connected_ms": t, "second_join_request_ms": j, "event_timelines_ms": tl, "failed_trials": failed}),
-        );
-    }
-    detail.insert("raw_setup_ms".into(), json!(raw));
-    run.details.insert("setup".into(), detail.into());
-    Ok(())
 }
 
 /// IPC alone: `status` round trips, sequential and concurrent.
@@ -353,8 +177,8 @@ async fn ipc(run: &mut Run) -> Result<()> {
 async fn mesh(run: &mut Run) -> Result<()> {
     let mut detail = serde_json::Map::new();
     let mut two = None;
-    for n in [2usize, 4, 8, 16] {
-        let trials = if n == 16 {
+    for n in [2usize, 4, 8, 16, 32] {
+        let trials = if n >= 16 {
             run.pick(2, 1)
         } else {
             run.pick(3, 1)
@@ -400,6 +224,9 @@ async fn mesh(run: &mut Run) -> Result<()> {
         }
         if n == 16 {
             row = row.target("≤ 3 s", s.median <= 3.0 && incomplete == 0);
+        }
+        if n == 32 {
+            row = row.target("≤ 4 s", s.median <= 4.0 && incomplete == 0);
         }
         if incomplete > 0 {
             row = row.note(format!(
@@ -490,183 +317,6 @@ async fn nats(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-/// RSS of one daemon over 1..=32 connected peers (one two-member room per peer, partners
-/// spread over 8 daemons), RSS per empty room on another daemon, the raw stack's RSS per
-/// connection in this process, and idle CPU with 8 peers.
-async fn rss_cpu(run: &mut Run, do_rss: bool, do_cpu: bool) -> Result<()> {
-    let max_peers = if do_rss { 32 } else { 8 };
-    let env = TestEnv::new()?;
-    let d0 = env.daemon("r0", &[]).await?;
-    let idle = env.daemon("idle", &[]).await?;
-    let mut partners = Vec::new();
-    for i in 0..8 {
-        partners.push(env.daemon(&format!("p{i}"), &[]).await?);
-    }
-    let pid0 = procfs::pid_of_socket(&d0.socket)?;
-    let pid_idle = procfs::pid_of_socket(&idle.socket)?;
-    let c0 = d0.client().await?;
-    let mut ev0 = c0.subscribe(&["connection:connected"], None).await?;
-    let settle = Duration::from_millis(300);
-    tokio::time::sleep(settle).await;
-    let mut points = vec![(0.0, procfs::rss_kib(pid0)? as f64 / 1024.0)];
-    let mut members = Vec::new();
-    let mut cpu = None;
-    for k in 1..=max_peers {
-        let room = format!("rss-{k}");
-        let m = Member::join(&partners[(k - 1) % partners.len()], &room, |_| {}).await?;
-        let pid = m.id.clone();
-        members.push(m);
-        c0.join(peerix_ipc_proto::JoinArgs::new(room.clone()))
-            .await?;
-        full::next_event(&mut ev0, "d0 connected", |e| {
-            is(e, "connection:connected", &pid) && e.room.as_deref() == Some(room.as_str())
-        })
-        .await?;
-        tokio::time::sleep(settle).await;
-        points.push((k as f64, procfs::rss_kib(pid0)? as f64 / 1024.0));
-        if k == 8 && do_cpu {
-            let secs = if run.quick { 5 } else { 30 };
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            eprintln!("  cpu: measuring idle daemons for {secs} s");
-            let v = procfs::cpu_percent(&[pid0, pid_idle], Duration::from_secs(secs)).await?;
-            cpu = Some((v[0], v[1], secs));
-        }
-    }
-    if let Some((busy, idle0, secs)) = cpu {
-        run.add(
-            Row::new(
-                "cpu",
-                &format!("idle daemon CPU, 8 connected peers, {secs} s"),
-                "%",
-                one(busy.percent),
-            )
-            .baseline(
-                "idle daemon, 0 peers, same window",
-                Some(one(idle0.percent)),
-            )
-            .target("< 0.5 %", busy.percent < 0.5)
-            .note(format!(
-                "scheduler run time (schedstat, ns) of all threads over the window, % of one core; \
-                 utime+stime ticks gave {:.2} %",
-                busy.tick_percent
-            )),
-        );
-        run.add(
-            Row::new(
-                "cpu",
-                "idle daemon wake-ups/s, 8 connected peers",
-                "/s",
-                one(busy.wakeups_per_s),
-            )
-            .baseline("idle daemon, 0 peers", Some(one(idle0.wakeups_per_s)))
-            .note("context switches of all threads per second"),
-        );
-        run.details.insert(
-            "cpu".into(),
-            json!({
-                "peers8_pct": busy.percent, "peers0_pct": idle0.percent,
-                "peers8_tick_pct": busy.tick_percent, "peers0_tick_pct": idle0.tick_percent,
-                "peers8_wakeups_per_s": busy.wakeups_per_s, "peers0_wakeups_per_s": idle0.wakeups_per_s,
-                "secs": secs
-            }),
-        );
-    }
-    if !do_rss {
-        return Ok(());
-    }
-    // Per-room cost without peers, on the idle daemon.
-    let ci = idle.client().await?;
-    let mut room_pts = vec![(0.0, procfs::rss_kib(pid_idle)? as f64 / 1024.0)];
-    for k in 1..=32 {
-        ci.join(peerix_ipc_proto::JoinArgs::new(format!("empty-{k}")))
-            .await?;
-        if k % 4 == 0 {
-            tokio::time::sleep(settle).await;
-            room_pts.push((k as f64, procfs::rss_kib(pid_idle)? as f64 / 1024.0));
-        }
-    }
-    // The raw stack: RtcPeer pairs in a fresh process (this one has freed buffers that new
-    // connections would reuse without growing RSS).
-    let raw_pts = raw_rss_child().await?;
-    let fit = fit_line(&points[1..]).context("fitting RSS")?;
-    let room_fit = fit_line(&room_pts).context("fitting room RSS")?;
-    let raw_fit = fit_line(&raw_pts[1..]).context("fitting raw RSS")?;
-    run.add(
-        Row::new(
-            "rss",
-            "daemon RSS per connected peer (slope over 1..32, incl. its room)",
-            "KiB",
-            one(fit.slope * 1024.0),
-        )
-        .baseline(
-            "raw RtcPeer per connection",
-            Some(one(raw_fit.slope * 1024.0)),
-        )
-        .target("≤ 300 KB/peer", fit.slope * 1024.0 * 1024.0 <= 300_000.0)
-        .note(format!("R² {:.2}; one two-member room per peer", fit.r2)),
-    );
-    run.add(Row::new(
-        "rss",
-        "daemon RSS per empty joined room (no peers)",
-        "KiB",
-        one(room_fit.slope * 1024.0),
-    ));
-    run.add(Row::new(
-        "rss",
-        "daemon RSS with 0 peers",
-        "MiB",
-        one(points[0].1),
-    ));
-    run.details.insert(
-        "rss".into(),
-        json!({
-            "peers_mib": points, "fit": fit,
-            "empty_rooms_mib": room_pts, "room_fit": room_fit,
-            "raw_self_mib": raw_pts, "raw_fit": raw_fit,
-        }),
-    );
-    run.rss_points = points;
-    drop(members);
-    Ok(())
-}
-
-/// Runs `peerix-bench --raw-rss-probe` and reads its (peer connections, MiB) points.
-async fn raw_rss_child() -> Result<Vec<(f64, f64)>> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let out = tokio::process::Command::new(exe)
-        .arg("--raw-rss-probe")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running the raw RSS probe")?;
-    if !out.status.success() {
-        bail!(
-            "raw RSS probe failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("parsing the raw RSS probe's output")
-}
-
-/// The probe itself: 16 connected `RtcPeer` pairs, RSS after every second pair, as JSON.
-async fn raw_rss_probe() -> Result<()> {
-    let settle = Duration::from_millis(300);
-    let mut pts = vec![(0.0, procfs::self_rss_kib()? as f64 / 1024.0)];
-    let mut pairs = Vec::new();
-    for k in 1..=16 {
-        pairs.push(raw::RawPair::connect().await?);
-        if k % 2 == 0 {
-            tokio::time::sleep(settle).await;
-            pts.push(((2 * k) as f64, procfs::self_rss_kib()? as f64 / 1024.0));
-        }
-    }
-    for p in pairs {
-        p.close().await;
-    }
-    println!("{}", serde_json::to_string(&pts)?);
-    Ok(())
-}
-
 fn machine() -> serde_json::Value {
     let read = |p: &str| {
         std::fs::read_to_string(p)
@@ -710,14 +360,16 @@ async fn run_all(args: &Args) -> Result<Run> {
         }
         eprintln!("[{:>6.1} s] {g}", start.elapsed().as_secs_f64());
         let res = match *g {
-            "throughput" => throughput(&mut run).await,
-            "rtt" => rtt(&mut run).await,
-            "setup" => setup(&mut run).await,
+            "throughput" => groups::throughput(&mut run).await,
+            "fanout" => fanout::fanout(&mut run).await,
+            "rtt" => groups::rtt(&mut run).await,
+            "browser" => groups::browser(&mut run).await,
+            "setup" => groups::setup(&mut run).await,
             "ipc" => ipc(&mut run).await,
             "mesh" => mesh(&mut run).await,
             "nats" => nats(&mut run).await,
             "media" => media::media(&mut run).await,
-            _ => rss_cpu(&mut run, true, selected("cpu")).await,
+            _ => footprint::rss_cpu(&mut run, true, selected("cpu")).await,
         };
         if let Err(e) = res {
             // One broken group must not lose the others' figures; it is reported instead.
@@ -728,7 +380,7 @@ async fn run_all(args: &Args) -> Result<Run> {
     }
     if selected("cpu") && !selected("rss") {
         eprintln!("[{:>6.1} s] cpu", start.elapsed().as_secs_f64());
-        if let Err(e) = rss_cpu(&mut run, false, true).await {
+        if let Err(e) = footprint::rss_cpu(&mut run, false, true).await {
             eprintln!("  group cpu FAILED: {e:#}");
             run.errors
                 .push(json!({"group": "cpu", "error": format!("{e:#}")}));
@@ -740,6 +392,9 @@ async fn run_all(args: &Args) -> Result<Run> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.raw_peer {
+        return rawchild::child_main();
+    }
     // The harness looks for `peerixd` in PEERIX_BIN_DIR, else two levels above the running
     // binary (right for test binaries in target/<profile>/deps). This binary sits directly in
     // target/<profile>, next to `peerixd`. Set before any thread exists.
@@ -761,9 +416,6 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    if args.raw_rss_probe {
-        return rt.block_on(raw_rss_probe());
-    }
     let before = machine();
     let run = rt.block_on(run_all(&args))?;
     let after = machine();
@@ -787,7 +439,7 @@ fn main() -> Result<()> {
         plot::rss(
             &p,
             &run.rss_points,
-            fit_line(&run.rss_points[1..]),
+            fit_line(&run.rss_points),
             "peerixd RSS vs connected peers",
         )?;
         plots.push(p);

@@ -91,7 +91,7 @@ pub struct CpuWindow {
 }
 
 /// Run time in ns and context switches, summed over the threads of `pid`.
-fn sched_totals(pid: u32) -> Option<(u64, u64)> {
+pub fn sched_totals(pid: u32) -> Option<(u64, u64)> {
     let mut ns = 0u64;
     let mut switches = 0u64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -141,9 +141,4 @@ pub async fn cpu_percent(pids: &[u32], dur: Duration) -> Result<Vec<CpuWindow>> 
             }
         })
         .collect())
-}
-
-/// VmRSS of this process in KiB.
-pub fn self_rss_kib() -> Result<u64> {
-    rss_kib(std::process::id())
 }

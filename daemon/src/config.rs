@@ -50,6 +50,8 @@ pub struct DaemonConfig {
     pub service: crate::config_service::ServiceConfig,
     /// Optional Prometheus endpoint (`[metrics]`, `metrics.rs`).
     pub metrics: crate::config_metrics::MetricsConfig,
+    /// Time-limited TURN credentials from a shared secret (`[turn_rest]`, `config_turn.rs`).
+    pub turn_rest: crate::config_turn::TurnRestConfig,
 }
 
 impl Default for DaemonConfig {
@@ -69,6 +71,7 @@ impl Default for DaemonConfig {
             access: access::AccessConfig::default(),
             service: Default::default(),
             metrics: Default::default(),
+            turn_rest: Default::default(),
         }
     }
 }
@@ -371,6 +374,7 @@ impl DaemonConfig {
         self.remote.validate()?;
         self.service.validate()?;
         self.metrics.validate()?;
+        self.turn_rest.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(DaemonError::Config(format!(
                 "log: {:?} is not a valid filter: {e}",

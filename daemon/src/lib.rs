@@ -10,12 +10,14 @@
 
 pub mod actors;
 pub mod admission;
+pub mod alloc;
 pub mod check_config;
 pub mod config;
 pub mod config_limits;
 pub mod config_metrics;
 pub mod config_remote;
 pub mod config_service;
+pub mod config_turn;
 pub mod error;
 pub mod identity_store;
 pub mod ipc;

@@ -2,14 +2,10 @@
 
 use std::path::PathBuf;
 
-/// Messages move through the daemon in large, short-lived buffers (reassembled messages, IPC
-/// frames). glibc's malloc hands each one back to the kernel and gets fresh zeroed pages for the
-/// next, which profiling showed as ~15 % of the daemon's CPU in page faults and page clearing
-/// during bulk transfers; mimalloc keeps and reuses them. The `system-allocator` feature builds
-/// without it, for heap profilers (heaptrack, valgrind) that hook the C allocator.
-#[cfg(not(feature = "system-allocator"))]
+/// mimalloc, or the system allocator with the `system-allocator` feature; why, in
+/// `peerixd::alloc` (one definition, also installed by the bench's raw baseline).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: peerixd::alloc::Allocator = peerixd::alloc::ALLOCATOR;
 use std::sync::Arc;
 
 use anyhow::Context as _;

@@ -637,6 +637,16 @@ pub struct PeerStats {
     /// Candidate type of the remote side of the selected pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_candidate: Option<String>,
+    /// Transport protocol of the selected pair (`udp`, `tcp`); absent before ICE selected one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Our address (`ip:port`) on the selected pair (for a relay candidate, the TURN server's
+    /// relayed address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<String>,
+    /// The remote's address (`ip:port`) on the selected pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_address: Option<String>,
     /// Current round-trip time of the selected pair in milliseconds; absent before the first
     /// measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -663,6 +673,15 @@ impl PeerStats {
     pub fn path(&self) -> String {
         match (&self.local_candidate, &self.remote_candidate) {
             (Some(l), Some(r)) => format!("{l}/{r}"),
+            _ => "-".to_string(),
+        }
+    }
+
+    /// The selected pair's protocol and addresses (`udp 10.0.0.2:5000 -> 203.0.113.7:6000`),
+    /// or `-`.
+    pub fn route(&self) -> String {
+        match (&self.protocol, &self.local_address, &self.remote_address) {
+            (Some(p), Some(l), Some(r)) => format!("{p} {l} -> {r}"),
             _ => "-".to_string(),
         }
     }

@@ -117,9 +117,28 @@ pub struct Browser {
 impl Browser {
     /// Starts the runner and waits until the page has loaded Peerix.
     pub async fn start(env: &TestEnv, name: &str, opts: BrowserOpts) -> Result<Browser> {
+        Self::start_in(env, name, opts, None).await
+    }
+
+    /// [`Browser::start`] with the runner, its page server and Chromium inside network
+    /// namespace `netns` (`ip netns exec`; the netlab's homes), so the page is reachable from
+    /// the browser on the namespace's own loopback.
+    pub async fn start_in(
+        env: &TestEnv,
+        name: &str,
+        opts: BrowserOpts,
+        netns: Option<&str>,
+    ) -> Result<Browser> {
         check_prerequisites()?;
         let stderr = env.dir.path().join(format!("{name}.browser.log"));
-        let mut cmd = Command::new("node");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "node"]);
+                c
+            }
+            None => Command::new("node"),
+        };
         cmd.current_dir(browser_dir())
             .arg("run-interop.mjs")
             .arg("--chromium")

@@ -12,7 +12,9 @@ use tokio::sync::mpsc::Receiver;
 
 pub mod browser;
 pub mod hostile_peer;
+pub mod lossy_link;
 pub mod media;
+pub mod netlab;
 pub mod raw;
 
 pub use peerix_client;

@@ -213,10 +213,16 @@ async fn sighup_applies_ice_settings_and_moves_metrics() -> Result<()> {
     let conf = env.dir.path().join("peerixd.toml");
     let (p1, p2) = (free_port()?, free_port()?);
     let write = |policy: &str, servers: &str, port: u16| {
+        // TURN REST credentials come with the opened-up path.
+        let turn = if policy == "all" {
+            "[turn_rest]\nurls = [\"turn:127.0.0.1:5\"]\nsecret = \"s3cret\"\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &conf,
             format!(
-                "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[room_defaults]\n\
+                "{turn}[metrics]\nlisten = \"127.0.0.1:{port}\"\n[room_defaults]\n\
                  iceTransportPolicy = \"{policy}\"\niceServers = {servers}\n\
                  [[rooms]]\nid = \"ice\"\n"
             ),
@@ -275,10 +281,14 @@ async fn sighup_applies_ice_settings_and_moves_metrics() -> Result<()> {
     assert!(!changes.contains("\\\"own\\\""), "{ev:?}");
     let ice = room("ice").await?;
     assert_eq!(ice.ice_transport_policy, "all", "{ice:?}");
-    assert_eq!(ice.ice_servers, vec!["stun:127.0.0.1:7".to_string()]);
+    assert_eq!(ice.ice_servers, ["stun:127.0.0.1:7", "turn:127.0.0.1:5"]);
+    // The join's own servers stay; the daemon's TURN REST server is added to every room.
     let own_room = room("own").await?;
     assert_eq!(own_room.ice_transport_policy, "relay", "{own_room:?}");
-    assert_eq!(own_room.ice_servers, vec!["stun:127.0.0.1:9".to_string()]);
+    assert_eq!(
+        own_room.ice_servers,
+        ["stun:127.0.0.1:9", "turn:127.0.0.1:5"]
+    );
     assert!(scrape(p2).await, "metrics on the new port");
     assert!(!scrape(p1).await, "the old port is closed");
 

@@ -364,3 +364,36 @@ async fn cli_top_live_in_a_terminal() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Logs read well in journald: no colour codes when stderr is not a terminal, and lines from
+/// inside the WebRTC stack (here the ICE state changes, logged from the stack's own tasks)
+/// carry the `peer{room, peer}` span of the connection they are about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_room_and_peer_spans() -> Result<()> {
+    let env = TestEnv::new()?;
+    let log = ["--log", "info,peerix_rtc=trace,rtc=info"];
+    let da = env.daemon("a", &log).await?;
+    let db = env.daemon("b", &log).await?;
+    let a = Member::join(&da, "demo", |_| {}).await?;
+    let mut b = Member::join(&db, "demo", |_| {}).await?;
+    let a_id = a.id.clone();
+    b.wait_for("b sees a", CONNECT, |e| {
+        is(e, "connection:connected", &a_id)
+    })
+    .await?;
+    let text = std::fs::read_to_string(&da.log)?;
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file:\n{text}"
+    );
+    let span = format!("peer{{room=demo peer={}}}", b.id);
+    // One line logged from the stack's driver task, one from applying the remote offer.
+    for what in ["ice state", "signaling state changed"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(what))
+            .with_context(|| format!("a line with {what:?}:\n{text}"))?;
+        assert!(line.contains(&span), "{line:?} lacks {span}");
+    }
+    Ok(())
+}

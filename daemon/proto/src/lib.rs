@@ -29,6 +29,8 @@ mod admission;
 mod bounds_tests;
 mod conn;
 mod delivery;
+#[cfg(test)]
+mod early_failure_tests;
 mod limits;
 mod local_media;
 mod media;

@@ -586,6 +586,14 @@ impl Room {
             return;
         }
         let was = c.state;
+        // ICE can now report a connection failed (every pair failed) long before the
+        // connection timer; the failure is reported at once, but the remote is re-invoked when
+        // the timer would have fired, as before: a browser ignores an invoke while it still
+        // holds its own connection, which Peerix keeps for `connectionTimeout` (§5.7).
+        let retry_from = c
+            .timer
+            .filter(|t| failed && was.is_setting_up() && *t > now)
+            .unwrap_or(now);
         if failed {
             c.set_state(PeerState::Failed, &mut self.out);
         }
@@ -608,7 +616,7 @@ impl Room {
             // Recover from failures ourselves (Peerix's own retry rarely leaves a browser, §5.7).
             let attempts = self.recovery.get(&peer).map_or(0, |t| t.attempts) + 1;
             let due = (attempts <= MAX_RECOVERY_ATTEMPTS)
-                .then(|| now + Duration::from_millis(self.jitter.millis(0, 1000)));
+                .then(|| retry_from + Duration::from_millis(self.jitter.millis(0, 1000)));
             track(
                 &mut self.recovery,
                 &peer,

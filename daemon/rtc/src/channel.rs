@@ -64,6 +64,8 @@ struct ChannelInner {
     ordered: bool,
     protocol: String,
     events: Mutex<Option<mpsc::Receiver<ChannelEvent>>>,
+    /// Messages the reader has taken from the stack (see [`RtcChannel::messages_received`]).
+    received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for RtcChannel {
@@ -92,15 +94,20 @@ impl RtcChannel {
         // The reader owns a strong handle only until the stack ends the stream (channel
         // dropped by the stack, connection closed or driver gone), so it cannot leak.
         let reader_dc = Arc::clone(&dc);
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&received);
         tokio::spawn(async move {
             let mut closed = false;
             while let Some(event) = reader_dc.poll().await {
                 let event = match event {
                     DataChannelEvent::OnOpen => ChannelEvent::Open,
-                    DataChannelEvent::OnMessage(msg) => ChannelEvent::Message {
-                        binary: !msg.is_string,
-                        data: msg.data.freeze(),
-                    },
+                    DataChannelEvent::OnMessage(msg) => {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        ChannelEvent::Message {
+                            binary: !msg.is_string,
+                            data: msg.data.freeze(),
+                        }
+                    }
                     DataChannelEvent::OnBufferedAmountLow => ChannelEvent::BufferedAmountLow,
                     DataChannelEvent::OnClose => {
                         closed = true;
@@ -127,8 +134,18 @@ impl RtcChannel {
                 ordered,
                 protocol,
                 events: Mutex::new(Some(rx)),
+                received,
             }),
         }
+    }
+
+    /// How many messages have arrived on this channel so far (taken from the stack by the
+    /// reader, whether or not the owner has read them yet): a sender waiting for a reply that
+    /// travels in order behind the remote's other messages can tell a slow path from a dead one.
+    pub fn messages_received(&self) -> u64 {
+        self.inner
+            .received
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The label (Peerix's channel name).

@@ -27,6 +27,7 @@
 
 mod channel;
 mod deliver;
+mod ice_watch;
 mod local_media;
 pub mod loopback;
 mod media;

@@ -63,6 +63,15 @@ const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// budget (7 × 200 ms) for slow paths.
 const ICE_MAX_BINDING_REQUESTS: u16 = 75;
 
+/// How long after ICE starts a validated pair with a server-reflexive (resp. relay) candidate
+/// may be selected. The agent nominates the best valid pair on its first check tick past the
+/// wait, so a pair that validated earlier is selected at most this plus one tick
+/// ([`ICE_CHECK_INTERVAL`]) after it validated, and a better pair validating within the
+/// window is preferred. Relay waits a little longer: a direct path that validates together
+/// with it is worth a few tens of milliseconds.
+const SRFLX_MIN_WAIT: Duration = Duration::from_millis(50);
+const RELAY_MIN_WAIT: Duration = Duration::from_millis(80);
+
 /// How long driver timers are expedited after ICE connects: enough for DTLS and SCTP
 /// handshakes on a slow path; ended early when the control channel opens.
 const EXPEDITE_WINDOW: Duration = Duration::from_secs(1);
@@ -82,6 +91,15 @@ pub struct RtcPeer {
     inner: Arc<PeerInner>,
 }
 
+impl RtcPeer {
+    /// Runs `f` in the span that was current when the connection was created (the daemon's
+    /// `peer{room, peer}`): what the stack logs while applying descriptions and candidates
+    /// then says which connection it is about.
+    fn in_span<F: std::future::Future>(&self, f: F) -> tracing::instrument::Instrumented<F> {
+        tracing::Instrument::instrument(f, self.inner.span.clone())
+    }
+}
+
 struct PeerInner {
     pc: Arc<dyn PeerConnection>,
     control: Arc<dyn DataChannel>,
@@ -89,6 +107,8 @@ struct PeerInner {
     /// Our media senders. Here and not in [`Shared`]: a transceiver holds the connection,
     /// which holds the handler, which holds `Shared` (no `Arc` cycle).
     senders: Senders,
+    /// The span current at creation (see [`RtcPeer::in_span`]).
+    span: tracing::Span,
 }
 
 /// State shared with the event handler. Holds no strong reference to the connection or its
@@ -117,6 +137,8 @@ struct Shared {
     /// Slots of reassembled frames in flight to the owner, and frames dropped for want of one.
     frame_slots: Arc<tokio::sync::Semaphore>,
     frames_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Reports ICE failure once every candidate pair failed (`ice_watch.rs`).
+    ice_watch: Arc<crate::ice_watch::IceWatch>,
 }
 
 impl Shared {
@@ -207,6 +229,7 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
+            self.shared.ice_watch.gathered();
             self.shared.emit(RtcEvent::GatheringComplete);
         }
     }
@@ -223,6 +246,15 @@ impl PeerConnectionEventHandler for Handler {
             _ => return,
         };
         tracing::trace!("ice state {state:?}");
+        if matches!(
+            state,
+            IceState::Connected | IceState::Completed | IceState::Failed | IceState::Closed
+        ) {
+            self.shared.ice_watch.settled();
+        }
+        if state == IceState::Failed && self.shared.ice_watch.reported() {
+            return;
+        }
         self.shared.emit(RtcEvent::IceState(state));
         if state == IceState::Connected {
             // The DTLS client's ClientHello is queued while this event is pumped but only
@@ -350,6 +382,11 @@ async fn build_pc(
         // from them arrives as prflx, which the default 1 s wait would hold back.
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+        // The agent holds a validated srflx pair until 0.5 s and a relay pair until 2 s after
+        // ICE started, in case a better one validates; these shorter windows still let a
+        // host or srflx pair that validates alongside win (see the constants).
+        .with_srflx_acceptance_min_wait(Some(SRFLX_MIN_WAIT))
+        .with_relay_acceptance_min_wait(Some(RELAY_MIN_WAIT))
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message))
         .with_sctp_max_receive_buffer_size(rwnd)
         .build();
@@ -409,6 +446,7 @@ impl RtcPeer {
             tracks: Arc::default(),
             frame_slots: Arc::new(tokio::sync::Semaphore::new(crate::deliver::FRAME_SLOTS)),
             frames_dropped: Arc::default(),
+            ice_watch: Arc::default(),
         });
         let pc = match build_pc(cfg, cfg.mdns, &shared).await {
             Ok(pc) => pc,
@@ -440,6 +478,10 @@ impl RtcPeer {
             }
         };
         let _ = shared.control.set(Arc::downgrade(&control));
+        let on_fail = Arc::clone(&shared);
+        shared.ice_watch.spawn(Arc::downgrade(&pc), move || {
+            on_fail.emit(RtcEvent::IceState(IceState::Failed))
+        });
         spawn_control_reader(Arc::clone(&control), Arc::clone(&shared));
         Ok(Self {
             inner: Arc::new(PeerInner {
@@ -447,41 +489,51 @@ impl RtcPeer {
                 control,
                 shared,
                 senders: Senders::default(),
+                span: tracing::Span::current(),
             }),
         })
     }
 
     /// Creates an offer and sets it as the local description.
     pub async fn create_offer(&self) -> Result<SessionDescription, RtcError> {
-        let offer = self.inner.pc.create_offer(None).await?;
-        self.remember_local(&offer.sdp);
-        self.inner.pc.set_local_description(offer.clone()).await?;
-        self.set_signaling(SIG_LOCAL_OFFER);
-        Ok(to_public(&offer))
+        self.in_span(async {
+            let offer = self.inner.pc.create_offer(None).await?;
+            self.remember_local(&offer.sdp);
+            self.inner.pc.set_local_description(offer.clone()).await?;
+            self.set_signaling(SIG_LOCAL_OFFER);
+            Ok(to_public(&offer))
+        })
+        .await
     }
 
     /// Creates an answer to the applied remote offer and sets it as the local description.
     pub async fn create_answer(&self) -> Result<SessionDescription, RtcError> {
-        let answer = self.inner.pc.create_answer(None).await?;
-        self.remember_local(&answer.sdp);
-        self.inner.pc.set_local_description(answer.clone()).await?;
-        self.set_signaling(SIG_STABLE);
-        Ok(to_public(&answer))
+        self.in_span(async {
+            let answer = self.inner.pc.create_answer(None).await?;
+            self.remember_local(&answer.sdp);
+            self.inner.pc.set_local_description(answer.clone()).await?;
+            self.set_signaling(SIG_STABLE);
+            Ok(to_public(&answer))
+        })
+        .await
     }
 
     /// Applies a remote offer or answer (or `pranswer`/`rollback`). Fails on an offer while
     /// our own offer is pending: roll back first if we are the polite side (§6.5).
     pub async fn set_remote_description(&self, d: SessionDescription) -> Result<(), RtcError> {
-        let (desc, next) = match d.r#type.as_str() {
-            "offer" => (RTCSessionDescription::offer(d.sdp)?, SIG_REMOTE_OFFER),
-            "answer" => (RTCSessionDescription::answer(d.sdp)?, SIG_STABLE),
-            "pranswer" => (RTCSessionDescription::pranswer(d.sdp)?, SIG_OTHER),
-            "rollback" => (RTCSessionDescription::rollback(None)?, SIG_STABLE),
-            _ => return Err(RtcError::InvalidSdpType(d.r#type)),
-        };
-        self.inner.pc.set_remote_description(desc).await?;
-        self.set_signaling(next);
-        Ok(())
+        self.in_span(async {
+            let (desc, next) = match d.r#type.as_str() {
+                "offer" => (RTCSessionDescription::offer(d.sdp)?, SIG_REMOTE_OFFER),
+                "answer" => (RTCSessionDescription::answer(d.sdp)?, SIG_STABLE),
+                "pranswer" => (RTCSessionDescription::pranswer(d.sdp)?, SIG_OTHER),
+                "rollback" => (RTCSessionDescription::rollback(None)?, SIG_STABLE),
+                _ => return Err(RtcError::InvalidSdpType(d.r#type)),
+            };
+            self.inner.pc.set_remote_description(desc).await?;
+            self.set_signaling(next);
+            Ok(())
+        })
+        .await
     }
 
     /// Forwards a remote track's RTP, unchanged, to `to` (a local UDP address), or stops
@@ -530,14 +582,17 @@ impl RtcPeer {
 
     /// Discards a pending local (or remote) offer, returning to `Stable`.
     pub async fn rollback(&self) -> Result<(), RtcError> {
-        let desc = RTCSessionDescription::rollback(None)?;
-        if self.signaling_state() == SignalingState::HaveRemoteOffer {
-            self.inner.pc.set_remote_description(desc).await?;
-        } else {
-            self.inner.pc.set_local_description(desc).await?;
-        }
-        self.set_signaling(SIG_STABLE);
-        Ok(())
+        self.in_span(async {
+            let desc = RTCSessionDescription::rollback(None)?;
+            if self.signaling_state() == SignalingState::HaveRemoteOffer {
+                self.inner.pc.set_remote_description(desc).await?;
+            } else {
+                self.inner.pc.set_local_description(desc).await?;
+            }
+            self.set_signaling(SIG_STABLE);
+            Ok(())
+        })
+        .await
     }
 
     /// Current signaling state (tracked from our own successful calls).
@@ -564,23 +619,26 @@ impl RtcPeer {
     /// Adds a remote candidate. An empty `candidate` (end-of-candidates) is ignored. Fails
     /// before a remote description is set: queue candidates until then (§5.2).
     pub async fn add_ice_candidate(&self, c: IceCandidateInit) -> Result<(), RtcError> {
-        if c.candidate.trim().is_empty() {
-            return Ok(());
-        }
-        self.inner
-            .pc
-            .add_ice_candidate(webrtc::peer_connection::RTCIceCandidateInit {
-                candidate: c.candidate,
-                sdp_mid: c.sdp_mid,
-                sdp_mline_index: c.sdp_m_line_index,
-                username_fragment: c.username_fragment,
-                url: None,
-            })
-            .await?;
-        // The driver is not woken by a new remote candidate; without this the first check
-        // waits for the next ICE tick (up to 200 ms).
-        self.inner.shared.wake_driver().await;
-        Ok(())
+        self.in_span(async {
+            if c.candidate.trim().is_empty() {
+                return Ok(());
+            }
+            self.inner
+                .pc
+                .add_ice_candidate(webrtc::peer_connection::RTCIceCandidateInit {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_m_line_index,
+                    username_fragment: c.username_fragment,
+                    url: None,
+                })
+                .await?;
+            // The driver is not woken by a new remote candidate; without this the first check
+            // waits for the next ICE tick (up to 200 ms).
+            self.inner.shared.wake_driver().await;
+            Ok(())
+        })
+        .await
     }
 
     /// Sends one binary message on the control channel (fails until `ControlOpen`).
@@ -595,32 +653,35 @@ impl RtcPeer {
         label: &str,
         init: ChannelInit,
     ) -> Result<RtcChannel, RtcError> {
-        if init.max_retransmits.is_some() && init.max_packet_life_time.is_some() {
-            return Err(RtcError::InvalidChannelInit(
-                "max_retransmits and max_packet_life_time are exclusive",
-            ));
-        }
-        let dc = self
-            .inner
-            .pc
-            .create_data_channel(
-                label,
-                Some(RTCDataChannelInit {
-                    ordered: init.ordered,
-                    max_packet_life_time: init.max_packet_life_time,
-                    max_retransmits: init.max_retransmits,
-                    protocol: init.protocol.clone(),
-                    negotiated: None,
-                }),
-            )
-            .await?;
-        Ok(RtcChannel::start(
-            dc,
-            label.to_owned(),
-            init.ordered,
-            init.protocol,
-            self.inner.shared.channel_queue,
-        ))
+        self.in_span(async {
+            if init.max_retransmits.is_some() && init.max_packet_life_time.is_some() {
+                return Err(RtcError::InvalidChannelInit(
+                    "max_retransmits and max_packet_life_time are exclusive",
+                ));
+            }
+            let dc = self
+                .inner
+                .pc
+                .create_data_channel(
+                    label,
+                    Some(RTCDataChannelInit {
+                        ordered: init.ordered,
+                        max_packet_life_time: init.max_packet_life_time,
+                        max_retransmits: init.max_retransmits,
+                        protocol: init.protocol.clone(),
+                        negotiated: None,
+                    }),
+                )
+                .await?;
+            Ok(RtcChannel::start(
+                dc,
+                label.to_owned(),
+                init.ordered,
+                init.protocol,
+                self.inner.shared.channel_queue,
+            ))
+        })
+        .await
     }
 
     /// Closes the control channel (SCTP stream reset, so the remote learns we left, §5.8),
@@ -628,7 +689,12 @@ impl RtcPeer {
     /// channel (if not sent before).
     pub async fn close(&self) {
         self.inner.senders.detach_all();
-        close_inner(&self.inner.pc, &self.inner.control, &self.inner.shared).await;
+        self.in_span(close_inner(
+            &self.inner.pc,
+            &self.inner.control,
+            &self.inner.shared,
+        ))
+        .await;
     }
 
     pub(crate) fn pc(&self) -> &Arc<dyn PeerConnection> {

@@ -37,6 +37,8 @@ pub(crate) struct TunedRuntime {
     send_buffer: usize,
     /// Until this instant every driver sleep is capped at [`EXPEDITED_TICK`].
     expedite_until: Mutex<Option<Instant>>,
+    /// When this connection last sent or received SCTP data (see [`DataActivity`]).
+    activity: Arc<DataActivity>,
     /// Single-port mode: this connection's registration with the process's UDP mux.
     mux: Option<crate::udp_mux::MuxConn>,
 }
@@ -55,6 +57,7 @@ impl TunedRuntime {
             recv_buffer,
             send_buffer,
             expedite_until: Mutex::new(None),
+            activity: Arc::new(DataActivity::default()),
             mux: None,
         }
     }
@@ -112,8 +115,12 @@ impl TunedRuntime {
 }
 
 impl Runtime for TunedRuntime {
+    // The stack's tasks run in the span that was current when they were spawned (the daemon's
+    // `peer{room, peer}` span around the connection's creation), so its log lines say which
+    // connection they are about.
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
+        self.inner
+            .spawn(Box::pin(tracing::Instrument::in_current_span(future)))
     }
 
     fn spawn_reactor(
@@ -123,7 +130,7 @@ impl Runtime for TunedRuntime {
     ) -> Box<dyn JoinHandle> {
         Box::new(crate::reactor::ReactorJoinHandle(crate::reactor::spawn(
             reactor_pool_size,
-            future,
+            Box::pin(tracing::Instrument::in_current_span(future)),
         )))
     }
 
@@ -131,7 +138,11 @@ impl Runtime for TunedRuntime {
         if let Some(mux) = &self.mux {
             // The mDNS socket (fixed port 5353, multicast) is not an ICE socket.
             if socket.local_addr()?.port() != MDNS_PORT {
-                return mux.socket_for(socket);
+                // Wrapped like any other socket, so SCTP data activity is still noted.
+                return Ok(Arc::new(NoGro(
+                    mux.socket_for(socket)?,
+                    Arc::clone(&self.activity),
+                )));
             }
         }
         let sock_ref = socket2::SockRef::from(&socket);
@@ -142,7 +153,7 @@ impl Runtime for TunedRuntime {
         let wrapped = self.inner.wrap_udp_socket(socket)?;
         #[cfg(target_os = "linux")]
         disable_gro(fd);
-        Ok(Arc::new(NoGro(wrapped)))
+        Ok(Arc::new(NoGro(wrapped, Arc::clone(&self.activity))))
     }
 
     fn wrap_tcp_listener(
@@ -172,7 +183,14 @@ impl Runtime for TunedRuntime {
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         let now = Instant::now();
-        let d = coalesced(self.expedited(duration), now);
+        let d = self.expedited(duration);
+        // While SCTP data moves, the long timers are its own (T3-rtx, delayed SACK): they must
+        // fire when due, not up to a grid step later (see [`DataActivity`]).
+        let d = if self.activity.recent(now) {
+            d
+        } else {
+            coalesced(d, now)
+        };
         tracing::trace!(target: "peerix_rtc::timer", requested = ?duration, sleep = ?d, "driver sleep");
         // An absolute deadline, so a grid instant stays exactly on the grid (see reactor.rs).
         match now.checked_add(d) {
@@ -263,10 +281,72 @@ fn grid_epoch(now: Instant) -> Instant {
         .unwrap_or(now)
 }
 
-/// A socket that reports no UDP GRO, so the driver gives it 2 KB receive buffers instead of
-/// three 96 KB ones per connection (see [`disable_gro`]).
+/// How long after the last SCTP data a connection's timers stay off the grid: longer than
+/// the longest T3-rtx interval (the RTO, backed off to at most 3 s by our rtc-sctp patch) and
+/// the 200 ms delayed SACK, so every retransmission timer armed while data moves fires on time.
+const DATA_ACTIVE_WINDOW: Duration = Duration::from_secs(4);
+
+/// When a connection last sent or received SCTP data (DTLS application data, also inside a
+/// TURN ChannelData message), as seen by its sockets.
+///
+/// Why: the grid ([`coalesced`]) may end a sleep up to 384 ms late. That is free for ICE
+/// ticks and keepalives but not for SCTP's retransmission timer: on a lossy path a lost chunk
+/// that fast retransmit cannot recover waits for T3-rtx with the link idle, and each grid
+/// delay adds to that stall. The runtime only sees durations, not which timer asked, so it
+/// keeps the grid for connections whose SCTP is quiet (idle connections, the case the grid is
+/// for) and leaves timers exact for a few seconds after data moved.
 #[derive(Debug)]
-struct NoGro(Arc<dyn AsyncUdpSocket>);
+struct DataActivity {
+    /// Nanoseconds since `base` of the last data packet; 0 = never.
+    last: std::sync::atomic::AtomicU64,
+    base: Instant,
+}
+
+impl Default for DataActivity {
+    fn default() -> Self {
+        Self {
+            last: std::sync::atomic::AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+}
+
+impl DataActivity {
+    /// Records a datagram if it carries SCTP data.
+    fn saw(&self, datagram: &[u8]) {
+        if carries_data(datagram) {
+            let since = Instant::now().saturating_duration_since(self.base);
+            let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1);
+            self.last.store(nanos, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Did data move within [`DATA_ACTIVE_WINDOW`] before `now`?
+    fn recent(&self, now: Instant) -> bool {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        last != 0
+            && now.saturating_duration_since(self.base + Duration::from_nanos(last))
+                < DATA_ACTIVE_WINDOW
+    }
+}
+
+/// DTLS application data (content type 23: SCTP), directly or as the payload of a TURN
+/// ChannelData message (channel numbers 0x4000–0x4FFF, 4-byte header). STUN (ICE checks and
+/// keepalives), DTLS handshakes and RTP/RTCP are not data.
+fn carries_data(datagram: &[u8]) -> bool {
+    const DTLS_APPLICATION_DATA: u8 = 23;
+    match datagram.first() {
+        Some(&DTLS_APPLICATION_DATA) => true,
+        Some(0x40..=0x4f) => datagram.get(4) == Some(&DTLS_APPLICATION_DATA),
+        _ => false,
+    }
+}
+
+/// A socket that reports no UDP GRO, so the driver gives it 2 KB receive buffers instead of
+/// three 96 KB ones per connection (see [`disable_gro`]), and that notes SCTP data going
+/// through it ([`DataActivity`]).
+#[derive(Debug)]
+struct NoGro(Arc<dyn AsyncUdpSocket>, Arc<DataActivity>);
 
 impl AsyncUdpSocket for NoGro {
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -278,7 +358,11 @@ impl AsyncUdpSocket for NoGro {
         cx: &mut std::task::Context<'_>,
         transmit: &webrtc::runtime::Transmit<'_>,
     ) -> std::task::Poll<io::Result<usize>> {
-        self.0.poll_send(cx, transmit)
+        let sent = self.0.poll_send(cx, transmit);
+        if matches!(sent, std::task::Poll::Ready(Ok(_))) {
+            self.1.saw(transmit.contents);
+        }
+        sent
     }
 
     fn poll_recv(
@@ -287,7 +371,13 @@ impl AsyncUdpSocket for NoGro {
         bufs: &mut [io::IoSliceMut<'_>],
         meta: &mut [webrtc::runtime::RecvMeta],
     ) -> std::task::Poll<io::Result<usize>> {
-        self.0.poll_recv(cx, bufs, meta)
+        let got = self.0.poll_recv(cx, bufs, meta);
+        if let std::task::Poll::Ready(Ok(n)) = got {
+            for (buf, m) in bufs.iter().zip(meta.iter()).take(n) {
+                self.1.saw(&buf[..m.len.min(buf.len())]);
+            }
+        }
+        got
     }
 
     fn max_gso_segments(&self) -> usize {

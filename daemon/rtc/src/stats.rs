@@ -15,6 +15,13 @@ pub struct PeerStats {
     pub local_candidate: Option<String>,
     /// Type of the remote candidate of the selected pair.
     pub remote_candidate: Option<String>,
+    /// Transport protocol of the selected pair (`udp`, `tcp`).
+    pub protocol: Option<String>,
+    /// Address (`ip:port`) of our side of the selected pair: for a relay candidate, the
+    /// address the TURN server relays from.
+    pub local_address: Option<String>,
+    /// Address (`ip:port`) of the remote side of the selected pair.
+    pub remote_address: Option<String>,
     /// Current round-trip time of the selected pair, in milliseconds (from ICE consent
     /// checks); `None` before the first measurement.
     pub rtt_ms: Option<f64>,
@@ -42,11 +49,24 @@ impl RtcPeer {
         if let Some(sctp) = pc.sctp().await {
             let ice = sctp.transport().ice_transport();
             if let Ok(Some(pair)) = ice.get_selected_candidate_pair().await {
-                out.local_candidate = Some(pair.local().typ.to_string());
-                out.remote_candidate = Some(pair.remote().typ.to_string());
+                let (local, remote) = (pair.local(), pair.remote());
+                out.local_candidate = Some(local.typ.to_string());
+                out.remote_candidate = Some(remote.typ.to_string());
+                out.protocol = Some(local.protocol.to_string());
+                out.local_address = Some(socket_text(&local.address, local.port));
+                out.remote_address = Some(socket_text(&remote.address, remote.port));
             }
         }
         out
+    }
+}
+
+/// `ip:port`, with brackets around an IPv6 address.
+fn socket_text(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
     }
 }
 

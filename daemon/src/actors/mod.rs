@@ -15,6 +15,7 @@ mod operator;
 pub mod options;
 pub mod outgoing;
 pub mod peer;
+pub mod peer_ice;
 pub mod peer_media;
 pub mod reconfigure;
 pub mod room;

@@ -11,6 +11,9 @@ pub(super) fn stats_out(s: peerix_rtc::PeerStats) -> peerix_ipc_proto::PeerStats
     peerix_ipc_proto::PeerStats {
         local_candidate: s.local_candidate,
         remote_candidate: s.remote_candidate,
+        protocol: s.protocol,
+        local_address: s.local_address,
+        remote_address: s.remote_address,
         rtt: s.rtt_ms,
         bytes_in: s.bytes_in,
         bytes_out: s.bytes_out,

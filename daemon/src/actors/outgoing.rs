@@ -244,9 +244,11 @@ impl ChannelSender {
 
     /// Waits for the receiver's ack of transfer `id` (§7.4). Peerix's 10 s start when the last
     /// frame is queued; ours start when the remote's SCTP has acknowledged every byte of the
-    /// channel, so a message still crossing a slow path is never reported lost while the
-    /// receiver gets it intact. If the remote never takes the data, or never acks it, the
-    /// transfer is aborted at the receiver.
+    /// channel, and start again whenever a message of the remote's arrives on the channel
+    /// (the ack travels in order behind the remote's own messages, so on a slow or lossy path
+    /// it may be queued behind them). So a message still crossing a slow path is never
+    /// reported lost while the receiver gets it intact. If the remote never takes the data,
+    /// or goes silent without acking it, the transfer is aborted at the receiver.
     async fn await_ack(&self, id: u32, rx: oneshot::Receiver<SendOutcome>) -> SendOutcome {
         tokio::pin!(rx);
         tokio::select! {
@@ -257,20 +259,26 @@ impl ChannelSender {
                 }
             }
         }
-        match tokio::time::timeout(ACK_TIMEOUT, rx).await {
-            Ok(r) => ack_result(r),
-            Err(_) => {
-                self.give_up(
-                    id,
-                    format!(
-                        "Transfer timed out (the remote received every frame but sent no \
-                         acknowledgement within {} s)",
-                        ACK_TIMEOUT.as_secs()
-                    ),
-                )
-                .await
+        let mut heard = self.ch.messages_received();
+        loop {
+            if let Ok(r) = tokio::time::timeout(ACK_TIMEOUT, &mut rx).await {
+                return ack_result(r);
             }
+            let now = self.ch.messages_received();
+            if now == heard {
+                break;
+            }
+            heard = now;
         }
+        self.give_up(
+            id,
+            format!(
+                "Transfer timed out (the remote received every frame but sent no \
+                 acknowledgement, nor anything else on the channel, within {} s)",
+                ACK_TIMEOUT.as_secs()
+            ),
+        )
+        .await
     }
 }
 

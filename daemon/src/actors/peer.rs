@@ -123,6 +123,8 @@ pub struct PeerActor {
     control_dropped: u64,
     /// The formats of the remote tracks being received, by track id (`peer_media.rs`).
     pub(super) media: HashMap<String, peerix_proto::RtpFormat>,
+    /// A relay candidate was gathered (`peer_ice.rs`).
+    relay_seen: bool,
 }
 
 fn to_rtc_desc(d: peerix_proto::SessionDescription) -> peerix_rtc::SessionDescription {
@@ -183,6 +185,7 @@ impl PeerActor {
             control_sends: 0,
             control_dropped: 0,
             media: HashMap::new(),
+            relay_seen: false,
             s,
         }
     }
@@ -210,7 +213,7 @@ impl PeerActor {
         });
     }
 
-    fn error(&self, code: &str, message: &str) {
+    pub(super) fn error(&self, code: &str, message: &str) {
         tracing::warn!(room = %self.s.room, peer = %self.s.remote, code, message, "peer error");
         self.s.bus.do_send(Emit(EventRecord::new(
             "error",
@@ -408,9 +411,12 @@ impl Actor for PeerActor {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         ctx.add_stream(ReceiverStream::new(rx));
         let cfg = self.s.rtc.clone();
+        // The stack's tasks inherit this span (`TunedRuntime::spawn`): journald lines from
+        // deep inside WebRTC carry the room and the peer.
+        let span = tracing::info_span!("peer", room = %self.s.room, peer = %self.s.remote);
         // `wait`: no command is handled before the connection exists.
         ctx.wait(
-            async move { RtcPeer::new(&cfg, tx).await }
+            tracing::Instrument::instrument(async move { RtcPeer::new(&cfg, tx).await }, span)
                 .into_actor(self)
                 .map(|res, act, _| match res {
                     Ok(rtc) => act.rtc = Some(rtc),
@@ -440,8 +446,14 @@ impl Actor for PeerActor {
 impl StreamHandler<RtcEvent> for PeerActor {
     fn handle(&mut self, ev: RtcEvent, ctx: &mut Self::Context) {
         let event = match ev {
-            RtcEvent::LocalCandidate(c) => ConnEvent::LocalCandidate(from_rtc_cand(c)),
-            RtcEvent::GatheringComplete => ConnEvent::GatheringComplete,
+            RtcEvent::LocalCandidate(c) => {
+                self.relay_seen |= c.candidate.contains(" typ relay");
+                ConnEvent::LocalCandidate(from_rtc_cand(c))
+            }
+            RtcEvent::GatheringComplete => {
+                self.check_turn(self.relay_seen);
+                ConnEvent::GatheringComplete
+            }
             RtcEvent::IceState(s) => ConnEvent::Ice(ice_state(s)),
             // Offers are made by Peerix's rules (the invoke receiver offers), not on every
             // negotiation-needed: the stack also fires it for the negotiated control channel.

@@ -13,7 +13,7 @@ use rmpv::Value;
 use super::backoff::Backoff;
 use super::daemon::Daemon;
 use super::event_bus::{Emit, EventRecord};
-use super::room_commands::SetIce;
+use super::room_commands::{SetIce, SetTurnRest};
 use crate::config::DaemonConfig;
 
 /// Top-level keys the daemon reads only at start (or hands its sessions and rooms once).
@@ -113,8 +113,14 @@ impl Handler<Reconfigure> for Daemon {
         merged.remote = old.remote.clone();
         merged.access = old.access.clone();
         merged.service = old.service.clone();
+        let old_turn_rest = old.turn_rest.clone();
         let cfg = Arc::new(merged);
         self.cfg = cfg.clone();
+        if old_turn_rest != cfg.turn_rest {
+            for addr in self.rooms.values() {
+                addr.do_send(SetTurnRest(cfg.turn_rest.clone()));
+            }
+        }
         let ice = self.reapply_ice(&cfg.room_defaults);
         if !ice.is_empty() {
             report.changes.push(format!(

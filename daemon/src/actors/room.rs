@@ -52,6 +52,8 @@ pub struct RoomSetup {
     pub webrtc: WebrtcConfig,
     /// Queue bounds.
     pub limits: crate::config_limits::LimitsConfig,
+    /// TURN REST credentials computed for each connection (`[turn_rest]`).
+    pub turn_rest: crate::config_turn::TurnRestConfig,
     /// This room's identity.
     pub identity: Identity,
     /// Join metadata.
@@ -312,6 +314,7 @@ impl RoomActor {
                     username: s.username.clone(),
                     credential: s.credential.clone(),
                 })
+                .chain(self.s.turn_rest.ice_server())
                 .collect(),
             relay_only: self.s.options.ice_transport_policy == IceTransportPolicy::Relay,
             mdns: self.s.webrtc.mdns,

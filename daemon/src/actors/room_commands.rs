@@ -238,6 +238,7 @@ impl Handler<RoomInfo> for RoomActor {
                 .ice_servers
                 .iter()
                 .flat_map(|s| s.urls.iter().cloned())
+                .chain(self.s.turn_rest.urls.iter().cloned())
                 .collect(),
             ice_transport_policy: match self.s.options.ice_transport_policy {
                 IceTransportPolicy::All => "all",
@@ -257,6 +258,18 @@ pub struct SetIce {
     pub servers: Vec<crate::config::IceServerConfig>,
     /// `all` or `relay`.
     pub policy: IceTransportPolicy,
+}
+
+/// A reload's `[turn_rest]`: new connections compute their TURN credentials from it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTurnRest(pub crate::config_turn::TurnRestConfig);
+
+impl Handler<SetTurnRest> for RoomActor {
+    type Result = ();
+    fn handle(&mut self, SetTurnRest(t): SetTurnRest, _: &mut Self::Context) {
+        self.s.turn_rest = t;
+    }
 }
 
 impl Handler<SetIce> for RoomActor {

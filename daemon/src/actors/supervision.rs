@@ -61,6 +61,7 @@ impl Daemon {
             options: m.options.clone(),
             webrtc: self.cfg.webrtc.clone(),
             limits: self.cfg.limits.clone(),
+            turn_rest: self.cfg.turn_rest.clone(),
             identity,
             metadata: m.metadata.clone(),
             max_message_size: self.cfg.remote.max_message_size as usize,

@@ -185,6 +185,9 @@ pub struct Association {
     /// on loopback cwnd grows without bound, so a refill of the application's buffer left as
     /// hundreds of datagrams at once and overflowed Chromium's UDP receive buffer.
     burst_credit: u32,
+    /// peerixd patch: the latest (re)transmission among the chunks the SACK being processed
+    /// newly acknowledged (see `ChunkPayloadData::retransmitted`).
+    newest_acked_send: Option<Instant>,
 
     will_send_shutdown_ack: bool,
     will_send_shutdown_complete: bool,
@@ -290,6 +293,7 @@ impl Default for Association {
             will_retransmit_reconfig: false,
             t3_retransmit_pending: false,
             burst_credit: 0,
+            newest_acked_send: None,
 
             will_send_shutdown_ack: false,
             will_send_shutdown_complete: false,
@@ -1452,6 +1456,7 @@ impl Association {
         }
 
         // Process selective ack
+        self.newest_acked_send = None;
         let (bytes_acked_per_stream, total_bytes_acked, htna) =
             self.process_selective_ack(d, now)?;
 
@@ -1772,6 +1777,7 @@ impl Association {
             if let Some(mut c) = self.inflight_queue.pop(i) {
                 if c.acknowledge() {
                     newly_acked_data |= c.nsent > 0;
+                    self.newest_acked_send = self.newest_acked_send.max(c.since);
 
                     let n_bytes_acked = c.user_data.len() as i64;
                     total_bytes_acked += n_bytes_acked;
@@ -1838,6 +1844,7 @@ impl Association {
                 if let Some(c) = self.inflight_queue.get(tsn) {
                     if newly_acknowledged {
                         newly_acked_data |= c.nsent > 0;
+                        self.newest_acked_send = self.newest_acked_send.max(c.since);
                         total_bytes_acked += n_bytes_acked;
                         if self.is_current_stream_data(c) {
                             *bytes_acked_per_stream
@@ -1986,46 +1993,55 @@ impl Association {
         // b)  In fast-recovery AND the Cumulative TSN Ack Point advanced
         //     the miss indications are incremented for all TSNs reported missing
         //     in the SACK.
-        if !self.in_fast_recovery || cum_tsn_ack_point_advanced {
-            let max_tsn = if !self.in_fast_recovery {
-                // a) increment only for missing TSNs prior to the HTNA
-                htna
-            } else {
-                // b) increment for all TSNs reported missing
-                cum_tsn_ack_point.wrapping_add(self.inflight_queue.len() as u32 + 1)
+        // peerixd patch: rule a) applies in Fast Recovery too, as RFC 9260 §7.2.4 says; b) only
+        // adds to it. 0.21.1 struck nothing during Fast Recovery unless the cumulative ack
+        // advanced, so a second loss below the recovery's exit point, once it was the lowest
+        // hole, could never reach three strikes (the cumulative ack cannot pass it) and waited
+        // for T3-rtx. And a retransmitted chunk is struck again by each SACK that newly
+        // acknowledges a TSN sent after its retransmission (the retransmission is then lost
+        // too: RACK's rule, by send time, since retransmissions go out below TSNs already
+        // sent); before, only T3-rtx recovered it. With 2 % loss each cost a 400 ms–1 s stall
+        // every few hundred KiB. Chunks reaching three strikes in Fast Recovery are
+        // retransmitted at once, without reducing cwnd again.
+        let max_tsn = if self.in_fast_recovery && cum_tsn_ack_point_advanced {
+            // b) increment for all TSNs reported missing
+            cum_tsn_ack_point.wrapping_add(self.inflight_queue.len() as u32 + 1)
+        } else {
+            // a) increment only for missing TSNs prior to the HTNA
+            htna
+        };
+        let mut tsn = cum_tsn_ack_point.wrapping_add(1);
+        while sna32lt(tsn, max_tsn) {
+            let Some(c) = self.inflight_queue.get_mut(tsn) else {
+                return Err(Error::ErrTsnRequestNotExist);
             };
+            let strike = !c.retransmitted
+                || c.since.is_some_and(|sent| self.newest_acked_send.is_some_and(|t| t > sent));
+            if strike && c.is_outstanding() && c.miss_indicator < 3 {
+                c.miss_indicator += 1;
+                if c.miss_indicator == 3 {
+                    self.will_retransmit_fast = true;
+                    if !self.in_fast_recovery {
+                        // 2)  If not in Fast Recovery, adjust the ssthresh and cwnd of the
+                        //     destination address(es) to which the missing DATA chunks were
+                        //     last sent, according to the formula described in Section 7.2.3.
+                        self.in_fast_recovery = true;
+                        self.fast_recover_exit_point = htna;
+                        self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
+                        self.cwnd = self.ssthresh;
+                        self.partial_bytes_acked = 0;
 
-            let mut tsn = cum_tsn_ack_point.wrapping_add(1);
-            while sna32lt(tsn, max_tsn) {
-                if let Some(c) = self.inflight_queue.get_mut(tsn) {
-                    if c.is_outstanding() && c.miss_indicator < 3 {
-                        c.miss_indicator += 1;
-                        if c.miss_indicator == 3 && !self.in_fast_recovery {
-                            // 2)  If not in Fast Recovery, adjust the ssthresh and cwnd of the
-                            //     destination address(es) to which the missing DATA chunks were
-                            //     last sent, according to the formula described in Section 7.2.3.
-                            self.in_fast_recovery = true;
-                            self.fast_recover_exit_point = htna;
-                            self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
-                            self.cwnd = self.ssthresh;
-                            self.partial_bytes_acked = 0;
-                            self.will_retransmit_fast = true;
-
-                            trace!(
-                                "[{}] updated cwnd={} ssthresh={} inflight={} (FR)",
-                                self.side,
-                                self.cwnd,
-                                self.ssthresh,
-                                self.inflight_queue.get_num_bytes()
-                            );
-                        }
+                        trace!(
+                            "[{}] updated cwnd={} ssthresh={} inflight={} (FR)",
+                            self.side,
+                            self.cwnd,
+                            self.ssthresh,
+                            self.inflight_queue.get_num_bytes()
+                        );
                     }
-                } else {
-                    return Err(Error::ErrTsnRequestNotExist);
                 }
-
-                tsn = tsn.wrapping_add(1);
             }
+            tsn = tsn.wrapping_add(1);
         }
 
         if self.in_fast_recovery && cum_tsn_ack_point_advanced {
@@ -2511,6 +2527,10 @@ impl Association {
                 if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                     c.nsent += 1;
                     chunk.nsent = c.nsent;
+                    // peerixd patch: strike it again only by data sent after now.
+                    c.miss_indicator = 0;
+                    c.retransmitted = true;
+                    c.since = Some(now);
                     self.stats.inc_fast_retrans();
                     trace!(
                         "[{}] fast-retransmit: tsn={} sent={} htna={}",
@@ -2698,6 +2718,10 @@ impl Association {
             if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                 c.retransmit = false;
                 c.nsent += 1;
+                // peerixd patch: see `retransmitted`.
+                c.miss_indicator = 0;
+                c.retransmitted = true;
+                c.since = Some(now);
                 chunk.nsent = c.nsent;
                 trace!(
                     "[{}] retransmitting tsn={} ssn={} sent={}",

@@ -34,7 +34,11 @@ impl Default for TimerConfig {
             max_t1_init_retrans: MAX_INIT_RETRANS,
             max_t1_cookie_retrans: MAX_INIT_RETRANS,
             max_t2_shutdown_retrans: NO_MAX_RETRANS,
-            max_t3_rtx_retrans: PATH_MAX_RETRANS,
+            // peerixd patch: unlimited, as documented above. With a limit, the timer simply
+            // stopped after the last expiry (`on_retransmission_failure` only logs for T3), so
+            // data lost during an outage longer than the backoff sum waited for new data to
+            // re-arm it; ICE, not SCTP, decides that the path is dead.
+            max_t3_rtx_retrans: NO_MAX_RETRANS,
             max_reconfig_retrans: PATH_MAX_RETRANS,
             max_ack_retrans: PATH_MAX_RETRANS,
         }
@@ -168,8 +172,16 @@ impl TimerTable {
 // RFC 9260 §16 recommends a one-second initial RTO.  This value is used by
 // both T1-init and T1-cookie before an RTT measurement is available.
 const RTO_INITIAL: u64 = 1000; // msec
-const RTO_MIN: u64 = 1000; // msec
+// peerixd patch: RTO.min 400 ms, as dcsctp (Chromium's SCTP) uses, instead of RFC 9260's 1 s.
+// A chunk that fast retransmit cannot recover (lost again, or at the tail of a burst) waits for
+// T3-rtx with the link idle; with 2 % loss that was a 1 s stall every few hundred KiB. It stays
+// above a peer's 200 ms delayed SACK, so a lone chunk is not retransmitted spuriously.
+const RTO_MIN: u64 = 400; // msec
 const RTO_MAX: u64 = 60000; // msec
+// peerixd patch: T3-rtx backs off to at most 3 s (Chromium sets dcsctp's
+// max_timer_backoff_duration to 3 s): after an outage the next retransmission, and with it the
+// recovery, comes within 3 s of the path's return instead of up to a minute later.
+const RTO_MAX_BACKOFF: u64 = 3000; // msec
 const RTO_ALPHA: u64 = 1;
 const RTO_BETA: u64 = 2;
 const RTO_BASE: u64 = 8;
@@ -224,7 +236,10 @@ impl RtoManager {
     /// RFC 9260 6.3.3 E2: retain backoff until a new RTT measurement updates RTO.
     pub(crate) fn backoff(&mut self) {
         if !self.no_update {
-            self.rto = self.rto.saturating_mul(2).min(RTO_MAX);
+            self.rto = self
+                .rto
+                .saturating_mul(2)
+                .min(RTO_MAX_BACKOFF.max(self.rto));
         }
     }
 
@@ -272,9 +287,14 @@ mod tests {
         rto.set_rto(1000, false);
         rto.backoff();
         assert_eq!(2000, rto.get_rto());
+        // peerixd patch: backoff stops at RTO_MAX_BACKOFF, and never lowers a larger RTO.
+        rto.backoff();
+        assert_eq!(RTO_MAX_BACKOFF, rto.get_rto());
+        rto.backoff();
+        assert_eq!(RTO_MAX_BACKOFF, rto.get_rto());
         rto.set_rto(RTO_MAX - 1, false);
         rto.backoff();
-        assert_eq!(RTO_MAX, rto.get_rto());
+        assert_eq!(RTO_MAX - 1, rto.get_rto());
     }
 
     #[test]

@@ -176,6 +176,12 @@ pub struct ChunkPayloadData {
     /// Retransmission flag set when T1-RTX timeout occurred and this
     /// chunk is still in the inflight queue
     pub(crate) retransmit: bool,
+
+    /// peerixd patch: this chunk has been retransmitted. A SACK that newly acknowledges a chunk
+    /// transmitted after its last transmission (`since`) shows that retransmission lost too,
+    /// and counts as a miss indication again, so a lost retransmission is fast retransmitted
+    /// instead of waiting for T3-rtx.
+    pub(crate) retransmitted: bool,
 }
 
 impl Default for ChunkPayloadData {
@@ -200,6 +206,7 @@ impl Default for ChunkPayloadData {
             nsent: 0,
             abandoned: false,
             retransmit: false,
+            retransmitted: false,
         }
     }
 }
@@ -285,6 +292,7 @@ impl Chunk for ChunkPayloadData {
             nsent: 0,
             abandoned: false,
             retransmit: false,
+            retransmitted: false,
         })
     }
 
@@ -325,7 +333,9 @@ impl ChunkPayloadData {
     }
 
     pub(crate) fn is_fast_retransmit_candidate(&self) -> bool {
-        self.is_outstanding() && self.nsent == 1 && self.miss_indicator >= 3
+        // peerixd patch: not only on the first transmission (`nsent == 1`): every
+        // retransmission resets the miss indications (see `retransmitted`).
+        self.is_outstanding() && self.miss_indicator >= 3
     }
 
     /// Record peer progress without changing payload ownership.

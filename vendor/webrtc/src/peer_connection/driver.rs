@@ -505,6 +505,8 @@ pub(crate) struct PeerConnectionDriver<A = SocketAddr> {
     /// Reused scratch buffer for concatenating a run of same-destination datagrams
     /// into one UDP GSO send (see [`flush_writes`](Self::flush_writes)).
     gso_scratch: Vec<u8>,
+    /// peerixd patch: this iteration's `poll_reads` handed TURN-relayed data to the core.
+    relayed_read: bool,
     ice_gathering_active: bool,
     stun_gathering_complete: bool,
     turn_gathering_complete: bool,
@@ -584,6 +586,7 @@ where
             mdns_socket: None,
             udp_sockets: HashMap::new(),
             gso_scratch: Vec::new(),
+            relayed_read: false,
             tcp_transport: RTCTcpTransport::new(HashMap::new()),
             ice_gathering_active: false,
             stun_gathering_complete: false,
@@ -853,6 +856,14 @@ where
             self.poll_writes().await?;
             self.poll_events().await;
             self.poll_reads().await?;
+            // peerixd patch: data that arrived through a TURN allocation reaches the core
+            // only here, after this iteration's writes (the relay client decapsulates it while
+            // events are polled). What the core answers (SCTP SACKs, DTLS, STUN responses)
+            // would wait for the next wake, up to a whole timer period; send it now, as a
+            // packet read straight from a socket is answered.
+            if std::mem::take(&mut self.relayed_read) {
+                self.poll_writes().await?;
+            }
 
             // Wake senders blocked in `DataChannel::writable()`: the poll_* passes above
             // applied any SCTP buffer releases (acked/abandoned bytes) to the per-channel
@@ -1953,6 +1964,24 @@ where
         }
 
         // 1.b turn_relayer poll_write()
+        self.flush_turn_writes().await;
+
+        // 1.c peer_connection poll_write() - Send all outgoing packets, coalescing
+        // consecutive same-destination datagrams into single UDP GSO syscalls.
+        let writes = Self::drain_core_writes(self.inner.clone()).await;
+        self.flush_writes(writes).await;
+
+        // peerixd patch: the core's packets on a relayed pair were just handed to their TURN
+        // client (`handle_write`), which only queues them; 1.b ran before, so without this
+        // they left on the next wake of the loop, up to a timer period later.
+        self.flush_turn_writes().await;
+
+        Ok(())
+    }
+
+    /// The TURN clients' queued datagrams (allocations, permissions, relayed data) onto the
+    /// sockets.
+    async fn flush_turn_writes(&mut self) {
         while let Some(msg) = self.turn_relayer.poll_write() {
             let four_tuple: FourTuple = FourTuple::from(&msg.transport);
             if let Err(err) = self.handle_write(msg).await {
@@ -1971,13 +2000,6 @@ where
                 }
             }
         }
-
-        // 1.c peer_connection poll_write() - Send all outgoing packets, coalescing
-        // consecutive same-destination datagrams into single UDP GSO syscalls.
-        let writes = Self::drain_core_writes(self.inner.clone()).await;
-        self.flush_writes(writes).await;
-
-        Ok(())
     }
 
     /// Send a drained batch of outgoing packets, coalescing maximal runs of
@@ -2135,6 +2157,8 @@ where
             turn_messages.push(message);
         }
         if !turn_messages.is_empty() {
+            // peerixd patch: see `relayed_read`.
+            self.relayed_read = true;
             let mut core = self.inner.core.lock().await;
             for message in turn_messages {
                 core.handle_read(message)?;

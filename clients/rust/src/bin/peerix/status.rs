@@ -96,7 +96,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
         table(
             &mut out,
             &[
-                "PEER", "STATE", "PATH", "RTT", "IN", "OUT", "CHANNELS", "SHARES",
+                "PEER", "STATE", "PATH", "ROUTE", "RTT", "IN", "OUT", "CHANNELS", "SHARES",
             ],
             &rows,
         );
@@ -124,6 +124,7 @@ fn peer_row(p: &PeerInfo) -> Vec<String> {
             p.id.clone(),
             p.state.clone(),
             st.path(),
+            st.route(),
             fmt_rtt(st.rtt),
             format!("{} / {} msg", fmt_bytes(st.bytes_in), st.messages_in),
             format!("{} / {} msg", fmt_bytes(st.bytes_out), st.messages_out),
@@ -133,6 +134,7 @@ fn peer_row(p: &PeerInfo) -> Vec<String> {
         None => vec![
             p.id.clone(),
             p.state.clone(),
+            "-".into(),
             "-".into(),
             "-".into(),
             "-".into(),

@@ -312,6 +312,23 @@ impl RTCIceTransport<'_> {
             .get_selected_candidate_pair()
     }
 
+    /// peerixd patch: how many candidate pairs the agent checks and how many of them have
+    /// failed (every connectivity check went unanswered). The agent itself reports `failed`
+    /// only after its disconnected + failed timeouts (30 s), long after the last pair failed;
+    /// this lets the application see that no pair is left.
+    pub fn candidate_pair_counts(&self) -> (usize, usize) {
+        let pairs = self
+            .peer_connection
+            .ice_transport()
+            .agent
+            .get_candidate_pairs_stats(std::time::Instant::now());
+        let failed = pairs
+            .iter()
+            .filter(|p| p.state == ::ice::candidate::candidate_pair::CandidatePairState::Failed)
+            .count();
+        (pairs.len(), failed)
+    }
+
     /// The local ICE parameters, or `None` before a local description has supplied them.
     pub fn get_local_parameters(&self) -> Option<RTCIceParameters> {
         self.peer_connection

@@ -290,6 +290,10 @@ pub trait IceTransport: crate::sealed::Sealed + Send + Sync + 'static {
     /// The nominated candidate pair, or `None` until ICE selects one.
     async fn get_selected_candidate_pair(&self) -> Result<Option<RTCIceCandidatePair>>;
 
+    /// peerixd patch: `(pairs, failed pairs)` of the agent's checklist (see `rtc`'s
+    /// `RTCIceTransport::candidate_pair_counts`).
+    async fn candidate_pair_counts(&self) -> Result<(usize, usize)>;
+
     /// The local ICE parameters, or `None` before a local description has supplied them.
     async fn get_local_parameters(&self) -> Result<Option<RTCIceParameters>>;
 
@@ -524,6 +528,11 @@ impl IceTransport for IceTransportImpl {
 
     async fn get_selected_candidate_pair(&self) -> Result<Option<RTCIceCandidatePair>> {
         read_ice!(self, |ice| ice.get_selected_candidate_pair())
+    }
+
+    // peerixd patch: see the trait.
+    async fn candidate_pair_counts(&self) -> Result<(usize, usize)> {
+        read_ice!(self, |ice| ice.candidate_pair_counts())
     }
 
     async fn get_local_parameters(&self) -> Result<Option<RTCIceParameters>> {

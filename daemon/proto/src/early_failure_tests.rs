@@ -1,0 +1,82 @@
+//! A connection whose every ICE pair failed is reported failed at once, but its remote is
+//! invoked again only when the connection timer would have fired (Peerix's timing toward
+//! browsers, which ignore an invoke while they still hold their own connection).
+
+use std::time::{Duration, Instant};
+
+use peerix_wire::packet::SignalType;
+use serde_json::Value as Json;
+
+use crate::room::{Room, RoomConfig};
+use crate::types::{Action, ConnEvent, Event, IceState, PeerState, Target};
+
+fn drain(r: &mut Room) -> Vec<Action> {
+    std::iter::from_fn(|| r.poll_action()).collect()
+}
+
+fn invokes_to(actions: &[Action], peer: &str) -> usize {
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(a, Action::Publish { to: Target::Peer(p), kind: SignalType::Invoke, .. } if p == peer)
+        })
+        .count()
+}
+
+#[test]
+fn a_failure_before_the_timer_is_reported_now_and_retried_at_the_timer() {
+    let t0 = Instant::now();
+    let timeout = Duration::from_secs(15);
+    let mut r = Room::new(
+        RoomConfig {
+            me: "me".into(),
+            metadata: Json::Null,
+            max_connecting: 4,
+            connection_timeout: Some(timeout),
+            candidate_debounce: Duration::from_millis(10),
+        },
+        7,
+    );
+    r.handle_signal(t0, false, "zz", SignalType::Invoke, vec![]);
+    let conn = drain(&mut r)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("a connection");
+    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Checking));
+    drain(&mut r);
+
+    let failed_at = t0 + Duration::from_millis(1600);
+    r.handle_conn_event(failed_at, conn, ConnEvent::Ice(IceState::Failed));
+    let actions = drain(&mut r);
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Emit(Event::Connection { state: PeerState::Failed, peer, .. }) if peer == "zz"
+        )),
+        "the failure is reported when ICE reports it: {actions:?}"
+    );
+    assert_eq!(invokes_to(&actions, "zz"), 0);
+
+    // Nothing until the connection timer would have fired ...
+    let mut now = failed_at;
+    let mut invokes = 0;
+    while now < t0 + timeout {
+        now += Duration::from_millis(100);
+        r.handle_timeout(now);
+        let n = invokes_to(&drain(&mut r), "zz");
+        if n > 0 {
+            assert!(now >= t0 + timeout, "re-invoked at {:?}", now - t0);
+        }
+        invokes += n;
+    }
+    // ... then one invoke within the 0–1 s jitter.
+    while now < t0 + timeout + Duration::from_millis(1100) {
+        now += Duration::from_millis(100);
+        r.handle_timeout(now);
+        invokes += invokes_to(&drain(&mut r), "zz");
+    }
+    assert_eq!(invokes, 1);
+}
