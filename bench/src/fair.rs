@@ -54,6 +54,7 @@ pub fn daemon_rtc_config() -> RtcConfig {
         udp_recv_buffer: cfg.webrtc.udp_recv_buffer,
         max_message_size: cfg.webrtc.max_message_size,
         reactor_threads: cfg.webrtc.reactor_threads,
+        udp_port: cfg.webrtc.udp_port,
         channel_event_queue: cfg.limits.channel_event_queue,
         control_event_queue: cfg.limits.control_event_queue,
     }

@@ -305,6 +305,9 @@ pub struct WebrtcConfig {
     /// time out: every one costs a peer connection with its own UDP socket, and signaling
     /// packets are cheap to forge (any key pair makes a valid sender id). 0 = no limit.
     pub max_connecting_peers: usize,
+    /// Single-port mode: every peer connection shares one UDP port (0: a free port chosen
+    /// once); unset: one socket per connection. Fixed by the first connection.
+    pub udp_port: Option<u16>,
 }
 
 impl Default for WebrtcConfig {
@@ -316,6 +319,7 @@ impl Default for WebrtcConfig {
             max_message_size: rtc.max_message_size,
             reactor_threads: 0,
             max_connecting_peers: 64,
+            udp_port: None,
         }
     }
 }

@@ -31,12 +31,14 @@ mod ice_watch;
 mod local_media;
 pub mod loopback;
 mod media;
+mod mux_route;
 mod peer;
 mod reactor;
 mod rewrite;
 mod runtime;
 mod senders;
 mod stats;
+mod udp_mux;
 pub use stats::PeerStats;
 
 use serde::{Deserialize, Serialize};
@@ -98,6 +100,11 @@ pub struct RtcConfig {
     /// Control-channel messages read but not yet consumed (each [`ControlData`] holds a slot
     /// until it is dropped). When all are taken the control channel is not read. At least 1.
     pub control_event_queue: usize,
+    /// Single-port mode: `Some(port)` makes every connection of the process share one UDP
+    /// socket per local address on `port` (0: a free port, chosen once), demultiplexed by
+    /// ICE ufrag and remote address (`udp_mux.rs`). The first connection of the process
+    /// fixes the port. `None` (default): one socket per connection.
+    pub udp_port: Option<u16>,
 }
 
 impl Default for RtcConfig {
@@ -111,6 +118,7 @@ impl Default for RtcConfig {
             reactor_threads: 0,
             channel_event_queue: 64,
             control_event_queue: 64,
+            udp_port: None,
         }
     }
 }
@@ -278,4 +286,7 @@ pub enum RtcError {
     /// No sender of ours carries this track id.
     #[error("no local track {0} is sent on this connection")]
     NoSuchSender(String),
+    /// Single-port mode could not set up its shared socket (`webrtc.udp_port`).
+    #[error("webrtc.udp_port: {0}")]
+    UdpPort(std::io::Error),
 }

@@ -390,7 +390,14 @@ async fn build_pc(
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message))
         .with_sctp_max_receive_buffer_size(rwnd)
         .build();
-    let tuned = Arc::new(TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER));
+    let mut tuned = TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER);
+    // Single-port mode (`udp_mux.rs`): the connection's sockets become views of the shared one.
+    if let Some(port) = cfg.udp_port {
+        let mux = crate::udp_mux::UdpMux::global(port, cfg.udp_recv_buffer, UDP_SEND_BUFFER)
+            .map_err(RtcError::UdpPort)?;
+        tuned = tuned.with_mux(mux.connect());
+    }
+    let tuned = Arc::new(tuned);
     // A retry after an mDNS failure builds a second runtime; the first one set wins, so
     // remember the runtime only once the build succeeded.
     let runtime: Arc<dyn Runtime> = tuned.clone();
@@ -700,6 +707,9 @@ impl RtcPeer {
 
     fn remember_local(&self, sdp: &str) {
         if let Some(ufrag) = sdp_attr(sdp, "ice-ufrag") {
+            if let Some(rt) = self.inner.shared.runtime.get() {
+                rt.set_local_ufrag(&ufrag);
+            }
             *Shared::lock(&self.inner.shared.local_ufrag) = Some(ufrag);
         }
         if let Some(mid) = sdp_attr(sdp, "mid") {

@@ -39,7 +39,12 @@ pub(crate) struct TunedRuntime {
     expedite_until: Mutex<Option<Instant>>,
     /// When this connection last sent or received SCTP data (see [`DataActivity`]).
     activity: Arc<DataActivity>,
+    /// Single-port mode: this connection's registration with the process's UDP mux.
+    mux: Option<crate::udp_mux::MuxConn>,
 }
+
+/// The mDNS socket's port, left out of single-port mode.
+const MDNS_PORT: u16 = 5353;
 
 /// Longest driver sleep inside an expedite window (tokio's timer resolution is 1 ms).
 const EXPEDITED_TICK: Duration = Duration::from_millis(1);
@@ -53,6 +58,20 @@ impl TunedRuntime {
             send_buffer,
             expedite_until: Mutex::new(None),
             activity: Arc::new(DataActivity::default()),
+            mux: None,
+        }
+    }
+
+    /// Single-port mode: the connection's UDP sockets become virtual sockets on `mux`.
+    pub(crate) fn with_mux(mut self, mux: crate::udp_mux::MuxConn) -> Self {
+        self.mux = Some(mux);
+        self
+    }
+
+    /// Single-port mode: checks carrying `ufrag` are routed to this connection.
+    pub(crate) fn set_local_ufrag(&self, ufrag: &str) {
+        if let Some(mux) = &self.mux {
+            mux.set_ufrag(ufrag);
         }
     }
 
@@ -116,6 +135,16 @@ impl Runtime for TunedRuntime {
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        if let Some(mux) = &self.mux {
+            // The mDNS socket (fixed port 5353, multicast) is not an ICE socket.
+            if socket.local_addr()?.port() != MDNS_PORT {
+                // Wrapped like any other socket, so SCTP data activity is still noted.
+                return Ok(Arc::new(NoGro(
+                    mux.socket_for(socket)?,
+                    Arc::clone(&self.activity),
+                )));
+            }
+        }
         let sock_ref = socket2::SockRef::from(&socket);
         raise_buffer(&sock_ref, self.recv_buffer, Direction::Recv);
         raise_buffer(&sock_ref, self.send_buffer, Direction::Send);

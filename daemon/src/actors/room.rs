@@ -323,6 +323,7 @@ impl RoomActor {
             reactor_threads: self.s.webrtc.reactor_threads,
             channel_event_queue: self.s.limits.channel_event_queue,
             control_event_queue: self.s.limits.control_event_queue,
+            udp_port: self.s.webrtc.udp_port,
         }
     }
 }

@@ -663,9 +663,12 @@ where
                 }
             };
             socket.set_nonblocking(true)?;
-            let local_addr = socket.local_addr()?;
-            self.udp_sockets
-                .insert(local_addr, runtime.wrap_udp_socket(socket)?);
+            // peerixd patch: the address comes from the wrapped socket, so a runtime may hand
+            // back a socket on another port (peerixd's single-port mode returns a view of one
+            // shared socket); host candidates are derived from this key.
+            let wrapped = runtime.wrap_udp_socket(socket)?;
+            let local_addr = wrapped.local_addr()?;
+            self.udp_sockets.insert(local_addr, wrapped);
         }
 
         let mut tcp_listeners = HashMap::new();
