@@ -120,6 +120,18 @@ async fn path_types(m: &Member, peer: &str) -> Result<(String, String)> {
     }
 }
 
+/// Waits for ICE at a, asserts a connected to b (coturn's log in the failure message), prints
+/// the time since checking started and the selected path, and returns its candidate types.
+async fn connected_path(p: &mut Pair, lab: &Lab, what: &str) -> Result<(String, String)> {
+    let b_id = p.b.id.clone();
+    let (took, state) = ice_outcome(&mut p.a, &b_id, T).await?;
+    println!("netpaths: {what}: {state} {took:?} after ICE checking started");
+    assert_eq!(state, "connection:connected", "{}", lab.turn_log());
+    let (local, remote) = path_types(&p.a, &b_id).await?;
+    println!("netpaths: {what}: path {local} -> {remote}");
+    Ok((local, remote))
+}
+
 /// Sends `size` bytes a→b on `label`; checks the bytes at b; the time to the delivery report.
 async fn transfer(p: &mut Pair, size: usize) -> Result<Duration> {
     let b_id = p.b.id.clone();
@@ -202,11 +214,7 @@ async fn stun_connects_through_nat() -> Result<()> {
     lab.start_turn(TurnAuth::Static)?;
     let mut p = pair(&lab, servers(&[lab.stun_url()], None, None), None, None).await?;
     let b_id = p.b.id.clone();
-    let (took, state) = ice_outcome(&mut p.a, &b_id, T).await?;
-    println!("netpaths: STUN: {state} {took:?} after ICE checking started");
-    assert_eq!(state, "connection:connected");
-    let (local, remote) = path_types(&p.a, &b_id).await?;
-    println!("netpaths: STUN: path {local} -> {remote}");
+    let (local, remote) = connected_path(&mut p, &lab, "STUN").await?;
     assert!(
         [local.as_str(), remote.as_str()]
             .iter()
@@ -256,12 +264,7 @@ async fn turn_udp_relays_when_direct_udp_is_blocked() -> Result<()> {
         Some(netlab::TURN_PASSWORD),
     );
     let mut p = pair(&lab, ice, None, None).await?;
-    let b_id = p.b.id.clone();
-    let (took, state) = ice_outcome(&mut p.a, &b_id, T).await?;
-    println!("netpaths: TURN/UDP: {state} {took:?} after ICE checking started");
-    assert_eq!(state, "connection:connected", "{}", lab.turn_log());
-    let (local, remote) = path_types(&p.a, &b_id).await?;
-    println!("netpaths: TURN/UDP: path {local} -> {remote}");
+    let (local, remote) = connected_path(&mut p, &lab, "TURN/UDP").await?;
     assert!(local == "relay" || remote == "relay", "{local} -> {remote}");
     for i in 0..3 {
         let took = transfer(&mut p, 256 * 1024).await?;
@@ -290,11 +293,7 @@ async fn relay_policy_sends_nothing_direct() -> Result<()> {
         Some(netlab::TURN_PASSWORD),
     );
     let mut p = pair(&lab, ice, Some(IceTransportPolicy::Relay), None).await?;
-    let b_id = p.b.id.clone();
-    let (took, state) = ice_outcome(&mut p.a, &b_id, T).await?;
-    println!("netpaths: relay policy: {state} {took:?} after ICE checking started");
-    assert_eq!(state, "connection:connected", "{}", lab.turn_log());
-    let (local, remote) = path_types(&p.a, &b_id).await?;
+    let (local, remote) = connected_path(&mut p, &lab, "relay policy").await?;
     assert_eq!((local.as_str(), remote.as_str()), ("relay", "relay"));
     let took = transfer(&mut p, 256 * 1024).await?;
     println!("netpaths: relay policy: 256 KiB in {took:?}");
@@ -317,12 +316,7 @@ async fn symmetric_nats_connect_through_turn() -> Result<()> {
         Some(netlab::TURN_PASSWORD),
     ));
     let mut p = pair(&lab, ice, None, None).await?;
-    let b_id = p.b.id.clone();
-    let (took, state) = ice_outcome(&mut p.a, &b_id, T).await?;
-    println!("netpaths: symmetric NATs: {state} {took:?} after ICE checking started");
-    assert_eq!(state, "connection:connected", "{}", lab.turn_log());
-    let (local, remote) = path_types(&p.a, &b_id).await?;
-    println!("netpaths: symmetric NATs: path {local} -> {remote}");
+    let (local, remote) = connected_path(&mut p, &lab, "symmetric NATs").await?;
     assert!(local == "relay" || remote == "relay", "{local} -> {remote}");
     transfer(&mut p, 64 * 1024).await?;
     Ok(())
@@ -346,11 +340,7 @@ async fn turn_rest_credentials_computed_by_the_daemon() -> Result<()> {
         )
     };
     let mut p = pair(&lab, Vec::new(), None, Some(&config(netlab::TURN_SECRET))).await?;
-    let b_id = p.b.id.clone();
-    let (took, state) = ice_outcome(&mut p.a, &b_id, T).await?;
-    println!("netpaths: TURN REST: {state} {took:?} after ICE checking started");
-    assert_eq!(state, "connection:connected", "{}", lab.turn_log());
-    let (local, remote) = path_types(&p.a, &b_id).await?;
+    let (local, remote) = connected_path(&mut p, &lab, "TURN REST").await?;
     assert!(local == "relay" || remote == "relay", "{local} -> {remote}");
     transfer(&mut p, 64 * 1024).await?;
     drop(p);
