@@ -119,6 +119,99 @@ async fn eight_daemons_each_use_one_udp_port() -> Result<()> {
     Ok(())
 }
 
+/// Two single-port daemons sharing two rooms: both rooms' connections run between the same
+/// two ports, which the mux cannot tell apart. The second room must not take the first one's
+/// address pair (that broke the first room's connection); its connection gets a port of its
+/// own instead, and both rooms carry messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rooms_between_two_single_port_daemons() -> Result<()> {
+    let env = TestEnv::new()?;
+    let config = env.dir.path().join("one-port.toml");
+    std::fs::write(&config, "[webrtc]\nudp_port = 0\nmdns = false\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let a = env.daemon("a", &["--config", &config]).await?;
+    let b = env.daemon("b", &["--config", &config]).await?;
+
+    /// Opens `label` in the room of `m[0]`, sends on it both ways and checks the reports.
+    async fn exchange(m: &mut [Member; 2], label: &str, text: &str) -> Result<()> {
+        let ids = [m[0].id.clone(), m[1].id.clone()];
+        m[0].open(label).await?;
+        for (i, other) in [(0, &ids[1]), (1, &ids[0])] {
+            m[i].wait_for(&format!("{label} open at {i}"), CONNECT, |e| {
+                is(e, "channel:open", other) && field(e, "label") == Some(label)
+            })
+            .await?;
+        }
+        for (i, j) in [(0usize, 1usize), (1, 0)] {
+            let room = m[i].room.clone();
+            let r = m[i]
+                .client
+                .send_text(&room, label, text, SendOptions::to(ids[j].as_str()))
+                .await?;
+            let peers = r.peers.context("delivery report")?;
+            if !peers.iter().all(|p| p.ok) {
+                bail!("{room}: send {i}→{j} failed: {peers:?}");
+            }
+            m[j].wait_for(&format!("{room}: {j} got {text}"), CONNECT, |e| {
+                e.name == "channel:message"
+                    && field(e, "peer") == Some(ids[i].as_str())
+                    && field(e, "data") == Some(text)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    let mut one = [
+        Member::join(&a, "one", |_| {}).await?,
+        Member::join(&b, "one", |_| {}).await?,
+    ];
+    full_mesh(&mut one, 0, CONNECT).await?;
+    exchange(&mut one, "x", "one, before").await?;
+
+    let mut two = [
+        Member::join(&a, "two", |_| {}).await?,
+        Member::join(&b, "two", |_| {}).await?,
+    ];
+    full_mesh(&mut two, 0, CONNECT).await?;
+    exchange(&mut two, "y", "two").await?;
+    // The first room's connection survived the second one's checks.
+    exchange(&mut one, "z", "one, after").await?;
+    // And the two connections do not share an address pair, whose traffic the mux could
+    // only give to one of them.
+    let (p1, p2) = (
+        selected_pair(&one[0], &one[1].id).await?,
+        selected_pair(&two[0], &two[1].id).await?,
+    );
+    println!("one_port: room one {p1:?}, room two {p2:?}");
+    if p1 == p2 {
+        bail!("both rooms' connections use the address pair {p1:?}");
+    }
+    Ok(())
+}
+
+/// The selected pair's (local, remote) addresses of `m`'s connection to `peer`.
+async fn selected_pair(m: &Member, peer: &str) -> Result<(String, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = m
+            .client
+            .peers(&m.room)
+            .await?
+            .into_iter()
+            .find(|p| p.id == peer);
+        if let Some(s) = info.as_ref().and_then(|i| i.stats.as_ref()) {
+            if let (Some(l), Some(r)) = (&s.local_address, &s.remote_address) {
+                return Ok((l.clone(), r.clone()));
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("no selected pair for {peer} in {}: {info:?}", m.room);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Real Peerix in Chromium among two single-port daemons (NATS signaling): the browser hides
 /// its host addresses behind mDNS and the daemons do not resolve them, so the daemons first
 /// learn the browser's address from its checks, routed by ufrag. Messages flow both ways, and

@@ -15,8 +15,17 @@
 //!
 //! Unroutable datagrams are dropped by the caller. Every table is bounded: past its cap a
 //! new entry is refused (a transaction id evicts the oldest one), never memory.
+//!
+//! **Two connections, one address pair.** When both ends are single-port daemons sharing two
+//! rooms, both rooms' connections run between the same two ports, and rule 3 cannot tell
+//! their DTLS apart (nothing in an encrypted record names its connection). Rebinding the
+//! pair to the newcomer would silently break the established connection, so rule 2 refuses
+//! to take a pair from a connection that heard from it within [`LIVE_MS`]: the newcomer's
+//! check is dropped, the newcomer is marked [`collided`](Router::collided), and its owner
+//! makes the next connection to that peer with a port of its own. A pair whose owner went
+//! quiet (the remote restarted on the same port) is taken over as before.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 /// A connection registered with the mux.
@@ -33,6 +42,11 @@ pub(crate) const MAX_TRANSACTIONS: usize = 8192;
 /// (local, remote) address bindings; each connection binds one per candidate pair that
 /// sent it a check.
 pub(crate) const MAX_REMOTES: usize = 65_536;
+/// How recently a connection must have heard from an address pair to keep it against a
+/// newcomer: ICE consent checks come every few seconds on an idle connection, data more often.
+pub(crate) const LIVE_MS: u64 = 3_000;
+/// Connections remembered as collided (each is forgotten when it closes).
+const MAX_COLLIDED: usize = 4096;
 
 /// The class of a STUN message (RFC 5389 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,9 +110,19 @@ pub(crate) fn parse_stun(datagram: &[u8]) -> Option<StunInfo<'_>> {
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     ufrags: HashMap<String, ConnId>,
-    remotes: HashMap<(SocketAddr, SocketAddr), ConnId>,
+    remotes: HashMap<(SocketAddr, SocketAddr), Binding>,
     transactions: HashMap<[u8; 12], ConnId>,
     transaction_order: VecDeque<[u8; 12]>,
+    /// Connections refused an address pair another live connection holds.
+    collided: HashSet<ConnId>,
+}
+
+/// The connection an address pair belongs to, and when (the caller's monotonic
+/// milliseconds) a datagram from it last reached that connection.
+#[derive(Debug, Clone, Copy)]
+struct Binding {
+    conn: ConnId,
+    heard_ms: u64,
 }
 
 impl Router {
@@ -128,60 +152,109 @@ impl Router {
         }
     }
 
-    /// The connection a datagram from `remote`, read on the socket bound to `local`, is for.
+    /// The connection a datagram from `remote`, read on the socket bound to `local` at
+    /// `now_ms` (the caller's monotonic clock), is for.
     pub(crate) fn route(
         &mut self,
         local: SocketAddr,
         remote: SocketAddr,
         datagram: &[u8],
+        now_ms: u64,
     ) -> Option<ConnId> {
-        let bound = self.remotes.get(&(local, remote)).copied();
-        let Some(info) = parse_stun(datagram) else {
-            return bound;
-        };
-        match info.class {
-            StunClass::Success | StunClass::Error => {
+        let key = (local, remote);
+        let bound = self.remotes.get(&key).copied();
+        let target = match parse_stun(datagram) {
+            None => bound.map(|b| b.conn),
+            Some(info) => match info.class {
                 // Answered: forget the id, so the table holds outstanding requests, not
                 // history. A duplicate response to a retransmission then follows the
                 // binding (the connection's remote is bound by then) or is dropped, as a
                 // late duplicate may be.
-                self.transactions.remove(&info.transaction).or(bound)
-            }
-            StunClass::Request => {
-                let local_ufrag = info
-                    .username
-                    .and_then(|u| u.split(':').next())
-                    .unwrap_or("");
-                match self.ufrags.get(local_ufrag).copied() {
-                    Some(conn) => {
-                        if self.remotes.len() < MAX_REMOTES
-                            || self.remotes.contains_key(&(local, remote))
-                        {
-                            self.remotes.insert((local, remote), conn);
+                StunClass::Success | StunClass::Error => self
+                    .transactions
+                    .remove(&info.transaction)
+                    .or(bound.map(|b| b.conn)),
+                StunClass::Request => {
+                    let local_ufrag = info
+                        .username
+                        .and_then(|u| u.split(':').next())
+                        .unwrap_or("");
+                    match self.ufrags.get(local_ufrag).copied() {
+                        None => bound.map(|b| b.conn),
+                        Some(conn) => {
+                            match bound {
+                                Some(b)
+                                    if b.conn != conn
+                                        && now_ms.saturating_sub(b.heard_ms) < LIVE_MS =>
+                                {
+                                    if self.collided.len() < MAX_COLLIDED {
+                                        self.collided.insert(conn);
+                                    }
+                                    return None;
+                                }
+                                Some(_) => {
+                                    self.remotes.insert(
+                                        key,
+                                        Binding {
+                                            conn,
+                                            heard_ms: now_ms,
+                                        },
+                                    );
+                                }
+                                None if self.remotes.len() < MAX_REMOTES => {
+                                    self.remotes.insert(
+                                        key,
+                                        Binding {
+                                            conn,
+                                            heard_ms: now_ms,
+                                        },
+                                    );
+                                }
+                                None => {}
+                            }
+                            Some(conn)
                         }
-                        Some(conn)
                     }
-                    None => bound,
                 }
+                StunClass::Indication => bound.map(|b| b.conn),
+            },
+        };
+        // The pair's owner heard from it: it stays live against newcomers.
+        if let (Some(t), Some(b)) = (target, self.remotes.get_mut(&key)) {
+            if b.conn == t {
+                b.heard_ms = now_ms;
             }
-            StunClass::Indication => bound,
         }
+        target
+    }
+
+    /// Whether `conn` was refused an address pair that another live connection holds (see the
+    /// module docs): its next connection to the same peer needs a port of its own.
+    pub(crate) fn collided(&self, conn: ConnId) -> bool {
+        self.collided.contains(&conn)
     }
 
     /// Forgets the address bindings `conn` has on the socket bound to `local`.
     pub(crate) fn forget_local(&mut self, conn: ConnId, local: SocketAddr) {
         self.remotes
-            .retain(|(l, _), c| !(*c == conn && *l == local));
+            .retain(|(l, _), b| !(b.conn == conn && *l == local));
     }
 
     /// Forgets everything about `conn` (it closed).
     pub(crate) fn forget(&mut self, conn: ConnId) {
         self.ufrags.retain(|_, c| *c != conn);
-        self.remotes.retain(|_, c| *c != conn);
+        self.remotes.retain(|_, b| b.conn != conn);
         self.transactions.retain(|_, c| *c != conn);
+        self.collided.remove(&conn);
         let transactions = &self.transactions;
         self.transaction_order
             .retain(|t| transactions.contains_key(t));
+    }
+
+    /// [`Router::route`] at time 0.
+    #[cfg(test)]
+    fn route_at0(&mut self, local: SocketAddr, remote: SocketAddr, d: &[u8]) -> Option<ConnId> {
+        self.route(local, remote, d, 0)
     }
 
     /// Sizes of the tables (ufrags, remote bindings, transactions).
@@ -279,26 +352,26 @@ mod tests {
         r.set_ufrag(2, "bbbb");
         let (b, c) = (addr("10.0.0.2:6000"), addr("10.0.0.3:6000"));
         assert_eq!(
-            r.route(local, b, &stun(REQUEST, 1, Some("bbbb:x"))),
+            r.route_at0(local, b, &stun(REQUEST, 1, Some("bbbb:x"))),
             Some(2)
         );
         assert_eq!(
-            r.route(local, c, &stun(REQUEST, 2, Some("aaaa:y"))),
+            r.route_at0(local, c, &stun(REQUEST, 2, Some("aaaa:y"))),
             Some(1)
         );
         // DTLS from the bound remotes follows the binding.
-        assert_eq!(r.route(local, b, &[22, 254, 253]), Some(2));
-        assert_eq!(r.route(local, c, &[22, 254, 253]), Some(1));
+        assert_eq!(r.route_at0(local, b, &[22, 254, 253]), Some(2));
+        assert_eq!(r.route_at0(local, c, &[22, 254, 253]), Some(1));
         // Unknown remote or other local socket: unroutable; an unknown ufrag falls back to
         // the binding.
-        assert_eq!(r.route(local, addr("10.0.0.9:1"), &[22]), None);
+        assert_eq!(r.route_at0(local, addr("10.0.0.9:1"), &[22]), None);
         assert_eq!(
-            r.route(local, b, &stun(REQUEST, 3, Some("zzzz:x"))),
+            r.route_at0(local, b, &stun(REQUEST, 3, Some("zzzz:x"))),
             Some(2)
         );
-        assert_eq!(r.route(addr("10.0.1.1:5000"), b, &[22]), None);
+        assert_eq!(r.route_at0(addr("10.0.1.1:5000"), b, &[22]), None);
         // Keepalive indications follow the binding too.
-        assert_eq!(r.route(local, c, &stun(INDICATION, 4, None)), Some(1));
+        assert_eq!(r.route_at0(local, c, &stun(INDICATION, 4, None)), Some(1));
     }
 
     #[test]
@@ -310,12 +383,15 @@ mod tests {
         r.on_send(2, &stun(REQUEST, 20, None));
         // Responses and indications sent by a connection are not remembered.
         r.on_send(3, &stun(SUCCESS, 30, None));
-        assert_eq!(r.route(local, server, &stun(SUCCESS, 20, None)), Some(2));
-        assert_eq!(r.route(local, server, &stun(ERROR, 10, None)), Some(1));
-        assert_eq!(r.route(local, server, &stun(SUCCESS, 30, None)), None);
+        assert_eq!(
+            r.route_at0(local, server, &stun(SUCCESS, 20, None)),
+            Some(2)
+        );
+        assert_eq!(r.route_at0(local, server, &stun(ERROR, 10, None)), Some(1));
+        assert_eq!(r.route_at0(local, server, &stun(SUCCESS, 30, None)), None);
         // Answered requests are forgotten: the table holds only outstanding ones.
         assert_eq!(r.sizes().2, 0);
-        assert_eq!(r.route(local, server, &stun(SUCCESS, 20, None)), None);
+        assert_eq!(r.route_at0(local, server, &stun(SUCCESS, 20, None)), None);
     }
 
     #[test]
@@ -326,11 +402,11 @@ mod tests {
         r.set_ufrag(1, "new1");
         let remote = addr("10.0.0.2:1");
         assert_eq!(
-            r.route(local, remote, &stun(REQUEST, 1, Some("old1:x"))),
+            r.route_at0(local, remote, &stun(REQUEST, 1, Some("old1:x"))),
             None
         );
         assert_eq!(
-            r.route(local, remote, &stun(REQUEST, 1, Some("new1:x"))),
+            r.route_at0(local, remote, &stun(REQUEST, 1, Some("new1:x"))),
             Some(1)
         );
         assert_eq!(r.sizes().0, 1);
@@ -348,12 +424,72 @@ mod tests {
         let local = addr("10.0.0.1:5000");
         r.set_ufrag(1, "aaaa");
         r.set_ufrag(2, "bbbb");
-        r.route(local, addr("10.0.0.2:1"), &stun(REQUEST, 1, Some("aaaa:x")));
-        r.route(local, addr("10.0.0.3:1"), &stun(REQUEST, 1, Some("bbbb:x")));
+        r.route_at0(local, addr("10.0.0.2:1"), &stun(REQUEST, 1, Some("aaaa:x")));
+        r.route_at0(local, addr("10.0.0.3:1"), &stun(REQUEST, 1, Some("bbbb:x")));
         r.forget_local(2, local);
-        assert_eq!(r.route(local, addr("10.0.0.3:1"), &[22]), None);
+        assert_eq!(r.route_at0(local, addr("10.0.0.3:1"), &[22]), None);
         r.forget(1);
         assert_eq!(r.sizes(), (1, 0, 0));
-        assert_eq!(r.route(local, addr("10.0.0.2:1"), &[22]), None);
+        assert_eq!(r.route_at0(local, addr("10.0.0.2:1"), &[22]), None);
+    }
+
+    #[test]
+    fn a_live_pair_is_not_taken_by_a_second_connection() {
+        let mut r = Router::default();
+        let (local, remote) = (addr("10.0.0.1:5000"), addr("10.0.0.2:5000"));
+        r.set_ufrag(1, "aaaa");
+        r.set_ufrag(2, "bbbb");
+        assert_eq!(
+            r.route(local, remote, &stun(REQUEST, 1, Some("aaaa:x")), 0),
+            Some(1)
+        );
+        // Connection 1 keeps hearing DTLS from the pair.
+        assert_eq!(r.route(local, remote, &[23, 254, 253], 2_000), Some(1));
+        // A second connection between the same two ports: its check is refused, it is marked,
+        // and connection 1 keeps its data.
+        assert_eq!(
+            r.route(local, remote, &stun(REQUEST, 2, Some("bbbb:y")), 2_500),
+            None
+        );
+        assert!(r.collided(2));
+        assert!(!r.collided(1));
+        assert_eq!(r.route(local, remote, &[23, 254, 253], 4_000), Some(1));
+        // Connection 1's own checks keep it live.
+        assert_eq!(
+            r.route(local, remote, &stun(REQUEST, 3, Some("aaaa:x")), 6_000),
+            Some(1)
+        );
+        assert_eq!(
+            r.route(local, remote, &stun(REQUEST, 4, Some("bbbb:y")), 8_500),
+            None
+        );
+        r.forget(2);
+        assert!(!r.collided(2));
+    }
+
+    #[test]
+    fn a_quiet_pair_is_taken_over() {
+        // The remote restarted on the same port: the old connection hears nothing more, and
+        // the new one's checks take the pair once the old one has been quiet for LIVE_MS.
+        let mut r = Router::default();
+        let (local, remote) = (addr("10.0.0.1:5000"), addr("10.0.0.2:5000"));
+        r.set_ufrag(1, "aaaa");
+        r.set_ufrag(2, "bbbb");
+        assert_eq!(
+            r.route(local, remote, &stun(REQUEST, 1, Some("aaaa:x")), 0),
+            Some(1)
+        );
+        assert_eq!(r.route(local, remote, &[23], 1_000), Some(1));
+        assert_eq!(
+            r.route(
+                local,
+                remote,
+                &stun(REQUEST, 2, Some("bbbb:y")),
+                1_000 + LIVE_MS
+            ),
+            Some(2)
+        );
+        assert!(!r.collided(2));
+        assert_eq!(r.route(local, remote, &[23], 1_000 + LIVE_MS), Some(2));
     }
 }

@@ -570,6 +570,18 @@ impl RtcPeer {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Single-port mode: whether this connection's checks were refused because another live
+    /// connection of this process holds the same address pair (both ends are single-port
+    /// daemons sharing more than one room). Its owner should make the next connection to this
+    /// peer with [`RtcConfig::udp_port`] unset.
+    pub fn single_port_collided(&self) -> bool {
+        self.inner
+            .shared
+            .runtime
+            .get()
+            .is_some_and(|rt| rt.single_port_collided())
+    }
+
     /// Packets received and forwarded for a live remote track.
     pub fn forward_stats(&self, track: &str) -> Option<ForwardStats> {
         self.inner.shared.tracks.get(track).map(|t| t.stats())

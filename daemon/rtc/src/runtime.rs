@@ -75,6 +75,12 @@ impl TunedRuntime {
         }
     }
 
+    /// Single-port mode: whether this connection was refused an address pair that another
+    /// live connection holds (see `mux_route.rs`).
+    pub(crate) fn single_port_collided(&self) -> bool {
+        self.mux.as_ref().is_some_and(|m| m.collided())
+    }
+
     /// Caps the driver's timer sleeps at 1 ms for the next `window`.
     ///
     /// Why: the driver only calls the core's `handle_timeout` when its sleep ends, and some

@@ -70,6 +70,8 @@ pub(crate) struct UdpMux {
     handle: tokio::runtime::Handle,
     /// Buffers of datagrams already read by their connection (see [`POOL_BUFFERS`]).
     pool: Mutex<Vec<Vec<u8>>>,
+    /// The router's clock (see `LIVE_MS` in `mux_route.rs`).
+    epoch: std::time::Instant,
 }
 
 impl UdpMux {
@@ -95,6 +97,7 @@ impl UdpMux {
             dropped: AtomicU64::new(0),
             handle,
             pool: Mutex::default(),
+            epoch: std::time::Instant::now(),
         });
         Ok(Arc::clone(MUX.get_or_init(|| mux)))
     }
@@ -145,7 +148,8 @@ impl UdpMux {
     }
 
     fn deliver(&self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        let conn = lock(&self.router).route(local, from, data);
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let conn = lock(&self.router).route(local, from, data, now_ms);
         let delivered = conn.is_some_and(|conn| {
             lock(&self.queues).get(&(conn, local)).is_some_and(|tx| {
                 let mut buf = lock(&self.pool).pop().unwrap_or_default();
@@ -223,6 +227,12 @@ impl MuxConn {
     /// The connection's local ICE ufrag is `ufrag` (checks for it are routed here).
     pub(crate) fn set_ufrag(&self, ufrag: &str) {
         lock(&self.mux.router).set_ufrag(self.id, ufrag);
+    }
+
+    /// Whether this connection was refused an address pair another live connection holds
+    /// (two connections between the same two single-port daemons; see `mux_route.rs`).
+    pub(crate) fn collided(&self) -> bool {
+        lock(&self.mux.router).collided(self.id)
     }
 
     /// A virtual socket on the shared socket for `bound`'s local IP, replacing `bound` (the

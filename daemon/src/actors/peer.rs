@@ -61,6 +61,10 @@ pub struct PeerInput {
     pub conn: ConnId,
     /// What happened.
     pub event: ConnEvent,
+    /// Single-port mode: set (to the remote's id) on a failure caused by another live
+    /// connection holding the same address pair (both ends single-port daemons sharing
+    /// several rooms); the room makes the next connection to that peer with a port of its own.
+    pub own_port_for: Option<String>,
 }
 
 /// What the room's machine asks of a connection.
@@ -207,9 +211,21 @@ impl PeerActor {
     }
 
     pub(super) fn report(&self, event: ConnEvent) {
+        let failed = matches!(event, ConnEvent::Ice(peerix_proto::IceState::Failed));
+        let own_port_for = (failed && self.rtc.as_ref().is_some_and(|r| r.single_port_collided()))
+            .then(|| {
+                tracing::warn!(
+                    room = %self.s.room, peer = %self.s.remote,
+                    "single-port mode: another connection (another room shared with the same \
+                     single-port daemon) holds this address pair; the next connection to this \
+                     peer uses a UDP port of its own"
+                );
+                self.s.remote.clone()
+            });
         self.room.do_send(PeerInput {
             conn: self.s.conn,
             event,
+            own_port_for,
         });
     }
 

@@ -94,7 +94,14 @@ pub struct RoomActor {
     pub(super) deferred_dropped: u64,
     /// What we share (sources by label; peers attach their senders to them).
     pub(super) shares: super::room_shares::LocalShares,
+    /// Single-port mode: peers whose connection collided with another on the shared port
+    /// (both ends single-port daemons in several shared rooms); their connections get a UDP
+    /// port of their own.
+    own_port: std::collections::HashSet<String>,
 }
+
+/// Bound of [`RoomActor::own_port`]: peers beyond it keep colliding and retrying, as before.
+const OWN_PORT_PEERS: usize = 1024;
 
 impl RoomActor {
     /// A room for `s`.
@@ -141,6 +148,7 @@ impl RoomActor {
             deferred_timer: None,
             deferred_dropped: 0,
             shares: Default::default(),
+            own_port: Default::default(),
         }
     }
 
@@ -205,6 +213,7 @@ impl RoomActor {
                 metadata: _,
             } => {
                 let labels: BTreeSet<String> = self.machine.labels().map(str::to_owned).collect();
+                let rtc = self.rtc_config_for(&remote);
                 // Sends to the peer queue on these lanes from now on (they wait for channels).
                 let lanes = PeerLanes::new(&labels);
                 self.s.directory.register(&remote, conn, lanes.clone());
@@ -212,7 +221,7 @@ impl RoomActor {
                     room: self.s.room.clone(),
                     remote,
                     conn,
-                    rtc: self.rtc_config(),
+                    rtc,
                     labels,
                     bus: self.s.bus.clone(),
                     max_message_size: self.s.max_message_size,
@@ -302,6 +311,16 @@ impl RoomActor {
         }
     }
 
+    /// [`Self::rtc_config`] for a connection to `remote`: without single-port mode for a peer
+    /// whose last connection collided with another on the shared port (see `own_port`).
+    fn rtc_config_for(&self, remote: &str) -> RtcConfig {
+        let mut cfg = self.rtc_config();
+        if self.own_port.contains(remote) {
+            cfg.udp_port = None;
+        }
+        cfg
+    }
+
     fn rtc_config(&self) -> RtcConfig {
         RtcConfig {
             ice_servers: self
@@ -387,6 +406,12 @@ impl Handler<DriverActive> for RoomActor {
 impl Handler<PeerInput> for RoomActor {
     type Result = ();
     fn handle(&mut self, m: PeerInput, ctx: &mut Self::Context) {
+        if let Some(remote) = m.own_port_for {
+            // Bounded by the peers this room can have; one id each.
+            if self.own_port.len() < OWN_PORT_PEERS {
+                self.own_port.insert(remote);
+            }
+        }
         if matches!(m.event, ConnEvent::Closed { .. }) {
             self.conns.remove(&m.conn);
             if let Some(lanes) = self.s.directory.unregister(m.conn) {
