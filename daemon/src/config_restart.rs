@@ -42,7 +42,7 @@ impl IceRestartConfig {
     pub fn validate(&self) -> Result<(), DaemonError> {
         if self.enabled && (self.attempt_timeout_ms == 0 || self.max_attempts == 0) {
             return Err(DaemonError::Config(
-                "ice_restart: attempt_timeout_ms and max_attempts must be at least 1 (2000 and \
+                "ice_restart: attempt_timeout_ms and max_attempts must be at least 1 (1500 and \
                  2 are usual), or set enabled = false"
                     .into(),
             ));
@@ -57,5 +57,30 @@ impl IceRestartConfig {
             attempt_timeout: Duration::from_millis(self.attempt_timeout_ms),
             max_attempts: self.max_attempts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_machines_and_a_restart_that_can_never_run_is_refused() {
+        let c = IceRestartConfig::default();
+        assert_eq!(c.policy(), Some(peerix_proto::RestartPolicy::default()));
+        c.validate().expect("defaults are valid");
+        let off = IceRestartConfig {
+            enabled: false,
+            max_attempts: 0,
+            ..c.clone()
+        };
+        assert_eq!(off.policy(), None);
+        off.validate().expect("disabled needs no attempts");
+        let never = IceRestartConfig {
+            max_attempts: 0,
+            ..c
+        };
+        let e = never.validate().expect_err("no attempts");
+        assert!(e.to_string().contains("ice_restart"), "{e}");
     }
 }

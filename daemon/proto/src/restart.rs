@@ -48,7 +48,7 @@ impl Default for RestartPolicy {
     fn default() -> Self {
         RestartPolicy {
             after: Duration::from_millis(250),
-            attempt_timeout: Duration::from_secs(2),
+            attempt_timeout: Duration::from_millis(1500),
             max_attempts: 2,
         }
     }
