@@ -99,6 +99,13 @@ async fn nat_rebinding_recovers_without_loss() -> Result<()> {
     rebind_nat(&lab, Home::B, "203.0.113.32")?;
     let rebound = Instant::now();
     let replies = issue_texts(&a, LABEL, &b_id, "during", 30).await?;
+    // a's consent checks go to b's old mapping: a notices the dead path. What a's client sends
+    // then waits for the repair too (it is not refused).
+    a.wait_for("a sees b disconnected", T, |e| {
+        is(e, "connection:disconnected", &b_id)
+    })
+    .await?;
+    let replies_down = issue_texts(&a, LABEL, &b_id, "down", 10).await?;
     expect_texts(&mut b, LABEL, &a_id, "during", 30, Duration::from_secs(30))
         .await
         .with_context(|| format!("{}\n{}", da.log_tail(), db.log_tail()))?;
@@ -106,7 +113,9 @@ async fn nat_rebinding_recovers_without_loss() -> Result<()> {
         "path_change: messages sent at a NAT rebinding arrived {:?} after it",
         rebound.elapsed()
     );
+    expect_texts(&mut b, LABEL, &a_id, "down", 10, T).await?;
     all_delivered(replies, &b_id).await?;
+    all_delivered(replies_down, &b_id).await?;
     let replies = issue_texts(&a, LABEL, &b_id, "after", 3).await?;
     expect_texts(&mut b, LABEL, &a_id, "after", 3, T).await?;
     all_delivered(replies, &b_id).await?;
