@@ -16,7 +16,7 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # The unit checks (tests/tests/units.rs): systemd-analyze verify/security, sysusers, tmpfiles.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # The network labs: tests/tests/netpaths*.rs (coturn for STUN/TURN, nftables for NAT and blocking)
-# and tests/tests/lossy.rs (nftables loss and link cuts between namespaces).
+# and tests/tests/lossy.rs (nftables loss and link cuts between namespaces), path_change*.rs (NAT rebinding).
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then

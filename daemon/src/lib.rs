@@ -16,6 +16,7 @@ pub mod config;
 pub mod config_limits;
 pub mod config_metrics;
 pub mod config_remote;
+pub mod config_restart;
 pub mod config_service;
 pub mod config_turn;
 pub mod error;

@@ -15,6 +15,7 @@ pub mod hostile_peer;
 pub mod lossy_link;
 pub mod media;
 pub mod netlab;
+pub mod pipelined;
 pub mod raw;
 
 pub use peerix_client;

@@ -58,21 +58,27 @@ async fn sender_dies(how: &str, within: Duration) -> Result<()> {
         _ => da.terminate(),
     }
     if how == "kill" {
-        // While the dead peer is only disconnected, a send to it fails at once.
+        // While the dead peer is only disconnected, a send to it waits (between daemons the
+        // path may yet be repaired by an ICE restart) and fails when the connection does: it
+        // is reported, never lost.
         b.wait_for("a disconnected at b", within, |e| {
             is(e, "connection:disconnected", &a_id)
         })
         .await?;
-        let t = std::time::Instant::now();
         let r = b
             .client
             .send_text("demo", "bulk", "anyone?", SendOptions::to(a_id.clone()))
             .await;
-        assert!(r.is_err(), "a send to a disconnected peer fails: {r:?}");
+        let failed = match &r {
+            Err(_) => true,
+            Ok(res) => res
+                .peers
+                .as_deref()
+                .is_some_and(|p| p.len() == 1 && !p[0].ok),
+        };
         assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "at once: {:?}",
-            t.elapsed()
+            failed,
+            "a send to a peer that died is reported failed: {r:?}"
         );
     }
     let err = b
@@ -112,8 +118,9 @@ async fn sender_terminated_mid_message() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_killed_mid_message() -> Result<()> {
     // SIGKILL: nothing is said. ICE consent fails after about 4.5 s; the sender said it is a
-    // peerixd (its hello on the control channel), so the connection fails 2 s later instead of
-    // after Peerix's 15 s connection timer, and the channel's end reports the transfer.
-    // 12 s leaves room for a loaded CI machine; before the hello it took about 20 s.
+    // peerixd (its hello on the control channel), so the receiver restarts ICE (twice, 1.5 s
+    // each, unanswered) and then fails the connection instead of waiting for Peerix's 15 s
+    // connection timer, and the channel's end reports the transfer. 12 s leaves room for a
+    // loaded CI machine; before the hello it took about 20 s.
     sender_dies("kill", Duration::from_secs(12)).await
 }

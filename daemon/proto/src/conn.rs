@@ -25,6 +25,8 @@ use crate::types::{Action, ConnId, Event, Op, PeerState, Target};
 #[derive(Debug)]
 pub(crate) enum Pending {
     MakeOffer,
+    /// An offer with new ICE credentials (`restart.rs`).
+    RestartOffer,
     Remote {
         desc: SessionDescription,
         via_control: bool,
@@ -56,6 +58,8 @@ struct AppliedRemote {
     ufrag: Option<String>,
     /// It was an answer (to our offer).
     was_answer: bool,
+    /// Its DTLS fingerprint: the same in an ICE restart, new in a new connection object.
+    fingerprint: Option<String>,
 }
 
 /// Identifies an SDP text for duplicate detection. SipHash with fixed keys: deterministic across
@@ -102,6 +106,11 @@ pub(crate) struct Conn {
     pub(crate) timer: Option<Instant>,
     /// Reports of the remote's bad control messages (a hostile peer may send thousands).
     control_errors: ReportLimiter,
+    /// Our ICE restart in progress (`restart.rs`).
+    pub(crate) restart: Option<crate::restart::Restart>,
+    /// An ICE restart runs: descriptions and local candidates go over signaling, since the
+    /// control channel rides the dead path.
+    pub(crate) via_signaling: bool,
     /// What the remote shares with us: its label map and live tracks (§8).
     pub(crate) media: RemoteMedia,
     /// What we share with the remote (§8.1).
@@ -134,6 +143,8 @@ impl Conn {
             batch_deadline: None,
             timer: None,
             control_errors: ReportLimiter::default(),
+            restart: None,
+            via_signaling: false,
             media: RemoteMedia::default(),
             local: LocalMedia::default(),
         }
@@ -149,10 +160,21 @@ impl Conn {
 
     /// The earliest of this connection's deadlines.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        match (self.timer, self.batch_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let restart = self.restart.as_ref().and_then(|r| r.next);
+        [self.timer, self.batch_deadline, restart]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The DTLS fingerprint of the remote description in force.
+    pub(crate) fn remote_fingerprint(&self) -> Option<&str> {
+        self.remote_sdp.as_ref()?.fingerprint.as_deref()
+    }
+
+    /// Descriptions and candidates go over the control channel (open, and not restarting).
+    fn in_band(&self) -> bool {
+        self.control_open && !self.via_signaling
     }
 
     pub(crate) fn start_timer(&mut self, now: Instant, timeout: Option<Duration>) {
@@ -209,6 +231,13 @@ impl Conn {
                     out.push_back(Action::Run {
                         conn: self.id,
                         op: Op::CreateOffer,
+                    });
+                }
+                Pending::RestartOffer => {
+                    self.busy = Some(Busy::Offer);
+                    out.push_back(Action::Run {
+                        conn: self.id,
+                        op: Op::RestartIce,
                     });
                 }
                 Pending::Remote { desc, via_control } => {
@@ -331,6 +360,7 @@ impl Conn {
                     digest: sdp_digest(&sdp),
                     ufrag: ufrag.clone(),
                     was_answer: !offer,
+                    fingerprint: crate::restart::fingerprint_of_sdp(&sdp).map(str::to_owned),
                 });
                 // Tracks the remote stopped sending in this description end now (the stack
                 // does not end a track whose transceiver the remote stopped).
@@ -409,7 +439,7 @@ impl Conn {
     ) {
         let is_offer = desc.kind == "offer";
         let d = desc.to_value();
-        if self.control_open {
+        if self.in_band() {
             // Over the control channel an offer carries the label map of its media (§8.2);
             // data-only offers carry an empty one.
             let msg = if is_offer {
@@ -449,7 +479,7 @@ impl Conn {
         debounce: Duration,
         out: &mut VecDeque<Action>,
     ) {
-        if self.control_open {
+        if self.in_band() {
             self.send_control(ControlMessage::Signal(vec![c.to_value()]), out);
             return;
         }

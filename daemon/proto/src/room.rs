@@ -85,6 +85,8 @@ pub struct Room {
     pub(crate) leaving: bool,
     /// What we share, by label: sent to every connection once its control channel is open.
     pub(crate) shares: BTreeMap<String, Share>,
+    /// ICE restarts toward other peerixd peers (`restart.rs`).
+    pub(crate) restart_policy: Option<crate::restart::RestartPolicy>,
 }
 
 impl Room {
@@ -106,6 +108,7 @@ impl Room {
             verify: Verification::default(),
             leaving: false,
             shares: BTreeMap::new(),
+            restart_policy: Some(crate::restart::RestartPolicy::default()),
         }
     }
 
@@ -183,6 +186,10 @@ impl Room {
                 };
                 let meta = it.next().unwrap_or(Json::Null);
                 match self.by_peer.get(from).copied() {
+                    Some(id) if self.is_ice_restart(id, &desc) => {
+                        self.restart_offered(now, id);
+                        self.signaled_description(id, desc)
+                    }
                     Some(id) if !self.is_new_incarnation(id, &desc) => {
                         self.signaled_description(id, desc)
                     }
@@ -312,6 +319,10 @@ impl Room {
             if c.batch_due(now) {
                 c.flush_candidates(&mut self.out);
             }
+            self.restart_due(now, id);
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
             if c.timer.is_some_and(|t| t <= now) {
                 c.timer = None;
                 if !c.closing {
@@ -543,6 +554,10 @@ impl Room {
 
     fn ice(&mut self, now: Instant, id: ConnId, state: IceState) {
         let timeout = self.cfg.connection_timeout;
+        // Between two peerixd peers a dead path is restarted, not failed (`restart.rs`).
+        if self.restart_ice_state(now, id, state) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };

@@ -110,6 +110,10 @@ pub enum ConnEvent {
 pub enum Op {
     /// Create an offer and set it as the local description; report it.
     CreateOffer,
+    /// Create an offer with new ICE credentials (an ICE restart: the agent gathers and checks
+    /// anew while DTLS and SCTP carry on), set it as the local description and report it.
+    /// Only ever asked for a connection to another peerixd.
+    RestartIce,
     /// Set a remote description; when `rollback`, roll the local offer back first; when
     /// `answer`, then create an answer, set it locally and report it.
     ApplyRemote {

@@ -253,13 +253,15 @@ fn a_browser_that_vanishes_is_failed_by_peerix_timing() {
 
 #[test]
 fn a_peerixd_that_vanishes_is_failed_within_seconds() {
-    // Two daemons said hello on their control channel: once ICE consent fails, the other is
-    // failed after a short grace instead of Peerix's 15 s.
+    // Two daemons said hello on their control channel: once ICE consent fails, the other
+    // restarts ICE a bounded number of times (nobody answers) and then fails it, well before
+    // Peerix's 15 s.
     let mut sim = staggered(4, &["a", "b"], ms(100), Net::default(), S(1));
     sim.vanish(1);
     sim.run_until(S(6) + ms(100));
     assert_eq!(sim.state(0, "b"), Some(PeerState::Disconnected));
-    sim.run_until(S(6) + peerix_proto::PEERIXD_DISCONNECT_GRACE + ms(100));
+    let p = peerix_proto::RestartPolicy::default();
+    sim.run_until(S(6) + p.after + p.attempt_timeout * p.max_attempts + ms(100));
     assert_eq!(sim.state(0, "b"), None, "{}", sim.dump());
     assert!(sim.reported_failure(0, "b"));
 }

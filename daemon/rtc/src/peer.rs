@@ -12,6 +12,7 @@ use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use tokio::sync::mpsc::UnboundedSender;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -389,6 +390,9 @@ async fn build_pc(
         .with_relay_acceptance_min_wait(Some(RELAY_MIN_WAIT))
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message))
         .with_sctp_max_receive_buffer_size(rwnd)
+        // An ICE restart (after a NAT rebinding or an address change) rebinds the sockets and
+        // gathers again: the old host and srflx candidates may name addresses that are gone.
+        .with_discard_local_candidates_during_ice_restart(true)
         .build();
     let mut tuned = TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER);
     // Single-port mode (`udp_mux.rs`): the connection's sockets become views of the shared one.
@@ -496,8 +500,24 @@ impl RtcPeer {
 
     /// Creates an offer and sets it as the local description.
     pub async fn create_offer(&self) -> Result<SessionDescription, RtcError> {
+        self.offer(None).await
+    }
+
+    /// Creates an offer with new ICE credentials (an ICE restart) and sets it as the local
+    /// description: the agent drops its pairs, rebinds its sockets and gathers again (so a new
+    /// local address is found), while DTLS, SCTP and the data channels carry on over the new
+    /// pair once it is selected. The remote restarts when it applies the offer.
+    pub async fn create_restart_offer(&self) -> Result<SessionDescription, RtcError> {
+        self.offer(Some(RTCOfferOptions { ice_restart: true }))
+            .await
+    }
+
+    async fn offer(
+        &self,
+        options: Option<RTCOfferOptions>,
+    ) -> Result<SessionDescription, RtcError> {
         self.in_span(async {
-            let offer = self.inner.pc.create_offer(None).await?;
+            let offer = self.inner.pc.create_offer(options).await?;
             self.remember_local(&offer.sdp);
             self.inner.pc.set_local_description(offer.clone()).await?;
             self.set_signaling(SIG_LOCAL_OFFER);

@@ -279,6 +279,7 @@ impl PeerActor {
         let fut = async move {
             let produced = match op {
                 Op::CreateOffer => rtc.create_offer().await.map(Some),
+                Op::RestartIce => rtc.create_restart_offer().await.map(Some),
                 Op::ApplyRemote {
                     desc,
                     rollback,

@@ -54,6 +54,8 @@ pub struct RoomSetup {
     pub limits: crate::config_limits::LimitsConfig,
     /// TURN REST credentials computed for each connection (`[turn_rest]`).
     pub turn_rest: crate::config_turn::TurnRestConfig,
+    /// ICE restarts toward other peerixd peers (`[ice_restart]`).
+    pub ice_restart: Option<peerix_proto::RestartPolicy>,
     /// This room's identity.
     pub identity: Identity,
     /// Join metadata.
@@ -129,6 +131,7 @@ impl RoomActor {
             rand::thread_rng().gen(),
         );
         machine.set_admission(Instant::now(), s.options.verify.admission());
+        machine.set_ice_restart(s.ice_restart);
         // Fresh request numbers for every actor: a verdict meant for a crashed predecessor's
         // request must not settle one of ours.
         machine.number_requests_from(rand::thread_rng().gen_range(0..1u64 << 52));

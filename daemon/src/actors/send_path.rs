@@ -246,17 +246,16 @@ impl RoomDirectory {
     }
 
     /// The peers a send goes to: the one named by `to`, or every connected peer. A peer that
-    /// is being set up is waited for (its channel comes up with it); one that is disconnected
-    /// fails the send at once, since its connection is being given up on.
+    /// is being set up is waited for (its channel comes up with it); so is one that is
+    /// disconnected (its path is being repaired, by an ICE restart between daemons, and the
+    /// message waits on the channel; if the connection fails instead, the send fails with it);
+    /// one whose connection failed or closed fails the send at once.
     pub fn targets(&self, to: Option<&str>) -> Result<Vec<(String, Arc<PeerLanes>)>, DaemonError> {
         let peers = lock(&self.peers);
         match to {
             Some(p) => {
                 let e = peers.get(p).ok_or_else(|| self.no_such_peer(p))?;
-                if matches!(
-                    e.state,
-                    PeerState::Disconnected | PeerState::Failed | PeerState::Closed
-                ) {
+                if matches!(e.state, PeerState::Failed | PeerState::Closed) {
                     return Err(DaemonError::SendFailed(format!(
                         "peer {p:?} is {} (its connection is lost); nothing was sent",
                         e.state.as_str()
@@ -266,7 +265,7 @@ impl RoomDirectory {
             }
             None => Ok(peers
                 .iter()
-                .filter(|(_, e)| e.state == PeerState::Connected)
+                .filter(|(_, e)| matches!(e.state, PeerState::Connected | PeerState::Disconnected))
                 .map(|(id, e)| (id.clone(), e.lanes.clone()))
                 .collect()),
         }

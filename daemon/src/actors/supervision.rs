@@ -62,6 +62,7 @@ impl Daemon {
             webrtc: self.cfg.webrtc.clone(),
             limits: self.cfg.limits.clone(),
             turn_rest: self.cfg.turn_rest.clone(),
+            ice_restart: self.cfg.ice_restart.policy(),
             identity,
             metadata: m.metadata.clone(),
             max_message_size: self.cfg.remote.max_message_size as usize,

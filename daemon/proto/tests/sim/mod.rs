@@ -654,6 +654,14 @@ impl Sim {
                     Ok(None)
                 }
             }
+            Op::RestartIce => {
+                // New ICE credentials (this fake has no DTLS fingerprint, so a remote takes
+                // the offer for a new connection object).
+                f.ufrag.push('r');
+                f.have_local_offer = true;
+                f.has_local = true;
+                Ok(Some(sdp("offer", &f.ufrag)))
+            }
             Op::CreateOffer => {
                 f.have_local_offer = true;
                 f.has_local = true;

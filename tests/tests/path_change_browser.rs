@@ -1,0 +1,163 @@
+//! A NAT rebinding between a daemon and a browser (real Peerix in headless Chromium), in the
+//! namespace lab of `tests/src/netlab.rs` (issue 15, part 5). Peerix never restarts ICE, so the
+//! daemon recovers the Peerix way: the dead connection fails at `connectionTimeout` and the
+//! daemon invokes the browser again until it offers a new connection. No client acts; a text
+//! sent after the recovery reaches the page. Both sides use a 3 s `connectionTimeout` so the
+//! test takes seconds, not Peerix's 15 s twice. Needs root for the namespaces (skipped with a
+//! message otherwise) and the browser toolchain of `tests/src/browser.rs`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use peerix_system_tests::browser::{Browser, BrowserOpts, T};
+use peerix_system_tests::netlab::{self, Home, Lab, Nat, TurnAuth};
+use peerix_system_tests::peerix_client::SendOptions;
+use peerix_system_tests::peerix_ipc_proto::{IceServer, JoinOptions};
+use peerix_system_tests::*;
+use serde_json::json;
+
+/// Peerix's `connectionTimeout` on both sides, in ms.
+const TIMEOUT_MS: u64 = 3000;
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nat_rebinding_toward_a_browser_recovers_by_reinvoke() -> Result<()> {
+    if netlab::skip() {
+        return Ok(());
+    }
+    let mut lab = Lab::build(Nat::Cone)?;
+    lab.start_turn(TurnAuth::Static)?;
+    lab.start_nats()?;
+    let env = TestEnv::new()?;
+    let nats = lab.nats_url();
+    let d = lab
+        .daemon(&env, "d", Home::A, &["--nats", &nats, "--driver", "nats"])
+        .await?;
+    let room = browser::room_name("rebind");
+    let stun = lab.stun_url();
+    let opts = JoinOptions {
+        ice_servers: Some(vec![IceServer {
+            urls: vec![stun.clone()],
+            username: None,
+            credential: None,
+        }]),
+        connection_timeout: Some(TIMEOUT_MS),
+        ..Default::default()
+    };
+    let mut m = Member::join(&d, &room, |j| {
+        j.driver = Some("nats".into());
+        j.options = Some(opts);
+    })
+    .await?;
+    let mut b = Browser::start_in(
+        &env,
+        "chromium",
+        BrowserOpts::default(),
+        Some(&lab.host_ns(Home::B)),
+    )
+    .await?;
+    let bid = b
+        .join(
+            &lab.nats_ws_url(),
+            &room,
+            None,
+            json!({"options": {"iceServers": [{"urls": [stun]}], "connectionTimeout": TIMEOUT_MS}}),
+        )
+        .await?;
+    m.wait_for("the browser connected", T, |e| {
+        is(e, "connection:connected", &bid)
+    })
+    .await?;
+    m.open("chat").await?;
+
+    // The daemon's home gets a new public address: its NAT state is gone, and what the browser
+    // sends to the old mapping goes nowhere.
+    let r = lab.router_ns(Home::A);
+    ip(&[
+        "-n",
+        &r,
+        "addr",
+        "del",
+        &format!("{}/24", Home::A.public_ip()),
+        "dev",
+        "wan",
+    ])?;
+    ip(&["-n", &r, "addr", "add", "203.0.113.31/24", "dev", "wan"])?;
+    ip(&[
+        "-n",
+        &r,
+        "route",
+        "replace",
+        "default",
+        "via",
+        netlab::TURN_IP,
+    ])?;
+    let rebound = Instant::now();
+
+    m.wait_for("the old connection failed", Duration::from_secs(20), |e| {
+        is(e, "connection:failed", &bid)
+    })
+    .await?;
+    m.wait_for("a new connection", Duration::from_secs(30), |e| {
+        is(e, "connection:connected", &bid)
+    })
+    .await
+    .with_context(|| format!("{}\n{}", d.log_tail(), b.diagnostics()))?;
+    println!(
+        "path_change_browser: connected again {:?} after the rebinding",
+        rebound.elapsed()
+    );
+    m.wait_for("chat open again", T, |e| {
+        is(e, "channel:open", &bid) && field(e, "label") == Some("chat")
+    })
+    .await?;
+    let daemon_id = m.id.clone();
+    b.call(
+        "waitChannel",
+        json!({ "label": "chat", "peer": daemon_id }),
+        T,
+    )
+    .await?;
+    let mark = b.mark();
+    let res = m
+        .client
+        .send_text(
+            &room,
+            "chat",
+            "after the move",
+            SendOptions::to(bid.clone()),
+        )
+        .await?;
+    let peers = res.peers.unwrap_or_default();
+    if peers.len() != 1 || !peers[0].ok {
+        bail!(
+            "the browser did not acknowledge: {peers:?}\n{}",
+            b.diagnostics()
+        );
+    }
+    b.wait_from(
+        mark,
+        "the text at the browser",
+        Duration::from_secs(10),
+        |v| {
+            v["ev"] == "message" && v["peer"] == daemon_id.as_str() && v["text"] == "after the move"
+        },
+    )
+    .await?;
+    b.quit().await?;
+    Ok(())
+}
