@@ -245,11 +245,12 @@ impl MuxConn {
         drop(bound);
         let (local, shared) = self.mux.shared_socket(ip)?;
         let (tx, rx) = mpsc::channel(QUEUE_DATAGRAMS);
-        lock(&self.mux.queues).insert((self.id, local), tx);
+        lock(&self.mux.queues).insert((self.id, local), tx.clone());
         Ok(Arc::new(VirtualSocket {
             conn: self.id,
             local,
             shared,
+            tx,
             rx: Mutex::new(rx),
             mux: Arc::clone(&self.mux),
         }))
@@ -268,6 +269,8 @@ struct VirtualSocket {
     conn: ConnId,
     local: SocketAddr,
     shared: Arc<tokio::net::UdpSocket>,
+    /// Our entry in the mux's queue table, to recognise it on drop.
+    tx: mpsc::Sender<Datagram>,
     rx: Mutex<mpsc::Receiver<Datagram>>,
     mux: Arc<UdpMux>,
 }
@@ -317,7 +320,14 @@ impl AsyncUdpSocket for VirtualSocket {
 
 impl Drop for VirtualSocket {
     fn drop(&mut self) {
-        lock(&self.mux.queues).remove(&(self.conn, self.local));
-        lock(&self.mux.router).forget_local(self.conn, self.local);
+        // An ICE restart rebinds the connection's sockets: the replacement for this local
+        // address may already be registered, and its queue and routes must stay.
+        let mut queues = lock(&self.mux.queues);
+        let key = (self.conn, self.local);
+        if queues.get(&key).is_some_and(|tx| tx.same_channel(&self.tx)) {
+            queues.remove(&key);
+            drop(queues);
+            lock(&self.mux.router).forget_local(self.conn, self.local);
+        }
     }
 }
