@@ -36,6 +36,7 @@ mod local_media;
 mod media;
 mod negotiation;
 mod rate;
+mod resend;
 mod rng;
 mod room;
 mod types;
@@ -55,6 +56,7 @@ pub use peerix_wire::{
     packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType},
 };
 pub use rate::NewSenderLimit;
+pub use resend::{MAX_OFFER_RESENDS, OFFER_RESEND};
 pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS, PEERIXD_DISCONNECT_GRACE};
 pub use types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};
 pub use verify::{Admission, Fallback, VerdictError, VerifierPolicy};

@@ -23,11 +23,11 @@ mod room_commands;
 pub mod room_media;
 pub mod room_shares;
 mod room_signal;
-#[cfg(feature = "fault-injection")]
-mod signal_faults;
 pub mod send_path;
 #[cfg(unix)]
 pub mod service;
+#[cfg(feature = "fault-injection")]
+mod signal_faults;
 pub mod supervision;
 pub mod verifier;
 
