@@ -19,6 +19,7 @@ use crate::limits::ReportLimiter;
 use crate::local_media::{LocalMedia, Share};
 use crate::media::{MediaEvent, RemoteMedia};
 use crate::negotiation::{Negotiation, RemoteAction};
+use crate::resend::Resend;
 use crate::types::{Action, ConnId, Event, Op, PeerState, Target};
 
 /// An operation waiting for its turn.
@@ -115,6 +116,8 @@ pub(crate) struct Conn {
     pub(crate) media: RemoteMedia,
     /// What we share with the remote (§8.1).
     pub(crate) local: LocalMedia,
+    /// Our descriptions over signaling, to send again if they were lost (`resend.rs`).
+    pub(crate) resend: Resend,
 }
 
 impl Conn {
@@ -147,6 +150,7 @@ impl Conn {
             via_signaling: false,
             media: RemoteMedia::default(),
             local: LocalMedia::default(),
+            resend: Resend::default(),
         }
     }
 
@@ -161,10 +165,15 @@ impl Conn {
     /// The earliest of this connection's deadlines.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         let restart = self.restart.as_ref().and_then(|r| r.next);
-        [self.timer, self.batch_deadline, restart]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timer,
+            self.batch_deadline,
+            restart,
+            self.resend.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The DTLS fingerprint of the remote description in force.
@@ -243,6 +252,13 @@ impl Conn {
                 Pending::Remote { desc, via_control } => {
                     let is_offer = desc.kind == "offer";
                     if is_offer && !via_control && self.redundant_offer(&desc) {
+                        // A copy of the offer we answered: our answer was lost (`resend.rs`).
+                        let again = self.resend.answer_for(sdp_digest(&desc.sdp), &self.remote);
+                        out.extend(again);
+                        continue;
+                    }
+                    if !is_offer && !via_control && self.stable {
+                        // No offer of ours is waiting: a copy of an answer already applied.
                         continue;
                     }
                     match self.neg.remote_description(is_offer, self.stable) {
@@ -321,6 +337,7 @@ impl Conn {
     /// The outstanding operation finished.
     pub(crate) fn op_done(
         &mut self,
+        now: Instant,
         stable: bool,
         result: Result<Option<SessionDescription>, String>,
         my_metadata: &Json,
@@ -331,7 +348,9 @@ impl Conn {
             return;
         };
         match (busy, result) {
-            (Busy::Offer, Ok(Some(desc))) => self.send_description(desc, my_metadata, out),
+            (Busy::Offer, Ok(Some(desc))) => {
+                self.send_description(now, desc, None, my_metadata, out)
+            }
             (Busy::Offer, Ok(None)) => {}
             (Busy::Offer, Err(e)) => {
                 self.error("NEGOTIATION_ERROR", format!("creating offer: {e}"), out)
@@ -356,8 +375,10 @@ impl Conn {
                     self.local.deferred = true;
                 }
                 let ufrag = ufrag_of_sdp(&sdp).map(str::to_owned);
+                let digest = sdp_digest(&sdp);
+                self.resend.exchange_done();
                 self.remote_sdp = Some(AppliedRemote {
-                    digest: sdp_digest(&sdp),
+                    digest,
                     ufrag: ufrag.clone(),
                     was_answer: !offer,
                     fingerprint: crate::restart::fingerprint_of_sdp(&sdp).map(str::to_owned),
@@ -367,7 +388,7 @@ impl Conn {
                 let ended = self.media.reconcile(&sdp);
                 self.emit_media(ended, out);
                 if let Some(a) = answer {
-                    self.send_description(a, my_metadata, out);
+                    self.send_description(now, a, Some(digest), my_metadata, out);
                 }
                 // Candidates that waited for a description go first, in order.
                 for c in self.neg.remote_applied(ufrag).into_iter().rev() {
@@ -430,10 +451,13 @@ impl Conn {
         self.pump(out);
     }
 
-    /// Sends a description on the path available now (§6.5, §6.6).
+    /// Sends a description on the path available now (§6.5, §6.6); `answers`: the digest of
+    /// the offer an answer answers. What goes over signaling is kept to be sent again.
     fn send_description(
-        &self,
+        &mut self,
+        now: Instant,
         desc: SessionDescription,
+        answers: Option<u64>,
         my_metadata: &Json,
         out: &mut VecDeque<Action>,
     ) {
@@ -449,8 +473,17 @@ impl Conn {
             };
             self.send_control(ControlMessage::Signal(msg), out);
         } else if is_offer {
-            out.push_back(self.publish(SignalType::Offer, vec![d, my_metadata.clone()]));
+            let message = vec![d, my_metadata.clone()];
+            // An ICE restart's offers have their own attempts (`restart.rs`): a resent copy of
+            // an older one would arrive after its successor and restart ICE again.
+            if !self.via_signaling {
+                self.resend.offer_sent(now, message.clone());
+            }
+            out.push_back(self.publish(SignalType::Offer, message));
         } else {
+            if let Some(offer) = answers {
+                self.resend.answer_sent(offer, vec![d.clone()]);
+            }
             out.push_back(self.publish(SignalType::Answer, vec![d]));
         }
     }
@@ -507,6 +540,7 @@ impl Conn {
     /// The control channel opened: open the labels this side is responsible for.
     pub(crate) fn control_opened(&mut self, out: &mut VecDeque<Action>) {
         self.control_open = true;
+        self.resend.clear();
         // Tells another peerixd that we are one; Peerix ignores it (§6.2).
         self.send_control(ControlMessage::PeerixdHello(json!({ "peerixd": 1 })), out);
         let labels: Vec<ChannelOptions> = self.labels.values().cloned().collect();

@@ -36,6 +36,7 @@ mod local_media;
 mod media;
 mod negotiation;
 mod rate;
+mod resend;
 mod restart;
 #[cfg(test)]
 mod restart_tests;
@@ -58,6 +59,7 @@ pub use peerix_wire::{
     packet::{ufrag_of_sdp, IceCandidateInit, SessionDescription, SignalType},
 };
 pub use rate::NewSenderLimit;
+pub use resend::{MAX_OFFER_RESENDS, OFFER_RESEND};
 pub use restart::RestartPolicy;
 pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS, PEERIXD_DISCONNECT_GRACE};
 pub use types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};

@@ -173,6 +173,13 @@ impl Room {
                 if !self.is_live(from) {
                     let meta = message.into_iter().next().unwrap_or(Json::Null);
                     self.request_admission(now, from, meta, None);
+                } else if let Some(c) = self.by_peer.get(from).and_then(|id| self.conns.get_mut(id))
+                {
+                    // It invokes us again, so it holds no connection to us: our offer (if one
+                    // is unanswered) never reached it (`resend.rs`).
+                    if let Some(again) = c.resend.offer_due(now, true, from) {
+                        self.out.push_back(again);
+                    }
                 }
             }
             SignalType::Offer => {
@@ -295,7 +302,7 @@ impl Room {
                 c.emit_media(events, out)
             }
             ConnEvent::OpDone { stable, result } => {
-                c.op_done(stable, result, &self.cfg.metadata, out)
+                c.op_done(now, stable, result, &self.cfg.metadata, out)
             }
             ConnEvent::Ice(_)
             | ConnEvent::ControlClosed
@@ -323,6 +330,9 @@ impl Room {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
+            if let Some(again) = c.resend.offer_due(now, false, &c.remote) {
+                self.out.push_back(again);
+            }
             if c.timer.is_some_and(|t| t <= now) {
                 c.timer = None;
                 if !c.closing {
@@ -632,6 +642,18 @@ impl Room {
             let attempts = self.recovery.get(&peer).map_or(0, |t| t.attempts) + 1;
             let due = (attempts <= MAX_RECOVERY_ATTEMPTS)
                 .then(|| retry_from + Duration::from_millis(self.jitter.millis(0, 1000)));
+            if due.is_none() {
+                // Never a silent missing pair: say whom we stopped trying to reach.
+                self.error(
+                    "PEER_UNREACHABLE",
+                    format!(
+                        "the connection failed {attempts} times in a row (every attempt a new \
+                         connection); not trying again until the peer announces itself \
+                         (check the network path or ICE servers between the two)"
+                    ),
+                    Some(&peer),
+                );
+            }
             track(
                 &mut self.recovery,
                 &peer,

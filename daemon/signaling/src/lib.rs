@@ -104,6 +104,11 @@ impl RefCounts {
         self.counts.contains_key(namespace)
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
+        self.counts.keys()
+    }
+
     pub(crate) fn drain(&mut self) -> Vec<String> {
         self.counts.drain().map(|(k, _)| k).collect()
     }

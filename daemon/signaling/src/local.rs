@@ -1,9 +1,10 @@
 //! Same-host driver without a server: Unix datagram sockets in a shared directory.
 //!
-//! Every driver instance binds `<dir>/<random-hex>.sock`. Publishing sends one
-//! datagram `[u16 BE namespace length][namespace][payload]` to every other
-//! `*.sock` in the directory; each instance filters incoming datagrams by its own
-//! subscription set. See the crate README for the full design.
+//! Every driver instance binds `<dir>/<random-hex>-t.sock` and, per subscribed namespace, a
+//! symlink `<random-hex>-t.<hash of namespace>.ns` to that socket. Publishing sends one
+//! datagram `[u16 BE namespace length][namespace][payload]` through each other driver's link
+//! for that namespace (and to every `*.sock` of an older driver that makes no links); each
+//! instance filters incoming datagrams by its own subscription set. See the crate README.
 
 use std::path::PathBuf;
 
@@ -88,9 +89,7 @@ mod imp {
 
     use bytes::Bytes;
     use rand::RngCore;
-    use tokio::net::UnixDatagram;
     use tokio::sync::mpsc::Sender;
-    use tokio::task::JoinHandle;
     use tracing::debug;
 
     use super::{current_uid, default_local_dir, LocalConfig, MAX_LOCAL_DATAGRAM};
@@ -103,13 +102,36 @@ mod imp {
     /// Peers are sent to concurrently, so one slow peer does not delay the others.
     const SEND_BUDGET: Duration = Duration::from_secs(2);
 
+    /// Ends the name of a socket whose driver links it per subscribed namespace (so it gets
+    /// only datagrams of its namespaces). Older drivers bind plain `<hex>.sock` and get every
+    /// datagram, as before: both kinds work together in one directory.
+    const TARGETED_SUFFIX: &str = "-t.sock";
+
+    /// Name of the link by which `owner` (a socket name without `.sock`) receives `namespace`.
+    /// A 64-bit FNV-1a hash keeps the name short whatever the namespace; a collision only sends
+    /// a datagram to a driver that then drops it (it filters by its subscriptions).
+    fn link_name(owner: &str, namespace: &str) -> String {
+        format!("{owner}.{:016x}.ns", fnv1a(namespace.as_bytes()))
+    }
+
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
     /// Same-host driver over Unix datagram sockets (see module docs / README).
     pub struct LocalDriver {
         dir: PathBuf,
         own_path: PathBuf,
         own_name: OsString,
-        /// Bound socket, shared with the receive task; taken on close.
-        recv_socket: Mutex<Option<Arc<UnixDatagram>>>,
+        /// `own_name` without `.sock`: the prefix of our namespace links.
+        own_stem: String,
+        /// A clone of the bound socket (read by the receiving thread), shut down on close to
+        /// wake that thread.
+        recv_waker: Mutex<Option<StdUnixDatagram>>,
+        /// Tells the receiving thread to end.
+        stop: Arc<AtomicBool>,
         /// Separate unbound, non-blocking std socket for sending. Sending through
         /// the tokio socket would tie retries to tokio's write-readiness, which
         /// never re-arms for "peer queue full" on unconnected datagram sockets.
@@ -117,7 +139,6 @@ mod imp {
         subs: Arc<Mutex<RefCounts>>,
         events: Sender<DriverEvent>,
         closed: AtomicBool,
-        recv_task: Mutex<Option<JoinHandle<()>>>,
     }
 
     impl std::fmt::Debug for LocalDriver {
@@ -170,11 +191,12 @@ mod imp {
         Ok(())
     }
 
-    fn random_name() -> String {
+    /// A fresh socket name stem, `<16 hex>-t` (the socket is `<stem>.sock`).
+    fn random_stem() -> String {
         let mut bytes = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut bytes);
         let mut name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        name.push_str(".sock");
+        name.push_str(TARGETED_SUFFIX.trim_end_matches(".sock"));
         name
     }
 
@@ -193,21 +215,31 @@ mod imp {
         e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
     }
 
-    async fn receive_loop(
-        socket: Arc<UnixDatagram>,
+    /// Reads the socket on a thread of its own: on the daemon's (busy) actix thread, a burst
+    /// of connection set-ups left the 10-datagram kernel queue unread for seconds, and the
+    /// senders gave up (issue 14: 15 000 datagrams lost in one 32-daemon mesh, among them
+    /// announces, which nobody repeats). Ends when `stop` is set and the socket shut down.
+    fn receive_loop(
+        socket: StdUnixDatagram,
         subs: Arc<Mutex<RefCounts>>,
         events: Sender<DriverEvent>,
+        stop: Arc<AtomicBool>,
     ) {
         // One byte more than the largest valid datagram so oversize (truncated)
         // datagrams can be recognised and dropped instead of misparsed.
         let mut buf = vec![0u8; MAX_LOCAL_DATAGRAM + 1];
         loop {
-            let n = match socket.recv(&mut buf).await {
+            let received = socket.recv(&mut buf);
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let n = match received {
                 Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     debug!(error = %e, "local: receive failed");
                     // Avoid a hot loop if the error is persistent.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
             };
@@ -229,7 +261,7 @@ mod imp {
             };
             // Waiting here (queue full) stops reading the socket: back-pressure goes to the
             // kernel, which drops datagrams beyond its queue (signaling is lossy by design).
-            if events.send(event).await.is_err() {
+            if events.blocking_send(event).is_err() {
                 // Owner is gone; nothing more to deliver to.
                 return;
             }
@@ -245,9 +277,10 @@ mod imp {
         ) -> Result<Self, DriverError> {
             let dir = config.dir.unwrap_or_else(default_local_dir);
             prepare_dir(&dir)?;
-            let name = random_name();
+            let own_stem = random_stem();
+            let name = format!("{own_stem}.sock");
             let own_path = dir.join(&name);
-            let socket = UnixDatagram::bind(&own_path)
+            let socket = StdUnixDatagram::bind(&own_path)
                 .map_err(io_err(format!("cannot bind {}", own_path.display())))?;
             if let Err(e) = fs::set_permissions(&own_path, fs::Permissions::from_mode(0o600)) {
                 let _ = fs::remove_file(&own_path);
@@ -265,20 +298,34 @@ mod imp {
                     return Err(e);
                 }
             };
-            let socket = Arc::new(socket);
             let subs = Arc::new(Mutex::new(RefCounts::default()));
-            let task = tokio::spawn(receive_loop(socket.clone(), subs.clone(), events.clone()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let spawned = socket.try_clone().and_then(|waker| {
+                let (subs, events, stop) = (subs.clone(), events.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("peerix-local-rx".into())
+                    .spawn(move || receive_loop(socket, subs, events, stop))
+                    .map(|_| waker)
+            });
+            let recv_waker = match spawned {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = fs::remove_file(&own_path);
+                    return Err(io_err("cannot start the receiving thread")(e));
+                }
+            };
             debug!(path = %own_path.display(), "local: driver started");
             Ok(LocalDriver {
                 dir,
                 own_path,
                 own_name: OsString::from(name),
-                recv_socket: Mutex::new(Some(socket)),
+                own_stem,
+                recv_waker: Mutex::new(Some(recv_waker)),
+                stop,
                 send_socket: Mutex::new(Some(Arc::new(send_socket))),
                 subs,
                 events,
                 closed: AtomicBool::new(false),
-                recv_task: Mutex::new(Some(task)),
             })
         }
 
@@ -292,9 +339,12 @@ mod imp {
             &self.dir
         }
 
-        /// Sockets of the other peers, re-listed on every publish: a readdir of
-        /// a tmpfs directory is cheap compared with keeping a cache coherent.
-        fn peers(&self) -> Vec<PathBuf> {
+        /// Where a datagram of `namespace` goes, re-listed on every publish (a readdir of a
+        /// tmpfs directory is cheap compared with keeping a cache coherent): the other drivers'
+        /// links for that namespace, and every socket of an older driver, which makes none.
+        /// Sending each datagram to every driver in the directory made a room of N daemons
+        /// cost N× the datagrams, and the receive queues of 10 overflowed (issue 14).
+        fn peers(&self, namespace: &str) -> Vec<PathBuf> {
             let entries = match fs::read_dir(&self.dir) {
                 Ok(e) => e,
                 Err(e) => {
@@ -302,16 +352,47 @@ mod imp {
                     return Vec::new();
                 }
             };
+            let link_suffix = link_name("", namespace);
             entries
                 .filter_map(Result::ok)
                 .filter(|e| {
                     let name = e.file_name();
-                    name != self.own_name
-                        && name.as_encoded_bytes().ends_with(b".sock")
+                    let bytes = name.as_encoded_bytes();
+                    if bytes.starts_with(self.own_stem.as_bytes()) {
+                        return false;
+                    }
+                    if bytes.ends_with(link_suffix.as_bytes()) {
+                        return e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+                    }
+                    bytes.ends_with(b".sock")
+                        && !bytes.ends_with(TARGETED_SUFFIX.as_bytes())
                         && e.file_type().map(|t| t.is_socket()).unwrap_or(false)
                 })
                 .map(|e| e.path())
                 .collect()
+        }
+
+        /// Links `namespace` to our socket, so that publishers send it to us.
+        fn link(&self, namespace: &str) -> Result<(), DriverError> {
+            let link = self.dir.join(link_name(&self.own_stem, namespace));
+            match std::os::unix::fs::symlink(&self.own_name, &link) {
+                Ok(()) => Ok(()),
+                // Another namespace of ours with the same hash made it already.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(io_err(format!("cannot create link {}", link.display()))(e)),
+            }
+        }
+
+        /// Removes the link of `namespace` unless another subscribed namespace shares it.
+        fn unlink(&self, namespace: &str, subs: &RefCounts) {
+            let name = link_name(&self.own_stem, namespace);
+            if subs.keys().any(|ns| link_name(&self.own_stem, ns) == name) {
+                return;
+            }
+            let link = self.dir.join(name);
+            if let Err(e) = fs::remove_file(&link) {
+                debug!(error = %e, link = %link.display(), "local: cannot remove link");
+            }
         }
 
         async fn send_to_peer(socket: &StdUnixDatagram, frame: &[u8], peer: &Path) {
@@ -326,14 +407,28 @@ mod imp {
                         attempt += 1;
                     }
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        // Nobody is bound to it: a crashed peer left it behind.
-                        let still_socket = fs::symlink_metadata(peer)
-                            .map(|m| m.file_type().is_socket())
+                        // Nobody is bound to it: a crashed peer left it (or a link to it)
+                        // behind.
+                        let stale = fs::symlink_metadata(peer)
+                            .map(|m| m.file_type().is_socket() || m.file_type().is_symlink())
                             .unwrap_or(false);
-                        if still_socket {
+                        if stale {
                             debug!(peer = %peer.display(), "local: removing stale socket");
+                            if let Ok(target) = fs::read_link(peer) {
+                                // Its links lead here too; each goes when next refused.
+                                let _ = fs::remove_file(peer.with_file_name(target));
+                            }
                             let _ = fs::remove_file(peer);
                         }
+                        return;
+                    }
+                    Err(e)
+                        if e.kind() == io::ErrorKind::NotFound
+                            && fs::symlink_metadata(peer).is_ok_and(|m| m.is_symlink()) =>
+                    {
+                        // A link whose socket is gone: its driver crashed.
+                        debug!(peer = %peer.display(), "local: removing dangling link");
+                        let _ = fs::remove_file(peer);
                         return;
                     }
                     Err(e) => {
@@ -350,12 +445,16 @@ mod imp {
             if self.closed.swap(true, Ordering::AcqRel) {
                 return;
             }
-            if let Some(task) = lock(&self.recv_task).take() {
-                task.abort();
+            self.stop.store(true, Ordering::Release);
+            if let Some(waker) = lock(&self.recv_waker).take() {
+                // Wakes the thread's blocking `recv`; it sees `stop` and ends.
+                let _ = waker.shutdown(std::net::Shutdown::Both);
             }
-            lock(&self.recv_socket).take();
             lock(&self.send_socket).take();
-            lock(&self.subs).drain();
+            let subs = lock(&self.subs).drain();
+            for ns in subs {
+                let _ = fs::remove_file(self.dir.join(link_name(&self.own_stem, &ns)));
+            }
             if let Err(e) = fs::remove_file(&self.own_path) {
                 debug!(error = %e, path = %self.own_path.display(), "local: cannot unlink own socket");
             }
@@ -376,12 +475,21 @@ mod imp {
             if self.closed.load(Ordering::Acquire) {
                 return Err(DriverError::Closed("local"));
             }
-            lock(&self.subs).add(namespace);
+            let mut subs = lock(&self.subs);
+            if subs.add(namespace) {
+                if let Err(e) = self.link(namespace) {
+                    subs.remove(namespace);
+                    return Err(e);
+                }
+            }
             Ok(())
         }
 
         async fn unsubscribe(&self, namespace: &str) -> Result<(), DriverError> {
-            lock(&self.subs).remove(namespace);
+            let mut subs = lock(&self.subs);
+            if subs.remove(namespace) && !self.closed.load(Ordering::Acquire) {
+                self.unlink(namespace, &subs);
+            }
             Ok(())
         }
 
@@ -417,7 +525,7 @@ mod imp {
             frame.extend_from_slice(&ns_len.to_be_bytes());
             frame.extend_from_slice(namespace.as_bytes());
             frame.extend_from_slice(&payload);
-            let peers = self.peers();
+            let peers = self.peers(namespace);
             futures::future::join_all(
                 peers
                     .iter()

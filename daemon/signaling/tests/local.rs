@@ -317,3 +317,52 @@ async fn a_full_event_queue_stops_reading_the_socket() {
     assert!(got >= 4, "{got}");
     d.close().await;
 }
+
+#[tokio::test]
+async fn datagrams_go_only_to_subscribers_and_to_older_drivers() {
+    // Issue 14: every datagram went to every driver in the directory, so a room of N daemons
+    // cost N× the datagrams and overflowed the receive queues (10 datagrams each).
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, _rx_a) = start(tmp.path()).await;
+    let (b, mut rx_b) = start(tmp.path()).await;
+    b.subscribe("n").await.unwrap();
+    // An older driver (a plain `<hex>.sock`, no namespace links) still gets everything.
+    let legacy = StdUnixDatagram::bind(tmp.path().join("0123456789abcdef.sock")).unwrap();
+    legacy.set_nonblocking(true).unwrap();
+    // A driver of this version subscribed to nothing gets nothing.
+    let idle = StdUnixDatagram::bind(tmp.path().join("fedcba9876543210-t.sock")).unwrap();
+    idle.set_nonblocking(true).unwrap();
+    a.publish("n", Bytes::from_static(b"p")).await.unwrap();
+    a.publish("other", Bytes::from_static(b"q")).await.unwrap();
+    assert_eq!(
+        next_msg(&mut rx_b).await,
+        Some(("n".into(), Bytes::from_static(b"p")))
+    );
+    let mut buf = [0u8; 64];
+    let n = legacy.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"\x00\x01np");
+    let n = legacy.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"\x00\x05otherq");
+    assert!(idle.recv(&mut buf).is_err(), "nothing for a non-subscriber");
+    // Its link goes with the subscription, and everything with the driver.
+    let links = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".ns")
+            })
+            .count()
+    };
+    assert_eq!(links(tmp.path()), 1);
+    b.unsubscribe("n").await.unwrap();
+    assert_eq!(links(tmp.path()), 0);
+    b.subscribe("m").await.unwrap();
+    assert_eq!(links(tmp.path()), 1);
+    drop(b);
+    assert_eq!(links(tmp.path()), 0);
+    assert!(a.socket_path().exists());
+}

@@ -26,6 +26,8 @@ mod room_signal;
 pub mod send_path;
 #[cfg(unix)]
 pub mod service;
+#[cfg(feature = "fault-injection")]
+mod signal_faults;
 pub mod supervision;
 pub mod verifier;
 

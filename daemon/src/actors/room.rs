@@ -295,6 +295,12 @@ impl RoomActor {
         remote: &str,
         ctx: &mut Context<Self>,
     ) {
+        tracing::debug!(room = %self.s.room, to = %remote, ?kind, "signal out");
+        #[cfg(feature = "fault-injection")]
+        if super::signal_faults::drop_outgoing(kind) {
+            tracing::info!(room = %self.s.room, to = %remote, ?kind, "fault injection: signal lost");
+            return;
+        }
         match self.codec.seal(kind, message, remote) {
             Ok(bytes) => {
                 let fut = self.s.driver.send(Publish {

@@ -80,6 +80,7 @@ impl RoomActor {
         match self.codec.open(&m.payload) {
             Ok(Opened::Signal(sig)) => {
                 let on_room = m.namespace == self.room_ns;
+                tracing::debug!(room = %self.s.room, from = %sig.sender_id, kind = ?sig.signal_type, "signal in");
                 self.machine.handle_signal(
                     Instant::now(),
                     on_room,
