@@ -156,6 +156,17 @@ impl Pair {
         let env = TestEnv::new()?;
         let da = env.daemon("a", &[]).await?;
         let db = env.daemon("b", &[]).await?;
+        Self::with_daemons(env, da, db, labels).await
+    }
+
+    /// Connects two running daemons (started anywhere, e.g. in a lab's namespaces) and opens
+    /// `labels`.
+    pub async fn with_daemons(
+        env: TestEnv,
+        da: DaemonProc,
+        db: DaemonProc,
+        labels: &[&str],
+    ) -> Result<Pair> {
         let room = "bench".to_string();
         let mut a = Member::join(&da, &room, |_| {}).await?;
         let mut b = Member::join(&db, &room, |_| {}).await?;

@@ -386,7 +386,7 @@ pub async fn setup(run: &mut Run) -> Result<()> {
 }
 
 /// A page's `send` until its Peerix ack, in ms.
-async fn page_send(b: &mut Browser, label: &str, to: &str, what: Value) -> Result<f64> {
+pub(crate) async fn page_send(b: &mut Browser, label: &str, to: &str, what: Value) -> Result<f64> {
     let mut args = json!({ "label": label, "to": to });
     if let (Value::Object(a), Value::Object(w)) = (&mut args, what) {
         a.extend(w);

@@ -16,6 +16,7 @@ mod fanout;
 mod footprint;
 mod full;
 mod groups;
+mod lossy;
 mod media;
 mod natscount;
 mod plot;
@@ -49,6 +50,8 @@ const GROUPS: &[&str] = &[
     "rss",
     "cpu",
     "media",
+    "lossy",
+    "cpu50",
 ];
 
 #[derive(Parser, Debug)]
@@ -61,7 +64,7 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Run only these groups (comma-separated): throughput, fanout, rtt, browser, setup, ipc, mesh, nats,
-    /// rss, cpu, media.
+    /// rss, cpu, media, lossy, cpu50 (the last two need root: network namespaces).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Directory for the PNG plots.
@@ -369,6 +372,8 @@ async fn run_all(args: &Args) -> Result<Run> {
             "mesh" => mesh(&mut run).await,
             "nats" => nats(&mut run).await,
             "media" => media::media(&mut run).await,
+            "lossy" => lossy::lossy(&mut run).await,
+            "cpu50" => lossy::cpu50(&mut run).await,
             _ => footprint::rss_cpu(&mut run, true, selected("cpu")).await,
         };
         if let Err(e) = res {

@@ -57,6 +57,9 @@ pub fn child_main() -> Result<()> {
 
 async fn child() -> Result<()> {
     let cfg = fair::raw_rtc_config();
+    if std::env::var_os(crate::rawproc::STOCK_TIMERS_ENV).is_some() {
+        peerix_rtc::use_stock_timers();
+    }
     // As the daemon does at start (`run.rs`), before any connection.
     peerix_rtc::start_reactors(cfg.reactor_threads);
     let (out, mut out_rx) = mpsc::unbounded_channel::<Ev>();

@@ -156,14 +156,32 @@ pub struct RawProcs {
     b: Proc,
 }
 
+/// Where and how the two raw processes run (the default: the host's namespace, the daemon's
+/// timers).
+#[derive(Debug, Clone, Default)]
+pub struct RawOpts {
+    /// Network namespaces of A and B (`ip netns exec`), for the lossy-path rows.
+    pub netns: [Option<String>; 2],
+    /// The stack's stock timers (`peerix_rtc::use_stock_timers`) instead of the daemon's.
+    pub stock_timers: bool,
+}
+
+/// Set in a raw peer's environment when it should use the stack's stock timers.
+pub(crate) const STOCK_TIMERS_ENV: &str = "PEERIX_BENCH_STOCK_TIMERS";
+
 impl RawProcs {
     /// Starts both processes.
     pub async fn start() -> Result<RawProcs> {
+        Self::start_with(&RawOpts::default()).await
+    }
+
+    /// Starts both processes as `opts` says.
+    pub async fn start_with(opts: &RawOpts) -> Result<RawProcs> {
         let exe = std::env::current_exe().context("locating this binary")?;
         let (a_cmds, a_cmd_rx) = mpsc::unbounded_channel();
         let (b_cmds, b_cmd_rx) = mpsc::unbounded_channel();
-        let a = spawn_proc(&exe, a_cmds.clone(), a_cmd_rx, b_cmds.clone())?;
-        let b = spawn_proc(&exe, b_cmds, b_cmd_rx, a_cmds)?;
+        let a = spawn_proc(&exe, opts, 0, a_cmds.clone(), a_cmd_rx, b_cmds.clone())?;
+        let b = spawn_proc(&exe, opts, 1, b_cmds, b_cmd_rx, a_cmds)?;
         Ok(RawProcs { a, b })
     }
 
@@ -405,11 +423,25 @@ impl RawProcs {
 
 fn spawn_proc(
     exe: &std::path::Path,
+    opts: &RawOpts,
+    side: usize,
     cmds: mpsc::UnboundedSender<Cmd>,
     mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
     other: mpsc::UnboundedSender<Cmd>,
 ) -> Result<Proc> {
-    let mut child = tokio::process::Command::new(exe)
+    let mut cmd = match &opts.netns[side] {
+        Some(ns) => {
+            // `ip netns exec` execs the binary in place: the pid stays the raw peer's.
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
+    if opts.stock_timers {
+        cmd.env(STOCK_TIMERS_ENV, "1");
+    }
+    let mut child = cmd
         .arg("--raw-peer")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

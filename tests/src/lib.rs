@@ -11,10 +11,12 @@ use peerix_ipc_proto::{Event, JoinArgs, OpenArgs};
 use tokio::sync::mpsc::Receiver;
 
 pub mod browser;
+pub mod delay_relay;
 pub mod hostile_peer;
 pub mod lossy_link;
 pub mod media;
 pub mod netlab;
+pub mod netns;
 pub mod pipelined;
 pub mod raw;
 

@@ -1,7 +1,8 @@
 //! A two-namespace link for tests of data over a lossy or changing path: namespaces `A` and `B`
 //! joined by one veth pair (`10.177.0.1/24` ↔ `10.177.0.2/24`), loss from nftables
 //! (`numgen random mod 100 < N drop` on a side's egress), a link cut (drop everything both
-//! ways) and an address change. The kernel here has no `netem`, so nothing else shapes the link.
+//! ways) and an address change. The kernel here has no `netem`: [`LossyLink::delayed`] adds
+//! latency with a userspace relay (`delay_relay.rs`) that every packet of the link crosses.
 //!
 //! Everything is built by the test and torn down by [`Drop`] (also when the test fails): the
 //! namespaces, and with them the veth pair and the rules. Nothing touches the host's
@@ -12,13 +13,15 @@
 //! Needs root (CAP_NET_ADMIN), `ip` and `nft`; [`LossyLink::new`] returns `None` with a message
 //! saying what is missing, and the test skips.
 
-use std::io::Write as _;
-use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
+use crate::delay_relay::DelayRelay;
+use crate::netns::Netns;
 use crate::{bin, DaemonProc, TestEnv};
 
 /// One end of the link.
@@ -31,93 +34,225 @@ pub enum Side {
 }
 
 /// The link (see the module docs); removed on drop.
-#[derive(Debug)]
 pub struct LossyLink {
-    ns: [String; 2],
-    veth: [String; 2],
+    // Declared first so it stops before its namespace goes.
+    relay: Option<DelayRelay>,
+    /// The device carrying `addr` on each side (the veth, or the VXLAN device when delayed).
+    dev: [String; 2],
     addr: [Ipv4Addr; 2],
+    ns: [Netns; 2],
+    /// The relay's namespace, when delayed.
+    middle: Option<Netns>,
+}
+
+impl std::fmt::Debug for LossyLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LossyLink")
+            .field("ns", &self.ns)
+            .field("addr", &self.addr)
+            .field("delayed", &self.relay.is_some())
+            .finish()
+    }
 }
 
 /// The nftables table of this module in each namespace (loss and cut rules live there).
 const TABLE: &str = "peerix_lossy";
 /// Netmask of the link's subnet.
 const PREFIX: u8 = 24;
+/// The VXLAN port (IANA's).
+const VXLAN_PORT: u16 = 4789;
+/// Datagrams queued per direction in the delay relay: a router-sized queue, far more than
+/// the stack keeps in flight at 40 ms RTT (so the relay itself never drops in the labs).
+const RELAY_QUEUE: usize = 4096;
+
+/// Interface names are at most 15 bytes: a short tag unique per process and link.
+fn tag() -> String {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}x{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 impl LossyLink {
     /// Builds the link, or returns `None` (after printing why) where it cannot be built: not
     /// root, or `ip`/`nft` missing. Any other failure is an error.
     pub fn new() -> Result<Option<Self>> {
-        if let Some(why) = missing_prerequisite() {
+        if let Some(why) = crate::netns::missing(&["ip", "nft"]) {
             eprintln!("SKIPPED: the lossy-link tests need {why}");
             return Ok(None);
         }
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        // Interface names are at most 15 bytes: keep the tag short but unique per process and test.
-        let tag = format!(
-            "{}x{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let link = Self {
-            ns: [format!("plxa{tag}"), format!("plxb{tag}")],
-            veth: [format!("pla{tag}"), format!("plb{tag}")],
-            addr: [Ipv4Addr::new(10, 177, 0, 1), Ipv4Addr::new(10, 177, 0, 2)],
-        };
+        let tag = tag();
+        let ns = [
+            Netns::add(&format!("plxa{tag}"))?,
+            Netns::add(&format!("plxb{tag}"))?,
+        ];
+        let dev = [format!("pla{tag}"), format!("plb{tag}")];
         // From here on, Drop removes whatever was made.
-        for ns in &link.ns {
-            run(Command::new("ip").args(["netns", "add", ns]))?;
-        }
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            &link.veth[0],
-            "netns",
-            &link.ns[0],
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &link.veth[1],
-            "netns",
-            &link.ns[1],
-        ]))?;
+        let link = Self {
+            relay: None,
+            dev,
+            addr: [Ipv4Addr::new(10, 177, 0, 1), Ipv4Addr::new(10, 177, 0, 2)],
+            ns,
+            middle: None,
+        };
+        veth(&link.ns[0], &link.dev[0], &link.ns[1], &link.dev[1])?;
         for side in [Side::A, Side::B] {
-            let i = side as usize;
-            link.ip(side, &["link", "set", "lo", "up"])?;
-            link.ip(
-                side,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/{PREFIX}", link.addr[i]),
-                    "dev",
-                    &link.veth[i],
-                ],
-            )?;
-            // One datagram per packet on the wire: with UDP GSO the stack hands the kernel
-            // batches of up to 64 datagrams as one packet, which a filter would drop (or
-            // pass) whole. Real links lose single datagrams; capping GSO at one segment makes
-            // the kernel split batches before they cross the veth.
-            link.ip(side, &["link", "set", &link.veth[i], "gso_max_segs", "1"])?;
-            link.ip(side, &["link", "set", &link.veth[i], "up"])?;
-            // Loss and cuts act on arrival (input), so they are silent as on a real path: a
-            // drop on output would fail the sender's sendmsg with EPERM instead.
-            link.nft(
-                side,
-                &format!(
-                    "table ip {TABLE} {{\n\
-                     chain loss {{ type filter hook input priority 0; policy accept; }}\n\
-                     chain cut {{ type filter hook input priority 10; policy accept; }}\n\
-                     }}\n"
-                ),
-            )?;
+            link.finish_side(side)?;
         }
         Ok(Some(link))
     }
 
+    /// The same link with `one_way` delay each way (RTT = 2 × `one_way`), from the userspace
+    /// [`DelayRelay`]: each side's `10.177.0.x` lives on a VXLAN device whose underlay goes
+    /// to a third namespace, where the relay passes every VXLAN datagram on after the delay.
+    ///
+    /// ```text
+    ///  A: vxlan 10.177.0.1 ─ veth 10.178.1.1 ── 10.178.1.2  R  10.178.2.2 ── 10.178.2.1 veth ─ vxlan 10.177.0.2 :B
+    ///                                              (relay: +one_way each way)
+    /// ```
+    /// The underlay addresses are not routed between A and B (R does not forward), so the
+    /// only working path between the sides is the delayed one. Loss and cuts act on the VXLAN
+    /// device's input as on the veth of [`LossyLink::new`].
+    pub fn delayed(one_way: Duration) -> Result<Option<Self>> {
+        if let Some(why) = crate::netns::missing(&["ip", "nft"]) {
+            eprintln!("SKIPPED: the lossy-link tests need {why}");
+            return Ok(None);
+        }
+        let tag = tag();
+        let ns = [
+            Netns::add(&format!("plxa{tag}"))?,
+            Netns::add(&format!("plxb{tag}"))?,
+        ];
+        let middle = Netns::add(&format!("plxr{tag}"))?;
+        let mut link = Self {
+            relay: None,
+            dev: [format!("plva{tag}"), format!("plvb{tag}")],
+            addr: [Ipv4Addr::new(10, 177, 0, 1), Ipv4Addr::new(10, 177, 0, 2)],
+            ns,
+            middle: None,
+        };
+        let mut relay_ends = Vec::new();
+        for side in [Side::A, Side::B] {
+            let i = side as usize;
+            let (under, router) = (
+                Ipv4Addr::new(10, 178, i as u8 + 1, 1),
+                Ipv4Addr::new(10, 178, i as u8 + 1, 2),
+            );
+            let (u, r) = (format!("plu{}{tag}", i), format!("plr{}{tag}", i));
+            veth(&link.ns[i], &u, &middle, &r)?;
+            link.ns[i].ip(&["addr", "add", &format!("{under}/{PREFIX}"), "dev", &u])?;
+            link.ns[i].ip(&["link", "set", &u, "gso_max_segs", "1"])?;
+            link.ns[i].ip(&["link", "set", &u, "up"])?;
+            middle.ip(&["addr", "add", &format!("{router}/{PREFIX}"), "dev", &r])?;
+            middle.ip(&["link", "set", &r, "up"])?;
+            link.ns[i].ip(&[
+                "link",
+                "add",
+                &link.dev[i],
+                "type",
+                "vxlan",
+                "id",
+                "177",
+                "local",
+                &under.to_string(),
+                "remote",
+                &router.to_string(),
+                "dstport",
+                &VXLAN_PORT.to_string(),
+                "dev",
+                &u,
+            ])?;
+            link.ns[i].tx_checksum_off(&link.dev[i])?;
+            link.finish_side(side)?;
+            relay_ends.push((
+                SocketAddr::from((router, VXLAN_PORT)),
+                SocketAddr::from((under, VXLAN_PORT)),
+            ));
+        }
+        let binds: Vec<SocketAddr> = relay_ends.iter().map(|(r, _)| *r).collect();
+        let (x, y) = middle.enter(move || {
+            let x = UdpSocket::bind(binds[0]).context("binding the relay (A side)")?;
+            let y = UdpSocket::bind(binds[1]).context("binding the relay (B side)")?;
+            for s in [&x, &y] {
+                // A burst of the stack (a full cwnd) must not overflow the relay's socket.
+                let r = socket2::SockRef::from(s);
+                let _ = r.set_recv_buffer_size(4 << 20);
+                let _ = r.set_send_buffer_size(4 << 20);
+            }
+            Ok((x, y))
+        })?;
+        // A default route over the link: Chromium takes its "default" local address from the
+        // route to a public address and gathers nothing useful without one.
+        link.ns[0].ip(&["route", "add", "default", "via", "10.177.0.2"])?;
+        link.ns[1].ip(&["route", "add", "default", "via", "10.177.0.1"])?;
+        link.relay = Some(DelayRelay::start(
+            x,
+            relay_ends[0].1,
+            y,
+            relay_ends[1].1,
+            one_way,
+            RELAY_QUEUE,
+        )?);
+        link.middle = Some(middle);
+        Ok(Some(link))
+    }
+
+    /// Address, GSO cap, and the (empty) loss and cut chains on `side`'s link device.
+    fn finish_side(&self, side: Side) -> Result<()> {
+        let i = side as usize;
+        let ns = &self.ns[i];
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/{PREFIX}", self.addr[i]),
+            "dev",
+            &self.dev[i],
+        ])?;
+        // One datagram per packet on the wire: with UDP GSO the stack hands the kernel
+        // batches of up to 64 datagrams as one packet, which a filter would drop (or
+        // pass) whole. Real links lose single datagrams; capping GSO at one segment makes
+        // the kernel split batches before they cross the link.
+        ns.ip(&["link", "set", &self.dev[i], "gso_max_segs", "1"])?;
+        ns.ip(&["link", "set", &self.dev[i], "up"])?;
+        // Loss and cuts act on arrival (input), so they are silent as on a real path: a
+        // drop on output would fail the sender's sendmsg with EPERM instead.
+        ns.nft(&format!(
+            "table ip {TABLE} {{\n\
+             chain loss {{ type filter hook input priority 0; policy accept; }}\n\
+             chain cut {{ type filter hook input priority 10; policy accept; }}\n\
+             }}\n"
+        ))
+    }
+
+    /// The namespace of `side`.
+    pub fn ns(&self, side: Side) -> &Netns {
+        &self.ns[side as usize]
+    }
+
+    /// The relay's namespace (only for [`LossyLink::delayed`]) and its address as seen from
+    /// each side (`[from A, from B]`), not delayed and never lossy: for servers both sides
+    /// reach directly (a signaling server for browsers).
+    pub fn middle(&self) -> Option<(&Netns, [Ipv4Addr; 2])> {
+        self.middle.as_ref().map(|m| {
+            (
+                m,
+                [Ipv4Addr::new(10, 178, 1, 2), Ipv4Addr::new(10, 178, 2, 2)],
+            )
+        })
+    }
+
+    /// Datagrams the delay relay dropped because its queue was full (0 without a relay).
+    pub fn relay_drops(&self) -> u64 {
+        self.relay.as_ref().map_or(0, |r| {
+            r.x_to_y.dropped.load(Ordering::Relaxed) + r.y_to_x.dropped.load(Ordering::Relaxed)
+        })
+    }
+
     /// The namespace of `side` (for `ip netns exec`).
     pub fn netns(&self, side: Side) -> &str {
-        &self.ns[side as usize]
+        self.ns[side as usize].name()
     }
 
     /// The current address of `side`.
@@ -134,23 +269,23 @@ impl LossyLink {
         };
         let mut script = format!("flush chain ip {TABLE} loss\n");
         if percent > 0 {
+            // Only the link device: on a delayed link the underlay's VXLAN datagrams also
+            // arrive as UDP, and losing those too would double the loss.
             script.push_str(&format!(
-                "add rule ip {TABLE} loss meta l4proto udp numgen random mod 100 < {percent} drop\n"
+                "add rule ip {TABLE} loss iifname \"{}\" meta l4proto udp numgen random mod 100 < {percent} drop\n",
+                self.dev[other as usize]
             ));
         }
-        self.nft(other, &script)
+        self.ns(other).nft(&script)
     }
 
     /// Cuts the link both ways (every packet dropped on both sides' input) until
     /// [`LossyLink::restore`]. Loss rules stay as they are.
     pub fn cut(&self) -> Result<()> {
         for side in [Side::A, Side::B] {
-            self.nft(
-                side,
-                &format!(
-                    "flush chain ip {TABLE} cut\nadd rule ip {TABLE} cut iifname != \"lo\" drop\n"
-                ),
-            )?;
+            self.ns(side).nft(&format!(
+                "flush chain ip {TABLE} cut\nadd rule ip {TABLE} cut iifname != \"lo\" drop\n"
+            ))?;
         }
         Ok(())
     }
@@ -158,7 +293,8 @@ impl LossyLink {
     /// Ends a [`LossyLink::cut`].
     pub fn restore(&self) -> Result<()> {
         for side in [Side::A, Side::B] {
-            self.nft(side, &format!("flush chain ip {TABLE} cut\n"))?;
+            self.ns(side)
+                .nft(&format!("flush chain ip {TABLE} cut\n"))?;
         }
         Ok(())
     }
@@ -168,21 +304,15 @@ impl LossyLink {
     /// order because removing a primary address also removes the secondaries of its subnet.
     pub fn change_address(&mut self, side: Side, new: Ipv4Addr) -> Result<()> {
         let i = side as usize;
-        let dev = self.veth[i].clone();
-        self.ip(
-            side,
-            &[
-                "addr",
-                "del",
-                &format!("{}/{PREFIX}", self.addr[i]),
-                "dev",
-                &dev,
-            ],
-        )?;
-        self.ip(
-            side,
-            &["addr", "add", &format!("{new}/{PREFIX}"), "dev", &dev],
-        )?;
+        let dev = self.dev[i].clone();
+        self.ns[i].ip(&[
+            "addr",
+            "del",
+            &format!("{}/{PREFIX}", self.addr[i]),
+            "dev",
+            &dev,
+        ])?;
+        self.ns[i].ip(&["addr", "add", &format!("{new}/{PREFIX}"), "dev", &dev])?;
         self.addr[i] = new;
         Ok(())
     }
@@ -209,92 +339,22 @@ impl LossyLink {
             .env_remove("PEERIX_SOCKET");
         DaemonProc::spawn_command(env, name, cmd, socket).await
     }
-
-    /// Runs `ip ARGS` inside `side`'s namespace.
-    fn ip(&self, side: Side, args: &[&str]) -> Result<()> {
-        run(Command::new("ip").args(["-n", self.netns(side)]).args(args))
-    }
-
-    /// Feeds an nftables script to `nft -f -` inside `side`'s namespace.
-    fn nft(&self, side: Side, script: &str) -> Result<()> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", self.netns(side), "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting nft")?;
-        child
-            .stdin
-            .take()
-            .context("nft stdin")?
-            .write_all(script.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "nft in {} failed ({}): {}\n{script}",
-                self.netns(side),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
 }
 
-impl Drop for LossyLink {
-    fn drop(&mut self) {
-        // Deleting a namespace removes its end of the veth pair, which removes the pair, and
-        // its nftables tables. Processes still inside keep it alive until they exit.
-        for ns in &self.ns {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// Why the link cannot be built here, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    // `id -u` rather than geteuid(2): the library has no libc dependency.
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !root {
-        return Some("root (network namespaces); run as root, as CI does".into());
-    }
-    for tool in ["ip", "nft"] {
-        let found = Command::new(tool)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            return Some(format!(
-                "`{tool}` (apt-get install iproute2 nftables; scripts/test-all.sh does it)"
-            ));
-        }
-    }
-    None
-}
-
-/// Runs a command, failing with its stderr.
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+/// A veth pair `a_dev` in `a` ↔ `b_dev` in `b`, created inside the namespaces.
+fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
+    crate::netns::run(Command::new("ip").args([
+        "link",
+        "add",
+        a_dev,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_dev,
+        "netns",
+        b.name(),
+    ]))
 }

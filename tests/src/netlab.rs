@@ -149,7 +149,8 @@ static LABS: AtomicUsize = AtomicUsize::new(0);
 /// A built lab; torn down on drop.
 pub struct Lab {
     prefix: String,
-    namespaces: Vec<String>,
+    /// Deleted on drop (`netns.rs`), after coturn and nats-server are stopped.
+    namespaces: Vec<crate::netns::Netns>,
     dir: tempfile::TempDir,
     turn: Option<Child>,
     nats: Option<Child>,
@@ -197,11 +198,10 @@ impl Lab {
     }
 
     fn add_ns(&mut self, suffix: &str) -> Result<String> {
-        let ns = format!("{}{suffix}", self.prefix);
-        run(&["ip", "netns", "add", &ns])?;
-        self.namespaces.push(ns.clone());
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-        Ok(ns)
+        let ns = crate::netns::Netns::add(&format!("{}{suffix}", self.prefix))?;
+        let name = ns.name().to_string();
+        self.namespaces.push(ns);
+        Ok(name)
     }
 
     fn build_inner(&mut self) -> Result<()> {
@@ -583,14 +583,9 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for ns in self.namespaces.iter().rev() {
-            // Whatever still runs in the namespace (a daemon whose test failed first).
-            if let Ok(pids) = run(&["ip", "netns", "pids", ns]) {
-                for pid in pids.split_whitespace() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
-                }
-            }
-            let _ = run(&["ip", "netns", "del", ns]);
+        // Each namespace kills what still runs in it (a daemon whose test failed first).
+        while let Some(ns) = self.namespaces.pop() {
+            drop(ns);
         }
     }
 }

@@ -175,6 +175,55 @@ async fn five_mib_across_two_percent_loss_arrives_intact() -> Result<()> {
     Ok(())
 }
 
+/// The delayed lab (`LossyLink::delayed`, issue 14 part 2): a datagram between the sides
+/// takes at least the relay's one-way delay, and two daemons across 1 % loss each way at
+/// 40 ms RTT complete a 1 MiB transfer intact, reported delivered. Completion and integrity
+/// only: the throughput figures are the bench's (`peerix-bench --only lossy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_lossy_path_delays_and_delivers_intact() -> Result<()> {
+    let one_way = Duration::from_millis(20);
+    let Some(link) = LossyLink::delayed(one_way)? else {
+        return Ok(());
+    };
+    let (a_addr, b_addr) = (link.addr(Side::A), link.addr(Side::B));
+    let a = link
+        .ns(Side::A)
+        .enter(move || Ok(std::net::UdpSocket::bind((a_addr, 0))?))?;
+    let b = link
+        .ns(Side::B)
+        .enter(move || Ok(std::net::UdpSocket::bind((b_addr, 0))?))?;
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    }
+    let mut buf = [0u8; 64];
+    for k in 0..3u8 {
+        let t = Instant::now();
+        a.send_to(&[k; 32], b.local_addr()?)?;
+        let (n, from) = b
+            .recv_from(&mut buf)
+            .context("a datagram A→B across the relay")?;
+        ensure!(buf[..n] == [k; 32], "datagram {k} corrupted");
+        b.send_to(&buf[..n], from)?;
+        a.recv(&mut buf).context("the echo B→A across the relay")?;
+        // A lower bound only: the relay holds every datagram for the delay.
+        ensure!(
+            t.elapsed() >= 2 * one_way,
+            "a round trip took {:?}, less than the relay's 2 × {one_way:?}",
+            t.elapsed()
+        );
+    }
+    let env = TestEnv::new()?;
+    let mut p = Pair::connect(&env, &link, "delayed-lossy", &[]).await?;
+    link.set_loss(Side::A, 1)?;
+    link.set_loss(Side::B, 1)?;
+    let data = test_bytes(1024 * 1024, 5);
+    let (sent, recv, got) = p.transfer(data.clone()).await?;
+    ensure!(got.len() == data.len(), "{} bytes arrived", got.len());
+    ensure!(sha256_hex(&got) == sha256_hex(&data), "bytes corrupted");
+    eprintln!("1 MiB across 1 % loss each way, 40 ms RTT: received in {recv:?}, acked in {sent:?}");
+    Ok(())
+}
+
 /// Pipelined messages across 2 % loss each way all arrive, once each and in issue order, and
 /// every one is reported delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

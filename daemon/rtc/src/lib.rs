@@ -62,6 +62,14 @@ pub fn start_reactors(threads: usize) {
     reactor::start_all(reactor::pool_size(threads));
 }
 
+/// Benchmarks only: every connection's driver sleeps exactly as webrtc's stock `TokioRuntime`
+/// would (no 384 ms grid, no 1 ms handshake expedite) from now on in this process. The bench's
+/// "stock timers" raw baseline on lossy paths uses it to show what the grid costs; the daemon
+/// never calls it.
+pub fn use_stock_timers() {
+    runtime::STOCK_TIMERS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Settings for every connection created with [`RtcPeer::new`].
 #[derive(Debug, Clone)]
 pub struct RtcConfig {

@@ -188,6 +188,9 @@ impl Runtime for TunedRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        if STOCK_TIMERS.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.inner.sleep(duration);
+        }
         let now = Instant::now();
         let d = self.expedited(duration);
         // While SCTP data moves, the long timers are its own (T3-rtx, delayed SACK): they must
@@ -221,6 +224,10 @@ impl Runtime for TunedRuntime {
         "peerix-tuned-tokio"
     }
 }
+
+/// Set by [`crate::use_stock_timers`] (benchmarks): sleeps are passed through untouched.
+pub(crate) static STOCK_TIMERS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Sleeps at least this long are "housekeeping" and get aligned to [`COALESCE_GRID`].
 const COALESCE_MIN: Duration = Duration::from_millis(100);
