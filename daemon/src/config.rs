@@ -52,6 +52,8 @@ pub struct DaemonConfig {
     pub metrics: crate::config_metrics::MetricsConfig,
     /// Time-limited TURN credentials from a shared secret (`[turn_rest]`, `config_turn.rs`).
     pub turn_rest: crate::config_turn::TurnRestConfig,
+    /// Certificate checks of `turns:` servers (`[turn_tls]`, `config_turn_tls.rs`).
+    pub turn_tls: crate::config_turn_tls::TurnTlsConfig,
 }
 
 impl Default for DaemonConfig {
@@ -72,6 +74,7 @@ impl Default for DaemonConfig {
             service: Default::default(),
             metrics: Default::default(),
             turn_rest: Default::default(),
+            turn_tls: Default::default(),
         }
     }
 }
@@ -375,6 +378,7 @@ impl DaemonConfig {
         self.service.validate()?;
         self.metrics.validate()?;
         self.turn_rest.validate()?;
+        self.turn_tls.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(DaemonError::Config(format!(
                 "log: {:?} is not a valid filter: {e}",
