@@ -183,11 +183,22 @@ mod tests {
         let mut d = Deframer::default();
         d.push(&[0x01, 0x01, 0xff, 0xfc]);
         assert!(matches!(d.next_frame(), Err(FrameError::Oversized(_))));
-        for garbage in [&b"HTTP/1.1 400"[..], &[0x01, 0x01, 0, 8, 1, 2, 3, 4]] {
+        // A TLS record on a TCP port, a STUN header without the magic cookie, a reserved
+        // first byte.
+        let tls_hello = [0x16, 0x03, 0x01, 0x00, 0x10, 0x01, 0x00, 0x00];
+        for garbage in [
+            &tls_hello[..],
+            &[0x01, 0x01, 0, 8, 1, 2, 3, 4],
+            &[0xff, 0, 0, 0],
+        ] {
             let mut d = Deframer::default();
             d.push(garbage);
             assert!(matches!(d.next_frame(), Err(FrameError::Garbage(_))));
         }
+        // Text ("HTTP/1.1 400 …") reads as ChannelData with a 21 KB length: closed too.
+        let mut d = Deframer::default();
+        d.push(b"HTTP/1.1 400 Bad Request");
+        assert!(d.next_frame().is_err());
     }
 
     #[test]
