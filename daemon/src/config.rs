@@ -54,6 +54,8 @@ pub struct DaemonConfig {
     pub turn_rest: crate::config_turn::TurnRestConfig,
     /// ICE restarts toward other peerixd peers (`[ice_restart]`, `config_restart.rs`).
     pub ice_restart: crate::config_restart::IceRestartConfig,
+    /// Certificate checks of `turns:` servers (`[turn_tls]`, `config_turn_tls.rs`).
+    pub turn_tls: crate::config_turn_tls::TurnTlsConfig,
 }
 
 impl Default for DaemonConfig {
@@ -75,6 +77,7 @@ impl Default for DaemonConfig {
             metrics: Default::default(),
             turn_rest: Default::default(),
             ice_restart: Default::default(),
+            turn_tls: Default::default(),
         }
     }
 }
@@ -379,6 +382,7 @@ impl DaemonConfig {
         self.metrics.validate()?;
         self.turn_rest.validate()?;
         self.ice_restart.validate()?;
+        self.turn_tls.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(DaemonError::Config(format!(
                 "log: {:?} is not a valid filter: {e}",

@@ -19,6 +19,7 @@ pub mod config_remote;
 pub mod config_restart;
 pub mod config_service;
 pub mod config_turn;
+pub mod config_turn_tls;
 pub mod error;
 pub mod identity_store;
 pub mod ipc;

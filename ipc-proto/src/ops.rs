@@ -647,6 +647,10 @@ pub struct PeerStats {
     /// The remote's address (`ip:port`) on the selected pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_address: Option<String>,
+    /// How our side reaches its TURN server when the local candidate is `relay`: `udp`,
+    /// `tcp` or `tls` (the W3C stats' `relayProtocol`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_protocol: Option<String>,
     /// Current round-trip time of the selected pair in milliseconds; absent before the first
     /// measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]

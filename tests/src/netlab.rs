@@ -434,6 +434,13 @@ impl Lab {
             "1",
             "-subj",
             "/CN=turn.peerix.test",
+            // TURN over TLS: rustls checks the name in subjectAltName only, and takes this
+            // self-signed certificate as a trust anchor (`turn_tls.ca_file`) but refuses a
+            // CA certificate as the server's own.
+            "-addext",
+            &format!("subjectAltName=IP:{TURN_IP},DNS:turn.peerix.test"),
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
             "-keyout",
             &key.to_string_lossy(),
             "-out",
@@ -548,6 +555,21 @@ impl Lab {
     /// `turn:203.0.113.1:3478?transport=udp`.
     pub fn turn_url(&self) -> String {
         format!("turn:{TURN_IP}:3478?transport=udp")
+    }
+
+    /// `turn:203.0.113.1:3478?transport=tcp`.
+    pub fn turn_tcp_url(&self) -> String {
+        format!("turn:{TURN_IP}:3478?transport=tcp")
+    }
+
+    /// `turns:203.0.113.1:5349?transport=tcp` (TLS; the certificate is [`Lab::turn_cert`]).
+    pub fn turns_url(&self) -> String {
+        format!("turns:{TURN_IP}:5349?transport=tcp")
+    }
+
+    /// coturn's throwaway self-signed certificate (PEM), for `turn_tls.ca_file`.
+    pub fn turn_cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("turn-cert.pem")
     }
 
     /// Starts `peerixd` in a home's host namespace, on the test's shared `--local-dir`.

@@ -38,8 +38,11 @@ mod rewrite;
 mod runtime;
 mod senders;
 mod stats;
+mod turn_frame;
+mod turn_stream;
 mod udp_mux;
 pub use stats::PeerStats;
+pub use turn_stream::{configure_tls as configure_turn_tls, TurnTlsError};
 
 use serde::{Deserialize, Serialize};
 

@@ -643,6 +643,26 @@ impl RtcPeer {
         &self.inner.pc
     }
 
+    /// Why streams to `turn:…?transport=tcp` / `turns:` servers failed (latest last), for
+    /// the operator's `ICE_SERVER_ERROR`.
+    pub fn turn_stream_errors(&self) -> Vec<String> {
+        self.inner
+            .shared
+            .runtime
+            .get()
+            .map(|rt| rt.turn_streams().errors())
+            .unwrap_or_default()
+    }
+
+    /// `tcp` or `tls` when the connection reaches a TURN server over a stream.
+    pub(crate) fn turn_stream_transport(&self) -> Option<&'static str> {
+        self.inner
+            .shared
+            .runtime
+            .get()
+            .and_then(|rt| rt.turn_streams().transport())
+    }
+
     /// Our ICE ufrag, known once the first offer or answer was created.
     pub fn local_ufrag(&self) -> Option<String> {
         Shared::lock(&self.inner.shared.local_ufrag).clone()

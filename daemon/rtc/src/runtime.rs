@@ -41,6 +41,8 @@ pub(crate) struct TunedRuntime {
     activity: Arc<DataActivity>,
     /// Single-port mode: this connection's registration with the process's UDP mux.
     mux: Option<crate::udp_mux::MuxConn>,
+    /// TURN servers reached over TCP or TLS (`turn_stream.rs`).
+    turn_streams: Arc<crate::turn_stream::TurnStreams>,
 }
 
 /// The mDNS socket's port, left out of single-port mode.
@@ -59,7 +61,13 @@ impl TunedRuntime {
             expedite_until: Mutex::new(None),
             activity: Arc::new(DataActivity::default()),
             mux: None,
+            turn_streams: Arc::default(),
         }
+    }
+
+    /// This connection's TURN servers reached over TCP or TLS.
+    pub(crate) fn turn_streams(&self) -> &crate::turn_stream::TurnStreams {
+        &self.turn_streams
     }
 
     /// Single-port mode: the connection's UDP sockets become virtual sockets on `mux`.
@@ -146,7 +154,7 @@ impl Runtime for TunedRuntime {
             if socket.local_addr()?.port() != MDNS_PORT {
                 // Wrapped like any other socket, so SCTP data activity is still noted.
                 return Ok(Arc::new(NoGro(
-                    mux.socket_for(socket)?,
+                    self.turn_stream_socket(mux.socket_for(socket)?)?,
                     Arc::clone(&self.activity),
                 )));
             }
@@ -156,7 +164,7 @@ impl Runtime for TunedRuntime {
         raise_buffer(&sock_ref, self.send_buffer, Direction::Send);
         #[cfg(target_os = "linux")]
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        let wrapped = self.inner.wrap_udp_socket(socket)?;
+        let wrapped = self.turn_stream_socket(self.inner.wrap_udp_socket(socket)?)?;
         #[cfg(target_os = "linux")]
         disable_gro(fd);
         Ok(Arc::new(NoGro(wrapped, Arc::clone(&self.activity))))
@@ -222,6 +230,26 @@ impl Runtime for TunedRuntime {
 
     fn name(&self) -> &'static str {
         "peerix-tuned-tokio"
+    }
+
+    fn register_turn_stream(&self, server: SocketAddr, tls_server_name: Option<&str>) -> bool {
+        use crate::turn_stream::StreamKind;
+        let kind = tls_server_name.map_or(StreamKind::Tcp, |n| StreamKind::Tls(n.to_owned()));
+        self.turn_streams.register(server, kind);
+        true
+    }
+}
+
+impl TunedRuntime {
+    /// `socket` with TURN over TCP/TLS for the servers the relayer registers later.
+    fn turn_stream_socket(
+        &self,
+        socket: Arc<dyn AsyncUdpSocket>,
+    ) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        Ok(Arc::new(crate::turn_stream::StreamTurnSocket::new(
+            socket,
+            Arc::clone(&self.turn_streams),
+        )?))
     }
 }
 

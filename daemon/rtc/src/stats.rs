@@ -22,6 +22,8 @@ pub struct PeerStats {
     pub local_address: Option<String>,
     /// Address (`ip:port`) of the remote side of the selected pair.
     pub remote_address: Option<String>,
+    /// For a `relay` local candidate, how we reach the TURN server: `udp`, `tcp` or `tls`.
+    pub relay_protocol: Option<String>,
     /// Current round-trip time of the selected pair, in milliseconds (from ICE consent
     /// checks); `None` before the first measurement.
     pub rtt_ms: Option<f64>,
@@ -55,9 +57,32 @@ impl RtcPeer {
                 out.protocol = Some(local.protocol.to_string());
                 out.local_address = Some(socket_text(&local.address, local.port));
                 out.remote_address = Some(socket_text(&remote.address, remote.port));
+                if local.typ.to_string() == "relay" {
+                    out.relay_protocol = Some(self.relay_protocol(local.url.as_deref()));
+                }
             }
         }
         out
+    }
+}
+
+impl RtcPeer {
+    /// `udp`, `tcp` or `tls` for a relay candidate gathered from `url` (when the stack kept
+    /// it), else from the connection's stream-transport servers (`turn_stream.rs`).
+    fn relay_protocol(&self, url: Option<&str>) -> String {
+        let from_url = url.map(|u| {
+            if u.starts_with("turns:") {
+                "tls"
+            } else if u.contains("transport=tcp") {
+                "tcp"
+            } else {
+                "udp"
+            }
+        });
+        from_url
+            .or_else(|| self.turn_stream_transport())
+            .unwrap_or("udp")
+            .to_owned()
     }
 }
 

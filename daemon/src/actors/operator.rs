@@ -14,6 +14,7 @@ pub(super) fn stats_out(s: peerix_rtc::PeerStats) -> peerix_ipc_proto::PeerStats
         protocol: s.protocol,
         local_address: s.local_address,
         remote_address: s.remote_address,
+        relay_protocol: s.relay_protocol,
         rtt: s.rtt_ms,
         bytes_in: s.bytes_in,
         bytes_out: s.bytes_out,

@@ -225,6 +225,18 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     fn name(&self) -> &'static str {
         "custom"
     }
+
+    /// peerixd patch 15: TURN over TCP and TLS (RFC 8656 §3.1) with a UDP allocation.
+    ///
+    /// Asks the runtime to carry the TURN traffic that the connection's UDP sockets address
+    /// to `server` over a stream instead: TCP, or TLS with `tls_server_name` (the URL's host)
+    /// when it is `Some`. Only the client-to-server leg changes; the allocation and the relayed
+    /// candidate stay UDP, so the TURN client is the same. Returns `false` (the default) when
+    /// the runtime cannot, and the relayer then skips the URL as before.
+    fn register_turn_stream(&self, server: SocketAddr, tls_server_name: Option<&str>) -> bool {
+        let _ = (server, tls_server_name);
+        false
+    }
 }
 
 /// A repeating timer, created by [`Runtime::interval`].

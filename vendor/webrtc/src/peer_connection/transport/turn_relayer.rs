@@ -269,13 +269,12 @@ impl RTCTurnRelayer {
                     continue;
                 }
 
-                if url.is_secure() {
-                    warn!("Skipping unsupported secure TURN url {}", url);
-                    continue;
-                }
-
-                if url.proto.to_string() != "udp" {
-                    warn!("Skipping unsupported non-UDP TURN url {}", url);
+                // peerixd patch 15: `turns:` and `?transport=tcp` are carried by the runtime's
+                // stream transport when it has one (see `Runtime::register_turn_stream`).
+                // `turns:…?transport=udp` would be DTLS, which nothing here speaks.
+                let over_udp = url.proto.to_string() == "udp";
+                if url.is_secure() && over_udp {
+                    warn!("Skipping unsupported TURN over DTLS url {}", url);
                     continue;
                 }
 
@@ -290,6 +289,20 @@ impl RTCTurnRelayer {
                         continue;
                     }
                 };
+
+                if !over_udp {
+                    let tls_server_name = url.is_secure().then_some(url.host.as_str());
+                    // An address already used over UDP keeps its clients: a registration
+                    // would move their traffic onto a stream under them.
+                    let streamed = resolved_addrs.iter().any(|addr| {
+                        !self.clients.keys().any(|t| t.peer_addr == *addr)
+                            && runtime.register_turn_stream(*addr, tls_server_name)
+                    });
+                    if !streamed {
+                        warn!("Skipping unsupported non-UDP TURN url {}", url);
+                        continue;
+                    }
+                }
 
                 for local_addr in &self.local_addrs {
                     let Some(peer_addr) = resolved_addrs

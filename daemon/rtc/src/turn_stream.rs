@@ -1,0 +1,573 @@
+//! TURN over TCP and TLS (`turn:…?transport=tcp`, `turns:`) for a stack whose TURN client
+//! only speaks UDP.
+//!
+//! RFC 8656 §3.1: the transport between client and server is independent of the allocation,
+//! which stays UDP, so the relay candidate and the TURN client are the same as with
+//! `?transport=udp`; only the client-to-server leg is a stream. The relayer (vendor patch
+//! 15) registers each resolved server address with the connection's runtime
+//! ([`TurnStreams::register`]); every UDP socket of the connection is a [`StreamTurnSocket`],
+//! which sends the TURN messages it is asked to send to such an address over one stream per
+//! (socket, server) instead, framed as RFC 8656 §12.5 says (`turn_frame.rs`), and delivers
+//! what arrives on the stream as datagrams from the server's address. Everything else passes
+//! through untouched.
+//!
+//! The server keeps the allocation for as long as the stream lives: when it drops, the
+//! allocation is gone, so the loss is logged and recorded (`ICE_SERVER_ERROR` when no relay
+//! candidate came, ICE's own failure handling otherwise) and the next message opens a new
+//! stream, at most once per [`RETRY_AFTER`].
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
+
+use crate::turn_frame::{belongs_on_stream, encode, Deframer, MAX_FRAME};
+
+/// Messages waiting to be written to one stream; past it they are dropped, as a full
+/// kernel buffer drops datagrams (the stack retransmits what matters).
+const OUT_QUEUE: usize = 256;
+/// Messages read from a socket's streams and not yet taken by the driver; past it, dropped.
+const IN_QUEUE: usize = 256;
+/// Connecting and the TLS handshake each get this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A failed or dropped stream is reopened at most this often per (socket, server).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Failures kept for `ICE_SERVER_ERROR` (the latest ones).
+const KEPT_ERRORS: usize = 4;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// How a registered server is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StreamKind {
+    Tcp,
+    /// TLS, verifying the certificate for this name (the URL's host).
+    Tls(String),
+}
+
+impl StreamKind {
+    /// `tcp` or `tls`, as `peers --json` reports it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls(_) => "tls",
+        }
+    }
+}
+
+/// One connection's stream-transport TURN servers, shared by its runtime and its sockets.
+#[derive(Debug, Default)]
+pub(crate) struct TurnStreams {
+    servers: Mutex<HashMap<SocketAddr, StreamKind>>,
+    /// Keeps the lock off the data path of connections without such servers.
+    any: AtomicBool,
+    errors: Mutex<Vec<String>>,
+    dropped: AtomicU64,
+}
+
+impl TurnStreams {
+    /// From now on TURN traffic to `server` goes over `kind`.
+    pub(crate) fn register(&self, server: SocketAddr, kind: StreamKind) {
+        tracing::debug!("TURN server {server} is reached over {}", kind.name());
+        lock(&self.servers).insert(server, kind);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn kind(&self, server: SocketAddr) -> Option<StreamKind> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.servers).get(&server).cloned()
+    }
+
+    /// The transport of the first registered server (`tcp`/`tls`), if any.
+    pub(crate) fn transport(&self) -> Option<&'static str> {
+        lock(&self.servers).values().next().map(StreamKind::name)
+    }
+
+    /// Why streams to the servers failed, latest last.
+    pub(crate) fn errors(&self) -> Vec<String> {
+        lock(&self.errors).clone()
+    }
+
+    fn fail(&self, message: String) {
+        tracing::warn!("{message}");
+        let mut errors = lock(&self.errors);
+        if errors.len() == KEPT_ERRORS {
+            errors.remove(0);
+        }
+        errors.push(message);
+    }
+
+    fn drop_one(&self, why: &str) {
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::debug!("TURN stream: {n} messages dropped ({why})");
+        }
+    }
+}
+
+/// The process's TLS client settings for `turns:` (see [`configure_tls`]).
+static TLS: RwLock<Option<Arc<rustls::ClientConfig>>> = RwLock::new(None);
+
+/// Why the TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnTlsError {
+    /// The CA file could not be read or holds no certificate.
+    #[error("cannot use {path} as the TURN servers' CA: {reason}; give a PEM file with the CA certificate (or the server's self-signed certificate)")]
+    CaFile {
+        /// The configured path.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// rustls refused the settings.
+    #[error("TLS settings for TURN: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Sets how `turns:` servers' certificates are verified: against the system's roots plus the
+/// certificates in `ca_file` (PEM), for every connection made from now on. Without a call,
+/// the system's roots alone.
+pub fn configure_tls(ca_file: Option<&Path>) -> Result<(), TurnTlsError> {
+    let config = build_tls(ca_file)?;
+    match TLS.write() {
+        Ok(mut g) => *g = Some(config),
+        Err(poisoned) => *poisoned.into_inner() = Some(config),
+    }
+    Ok(())
+}
+
+fn build_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TurnTlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system stores are skipped: a private CA may be all this host needs.
+    let system = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(system.certs);
+    if let Some(path) = ca_file {
+        let err = |reason: String| TurnTlsError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| err(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err("no CERTIFICATE block in it".into()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| err(format!("a certificate was refused: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, TurnTlsError> {
+    let current = match TLS.read() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    match current {
+        Some(c) => Ok(c),
+        None => {
+            let c = build_tls(None)?;
+            if let Ok(mut g) = TLS.write() {
+                g.get_or_insert_with(|| Arc::clone(&c));
+            }
+            Ok(c)
+        }
+    }
+}
+
+/// A stream being written, and when it was opened.
+#[derive(Debug)]
+struct Link {
+    tx: mpsc::Sender<Vec<u8>>,
+    task: tokio::task::AbortHandle,
+    opened: Instant,
+}
+
+/// A connection's UDP socket that carries TURN traffic for registered servers over streams
+/// (see the module docs).
+#[derive(Debug)]
+pub(crate) struct StreamTurnSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    local: SocketAddr,
+    streams: Arc<TurnStreams>,
+    links: Mutex<HashMap<SocketAddr, Link>>,
+    in_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    in_rx: Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
+}
+
+impl StreamTurnSocket {
+    /// Wraps `inner`, a socket of the connection whose servers `streams` lists.
+    pub(crate) fn new(
+        inner: Arc<dyn AsyncUdpSocket>,
+        streams: Arc<TurnStreams>,
+    ) -> io::Result<Self> {
+        let (in_tx, in_rx) = mpsc::channel(IN_QUEUE);
+        Ok(Self {
+            local: inner.local_addr()?,
+            inner,
+            streams,
+            links: Mutex::default(),
+            in_tx,
+            in_rx: Mutex::new(in_rx),
+        })
+    }
+
+    /// Queues `datagram` on the stream to `server`, opening it if needed.
+    fn send_on_stream(&self, server: SocketAddr, kind: StreamKind, datagram: &[u8]) {
+        if datagram.len() > MAX_FRAME {
+            self.streams.drop_one("too large");
+            return;
+        }
+        let mut links = lock(&self.links);
+        let open = links.get(&server).is_some_and(|l| !l.tx.is_closed());
+        if !open {
+            if links
+                .get(&server)
+                .is_some_and(|l| l.opened.elapsed() < RETRY_AFTER)
+            {
+                self.streams.drop_one("stream down");
+                return;
+            }
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                self.streams.drop_one("no runtime");
+                return;
+            };
+            let (tx, rx) = mpsc::channel(OUT_QUEUE);
+            let task = handle.spawn(run_link(
+                self.local,
+                server,
+                kind,
+                rx,
+                self.in_tx.clone(),
+                Arc::clone(&self.streams),
+            ));
+            if let Some(old) = links.insert(
+                server,
+                Link {
+                    tx,
+                    task: task.abort_handle(),
+                    opened: Instant::now(),
+                },
+            ) {
+                old.task.abort();
+            }
+        }
+        let Some(link) = links.get(&server) else {
+            return;
+        };
+        if link.tx.try_send(datagram.to_vec()).is_err() {
+            self.streams.drop_one("write queue full");
+        }
+    }
+}
+
+impl Drop for StreamTurnSocket {
+    fn drop(&mut self) {
+        for link in lock(&self.links).values() {
+            link.task.abort();
+        }
+    }
+}
+
+impl AsyncUdpSocket for StreamTurnSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        if let Some(kind) = self.streams.kind(transmit.destination) {
+            if transmit.segment_size.is_none() && belongs_on_stream(transmit.contents) {
+                self.send_on_stream(transmit.destination, kind, transmit.contents);
+                return Poll::Ready(Ok(transmit.contents.len()));
+            }
+        }
+        self.inner.poll_send(cx, transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        if let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) {
+            if let Poll::Ready(Some((from, data))) = lock(&self.in_rx).poll_recv(cx) {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                *m = RecvMeta::default();
+                m.addr = from;
+                m.len = n;
+                m.stride = n.max(1);
+                m.dst_ip = Some(self.local.ip());
+                return Poll::Ready(Ok(1));
+            }
+        }
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.inner.max_gso_segments()
+    }
+}
+
+/// A byte stream to a TURN server, TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Opens the stream from `local`'s address to `server`.
+async fn connect(
+    local: SocketAddr,
+    server: SocketAddr,
+    kind: &StreamKind,
+) -> Result<Box<dyn Stream>, String> {
+    let socket = if server.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("cannot open a TCP socket: {e}"))?;
+    // From the same interface as the UDP socket the TURN client believes it uses.
+    if !local.ip().is_unspecified() && local.is_ipv4() == server.is_ipv4() {
+        let _ = socket.bind(SocketAddr::new(local.ip(), 0));
+    }
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(server))
+        .await
+        .map_err(|_| format!("no TCP connection within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("TCP connection refused or unreachable: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let StreamKind::Tls(name) = kind else {
+        return Ok(Box::new(tcp));
+    };
+    let config = tls_config().map_err(|e| e.to_string())?;
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))?;
+    let tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| format!("no TLS handshake within {CONNECT_TIMEOUT:?}"))?
+    .map_err(|e| {
+        let cert = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+        if cert {
+            format!(
+                "TLS certificate not trusted: {e}. The certificate must name {name} (subjectAltName) \
+                 and chain to the system's roots or to turn_tls.ca_file (set it to the server's CA \
+                 or self-signed certificate, PEM)"
+            )
+        } else {
+            format!("TLS handshake failed: {e}")
+        }
+    })?;
+    Ok(Box::new(tls))
+}
+
+/// One stream's life: connect, then write what the socket queues and deliver what arrives.
+async fn run_link(
+    local: SocketAddr,
+    server: SocketAddr,
+    kind: StreamKind,
+    mut out: mpsc::Receiver<Vec<u8>>,
+    deliver: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    streams: Arc<TurnStreams>,
+) {
+    let what = format!("TURN over {} to {server}", kind.name());
+    let mut stream = match connect(local, server, &kind).await {
+        Ok(s) => s,
+        Err(e) => {
+            streams.fail(format!("{what}: {e}"));
+            return;
+        }
+    };
+    tracing::debug!("{what}: connected");
+    let mut deframer = Deframer::default();
+    let mut read_buf = vec![0u8; 16 * 1024];
+    let mut write_buf = Vec::new();
+    let end = loop {
+        tokio::select! {
+            queued = out.recv() => {
+                // The socket (and with it the connection) is gone.
+                let Some(first) = queued else { return };
+                write_buf.clear();
+                encode(&first, &mut write_buf);
+                // Whatever else is queued goes in the same write (one TLS record, one segment).
+                while write_buf.len() < 64 * 1024 {
+                    match out.try_recv() {
+                        Ok(next) => encode(&next, &mut write_buf),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = stream.write_all(&write_buf).await {
+                    break format!("write failed: {e}");
+                }
+                if let Err(e) = stream.flush().await {
+                    break format!("write failed: {e}");
+                }
+            }
+            read = stream.read(&mut read_buf) => {
+                let n = match read {
+                    Ok(0) => break "the server closed the connection".to_owned(),
+                    Ok(n) => n,
+                    Err(e) => break format!("read failed: {e}"),
+                };
+                deframer.push(&read_buf[..n]);
+                let mut bad = None;
+                loop {
+                    match deframer.next_frame() {
+                        Ok(Some(frame)) => match deliver.try_send((server, frame.to_vec())) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => streams.drop_one("receive queue full"),
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        },
+                        Ok(None) => break,
+                        Err(e) => {
+                            bad = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = bad {
+                    break format!("closed: {e}");
+                }
+            }
+        }
+    };
+    streams.fail(format!(
+        "{what}: {end}; its allocation is lost (ICE gives up the relayed path, a new stream \
+         is opened for the next request)"
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+    use webrtc::runtime::Runtime as _;
+
+    async fn send(sock: &StreamTurnSocket, to: SocketAddr, contents: &[u8]) {
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        };
+        let n = std::future::poll_fn(|cx| sock.poll_send(cx, &t))
+            .await
+            .expect("send");
+        assert_eq!(n, contents.len());
+    }
+
+    async fn recv(sock: &StreamTurnSocket) -> (SocketAddr, Vec<u8>) {
+        let mut buf = vec![0u8; 2048];
+        let mut meta = [RecvMeta::default()];
+        let fut = std::future::poll_fn(|cx| {
+            let mut bufs = [io::IoSliceMut::new(&mut buf)];
+            sock.poll_recv(cx, &mut bufs, &mut meta)
+        });
+        let n = tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .expect("a datagram within 5 s")
+            .expect("recv");
+        assert_eq!(n, 1);
+        (meta[0].addr, buf[..meta[0].len].to_vec())
+    }
+
+    /// A fake TURN server on loopback TCP: what the socket writes arrives framed, what the
+    /// server writes (split and merged) comes out as datagrams from its address, and a
+    /// 64 KiB length header closes the stream with the reason recorded.
+    #[test]
+    fn datagrams_cross_a_tcp_stream_and_a_hostile_length_closes_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+            let server = listener.local_addr().expect("addr");
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            udp.set_nonblocking(true).expect("nonblocking");
+            let inner = webrtc::runtime::TokioRuntime
+                .wrap_udp_socket(udp)
+                .expect("wrap");
+            let streams = Arc::new(TurnStreams::default());
+            let sock = StreamTurnSocket::new(inner, Arc::clone(&streams)).expect("socket");
+            streams.register(server, StreamKind::Tcp);
+
+            // ChannelData of 5 bytes goes out padded to 12.
+            send(&sock, server, &[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5]).await;
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut got = [0u8; 12];
+            conn.read_exact(&mut got).await.expect("read");
+            assert_eq!(got, [0x40, 0, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0]);
+
+            // A STUN success response split over two writes, then padded ChannelData.
+            let mut response = vec![0x01, 0x03, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42];
+            response.extend_from_slice(&[9; 12]);
+            response.extend_from_slice(&[0, 0, 0, 0]);
+            conn.write_all(&response[..7]).await.expect("write");
+            conn.flush().await.expect("flush");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            conn.write_all(&response[7..]).await.expect("write");
+            conn.write_all(&[0x40, 0x01, 0x00, 0x01, 7, 0, 0, 0])
+                .await
+                .expect("write");
+            assert_eq!(recv(&sock).await, (server, response));
+            assert_eq!(recv(&sock).await, (server, vec![0x40, 0x01, 0x00, 0x01, 7]));
+
+            // A hostile length: the stream is closed, and the reason kept for the operator.
+            conn.write_all(&[0x40, 0x00, 0xff, 0xff])
+                .await
+                .expect("write");
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+            assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+            let errors = streams.errors();
+            assert!(
+                errors.last().is_some_and(|e| e.contains("65540-byte")),
+                "{errors:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_with_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("turn-ca-{}", std::process::id()));
+        std::fs::write(&dir, "not a certificate\n").expect("write");
+        let err = configure_tls(Some(&dir)).expect_err("no certificate");
+        let _ = std::fs::remove_file(&dir);
+        assert!(err.to_string().contains("PEM"), "{err}");
+    }
+}
