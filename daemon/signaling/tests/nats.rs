@@ -3,6 +3,7 @@
 //! Requires `nats-server` on PATH (or `NATS_SERVER_BIN`); the tests fail loudly
 //! when it is missing rather than silently passing.
 
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -12,6 +13,19 @@ use bytes::Bytes;
 use futures::StreamExt;
 use peerix_signaling::{Driver, DriverError, DriverEvent, NatsConfig, NatsDriver};
 use tokio::sync::mpsc::{channel, Receiver};
+
+/// Whether what listens on `port` greets as a NATS server does.
+fn greets_as_nats(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut hello = [0u8; 4];
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .is_ok()
+        && stream.read_exact(&mut hello).is_ok()
+        && &hello == b"INFO"
+}
 
 /// A running nats-server, killed on drop.
 struct NatsServer {
@@ -36,11 +50,24 @@ fn free_port() -> u16 {
 }
 
 impl NatsServer {
+    /// On a fresh port; another one if the server could not keep its port.
     fn start(extra: &[&str]) -> Self {
-        Self::start_on(free_port(), extra)
+        for _ in 0..3 {
+            if let Some(server) = Self::try_start_on(free_port(), extra) {
+                return server;
+            }
+        }
+        panic!("nats-server exited three times instead of listening on a free port");
     }
 
     fn start_on(port: u16, extra: &[&str]) -> Self {
+        Self::try_start_on(port, extra)
+            .unwrap_or_else(|| panic!("nats-server exited instead of listening on port {port}"))
+    }
+
+    /// `None` if the server exited before greeting on `port` (it lost the port to another
+    /// socket between `free_port` and its bind).
+    fn try_start_on(port: u16, extra: &[&str]) -> Option<Self> {
         let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
         let port_s = port.to_string();
         let child = Command::new(&bin)
@@ -55,16 +82,22 @@ impl NatsServer {
                      or set NATS_SERVER_BIN — the NATS driver tests need a real server"
                 )
             });
-        let server = NatsServer { child, port };
+        let mut server = NatsServer { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Listening is not enough: a connection to a port nothing listens on can meet itself
+        // (a TCP self-connect when the kernel picks that port as the source), and a server that
+        // lost its port to another socket exits. Only nats-server greets with `INFO`.
+        while !greets_as_nats(port) {
+            if let Ok(Some(_)) = server.child.try_wait() {
+                return None;
+            }
             assert!(
                 Instant::now() < deadline,
-                "nats-server did not listen on port {port}"
+                "nats-server did not greet on port {port}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+        Some(server)
     }
 
     fn url(&self) -> String {
