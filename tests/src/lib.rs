@@ -360,6 +360,39 @@ impl Member {
         }
     }
 
+    /// Waits for the whole message on `label` from `from` (its pieces assembled) and checks
+    /// that it is `data`, byte for byte.
+    pub async fn receive_bytes_intact(
+        &mut self,
+        from: &str,
+        label: &str,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut asm = peerix_client::MessageAssembler::new();
+        let got = loop {
+            let ev = self
+                .wait_for("bytes", timeout, |e| {
+                    is(e, "channel:message", from) && field(e, "label") == Some(label)
+                })
+                .await?;
+            if let Some(msg) = asm.push(&ev)? {
+                break msg;
+            }
+        };
+        let peerix_client::MessageData::Bytes(bytes) = got.data else {
+            bail!("expected bytes, got {:?}", got.kind)
+        };
+        if sha256_hex(&bytes) != sha256_hex(data) {
+            bail!(
+                "corrupted in transit: {} bytes arrived, {} sent",
+                bytes.len(),
+                data.len()
+            );
+        }
+        Ok(())
+    }
+
     /// Collects events for `dur` (after the backlog).
     pub async fn drain_for(&mut self, dur: Duration) -> Vec<Event> {
         let deadline = tokio::time::Instant::now() + dur;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use peerix_client::{MessageAssembler, MessageData, SendOptions};
+use peerix_client::SendOptions;
 use peerix_ipc_proto::{IceServer, IceTransportPolicy, JoinOptions, PeerInfo};
 use peerix_system_tests::netlab::{self, Home, Lab, Nat, TurnAuth};
 use peerix_system_tests::*;
@@ -161,25 +161,7 @@ async fn transfer(p: &mut Pair, size: usize) -> Result<Duration> {
     if peers.len() != 1 || !peers[0].ok {
         bail!("the send was not acknowledged: {peers:?}");
     }
-    let mut asm = MessageAssembler::new();
-    let got = loop {
-        let ev =
-            p.b.wait_for("bytes at b", T, |e| {
-                e.name == "channel:message" && field(e, "label") == Some("bulk")
-            })
-            .await?;
-        if let Some(msg) = asm.push(&ev)? {
-            break msg;
-        }
-    };
-    let MessageData::Bytes(bytes) = got.data else {
-        bail!("expected bytes, got {:?}", got.kind)
-    };
-    assert_eq!(
-        sha256_hex(&bytes),
-        sha256_hex(&data),
-        "corrupted in transit"
-    );
+    p.b.receive_bytes_intact(&a_id, "bulk", &data, T).await?;
     Ok(took)
 }
 

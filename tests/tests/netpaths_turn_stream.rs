@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use peerix_client::{MessageAssembler, MessageData, SendOptions};
+use peerix_client::SendOptions;
 use peerix_ipc_proto::{IceServer, JoinOptions, PeerStats};
 use peerix_system_tests::netlab::{self, Home, Lab, Nat, TurnAuth};
 use peerix_system_tests::*;
@@ -76,25 +76,7 @@ async fn send_and_check(from: &mut Member, to: &mut Member, size: usize) -> Resu
     if peers.len() != 1 || !peers[0].ok {
         bail!("the send was not acknowledged: {peers:?}");
     }
-    let mut asm = MessageAssembler::new();
-    let got = loop {
-        let ev = to
-            .wait_for("bytes", T, |e| {
-                is(e, "channel:message", &from_id) && field(e, "label") == Some("bulk")
-            })
-            .await?;
-        if let Some(msg) = asm.push(&ev)? {
-            break msg;
-        }
-    };
-    let MessageData::Bytes(bytes) = got.data else {
-        bail!("expected bytes, got {:?}", got.kind)
-    };
-    assert_eq!(
-        sha256_hex(&bytes),
-        sha256_hex(&data),
-        "corrupted in transit"
-    );
+    to.receive_bytes_intact(&from_id, "bulk", &data, T).await?;
     Ok(took)
 }
 
