@@ -102,8 +102,8 @@ pub(crate) struct Conn {
     stable: bool,
     batch: Vec<IceCandidateInit>,
     batch_deadline: Option<Instant>,
-    /// The connection timer (§5.7): runs from creation until ICE connects, and again while
-    /// disconnected.
+    /// The connection timer (§5.7): runs from creation until ICE connects (started again when
+    /// ICE starts checking, `Room::ice`), and again while disconnected.
     pub(crate) timer: Option<Instant>,
     /// Reports of the remote's bad control messages (a hostile peer may send thousands).
     control_errors: ReportLimiter,
@@ -525,10 +525,9 @@ impl Conn {
         self.batch_deadline = None;
         let batch = std::mem::take(&mut self.batch);
         if !batch.is_empty() && !self.closing {
-            out.push_back(self.publish(
-                SignalType::Candidate,
-                batch.iter().map(IceCandidateInit::to_value).collect(),
-            ));
+            let values: Vec<Json> = batch.iter().map(IceCandidateInit::to_value).collect();
+            self.resend.candidates_sent(&values);
+            out.push_back(self.publish(SignalType::Candidate, values));
         }
     }
 

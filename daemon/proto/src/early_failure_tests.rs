@@ -80,3 +80,66 @@ fn a_failure_before_the_timer_is_reported_now_and_retried_at_the_timer() {
     }
     assert_eq!(invokes, 1);
 }
+
+fn failed(actions: &[Action], peer: &str) -> bool {
+    actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Emit(Event::Connection { state: PeerState::Failed, peer: p, .. }) if p == peer
+        )
+    })
+}
+
+/// An answer that arrives late (the first offer landed on the browser's dying connection and a
+/// copy was sent 2 s later) still leaves ICE the whole `connectionTimeout`: with a 3 s timeout
+/// the old timer killed the new connection 1 s into its checks, and the room waited for the
+/// next re-invoke.
+#[test]
+fn checking_gets_the_whole_timeout_after_a_late_answer() {
+    let t0 = Instant::now();
+    let timeout = Duration::from_secs(3);
+    let mut r = Room::new(
+        RoomConfig {
+            me: "me".into(),
+            metadata: Json::Null,
+            max_connecting: 4,
+            connection_timeout: Some(timeout),
+            candidate_debounce: Duration::from_millis(10),
+        },
+        7,
+    );
+    r.handle_signal(t0, false, "zz", SignalType::Invoke, vec![]);
+    let conn = drain(&mut r)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("a connection");
+    let checking = t0 + Duration::from_millis(2500);
+    let mut now = t0;
+    while now < checking {
+        now += Duration::from_millis(100);
+        r.handle_timeout(now);
+        assert!(!failed(&drain(&mut r), "zz"), "failed before checking");
+    }
+    r.handle_conn_event(checking, conn, ConnEvent::Ice(IceState::Checking));
+    drain(&mut r);
+    while now < checking + timeout - Duration::from_millis(100) {
+        now += Duration::from_millis(100);
+        r.handle_timeout(now);
+        assert!(
+            !failed(&drain(&mut r), "zz"),
+            "failed {:?} after checking started",
+            now - checking
+        );
+    }
+    // A connection that checks for the whole timeout without connecting still fails.
+    let mut gave_up = false;
+    while now < checking + timeout + Duration::from_millis(200) {
+        now += Duration::from_millis(100);
+        r.handle_timeout(now);
+        gave_up |= failed(&drain(&mut r), "zz");
+    }
+    assert!(gave_up, "still checking after the timeout");
+}

@@ -37,6 +37,8 @@ mod media;
 mod negotiation;
 mod rate;
 mod resend;
+#[cfg(test)]
+mod resend_tests;
 mod restart;
 #[cfg(test)]
 mod restart_tests;

@@ -9,7 +9,12 @@
 //!   each time, at most [`MAX_OFFER_RESENDS`] times), and at once when the remote invokes us
 //!   again (an invoke means the remote holds no connection to us, so it never got the offer);
 //! - the answerer, given a copy of the offer it already answered, sends its answer again
-//!   instead of dropping the copy (the answer was lost; the offerer is still waiting).
+//!   instead of dropping the copy (the answer was lost; the offerer is still waiting);
+//! - either way the local candidates sent since that description go again right after it: a
+//!   copy that reaches a remote which lost (or never had) the first one creates a fresh
+//!   connection there, and without our candidates that connection cannot reach us behind a
+//!   NAT (a browser whose dying connection swallowed our first offer answered the copy, then
+//!   checked nothing for its whole timeout).
 //!
 //! Both are ordinary Peerix messages: a browser that gets an offer it already answered
 //! applies it as a renegotiation and answers again, and a copy of an answer that arrives once
@@ -32,6 +37,10 @@ pub const OFFER_RESEND: Duration = Duration::from_secs(2);
 /// `connectionTimeout`) ends the attempt after that.
 pub const MAX_OFFER_RESENDS: u32 = 3;
 
+/// How many local candidates are kept to go again with a description. A connection gathers
+/// a handful (host, srflx and relay per interface); the rest are not repeated.
+pub const MAX_RESENT_CANDIDATES: usize = 32;
+
 /// An offer waiting for its answer.
 #[derive(Debug)]
 struct Unanswered {
@@ -46,6 +55,8 @@ pub(crate) struct Resend {
     offer: Option<Unanswered>,
     /// Our answer over signaling and the digest of the offer it answers.
     answer: Option<(u64, Vec<Json>)>,
+    /// Our local candidates sent over signaling since that description (bounded).
+    candidates: Vec<Json>,
 }
 
 impl Resend {
@@ -56,11 +67,23 @@ impl Resend {
             due: now + OFFER_RESEND,
             sent: 0,
         });
+        self.candidates.clear();
     }
 
     /// We answered the offer with digest `offer` over signaling with `message`.
     pub(crate) fn answer_sent(&mut self, offer: u64, message: Vec<Json>) {
         self.answer = Some((offer, message));
+        self.candidates.clear();
+    }
+
+    /// We sent these local candidates over signaling: they go again with a description sent
+    /// again.
+    pub(crate) fn candidates_sent(&mut self, batch: &[Json]) {
+        if self.offer.is_none() && self.answer.is_none() {
+            return;
+        }
+        let room = MAX_RESENT_CANDIDATES.saturating_sub(self.candidates.len());
+        self.candidates.extend(batch.iter().take(room).cloned());
     }
 
     /// A remote description was applied, or our offer rolled back: ours is no longer waiting.
@@ -72,6 +95,7 @@ impl Resend {
     pub(crate) fn clear(&mut self) {
         self.offer = None;
         self.answer = None;
+        self.candidates.clear();
     }
 
     /// When the unanswered offer is due again.
@@ -79,26 +103,47 @@ impl Resend {
         self.offer.as_ref().map(|o| o.due)
     }
 
-    /// The offer again if it is due at `now` (or `now` regardless, when `force`), with the
-    /// next time; `None` when nothing is waiting or it was sent often enough.
-    pub(crate) fn offer_due(&mut self, now: Instant, force: bool, remote: &str) -> Option<Action> {
-        let o = self.offer.as_mut()?;
+    /// The offer again, followed by our candidates, if it is due at `now` (or `now`
+    /// regardless, when `force`); empty when nothing is waiting or it was sent often enough.
+    pub(crate) fn offer_due(&mut self, now: Instant, force: bool, remote: &str) -> Vec<Action> {
+        let Some(o) = self.offer.as_mut() else {
+            return Vec::new();
+        };
         if !force && o.due > now {
-            return None;
+            return Vec::new();
         }
         if o.sent >= MAX_OFFER_RESENDS {
             self.offer = None;
-            return None;
+            return Vec::new();
         }
         o.sent += 1;
         o.due = now + OFFER_RESEND * 2u32.pow(o.sent);
-        Some(publish(remote, SignalType::Offer, o.message.clone()))
+        let offer = publish(remote, SignalType::Offer, o.message.clone());
+        self.with_candidates(offer, remote)
     }
 
-    /// Our answer again, if `offer` (a digest) is the offer it answered.
-    pub(crate) fn answer_for(&self, offer: u64, remote: &str) -> Option<Action> {
-        let (digest, message) = self.answer.as_ref()?;
-        (*digest == offer).then(|| publish(remote, SignalType::Answer, message.clone()))
+    /// Our answer again, followed by our candidates, if `offer` (a digest) is the offer it
+    /// answered.
+    pub(crate) fn answer_for(&self, offer: u64, remote: &str) -> Vec<Action> {
+        match &self.answer {
+            Some((digest, message)) if *digest == offer => {
+                let answer = publish(remote, SignalType::Answer, message.clone());
+                self.with_candidates(answer, remote)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn with_candidates(&self, description: Action, remote: &str) -> Vec<Action> {
+        let mut out = vec![description];
+        if !self.candidates.is_empty() {
+            out.push(publish(
+                remote,
+                SignalType::Candidate,
+                self.candidates.clone(),
+            ));
+        }
+        out
     }
 }
 

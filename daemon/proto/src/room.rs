@@ -177,9 +177,7 @@ impl Room {
                 {
                     // It invokes us again, so it holds no connection to us: our offer (if one
                     // is unanswered) never reached it (`resend.rs`).
-                    if let Some(again) = c.resend.offer_due(now, true, from) {
-                        self.out.push_back(again);
-                    }
+                    self.out.extend(c.resend.offer_due(now, true, from));
                 }
             }
             SignalType::Offer => {
@@ -330,9 +328,7 @@ impl Room {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if let Some(again) = c.resend.offer_due(now, false, &c.remote) {
-                self.out.push_back(again);
-            }
+            self.out.extend(c.resend.offer_due(now, false, &c.remote));
             if c.timer.is_some_and(|t| t <= now) {
                 c.timer = None;
                 if !c.closing {
@@ -573,7 +569,17 @@ impl Room {
         };
         let was = match state {
             IceState::New | IceState::Completed => None,
-            IceState::Checking => c.set_state(PeerState::Connecting, &mut self.out),
+            IceState::Checking => {
+                // ICE gets the whole timeout once it can start: an offer that waited for its
+                // answer (a copy sent again by `resend.rs` after a first one landed on the
+                // browser's dying connection) must not leave checking only a fraction of it.
+                // The browser's own timer starts when our offer creates its connection, so
+                // this keeps ours from running out first.
+                if c.state == PeerState::New && c.timer.is_some() {
+                    c.start_timer(now, timeout);
+                }
+                c.set_state(PeerState::Connecting, &mut self.out)
+            }
             IceState::Connected => {
                 c.timer = None;
                 let peer = c.remote.clone();
