@@ -121,6 +121,21 @@ async fn nat_rebinding_toward_a_browser_recovers_by_reinvoke() -> Result<()> {
         is(e, "connection:failed", &bid)
     })
     .await?;
+    // Sent between the failure and the new connection: it waits for the new connection
+    // (`RoomDirectory::hold`) instead of failing at once because the peer is `failed`.
+    let sender = d.client().await?;
+    let (held_room, held_to) = (room.clone(), bid.clone());
+    let mark = b.mark();
+    let held = tokio::spawn(async move {
+        sender
+            .send_text(
+                &held_room,
+                "chat",
+                "held while reconnecting",
+                SendOptions::to(held_to),
+            )
+            .await
+    });
     m.wait_for("a new connection", Duration::from_secs(30), |e| {
         is(e, "connection:connected", &bid)
     })
@@ -139,6 +154,25 @@ async fn nat_rebinding_toward_a_browser_recovers_by_reinvoke() -> Result<()> {
         "waitChannel",
         json!({ "label": "chat", "peer": daemon_id }),
         T,
+    )
+    .await?;
+    let res = held.await??;
+    let peers = res.peers.unwrap_or_default();
+    if peers.len() != 1 || !peers[0].ok {
+        bail!(
+            "the message sent while reconnecting was not delivered: {peers:?}\n{}",
+            b.diagnostics()
+        );
+    }
+    b.wait_from(
+        mark,
+        "the held text at the browser",
+        Duration::from_secs(10),
+        |v| {
+            v["ev"] == "message"
+                && v["peer"] == daemon_id.as_str()
+                && v["text"] == "held while reconnecting"
+        },
     )
     .await?;
     let mark = b.mark();

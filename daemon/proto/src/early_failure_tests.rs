@@ -143,3 +143,78 @@ fn checking_gets_the_whole_timeout_after_a_late_answer() {
     }
     assert!(gave_up, "still checking after the timeout");
 }
+
+fn holds(actions: &[Action], peer: &str) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::HoldSends { remote } if remote == peer))
+}
+
+/// A connected browser whose connection fails will get a new one (re-invoke): sends to it are
+/// held for that one, and the hold comes before the `failed` event (a send that reacts to the
+/// event finds the peer held, not failed). Not for a peerixd (it has ICE restarts; failing
+/// after them means it is most likely gone), nor for a connection that never came up.
+#[test]
+fn sends_are_held_for_a_browser_whose_connection_failed() {
+    use peerix_wire::control::ControlMessage;
+    let t0 = Instant::now();
+    let timeout = Duration::from_secs(3);
+    let mut r = Room::new(
+        RoomConfig {
+            me: "me".into(),
+            metadata: Json::Null,
+            max_connecting: 4,
+            connection_timeout: Some(timeout),
+            candidate_debounce: Duration::from_millis(10),
+        },
+        7,
+    );
+    let connect = |r: &mut Room, peer: &str, up: bool, hello: bool| {
+        r.handle_signal(t0, false, peer, SignalType::Invoke, vec![]);
+        let conn = drain(r)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Connect { conn, .. } => Some(conn),
+                _ => None,
+            })
+            .expect("a connection");
+        r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Checking));
+        if up {
+            r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Connected));
+            r.handle_conn_event(t0, conn, ConnEvent::ControlOpen);
+        }
+        if hello {
+            let bytes = ControlMessage::PeerixdHello(serde_json::json!({"peerixd": 1})).encode();
+            r.handle_conn_event(t0, conn, ConnEvent::ControlMessage(bytes));
+        }
+        drain(r);
+        conn
+    };
+    let browser = connect(&mut r, "bb", true, false);
+    let daemon = connect(&mut r, "dd", true, true);
+    let never = connect(&mut r, "nn", false, false);
+    for (conn, peer, held) in [
+        (browser, "bb", true),
+        (daemon, "dd", false),
+        (never, "nn", false),
+    ] {
+        r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Failed));
+        let actions = drain(&mut r);
+        assert_eq!(holds(&actions, peer), held, "{peer}: {actions:?}");
+        if held {
+            let hold = actions
+                .iter()
+                .position(|a| matches!(a, Action::HoldSends { .. }));
+            let fail = actions.iter().position(|a| {
+                matches!(
+                    a,
+                    Action::Emit(Event::Connection {
+                        state: PeerState::Failed,
+                        ..
+                    })
+                )
+            });
+            assert!(hold < fail, "{actions:?}");
+        }
+    }
+}

@@ -625,6 +625,17 @@ impl Room {
             .timer
             .filter(|t| failed && was.is_setting_up() && *t > now)
             .unwrap_or(now);
+        // A browser's dead path is repaired by a new connection, not an ICE restart (Peerix
+        // never restarts): sends to it wait for that one. A peerixd that failed after its
+        // restarts is most likely gone, so sends to it keep failing at once.
+        let retried =
+            self.recovery.get(&c.remote).map_or(0, |t| t.attempts) < MAX_RECOVERY_ATTEMPTS;
+        let was_up = matches!(was, PeerState::Connected | PeerState::Disconnected);
+        if failed && retried && !self.leaving && !c.peerixd && was_up {
+            self.out.push_back(Action::HoldSends {
+                remote: c.remote.clone(),
+            });
+        }
         if failed {
             c.set_state(PeerState::Failed, &mut self.out);
         }

@@ -201,6 +201,13 @@ pub enum Action {
         /// Connection.
         conn: ConnId,
     },
+    /// The connection to `remote` (a browser, once connected) failed and a new one will be
+    /// made (re-invoke): sends to it should wait for the new connection's channels instead of
+    /// failing. Emitted before the connection's `failed` event.
+    HoldSends {
+        /// Remote id.
+        remote: String,
+    },
     /// No connection to `remote` remains: forget what was cached for it (its ECDH key).
     Forget {
         /// Remote id.

@@ -384,7 +384,7 @@ impl PeerActor {
                     act.creating.remove(&label);
                     act.cap.gone(&label);
                     // Sends waiting for it fail now rather than at their timeout.
-                    act.s.lanes.set(&label, Slot::Absent);
+                    act.s.lanes.set_by(act.s.conn, &label, Slot::Absent);
                     act.error("DATACHANNEL_ERROR", &format!("creating data channel: {e}"))
                 }
             }),
@@ -412,7 +412,9 @@ impl PeerActor {
             idle_timeout: self.s.limits.transfer_idle_timeout(),
         };
         let actor = ChannelActor::new(cx, ch, ctx.address().recipient());
-        self.s.lanes.set(&label, Slot::Ready(actor.sender()));
+        self.s
+            .lanes
+            .set_by(self.s.conn, &label, Slot::Ready(actor.sender()));
         let addr = actor.start();
         // A second channel with a known label replaces the older one (§7.1).
         if let Some(old) = self.channels.insert(label, addr) {
@@ -450,7 +452,7 @@ impl Actor for PeerActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.s.lanes.close();
+        self.s.lanes.close_by(self.s.conn);
         if let Some(rtc) = self.rtc.take() {
             actix::spawn(async move { rtc.close().await });
         }
@@ -523,12 +525,12 @@ impl Handler<LabelOpen> for PeerActor {
         // The room already told the lanes (before its reply to the client); this is for a
         // connection created since.
         if open {
-            self.s.lanes.expect(&label);
+            self.s.lanes.expect_by(self.s.conn, &label);
             self.s.labels.insert(label);
         } else {
             self.s.labels.remove(&label);
             // Sends still waiting for this channel fail now rather than at their timeout.
-            self.s.lanes.set(&label, Slot::Absent);
+            self.s.lanes.set_by(self.s.conn, &label, Slot::Absent);
         }
     }
 }
@@ -593,7 +595,7 @@ impl Drop for PeerActor {
         // Runs on a normal stop (rtc already taken) and when a panic unwinds the actor: the
         // connection must not outlive it, or the remote would keep a half-dead peer; nor may
         // its lanes, or sends to it would wait for a channel that cannot come.
-        self.s.lanes.close();
+        self.s.lanes.close_by(self.s.conn);
         if let Some(rtc) = self.rtc.take() {
             tokio::spawn(async move { rtc.close().await });
         }

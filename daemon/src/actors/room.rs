@@ -36,6 +36,11 @@ pub use super::room_commands::*;
 /// because every tick wakes the daemon's main thread, and an idle daemon should sleep.
 const WATCHDOG: Duration = Duration::from_secs(30);
 
+/// How long sends to a browser whose connection failed wait for the new one
+/// ([`RoomDirectory::hold`]): the re-invoke goes within a second and the new connection is up in
+/// a few more; each send also gives up after its own 10 s wait for a channel.
+const HOLD_SENDS: Duration = Duration::from_secs(20);
+
 /// Everything needed to start a room.
 pub struct RoomSetup {
     /// Room id.
@@ -218,8 +223,10 @@ impl RoomActor {
                 let labels: BTreeSet<String> = self.machine.labels().map(str::to_owned).collect();
                 let rtc = self.rtc_config_for(&remote);
                 // Sends to the peer queue on these lanes from now on (they wait for channels).
-                let lanes = PeerLanes::new(&labels);
-                self.s.directory.register(&remote, conn, lanes.clone());
+                let lanes = self
+                    .s
+                    .directory
+                    .register(&remote, conn, || PeerLanes::new(&labels));
                 let setup = PeerSetup {
                     room: self.s.room.clone(),
                     remote,
@@ -249,6 +256,15 @@ impl RoomActor {
                 // Closed by the machine: no longer a send target (its lanes close with its actor).
                 self.s.directory.unregister(conn);
                 self.conn_cmd(conn, PeerCmd::Close)
+            }
+            Action::HoldSends { remote } => {
+                if let Some(hold) = self.s.directory.hold(&remote) {
+                    // Sends wait at most `CHANNEL_WAIT` each; the hold only has to outlast
+                    // the new connection's set-up, and then must not keep a gone peer.
+                    ctx.run_later(HOLD_SENDS, move |act, _| {
+                        act.s.directory.release(&remote, hold)
+                    });
+                }
             }
             Action::Forget { remote } => self.codec.forget_key(&remote),
             Action::Verify {

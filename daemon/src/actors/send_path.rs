@@ -128,9 +128,14 @@ impl Routes {
 
 /// One connection in a [`RoomDirectory`].
 struct DirEntry {
-    conn: ConnId,
+    /// `None` while the peer is [held](RoomDirectory::hold): its connection failed and a new
+    /// one is being made.
+    conn: Option<ConnId>,
     state: PeerState,
     lanes: Arc<PeerLanes>,
+    /// The hold's number, so an expired [`RoomDirectory::release`] of an earlier hold does not
+    /// end a later one.
+    hold: u64,
 }
 
 /// The peers of one room as the send path sees them. The room actor keeps it current from its
@@ -142,6 +147,8 @@ pub struct RoomDirectory {
     peers: Mutex<HashMap<String, DirEntry>>,
     /// Labels opened room-wide (kept by the room actor with its machine's).
     labels: Mutex<std::collections::HashSet<String>>,
+    /// Holds made so far (their numbers).
+    holds: std::sync::atomic::AtomicU64,
 }
 
 impl RoomDirectory {
@@ -151,6 +158,7 @@ impl RoomDirectory {
             room: room.to_string(),
             peers: Mutex::default(),
             labels: Mutex::default(),
+            holds: Default::default(),
         })
     }
 
@@ -194,14 +202,65 @@ impl RoomDirectory {
         )))
     }
 
-    /// Registers connection `conn` to `peer` (replacing an older one).
-    pub fn register(&self, peer: &str, conn: ConnId, lanes: Arc<PeerLanes>) {
-        let entry = DirEntry {
-            conn,
-            state: PeerState::New,
-            lanes,
+    /// Registers connection `conn` to `peer` (replacing an older one) and returns its lanes:
+    /// the held lanes of the peer's failed connection, with the sends waiting on them, or
+    /// `fresh` ones.
+    pub fn register(
+        &self,
+        peer: &str,
+        conn: ConnId,
+        fresh: impl FnOnce() -> Arc<PeerLanes>,
+    ) -> Arc<PeerLanes> {
+        let mut peers = lock(&self.peers);
+        let lanes = match peers.remove(peer) {
+            Some(DirEntry {
+                conn: None, lanes, ..
+            }) if !lanes.is_closed() => lanes,
+            _ => fresh(),
         };
-        lock(&self.peers).insert(peer.to_string(), entry);
+        lanes.adopt(conn);
+        let entry = DirEntry {
+            conn: Some(conn),
+            state: PeerState::New,
+            lanes: lanes.clone(),
+            hold: 0,
+        };
+        peers.insert(peer.to_string(), entry);
+        lanes
+    }
+
+    /// The connection to `peer` failed and a new one will be tried (a browser re-invoked): its
+    /// lanes stay, detached from the old connection, so sends to the peer wait for the new
+    /// connection's channels (each up to its own `CHANNEL_WAIT`) instead of failing. Messages
+    /// already written on the old channels fail with it. [`RoomDirectory::release`] ends the
+    /// hold.
+    /// Returns the hold's number for [`RoomDirectory::release`].
+    pub fn hold(&self, peer: &str) -> Option<u64> {
+        let mut peers = lock(&self.peers);
+        let e = peers.get_mut(peer).filter(|e| e.conn.is_some())?;
+        let hold = self
+            .holds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        e.conn = None;
+        e.state = PeerState::Failed;
+        e.hold = hold;
+        e.lanes.detach();
+        Some(hold)
+    }
+
+    /// Ends hold number `hold` on `peer`'s lanes if no new connection adopted them: sends still
+    /// waiting fail.
+    pub fn release(&self, peer: &str, hold: u64) {
+        let mut peers = lock(&self.peers);
+        if peers
+            .get(peer)
+            .is_some_and(|e| e.conn.is_none() && e.hold == hold)
+        {
+            if let Some(e) = peers.remove(peer) {
+                e.lanes.close();
+            }
+        }
     }
 
     /// Records the state of the current connection to `peer`.
@@ -215,7 +274,7 @@ impl RoomDirectory {
     /// lanes.
     pub fn unregister(&self, conn: ConnId) -> Option<Arc<PeerLanes>> {
         let mut peers = lock(&self.peers);
-        let peer = peers.iter().find(|(_, e)| e.conn == conn)?.0.clone();
+        let peer = peers.iter().find(|(_, e)| e.conn == Some(conn))?.0.clone();
         peers.remove(&peer).map(|e| e.lanes)
     }
 
@@ -249,13 +308,14 @@ impl RoomDirectory {
     /// is being set up is waited for (its channel comes up with it); so is one that is
     /// disconnected (its path is being repaired, by an ICE restart between daemons, and the
     /// message waits on the channel; if the connection fails instead, the send fails with it);
-    /// one whose connection failed or closed fails the send at once.
+    /// one whose connection failed or closed fails the send at once, unless the peer is
+    /// [held](RoomDirectory::hold) for a new connection.
     pub fn targets(&self, to: Option<&str>) -> Result<Vec<(String, Arc<PeerLanes>)>, DaemonError> {
         let peers = lock(&self.peers);
         match to {
             Some(p) => {
                 let e = peers.get(p).ok_or_else(|| self.no_such_peer(p))?;
-                if matches!(e.state, PeerState::Failed | PeerState::Closed) {
+                if e.conn.is_some() && matches!(e.state, PeerState::Failed | PeerState::Closed) {
                     return Err(DaemonError::SendFailed(format!(
                         "peer {p:?} is {} (its connection is lost); nothing was sent",
                         e.state.as_str()
@@ -327,7 +387,13 @@ struct Lane {
 pub struct PeerLanes {
     lanes: Mutex<HashMap<String, Lane>>,
     closed: std::sync::atomic::AtomicBool,
+    /// The connection whose actor sets the channels; `NO_OWNER` while held between two
+    /// connections, so the old actor's last words (its stop closes "its" lanes) are ignored.
+    owner: std::sync::atomic::AtomicU64,
 }
+
+/// [`PeerLanes::owner`] while no connection owns them.
+const NO_OWNER: u64 = u64::MAX;
 
 impl PeerLanes {
     /// Lanes for a new connection; `open` are the labels opened room-wide.
@@ -345,7 +411,59 @@ impl PeerLanes {
         Arc::new(Self {
             lanes: Mutex::new(lanes),
             closed: Default::default(),
+            owner: std::sync::atomic::AtomicU64::new(NO_OWNER),
         })
+    }
+
+    fn owned_by(&self, conn: ConnId) -> bool {
+        self.owner.load(std::sync::atomic::Ordering::Acquire) == conn
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Connection `conn`'s actor sets the channels from now on.
+    fn adopt(&self, conn: ConnId) {
+        self.owner.store(conn, std::sync::atomic::Ordering::Release);
+    }
+
+    /// No connection owns the lanes: every channel is gone, and a label that had (or expected)
+    /// one waits for the next connection's.
+    fn detach(&self) {
+        self.owner
+            .store(NO_OWNER, std::sync::atomic::Ordering::Release);
+        for lane in lock(&self.lanes).values() {
+            lane.slot.send_if_modified(|s| {
+                let change = matches!(s, Slot::Ready(_));
+                if change {
+                    *s = Slot::Pending;
+                }
+                change
+            });
+        }
+    }
+
+    /// [`PeerLanes::set`] from connection `conn`'s actor: ignored once another owns the lanes.
+    pub fn set_by(&self, conn: ConnId, label: &str, slot: Slot) {
+        if self.owned_by(conn) {
+            self.set(label, slot);
+        }
+    }
+
+    /// [`PeerLanes::expect`] from connection `conn`'s actor.
+    pub fn expect_by(&self, conn: ConnId, label: &str) {
+        if self.owned_by(conn) {
+            self.expect(label);
+        }
+    }
+
+    /// [`PeerLanes::close`] from connection `conn`'s actor (it stops): ignored when the lanes
+    /// were detached from it to wait for a new connection.
+    pub fn close_by(&self, conn: ConnId) {
+        if self.owned_by(conn) {
+            self.close();
+        }
     }
 
     fn with_lane<R>(&self, label: &str, f: impl FnOnce(&mut Lane) -> R) -> R {
