@@ -12,9 +12,11 @@
 //! through untouched.
 //!
 //! The server keeps the allocation for as long as the stream lives: when it drops, the
-//! allocation is gone, so the loss is logged and recorded (`ICE_SERVER_ERROR` when no relay
-//! candidate came, ICE's own failure handling otherwise) and the next message opens a new
-//! stream, at most once per [`RETRY_AFTER`].
+//! allocation is gone. What happens to each server (a stream that cannot be opened, one that
+//! broke before or after carrying an allocation, and through [`TurnStreams::allocation_failed`]
+//! the relayer's verdicts for every server, UDP too) goes to the connection's owner as a
+//! [`TurnOutcome`], which decides what to report and whether to gather again (peerixd's
+//! `TurnWatch`). The next message opens a new stream, at most once per [`RETRY_AFTER`].
 
 use std::collections::HashMap;
 use std::io;
@@ -41,8 +43,9 @@ const IN_QUEUE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A failed or dropped stream is reopened at most this often per (socket, server).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// Failures kept for `ICE_SERVER_ERROR` (the latest ones).
-const KEPT_ERRORS: usize = 4;
+/// STUN message type of an Allocate success response (RFC 8656 §7.3): a stream that carried
+/// one holds an allocation.
+const ALLOCATE_SUCCESS: [u8; 2] = [0x01, 0x03];
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -69,21 +72,50 @@ impl StreamKind {
     }
 }
 
+/// What became of one of the connection's TURN servers (any transport), for its owner:
+/// what to tell the operator (`ICE_SERVER_ERROR`) and whether the relayed path is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnOutcome {
+    /// It gave a relay candidate.
+    Relayed,
+    /// Its TCP/TLS stream could not be opened, or broke before an allocation: why, and what
+    /// to do.
+    StreamFailed(String),
+    /// Its TCP/TLS stream broke after carrying an allocation, which the server dropped with it.
+    StreamLost(String),
+    /// It refused the allocation: the server's error.
+    Refused(String),
+    /// The relayer gave up waiting for its answer.
+    NoAnswer,
+}
+
+/// Where [`TurnOutcome`]s go: `(url, outcome)`, the URL as the stack names the server.
+pub(crate) type TurnSink = Box<dyn Fn(&str, TurnOutcome) + Send + Sync>;
+
 /// One connection's stream-transport TURN servers, shared by its runtime and its sockets.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct TurnStreams {
-    servers: Mutex<HashMap<SocketAddr, StreamKind>>,
+    /// Server address → how it is reached and its URL.
+    servers: Mutex<HashMap<SocketAddr, (StreamKind, String)>>,
     /// Keeps the lock off the data path of connections without such servers.
     any: AtomicBool,
-    errors: Mutex<Vec<String>>,
     dropped: AtomicU64,
+    sink: std::sync::OnceLock<TurnSink>,
+}
+
+impl std::fmt::Debug for TurnStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnStreams")
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TurnStreams {
-    /// From now on TURN traffic to `server` goes over `kind`.
-    pub(crate) fn register(&self, server: SocketAddr, kind: StreamKind) {
+    /// From now on TURN traffic to `server` (named `url`) goes over `kind`.
+    pub(crate) fn register(&self, server: SocketAddr, kind: StreamKind, url: &str) {
         tracing::debug!("TURN server {server} is reached over {}", kind.name());
-        lock(&self.servers).insert(server, kind);
+        lock(&self.servers).insert(server, (kind, url.to_owned()));
         self.any.store(true, Ordering::Release);
     }
 
@@ -91,26 +123,48 @@ impl TurnStreams {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
-        lock(&self.servers).get(&server).cloned()
+        lock(&self.servers).get(&server).map(|(k, _)| k.clone())
     }
 
     /// The transport of the first registered server (`tcp`/`tls`), if any.
     pub(crate) fn transport(&self) -> Option<&'static str> {
-        lock(&self.servers).values().next().map(StreamKind::name)
+        lock(&self.servers).values().next().map(|(k, _)| k.name())
     }
 
-    /// Why streams to the servers failed, latest last.
-    pub(crate) fn errors(&self) -> Vec<String> {
-        lock(&self.errors).clone()
+    /// Where outcomes go from now on (once; later calls are ignored).
+    pub(crate) fn set_sink(&self, sink: TurnSink) {
+        let _ = self.sink.set(sink);
     }
 
-    fn fail(&self, message: String) {
-        tracing::warn!("{message}");
-        let mut errors = lock(&self.errors);
-        if errors.len() == KEPT_ERRORS {
-            errors.remove(0);
+    /// Hands `outcome` for the server `url` to the owner.
+    pub(crate) fn tell(&self, url: &str, outcome: TurnOutcome) {
+        if let Some(sink) = self.sink.get() {
+            sink(url, outcome);
         }
-        errors.push(message);
+    }
+
+    /// The relayer's verdict on an allocation (`error`: the server's refusal; `None`: no
+    /// answer).
+    pub(crate) fn allocation_failed(&self, url: &str, error: Option<&str>) {
+        let outcome = match error {
+            Some(e) => TurnOutcome::Refused(e.to_owned()),
+            None => TurnOutcome::NoAnswer,
+        };
+        self.tell(url, outcome);
+    }
+
+    /// A stream to `server` failed (`allocated`: after carrying an allocation).
+    fn fail(&self, server: SocketAddr, allocated: bool, message: String) {
+        tracing::warn!("{message}");
+        let url = lock(&self.servers).get(&server).map(|(_, u)| u.clone());
+        if let Some(url) = url {
+            let outcome = if allocated {
+                TurnOutcome::StreamLost(message)
+            } else {
+                TurnOutcome::StreamFailed(message)
+            };
+            self.tell(&url, outcome);
+        }
     }
 
     fn drop_one(&self, why: &str) {
@@ -360,8 +414,20 @@ async fn connect(
     }
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(server))
         .await
-        .map_err(|_| format!("no TCP connection within {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| format!("TCP connection refused or unreachable: {e}"))?;
+        .map_err(|_| {
+            format!(
+                "no TCP connection within {CONNECT_TIMEOUT:?}: is the TURN server running, \
+                 and reachable from this host on TCP port {}?",
+                server.port()
+            )
+        })?
+        .map_err(|e| {
+            format!(
+                "TCP connection refused or unreachable ({e}): is the TURN server running and \
+                 listening on TCP port {}, and reachable from this host?",
+                server.port()
+            )
+        })?;
     let _ = tcp.set_nodelay(true);
     let StreamKind::Tls(name) = kind else {
         return Ok(Box::new(tcp));
@@ -406,10 +472,12 @@ async fn run_link(
     let mut stream = match connect(local, server, &kind).await {
         Ok(s) => s,
         Err(e) => {
-            streams.fail(format!("{what}: {e}"));
+            streams.fail(server, false, format!("{what}: {e}"));
             return;
         }
     };
+    // Whether the server granted an allocation on this stream (it dies with the stream).
+    let mut allocated = false;
     tracing::debug!("{what}: connected");
     let mut deframer = Deframer::default();
     let mut read_buf = vec![0u8; 16 * 1024];
@@ -445,11 +513,14 @@ async fn run_link(
                 let mut bad = None;
                 loop {
                     match deframer.next_frame() {
-                        Ok(Some(frame)) => match deliver.try_send((server, frame.to_vec())) {
+                        Ok(Some(frame)) => {
+                            allocated |= frame.starts_with(&ALLOCATE_SUCCESS);
+                            match deliver.try_send((server, frame.to_vec())) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => streams.drop_one("receive queue full"),
                             Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        },
+                            }
+                        }
                         Ok(None) => break,
                         Err(e) => {
                             bad = Some(e);
@@ -463,10 +534,12 @@ async fn run_link(
             }
         }
     };
-    streams.fail(format!(
-        "{what}: {end}; its allocation is lost (ICE gives up the relayed path, a new stream \
-         is opened for the next request)"
-    ));
+    let message = if allocated {
+        format!("{what}: {end}; its allocation is lost with it (the connection gathers again)")
+    } else {
+        format!("{what}: {end}")
+    };
+    streams.fail(server, allocated, message);
 }
 
 #[cfg(test)]
@@ -522,8 +595,13 @@ mod tests {
                 .wrap_udp_socket(udp)
                 .expect("wrap");
             let streams = Arc::new(TurnStreams::default());
+            let told = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&told);
+            streams.set_sink(Box::new(move |url, outcome| {
+                lock(&sink).push((url.to_owned(), outcome));
+            }));
             let sock = StreamTurnSocket::new(inner, Arc::clone(&streams)).expect("socket");
-            streams.register(server, StreamKind::Tcp);
+            streams.register(server, StreamKind::Tcp, "turn:test?transport=tcp");
 
             // ChannelData of 5 bytes goes out padded to 12.
             send(&sock, server, &[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5]).await;
@@ -546,7 +624,8 @@ mod tests {
             assert_eq!(recv(&sock).await, (server, response));
             assert_eq!(recv(&sock).await, (server, vec![0x40, 0x01, 0x00, 0x01, 7]));
 
-            // A hostile length: the stream is closed, and the reason kept for the operator.
+            // A hostile length: the stream is closed, and the reason goes to the owner; the
+            // stream carried an Allocate success (0x0103 above), so the allocation is lost.
             conn.write_all(&[0x40, 0x00, 0xff, 0xff])
                 .await
                 .expect("write");
@@ -554,10 +633,52 @@ mod tests {
             let closed =
                 tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
             assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
-            let errors = streams.errors();
+            // The task reports right after closing; give it a moment.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let told = lock(&told).clone();
             assert!(
-                errors.last().is_some_and(|e| e.contains("65540-byte")),
-                "{errors:?}"
+                matches!(told.as_slice(), [(url, TurnOutcome::StreamLost(e))]
+                    if url == "turn:test?transport=tcp" && e.contains("65540-byte")),
+                "{told:?}"
+            );
+        });
+    }
+
+    /// A server that refuses the connection: the owner hears it at once, with what to do.
+    #[test]
+    fn a_refused_stream_is_told_to_the_owner() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            // A port nobody listens on any more.
+            let server = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("listen")
+                .local_addr()
+                .expect("addr");
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            udp.set_nonblocking(true).expect("nonblocking");
+            let inner = webrtc::runtime::TokioRuntime
+                .wrap_udp_socket(udp)
+                .expect("wrap");
+            let streams = Arc::new(TurnStreams::default());
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            streams.set_sink(Box::new(move |url, outcome| {
+                let _ = tx.send((url.to_owned(), outcome));
+            }));
+            let sock = StreamTurnSocket::new(inner, Arc::clone(&streams)).expect("socket");
+            streams.register(server, StreamKind::Tcp, "turn:refused?transport=tcp");
+            send(&sock, server, &[0x40, 0x00, 0x00, 0x01, 1]).await;
+            let (url, outcome) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("told within 5 s")
+                .expect("an outcome");
+            assert_eq!(url, "turn:refused?transport=tcp");
+            assert!(
+                matches!(&outcome, TurnOutcome::StreamFailed(e) if e.contains("refused") && e.contains("running")),
+                "{outcome:?}"
             );
         });
     }
