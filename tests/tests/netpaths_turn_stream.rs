@@ -181,9 +181,10 @@ fn error_of(e: &peerix_ipc_proto::Event) -> Option<(&str, &str)> {
     Some((get("code")?, get("message")?))
 }
 
-/// Three TURN servers that fail differently, next to a STUN server that works: `turns:` with
+/// Four TURN servers that fail differently, next to a STUN server that works: `turns:` with
 /// a certificate nobody trusts (no `turn_tls.ca_file`), TURN over TCP on a port that refuses
-/// connections, TURN over UDP on a port that drops everything. Each reaches the client as one
+/// connections, TURN over UDP on a port that drops everything, and coturn with a wrong
+/// password. Each reaches the client as one
 /// `ICE_SERVER_ERROR` naming its URL and saying what to do, well before the connection
 /// timeout, and the connection goes on over the server-reflexive path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,6 +203,7 @@ async fn failing_turn_servers_are_reported_once_each_and_the_connection_goes_on(
     let untrusted = lab.turns_url();
     let refused = format!("turn:{}:3479?transport=tcp", netlab::TURN_IP);
     let silent = format!("turn:{}:3479?transport=udp", netlab::TURN_IP);
+    let wrong_password = lab.turn_url();
     let turn = |url: &str| IceServer {
         urls: vec![url.to_owned()],
         username: Some(netlab::TURN_USER.into()),
@@ -216,6 +218,10 @@ async fn failing_turn_servers_are_reported_once_each_and_the_connection_goes_on(
         turn(&untrusted),
         turn(&refused),
         turn(&silent),
+        IceServer {
+            credential: Some("not-the-password".into()),
+            ..turn(&wrong_password)
+        },
     ];
     let start = Instant::now();
     let (mut a, b, da, _db) = connect_with(&lab, &env, servers, "").await?;
@@ -225,6 +231,8 @@ async fn failing_turn_servers_are_reported_once_each_and_the_connection_goes_on(
         (untrusted.as_str(), "ca_file"),
         (refused.as_str(), "refused"),
         (silent.as_str(), "no answer"),
+        // The server's own error (vendor patch 20 hands it over), and what to check.
+        (wrong_password.as_str(), "401"),
     ];
     let mut seen: Vec<(String, String)> = Vec::new();
     while seen.len() < expected.len() {
