@@ -50,6 +50,9 @@ pub enum TurnAction {
     RelayLost {
         /// The server's URL as configured.
         url: String,
+        /// No other server gives this connection a relay candidate now, so a selected relay
+        /// pair whose server is unknown (the stack does not always keep the URL) is this one.
+        only_relay: bool,
     },
 }
 
@@ -189,6 +192,10 @@ impl TurnWatch {
     /// What happened to the server the stack names `url`.
     pub fn news(&mut self, url: &str, news: TurnNews<'_>) -> Option<TurnAction> {
         let key = Key::parse(url)?;
+        let others_relay = self
+            .servers
+            .iter()
+            .any(|s| s.key != key && s.state == State::Relayed);
         let s = self.servers.iter_mut().find(|s| s.key == key)?;
         if s.state == State::Relayed && !matches!(news, TurnNews::StreamLost(_)) {
             // It relays for this connection (another socket's stream or transaction failing
@@ -205,7 +212,10 @@ impl TurnWatch {
                 // the server counts as waiting (without a deadline: the owner's restart
                 // starts a new gathering, and with it the wait).
                 s.state = State::Waiting;
-                Some(TurnAction::RelayLost { url: s.url.clone() })
+                Some(TurnAction::RelayLost {
+                    url: s.url.clone(),
+                    only_relay: !others_relay,
+                })
             }
             TurnNews::StreamFailed(why) | TurnNews::StreamLost(why) => {
                 let message = format!("no relay candidate from TURN server {}: {why}", s.url);
@@ -305,7 +315,7 @@ mod tests {
         actions
             .iter()
             .map(|a| match a {
-                TurnAction::Report { url, .. } | TurnAction::RelayLost { url } => url.as_str(),
+                TurnAction::Report { url, .. } | TurnAction::RelayLost { url, .. } => url.as_str(),
             })
             .collect()
     }
@@ -407,7 +417,10 @@ mod tests {
                 TCP,
                 TurnNews::StreamLost("the server closed the connection")
             ),
-            Some(TurnAction::RelayLost { url: TCP.into() })
+            Some(TurnAction::RelayLost {
+                url: TCP.into(),
+                only_relay: true
+            })
         );
         // The restart's gathering: the server is gone for good now.
         let t1 = t0 + Duration::from_secs(30);
@@ -422,6 +435,23 @@ mod tests {
             w.news(TCP, TurnNews::StreamLost("reset")),
             Some(TurnAction::RelayLost { .. })
         ));
+    }
+
+    /// With another server relaying too, a loss does not say which relay the selected pair
+    /// uses.
+    #[test]
+    fn a_loss_next_to_another_relay_is_not_the_only_one() {
+        let mut w = TurnWatch::new([TCP, UDP]);
+        w.gathering_started(Instant::now());
+        w.news(TCP, TurnNews::Relayed);
+        w.news(UDP, TurnNews::Relayed);
+        assert_eq!(
+            w.news(TCP, TurnNews::StreamLost("reset")),
+            Some(TurnAction::RelayLost {
+                url: TCP.into(),
+                only_relay: false
+            })
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl PeerActor {
         for action in actions {
             match action {
                 TurnAction::Report { url, message } => self.turn_error(&url, &message),
-                TurnAction::RelayLost { url } => self.relay_lost(url, ctx),
+                TurnAction::RelayLost { url, only_relay } => self.relay_lost(url, only_relay, ctx),
             }
         }
     }
@@ -96,14 +96,21 @@ impl PeerActor {
     /// after its consent timeout: the machine is told the path failed, which restarts ICE at
     /// once toward a peerixd (new sockets, streams and allocations; DTLS and SCTP carry on)
     /// and fails the connection toward a browser (which Peerix replaces).
-    fn relay_lost(&mut self, url: String, ctx: &mut Context<Self>) {
+    /// `only_relay`: no other server relays for this connection, so a selected relay pair
+    /// whose URL the stack did not keep goes through `url`.
+    fn relay_lost(&mut self, url: String, only_relay: bool, ctx: &mut Context<Self>) {
         let Some(rtc) = self.rtc.clone() else { return };
         ctx.spawn(
             async move { rtc.selected_relay_url().await }
                 .into_actor(self)
                 .map(move |selected, act, _| {
                     let Some(selected) = selected else { return };
-                    if !selected.is_empty() && !TurnWatch::same_server(&selected, &url) {
+                    let through_it = if selected.is_empty() {
+                        only_relay
+                    } else {
+                        TurnWatch::same_server(&selected, &url)
+                    };
+                    if !through_it {
                         return;
                     }
                     tracing::info!(
