@@ -46,6 +46,8 @@ mod rng;
 mod room;
 mod types;
 mod verify;
+// TURN server failures for ICE_SERVER_ERROR (issue 15 part 3).
+mod turn_watch;
 
 pub use admission::MAX_INVITES;
 pub use delivery::{Delivered, Delivery, Kind, Part};
@@ -64,5 +66,6 @@ pub use rate::NewSenderLimit;
 pub use resend::{MAX_OFFER_RESENDS, OFFER_RESEND};
 pub use restart::RestartPolicy;
 pub use room::{NoSuchPeer, Room, RoomConfig, MAX_RECOVERY_ATTEMPTS, PEERIXD_DISCONNECT_GRACE};
+pub use turn_watch::{TurnAction, TurnNews, TurnWatch};
 pub use types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};
 pub use verify::{Admission, Fallback, VerdictError, VerifierPolicy};

@@ -42,7 +42,7 @@ mod turn_frame;
 mod turn_stream;
 mod udp_mux;
 pub use stats::PeerStats;
-pub use turn_stream::{configure_tls as configure_turn_tls, TurnTlsError};
+pub use turn_stream::{configure_tls as configure_turn_tls, TurnOutcome, TurnTlsError};
 
 use serde::{Deserialize, Serialize};
 
@@ -218,6 +218,16 @@ pub enum RtcEvent {
     IceState(IceState),
     /// Every local candidate has been reported (there is no null candidate event).
     GatheringComplete,
+    /// Local gathering started: the first local description, or one with new ICE credentials
+    /// (an ICE restart).
+    GatheringStarted,
+    /// What became of one of the connection's TURN servers (`url` as the stack names it).
+    TurnServer {
+        /// The server's URL.
+        url: String,
+        /// What happened.
+        outcome: TurnOutcome,
+    },
     /// The stack wants an offer (fires on both sides when the control channel is created).
     NegotiationNeeded,
     /// The control channel (stream 0) is open.

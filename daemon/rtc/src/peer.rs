@@ -226,6 +226,16 @@ impl PeerConnectionEventHandler for Handler {
             sdp_m_line_index: Some(0),
             username_fragment: ufrag,
         }));
+        // Which TURN server relays (for the owner's `ICE_SERVER_ERROR` bookkeeping); the
+        // candidate itself does not keep the URL, the event does.
+        if event.candidate.typ == rtc::peer_connection::transport::RTCIceCandidateType::Relay
+            && !event.url.is_empty()
+        {
+            self.shared.emit(RtcEvent::TurnServer {
+                url: event.url,
+                outcome: crate::TurnOutcome::Relayed,
+            });
+        }
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
@@ -402,6 +412,18 @@ async fn build_pc(
         tuned = tuned.with_mux(mux.connect());
     }
     let tuned = Arc::new(tuned);
+    // TURN servers' fates reach the owner as events (`turn_stream.rs`, `TurnOutcome`).
+    let weak = Arc::downgrade(shared);
+    tuned.turn_streams().set_sink(Box::new(move |url, outcome| {
+        if let Some(shared) = weak.upgrade() {
+            if !shared.closed_sent.load(Ordering::Acquire) {
+                shared.emit(RtcEvent::TurnServer {
+                    url: url.to_owned(),
+                    outcome,
+                });
+            }
+        }
+    }));
     // A retry after an mDNS failure builds a second runtime; the first one set wins, so
     // remember the runtime only once the build succeeded.
     let runtime: Arc<dyn Runtime> = tuned.clone();
@@ -643,17 +665,6 @@ impl RtcPeer {
         &self.inner.pc
     }
 
-    /// Why streams to `turn:…?transport=tcp` / `turns:` servers failed (latest last), for
-    /// the operator's `ICE_SERVER_ERROR`.
-    pub fn turn_stream_errors(&self) -> Vec<String> {
-        self.inner
-            .shared
-            .runtime
-            .get()
-            .map(|rt| rt.turn_streams().errors())
-            .unwrap_or_default()
-    }
-
     /// `tcp` or `tls` when the connection reaches a TURN server over a stream.
     pub(crate) fn turn_stream_transport(&self) -> Option<&'static str> {
         self.inner
@@ -762,7 +773,11 @@ impl RtcPeer {
             if let Some(rt) = self.inner.shared.runtime.get() {
                 rt.set_local_ufrag(&ufrag);
             }
-            *Shared::lock(&self.inner.shared.local_ufrag) = Some(ufrag);
+            let previous = Shared::lock(&self.inner.shared.local_ufrag).replace(ufrag.clone());
+            // New ICE credentials: the stack gathers (again).
+            if previous.as_deref() != Some(ufrag.as_str()) {
+                self.inner.shared.emit(RtcEvent::GatheringStarted);
+            }
         }
         if let Some(mid) = sdp_attr(sdp, "mid") {
             let mut guard = Shared::lock(&self.inner.shared.local_mid);

@@ -232,11 +232,20 @@ impl Runtime for TunedRuntime {
         "peerix-tuned-tokio"
     }
 
-    fn register_turn_stream(&self, server: SocketAddr, tls_server_name: Option<&str>) -> bool {
+    fn register_turn_stream(
+        &self,
+        server: SocketAddr,
+        tls_server_name: Option<&str>,
+        url: &str,
+    ) -> bool {
         use crate::turn_stream::StreamKind;
         let kind = tls_server_name.map_or(StreamKind::Tcp, |n| StreamKind::Tls(n.to_owned()));
-        self.turn_streams.register(server, kind);
+        self.turn_streams.register(server, kind, url);
         true
+    }
+
+    fn turn_allocation_failed(&self, url: &str, error: Option<&str>) {
+        self.turn_streams.allocation_failed(url, error);
     }
 }
 

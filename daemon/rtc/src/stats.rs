@@ -67,6 +67,16 @@ impl RtcPeer {
 }
 
 impl RtcPeer {
+    /// When the selected pair's local candidate is a relay candidate: the URL of its TURN
+    /// server (`Some("")` when the stack did not keep it); `None` for any other pair or none.
+    pub async fn selected_relay_url(&self) -> Option<String> {
+        let sctp = self.connection().sctp().await?;
+        let ice = sctp.transport().ice_transport();
+        let pair = ice.get_selected_candidate_pair().await.ok()??;
+        let local = pair.local();
+        (local.typ.to_string() == "relay").then(|| local.url.clone().unwrap_or_default())
+    }
+
     /// `udp`, `tcp` or `tls` for a relay candidate gathered from `url` (when the stack kept
     /// it), else from the connection's stream-transport servers (`turn_stream.rs`).
     fn relay_protocol(&self, url: Option<&str>) -> String {

@@ -12,9 +12,11 @@
 //! through untouched.
 //!
 //! The server keeps the allocation for as long as the stream lives: when it drops, the
-//! allocation is gone, so the loss is logged and recorded (`ICE_SERVER_ERROR` when no relay
-//! candidate came, ICE's own failure handling otherwise) and the next message opens a new
-//! stream, at most once per [`RETRY_AFTER`].
+//! allocation is gone. What happens to each server (a stream that cannot be opened, one that
+//! broke before or after carrying an allocation, and through [`TurnStreams::allocation_failed`]
+//! the relayer's verdicts for every server, UDP too) goes to the connection's owner as a
+//! [`TurnOutcome`], which decides what to report and whether to gather again (peerixd's
+//! `TurnWatch`). The next message opens a new stream, at most once per [`RETRY_AFTER`].
 
 use std::collections::HashMap;
 use std::io;
@@ -41,8 +43,9 @@ const IN_QUEUE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A failed or dropped stream is reopened at most this often per (socket, server).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// Failures kept for `ICE_SERVER_ERROR` (the latest ones).
-const KEPT_ERRORS: usize = 4;
+/// STUN message type of an Allocate success response (RFC 8656 §7.3): a stream that carried
+/// one holds an allocation.
+const ALLOCATE_SUCCESS: [u8; 2] = [0x01, 0x03];
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -69,21 +72,50 @@ impl StreamKind {
     }
 }
 
+/// What became of one of the connection's TURN servers (any transport), for its owner:
+/// what to tell the operator (`ICE_SERVER_ERROR`) and whether the relayed path is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnOutcome {
+    /// It gave a relay candidate.
+    Relayed,
+    /// Its TCP/TLS stream could not be opened, or broke before an allocation: why, and what
+    /// to do.
+    StreamFailed(String),
+    /// Its TCP/TLS stream broke after carrying an allocation, which the server dropped with it.
+    StreamLost(String),
+    /// It refused the allocation: the server's error.
+    Refused(String),
+    /// The relayer gave up waiting for its answer.
+    NoAnswer,
+}
+
+/// Where [`TurnOutcome`]s go: `(url, outcome)`, the URL as the stack names the server.
+pub(crate) type TurnSink = Box<dyn Fn(&str, TurnOutcome) + Send + Sync>;
+
 /// One connection's stream-transport TURN servers, shared by its runtime and its sockets.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct TurnStreams {
-    servers: Mutex<HashMap<SocketAddr, StreamKind>>,
+    /// Server address → how it is reached and its URL.
+    servers: Mutex<HashMap<SocketAddr, (StreamKind, String)>>,
     /// Keeps the lock off the data path of connections without such servers.
     any: AtomicBool,
-    errors: Mutex<Vec<String>>,
     dropped: AtomicU64,
+    sink: std::sync::OnceLock<TurnSink>,
+}
+
+impl std::fmt::Debug for TurnStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnStreams")
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TurnStreams {
-    /// From now on TURN traffic to `server` goes over `kind`.
-    pub(crate) fn register(&self, server: SocketAddr, kind: StreamKind) {
+    /// From now on TURN traffic to `server` (named `url`) goes over `kind`.
+    pub(crate) fn register(&self, server: SocketAddr, kind: StreamKind, url: &str) {
         tracing::debug!("TURN server {server} is reached over {}", kind.name());
-        lock(&self.servers).insert(server, kind);
+        lock(&self.servers).insert(server, (kind, url.to_owned()));
         self.any.store(true, Ordering::Release);
     }
 
@@ -91,26 +123,48 @@ impl TurnStreams {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
-        lock(&self.servers).get(&server).cloned()
+        lock(&self.servers).get(&server).map(|(k, _)| k.clone())
     }
 
     /// The transport of the first registered server (`tcp`/`tls`), if any.
     pub(crate) fn transport(&self) -> Option<&'static str> {
-        lock(&self.servers).values().next().map(StreamKind::name)
+        lock(&self.servers).values().next().map(|(k, _)| k.name())
     }
 
-    /// Why streams to the servers failed, latest last.
-    pub(crate) fn errors(&self) -> Vec<String> {
-        lock(&self.errors).clone()
+    /// Where outcomes go from now on (once; later calls are ignored).
+    pub(crate) fn set_sink(&self, sink: TurnSink) {
+        let _ = self.sink.set(sink);
     }
 
-    fn fail(&self, message: String) {
-        tracing::warn!("{message}");
-        let mut errors = lock(&self.errors);
-        if errors.len() == KEPT_ERRORS {
-            errors.remove(0);
+    /// Hands `outcome` for the server `url` to the owner.
+    pub(crate) fn tell(&self, url: &str, outcome: TurnOutcome) {
+        if let Some(sink) = self.sink.get() {
+            sink(url, outcome);
         }
-        errors.push(message);
+    }
+
+    /// The relayer's verdict on an allocation (`error`: the server's refusal; `None`: no
+    /// answer).
+    pub(crate) fn allocation_failed(&self, url: &str, error: Option<&str>) {
+        let outcome = match error {
+            Some(e) => TurnOutcome::Refused(e.to_owned()),
+            None => TurnOutcome::NoAnswer,
+        };
+        self.tell(url, outcome);
+    }
+
+    /// A stream to `server` failed (`allocated`: after carrying an allocation).
+    fn fail(&self, server: SocketAddr, allocated: bool, message: String) {
+        tracing::warn!("{message}");
+        let url = lock(&self.servers).get(&server).map(|(_, u)| u.clone());
+        if let Some(url) = url {
+            let outcome = if allocated {
+                TurnOutcome::StreamLost(message)
+            } else {
+                TurnOutcome::StreamFailed(message)
+            };
+            self.tell(&url, outcome);
+        }
     }
 
     fn drop_one(&self, why: &str) {
@@ -360,8 +414,20 @@ async fn connect(
     }
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(server))
         .await
-        .map_err(|_| format!("no TCP connection within {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| format!("TCP connection refused or unreachable: {e}"))?;
+        .map_err(|_| {
+            format!(
+                "no TCP connection within {CONNECT_TIMEOUT:?}: is the TURN server running, \
+                 and reachable from this host on TCP port {}?",
+                server.port()
+            )
+        })?
+        .map_err(|e| {
+            format!(
+                "TCP connection refused or unreachable ({e}): is the TURN server running and \
+                 listening on TCP port {}, and reachable from this host?",
+                server.port()
+            )
+        })?;
     let _ = tcp.set_nodelay(true);
     let StreamKind::Tls(name) = kind else {
         return Ok(Box::new(tcp));
@@ -406,10 +472,12 @@ async fn run_link(
     let mut stream = match connect(local, server, &kind).await {
         Ok(s) => s,
         Err(e) => {
-            streams.fail(format!("{what}: {e}"));
+            streams.fail(server, false, format!("{what}: {e}"));
             return;
         }
     };
+    // Whether the server granted an allocation on this stream (it dies with the stream).
+    let mut allocated = false;
     tracing::debug!("{what}: connected");
     let mut deframer = Deframer::default();
     let mut read_buf = vec![0u8; 16 * 1024];
@@ -445,11 +513,14 @@ async fn run_link(
                 let mut bad = None;
                 loop {
                     match deframer.next_frame() {
-                        Ok(Some(frame)) => match deliver.try_send((server, frame.to_vec())) {
+                        Ok(Some(frame)) => {
+                            allocated |= frame.starts_with(&ALLOCATE_SUCCESS);
+                            match deliver.try_send((server, frame.to_vec())) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => streams.drop_one("receive queue full"),
                             Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        },
+                            }
+                        }
                         Ok(None) => break,
                         Err(e) => {
                             bad = Some(e);
@@ -463,111 +534,14 @@ async fn run_link(
             }
         }
     };
-    streams.fail(format!(
-        "{what}: {end}; its allocation is lost (ICE gives up the relayed path, a new stream \
-         is opened for the next request)"
-    ));
+    let message = if allocated {
+        format!("{what}: {end}; its allocation is lost with it (the connection gathers again)")
+    } else {
+        format!("{what}: {end}")
+    };
+    streams.fail(server, allocated, message);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
-    use webrtc::runtime::Runtime as _;
-
-    async fn send(sock: &StreamTurnSocket, to: SocketAddr, contents: &[u8]) {
-        let t = Transmit {
-            destination: to,
-            ecn: None,
-            contents,
-            segment_size: None,
-            src_ip: None,
-        };
-        let n = std::future::poll_fn(|cx| sock.poll_send(cx, &t))
-            .await
-            .expect("send");
-        assert_eq!(n, contents.len());
-    }
-
-    async fn recv(sock: &StreamTurnSocket) -> (SocketAddr, Vec<u8>) {
-        let mut buf = vec![0u8; 2048];
-        let mut meta = [RecvMeta::default()];
-        let fut = std::future::poll_fn(|cx| {
-            let mut bufs = [io::IoSliceMut::new(&mut buf)];
-            sock.poll_recv(cx, &mut bufs, &mut meta)
-        });
-        let n = tokio::time::timeout(Duration::from_secs(5), fut)
-            .await
-            .expect("a datagram within 5 s")
-            .expect("recv");
-        assert_eq!(n, 1);
-        (meta[0].addr, buf[..meta[0].len].to_vec())
-    }
-
-    /// A fake TURN server on loopback TCP: what the socket writes arrives framed, what the
-    /// server writes (split and merged) comes out as datagrams from its address, and a
-    /// 64 KiB length header closes the stream with the reason recorded.
-    #[test]
-    fn datagrams_cross_a_tcp_stream_and_a_hostile_length_closes_it() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
-            let server = listener.local_addr().expect("addr");
-            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-            udp.set_nonblocking(true).expect("nonblocking");
-            let inner = webrtc::runtime::TokioRuntime
-                .wrap_udp_socket(udp)
-                .expect("wrap");
-            let streams = Arc::new(TurnStreams::default());
-            let sock = StreamTurnSocket::new(inner, Arc::clone(&streams)).expect("socket");
-            streams.register(server, StreamKind::Tcp);
-
-            // ChannelData of 5 bytes goes out padded to 12.
-            send(&sock, server, &[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5]).await;
-            let (mut conn, _) = listener.accept().await.expect("accept");
-            let mut got = [0u8; 12];
-            conn.read_exact(&mut got).await.expect("read");
-            assert_eq!(got, [0x40, 0, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0]);
-
-            // A STUN success response split over two writes, then padded ChannelData.
-            let mut response = vec![0x01, 0x03, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42];
-            response.extend_from_slice(&[9; 12]);
-            response.extend_from_slice(&[0, 0, 0, 0]);
-            conn.write_all(&response[..7]).await.expect("write");
-            conn.flush().await.expect("flush");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            conn.write_all(&response[7..]).await.expect("write");
-            conn.write_all(&[0x40, 0x01, 0x00, 0x01, 7, 0, 0, 0])
-                .await
-                .expect("write");
-            assert_eq!(recv(&sock).await, (server, response));
-            assert_eq!(recv(&sock).await, (server, vec![0x40, 0x01, 0x00, 0x01, 7]));
-
-            // A hostile length: the stream is closed, and the reason kept for the operator.
-            conn.write_all(&[0x40, 0x00, 0xff, 0xff])
-                .await
-                .expect("write");
-            let mut rest = Vec::new();
-            let closed =
-                tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
-            assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
-            let errors = streams.errors();
-            assert!(
-                errors.last().is_some_and(|e| e.contains("65540-byte")),
-                "{errors:?}"
-            );
-        });
-    }
-
-    #[test]
-    fn a_ca_file_without_certificates_is_refused_with_what_to_do() {
-        let dir = std::env::temp_dir().join(format!("turn-ca-{}", std::process::id()));
-        std::fs::write(&dir, "not a certificate\n").expect("write");
-        let err = configure_tls(Some(&dir)).expect_err("no certificate");
-        let _ = std::fs::remove_file(&dir);
-        assert!(err.to_string().contains("PEM"), "{err}");
-    }
-}
+#[path = "turn_stream_tests.rs"]
+mod tests;

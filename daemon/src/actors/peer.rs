@@ -127,8 +127,9 @@ pub struct PeerActor {
     control_dropped: u64,
     /// The formats of the remote tracks being received, by track id (`peer_media.rs`).
     pub(super) media: HashMap<String, peerix_proto::RtpFormat>,
-    /// A relay candidate was gathered (`peer_ice.rs`).
-    relay_seen: bool,
+    /// What became of the connection's TURN servers, and its deadline (`peer_ice.rs`).
+    pub(super) turn: peerix_proto::TurnWatch,
+    pub(super) turn_timer: Option<SpawnHandle>,
 }
 
 fn to_rtc_desc(d: peerix_proto::SessionDescription) -> peerix_rtc::SessionDescription {
@@ -189,7 +190,8 @@ impl PeerActor {
             control_sends: 0,
             control_dropped: 0,
             media: HashMap::new(),
-            relay_seen: false,
+            turn: Self::new_turn_watch(&s.rtc.ice_servers),
+            turn_timer: None,
             s,
         }
     }
@@ -465,14 +467,13 @@ impl Actor for PeerActor {
 impl StreamHandler<RtcEvent> for PeerActor {
     fn handle(&mut self, ev: RtcEvent, ctx: &mut Self::Context) {
         let event = match ev {
-            RtcEvent::LocalCandidate(c) => {
-                self.relay_seen |= c.candidate.contains(" typ relay");
-                ConnEvent::LocalCandidate(from_rtc_cand(c))
-            }
+            RtcEvent::LocalCandidate(c) => ConnEvent::LocalCandidate(from_rtc_cand(c)),
             RtcEvent::GatheringComplete => {
-                self.check_turn(self.relay_seen);
+                self.turn_gathering_complete(ctx);
                 ConnEvent::GatheringComplete
             }
+            RtcEvent::GatheringStarted => return self.turn_gathering_started(ctx),
+            RtcEvent::TurnServer { url, outcome } => return self.turn_news(&url, outcome, ctx),
             RtcEvent::IceState(s) => ConnEvent::Ice(ice_state(s)),
             // Offers are made by Peerix's rules (the invoke receiver offers), not on every
             // negotiation-needed: the stack also fires it for the negotiated control channel.

@@ -232,10 +232,23 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     /// to `server` over a stream instead: TCP, or TLS with `tls_server_name` (the URL's host)
     /// when it is `Some`. Only the client-to-server leg changes; the allocation and the relayed
     /// candidate stay UDP, so the TURN client is the same. Returns `false` (the default) when
-    /// the runtime cannot, and the relayer then skips the URL as before.
-    fn register_turn_stream(&self, server: SocketAddr, tls_server_name: Option<&str>) -> bool {
-        let _ = (server, tls_server_name);
+    /// the runtime cannot, and the relayer then skips the URL as before. `url` names the
+    /// server as relay candidates do (peerixd patch 20), for the runtime's reports.
+    fn register_turn_stream(
+        &self,
+        server: SocketAddr,
+        tls_server_name: Option<&str>,
+        url: &str,
+    ) -> bool {
+        let _ = (server, tls_server_name, url);
         false
+    }
+
+    /// peerixd patch 20: the allocation at the TURN server `url` (named as relay candidates
+    /// name it) failed: `error` is the server's refusal, `None` means it never answered. The
+    /// relayer only logs it; a runtime may tell the operator. Default: nothing.
+    fn turn_allocation_failed(&self, url: &str, error: Option<&str>) {
+        let _ = (url, error);
     }
 }
 

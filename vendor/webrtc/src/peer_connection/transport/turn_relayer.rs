@@ -27,6 +27,19 @@ use std::time::{Duration, Instant};
 
 const MAX_PENDING_PACKETS_PER_PEER: usize = 64;
 
+/// peerixd patch 20: whether `tid` is one of the allocation's two transactions. `allocate_tid`
+/// is the authenticated request's id (`Client::allocate` returns the unauthenticated attempt's
+/// id plus one in its last byte); an error or a timeout of the attempt itself carries the
+/// attempt's id. Comparing with `allocate_tid` alone left a server that never answered (or
+/// answered the attempt without a nonce) unfinished for good: gathering never completed and
+/// nothing said why.
+fn is_allocate(tid: TransactionId, allocate_tid: TransactionId) -> bool {
+    let mut attempt = allocate_tid;
+    let last = attempt.0.len() - 1;
+    attempt.0[last] = attempt.0[last].wrapping_sub(1);
+    tid == allocate_tid || tid == attempt
+}
+
 #[derive(Debug)]
 pub(crate) enum RTCTurnRelayEventIn {
     SocketWriteFailure(FourTuple),
@@ -296,7 +309,7 @@ impl RTCTurnRelayer {
                     // would move their traffic onto a stream under them.
                     let streamed = resolved_addrs.iter().any(|addr| {
                         !self.clients.keys().any(|t| t.peer_addr == *addr)
-                            && runtime.register_turn_stream(*addr, tls_server_name)
+                            && runtime.register_turn_stream(*addr, tls_server_name, &url.to_string())
                     });
                     if !streamed {
                         warn!("Skipping unsupported non-UDP TURN url {}", url);
@@ -709,6 +722,8 @@ impl Protocol<TaggedBytesMut, TaggedBytesMut, RTCTurnRelayEventIn> for RTCTurnRe
             let mut pending_flush: Vec<(SocketAddr, SocketAddr)> = vec![];
             let mut pending_drop: Vec<(SocketAddr, SocketAddr)> = vec![];
             let mut read_msgs: Vec<TaggedBytesMut> = vec![];
+            // peerixd patch 20: (url, the server's error or `None` for no answer).
+            let mut failures: Vec<(String, Option<String>)> = vec![];
 
             if let Some(managed_client) = self.clients.get_mut(&four_tuple) {
                 while let Some(event) = managed_client.client.poll_event() {
@@ -726,13 +741,16 @@ impl Protocol<TaggedBytesMut, TaggedBytesMut, RTCTurnRelayEventIn> for RTCTurnRe
                             ));
                             gathered_complete = true;
                         }
+                        // peerixd patch 20: also the unauthenticated attempt's id (see
+                        // `is_allocate`), and the runtime is told (`turn_allocation_failed`).
                         TurnEvent::AllocateError(tid, err)
-                            if tid == managed_client.allocate_tid =>
+                            if is_allocate(tid, managed_client.allocate_tid) =>
                         {
                             error!(
                                 "TURN allocation failed from {} to {}: {}",
                                 four_tuple.local_addr, four_tuple.peer_addr, err
                             );
+                            failures.push((managed_client.url.clone(), Some(err.to_string())));
                             managed_client.gather_finished = true;
                             gathered_complete = true;
                         }
@@ -771,7 +789,9 @@ impl Protocol<TaggedBytesMut, TaggedBytesMut, RTCTurnRelayEventIn> for RTCTurnRe
                                 self.pending_permission_pairs
                                     .remove(&(pending.relay_addr, pending.peer_addr));
                                 pending_drop.push((pending.relay_addr, pending.peer_addr));
-                            } else if tid == managed_client.allocate_tid {
+                            } else if is_allocate(tid, managed_client.allocate_tid) {
+                                // peerixd patch 20: see `is_allocate`.
+                                failures.push((managed_client.url.clone(), None));
                                 managed_client.gather_finished = true;
                                 gathered_complete = true;
                             }
@@ -784,6 +804,9 @@ impl Protocol<TaggedBytesMut, TaggedBytesMut, RTCTurnRelayEventIn> for RTCTurnRe
                 }
             }
 
+            for (url, err) in failures {
+                self.runtime.turn_allocation_failed(&url, err.as_deref());
+            }
             for (relay_addr, peer_addr) in pending_flush {
                 self.flush_pending_packets(relay_addr, peer_addr);
             }
