@@ -169,7 +169,7 @@ impl World {
         let port = 20_000 + self.ends.len() as u16;
         let mut host = End::new(port, self.now);
         let mut remote = End::new(port + 1000, self.now);
-        let (offerer, answerer) = if self.ends.len() % 4 == 0 {
+        let (offerer, answerer) = if self.ends.len().is_multiple_of(4) {
             (&mut host, &mut remote)
         } else {
             (&mut remote, &mut host)
@@ -206,15 +206,15 @@ impl World {
                 self.ends[to].read(from, d, self.now);
                 read[to] = true;
             }
-            for i in 0..self.ends.len() {
+            for (i, was_read) in read.into_iter().enumerate() {
                 let due = self.ends[i].wake <= self.now;
-                if !due && !read[i] {
+                if !due && !was_read {
                     continue;
                 }
                 if i % 2 == 0 {
                     let w = self.host_wakes.entry(self.now).or_default();
                     w.0 |= due;
-                    w.1 |= read[i];
+                    w.1 |= was_read;
                 }
                 let out = self.ends[i].pass(self.now);
                 let (to, from) = (i ^ 1, self.ends[i].addr);
