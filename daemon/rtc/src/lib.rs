@@ -28,6 +28,8 @@
 mod channel;
 mod deliver;
 mod ice_watch;
+#[cfg(test)]
+mod idle_sim;
 mod local_media;
 pub mod loopback;
 mod media;
@@ -38,6 +40,7 @@ mod rewrite;
 mod runtime;
 mod senders;
 mod stats;
+mod timer_grid;
 mod turn_frame;
 mod turn_stream;
 mod udp_mux;

@@ -383,6 +383,7 @@ async fn build_pc(
         configuration = configuration.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
     }
     let (rwnd, max_message) = receive_limits(cfg);
+    let (keepalive_interval, keepalive_anchor) = crate::timer_grid::keepalive_settings();
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(if mdns {
             MulticastDnsMode::QueryOnly
@@ -403,6 +404,11 @@ async fn build_pc(
         // An ICE restart (after a NAT rebinding or an address change) rebinds the sockets and
         // gathers again: the old host and srflx candidates may name addresses that are gone.
         .with_discard_local_candidates_during_ice_restart(true)
+        // Keepalives of every connection on the host in the same tick, so their answers wake
+        // the reactor once for all (vendor patch 18, `runtime::KEEPALIVE_SLOT`); disconnected
+        // and failed timeouts stay the stack's 5 s and 25 s.
+        .with_ice_timeouts(None, None, keepalive_interval)
+        .with_ice_keepalive_anchor(keepalive_anchor)
         .build();
     let mut tuned = TunedRuntime::new(cfg.udp_recv_buffer, UDP_SEND_BUFFER);
     // Single-port mode (`udp_mux.rs`): the connection's sockets become views of the shared one.

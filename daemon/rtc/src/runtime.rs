@@ -17,13 +17,18 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
     TokioRuntime,
 };
+
+// The timer grid lives in `timer_grid.rs`; these names are the ones the rest of the crate
+// reaches through this module.
+pub(crate) use crate::timer_grid::{next_slot_boundary, STOCK_TIMERS};
+use crate::timer_grid::{DataActivity, SleepPlan};
 
 /// Delegates to [`TokioRuntime`] except for socket wrapping, sleeps and reactor threads
 /// (see the module docs).
@@ -39,6 +44,8 @@ pub(crate) struct TunedRuntime {
     expedite_until: Mutex<Option<Instant>>,
     /// When this connection last sent or received SCTP data (see [`DataActivity`]).
     activity: Arc<DataActivity>,
+    /// The wake-up chosen for the core's current deadline (see [`SleepPlan`]).
+    plan: Mutex<SleepPlan>,
     /// Single-port mode: this connection's registration with the process's UDP mux.
     mux: Option<crate::udp_mux::MuxConn>,
     /// TURN servers reached over TCP or TLS (`turn_stream.rs`).
@@ -60,6 +67,7 @@ impl TunedRuntime {
             send_buffer,
             expedite_until: Mutex::new(None),
             activity: Arc::new(DataActivity::default()),
+            plan: Mutex::new(SleepPlan::default()),
             mux: None,
             turn_streams: Arc::default(),
         }
@@ -200,20 +208,15 @@ impl Runtime for TunedRuntime {
             return self.inner.sleep(duration);
         }
         let now = Instant::now();
-        let d = self.expedited(duration);
-        // While SCTP data moves, the long timers are its own (T3-rtx, delayed SACK): they must
-        // fire when due, not up to a grid step later (see [`DataActivity`]).
-        let d = if self.activity.recent(now) {
-            d
-        } else {
-            coalesced(d, now)
+        let requested = self.expedited(duration);
+        let activity = self.activity.state(now);
+        let wake = match self.plan.lock() {
+            Ok(mut plan) => plan.wake(requested, now, activity),
+            Err(poisoned) => poisoned.into_inner().wake(requested, now, activity),
         };
-        tracing::trace!(target: "peerix_rtc::timer", requested = ?duration, sleep = ?d, "driver sleep");
+        tracing::trace!(target: "peerix_rtc::timer", requested = ?duration, sleep = ?wake.saturating_duration_since(now), "driver sleep");
         // An absolute deadline, so a grid instant stays exactly on the grid (see reactor.rs).
-        match now.checked_add(d) {
-            Some(deadline) => Box::pin(tokio::time::sleep_until(deadline.into())),
-            None => self.inner.sleep(d),
-        }
+        Box::pin(tokio::time::sleep_until(wake.into()))
     }
 
     fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
@@ -259,136 +262,6 @@ impl TunedRuntime {
             socket,
             Arc::clone(&self.turn_streams),
         )?))
-    }
-}
-
-/// Set by [`crate::use_stock_timers`] (benchmarks): sleeps are passed through untouched.
-pub(crate) static STOCK_TIMERS: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Sleeps at least this long are "housekeeping" and get aligned to [`COALESCE_GRID`].
-const COALESCE_MIN: Duration = Duration::from_millis(100);
-/// The shared wake-up grid of housekeeping timers: six of tokio's 64 ms wheel slots (see
-/// `reactor.rs`), about two ICE ticks.
-const COALESCE_GRID: Duration = Duration::from_millis(384);
-
-/// Aligns a long driver sleep so it ends on the host-wide [`COALESCE_GRID`].
-///
-/// Why: an idle connection still wakes its driver every 200 ms (the ICE agent's tick, whose
-/// floor is a hard-coded 200 ms in `rtc-ice` 0.21 whatever the configured check interval),
-/// and each wake-up of a reactor thread costs a context switch and a full pass over the
-/// connection's handlers (0.2–0.6 ms of CPU measured on a shared 2-core VM). With the
-/// deadlines of all connections on one grid, the connections sharing a reactor thread wake
-/// together, so an idle daemon costs a few wake-ups per second per thread instead of five
-/// per connection. Only long timers are moved, never later than one grid step: the ICE tick
-/// (keepalives are due every 2 s, disconnection is declared after 5 s), delayed SACKs
-/// (200 ms) and retransmission timers (≥ 1 s). Handshake-time timers are shorter than
-/// [`COALESCE_MIN`] and the expedite window caps sleeps at 1 ms, so setup latency is
-/// untouched, and traffic wakes the driver through its sockets regardless of timers.
-fn coalesced(duration: Duration, now: Instant) -> Duration {
-    if duration < COALESCE_MIN {
-        return duration;
-    }
-    match now.checked_add(duration) {
-        Some(deadline) => next_multiple(deadline, COALESCE_GRID).saturating_duration_since(now),
-        None => duration,
-    }
-}
-
-/// The grid's origin in this process (fixed by the first call).
-fn epoch(now: Instant) -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(|| grid_epoch(now))
-}
-
-/// The first instant at or after `t` that is a whole number of `step`s after the epoch.
-fn next_multiple(t: Instant, step: Duration) -> Instant {
-    let epoch = epoch(t);
-    let step = step.as_nanos();
-    let since = t.saturating_duration_since(epoch).as_nanos();
-    let rounded = since.div_ceil(step) * step;
-    epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
-}
-
-/// The first instant at or after `now` that is a whole number of tokio timer-wheel slots
-/// after the grid's epoch (see `reactor.rs`). The grid step is a multiple of the slot, so
-/// every grid instant is such a boundary too.
-pub(crate) fn next_slot_boundary(now: Instant) -> Instant {
-    next_multiple(now, crate::reactor::WHEEL_SLOT)
-}
-
-/// An instant on the grid shared by every process on this host: the grid is anchored to whole
-/// multiples of [`COALESCE_GRID`] since the Unix epoch, so daemons on one host (and the
-/// connections between them) tend to wake at the same instants, and a keepalive that arrives
-/// while its receiver is awake for its own timers costs no extra wake-up.
-fn grid_epoch(now: Instant) -> Instant {
-    let grid = COALESCE_GRID.as_nanos();
-    let phase = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % grid)
-        .unwrap_or(0);
-    now.checked_sub(Duration::from_nanos(u64::try_from(phase).unwrap_or(0)))
-        .unwrap_or(now)
-}
-
-/// How long after the last SCTP data a connection's timers stay off the grid: longer than
-/// the longest T3-rtx interval (the RTO, backed off to at most 3 s by our rtc-sctp patch) and
-/// the 200 ms delayed SACK, so every retransmission timer armed while data moves fires on time.
-const DATA_ACTIVE_WINDOW: Duration = Duration::from_secs(4);
-
-/// When a connection last sent or received SCTP data (DTLS application data, also inside a
-/// TURN ChannelData message), as seen by its sockets.
-///
-/// Why: the grid ([`coalesced`]) may end a sleep up to 384 ms late. That is free for ICE
-/// ticks and keepalives but not for SCTP's retransmission timer: on a lossy path a lost chunk
-/// that fast retransmit cannot recover waits for T3-rtx with the link idle, and each grid
-/// delay adds to that stall. The runtime only sees durations, not which timer asked, so it
-/// keeps the grid for connections whose SCTP is quiet (idle connections, the case the grid is
-/// for) and leaves timers exact for a few seconds after data moved.
-#[derive(Debug)]
-struct DataActivity {
-    /// Nanoseconds since `base` of the last data packet; 0 = never.
-    last: std::sync::atomic::AtomicU64,
-    base: Instant,
-}
-
-impl Default for DataActivity {
-    fn default() -> Self {
-        Self {
-            last: std::sync::atomic::AtomicU64::new(0),
-            base: Instant::now(),
-        }
-    }
-}
-
-impl DataActivity {
-    /// Records a datagram if it carries SCTP data.
-    fn saw(&self, datagram: &[u8]) {
-        if carries_data(datagram) {
-            let since = Instant::now().saturating_duration_since(self.base);
-            let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1);
-            self.last.store(nanos, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// Did data move within [`DATA_ACTIVE_WINDOW`] before `now`?
-    fn recent(&self, now: Instant) -> bool {
-        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
-        last != 0
-            && now.saturating_duration_since(self.base + Duration::from_nanos(last))
-                < DATA_ACTIVE_WINDOW
-    }
-}
-
-/// DTLS application data (content type 23: SCTP), directly or as the payload of a TURN
-/// ChannelData message (channel numbers 0x4000–0x4FFF, 4-byte header). STUN (ICE checks and
-/// keepalives), DTLS handshakes and RTP/RTCP are not data.
-fn carries_data(datagram: &[u8]) -> bool {
-    const DTLS_APPLICATION_DATA: u8 = 23;
-    match datagram.first() {
-        Some(&DTLS_APPLICATION_DATA) => true,
-        Some(0x40..=0x4f) => datagram.get(4) == Some(&DTLS_APPLICATION_DATA),
-        _ => false,
     }
 }
 
@@ -538,38 +411,6 @@ pub(crate) fn probe_recv_buffer(requested: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn short_sleeps_are_left_alone() {
-        let now = Instant::now();
-        for ms in [0, 1, 20, 99] {
-            let d = Duration::from_millis(ms);
-            assert_eq!(coalesced(d, now), d);
-        }
-    }
-
-    #[test]
-    fn long_sleeps_end_on_the_shared_grid_within_one_step() {
-        let now = Instant::now();
-        for ms in [100, 150, 199, 200, 201, 1000, 1999] {
-            let d = Duration::from_millis(ms);
-            let got = coalesced(d, now);
-            assert!(got >= d, "{ms} ms shortened to {got:?}");
-            assert!(got < d + COALESCE_GRID, "{ms} ms stretched to {got:?}");
-        }
-        // A sleep requested later, for a deadline just before the same grid point, ends at
-        // that point too: this is what lets idle connections wake together.
-        let point = now + coalesced(Duration::from_millis(150), now);
-        let later = now + Duration::from_millis(30);
-        let wanted = point - later - Duration::from_millis(5);
-        let other = later + coalesced(wanted, later);
-        let diff = if point > other {
-            point - other
-        } else {
-            other - point
-        };
-        assert!(diff < Duration::from_micros(1), "{point:?} vs {other:?}");
-    }
 
     #[test]
     fn wrapped_sockets_report_and_use_no_gro() {

@@ -85,6 +85,8 @@ impl RTCPeerConnection {
             disconnected_timeout: setting_engine.timeout.ice_disconnected_timeout,
             failed_timeout: setting_engine.timeout.ice_failed_timeout,
             keepalive_interval: setting_engine.timeout.ice_keepalive_interval,
+            // peerixd patch: keepalives on a shared grid (`with_ice_keepalive_anchor`).
+            keepalive_anchor: setting_engine.timeout.ice_keepalive_anchor,
             candidate_types,
             network_types,
             check_interval: setting_engine

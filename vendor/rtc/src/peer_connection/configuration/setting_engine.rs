@@ -142,6 +142,9 @@ pub struct Timeout {
     /// Default: 2 seconds. If media is flowing, no keepalives are sent.
     pub ice_keepalive_interval: Option<Duration>,
 
+    /// peerixd patch: the keepalive grid's origin (see [`SettingEngineBuilder::with_ice_keepalive_anchor`]).
+    pub ice_keepalive_anchor: Option<std::time::Instant>,
+
     /// Controls how often ICE sends binding requests for a candidate pair.
     /// When combined with `ice_max_binding_requests`, controls how long ICE will attempt
     /// to connect a candidate.
@@ -573,6 +576,17 @@ impl SettingEngineBuilder {
         self.0.timeout.ice_disconnected_timeout = disconnected_timeout;
         self.0.timeout.ice_failed_timeout = failed_timeout;
         self.0.timeout.ice_keepalive_interval = keep_alive_interval;
+        self
+    }
+
+    /// peerixd patch: sends ICE keepalives on the slots `anchor + k × keepalive interval`
+    /// instead of one interval after the previous keepalive.
+    ///
+    /// Connections given the same anchor (and interval) then send their keepalives in the same
+    /// tick, and their answers arrive together: one wake-up of the process for all of them
+    /// instead of one per connection. `None` (the default) keeps the plain interval.
+    pub fn with_ice_keepalive_anchor(mut self, anchor: Option<std::time::Instant>) -> Self {
+        self.0.timeout.ice_keepalive_anchor = anchor;
         self
     }
 
