@@ -169,6 +169,7 @@ impl RTCPeerConnection {
             event_outs: VecDeque::new(),
             stats: RTCStatsAccumulator::default(),
             now,
+            io_since_timeout: false,
         };
 
         Ok(Self {
