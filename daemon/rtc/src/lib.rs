@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod channel;
+mod codecs;
 mod deliver;
 mod ice_watch;
 #[cfg(test)]

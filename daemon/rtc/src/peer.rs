@@ -8,9 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Registry, Slot};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::interceptor::Slot;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use tokio::sync::mpsc::UnboundedSender;
@@ -435,12 +433,11 @@ async fn build_pc(
     let runtime: Arc<dyn Runtime> = tuned.clone();
     // Every codec browsers send (Opus, VP8, VP9, H.264, AV1, …) and the interceptors that
     // answer and send NACKs and RTCP reports: a remote share is then received, not refused.
-    let mut media = MediaEngine::default();
-    media.register_default_codecs()?;
+    // The codec tables are shared by all connections (`codecs.rs`).
+    let (media, interceptors) = crate::codecs::engine_and_interceptors()?;
     // Our senders' keyframe requests reach their sources (see `KeyframeRequests`); slot
     // 14 000 is past every default interceptor, at the application end of the chain.
-    let interceptors = register_default_interceptors(Registry::new(), &mut media)?
-        .with(Slot::from(14_000), KeyframeRequests::default());
+    let interceptors = interceptors.with(Slot::from(14_000), KeyframeRequests::default());
     let pc = PeerConnectionBuilder::new()
         .with_configuration(configuration.build())
         .with_media_engine(media)

@@ -171,6 +171,7 @@ impl RTCPeerConnection {
             event_outs: VecDeque::new(),
             stats: RTCStatsAccumulator::default(),
             now,
+            io_since_timeout: false,
         };
 
         Ok(Self {

@@ -23,6 +23,7 @@
 //! they are injected through the [`Runtime`](super::Runtime) trait.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Metadata describing one UDP receive: `len`, `stride`, `addr`, and the ECN codepoint.
 ///
@@ -223,33 +224,105 @@ impl<T> std::fmt::Display for SendError<T> {
 
 impl<T: std::fmt::Debug> std::error::Error for SendError<T> {}
 
+/// Shared bookkeeping of one bounded channel: the bound, how many values it holds (or has
+/// reserved room for), and the senders waiting for room.
+///
+/// peerixd patch: the values themselves live in an *unbounded* `async_channel`, which
+/// allocates its slots in small blocks as they fill, and the bound is enforced here.
+/// `async_channel::bounded(256)` allocated and initialised all 256 slots up front; the
+/// application → driver queue of every connection (240-byte events) and the event queue of
+/// every data channel then held ~74 KB per connected peer that an idle connection never used.
+#[derive(Debug)]
+struct Bound {
+    capacity: usize,
+    len: AtomicUsize,
+    room: event_listener::Event,
+}
+
+impl Bound {
+    /// Takes one unit of room, or says the channel is full.
+    fn reserve(&self) -> bool {
+        let mut len = self.len.load(Ordering::Relaxed);
+        loop {
+            if len >= self.capacity {
+                return false;
+            }
+            match self
+                .len
+                .compare_exchange_weak(len, len + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => len = now,
+            }
+        }
+    }
+
+    /// Gives one unit of room back and wakes one waiting sender.
+    fn release(&self) {
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.room.notify_additional(1);
+    }
+
+    fn has_room(&self) -> bool {
+        self.len.load(Ordering::Acquire) < self.capacity
+    }
+}
+
 /// Sending half of a bounded channel. Clonable.
 #[derive(Debug)]
-pub struct Sender<T>(async_channel::Sender<T>);
+pub struct Sender<T> {
+    tx: async_channel::Sender<T>,
+    bound: Arc<Bound>,
+}
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        Self(self.0.clone())
+        Self {
+            tx: self.tx.clone(),
+            bound: Arc::clone(&self.bound),
+        }
     }
 }
 
 impl<T> Sender<T> {
     /// Send a value, waiting while the channel is full.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
-        self.0.send(value).await.map_err(|e| SendError(e.0))
+        let mut value = value;
+        loop {
+            match self.try_send(value) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(v)) => return Err(SendError(v)),
+                Err(TrySendError::Full(v)) => {
+                    value = v;
+                    // Listen first, then re-check: room freed in between is not missed.
+                    let listener = self.bound.room.listen();
+                    if self.bound.has_room() || self.tx.is_closed() {
+                        continue;
+                    }
+                    listener.await;
+                }
+            }
+        }
     }
 
     /// Try to send without waiting.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        self.0.try_send(value).map_err(|e| match e {
-            async_channel::TrySendError::Full(v) => TrySendError::Full(v),
-            async_channel::TrySendError::Closed(v) => TrySendError::Disconnected(v),
+        if self.tx.is_closed() {
+            return Err(TrySendError::Disconnected(value));
+        }
+        if !self.bound.reserve() {
+            return Err(TrySendError::Full(value));
+        }
+        // Unbounded: the only failure left is a receiver that went away meanwhile.
+        self.tx.try_send(value).map_err(|e| {
+            self.bound.release();
+            TrySendError::Disconnected(e.into_inner())
         })
     }
 
     /// Returns `true` once every receiver has been dropped.
     pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.tx.is_closed()
     }
 }
 
@@ -259,11 +332,25 @@ impl<T> Sender<T> {
 /// call sites are unchanged, even though the underlying channel supports multiple
 /// consumers.
 #[derive(Debug)]
-pub struct Receiver<T>(async_channel::Receiver<T>);
+pub struct Receiver<T> {
+    rx: async_channel::Receiver<T>,
+    bound: Arc<Bound>,
+}
 
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
-        Self(self.0.clone())
+        Self {
+            rx: self.rx.clone(),
+            bound: Arc::clone(&self.bound),
+        }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // Senders waiting for room re-check and see the channel closed once the last
+        // receiver is gone (they wait on `Bound::room`, not on the inner channel).
+        self.bound.room.notify(usize::MAX);
     }
 }
 
@@ -271,29 +358,46 @@ impl<T> Receiver<T> {
     /// Receive the next value, waiting while the channel is empty. Returns `None` once
     /// the channel is closed and drained.
     pub async fn recv(&mut self) -> Option<T> {
-        self.0.recv().await.ok()
+        let value = self.rx.recv().await.ok()?;
+        self.bound.release();
+        Some(value)
     }
 
     /// Try to receive without waiting.
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        self.0.try_recv().map_err(|e| match e {
+        let value = self.rx.try_recv().map_err(|e| match e {
             async_channel::TryRecvError::Empty => TryRecvError::Empty,
             async_channel::TryRecvError::Closed => TryRecvError::Disconnected,
-        })
+        })?;
+        self.bound.release();
+        Ok(value)
     }
 
     /// Returns `true` once every sender has been dropped.
     pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.rx.is_closed()
     }
 }
 
 /// Create a bounded channel with room for `capacity` messages.
+///
+/// Memory grows with what the channel holds, not with `capacity` (see [`Bound`]).
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
-    // `async_channel::bounded` panics on 0; the previous tokio/smol wrappers did too,
-    // but clamp to 1 so a computed capacity of 0 degrades instead of aborting.
-    let (tx, rx) = async_channel::bounded(capacity.max(1));
-    (Sender(tx), Receiver(rx))
+    // A capacity of 0 is clamped to 1 (the earlier wrappers panicked on 0) so a computed
+    // capacity of 0 degrades instead of aborting.
+    let bound = Arc::new(Bound {
+        capacity: capacity.max(1),
+        len: AtomicUsize::new(0),
+        room: event_listener::Event::new(),
+    });
+    let (tx, rx) = async_channel::unbounded();
+    (
+        Sender {
+            tx,
+            bound: Arc::clone(&bound),
+        },
+        Receiver { rx, bound },
+    )
 }
 
 // ── Broadcast channel ─────────────────────────────────────────────────────────

@@ -99,6 +99,7 @@ use sdp::description::session::SessionDescription;
 use shared::error::{Error, Result};
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 use unicase::UniCase;
 
 /// H.264 video codec MIME type.
@@ -297,14 +298,18 @@ pub struct MediaEngine {
     pub(crate) negotiated_application: bool,
     pub(crate) negotiate_multi_codecs: bool,
 
-    pub(crate) video_codecs: Vec<RTCRtpCodecParameters>,
-    pub(crate) audio_codecs: Vec<RTCRtpCodecParameters>,
-    pub(crate) application_codecs: Vec<RTCRtpCodecParameters>,
+    // peerixd patch: the registered codecs and header extensions are shared (copy on write)
+    // between the clones of one engine. Every codec with its feedback list is ~11 KB of small
+    // allocations, which an application building each connection's engine from one template
+    // (`MediaEngine::clone`) no longer pays per connection; negotiation only reads them.
+    pub(crate) video_codecs: Arc<Vec<RTCRtpCodecParameters>>,
+    pub(crate) audio_codecs: Arc<Vec<RTCRtpCodecParameters>>,
+    pub(crate) application_codecs: Arc<Vec<RTCRtpCodecParameters>>,
     pub(crate) negotiated_video_codecs: Vec<RTCRtpCodecParameters>,
     pub(crate) negotiated_audio_codecs: Vec<RTCRtpCodecParameters>,
     pub(crate) negotiated_application_codecs: Vec<RTCRtpCodecParameters>,
 
-    pub(crate) header_extensions: Vec<MediaEngineHeaderExtension>,
+    pub(crate) header_extensions: Arc<Vec<MediaEngineHeaderExtension>>,
     pub(crate) negotiated_header_extensions: HashMap<u16, MediaEngineHeaderExtension>,
 }
 
@@ -632,15 +637,15 @@ impl MediaEngine {
     ) -> Result<()> {
         match typ {
             RtpCodecKind::Audio => {
-                MediaEngine::add_codec(&mut self.audio_codecs, codec);
+                MediaEngine::add_codec(Arc::make_mut(&mut self.audio_codecs), codec);
                 Ok(())
             }
             RtpCodecKind::Video => {
-                MediaEngine::add_codec(&mut self.video_codecs, codec);
+                MediaEngine::add_codec(Arc::make_mut(&mut self.video_codecs), codec);
                 Ok(())
             }
             RtpCodecKind::Application => {
-                MediaEngine::add_codec(&mut self.application_codecs, codec);
+                MediaEngine::add_codec(Arc::make_mut(&mut self.application_codecs), codec);
                 Ok(())
             }
             _ => Err(Error::ErrUnknownType),
@@ -673,23 +678,22 @@ impl MediaEngine {
             return Err(Error::ErrRegisterHeaderExtensionInvalidDirection);
         }
 
+        let header_extensions = Arc::make_mut(&mut self.header_extensions);
         let ext = {
-            match self
-                .header_extensions
+            match header_extensions
                 .iter_mut()
                 .find(|ext| ext.uri == extension.uri)
             {
                 Some(ext) => ext,
                 None => {
                     // We have registered too many extensions
-                    if self.header_extensions.len() > VALID_EXT_IDS.end as usize {
+                    if header_extensions.len() > VALID_EXT_IDS.end as usize {
                         return Err(Error::ErrRegisterHeaderExtensionNoFreeID);
                     }
-                    self.header_extensions
-                        .push(MediaEngineHeaderExtension::default());
+                    header_extensions.push(MediaEngineHeaderExtension::default());
 
                     // Unwrap is fine because we just pushed
-                    self.header_extensions.last_mut().unwrap()
+                    header_extensions.last_mut().unwrap()
                 }
             }
         };
@@ -711,8 +715,8 @@ impl MediaEngine {
     /// Registering the same mechanism twice is a no-op the second time.
     pub fn register_feedback(&mut self, feedback: RTCPFeedback, typ: RtpCodecKind) {
         let codecs = match typ {
-            RtpCodecKind::Video => &mut self.video_codecs,
-            RtpCodecKind::Audio => &mut self.audio_codecs,
+            RtpCodecKind::Video => Arc::make_mut(&mut self.video_codecs),
+            RtpCodecKind::Audio => Arc::make_mut(&mut self.audio_codecs),
             _ => return,
         };
 
@@ -723,6 +727,15 @@ impl MediaEngine {
                 codec.rtp_codec.rtcp_feedback.push(feedback.clone());
             }
         }
+    }
+
+    /// Whether `self` and `other` share one copy of their registered codecs and header
+    /// extensions (peerixd patch: clones of one engine do until either registers more).
+    pub fn shares_registrations_with(&self, other: &MediaEngine) -> bool {
+        Arc::ptr_eq(&self.video_codecs, &other.video_codecs)
+            && Arc::ptr_eq(&self.audio_codecs, &other.audio_codecs)
+            && Arc::ptr_eq(&self.application_codecs, &other.application_codecs)
+            && Arc::ptr_eq(&self.header_extensions, &other.header_extensions)
     }
 
     /// Returns the negotiated id for a header extension.
@@ -792,21 +805,21 @@ impl MediaEngine {
             }
         }
         if !self.negotiated_video {
-            for codec in &self.video_codecs {
+            for codec in self.video_codecs.iter() {
                 if codec.payload_type == payload_type {
                     return Ok((codec.clone(), RtpCodecKind::Video));
                 }
             }
         }
         if !self.negotiated_audio {
-            for codec in &self.audio_codecs {
+            for codec in self.audio_codecs.iter() {
                 if codec.payload_type == payload_type {
                     return Ok((codec.clone(), RtpCodecKind::Audio));
                 }
             }
         }
         if !self.negotiated_application {
-            for codec in &self.application_codecs {
+            for codec in self.application_codecs.iter() {
                 if codec.payload_type == payload_type {
                     return Ok((codec.clone(), RtpCodecKind::Application));
                 }
@@ -920,7 +933,7 @@ impl MediaEngine {
         extension: &str,
         typ: RtpCodecKind,
     ) -> Result<()> {
-        for local_extension in &self.header_extensions {
+        for local_extension in self.header_extensions.iter() {
             if local_extension.uri == extension {
                 if let Some(existing_extension) = self.negotiated_header_extensions.get_mut(&id) {
                     if local_extension.is_audio && typ == RtpCodecKind::Audio {
@@ -1068,19 +1081,19 @@ impl MediaEngine {
             if self.negotiated_video {
                 self.negotiated_video_codecs.clone()
             } else {
-                self.video_codecs.clone()
+                self.video_codecs.to_vec()
             }
         } else if typ == RtpCodecKind::Audio {
             if self.negotiated_audio {
                 self.negotiated_audio_codecs.clone()
             } else {
-                self.audio_codecs.clone()
+                self.audio_codecs.to_vec()
             }
         } else if typ == RtpCodecKind::Application {
             if self.negotiated_application {
                 self.negotiated_application_codecs.clone()
             } else {
-                self.application_codecs.clone()
+                self.application_codecs.to_vec()
             }
         } else {
             vec![]
@@ -1114,7 +1127,7 @@ impl MediaEngine {
         } else {
             let mut media_header_extensions = HashMap::new();
 
-            for ext in &self.header_extensions {
+            for ext in self.header_extensions.iter() {
                 let mut using_negotiated_id = false;
                 for (id, negotiated_extension) in &self.negotiated_header_extensions {
                     if negotiated_extension.uri == ext.uri {

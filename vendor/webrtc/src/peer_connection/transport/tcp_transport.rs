@@ -299,7 +299,8 @@ impl RTCTcpTransport {
                         // full channel parks this task alone; the driver is unaffected.
                         let _ = tx
                             .send(PeerConnectionDriverEvent::IncomingTcpStream(
-                                four_tuple, stream,
+                                Box::new(four_tuple),
+                                stream,
                             ))
                             .await;
                     }

@@ -28,7 +28,10 @@ pub(crate) struct SctpTransport {
 
     pub(crate) sctp_endpoint: Option<::sctp::Endpoint>,
     pub(crate) sctp_transport_config: Option<::sctp::TransportConfig>,
-    pub(crate) sctp_associations: HashMap<AssociationHandle, Association>,
+    // peerixd patch: boxed. The map holds one association, but hashbrown allocates four
+    // buckets for it, and an `Association` is about 1.4 KB inline: 4 KB per connection
+    // that nothing used.
+    pub(crate) sctp_associations: HashMap<AssociationHandle, Box<Association>>,
 
     // SCTPTransportState doesn't have an enum to distinguish between New/Connecting
     // so we need a dedicated field
@@ -98,7 +101,7 @@ impl SctpTransport {
     /// `sctp_associations` is a map because the endpoint API is written for the general case, but
     /// a peer connection negotiates exactly one SCTP association.
     fn association(&self) -> Option<&Association> {
-        self.sctp_associations.values().next()
+        self.sctp_associations.values().next().map(|a| &**a)
     }
 
     /// W3C `SctpTransport.state`.
@@ -320,7 +323,7 @@ mod tests {
         );
         transport
             .sctp_associations
-            .insert(AssociationHandle(0), Association::default());
+            .insert(AssociationHandle(0), Box::default());
         assert_eq!(RTCSctpTransportState::Closed, transport.state());
         assert_eq!(
             None,
