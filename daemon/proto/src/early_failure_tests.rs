@@ -8,10 +8,35 @@ use peerix_wire::packet::SignalType;
 use serde_json::Value as Json;
 
 use crate::room::{Room, RoomConfig};
-use crate::types::{Action, ConnEvent, Event, IceState, PeerState, Target};
+use crate::types::{Action, ConnEvent, ConnId, Event, IceState, PeerState, Target};
 
 fn drain(r: &mut Room) -> Vec<Action> {
     std::iter::from_fn(|| r.poll_action()).collect()
+}
+
+fn room(timeout: Duration) -> Room {
+    Room::new(
+        RoomConfig {
+            me: "me".into(),
+            metadata: Json::Null,
+            max_connecting: 4,
+            connection_timeout: Some(timeout),
+            candidate_debounce: Duration::from_millis(10),
+        },
+        7,
+    )
+}
+
+/// `peer` invokes us at `t0`: the connection the room makes to it.
+fn invoked_by(r: &mut Room, t0: Instant, peer: &str) -> ConnId {
+    r.handle_signal(t0, false, peer, SignalType::Invoke, vec![]);
+    drain(r)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("a connection")
 }
 
 fn invokes_to(actions: &[Action], peer: &str) -> usize {
@@ -27,24 +52,8 @@ fn invokes_to(actions: &[Action], peer: &str) -> usize {
 fn a_failure_before_the_timer_is_reported_now_and_retried_at_the_timer() {
     let t0 = Instant::now();
     let timeout = Duration::from_secs(15);
-    let mut r = Room::new(
-        RoomConfig {
-            me: "me".into(),
-            metadata: Json::Null,
-            max_connecting: 4,
-            connection_timeout: Some(timeout),
-            candidate_debounce: Duration::from_millis(10),
-        },
-        7,
-    );
-    r.handle_signal(t0, false, "zz", SignalType::Invoke, vec![]);
-    let conn = drain(&mut r)
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a connection");
+    let mut r = room(timeout);
+    let conn = invoked_by(&mut r, t0, "zz");
     r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Checking));
     drain(&mut r);
 
@@ -98,24 +107,8 @@ fn failed(actions: &[Action], peer: &str) -> bool {
 fn checking_gets_the_whole_timeout_after_a_late_answer() {
     let t0 = Instant::now();
     let timeout = Duration::from_secs(3);
-    let mut r = Room::new(
-        RoomConfig {
-            me: "me".into(),
-            metadata: Json::Null,
-            max_connecting: 4,
-            connection_timeout: Some(timeout),
-            candidate_debounce: Duration::from_millis(10),
-        },
-        7,
-    );
-    r.handle_signal(t0, false, "zz", SignalType::Invoke, vec![]);
-    let conn = drain(&mut r)
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a connection");
+    let mut r = room(timeout);
+    let conn = invoked_by(&mut r, t0, "zz");
     let checking = t0 + Duration::from_millis(2500);
     let mut now = t0;
     while now < checking {
@@ -159,25 +152,9 @@ fn sends_are_held_for_a_browser_whose_connection_failed() {
     use peerix_wire::control::ControlMessage;
     let t0 = Instant::now();
     let timeout = Duration::from_secs(3);
-    let mut r = Room::new(
-        RoomConfig {
-            me: "me".into(),
-            metadata: Json::Null,
-            max_connecting: 4,
-            connection_timeout: Some(timeout),
-            candidate_debounce: Duration::from_millis(10),
-        },
-        7,
-    );
+    let mut r = room(timeout);
     let connect = |r: &mut Room, peer: &str, up: bool, hello: bool| {
-        r.handle_signal(t0, false, peer, SignalType::Invoke, vec![]);
-        let conn = drain(r)
-            .into_iter()
-            .find_map(|a| match a {
-                Action::Connect { conn, .. } => Some(conn),
-                _ => None,
-            })
-            .expect("a connection");
+        let conn = invoked_by(r, t0, peer);
         r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Checking));
         if up {
             r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Connected));

@@ -84,6 +84,18 @@ fn gathered(r: &mut Room, t: Instant, conn: ConnId, ports: &[u16]) -> Vec<Action
     run(r, t, t + ms(50))
 }
 
+/// `peer` invokes us at `t0`: the connection the room makes to it (we offer).
+fn invoked_by(r: &mut Room, t0: Instant, peer: &str) -> ConnId {
+    r.handle_signal(t0, false, peer, SignalType::Invoke, vec![]);
+    drain(r)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("a connection")
+}
+
 fn done(d: Option<SessionDescription>) -> ConnEvent {
     ConnEvent::OpDone {
         stable: d.is_none(),
@@ -95,14 +107,7 @@ fn done(d: Option<SessionDescription>) -> ConnEvent {
 fn an_offer_sent_again_is_followed_by_our_candidates() {
     let t0 = Instant::now();
     let mut r = room("me");
-    r.handle_signal(t0, false, "zz", SignalType::Invoke, vec![]);
-    let conn = drain(&mut r)
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a connection");
+    let conn = invoked_by(&mut r, t0, "zz");
     r.handle_conn_event(t0, conn, done(Some(desc("offer", "L1"))));
     let first = publishes(&drain(&mut r), "zz");
     assert_eq!(first.len(), 1, "{first:?}");
@@ -180,14 +185,7 @@ fn an_answer_sent_again_is_followed_by_our_candidates() {
 fn the_candidates_kept_are_bounded() {
     let t0 = Instant::now();
     let mut r = room("me");
-    r.handle_signal(t0, false, "zz", SignalType::Invoke, vec![]);
-    let conn = drain(&mut r)
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a connection");
+    let conn = invoked_by(&mut r, t0, "zz");
     r.handle_conn_event(t0, conn, done(Some(desc("offer", "L1"))));
     drain(&mut r);
     let ports: Vec<u16> = (7000..7100).collect();
