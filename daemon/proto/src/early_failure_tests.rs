@@ -5,38 +5,13 @@
 use std::time::{Duration, Instant};
 
 use peerix_wire::packet::SignalType;
-use serde_json::Value as Json;
 
-use crate::room::{Room, RoomConfig};
-use crate::types::{Action, ConnEvent, ConnId, Event, IceState, PeerState, Target};
-
-fn drain(r: &mut Room) -> Vec<Action> {
-    std::iter::from_fn(|| r.poll_action()).collect()
-}
+use crate::room::Room;
+use crate::sim_room::{drain, invoked_by};
+use crate::types::{Action, ConnEvent, Event, IceState, PeerState, Target};
 
 fn room(timeout: Duration) -> Room {
-    Room::new(
-        RoomConfig {
-            me: "me".into(),
-            metadata: Json::Null,
-            max_connecting: 4,
-            connection_timeout: Some(timeout),
-            candidate_debounce: Duration::from_millis(10),
-        },
-        7,
-    )
-}
-
-/// `peer` invokes us at `t0`: the connection the room makes to it.
-fn invoked_by(r: &mut Room, t0: Instant, peer: &str) -> ConnId {
-    r.handle_signal(t0, false, peer, SignalType::Invoke, vec![]);
-    drain(r)
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a connection")
+    crate::sim_room::room("me", timeout, 7)
 }
 
 fn invokes_to(actions: &[Action], peer: &str) -> usize {

@@ -44,6 +44,8 @@ mod restart;
 mod restart_tests;
 mod rng;
 mod room;
+#[cfg(test)]
+mod sim_room;
 mod types;
 mod verify;
 // TURN server failures for ICE_SERVER_ERROR (issue 15 part 3).

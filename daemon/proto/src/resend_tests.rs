@@ -8,28 +8,12 @@ use std::time::{Duration, Instant};
 use peerix_wire::packet::{IceCandidateInit, SessionDescription, SignalType};
 use serde_json::Value as Json;
 
-use crate::room::{Room, RoomConfig};
+use crate::room::Room;
+use crate::sim_room::{drain, invoked_by, ms, run};
 use crate::types::{Action, ConnEvent, ConnId, Target};
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 fn room(me: &str) -> Room {
-    Room::new(
-        RoomConfig {
-            me: me.into(),
-            metadata: Json::Null,
-            max_connecting: 4,
-            connection_timeout: Some(Duration::from_secs(15)),
-            candidate_debounce: ms(10),
-        },
-        5,
-    )
-}
-
-fn drain(r: &mut Room) -> Vec<Action> {
-    std::iter::from_fn(|| r.poll_action()).collect()
+    crate::sim_room::room(me, Duration::from_secs(15), 5)
 }
 
 fn desc(kind: &str, ufrag: &str) -> SessionDescription {
@@ -66,34 +50,11 @@ fn publishes(actions: &[Action], peer: &str) -> Vec<(SignalType, Vec<Json>)> {
         .collect()
 }
 
-fn run(r: &mut Room, from: Instant, to: Instant) -> Vec<Action> {
-    let mut out = Vec::new();
-    let mut now = from;
-    while now < to {
-        now += ms(10);
-        r.handle_timeout(now);
-        out.extend(drain(r));
-    }
-    out
-}
-
 fn gathered(r: &mut Room, t: Instant, conn: ConnId, ports: &[u16]) -> Vec<Action> {
     for &p in ports {
         r.handle_conn_event(t, conn, ConnEvent::LocalCandidate(cand("L1", p)));
     }
     run(r, t, t + ms(50))
-}
-
-/// `peer` invokes us at `t0`: the connection the room makes to it (we offer).
-fn invoked_by(r: &mut Room, t0: Instant, peer: &str) -> ConnId {
-    r.handle_signal(t0, false, peer, SignalType::Invoke, vec![]);
-    drain(r)
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Connect { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a connection")
 }
 
 fn done(d: Option<SessionDescription>) -> ConnEvent {

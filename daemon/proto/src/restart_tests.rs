@@ -9,30 +9,14 @@ use peerix_wire::packet::{IceCandidateInit, SessionDescription, SignalType};
 use serde_json::{json, Value as Json};
 
 use crate::restart::RestartPolicy;
-use crate::room::{Room, RoomConfig};
+use crate::room::Room;
+use crate::sim_room::{drain, ms, run};
 use crate::types::{Action, ConnEvent, ConnId, Event, IceState, Op, PeerState, Target};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 fn room(me: &str) -> Room {
-    Room::new(
-        RoomConfig {
-            me: me.into(),
-            metadata: Json::Null,
-            max_connecting: 4,
-            connection_timeout: Some(TIMEOUT),
-            candidate_debounce: ms(10),
-        },
-        3,
-    )
-}
-
-fn drain(r: &mut Room) -> Vec<Action> {
-    std::iter::from_fn(|| r.poll_action()).collect()
+    crate::sim_room::room(me, TIMEOUT, 3)
 }
 
 fn sdp(kind: &str, ufrag: &str, fingerprint: &str) -> SessionDescription {
@@ -126,18 +110,6 @@ fn connected(r: &mut Room, t: Instant, peer: &str, hello: bool) -> ConnId {
     drain(r);
     assert_eq!(r.peer(peer).map(|p| p.1), Some(PeerState::Connected));
     conn
-}
-
-/// Runs the room's timers from `from` to `to` in 10 ms steps; returns every action.
-fn run(r: &mut Room, from: Instant, to: Instant) -> Vec<Action> {
-    let mut out = Vec::new();
-    let mut now = from;
-    while now < to {
-        now += ms(10);
-        r.handle_timeout(now);
-        out.extend(drain(r));
-    }
-    out
 }
 
 #[test]
