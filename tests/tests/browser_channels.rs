@@ -249,3 +249,56 @@ async fn daemon_opens_channel_at_connect() -> Result<()> {
     r.errors.assert_none(&r.d)?;
     r.b.quit().await
 }
+
+/// A send that waits for its channel, which the browser creates (the daemon is polite, so it
+/// asks for the channel, §6.4): the daemon writes the moment the browser's DCEP open arrives.
+/// Chromium reports a channel it created as `open` to the page a few ms after it announced it,
+/// and Peerix drops the ack of a message that arrives before that (its frame writer refuses a
+/// channel that is not open), so the send must be reported ok and the text reach the page in
+/// every round, not fail 10 s later with "sent no acknowledgement".
+#[tokio::test]
+async fn a_send_waiting_for_a_browser_created_channel_is_acknowledged() -> Result<()> {
+    let started = Instant::now();
+    let mut r = rig("early-send").await?;
+    let daemon = r.m.id.clone();
+    let (ws, room) = (r.ws.clone(), r.room.clone());
+    let peer =
+        r.b.join(&ws, &room, Some((&daemon, "impolite")), json!({}))
+            .await?;
+    daemon_connected(&mut r.m, &r.d, &peer).await?;
+    let rounds = 8;
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        let label = format!("early{round}");
+        let text = format!("round {round}, sent before the channel existed");
+        let mark = r.b.mark();
+        r.m.open(&label).await?;
+        let res =
+            r.m.client
+                .send_text(&room, &label, &text, SendOptions::to(peer.clone()))
+                .await?;
+        let peers = res.peers.unwrap_or_default();
+        let res = async {
+            if peers.len() != 1 || !peers[0].ok {
+                bail!("send not acknowledged: {peers:?}");
+            }
+            r.b.wait_from(mark, "the text at the browser", T, |v| {
+                v["ev"] == "message" && v["label"] == label.as_str() && v["text"] == text.as_str()
+            })
+            .await
+            .map(drop)
+        }
+        .await;
+        if let Err(e) = res {
+            failures.push((round, format!("{e:#}\n{}", r.diagnostics())));
+        }
+    }
+    verdict(
+        "send before a browser-created channel",
+        failures,
+        rounds,
+        started,
+    )?;
+    r.errors.assert_none(&r.d)?;
+    r.b.quit().await
+}

@@ -636,7 +636,12 @@ impl Conn {
                     }
                 }
             }
-            ControlMessage::PeerixdHello(_) => self.peerixd = true,
+            ControlMessage::PeerixdHello(_) => {
+                if !self.peerixd {
+                    out.push_back(Action::RemoteIsPeerixd { conn: self.id });
+                }
+                self.peerixd = true;
+            }
             ControlMessage::ChannelRequest(opts) if opts.label.is_empty() => self.control_error(
                 now,
                 "control channel: channel request without a label (the empty label is the \

@@ -391,3 +391,18 @@ fn without_a_policy_a_peerixd_fails_after_the_grace() {
         ]
     );
 }
+
+#[test]
+fn a_peerixd_hello_is_reported_once_per_connection() {
+    let t0 = Instant::now();
+    let mut r = room("a");
+    let conn = connected(&mut r, t0, "zz", false);
+    let hello = ControlMessage::PeerixdHello(json!({"peerixd": 1})).encode();
+    r.handle_conn_event(t0, conn, ConnEvent::ControlMessage(hello.clone()));
+    r.handle_conn_event(t0, conn, ConnEvent::ControlMessage(hello));
+    let told: Vec<_> = drain(&mut r)
+        .into_iter()
+        .filter(|a| matches!(a, Action::RemoteIsPeerixd { .. }))
+        .collect();
+    assert_eq!(told, [Action::RemoteIsPeerixd { conn }]);
+}

@@ -208,6 +208,13 @@ pub enum Action {
         /// Remote id.
         remote: String,
     },
+    /// The remote of `conn` said it is a peerixd (its hello on the control channel), once per
+    /// connection. Its channels need no grace before our first write (a browser's do: see
+    /// `PeerCmd::PeerixdRemote` in the daemon).
+    RemoteIsPeerixd {
+        /// Connection.
+        conn: ConnId,
+    },
     /// No connection to `remote` remains: forget what was cached for it (its ECDH key).
     Forget {
         /// Remote id.

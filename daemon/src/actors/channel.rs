@@ -14,7 +14,7 @@ use rmpv::Value;
 use tokio::sync::Notify;
 
 use super::event_bus::{Emit, EventBus, EventRecord};
-use super::outgoing::{AckMap, ChannelSender, LOW_WATER};
+use super::outgoing::{AckMap, ChannelSender, RemoteOpenGrace, LOW_WATER};
 use super::{error_value, json_to_msgpack, BoundedStream};
 
 /// Limits and identity shared by every channel of a room.
@@ -96,8 +96,14 @@ pub struct ChannelActor {
 }
 
 impl ChannelActor {
-    /// Wraps an RTC channel. `open` tells whether it is already open (remote channels arrive open).
-    pub fn new(cx: ChannelContext, channel: RtcChannel, owner: Recipient<ChannelGone>) -> Self {
+    /// Wraps an RTC channel. `grace` is for a channel the remote created (see
+    /// [`RemoteOpenGrace`]).
+    pub fn new(
+        cx: ChannelContext,
+        channel: RtcChannel,
+        owner: Recipient<ChannelGone>,
+        grace: Option<RemoteOpenGrace>,
+    ) -> Self {
         // Framing is used only on ordered channels without a sub-protocol (§7.2).
         let framed = channel.ordered() && channel.protocol().is_empty();
         let mut delivery = Delivery::new(cx.max_message_size, cx.inline_limit);
@@ -112,7 +118,8 @@ impl ChannelActor {
             acks.clone(),
             drained.clone(),
             &cx.peer,
-        );
+        )
+        .with_grace(grace);
         Self {
             cx,
             channel,

@@ -5,6 +5,7 @@
 //! same channel reads the acks and buffer-low events and resolves them through the shared maps.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,36 @@ const BUFFER_WAIT: Duration = Duration::from_secs(10);
 const HIGH_WATER: usize = 1 << 20;
 /// Low-water mark that wakes a waiting sender.
 pub const LOW_WATER: usize = 256 << 10;
+/// How long after the remote announced a channel our first write on it may wait (see
+/// [`RemoteOpenGrace`]). Chromium showed its page `open` 3–9 ms after creating the channel on
+/// an idle machine; the rest is margin for a loaded one.
+const REMOTE_OPEN_GRACE: Duration = Duration::from_millis(100);
+/// How often a write waiting out the grace looks whether it may go earlier.
+const GRACE_POLL: Duration = Duration::from_millis(5);
+
+/// A channel the remote created, whose first write waits until the remote surely has it open.
+///
+/// Chromium announces a channel its page created (DCEP open) at once but tells the page it is
+/// `open` a few ms later. A message of ours that lands in between reaches the page, but
+/// Peerix's ack for it is dropped (its frame writer refuses a channel that is not `open` yet),
+/// so the send would fail 10 s later although the receiver has it. So the first write waits up
+/// to [`REMOTE_OPEN_GRACE`] after the announcement, less if the remote sends anything on the
+/// channel (it has it open) or turns out to be a peerixd (its hello), which has no such gap.
+#[derive(Clone)]
+pub struct RemoteOpenGrace {
+    until: tokio::time::Instant,
+    peerixd: Arc<AtomicBool>,
+}
+
+impl RemoteOpenGrace {
+    /// A grace starting now; `peerixd` is set once the remote said it is a peerixd.
+    pub fn starting_now(peerixd: Arc<AtomicBool>) -> Self {
+        Self {
+            until: tokio::time::Instant::now() + REMOTE_OPEN_GRACE,
+            peerixd,
+        }
+    }
+}
 
 /// Outstanding acks of a channel's outgoing transfers, by transfer id.
 pub type AckMap = Arc<std::sync::Mutex<HashMap<u32, oneshot::Sender<Result<(), String>>>>>;
@@ -72,6 +103,7 @@ pub struct ChannelSender {
     acks: AckMap,
     drained: Arc<Notify>,
     peer: String,
+    grace: Option<RemoteOpenGrace>,
 }
 
 /// Waits for the remote's ack of a message whose frames are all out; resolves to its outcome.
@@ -97,6 +129,28 @@ impl ChannelSender {
             acks,
             drained,
             peer: peer.to_string(),
+            grace: None,
+        }
+    }
+
+    /// The same sender, whose first write waits out `grace` (a channel the remote created).
+    pub fn with_grace(mut self, grace: Option<RemoteOpenGrace>) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Waits until the remote surely has the channel open (see [`RemoteOpenGrace`]).
+    async fn remote_open(&self) {
+        let Some(g) = &self.grace else { return };
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= g.until
+                || g.peerixd.load(Ordering::Acquire)
+                || self.ch.messages_received() > 0
+            {
+                return;
+            }
+            tokio::time::sleep((g.until - now).min(GRACE_POLL)).await;
         }
     }
 
@@ -152,6 +206,7 @@ impl ChannelSender {
             };
             return done(sent.map_err(|e| e.to_string()));
         }
+        self.remote_open().await;
         let (id, ack) = match self.begin_transfer() {
             Ok(t) => t,
             Err(e) => return done(Err(e)),
@@ -188,6 +243,7 @@ impl ChannelSender {
                 "streamed sends need an ordered channel without a sub-protocol".into(),
             ));
         }
+        self.remote_open().await;
         let (id, ack) = match self.begin_transfer() {
             Ok(t) => t,
             Err(e) => return done(Err(e)),

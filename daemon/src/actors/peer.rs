@@ -7,6 +7,8 @@
 //! which channel each label has.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -18,6 +20,7 @@ use rmpv::Value;
 
 use super::channel::{ChannelActor, ChannelContext, ChannelGone, CloseChannel};
 use super::event_bus::{Emit, EventBus, EventRecord};
+use super::outgoing::RemoteOpenGrace;
 use super::send_path::{PeerLanes, Slot};
 use super::{error_value, ReceiverStream};
 
@@ -79,6 +82,8 @@ pub enum PeerCmd {
     CreateChannel(ChannelOptions),
     /// Close the channel of a label.
     CloseChannel(String),
+    /// The remote said it is a peerixd: its channels need no grace before our first write.
+    PeerixdRemote,
     /// Close the connection.
     Close,
 }
@@ -130,6 +135,8 @@ pub struct PeerActor {
     /// What became of the connection's TURN servers, and its deadline (`peer_ice.rs`).
     pub(super) turn: peerix_proto::TurnWatch,
     pub(super) turn_timer: Option<SpawnHandle>,
+    /// Set once the remote said it is a peerixd (shared with the remote's channels' senders).
+    remote_peerixd: Arc<AtomicBool>,
 }
 
 fn to_rtc_desc(d: peerix_proto::SessionDescription) -> peerix_rtc::SessionDescription {
@@ -192,6 +199,7 @@ impl PeerActor {
             media: HashMap::new(),
             turn: Self::new_turn_watch(&s.rtc.ice_servers),
             turn_timer: None,
+            remote_peerixd: Default::default(),
             s,
         }
     }
@@ -380,7 +388,7 @@ impl PeerActor {
             .map(|(label, res), act, ctx| match res {
                 Ok(ch) => {
                     act.creating.remove(&label);
-                    act.adopt_channel(ch, ctx);
+                    act.adopt_channel(ch, false, ctx);
                 }
                 Err(e) => {
                     act.creating.remove(&label);
@@ -393,7 +401,8 @@ impl PeerActor {
         );
     }
 
-    fn adopt_channel(&mut self, ch: peerix_rtc::RtcChannel, ctx: &mut Context<Self>) {
+    /// Starts the actor of a channel we created or the remote did (`remote`).
+    fn adopt_channel(&mut self, ch: peerix_rtc::RtcChannel, remote: bool, ctx: &mut Context<Self>) {
         if self.closing {
             let c = ch.clone();
             actix::spawn(async move { c.close().await });
@@ -413,7 +422,8 @@ impl PeerActor {
             inline_limit: self.s.inline_limit,
             idle_timeout: self.s.limits.transfer_idle_timeout(),
         };
-        let actor = ChannelActor::new(cx, ch, ctx.address().recipient());
+        let grace = remote.then(|| RemoteOpenGrace::starting_now(self.remote_peerixd.clone()));
+        let actor = ChannelActor::new(cx, ch, ctx.address().recipient(), grace);
         self.s
             .lanes
             .set_by(self.s.conn, &label, Slot::Ready(actor.sender()));
@@ -484,7 +494,7 @@ impl StreamHandler<RtcEvent> for PeerActor {
                 tracing::info!(room = %self.s.room, peer = %self.s.remote, "remote left (control channel closed)");
                 ConnEvent::ControlClosed
             }
-            RtcEvent::RemoteChannel(ch) => return self.adopt_channel(ch, ctx),
+            RtcEvent::RemoteChannel(ch) => return self.adopt_channel(ch, true, ctx),
             RtcEvent::Track(info) => return self.remote_track(info, ctx),
             RtcEvent::TrackEnded(track) => return self.remote_track_ended(track),
             RtcEvent::TrackFrame(frame) => return self.remote_frame(frame),
@@ -515,6 +525,7 @@ impl Handler<PeerCmd> for PeerActor {
                     ch.do_send(CloseChannel);
                 }
             }
+            PeerCmd::PeerixdRemote => self.remote_peerixd.store(true, Ordering::Release),
             PeerCmd::Close => self.close(ctx),
         }
     }

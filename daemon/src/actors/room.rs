@@ -266,6 +266,7 @@ impl RoomActor {
                     });
                 }
             }
+            Action::RemoteIsPeerixd { conn } => self.conn_cmd(conn, PeerCmd::PeerixdRemote),
             Action::Forget { remote } => self.codec.forget_key(&remote),
             Action::Verify {
                 request,

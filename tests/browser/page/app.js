@@ -41,6 +41,39 @@ class GatedNatsDriver extends NatsDriver {
   }
 }
 
+/**
+ * Data-channel trace (join option `dcTrace`): the page's RTCDataChannels as the browser sees
+ * them, under Peerix: which side created each, its state changes, every message's size and a
+ * `send` that throws. Shows races Peerix's own events cannot (e.g. an ack written to a channel
+ * that is not open yet). Off by default: it reports every message.
+ */
+let dcTrace = false;
+function traceChannel(dc, how) {
+  const base = () => ({ t: ms(), label: dc.label, id: dc.id, readyState: dc.readyState });
+  report({ ev: 'dc:' + how, ...base() });
+  dc.addEventListener('open', () => report({ ev: 'dc:open', ...base() }));
+  dc.addEventListener('close', () => report({ ev: 'dc:close', ...base() }));
+  dc.addEventListener('message', (m) => report({ ev: 'dc:message', size: m.data?.byteLength ?? m.data?.length, ...base() }));
+}
+{
+  const send = RTCDataChannel.prototype.send;
+  RTCDataChannel.prototype.send = function (data) {
+    if (dcTrace) report({ ev: 'dc:send', size: data?.byteLength ?? data?.length, t: ms(), label: this.label, id: this.id, readyState: this.readyState });
+    try {
+      return send.call(this, data);
+    } catch (err) {
+      report({ ev: 'dc:send-error', t: ms(), label: this.label, id: this.id, readyState: this.readyState, error: errMsg(err) });
+      throw err;
+    }
+  };
+  const create = RTCPeerConnection.prototype.createDataChannel;
+  RTCPeerConnection.prototype.createDataChannel = function (...args) {
+    const dc = create.apply(this, args);
+    if (dcTrace) traceChannel(dc, 'local');
+    return dc;
+  };
+}
+
 let nc = null;
 let driver = null;
 let room = null;
@@ -162,6 +195,7 @@ function attach(r) {
     if (e.name === 'connection:new' && e.peer) {
       const pc = e.peer.connection;
       const i = info(peer);
+      if (dcTrace) pc.addEventListener('datachannel', (ev) => traceChannel(ev.channel, 'remote'));
       pc.addEventListener('icecandidate', (ev) => {
         if (ev.candidate?.candidate) i.localCandidates.push(ev.candidate.candidate);
       });
@@ -301,7 +335,7 @@ async function renegotiated(p, before, timeoutMs) {
 }
 
 const commands = {
-  async join({ ws, room: roomId, options = {}, metadata = { name: 'chromium' }, politeAgainst, openOnConnected: labels = [], maxTries = 100 }) {
+  async join({ ws, room: roomId, options = {}, metadata = { name: 'chromium' }, politeAgainst, openOnConnected: labels = [], maxTries = 100, dcTrace: trace = false }) {
     if (room) throw new Error('already joined; leave first');
     if (!ws || !roomId) throw new Error('join needs ws and room');
     errors = [];
@@ -309,6 +343,7 @@ const commands = {
     received = [];
     peerInfo.clear();
     openOnConnected = labels;
+    dcTrace = trace;
     if (!nc || nc.isClosed()) nc = await wsconnect({ servers: ws, noEcho: true, name: 'peerix-browser-interop' });
     driver = new GatedNatsDriver({ nc });
     driver.held = !!politeAgainst;

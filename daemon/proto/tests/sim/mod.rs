@@ -564,7 +564,10 @@ impl Sim {
                     .unwrap_or_default();
                 self.nodes[i].channels.push((remote, options.label));
             }
-            Action::CloseChannel { .. } | Action::Forget { .. } | Action::HoldSends { .. } => {}
+            Action::CloseChannel { .. }
+            | Action::Forget { .. }
+            | Action::HoldSends { .. }
+            | Action::RemoteIsPeerixd { .. } => {}
             Action::Close { conn } => self.close_fake(i, life, conn, false),
             Action::Verify {
                 request,
