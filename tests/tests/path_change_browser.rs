@@ -10,8 +10,13 @@
 //! of the offer sent 2 s later (`resend.rs`) then makes the page's new connection, and must
 //! carry our candidates with it; and the connection timer restarts when ICE starts checking,
 //! so the late answer still gets the whole timeout. The rebinding also cuts the daemon's NATS
-//! connection (re-announced on reconnect). Needs root for the namespaces (skipped with a
-//! message otherwise) and the browser toolchain of `tests/src/browser.rs`.
+//! connection (re-announced on reconnect).
+//!
+//! The same repair after the daemon's TURN stream is reset (all UDP blocked, both sides
+//! relayed over TCP): the daemon fails the connection at once, but the page keeps it until ICE
+//! consent and its timeout run out and ignores invokes until then, so the daemon invokes again
+//! right after that. Needs root for the namespaces (skipped with a message otherwise) and the
+//! browser toolchain of `tests/src/browser.rs`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,37 +53,67 @@ fn ip(args: &[&str]) -> Result<()> {
 /// the page then; see `RemoteOpenGrace` in the daemon).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nat_rebinding_toward_an_impolite_browser_recovers_by_reinvoke() -> Result<()> {
-    rebinding("impolite").await
+    repair("impolite", Cut::Rebinding).await
 }
 
 /// The page is polite: the daemon creates `chat` on the new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nat_rebinding_toward_a_polite_browser_recovers_by_reinvoke() -> Result<()> {
-    rebinding("polite").await
+    repair("polite", Cut::Rebinding).await
 }
 
-/// The daemon's home is rebound while it is connected to a page of `role`; a message sent
+/// All UDP is blocked, so both sides talk through coturn over TCP; the daemon's TURN stream is
+/// reset. Its relayed path is gone at once (the daemon notices the dropped stream, not only
+/// ICE consent 5 s later); toward a browser that means a failed connection and a re-invoke,
+/// whose new connection allocates again over a new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_turn_stream_toward_a_browser_recovers_by_reinvoke() -> Result<()> {
+    repair("impolite", Cut::TurnStream).await
+}
+
+/// What breaks the connected path.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// The daemon's home gets a new public address (STUN path).
+    Rebinding,
+    /// The daemon's TCP stream to coturn is reset (relayed path, all UDP blocked).
+    TurnStream,
+}
+
+/// The daemon is connected to a page of `role` when `cut` breaks the path; a message sent
 /// during the repair and one after it must both be acknowledged by the page.
-async fn rebinding(role: &str) -> Result<()> {
+async fn repair(role: &str, cut: Cut) -> Result<()> {
     if netlab::skip() {
         return Ok(());
     }
     let mut lab = Lab::build(Nat::Cone)?;
     lab.start_turn(TurnAuth::Static)?;
+    if matches!(cut, Cut::TurnStream) {
+        lab.block_all_udp()?;
+    }
     lab.start_nats()?;
     let env = TestEnv::new()?;
     let nats = lab.nats_url();
     let d = lab
         .daemon(&env, "d", Home::A, &["--nats", &nats, "--driver", "nats"])
         .await?;
-    let room = browser::room_name("rebind");
-    let stun = lab.stun_url();
-    let opts = JoinOptions {
-        ice_servers: Some(vec![IceServer {
-            urls: vec![stun.clone()],
+    let room = browser::room_name("repair");
+    let ice = match cut {
+        Cut::Rebinding => IceServer {
+            urls: vec![lab.stun_url()],
             username: None,
             credential: None,
-        }]),
+        },
+        Cut::TurnStream => IceServer {
+            urls: vec![lab.turn_tcp_url()],
+            username: Some(netlab::TURN_USER.into()),
+            credential: Some(netlab::TURN_PASSWORD.into()),
+        },
+    };
+    let page_ice =
+        json!([{"urls": ice.urls, "username": ice.username, "credential": ice.credential}]);
+    let opts = JoinOptions {
+        ice_servers: Some(vec![ice]),
         connection_timeout: Some(TIMEOUT_MS),
         ..Default::default()
     };
@@ -101,7 +136,7 @@ async fn rebinding(role: &str) -> Result<()> {
             &lab.nats_ws_url(),
             &room,
             Some((m.id.as_str(), role)),
-            json!({"options": {"iceServers": [{"urls": [stun]}], "connectionTimeout": TIMEOUT_MS / 1000}, "dcTrace": true}),
+            json!({"options": {"iceServers": page_ice, "connectionTimeout": TIMEOUT_MS / 1000}, "dcTrace": true}),
         )
         .await?;
     m.wait_for("the browser connected", T, |e| {
@@ -109,30 +144,27 @@ async fn rebinding(role: &str) -> Result<()> {
     })
     .await?;
     m.open("chat").await?;
-
-    // The daemon's home gets a new public address: its NAT state is gone, and what the browser
-    // sends to the old mapping goes nowhere.
-    let r = lab.router_ns(Home::A);
-    ip(&[
-        "-n",
-        &r,
-        "addr",
-        "del",
-        &format!("{}/24", Home::A.public_ip()),
-        "dev",
-        "wan",
-    ])?;
-    ip(&["-n", &r, "addr", "add", "203.0.113.31/24", "dev", "wan"])?;
-    ip(&[
-        "-n",
-        &r,
-        "route",
-        "replace",
-        "default",
-        "via",
-        netlab::TURN_IP,
-    ])?;
-    let rebound = Instant::now();
+    if matches!(cut, Cut::TurnStream) {
+        let path = path_to(&m, &room, &bid).await?;
+        assert_eq!(
+            path, "relay/relay",
+            "UDP is blocked: only coturn over TCP can carry it"
+        );
+    }
+    match cut {
+        Cut::Rebinding => rebind(&lab)?,
+        Cut::TurnStream => {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &lab.host_ns(Home::A), "ss", "-K", "-t"])
+                .args(["dst", &format!("{}:3478", netlab::TURN_IP)])
+                .output()
+                .context("running ss")?;
+            if !out.status.success() {
+                bail!("ss -K: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+    let cut_at = Instant::now();
 
     m.wait_for("the old connection failed", Duration::from_secs(20), |e| {
         is(e, "connection:failed", &bid)
@@ -159,8 +191,8 @@ async fn rebinding(role: &str) -> Result<()> {
     .await
     .with_context(|| format!("{}\n{}", d.log_tail(), b.diagnostics()))?;
     println!(
-        "path_change_browser: connected again {:?} after the rebinding",
-        rebound.elapsed()
+        "path_change_browser: {cut:?}: connected again {:?} after the cut",
+        cut_at.elapsed()
     );
     m.wait_for("chat open again", T, |e| {
         is(e, "channel:open", &bid) && field(e, "label") == Some("chat")
@@ -222,4 +254,44 @@ async fn rebinding(role: &str) -> Result<()> {
     .await?;
     b.quit().await?;
     Ok(())
+}
+
+/// The daemon's home gets a new public address: its NAT state is gone, and what the browser
+/// sends to the old mapping goes nowhere.
+fn rebind(lab: &Lab) -> Result<()> {
+    let r = lab.router_ns(Home::A);
+    ip(&[
+        "-n",
+        &r,
+        "addr",
+        "del",
+        &format!("{}/24", Home::A.public_ip()),
+        "dev",
+        "wan",
+    ])?;
+    ip(&["-n", &r, "addr", "add", "203.0.113.31/24", "dev", "wan"])?;
+    ip(&[
+        "-n",
+        &r,
+        "route",
+        "replace",
+        "default",
+        "via",
+        netlab::TURN_IP,
+    ])
+}
+
+/// The selected pair's candidate types at the daemon ("local/remote").
+async fn path_to(m: &Member, room: &str, peer: &str) -> Result<String> {
+    let stats = m
+        .client
+        .peers(room)
+        .await?
+        .into_iter()
+        .find(|p| p.id == peer)
+        .and_then(|p| p.stats);
+    match stats {
+        Some(s) => Ok(s.path()),
+        None => bail!("no stats for the browser in `peers`"),
+    }
 }

@@ -21,6 +21,9 @@ pub const MAX_INVITES: u32 = 3;
 /// leaves it unanswered.
 const INVITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long after a peer's own connection to us has surely ended we invoke it again.
+const AFTER_HOLD: Duration = Duration::from_millis(500);
+
 /// Peers whose invites or recovery we track at most; the oldest entry goes first.
 const MAX_TRACKED: usize = 256;
 
@@ -30,6 +33,9 @@ pub(crate) struct Tracked {
     pub(crate) attempts: u32,
     pub(crate) due: Option<Instant>,
     pub(crate) since: Instant,
+    /// Until when the peer may still hold its own connection to us, ignoring invokes (a
+    /// browser whose path we saw die before it could, see `Room::close_conn`).
+    pub(crate) holds_until: Option<Instant>,
 }
 
 impl Room {
@@ -55,8 +61,18 @@ impl Room {
             message,
         });
         // Expect an offer; an invoke lost on the way would otherwise leave both sides silent.
+        // A peer that still holds its old connection ignores this one: ask again right after
+        // it has dropped that, not at the next doubling (which could be 10 s later).
         let attempts = self.invites.get(peer).map_or(0, |t| t.attempts) + 1;
-        let due = now + INVITE_TIMEOUT * 2u32.pow(attempts - 1);
+        let due = match self
+            .recovery
+            .get(peer)
+            .and_then(|t| t.holds_until)
+            .filter(|h| *h > now)
+        {
+            Some(held) => held + AFTER_HOLD,
+            None => now + INVITE_TIMEOUT * 2u32.pow(attempts - 1),
+        };
         track(
             &mut self.invites,
             peer,
@@ -64,6 +80,7 @@ impl Room {
                 attempts,
                 due: Some(due),
                 since: now,
+                holds_until: None,
             },
         );
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use peerix_wire::packet::SignalType;
 
-use crate::room::Room;
+use crate::room::{Room, BROWSER_NOTICE};
 use crate::sim_room::{drain, invoked_by};
 use crate::types::{Action, ConnEvent, Event, IceState, PeerState, Target};
 
@@ -115,7 +115,7 @@ fn checking_gets_the_whole_timeout_after_a_late_answer() {
 fn holds(actions: &[Action], peer: &str) -> bool {
     actions
         .iter()
-        .any(|a| matches!(a, Action::HoldSends { remote } if remote == peer))
+        .any(|a| matches!(a, Action::HoldSends { remote, .. } if remote == peer))
 }
 
 /// A connected browser whose connection fails will get a new one (re-invoke): sends to it are
@@ -169,4 +169,52 @@ fn sends_are_held_for_a_browser_whose_connection_failed() {
             assert!(hold < fail, "{actions:?}");
         }
     }
+}
+
+/// A browser's connection that failed here while still connected (a lost TURN stream) is
+/// still up at the browser, which ignores invokes until ICE consent (5 s) and then its own
+/// `connectionTimeout` have run out: the invoke after the first goes right after that, not at
+/// the invite's next doubling (5 s, then 10 s: 15 s after the failure), and sends are held
+/// long enough for the new connection.
+#[test]
+fn a_browser_still_holding_its_connection_is_invoked_right_after_it_drops_it() {
+    let t0 = Instant::now();
+    let timeout = Duration::from_secs(3);
+    let mut r = room(timeout);
+    let conn = invoked_by(&mut r, t0, "bb");
+    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Checking));
+    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Connected));
+    r.handle_conn_event(t0, conn, ConnEvent::ControlOpen);
+    drain(&mut r);
+    let failed_at = t0 + Duration::from_secs(1);
+    r.handle_conn_event(failed_at, conn, ConnEvent::Ice(IceState::Failed));
+    let held = drain(&mut r).into_iter().find_map(|a| match a {
+        Action::HoldSends { hold, .. } => Some(hold),
+        _ => None,
+    });
+    assert_eq!(held, Some(BROWSER_NOTICE + timeout * 2));
+    let mut invokes = Vec::new();
+    let mut now = failed_at;
+    while now < failed_at + Duration::from_secs(20) {
+        now += Duration::from_millis(10);
+        r.handle_timeout(now);
+        for a in drain(&mut r) {
+            if matches!(
+                &a,
+                Action::Publish {
+                    kind: SignalType::Invoke,
+                    ..
+                }
+            ) {
+                invokes.push(now - failed_at);
+            }
+        }
+    }
+    assert!(invokes.len() >= 2, "{invokes:?}");
+    assert!(invokes[0] <= Duration::from_secs(1), "{invokes:?}");
+    let dropped = BROWSER_NOTICE + timeout;
+    assert!(
+        invokes[1] > dropped && invokes[1] <= dropped + Duration::from_secs(1),
+        "the second invoke should follow the browser's drop at {dropped:?}: {invokes:?}"
+    );
 }

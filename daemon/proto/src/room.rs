@@ -30,6 +30,14 @@ pub const MAX_RECOVERY_ATTEMPTS: u32 = 3;
 /// [`crate::ConnEvent`]; browsers get Peerix's `connectionTimeout`).
 pub const PEERIXD_DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a browser may take to notice a dead path that we noticed at once (a lost TURN
+/// allocation, every pair failed): Chromium's ICE consent check gives up after about 5 s
+/// without an answer. Only then does its `connectionTimeout` start.
+pub const BROWSER_NOTICE: Duration = Duration::from_secs(5);
+
+/// Peerix's default `connectionTimeout` (§2.3), assumed for a browser when ours is disabled.
+const PEERIX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Candidates kept per sender that has no connection yet (Peerix: 100, oldest dropped).
 const QUEUED_PER_SENDER: usize = 100;
 
@@ -633,11 +641,23 @@ impl Room {
         let retried =
             self.recovery.get(&c.remote).map_or(0, |t| t.attempts) < MAX_RECOVERY_ATTEMPTS;
         let was_up = matches!(was, PeerState::Connected | PeerState::Disconnected);
+        let timeout = self
+            .cfg
+            .connection_timeout
+            .unwrap_or(PEERIX_CONNECTION_TIMEOUT);
         if failed && retried && !self.leaving && !c.peerixd && was_up {
+            // Long enough for the browser to drop its old connection and for a new one to
+            // come up within its own timeout.
             self.out.push_back(Action::HoldSends {
                 remote: c.remote.clone(),
+                hold: BROWSER_NOTICE + timeout * 2,
             });
         }
+        // A browser whose path we saw die while it was connected still has its connection up:
+        // it notices the dead path only by ICE consent, then waits its `connectionTimeout`
+        // (taken as ours; §2.4 asks rooms to agree on it) and ignores invokes until then.
+        let holds_until = (failed && !c.peerixd && was == PeerState::Connected)
+            .then(|| now + BROWSER_NOTICE + timeout);
         if failed {
             c.set_state(PeerState::Failed, &mut self.out);
         }
@@ -680,6 +700,7 @@ impl Room {
                     attempts,
                     due,
                     since: now,
+                    holds_until,
                 },
             );
         }
@@ -710,6 +731,7 @@ impl Room {
                         attempts: 0,
                         due,
                         since: now,
+                        holds_until: None,
                     },
                 );
             }

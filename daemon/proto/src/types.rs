@@ -207,6 +207,8 @@ pub enum Action {
     HoldSends {
         /// Remote id.
         remote: String,
+        /// How long to hold them at most: the new connection should be up by then.
+        hold: std::time::Duration,
     },
     /// The remote of `conn` said it is a peerixd (its hello on the control channel), once per
     /// connection. Its channels need no grace before our first write (a browser's do: see

@@ -36,11 +36,6 @@ pub use super::room_commands::*;
 /// because every tick wakes the daemon's main thread, and an idle daemon should sleep.
 const WATCHDOG: Duration = Duration::from_secs(30);
 
-/// How long sends to a browser whose connection failed wait for the new one
-/// ([`RoomDirectory::hold`]): the re-invoke goes within a second and the new connection is up in
-/// a few more; each send also gives up after its own 10 s wait for a channel.
-const HOLD_SENDS: Duration = Duration::from_secs(20);
-
 /// Everything needed to start a room.
 pub struct RoomSetup {
     /// Room id.
@@ -257,13 +252,12 @@ impl RoomActor {
                 self.s.directory.unregister(conn);
                 self.conn_cmd(conn, PeerCmd::Close)
             }
-            Action::HoldSends { remote } => {
-                if let Some(hold) = self.s.directory.hold(&remote) {
-                    // Sends wait at most `CHANNEL_WAIT` each; the hold only has to outlast
-                    // the new connection's set-up, and then must not keep a gone peer.
-                    ctx.run_later(HOLD_SENDS, move |act, _| {
-                        act.s.directory.release(&remote, hold)
-                    });
+            Action::HoldSends { remote, hold } => {
+                if let Some(number) = self.s.directory.hold(&remote) {
+                    // Sends wait for the new connection until the hold ends (the machine sized
+                    // it for the browser to drop its old one and a new one to come up); then
+                    // they fail, so a gone peer is not waited for forever.
+                    ctx.run_later(hold, move |act, _| act.s.directory.release(&remote, number));
                 }
             }
             Action::RemoteIsPeerixd { conn } => self.conn_cmd(conn, PeerCmd::PeerixdRemote),

@@ -231,7 +231,8 @@ impl RoomDirectory {
 
     /// The connection to `peer` failed and a new one will be tried (a browser re-invoked): its
     /// lanes stay, detached from the old connection, so sends to the peer wait for the new
-    /// connection's channels (each up to its own `CHANNEL_WAIT`) instead of failing. Messages
+    /// connection (until the hold ends) and then its channels (each up to `CHANNEL_WAIT`)
+    /// instead of failing. Messages
     /// already written on the old channels fail with it. [`RoomDirectory::release`] ends the
     /// hold.
     /// Returns the hold's number for [`RoomDirectory::release`].
@@ -342,6 +343,9 @@ pub enum Slot {
     Pending,
     /// The channel to write on.
     Ready(ChannelSender),
+    /// The connection failed and a new one is coming (`RoomDirectory::hold`): a send waits
+    /// for it, bounded by the hold rather than by `CHANNEL_WAIT`, then for its channel.
+    Held,
     /// The connection is gone.
     Closed,
 }
@@ -423,9 +427,19 @@ impl PeerLanes {
         self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Connection `conn`'s actor sets the channels from now on.
+    /// Connection `conn`'s actor sets the channels from now on; a label held for it waits for
+    /// its channel (each send up to `CHANNEL_WAIT` from now).
     fn adopt(&self, conn: ConnId) {
         self.owner.store(conn, std::sync::atomic::Ordering::Release);
+        for lane in lock(&self.lanes).values() {
+            lane.slot.send_if_modified(|s| {
+                let change = matches!(s, Slot::Held);
+                if change {
+                    *s = Slot::Pending;
+                }
+                change
+            });
+        }
     }
 
     /// No connection owns the lanes: every channel is gone, and a label that had (or expected)
@@ -435,9 +449,9 @@ impl PeerLanes {
             .store(NO_OWNER, std::sync::atomic::Ordering::Release);
         for lane in lock(&self.lanes).values() {
             lane.slot.send_if_modified(|s| {
-                let change = matches!(s, Slot::Ready(_));
+                let change = matches!(s, Slot::Ready(_) | Slot::Pending);
                 if change {
-                    *s = Slot::Pending;
+                    *s = Slot::Held;
                 }
                 change
             });
@@ -477,9 +491,12 @@ impl PeerLanes {
 
     /// Whether `label` has, or expects, a channel on this connection.
     pub fn knows(&self, label: &str) -> bool {
-        lock(&self.lanes)
-            .get(label)
-            .is_some_and(|l| matches!(*l.slot.borrow(), Slot::Pending | Slot::Ready(_)))
+        lock(&self.lanes).get(label).is_some_and(|l| {
+            matches!(
+                *l.slot.borrow(),
+                Slot::Pending | Slot::Ready(_) | Slot::Held
+            )
+        })
     }
 
     /// Sets what `label`'s lane writes to (see [`Slot`]).
@@ -563,7 +580,7 @@ async fn run_lane(
     mut slot: watch::Receiver<Slot>,
 ) {
     while let Some((item, since)) = items.recv().await {
-        let ch = match channel(&mut slot, &label, since + CHANNEL_WAIT).await {
+        let ch = match channel(&mut slot, &label, since + CHANNEL_WAIT, CHANNEL_WAIT).await {
             Ok(ch) => ch,
             Err(e) => {
                 item.fail(e);
@@ -589,22 +606,83 @@ async fn run_lane(
     tracing::trace!(%peer, %label, "lane closed");
 }
 
-/// The channel to write on: at once, once it exists (until `deadline`), or an error.
+/// The channel to write on: at once, once it exists (until `deadline`), or an error. While
+/// the lanes are held for a new connection the deadline does not run: the hold's end closes
+/// them, and a new connection gives the send `wait` again for its channel.
 async fn channel(
     slot: &mut watch::Receiver<Slot>,
     label: &str,
-    deadline: tokio::time::Instant,
+    mut deadline: tokio::time::Instant,
+    wait: Duration,
 ) -> Result<ChannelSender, String> {
     let missing = || format!("No channel found for label {label:?}");
-    let settled =
-        tokio::time::timeout_at(deadline, slot.wait_for(|s| !matches!(s, Slot::Pending))).await;
-    match settled {
-        Ok(Ok(s)) => match &*s {
-            Slot::Ready(ch) => Ok(ch.clone()),
-            Slot::Closed => Err("peer connection closed".into()),
-            Slot::Absent | Slot::Pending => Err(missing()),
-        },
-        Ok(Err(_)) => Err("peer connection closed".into()),
-        Err(_) => Err(missing()),
+    let closed = || "peer connection closed".to_string();
+    loop {
+        if matches!(*slot.borrow(), Slot::Held) {
+            slot.wait_for(|s| !matches!(s, Slot::Held))
+                .await
+                .map_err(|_| closed())?;
+            deadline = deadline.max(tokio::time::Instant::now() + wait);
+        }
+        let settled =
+            tokio::time::timeout_at(deadline, slot.wait_for(|s| !matches!(s, Slot::Pending))).await;
+        return match settled {
+            Ok(Ok(s)) => match &*s {
+                Slot::Ready(ch) => Ok(ch.clone()),
+                Slot::Held => continue,
+                Slot::Closed => Err(closed()),
+                Slot::Absent | Slot::Pending => Err(missing()),
+            },
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(missing()),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(r: Result<ChannelSender, String>) -> String {
+        match r {
+            Ok(_) => "a channel".into(),
+            Err(e) => e,
+        }
+    }
+
+    /// A send on held lanes outlives its own wait: it waits for the new connection, then gets
+    /// the wait again for that connection's channel.
+    #[tokio::test]
+    async fn a_held_send_waits_for_the_new_connection_then_for_its_channel() {
+        let wait = Duration::from_millis(40);
+        let (tx, mut rx) = watch::channel(Slot::Held);
+        let start = tokio::time::Instant::now();
+        let send = tokio::spawn(async move { channel(&mut rx, "chat", start + wait, wait).await });
+        // The new connection comes long after the send's own deadline.
+        tokio::time::sleep(wait * 3).await;
+        assert!(!send.is_finished(), "a held send must not time out");
+        tx.send_replace(Slot::Pending);
+        let adopted = tokio::time::Instant::now();
+        let e = err_of(send.await.expect("send task"));
+        assert_eq!(e, "No channel found for label \"chat\"");
+        assert!(
+            adopted.elapsed() >= wait,
+            "the new connection gets the whole wait"
+        );
+    }
+
+    /// A hold that ends without a new connection fails its sends as closed, not as missing.
+    #[tokio::test]
+    async fn a_hold_that_ends_fails_its_sends_as_closed() {
+        let wait = Duration::from_millis(40);
+        let (tx, mut rx) = watch::channel(Slot::Held);
+        let start = tokio::time::Instant::now();
+        let send = tokio::spawn(async move { channel(&mut rx, "chat", start + wait, wait).await });
+        tokio::time::sleep(wait * 2).await;
+        tx.send_replace(Slot::Closed);
+        assert_eq!(
+            err_of(send.await.expect("send task")),
+            "peer connection closed"
+        );
     }
 }
