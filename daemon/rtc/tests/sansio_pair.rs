@@ -181,6 +181,9 @@ struct Pair {
     a: Side,
     b: Side,
     now: Instant,
+    /// Deliver each step's datagrams from `b` to `a` last first (a receive batch in which a
+    /// later-sent datagram is read first).
+    b_reversed: bool,
 }
 
 impl Pair {
@@ -191,6 +194,7 @@ impl Pair {
             a: Side::new(10_001, RTCDtlsRole::Client, now),
             b: Side::new(10_002, RTCDtlsRole::Client, now),
             now,
+            b_reversed: false,
         }
     }
 
@@ -202,7 +206,10 @@ impl Pair {
         self.a.drain(self.now);
         self.b.drain(self.now);
         let from_a = self.a.outgoing();
-        let from_b = self.b.outgoing();
+        let mut from_b = self.b.outgoing();
+        if self.b_reversed {
+            from_b.reverse();
+        }
         for d in from_a {
             self.b.deliver(self.a.addr, d, self.now);
         }
@@ -285,4 +292,25 @@ fn reoffer_answer_keeps_dtls_role() {
     p.a.send_control(b"after renegotiation", p.now);
     p.run_until(2_000, |p| !p.b.received.is_empty());
     assert_eq!(p.b.received, vec![b"after renegotiation".to_vec()]);
+}
+
+/// The controlling agent nominates a pair as soon as its check of it succeeds, not on its next
+/// check tick: here both sides check in the same step, so the controlled side's check reaches
+/// the controlling one before its own check succeeded, and no later request of the remote
+/// triggers the nomination (vendor patch 27). With the stack's 200 ms default tick (peerixd's is
+/// 20 ms) a pair waited a whole tick for it: `connection:connected` came 22 ms after the
+/// join instead of 2–4 ms in about one set-up in five on loopback (BENCHMARKS.md, session 11).
+#[test]
+fn controlling_agent_nominates_when_its_check_succeeds() {
+    let mut p = Pair::new();
+    p.b_reversed = true;
+    let start = p.now;
+    p.negotiate_from_a();
+    p.run_until(10_000, |p| p.a.control_open && p.b.control_open);
+    let took = p.now - start;
+    eprintln!("control channels open after {took:?}");
+    assert!(
+        took < Duration::from_millis(50),
+        "both control channels open only after {took:?} of simulated time"
+    );
 }

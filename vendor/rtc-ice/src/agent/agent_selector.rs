@@ -337,6 +337,11 @@ impl ControllingSelector for Agent {
                 );
                 if pending_request.is_use_candidate && selected_pair_is_none {
                     self.set_selected_pair(Some(now), Some(pair_index));
+                } else if selected_pair_is_none && self.nominated_pair.is_none() {
+                    // peerixd patch 27: nominate now rather than on the next check tick (the
+                    // remote's request that would have triggered it may have come first).
+                    // Deferred to `handle_timeout`, which `poll_timeout` makes immediate.
+                    self.request_connectivity_check();
                 }
             } else {
                 // This shouldn't happen
