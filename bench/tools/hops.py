@@ -7,11 +7,11 @@ echoes, A waits for echo and its own send reply). Snapshots every daemon thread'
 voluntary/nonvoluntary context switches and schedstat run time before and after the N
 round trips and prints per-round-trip deltas per thread name.
 
-usage: hops.py BIN_DIR [N] [--strace] [--perf OUT]
+usage: hops.py BIN_DIR [N] [--strace] [--perf OUT]   (needs the `msgpack` Python module)
 """
 import asyncio, os, sys, tempfile, time, subprocess, statistics, shutil, signal
 
-sys.path.insert(0, "/work/main/clients/python/src")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "clients", "python", "src"))
 import peerix_client  # noqa: E402
 
 
