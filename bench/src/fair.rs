@@ -22,7 +22,8 @@ pub struct Settings {
     /// Type of the global allocator, as Rust names it.
     pub allocator_type: String,
     /// The tokio runtime that drives the application side (the daemon's actix system runs one
-    /// current-thread runtime on its main thread; connections run on the reactor threads).
+    /// current-thread runtime on its main thread; connections run on the reactor threads, or
+    /// on it with `inline_drivers`).
     pub runtime: String,
     /// `RtcConfig::reactor_threads` as requested (0 = automatic, resolved by the same
     /// `peerix_rtc` function in both processes).
@@ -34,10 +35,13 @@ pub struct Settings {
 /// Name of the runtime flavour the raw peers use (see [`Settings::runtime`]).
 pub const RUNTIME_CURRENT_THREAD: &str = "current_thread";
 
-/// The connection settings of a daemon started as the bench starts them (defaults, no system
-/// configuration), mapped to `RtcConfig` field by field as `RoomActor::rtc_config` does.
+/// The connection settings of a daemon started as the bench starts them (defaults and the
+/// `PEERIX_*` variables the daemons inherit, no system configuration), mapped to `RtcConfig`
+/// field by field as `RoomActor::rtc_config` does.
 pub fn daemon_rtc_config() -> RtcConfig {
-    let cfg = peerixd::config::DaemonConfig::default();
+    // The daemons read `PEERIX_WEBRTC__INLINE_DRIVERS` and the like from the environment the
+    // bench passes on; a bad variable stops them, so the defaults are only a fallback here.
+    let cfg = peerixd::config::load(None, &Default::default(), true).unwrap_or_default();
     let opts = &cfg.room_defaults;
     RtcConfig {
         ice_servers: opts
@@ -54,6 +58,7 @@ pub fn daemon_rtc_config() -> RtcConfig {
         udp_recv_buffer: cfg.webrtc.udp_recv_buffer,
         max_message_size: cfg.webrtc.max_message_size,
         reactor_threads: cfg.webrtc.reactor_threads,
+        inline_drivers: cfg.webrtc.inline_drivers,
         udp_port: cfg.webrtc.udp_port,
         channel_event_queue: cfg.limits.channel_event_queue,
         control_event_queue: cfg.limits.control_event_queue,

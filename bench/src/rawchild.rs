@@ -42,16 +42,16 @@ struct Conn {
 type Out = mpsc::UnboundedSender<Ev>;
 
 /// `peerix-bench --raw-peer`: runs like the daemon (current-thread runtime on the main
-/// thread, reactor threads for the connections) until stdin closes.
+/// thread, reactor threads for the connections unless the daemon's configuration drives them
+/// inline) until stdin closes.
 pub fn child_main() -> Result<()> {
     let settings = fair::raw_settings();
     if settings.runtime != fair::RUNTIME_CURRENT_THREAD {
         bail!("unsupported runtime {}", settings.runtime);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the raw peer's runtime")?;
+    // The daemon's actor thread runtime (`main.rs`): current-thread, aligned to the timer grid;
+    // with `inline_drivers` the connections are driven on it.
+    let rt = peerix_rtc::aligned_runtime().context("building the raw peer's runtime")?;
     rt.block_on(child())
 }
 
@@ -61,7 +61,9 @@ async fn child() -> Result<()> {
         peerix_rtc::use_stock_timers();
     }
     // As the daemon does at start (`run.rs`), before any connection.
-    peerix_rtc::start_reactors(cfg.reactor_threads);
+    if !cfg.inline_drivers {
+        peerix_rtc::start_reactors(cfg.reactor_threads);
+    }
     let (out, mut out_rx) = mpsc::unbounded_channel::<Ev>();
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();

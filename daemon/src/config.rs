@@ -306,6 +306,10 @@ pub struct WebrtcConfig {
     /// Threads that drive the WebRTC connections; 0 picks half the cores (at least 1, at
     /// most 4). Fixed when the first connection is created.
     pub reactor_threads: usize,
+    /// Drive the connections on the actor thread instead of reactor threads (no
+    /// `webrtc-rx*` thread): lower latency and CPU per small message, lower bulk
+    /// throughput (see `peerix_rtc::RtcConfig::inline_drivers`). Off by default.
+    pub inline_drivers: bool,
     /// Connections still being set up in one room (not yet connected). Invokes and offers from
     /// further new ids are ignored, with a rate-limited `error` event, until some connect or
     /// time out: every one costs a peer connection with its own UDP socket, and signaling
@@ -324,6 +328,7 @@ impl Default for WebrtcConfig {
             udp_recv_buffer: 4 << 20,
             max_message_size: rtc.max_message_size,
             reactor_threads: 0,
+            inline_drivers: false,
             max_connecting_peers: 64,
             udp_port: None,
         }

@@ -102,7 +102,12 @@ fn main() -> anyhow::Result<()> {
     let (identity, identity_source, _key_lock) =
         peerixd::identity_store::load_or_create(&cfg.service).context("loading the identity")?;
     let cfg = Arc::new(cfg);
-    let system = actix::System::new();
+    // With `webrtc.inline_drivers` the connections are driven on this thread, so its timer
+    // wheel is aligned to the wake-up grid as the reactor threads' are (`peerix_rtc::
+    // aligned_runtime`); otherwise an idle daemon would wake twice per grid sleep.
+    let system = actix::System::with_tokio_rt(|| {
+        peerix_rtc::aligned_runtime().expect("building the actor thread's tokio runtime")
+    });
     system.block_on(async move {
         let mut running = peerixd::run::start(cfg.clone(), identity, true)
             .await

@@ -40,7 +40,9 @@ pub async fn start(
     listen: bool,
 ) -> Result<Running, DaemonError> {
     // Before anything can open a connection: the first one would otherwise wait for them.
-    peerix_rtc::start_reactors(cfg.webrtc.reactor_threads);
+    if !cfg.webrtc.inline_drivers {
+        peerix_rtc::start_reactors(cfg.webrtc.reactor_threads);
+    }
     let bus = EventBus::new(BusLimits::from_config(&cfg.ipc), cfg.ipc.lag_limit).start();
     let id = identity.id().to_string();
     let daemon = Daemon::new(cfg.clone(), bus.clone(), identity);

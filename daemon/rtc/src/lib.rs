@@ -12,7 +12,8 @@
 //! All futures are `Send`; the crate works inside `actix_rt::System` (current-thread tokio
 //! plus `LocalSet`) and on any tokio runtime. The connection drivers run on webrtc's
 //! dedicated reactor threads (`webrtc-rx*`, see [`RtcConfig::reactor_threads`]), so a busy
-//! actix thread does not delay ICE, DTLS or SCTP, nor the draining of the UDP sockets.
+//! actix thread does not delay ICE, DTLS or SCTP, nor the draining of the UDP sockets; or,
+//! with [`RtcConfig::inline_drivers`], on the thread that creates the connection.
 //!
 //! An idle connection costs little: long driver timers are aligned to a host-wide grid so
 //! idle connections wake together, UDP GRO is off (small receive buffers), and the default
@@ -69,6 +70,20 @@ pub fn start_reactors(threads: usize) {
     reactor::start_all(reactor::pool_size(threads));
 }
 
+/// A current-thread tokio runtime (I/O and time enabled) created on a boundary of the timer
+/// grid like the reactor threads' (see `reactor.rs`), for the thread that creates the
+/// connections (the daemon's actor thread). With [`RtcConfig::inline_drivers`] the drivers
+/// run on it, and an unaligned timer wheel would wake an idle daemon twice per grid sleep.
+/// Takes up to 4 × 64 ms; falls back to an unaligned runtime on a busy machine.
+pub fn aligned_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    match reactor::aligned_runtime() {
+        Some(rt) => Ok(rt),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+}
+
 /// Benchmarks only: every connection's driver sleeps exactly as webrtc's stock `TokioRuntime`
 /// would (no 384 ms grid, no 1 ms handshake expedite) from now on in this process. The bench's
 /// "stock timers" raw baseline on lossy paths uses it to show what the grid costs; the daemon
@@ -108,6 +123,18 @@ pub struct RtcConfig {
     /// an idle daemon's CPU is almost all such wake-ups (see `runtime.rs`). One thread per
     /// two cores leaves the other core to the daemon's actor thread during a transfer.
     pub reactor_threads: usize,
+    /// Drive each connection on the thread that creates it (the daemon's actor thread)
+    /// instead of a reactor thread; `reactor_threads` then starts none.
+    ///
+    /// What it buys: a message no longer crosses from the actor thread to a reactor thread to
+    /// be sent, nor back on arrival: per 16 B round trip each daemon wakes 3.5 times instead
+    /// of ~10 and spends 168 µs of CPU instead of ~300 µs, and the RTT falls by ~20 %. What
+    /// it costs: SCTP/DTLS share the actor thread's core, so bulk transfers are slower
+    /// (32 MiB: 60–73 vs 106–118 MB/s in the same interleaved runs on 2 busy cores), and
+    /// ICE/SCTP timers wait while an actor handler runs (all are non-blocking; the shortest
+    /// timers are the 20 ms ICE check and the 200 ms delayed SACK). BENCHMARKS.md, "Issue
+    /// 14, part 2". Off by default.
+    pub inline_drivers: bool,
     /// Messages of one data channel read from SCTP but not yet taken from its event stream.
     /// When the queue is full the channel is not read, so the stack stops reading the stream
     /// and the remote's SCTP window closes: back-pressure instead of memory. At least 1.
@@ -131,6 +158,7 @@ impl Default for RtcConfig {
             udp_recv_buffer: 4 * 1024 * 1024,
             max_message_size: 64 * 1024,
             reactor_threads: 0,
+            inline_drivers: false,
             channel_event_queue: 64,
             control_event_queue: 64,
             udp_port: None,

@@ -448,7 +448,12 @@ async fn build_pc(
             shared: Arc::clone(shared),
         }))
         .with_udp_addrs(vec!["0.0.0.0:0"])
-        .with_dedicated_reactor_pool_size(crate::reactor::pool_size(cfg.reactor_threads))
+        // 0 = no pool: the driver is spawned on the caller's runtime (`inline_drivers`).
+        .with_dedicated_reactor_pool_size(if cfg.inline_drivers {
+            0
+        } else {
+            crate::reactor::pool_size(cfg.reactor_threads)
+        })
         .build()
         .await?;
     let _ = shared.runtime.set(tuned);

@@ -104,8 +104,10 @@ fn start_thread(idx: usize) -> Option<Handle> {
 }
 
 /// A current-thread runtime created within [`ALIGN_TOLERANCE`] after a [`WHEEL_SLOT`]
-/// boundary of the wake-up grid.
-fn aligned_runtime() -> Option<tokio::runtime::Runtime> {
+/// boundary of the wake-up grid (unaligned after [`ALIGN_ATTEMPTS`] misses); `None` only if
+/// tokio cannot build one at all. Also the actor thread's runtime (`crate::aligned_runtime`),
+/// which drives the connections with `RtcConfig::inline_drivers`.
+pub(crate) fn aligned_runtime() -> Option<tokio::runtime::Runtime> {
     let build = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -24,7 +24,24 @@ fn bounded_config() -> RtcConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_not_read_holds_the_sender_back_and_loses_nothing() {
     init_tracing();
-    let (a, mut b, _) = connect_with(&bounded_config()).await;
+    holds_back_and_loses_nothing(&bounded_config()).await;
+}
+
+/// The same with the drivers on the one thread that also owns the channels
+/// (`inline_drivers`, as the daemon's actor thread runs them): the reader and the driver share
+/// the thread, and a reader that stops still stops the stack from reading.
+#[tokio::test(flavor = "current_thread")]
+async fn with_inline_drivers_a_channel_not_read_still_holds_the_sender_back() {
+    init_tracing();
+    let cfg = RtcConfig {
+        inline_drivers: true,
+        ..bounded_config()
+    };
+    holds_back_and_loses_nothing(&cfg).await;
+}
+
+async fn holds_back_and_loses_nothing(cfg: &RtcConfig) {
+    let (a, mut b, _) = connect_with(cfg).await;
     let a_chat = a
         .peer
         .create_channel("chat", ChannelInit::default())

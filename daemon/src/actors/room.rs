@@ -360,6 +360,7 @@ impl RoomActor {
             udp_recv_buffer: self.s.webrtc.udp_recv_buffer,
             max_message_size: self.s.webrtc.max_message_size,
             reactor_threads: self.s.webrtc.reactor_threads,
+            inline_drivers: self.s.webrtc.inline_drivers,
             channel_event_queue: self.s.limits.channel_event_queue,
             control_event_queue: self.s.limits.control_event_queue,
             udp_port: self.s.webrtc.udp_port,
