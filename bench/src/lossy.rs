@@ -248,9 +248,9 @@ async fn one_path(run: &mut Run, cfg: &PathCfg) -> Result<Value> {
     let stock_note =
         "raw = two `peerix-bench --raw-peer` processes, one per namespace, the daemon's \
         allocator/threads/settings; STOCK timers = every driver sleep as webrtc's TokioRuntime \
-        asks (no 384 ms grid, no 1 ms handshake expedite); the vendored SCTP (patches 12/13: \
-        RTO.min 400 ms, 3 s backoff cap, RFC fast retransmit) is compiled in and cannot be \
-        switched off";
+        asks (no 384 ms grid, no 1 ms handshake expedite); the vendored SCTP (patches 12/13/25/26: \
+        RTO.min 400 ms, 3 s backoff cap, RFC fast retransmit, tail-loss probe, duplicates \
+        SACKed at once) is compiled in and cannot be switched off";
     let mut row = Row::new(
         "lossy",
         &format!("full path, {size}, {path}"),

@@ -26,7 +26,7 @@ fn sctp_recovers_from_receive_buffer_overflow() {
         Link {
             capacity: RCVBUF,
             reads_per_ms: READ_PER_MS,
-            loss: None,
+            ..Link::PERFECT
         },
     );
     eprintln!("{o:?}");

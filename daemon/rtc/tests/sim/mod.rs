@@ -1,6 +1,8 @@
 //! A simulated link for webrtc's sans-IO SCTP (`rtc::sctp`): two associations, a clock that
 //! moves only when the test moves it (1 ms per step), and per direction a socket buffer, a read
 //! rate and seeded loss. Every run with the same links is the same run.
+// Each test file uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -30,7 +32,16 @@ pub struct Link {
     pub reads_per_ms: usize,
     /// Per cent of arriving datagrams lost (seeded xorshift64), and the seed.
     pub loss: Option<(u64, u64)>,
+    /// Arriving DATA datagrams (larger than `DATA_DATAGRAM`, counted from 0, retransmissions
+    /// included) to lose, for losses at a chosen place.
+    pub drop_data: &'static [usize],
+    /// The same for the other arriving datagrams (handshake chunks and SACKs).
+    pub drop_other: &'static [usize],
 }
+
+/// Datagrams longer than this carry a DATA chunk of a 16 KiB message (all but its last
+/// fragment): SACKs and handshake chunks are shorter.
+pub const DATA_DATAGRAM: usize = 1000;
 
 impl Link {
     /// Takes everything, reads everything, loses nothing.
@@ -38,6 +49,8 @@ impl Link {
         capacity: usize::MAX,
         reads_per_ms: usize::MAX,
         loss: None,
+        drop_data: &[],
+        drop_other: &[],
     };
 }
 
@@ -51,6 +64,10 @@ struct Node {
     /// State of the loss generator.
     rng: u64,
     dropped: usize,
+    /// DATA datagrams that arrived (see `Link::drop_data`).
+    data_arrived: usize,
+    /// Other datagrams that arrived (see `Link::drop_other`).
+    other_arrived: usize,
 }
 
 impl Node {
@@ -70,10 +87,22 @@ impl Node {
             rng: link.loss.map_or(1, |(_, seed)| seed | 1),
             link,
             dropped: 0,
+            data_arrived: 0,
+            other_arrived: 0,
         }
     }
 
     fn arrive(&mut self, d: Bytes) {
+        let (arrived, drop) = if d.len() > DATA_DATAGRAM {
+            (&mut self.data_arrived, self.link.drop_data)
+        } else {
+            (&mut self.other_arrived, self.link.drop_other)
+        };
+        *arrived += 1;
+        if drop.contains(&(*arrived - 1)) {
+            self.dropped += 1;
+            return;
+        }
         if let Some((percent, _)) = self.link.loss {
             self.rng ^= self.rng << 13;
             self.rng ^= self.rng >> 7;
@@ -140,6 +169,10 @@ pub struct Outcome {
     pub t3_timeouts: u64,
     /// The sender's fast retransmissions.
     pub fast_retransmits: u64,
+    /// The sender's tail-loss probes.
+    pub probes: u64,
+    /// Times the receiver's application got nothing for 100 ms or more.
+    pub stalls: usize,
     /// Datagrams the links dropped, both ways.
     pub dropped: usize,
 }
@@ -148,6 +181,11 @@ pub struct Outcome {
 /// (what reaches the sender: SACKs) to a receiver behind `to_receiver`, checking that every
 /// message arrives whole and in order.
 pub fn transfer(to_sender: Link, to_receiver: Link) -> Outcome {
+    transfer_bytes(to_sender, to_receiver, TOTAL)
+}
+
+/// `transfer` of `total` bytes (a multiple of 16 KiB).
+pub fn transfer_bytes(to_sender: Link, to_receiver: Link, total: usize) -> Outcome {
     let start = Instant::now();
     let mut now = start;
     let mut sender = Node::new(20_001, false, to_sender);
@@ -166,10 +204,11 @@ pub fn transfer(to_sender: Link, to_receiver: Link) -> Outcome {
     let mut opened = false;
     let mut last_progress = now;
     let mut longest_gap = Duration::ZERO;
-    while received < TOTAL {
+    let mut stalls = 0;
+    while received < total {
         assert!(
             now - start < Duration::from_secs(120),
-            "transfer stuck at {received} of {TOTAL} bytes"
+            "transfer stuck at {received} of {total} bytes"
         );
         for d in sender.step(now, receiver.addr) {
             receiver.arrive(d);
@@ -197,7 +236,7 @@ pub fn transfer(to_sender: Link, to_receiver: Link) -> Outcome {
         }
         if opened {
             let mut stream = sender.conn().stream(STREAM).expect("stream");
-            while sent < TOTAL && stream.buffered_amount().expect("buffered") < HIGH_WATER {
+            while sent < total && stream.buffered_amount().expect("buffered") < HIGH_WATER {
                 let msg = Bytes::from(vec![(sent / MESSAGE) as u8; MESSAGE]);
                 stream
                     .write_sctp(now, &msg, PayloadProtocolIdentifier::Binary)
@@ -217,6 +256,9 @@ pub fn transfer(to_sender: Link, to_receiver: Link) -> Outcome {
                     );
                     received += payload.len();
                     longest_gap = longest_gap.max(now - last_progress);
+                    if now - last_progress >= Duration::from_millis(100) {
+                        stalls += 1;
+                    }
                     last_progress = now;
                 }
             }
@@ -229,6 +271,8 @@ pub fn transfer(to_sender: Link, to_receiver: Link) -> Outcome {
         longest_gap,
         t3_timeouts: stats.get_num_t3timeouts(),
         fast_retransmits: stats.get_num_fast_retrans(),
+        probes: stats.get_num_probes(),
+        stalls,
         dropped: receiver.dropped + sender.dropped,
     }
 }

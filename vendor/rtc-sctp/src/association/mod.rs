@@ -62,6 +62,16 @@ use thiserror::Error;
 const MAX_BURST: u32 = 4;
 /// peerixd patch: the most burst credit (in packets) kept while nothing waits to be sent.
 const MAX_BURST_CREDIT: u32 = 64;
+/// peerixd patch: the shortest tail-loss probe timeout. RFC 8985 §7.2 uses 2×SRTT, but SRTT
+/// is kept in whole milliseconds here (0 on a LAN) and a timer may run a few milliseconds late.
+const PTO_MIN_MS: u64 = 10;
+/// peerixd patch: added to the probe timeout while at most one packet is in flight (RFC 8985
+/// §7.2 WCDelAckT): the peer may hold the SACK for a lone packet for its delayed-ack time
+/// (200 ms in this crate and in dcsctp), so probing earlier would only send a duplicate.
+const PTO_LONE_PACKET_MS: u64 = ACK_INTERVAL + 50;
+/// peerixd patch: probes sent without a SACK acknowledging new data in between; after these,
+/// only T3-rtx retransmits. One packet each, so a dead path costs at most two extra packets.
+const MAX_PROBES: u32 = 2;
 
 pub(crate) mod state;
 pub(crate) mod stats;
@@ -185,9 +195,20 @@ pub struct Association {
     /// on loopback cwnd grows without bound, so a refill of the application's buffer left as
     /// hundreds of datagrams at once and overflowed Chromium's UDP receive buffer.
     burst_credit: u32,
-    /// peerixd patch: the latest (re)transmission among the chunks the SACK being processed
-    /// newly acknowledged (see `ChunkPayloadData::retransmitted`).
-    newest_acked_send: Option<Instant>,
+    /// peerixd patch: the latest (re)transmission (`ChunkPayloadData::sent_seq`) among the
+    /// chunks the SACK being processed newly acknowledged (see `ChunkPayloadData::retransmitted`).
+    newest_acked_seq: Option<u64>,
+    /// peerixd patch: DATA transmissions so far, the source of `ChunkPayloadData::sent_seq`.
+    send_seq: u64,
+    /// peerixd patch: the tail-loss probe timer expired; the next flush sends one probe.
+    will_send_probe: bool,
+    /// peerixd patch: set while the flush that sends a probe gathers new data: one chunk may
+    /// exceed cwnd and the burst credit (RFC 8985 §7.3), not rwnd.
+    probe_new_data: bool,
+    /// peerixd patch: `sent_seq` of the last probe, until a SACK acknowledges it or later data.
+    probe_seq: Option<u64>,
+    /// peerixd patch: probes sent since a SACK last acknowledged new data (at most MAX_PROBES).
+    probes_in_a_row: u32,
 
     will_send_shutdown_ack: bool,
     will_send_shutdown_complete: bool,
@@ -293,7 +314,12 @@ impl Default for Association {
             will_retransmit_reconfig: false,
             t3_retransmit_pending: false,
             burst_credit: 0,
-            newest_acked_send: None,
+            newest_acked_seq: None,
+            send_seq: 0,
+            will_send_probe: false,
+            probe_new_data: false,
+            probe_seq: None,
+            probes_in_a_row: 0,
 
             will_send_shutdown_ack: false,
             will_send_shutdown_complete: false,
@@ -545,6 +571,8 @@ impl Association {
 
             if timer == Timer::Ack {
                 self.on_ack_timeout();
+            } else if timer == Timer::Probe {
+                self.on_probe_timeout();
             } else if failure {
                 self.on_retransmission_failure(timer);
             } else {
@@ -1406,7 +1434,11 @@ impl Association {
             }
         }
 
-        let immediate_sack = d.immediate_sack;
+        // peerixd patch: a duplicate is SACKed at once (RFC 9260 §6.7: "MUST immediately send a
+        // SACK with no delay"). It means the peer retransmitted what arrived: our SACK was lost
+        // and its T3-rtx expired, and it now sends one packet per RTT (cwnd 1 MTU). 0.21.1
+        // delayed that SACK like any other, 200 ms more of an idle link after the timeout.
+        let immediate_sack = d.immediate_sack || !can_push;
 
         if stream_handle_data && let Some(s) = self.streams.get_mut(&d.stream_identifier) {
             self.events.push_back(Event::DatagramReceived);
@@ -1456,7 +1488,7 @@ impl Association {
         }
 
         // Process selective ack
-        self.newest_acked_send = None;
+        self.newest_acked_seq = None;
         let (bytes_acked_per_stream, total_bytes_acked, htna) =
             self.process_selective_ack(d, now)?;
 
@@ -1501,6 +1533,15 @@ impl Association {
         self.burst_credit = self.burst_credit.saturating_add(grant);
         if self.pending_queue.is_empty() {
             self.burst_credit = self.burst_credit.min(MAX_BURST_CREDIT * self.mtu);
+        }
+
+        // peerixd patch: tail-loss probe, see `arm_probe`.
+        if let Some(acked) = self.newest_acked_seq {
+            self.probes_in_a_row = 0;
+            if let Some(probe) = self.probe_seq.filter(|probe| acked >= *probe) {
+                self.probe_seq = None;
+                self.on_probe_acknowledged(probe);
+            }
         }
 
         self.process_fast_retransmission(d.cumulative_tsn_ack, htna, cum_tsn_ack_point_advanced)?;
@@ -1777,7 +1818,7 @@ impl Association {
             if let Some(mut c) = self.inflight_queue.pop(i) {
                 if c.acknowledge() {
                     newly_acked_data |= c.nsent > 0;
-                    self.newest_acked_send = self.newest_acked_send.max(c.since);
+                    self.newest_acked_seq = self.newest_acked_seq.max(Some(c.sent_seq));
 
                     let n_bytes_acked = c.user_data.len() as i64;
                     total_bytes_acked += n_bytes_acked;
@@ -1844,7 +1885,7 @@ impl Association {
                 if let Some(c) = self.inflight_queue.get(tsn) {
                     if newly_acknowledged {
                         newly_acked_data |= c.nsent > 0;
-                        self.newest_acked_send = self.newest_acked_send.max(c.since);
+                        self.newest_acked_seq = self.newest_acked_seq.max(Some(c.sent_seq));
                         total_bytes_acked += n_bytes_acked;
                         if self.is_current_stream_data(c) {
                             *bytes_acked_per_stream
@@ -1910,6 +1951,8 @@ impl Association {
                 self.pending_queue.len()
             );
             self.timers.stop(Timer::T3RTX);
+            // peerixd patch: nothing left to probe for (an idle association arms no timer).
+            self.timers.set(Timer::Probe, None);
         } else {
             trace!("[{}] T3-rtx timer start (pt2)", self.side);
             self.timers
@@ -2015,8 +2058,7 @@ impl Association {
             let Some(c) = self.inflight_queue.get_mut(tsn) else {
                 return Err(Error::ErrTsnRequestNotExist);
             };
-            let strike = !c.retransmitted
-                || c.since.is_some_and(|sent| self.newest_acked_send.is_some_and(|t| t > sent));
+            let strike = !c.retransmitted || self.newest_acked_seq.is_some_and(|t| t > c.sent_seq);
             if strike && c.is_outstanding() && c.miss_indicator < 3 {
                 c.miss_indicator += 1;
                 if c.miss_indicator == 3 {
@@ -2064,6 +2106,10 @@ impl Association {
             trace!("[{}] T3-rtx timer start (pt3)", self.side);
             self.timers
                 .start_if_idle(Timer::T3RTX, now, self.rto_mgr.get_rto());
+            // peerixd patch: RFC 8985 §7.2, the probe timer restarts on an ack of new data.
+            if self.newest_acked_seq.is_some() {
+                self.arm_probe(now);
+            }
         } else if state == AssociationState::ShutdownPending {
             // No more outstanding, send shutdown.
             should_awake_write_loop = true;
@@ -2302,6 +2348,7 @@ impl Association {
         }
 
         let state = self.state();
+        let sent_before = self.send_seq;
         match state {
             AssociationState::Established => {
                 raw_packets = self.gather_data_packets_to_retransmit(raw_packets, now);
@@ -2314,9 +2361,31 @@ impl Association {
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
                 }
+                let sent_before_data = self.send_seq;
+                // peerixd patch: a due probe is new data if there is any (see `arm_probe`).
+                let probe =
+                    std::mem::take(&mut self.will_send_probe) && sent_before == self.send_seq;
+                self.probe_new_data = probe;
                 raw_packets = self.gather_outbound_data_and_reconfig_packets(raw_packets, now);
+                self.probe_new_data = false;
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
+                }
+                if probe {
+                    if self.send_seq == sent_before_data {
+                        raw_packets = self.gather_outbound_probe_retransmission(raw_packets, now);
+                        if self.state() == AssociationState::Closed {
+                            return (vec![], false);
+                        }
+                    }
+                    if self.send_seq != sent_before_data {
+                        self.probe_seq = Some(self.send_seq);
+                        self.probes_in_a_row += 1;
+                        self.stats.inc_probes();
+                    }
+                }
+                if self.send_seq != sent_before {
+                    self.arm_probe(now);
                 }
                 raw_packets = self.gather_outbound_sack_packets(raw_packets);
                 raw_packets = self.gather_outbound_forward_tsn_packets(raw_packets);
@@ -2531,6 +2600,8 @@ impl Association {
                     c.miss_indicator = 0;
                     c.retransmitted = true;
                     c.since = Some(now);
+                    self.send_seq += 1;
+                    c.sent_seq = self.send_seq;
                     self.stats.inc_fast_retrans();
                     trace!(
                         "[{}] fast-retransmit: tsn={} sent={} htna={}",
@@ -2542,6 +2613,126 @@ impl Association {
         }
 
         raw_packets
+    }
+
+    /// peerixd patch: the tail-loss probe when no new data could go: the highest outstanding
+    /// chunk again (RFC 8985 §7.3), so that the peer's SACK shows what is still missing below
+    /// it, or, if only SACKs were lost, acknowledges everything.
+    fn gather_outbound_probe_retransmission(
+        &mut self,
+        mut raw_packets: Vec<Bytes>,
+        now: Instant,
+    ) -> Vec<Bytes> {
+        let Some(tsn) = self
+            .inflight_queue
+            .sorted
+            .iter()
+            .rev()
+            .copied()
+            .find(|tsn| {
+                self.inflight_queue
+                    .get(*tsn)
+                    .is_some_and(ChunkPayloadData::is_outstanding)
+            })
+        else {
+            return raw_packets;
+        };
+        match self.abandon_retransmit_candidate(tsn, now) {
+            Ok(false) => {}
+            // Its message ran out of retransmissions: FORWARD TSN takes over.
+            Ok(true) => return raw_packets,
+            Err(err) => {
+                self.fail_message_queue(err);
+                return vec![];
+            }
+        }
+        let Some(c) = self.inflight_queue.get_mut(tsn) else {
+            return raw_packets;
+        };
+        c.nsent += 1;
+        c.miss_indicator = 0;
+        c.retransmitted = true;
+        c.since = Some(now);
+        self.send_seq += 1;
+        c.sent_seq = self.send_seq;
+        let mut chunk = c.clone();
+        // RFC 7053 I bit: the peer must not hold the SACK this probe is for.
+        chunk.immediate_sack = true;
+        trace!(
+            "[{}] tail-loss probe: tsn={} sent={}",
+            self.side, tsn, chunk.nsent
+        );
+        self.bundle_data_chunks_into_packets(vec![chunk], &mut raw_packets);
+        raw_packets
+    }
+
+    /// peerixd patch: (re)starts the tail-loss probe timer (after RFC 8985 §7.2) after DATA was
+    /// sent or a SACK acknowledged new data. 0.21.1 (and RFC 9260) had only T3-rtx for a loss
+    /// that no later SACK reports three times: the last packets of a burst, a lost
+    /// retransmission with nothing sent after it, the SACKs of a tail. That waited at least
+    /// RTO.min (400 ms, then doubling) with the link idle, where the peer's SACK to a probe
+    /// sent after max(2×SRTT, 10 ms) shows the losses (`on_probe_acknowledged`). No probe if
+    /// T3-rtx would come first, during T3 recovery, or after MAX_PROBES unanswered ones.
+    fn arm_probe(&mut self, now: Instant) {
+        self.timers.set(Timer::Probe, None);
+        let flight = self.inflight_queue.get_num_bytes();
+        // Before the first RTT sample (SRTT 0 says nothing then) T3-rtx's initial RTO rules.
+        if flight == 0
+            || !self.rto_mgr.measured
+            || self.state() != AssociationState::Established
+            || self.t3_retransmit_pending
+            || self.probes_in_a_row >= MAX_PROBES
+        {
+            return;
+        }
+        let mut pto = self.rto_mgr.srtt.saturating_mul(2).max(PTO_MIN_MS);
+        // A peer with a gap (gap-acknowledged chunks above the outstanding one) SACKs each
+        // packet at once (RFC 9260 §6.7); only a lone in-order packet's SACK may be delayed.
+        if flight <= self.max_payload_size as usize && self.inflight_queue.len() == 1 {
+            pto += PTO_LONE_PACKET_MS;
+        }
+        let due = now + Duration::from_millis(pto);
+        if self.timers.get(Timer::T3RTX).is_some_and(|t3| due >= t3) {
+            return;
+        }
+        self.timers.set(Timer::Probe, Some(due));
+    }
+
+    fn on_probe_timeout(&mut self) {
+        if !self.inflight_queue.is_empty() && !self.t3_retransmit_pending {
+            self.will_send_probe = true;
+            self.awake_write_loop();
+        }
+    }
+
+    /// peerixd patch: a SACK acknowledged the last probe (or data sent after it). Every chunk
+    /// sent before the probe that it still does not acknowledge was lost: the peer had the
+    /// probe when it wrote the SACK, and those left earlier on the same path (RACK's rule,
+    /// RFC 8985 §6.2, by transmission order). They are fast retransmitted now; the first such
+    /// loss enters Fast Recovery with its cwnd reduction (RFC 9260 §7.2.3), as three miss
+    /// indications would have.
+    fn on_probe_acknowledged(&mut self, probe: u64) {
+        let mut lost = false;
+        let mut tsn = self.cumulative_tsn_ack_point.wrapping_add(1);
+        while let Some(c) = self.inflight_queue.get_mut(tsn) {
+            if c.is_outstanding() && c.sent_seq < probe && c.miss_indicator < 3 {
+                c.miss_indicator = 3;
+                lost = true;
+            }
+            tsn = tsn.wrapping_add(1);
+        }
+        if !lost {
+            return;
+        }
+        self.will_retransmit_fast = true;
+        if !self.in_fast_recovery {
+            self.in_fast_recovery = true;
+            // RFC 9260 §7.2.4 2): the highest outstanding TSN.
+            self.fast_recover_exit_point = self.my_next_tsn.wrapping_sub(1);
+            self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
+            self.cwnd = self.ssthresh;
+            self.partial_bytes_acked = 0;
+        }
     }
 
     fn gather_outbound_sack_packets(&mut self, mut raw_packets: Vec<Bytes>) -> Vec<Bytes> {
@@ -2722,6 +2913,8 @@ impl Association {
                 c.miss_indicator = 0;
                 c.retransmitted = true;
                 c.since = Some(now);
+                self.send_seq += 1;
+                c.sent_seq = self.send_seq;
                 chunk.nsent = c.nsent;
                 trace!(
                     "[{}] retransmitting tsn={} ssn={} sent={}",
@@ -2988,6 +3181,7 @@ impl Association {
             if self.inflight_queue.is_empty() {
                 self.burst_credit = self.burst_credit.max(MAX_BURST * self.mtu);
             }
+            let probing = self.probe_new_data;
             // RFC 4960 sec 6.1.  Transmission of DATA Chunks
             //   A) At any given time, the data sender MUST NOT transmit new data to
             //      any destination transport address if its peer's rwnd indicates
@@ -3034,17 +3228,18 @@ impl Association {
                     continue;
                 }
 
-                if self.inflight_queue.get_num_bytes() + data_len > self.cwnd as usize {
-                    break; // would exceeds cwnd
-                }
-
                 if data_len > self.rwnd as usize {
                     break; // no more rwnd
                 }
 
                 // peerixd patch: Max.Burst (RFC 9260 §6.1 D), see `burst_credit`.
-                if data_len > self.burst_credit as usize {
-                    break;
+                if self.inflight_queue.get_num_bytes() + data_len > self.cwnd as usize
+                    || data_len > self.burst_credit as usize
+                {
+                    // peerixd patch: a tail-loss probe is one chunk beyond both.
+                    if !std::mem::take(&mut self.probe_new_data) {
+                        break; // would exceed cwnd or the burst
+                    }
                 }
 
                 if let Some(chunk) = self.move_pending_data_chunk_to_inflight_queue(
@@ -3061,6 +3256,12 @@ impl Association {
                     ));
                     return (vec![], vec![]);
                 }
+            }
+
+            // peerixd patch: the last chunk of a probe's flush carries the RFC 7053 I bit: the
+            // peer has no gap to report, and would otherwise delay the SACK the probe is for.
+            if probing && let Some(last) = chunks.last_mut() {
+                last.immediate_sack = true;
             }
 
             // the data sender can always have one DATA chunk in flight to the receiver
@@ -3272,6 +3473,8 @@ impl Association {
             // RTT baseline only; maxPacketLifeTime measures from `created_at`.
             c.since = Some(now);
             c.nsent = 1; // being sent for the first time
+            self.send_seq += 1;
+            c.sent_seq = self.send_seq;
 
             trace!(
                 "[{}] sending ppi={} tsn={} ssn={} sent={} len={} ({},{})",
@@ -3458,6 +3661,10 @@ impl Association {
 
                 self.inflight_queue.mark_all_to_retrasmit();
                 self.t3_retransmit_pending = true;
+                // peerixd patch: T3 recovery resends everything; no probe until it is done.
+                self.will_send_probe = false;
+                self.probe_seq = None;
+                self.timers.set(Timer::Probe, None);
                 self.awake_write_loop();
             }
 

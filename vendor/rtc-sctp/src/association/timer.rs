@@ -4,7 +4,7 @@ pub(crate) const ACK_INTERVAL: u64 = 200;
 const MAX_INIT_RETRANS: usize = 8;
 const PATH_MAX_RETRANS: usize = 5;
 const NO_MAX_RETRANS: usize = usize::MAX;
-const TIMER_COUNT: usize = 6;
+const TIMER_COUNT: usize = 7;
 
 #[derive(Debug, Copy, Clone)]
 /// Retransmission limits for the association's timers.
@@ -53,6 +53,8 @@ pub(crate) enum Timer {
     T3RTX = 3,
     Reconfig = 4,
     Ack = 5,
+    /// peerixd patch: the tail-loss probe (PTO, after RFC 8985 §7), see `Association::arm_probe`.
+    Probe = 6,
 }
 
 impl Timer {
@@ -63,6 +65,7 @@ impl Timer {
         Timer::T3RTX,
         Timer::Reconfig,
         Timer::Ack,
+        Timer::Probe,
     ];
 }
 
@@ -86,6 +89,7 @@ impl TimerTable {
                 time_config.max_t3_rtx_retrans,      //T3RTX
                 time_config.max_reconfig_retrans,    //Reconfig
                 time_config.max_ack_retrans,         //Ack
+                NO_MAX_RETRANS,                      //Probe: bounded by the association
             ],
             ..Default::default()
         }
@@ -120,7 +124,7 @@ impl TimerTable {
             // compound T3 backoff nor apply this control timer's backoff twice.
             // See RFC 9260 9.2 and RFC 6525 5.1.1.
             *current.get_or_insert(interval)
-        } else if matches!(timer, Timer::Ack | Timer::T3RTX) {
+        } else if matches!(timer, Timer::Ack | Timer::T3RTX | Timer::Probe) {
             interval
         } else {
             calculate_next_timeout(interval, self.retrans[timer as usize])
@@ -194,6 +198,8 @@ pub(crate) struct RtoManager {
     pub(crate) rttvar: f64,
     pub(crate) rto: u64,
     pub(crate) no_update: bool,
+    /// peerixd patch: an RTT was measured (`srtt` is 0 both before and on a sub-millisecond path).
+    pub(crate) measured: bool,
 }
 
 impl RtoManager {
@@ -211,6 +217,7 @@ impl RtoManager {
             return self.srtt;
         }
 
+        self.measured = true;
         if self.srtt == 0 {
             // First measurement
             self.srtt = rtt;
@@ -252,6 +259,7 @@ impl RtoManager {
         self.srtt = 0;
         self.rttvar = 0.0;
         self.rto = RTO_INITIAL;
+        self.measured = false;
     }
 
     /// set RTO value for testing

@@ -182,6 +182,12 @@ pub struct ChunkPayloadData {
     /// and counts as a miss indication again, so a lost retransmission is fast retransmitted
     /// instead of waiting for T3-rtx.
     pub(crate) retransmitted: bool,
+
+    /// peerixd patch: the association's transmission counter at this chunk's latest
+    /// (re)transmission. Orders transmissions where `since` cannot: chunks sent in one flush
+    /// share an `Instant` (always, on a simulated clock), and a retransmission goes out below
+    /// TSNs already sent, so neither the TSN nor the time says which left later.
+    pub(crate) sent_seq: u64,
 }
 
 impl Default for ChunkPayloadData {
@@ -207,6 +213,7 @@ impl Default for ChunkPayloadData {
             abandoned: false,
             retransmit: false,
             retransmitted: false,
+            sent_seq: 0,
         }
     }
 }
@@ -293,6 +300,7 @@ impl Chunk for ChunkPayloadData {
             abandoned: false,
             retransmit: false,
             retransmitted: false,
+            sent_seq: 0,
         })
     }
 
