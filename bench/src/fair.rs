@@ -21,6 +21,9 @@ pub struct Settings {
     pub allocator: String,
     /// Type of the global allocator, as Rust names it.
     pub allocator_type: String,
+    /// mimalloc's purge delay in ms (`peerixd::alloc::configure`, run at the start of both
+    /// programs' `main`); `None` with the system allocator.
+    pub purge_delay_ms: Option<i64>,
     /// The tokio runtime that drives the application side (the daemon's actix system runs one
     /// current-thread runtime on its main thread; connections run on the reactor threads, or
     /// on it with `inline_drivers`).
@@ -71,6 +74,9 @@ pub fn daemon_settings() -> Settings {
     Settings {
         allocator: peerixd::alloc::NAME.to_string(),
         allocator_type: std::any::type_name::<peerixd::alloc::Allocator>().to_string(),
+        // The daemon's `main` runs the same `configure` in the same environment as this
+        // process (its process cannot be asked).
+        purge_delay_ms: peerixd::alloc::purge_delay_ms(),
         runtime: RUNTIME_CURRENT_THREAD.to_string(),
         reactor_threads_requested: rtc.reactor_threads,
         rtc: format!("{rtc:?}"),
@@ -88,6 +94,8 @@ pub fn raw_settings() -> Settings {
     Settings {
         allocator: peerixd::alloc::NAME.to_string(),
         allocator_type: type_name_of(&GLOBAL).to_string(),
+        // What this process's allocator actually runs with.
+        purge_delay_ms: peerixd::alloc::purge_delay_ms(),
         runtime: RUNTIME_CURRENT_THREAD.to_string(),
         reactor_threads_requested: rtc.reactor_threads,
         rtc: format!("{rtc:?}"),
@@ -139,6 +147,8 @@ mod tests {
     /// settings including the requested reactor threads. Fails if any of them drifts apart.
     #[test]
     fn raw_baseline_runs_like_the_daemon() {
+        // As `main` does before anything else.
+        peerixd::alloc::configure();
         let daemon = daemon_settings();
         let raw = raw_settings();
         assert_eq!(

@@ -396,6 +396,9 @@ async fn run_all(args: &Args) -> Result<Run> {
 }
 
 fn main() -> Result<()> {
+    // The daemon's allocator options, here too: this process is the full path's client and,
+    // re-executed, the raw baseline's peers (`fair.rs` checks they match the daemon's).
+    peerixd::alloc::configure();
     let args = Args::parse();
     if args.raw_peer {
         return rawchild::child_main();

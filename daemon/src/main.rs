@@ -51,6 +51,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    peerixd::alloc::configure();
     let args = Args::parse();
     let flags = FlagOverrides {
         socket: args.socket.clone(),

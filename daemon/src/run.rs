@@ -86,6 +86,7 @@ pub async fn start(
         Some(addr) => Some(crate::metrics::spawn(addr, daemon.clone()).await?),
         None => None,
     };
+    crate::alloc::release_free_memory();
     Ok(Running {
         daemon,
         bus,

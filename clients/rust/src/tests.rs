@@ -154,6 +154,17 @@ fn message_event(
     offset: u64,
     fin: bool,
 ) -> DaemonMessage {
+    message_event_of(seq, data, kind, offset, None, fin)
+}
+
+fn message_event_of(
+    seq: u64,
+    data: Value,
+    kind: MessageType,
+    offset: u64,
+    total: Option<u64>,
+    fin: bool,
+) -> DaemonMessage {
     DaemonMessage::Event(
         Event::new(
             seq,
@@ -168,7 +179,7 @@ fn message_event(
                 info: None,
                 transfer: 5,
                 offset,
-                total: None,
+                total,
                 is_final: fin,
             },
         )
@@ -245,6 +256,60 @@ fn assembler_rejects_gaps() {
             true
         )))
         .is_err());
+}
+
+/// A message whose parts announce its total is assembled in one buffer of that size (not
+/// one that doubles as parts arrive), and the limit still holds whatever the total says.
+#[test]
+fn assembler_sizes_the_buffer_from_the_total_and_keeps_the_limit() {
+    let ev = |m: DaemonMessage| match m {
+        DaemonMessage::Event(e) => e,
+        _ => unreachable!(),
+    };
+    let part = |seq, offset, fin| {
+        ev(message_event_of(
+            seq,
+            Value::Binary(vec![seq as u8; 1000]),
+            MessageType::Bytes,
+            offset,
+            Some(3000),
+            fin,
+        ))
+    };
+    let mut asm = MessageAssembler::new();
+    assert!(asm.push(&part(1, 0, false)).expect("part 1").is_none());
+    assert!(asm.push(&part(2, 1000, false)).expect("part 2").is_none());
+    let msg = asm
+        .push(&part(3, 2000, true))
+        .expect("part 3")
+        .expect("whole");
+    let MessageData::Bytes(bytes) = msg.data else {
+        panic!("bytes expected")
+    };
+    assert_eq!(bytes.len(), 3000);
+    assert_eq!(
+        bytes.capacity(),
+        3000,
+        "assembled in a buffer of the total's size"
+    );
+    assert!(bytes[..1000].iter().all(|b| *b == 1) && bytes[2000..].iter().all(|b| *b == 3));
+
+    // A total above the limit reserves no more than the limit, and the part that passes the
+    // limit is refused as before.
+    let mut small = MessageAssembler::with_limit(1500);
+    let big = |seq, offset, fin| {
+        ev(message_event_of(
+            seq,
+            Value::Binary(vec![0; 1000]),
+            MessageType::Bytes,
+            offset,
+            Some(1 << 40),
+            fin,
+        ))
+    };
+    assert!(small.push(&big(1, 0, false)).expect("part 1").is_none());
+    assert!(small.push(&big(2, 1000, true)).is_err());
+    assert_eq!(small.pending(), 0);
 }
 
 #[tokio::test]

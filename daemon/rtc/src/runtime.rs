@@ -172,7 +172,15 @@ impl Runtime for TunedRuntime {
         raise_buffer(&sock_ref, self.send_buffer, Direction::Send);
         #[cfg(target_os = "linux")]
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        let wrapped = self.turn_stream_socket(self.inner.wrap_udp_socket(socket)?)?;
+        let mdns = socket.local_addr()?.port() == MDNS_PORT;
+        let plain = self.inner.wrap_udp_socket(socket)?;
+        // The mDNS socket only sends and answers multicast queries: it never talks to a TURN
+        // server, so it gets no stream wrapper (and none of its per-connection state).
+        let wrapped = if mdns {
+            plain
+        } else {
+            self.turn_stream_socket(plain)?
+        };
         #[cfg(target_os = "linux")]
         disable_gro(fd);
         Ok(Arc::new(NoGro(wrapped, Arc::clone(&self.activity))))

@@ -5,11 +5,11 @@
 //! which stays UDP, so the relay candidate and the TURN client are the same as with
 //! `?transport=udp`; only the client-to-server leg is a stream. The relayer (vendor patch
 //! 15) registers each resolved server address with the connection's runtime
-//! ([`TurnStreams::register`]); every UDP socket of the connection is a [`StreamTurnSocket`],
-//! which sends the TURN messages it is asked to send to such an address over one stream per
-//! (socket, server) instead, framed as RFC 8656 §12.5 says (`turn_frame.rs`), and delivers
-//! what arrives on the stream as datagrams from the server's address. Everything else passes
-//! through untouched.
+//! ([`TurnStreams::register`]); every ICE UDP socket of the connection (not the mDNS one) is
+//! a [`StreamTurnSocket`], which sends the TURN messages it is asked to send to such an address
+//! over one stream per (socket, server) instead, framed as RFC 8656 §12.5 says
+//! (`turn_frame.rs`), and delivers what arrives on the stream as datagrams from the server's
+//! address. Everything else passes through untouched.
 //!
 //! The server keeps the allocation for as long as the stream lives: when it drops, the
 //! allocation is gone. What happens to each server (a stream that cannot be opened, one that
@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -273,8 +273,54 @@ pub(crate) struct StreamTurnSocket {
     local: SocketAddr,
     streams: Arc<TurnStreams>,
     links: Mutex<HashMap<SocketAddr, Link>>,
-    in_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
-    in_rx: Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
+    inbound: Mutex<Inbound>,
+}
+
+/// What the socket's streams delivered and the driver has not read yet.
+///
+/// The queue is made when the first stream opens: most connections never reach a TURN server
+/// over a stream, and a tokio channel holds a block of 32 slots from the start (2.3 KB, two
+/// sockets per connection). Until then the reader's waker is kept, so that a queue made
+/// between two reads wakes it to read from the queue too.
+#[derive(Debug, Default)]
+struct Inbound {
+    queue: Option<(mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>)>,
+    reader: Option<Waker>,
+}
+
+/// A message a stream delivered, with the server it came from.
+type Delivered = (SocketAddr, Vec<u8>);
+
+impl Inbound {
+    /// The queue's sending side, made (and the waiting reader woken) on first use.
+    fn sender(&mut self) -> mpsc::Sender<Delivered> {
+        if let Some((tx, _)) = &self.queue {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(IN_QUEUE);
+        self.queue = Some((tx.clone(), rx));
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        tx
+    }
+
+    /// A datagram from the queue, or (no queue yet) the reader's waker kept for [`Self::sender`].
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivered>> {
+        match &mut self.queue {
+            Some((_, rx)) => rx.poll_recv(cx),
+            None => {
+                if !self
+                    .reader
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    self.reader = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl StreamTurnSocket {
@@ -283,14 +329,12 @@ impl StreamTurnSocket {
         inner: Arc<dyn AsyncUdpSocket>,
         streams: Arc<TurnStreams>,
     ) -> io::Result<Self> {
-        let (in_tx, in_rx) = mpsc::channel(IN_QUEUE);
         Ok(Self {
             local: inner.local_addr()?,
             inner,
             streams,
             links: Mutex::default(),
-            in_tx,
-            in_rx: Mutex::new(in_rx),
+            inbound: Mutex::default(),
         })
     }
 
@@ -320,7 +364,7 @@ impl StreamTurnSocket {
                 server,
                 kind,
                 rx,
-                self.in_tx.clone(),
+                lock(&self.inbound).sender(),
                 Arc::clone(&self.streams),
             ));
             if let Some(old) = links.insert(
@@ -373,7 +417,7 @@ impl AsyncUdpSocket for StreamTurnSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         if let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) {
-            if let Poll::Ready(Some((from, data))) = lock(&self.in_rx).poll_recv(cx) {
+            if let Poll::Ready(Some((from, data))) = lock(&self.inbound).poll_next(cx) {
                 let n = data.len().min(buf.len());
                 buf[..n].copy_from_slice(&data[..n]);
                 *m = RecvMeta::default();

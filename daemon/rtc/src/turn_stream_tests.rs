@@ -147,3 +147,60 @@ fn a_ca_file_without_certificates_is_refused_with_what_to_do() {
     let _ = std::fs::remove_file(&dir);
     assert!(err.to_string().contains("PEM"), "{err}");
 }
+
+/// A socket makes its receive queue only when its first stream opens (a connection that never
+/// reaches a TURN server over a stream holds none), and a reader that was already waiting
+/// then still gets what the stream delivers: the queue's creation wakes it.
+#[test]
+fn the_receive_queue_is_made_by_the_first_stream_and_wakes_a_waiting_reader() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let server = listener.local_addr().expect("addr");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        udp.set_nonblocking(true).expect("nonblocking");
+        let inner = webrtc::runtime::TokioRuntime
+            .wrap_udp_socket(udp)
+            .expect("wrap");
+        let streams = Arc::new(TurnStreams::default());
+        let sock = Arc::new(StreamTurnSocket::new(inner, Arc::clone(&streams)).expect("socket"));
+        assert!(
+            lock(&sock.inbound).queue.is_none(),
+            "a queue before any stream"
+        );
+
+        // The reader waits (nothing on the UDP socket, no queue) before the stream exists; it
+        // runs in its own task so that nothing else polls it again by chance.
+        let reader = tokio::spawn({
+            let sock = Arc::clone(&sock);
+            async move { recv(&sock).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!reader.is_finished());
+        assert!(
+            lock(&sock.inbound).queue.is_none(),
+            "a queue before any stream"
+        );
+
+        streams.register(server, StreamKind::Tcp, "turn:test?transport=tcp");
+        send(&sock, server, &[0x40, 0x00, 0x00, 0x01, 1]).await;
+        assert!(
+            lock(&sock.inbound).queue.is_some(),
+            "no queue once a stream opened"
+        );
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        conn.write_all(&[0x40, 0x01, 0x00, 0x01, 7, 0, 0, 0])
+            .await
+            .expect("write");
+        // Well inside `recv`'s own 5 s: a reader that nothing woke would only look again
+        // when that timer fires (and then find the datagram).
+        let got = tokio::time::timeout(Duration::from_secs(2), reader)
+            .await
+            .expect("the waiting reader was woken for the stream's datagram")
+            .expect("reader task");
+        assert_eq!(got, (server, vec![0x40, 0x01, 0x00, 0x01, 7]));
+    });
+}
