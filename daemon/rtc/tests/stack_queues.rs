@@ -94,16 +94,25 @@ async fn a_full_queue_holds_the_sender_until_the_receiver_takes_one() {
     assert_eq!(rx.recv().await, None);
 }
 
+/// The waiting sender runs on the other worker while the receiver is dropped, many times: a
+/// sender that re-checked between the receiver's wake-up and the inner channel's closing used
+/// to listen again and never wake (vendor patch 28; about one run in a loaded full suite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_waiting_for_room_sees_the_receiver_go() {
-    let (tx, rx) = channel::<u32>(1);
-    tx.send(1).await.expect("room");
-    let sender = tokio::spawn(async move { tx.send(2).await.is_err() });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    drop(rx);
-    let failed = tokio::time::timeout(Duration::from_secs(5), sender)
-        .await
-        .expect("the waiting send ends when the receiver is dropped")
-        .expect("task");
-    assert!(failed, "a send into a closed queue reports it");
+    for round in 0..300u32 {
+        let (tx, rx) = channel::<u32>(1);
+        tx.send(1).await.expect("room");
+        let sender = tokio::spawn(async move { tx.send(2).await.is_err() });
+        if round % 2 == 0 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_micros(u64::from(round % 7) * 100)).await;
+        }
+        drop(rx);
+        let failed = tokio::time::timeout(Duration::from_secs(5), sender)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the waiting send never ended"))
+            .expect("task");
+        assert!(failed, "a send into a closed queue reports it");
+    }
 }

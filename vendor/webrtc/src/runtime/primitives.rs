@@ -237,6 +237,9 @@ struct Bound {
     capacity: usize,
     len: AtomicUsize,
     room: event_listener::Event,
+    /// Live receivers. The last one to go closes the inner channel *before* it wakes the
+    /// waiting senders (its own inner handle is dropped only after `Drop::drop` returns).
+    receivers: AtomicUsize,
 }
 
 impl Bound {
@@ -339,6 +342,7 @@ pub struct Receiver<T> {
 
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
+        self.bound.receivers.fetch_add(1, Ordering::AcqRel);
         Self {
             rx: self.rx.clone(),
             bound: Arc::clone(&self.bound),
@@ -349,7 +353,13 @@ impl<T> Clone for Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         // Senders waiting for room re-check and see the channel closed once the last
-        // receiver is gone (they wait on `Bound::room`, not on the inner channel).
+        // receiver is gone (they wait on `Bound::room`, not on the inner channel). The inner
+        // channel must be closed before they are woken: this handle still holds it open
+        // until after `drop` returns, and a sender that re-checked in between listened again
+        // and was never woken (peerixd patch 28).
+        if self.bound.receivers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.rx.close();
+        }
         self.bound.room.notify(usize::MAX);
     }
 }
@@ -389,6 +399,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         capacity: capacity.max(1),
         len: AtomicUsize::new(0),
         room: event_listener::Event::new(),
+        receivers: AtomicUsize::new(1),
     });
     let (tx, rx) = async_channel::unbounded();
     (
