@@ -357,6 +357,22 @@ impl Lab {
         format!("{}r{}", self.prefix, home.tag())
     }
 
+    /// Gives `home`'s router the public address `new_ip` instead of its own. Removing the
+    /// address makes the kernel drop the conntrack entries masqueraded to it (the router's NAT
+    /// state is flushed), and the home's flows get new mappings on the new address: a NAT
+    /// rebinding, which the host behind it cannot see.
+    pub fn rebind_nat(&self, home: Home, new_ip: &str) -> Result<()> {
+        let r = self.router_ns(home);
+        let old = format!("{}/24", home.public_ip());
+        let new = format!("{new_ip}/24");
+        run(&["ip", "-n", &r, "addr", "del", &old, "dev", "wan"])?;
+        run(&["ip", "-n", &r, "addr", "add", &new, "dev", "wan"])?;
+        run(&[
+            "ip", "-n", &r, "route", "replace", "default", "via", TURN_IP,
+        ])?;
+        Ok(())
+    }
+
     /// The public segment's namespace (coturn's).
     pub fn public_ns(&self) -> String {
         format!("{}pub", self.prefix)

@@ -5,10 +5,9 @@
 //! signaling, DTLS and SCTP kept) and every message sent meanwhile arrives, once, in order,
 //! reported delivered. Needs root for the namespaces; skipped with a message otherwise.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use peerix_ipc_proto::{IceServer, JoinOptions};
 use peerix_system_tests::netlab::{self, Home, Lab, Nat, TurnAuth};
 use peerix_system_tests::pipelined::{all_delivered, expect_texts, issue_texts, never_failed};
@@ -16,48 +15,6 @@ use peerix_system_tests::*;
 
 const T: Duration = Duration::from_secs(20);
 const LABEL: &str = "chat";
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        bail!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// Gives `home`'s router the public address `new_ip` instead of its own. Removing the address
-/// makes the kernel drop the conntrack entries masqueraded to it (the router's NAT state is
-/// flushed), and the home's flows get new mappings on the new address: a NAT rebinding, which
-/// the host behind it cannot see.
-fn rebind_nat(lab: &Lab, home: Home, new_ip: &str) -> Result<()> {
-    let r = lab.router_ns(home);
-    let old = format!("{}/24", home.public_ip());
-    ip(&["-n", &r, "addr", "del", &old, "dev", "wan"])?;
-    ip(&[
-        "-n",
-        &r,
-        "addr",
-        "add",
-        &format!("{new_ip}/24"),
-        "dev",
-        "wan",
-    ])?;
-    ip(&[
-        "-n",
-        &r,
-        "route",
-        "replace",
-        "default",
-        "via",
-        netlab::TURN_IP,
-    ])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nat_rebinding_recovers_without_loss() -> Result<()> {
@@ -96,7 +53,7 @@ async fn nat_rebinding_recovers_without_loss() -> Result<()> {
     expect_texts(&mut b, LABEL, &a_id, "before", 3, T).await?;
     all_delivered(replies, &b_id).await?;
 
-    rebind_nat(&lab, Home::B, "203.0.113.32")?;
+    lab.rebind_nat(Home::B, "203.0.113.32")?;
     let rebound = Instant::now();
     let replies = issue_texts(&a, LABEL, &b_id, "during", 30).await?;
     // a's consent checks go to b's old mapping: a notices the dead path. What a's client sends

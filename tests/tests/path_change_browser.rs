@@ -34,20 +34,6 @@ use serde_json::json;
 /// timer, so its dead connection stayed open and swallowed the daemon's new offer.
 const TIMEOUT_MS: u64 = 3000;
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        bail!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 /// The page is impolite: it creates `chat` on the new connection, and the held message goes
 /// out the moment its announcement arrives (Chromium still calls the channel "connecting" to
 /// the page then; see `RemoteOpenGrace` in the daemon).
@@ -152,7 +138,8 @@ async fn repair(role: &str, cut: Cut) -> Result<()> {
         );
     }
     match cut {
-        Cut::Rebinding => rebind(&lab)?,
+        // Its NAT state is gone: what the browser sends to the old mapping goes nowhere.
+        Cut::Rebinding => lab.rebind_nat(Home::A, "203.0.113.31")?,
         Cut::TurnStream => {
             let out = Command::new("ip")
                 .args(["netns", "exec", &lab.host_ns(Home::A), "ss", "-K", "-t"])
@@ -254,31 +241,6 @@ async fn repair(role: &str, cut: Cut) -> Result<()> {
     .await?;
     b.quit().await?;
     Ok(())
-}
-
-/// The daemon's home gets a new public address: its NAT state is gone, and what the browser
-/// sends to the old mapping goes nowhere.
-fn rebind(lab: &Lab) -> Result<()> {
-    let r = lab.router_ns(Home::A);
-    ip(&[
-        "-n",
-        &r,
-        "addr",
-        "del",
-        &format!("{}/24", Home::A.public_ip()),
-        "dev",
-        "wan",
-    ])?;
-    ip(&["-n", &r, "addr", "add", "203.0.113.31/24", "dev", "wan"])?;
-    ip(&[
-        "-n",
-        &r,
-        "route",
-        "replace",
-        "default",
-        "via",
-        netlab::TURN_IP,
-    ])
 }
 
 /// The selected pair's candidate types at the daemon ("local/remote").
