@@ -510,6 +510,11 @@ impl ControlledSelector for Agent {
                     self.remote_candidates[p.remote_index].addr(),
                     rtt.as_millis()
                 );
+                // peerixd patch: the controlling agent nominated this pair before our check of
+                // it succeeded (see `handle_binding_request`); now it is valid and nominated.
+                if p.nominated && self.get_selected_pair().is_none() {
+                    self.set_selected_pair(Some(now), Some(pair_index));
+                }
             } else {
                 // This shouldn't happen
                 error!("Success response from invalid candidate pair");
@@ -560,6 +565,13 @@ impl ControlledSelector for Agent {
                     // MUST remove the candidate pair from the valid list, set the
                     // candidate pair state to Failed, and set the checklist state to
                     // Failed.
+                    // peerixd patch: the stack only sent the triggered check. It neither
+                    // answered the request (every valid request gets its response, §7.3.1) nor
+                    // remembered the nomination, so neither side selected the pair until the
+                    // controlling agent's next check tick sent the nomination again: a whole
+                    // tick when its nomination overtook our check's success (vendor patch 36).
+                    self.candidate_pairs[pair_index].nominated = true;
+                    self.send_binding_success(now, m, local_index, remote_index);
                     self.ping_candidate(now, local_index, remote_index);
                 }
             } else {
