@@ -186,6 +186,18 @@ pub fn transfer(to_sender: Link, to_receiver: Link) -> Outcome {
 
 /// `transfer` of `total` bytes (a multiple of 16 KiB).
 pub fn transfer_bytes(to_sender: Link, to_receiver: Link, total: usize) -> Outcome {
+    transfer_read_by(to_sender, to_receiver, total, usize::MAX, 1)
+}
+
+/// `transfer_bytes` to a receiving application that takes at most `messages` messages out of
+/// the stream every `every_ms` simulated milliseconds (a reader slower than the link).
+pub fn transfer_read_by(
+    to_sender: Link,
+    to_receiver: Link,
+    total: usize,
+    messages: usize,
+    every_ms: u64,
+) -> Outcome {
     let start = Instant::now();
     let mut now = start;
     let mut sender = Node::new(20_001, false, to_sender);
@@ -244,10 +256,16 @@ pub fn transfer_bytes(to_sender: Link, to_receiver: Link, total: usize) -> Outco
                 sent += MESSAGE;
             }
         }
-        if let Some((_, conn)) = receiver.conn.as_mut() {
+        let reading = (now - start).as_millis() % u128::from(every_ms.max(1)) == 0;
+        if let Some((_, conn)) = receiver.conn.as_mut().filter(|_| reading) {
             while conn.poll().is_some() {}
             if let Ok(mut stream) = conn.stream(STREAM) {
-                while let Ok(Some(chunks)) = stream.read_sctp() {
+                let mut taken = 0;
+                while taken < messages {
+                    let Ok(Some(chunks)) = stream.read_sctp() else {
+                        break;
+                    };
+                    taken += 1;
                     let payload = chunks.to_payload(1 << 20).expect("payload");
                     assert_eq!(payload.len(), MESSAGE, "messages arrive whole");
                     assert!(

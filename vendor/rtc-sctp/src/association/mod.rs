@@ -261,6 +261,8 @@ pub struct Association {
     pub(crate) cwnd: u32,
     // calculated peer's receiver windows size
     rwnd: u32,
+    /// peerixd patch: the receiver window our last SACK advertised (see `on_app_read`).
+    advertised_rwnd: u32,
     // slow start threshold
     pub(crate) ssthresh: u32,
     partial_bytes_acked: u32,
@@ -363,6 +365,7 @@ impl Default for Association {
             cwnd: 0,
             // calculated peer's receiver windows size
             rwnd: 0,
+            advertised_rwnd: 0,
             // slow start threshold
             ssthresh: 0,
             partial_bytes_acked: 0,
@@ -2322,6 +2325,26 @@ impl Association {
             .any(|s| s.reassembly_queue.is_readable())
     }
 
+    /// peerixd patch: the application took data out of a stream. When that opened the receive
+    /// window by at least max(buffer / 16, MTU) beyond what the last SACK advertised, the peer
+    /// is told at once with a SACK (a window update, RFC 9260 §6.2 and RFC 1122 §4.2.3.3; the
+    /// same threshold as Linux's SCTP). The stack SACKed only on arriving DATA, so a sender the
+    /// window had stopped (a receiving application slower than the link, the daemon's
+    /// back-pressure) learned of the space only from its zero-window probe's answer or its
+    /// retransmission timer, and the link sat idle meanwhile.
+    pub(crate) fn on_app_read(&mut self) {
+        if self.ack_state == AckState::Immediate || !self.handshake_completed {
+            return;
+        }
+        let threshold = (self.max_receive_buffer_size / 16).max(self.mtu);
+        let credit = self.get_my_receiver_window_credit();
+        if credit >= self.advertised_rwnd.saturating_add(threshold) {
+            self.ack_state = AckState::Immediate;
+            self.timers.stop(Timer::Ack);
+            self.awake_write_loop();
+        }
+    }
+
     pub(crate) fn get_my_receiver_window_credit(&self) -> u32 {
         let mut bytes_queued = 0;
         for s in self.streams.values() {
@@ -3384,9 +3407,11 @@ impl Association {
     }
 
     fn create_selective_ack_chunk(&mut self) -> ChunkSelectiveAck {
+        let a_rwnd = self.get_my_receiver_window_credit();
+        self.advertised_rwnd = a_rwnd;
         ChunkSelectiveAck {
             cumulative_tsn_ack: self.peer_last_tsn,
-            advertised_receiver_window_credit: self.get_my_receiver_window_credit(),
+            advertised_receiver_window_credit: a_rwnd,
             gap_ack_blocks: self.payload_queue.get_gap_ack_blocks(self.peer_last_tsn),
             duplicate_tsn: self.payload_queue.pop_duplicates(),
         }

@@ -135,6 +135,10 @@ impl Stream<'_> {
                 self.association
                     .retry_deferred_resets(self.stream_identifier);
             }
+            // peerixd patch: the read may have opened the receive window (window update).
+            if chunks.is_some() {
+                self.association.on_app_read();
+            }
             Ok(chunks)
         } else {
             Err(Error::ErrStreamClosed)
