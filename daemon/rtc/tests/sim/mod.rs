@@ -256,7 +256,9 @@ pub fn transfer_read_by(
                 sent += MESSAGE;
             }
         }
-        let reading = (now - start).as_millis() % u128::from(every_ms.max(1)) == 0;
+        let reading = (now - start)
+            .as_millis()
+            .is_multiple_of(u128::from(every_ms.max(1)));
         if let Some((_, conn)) = receiver.conn.as_mut().filter(|_| reading) {
             while conn.poll().is_some() {}
             if let Ok(mut stream) = conn.stream(STREAM) {
