@@ -510,6 +510,12 @@ pub(crate) struct PeerConnectionDriver<A = SocketAddr> {
     gso_scratch: Vec<u8>,
     /// peerixd patch: this iteration's `poll_reads` handed TURN-relayed data to the core.
     relayed_read: bool,
+    /// peerixd patch: data-channel events the application was too slow to take were all
+    /// delivered, so this iteration's `poll_reads` drains the data parked in the core again.
+    /// That drain opens SCTP's receive window, and the SACK announcing it must go out in the
+    /// same iteration: the sender is stopped by the closed window and sends nothing that could
+    /// wake this loop.
+    drain_resumed: bool,
     ice_gathering_active: bool,
     stun_gathering_complete: bool,
     turn_gathering_complete: bool,
@@ -590,6 +596,7 @@ where
             udp_sockets: HashMap::new(),
             gso_scratch: Vec::new(),
             relayed_read: false,
+            drain_resumed: false,
             tcp_transport: RTCTcpTransport::new(HashMap::new()),
             ice_gathering_active: false,
             stun_gathering_complete: false,
@@ -864,7 +871,8 @@ where
             // events are polled). What the core answers (SCTP SACKs, DTLS, STUN responses)
             // would wait for the next wake, up to a whole timer period; send it now, as a
             // packet read straight from a socket is answered.
-            if std::mem::take(&mut self.relayed_read) {
+            // peerixd patch: the same for the window update of a resumed drain.
+            if std::mem::take(&mut self.relayed_read) | std::mem::take(&mut self.drain_resumed) {
                 self.poll_writes().await?;
             }
 
@@ -928,10 +936,20 @@ where
             let consumed_listener = (!self.pending_data_channel_events.is_empty())
                 .then(|| self.inner.data_channel_consumed.listen());
             let delivery_blocked = match consumed_listener {
-                Some(listener) => self
-                    .flush_pending_data_channel_events()
-                    .await
-                    .then_some(listener),
+                Some(listener) => {
+                    if self.flush_pending_data_channel_events().await {
+                        Some(listener)
+                    } else {
+                        // peerixd patch: the application took what was retained in the
+                        // meantime. Waiting in `select!` now would leave the data parked in
+                        // the core (and SCTP's window closed) until some timer or packet
+                        // woke the loop: under back-pressure the sender is stopped, so that
+                        // was its retransmission timer, 0.2-2.4 s with 1 KiB messages. Go
+                        // round again and drain it.
+                        self.drain_resumed = true;
+                        continue;
+                    }
+                }
                 None => None,
             };
             let consumed = async move {
@@ -1924,13 +1942,16 @@ where
     /// back-pressure is applied: the messages stay in the core, its data-channel queue grows,
     /// the SCTP handler bounds its drain against that, bytes stay in the reassembly queue,
     /// `a_rwnd` falls and the peer slows down.
-    async fn drain_core_data(inner: Arc<PeerConnectionRef>) -> Vec<TaggedRTCMessage> {
+    /// peerixd patch: also says whether this drain resumed data that back-pressure had parked
+    /// in SCTP (see `drain_resumed`).
+    async fn drain_core_data(inner: Arc<PeerConnectionRef>) -> (Vec<TaggedRTCMessage>, bool) {
         let mut messages = Vec::new();
         let mut core = inner.core.lock().await;
+        let parked = core.has_parked_data_reads();
         while let Some(message) = core.poll_data_read() {
             messages.push(message);
         }
-        messages
+        (messages, parked)
     }
 
     /// Releases every TURN allocation (Refresh with LIFETIME=0) and sends the releases before
@@ -2181,11 +2202,16 @@ where
         // SCTP handler bounds its drain against it, bytes stay in the reassembly queue,
         // `a_rwnd` falls, and the peer slows down. Draining regardless would move the backlog
         // into this process's heap and throttle nobody.
+        let was_retaining = !self.pending_data_channel_events.is_empty();
         if self.flush_pending_data_channel_events().await {
             return Ok(());
         }
+        // peerixd patch: see `drain_resumed`.
+        self.drain_resumed |= was_retaining;
 
-        for message in Self::drain_core_data(self.inner.clone()).await {
+        let (messages, resumed) = Self::drain_core_data(self.inner.clone()).await;
+        self.drain_resumed |= resumed;
+        for message in messages {
             self.handle_rtc_message(message).await;
         }
 

@@ -95,6 +95,11 @@ impl SctpHandlerContext {
     fn observe(&mut self, now: Instant) {
         self.now = now.max(self.now);
     }
+
+    /// peerixd patch: whether a stream was left with unread data by back-pressure.
+    pub(crate) fn has_parked_reads(&self) -> bool {
+        !self.pending_readable.is_empty()
+    }
 }
 
 /// How many undelivered inbound messages the pipeline may hold before this handler stops
