@@ -42,25 +42,7 @@ async fn with_inline_drivers_a_channel_not_read_still_holds_the_sender_back() {
 
 async fn holds_back_and_loses_nothing(cfg: &RtcConfig) {
     let (a, mut b, _) = connect_with(cfg).await;
-    let a_chat = a
-        .peer
-        .create_channel("chat", ChannelInit::default())
-        .await
-        .expect("create chat");
-    let b_chat = wait_for(&mut b.events, "RemoteChannel(chat)", |e| match e {
-        RtcEvent::RemoteChannel(c) => Some(c),
-        _ => None,
-    })
-    .await;
-    let mut a_ev = a_chat.take_events().expect("a events");
-    let mut b_ev = b_chat.take_events().expect("b events");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), a_ev.recv()).await {
-            Ok(Some(ChannelEvent::Open)) => break,
-            Ok(Some(_)) => continue,
-            other => panic!("a chat did not open: {other:?}"),
-        }
-    }
+    let (a_chat, mut b_ev) = open_chat(&a, &mut b).await;
 
     // 2000 × 16 KiB = 32 MiB, far more than the SCTP window and the stack's own buffers.
     const N: usize = 2000;
@@ -145,25 +127,7 @@ async fn control_messages_not_consumed_stop_the_control_reader() {
 async fn a_reader_that_caught_up_is_not_left_waiting_for_a_retransmission() {
     init_tracing();
     let (a, mut b, _) = connect_with(&config()).await;
-    let a_chat = a
-        .peer
-        .create_channel("chat", ChannelInit::default())
-        .await
-        .expect("create chat");
-    let b_chat = wait_for(&mut b.events, "RemoteChannel(chat)", |e| match e {
-        RtcEvent::RemoteChannel(c) => Some(c),
-        _ => None,
-    })
-    .await;
-    let mut a_ev = a_chat.take_events().expect("a events");
-    let mut b_ev = b_chat.take_events().expect("b events");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), a_ev.recv()).await {
-            Ok(Some(ChannelEvent::Open)) => break,
-            Ok(Some(_)) => continue,
-            other => panic!("a chat did not open: {other:?}"),
-        }
-    }
+    let (a_chat, mut b_ev) = open_chat(&a, &mut b).await;
     // 20,000 × 1 KiB per burst, paced like the daemon's lanes (1 MiB in flight): far more
     // messages than the stack's 256-message queues, so the receiver falls behind in each.
     const N: usize = 20_000;
@@ -204,4 +168,34 @@ async fn a_reader_that_caught_up_is_not_left_waiting_for_a_retransmission() {
     }
     a.peer.close().await;
     b.peer.close().await;
+}
+
+/// Opens "chat" from `a`; returns `a`'s channel, open, and `b`'s event stream of it.
+async fn open_chat(
+    a: &Side,
+    b: &mut Side,
+) -> (
+    peerix_rtc::RtcChannel,
+    tokio::sync::mpsc::Receiver<ChannelEvent>,
+) {
+    let a_chat = a
+        .peer
+        .create_channel("chat", ChannelInit::default())
+        .await
+        .expect("create chat");
+    let b_chat = wait_for(&mut b.events, "RemoteChannel(chat)", |e| match e {
+        RtcEvent::RemoteChannel(c) => Some(c),
+        _ => None,
+    })
+    .await;
+    let mut a_ev = a_chat.take_events().expect("a events");
+    let b_ev = b_chat.take_events().expect("b events");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), a_ev.recv()).await {
+            Ok(Some(ChannelEvent::Open)) => break,
+            Ok(Some(_)) => continue,
+            other => panic!("a chat did not open: {other:?}"),
+        }
+    }
+    (a_chat, b_ev)
 }
