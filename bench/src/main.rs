@@ -24,6 +24,7 @@ mod procfs;
 mod rawchild;
 mod rawproc;
 mod report;
+mod stages;
 mod stats;
 
 use std::path::PathBuf;
@@ -52,6 +53,7 @@ const GROUPS: &[&str] = &[
     "media",
     "lossy",
     "cpu50",
+    "stages",
 ];
 
 #[derive(Parser, Debug)]
@@ -64,7 +66,8 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Run only these groups (comma-separated): throughput, fanout, rtt, browser, setup, ipc, mesh, nats,
-    /// rss, cpu, media, lossy, cpu50 (the last two need root: network namespaces).
+    /// rss, cpu, media, lossy, cpu50 (these two need root: network namespaces), and `stages`
+    /// (a diagnostic, only when named: where a message's time goes, `stages.rs`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Directory for the PNG plots.
@@ -358,7 +361,8 @@ async fn run_all(args: &Args) -> Result<Run> {
     };
     let start = Instant::now();
     for g in GROUPS {
-        if !selected(g) || *g == "cpu" {
+        // `stages` is a diagnostic without a baseline: only when asked for by name.
+        if !selected(g) || *g == "cpu" || (*g == "stages" && args.only.is_empty()) {
             continue;
         }
         eprintln!("[{:>6.1} s] {g}", start.elapsed().as_secs_f64());
@@ -374,6 +378,7 @@ async fn run_all(args: &Args) -> Result<Run> {
             "media" => media::media(&mut run).await,
             "lossy" => lossy::lossy(&mut run).await,
             "cpu50" => lossy::cpu50(&mut run).await,
+            "stages" => stages::stages(&mut run).await,
             _ => footprint::rss_cpu(&mut run, true, selected("cpu")).await,
         };
         if let Err(e) = res {

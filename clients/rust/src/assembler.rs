@@ -116,7 +116,7 @@ impl MessageAssembler {
             return Ok(Some(finish(event, msg, MessageData::Json, 1)));
         }
         // The part's bytes are moved out of the event's data, not copied (a streamed file
-        // arrives in 1 MiB parts).
+        // arrives in parts of the daemon's `ipc.inline_message_limit`, 256 KiB by default).
         let part: Vec<u8> = match (&msg.kind, &mut msg.data) {
             (MessageType::Text, Value::String(s)) => s.as_bytes().to_vec(),
             (MessageType::Bytes | MessageType::Blob, Value::Binary(b)) => std::mem::take(b),

@@ -26,7 +26,7 @@ mod delivery;
 mod error;
 mod media;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,6 +59,26 @@ pub const SOCKET_ENV: &str = "PEERIX_SOCKET";
 
 /// Size of the chunks of a streamed send (1 MiB).
 pub const STREAM_CHUNK: usize = 1024 * 1024;
+
+/// Chunk size of [`Client::send_bytes`] for messages larger than it, which it streams: the
+/// daemon starts transmitting after the first 256 KiB instead of after the whole request
+/// (a 1 MiB request took ~2–4 ms to upload before its first frame left), and the reply to each
+/// chunk comes back while the next one is written (see [`STREAM_WINDOW`]).
+pub const BYTES_STREAM_CHUNK: usize = 256 * 1024;
+
+/// Chunks of one streamed send written ahead of their replies: two, so the daemon reads the
+/// next chunk while its reply to the previous one travels back (one chunk at a time left the
+/// socket idle for a round trip per chunk); the daemon answers a chunk once its peers' lanes
+/// took it, so this bounds what one send queues in the daemon.
+pub const STREAM_WINDOW: usize = 2;
+
+/// Send buffer asked for on the connection (the kernel doubles it, within
+/// `net.core.wmem_max`): a 1 MiB request then leaves in one write instead of five fills of
+/// the default ~208 KiB, each a sleep here and a wake-up of the daemon's reader. (Not the
+/// daemon's side: a client it cuts as too slow must still get its `error` frame within the
+/// second's grace, so what the kernel holds for a client stays small.)
+#[cfg(unix)]
+const SEND_BUFFER: usize = 1 << 20;
 
 /// Capacity of the event channel returned by [`Client::subscribe`].
 pub const EVENT_QUEUE: usize = 1024;
@@ -537,7 +557,7 @@ impl Client {
 
     /// Sends a binary message; resolves after every target peer acknowledged.
     ///
-    /// Messages larger than [`STREAM_CHUNK`] go as a streamed send (see
+    /// Messages larger than [`BYTES_STREAM_CHUNK`] go as a streamed send in chunks of that size (see
     /// [`Client::send_stream`]): the daemon starts transmitting the first chunk while the
     /// rest is still being uploaded, instead of waiting for one large request to arrive
     /// whole. The peer receives the same message either way.
@@ -548,10 +568,18 @@ impl Client {
         bytes: Vec<u8>,
         opts: SendOptions,
     ) -> Result<SendResult> {
-        if bytes.len() > STREAM_CHUNK {
+        if bytes.len() > BYTES_STREAM_CHUNK {
             let total = bytes.len() as u64;
             return self
-                .send_stream(room, label, &bytes[..], Some(total), opts, |_| {})
+                .send_stream_in(
+                    room,
+                    label,
+                    &bytes[..],
+                    Some(total),
+                    opts,
+                    |_| {},
+                    BYTES_STREAM_CHUNK,
+                )
                 .await;
         }
         self.send_payload(room, label, Payload::Bytes(bytes), opts)
@@ -575,8 +603,31 @@ impl Client {
     ///
     /// `total` is only used for progress reporting. `on_progress` is called
     /// after each chunk is buffered by the daemon and for each `progress`
-    /// frame. Returns the final delivery result.
+    /// frame. Returns the final delivery result. The first chunk goes with
+    /// the start request, and [`STREAM_WINDOW`] chunks are written ahead of
+    /// their replies.
     pub async fn send_stream<R, F>(
+        &self,
+        room: &str,
+        label: &str,
+        reader: R,
+        total: Option<u64>,
+        opts: SendOptions,
+        on_progress: F,
+    ) -> Result<SendResult>
+    where
+        R: AsyncRead + Unpin,
+        F: FnMut(&SendProgress),
+    {
+        self.send_stream_in(room, label, reader, total, opts, on_progress, STREAM_CHUNK)
+            .await
+    }
+
+    /// [`Client::send_stream`] in chunks of `chunk` bytes. The first chunk rides in the start
+    /// request (the daemon starts transmitting it before the start's reply is back), and up to
+    /// [`STREAM_WINDOW`] chunks are written ahead of their replies.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_stream_in<R, F>(
         &self,
         room: &str,
         label: &str,
@@ -584,21 +635,25 @@ impl Client {
         total: Option<u64>,
         opts: SendOptions,
         mut on_progress: F,
+        chunk: usize,
     ) -> Result<SendResult>
     where
         R: AsyncRead + Unpin,
         F: FnMut(&SendProgress),
     {
-        let chunk_size = STREAM_CHUNK.min(self.inner.max_frame.saturating_sub(512).max(1));
+        let chunk_size = chunk.min(self.inner.max_frame.saturating_sub(512).max(1));
         let start_id = self.next_id();
         let (ptx, mut prx) = mpsc::unbounded_channel();
         self.inner.state().progress.insert(start_id, ptx);
         let result = async {
+            let mut current = read_chunk(&mut reader, chunk_size).await?;
+            let first_len = current.len() as u64;
+            let first_full = current.len() == chunk_size;
             let start = Op::Send(SendArgs::Start(SendStart {
                 room: room.into(),
                 label: label.into(),
                 to: opts.to,
-                payload: Payload::Bytes(Vec::new()),
+                payload: Payload::Bytes(std::mem::take(&mut current)),
                 info: opts.info,
                 more: true,
                 progress: true,
@@ -606,10 +661,17 @@ impl Client {
             let rx = self
                 .start_request(start_id, start.name(), start.to_args()?)
                 .await?;
+            // The next chunk is read while the start travels.
+            if first_full {
+                current = read_chunk(&mut reader, chunk_size).await?;
+            }
             let first: SendResult = decode_result(self.finish(rx).await?)?;
             let transfer = first.transfer;
-            let mut sent = 0u64;
-            let mut current = read_chunk(&mut reader, chunk_size).await?;
+            let mut sent = first_len;
+            on_progress(&SendProgress::Buffered { sent, total });
+            // Chunks written whose replies are still awaited, oldest first, with their lengths:
+            // the next chunk is on the socket while the daemon answers the previous one.
+            let mut unanswered: VecDeque<(oneshot::Receiver<Reply>, u64)> = VecDeque::new();
             loop {
                 let next = if current.len() == chunk_size {
                     read_chunk(&mut reader, chunk_size).await?
@@ -626,21 +688,28 @@ impl Client {
                 let rx = self
                     .start_request(self.next_id(), op.name(), op.to_args()?)
                     .await?;
-                let fut = self.finish(rx);
-                tokio::pin!(fut);
-                let value = loop {
-                    tokio::select! {
-                        v = &mut fut => break v?,
-                        Some(p) = prx.recv() => on_progress(&SendProgress::Delivery(p)),
+                unanswered.push_back((rx, len));
+                // At most `STREAM_WINDOW` chunks unanswered; after the final one, all of them.
+                while unanswered.len() >= STREAM_WINDOW || (!more && !unanswered.is_empty()) {
+                    let Some((rx, len)) = unanswered.pop_front() else {
+                        break;
+                    };
+                    let fut = self.finish(rx);
+                    tokio::pin!(fut);
+                    let value = loop {
+                        tokio::select! {
+                            v = &mut fut => break v?,
+                            Some(p) = prx.recv() => on_progress(&SendProgress::Delivery(p)),
+                        }
+                    };
+                    sent += len;
+                    on_progress(&SendProgress::Buffered { sent, total });
+                    if !more && unanswered.is_empty() {
+                        while let Ok(p) = prx.try_recv() {
+                            on_progress(&SendProgress::Delivery(p));
+                        }
+                        return decode_result::<SendResult>(value);
                     }
-                };
-                sent += len;
-                on_progress(&SendProgress::Buffered { sent, total });
-                if !more {
-                    while let Ok(p) = prx.try_recv() {
-                        on_progress(&SendProgress::Delivery(p));
-                    }
-                    return decode_result::<SendResult>(value);
                 }
             }
         }
@@ -841,19 +910,27 @@ async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, dec: &mut FrameDecoder) ->
     }
 }
 
+/// Room the reader keeps in its buffer for one `read`: small frames arrive many per read, and
+/// a large frame's length prefix reserves its whole size (`FrameDecoder::next_frame_bytes`).
+const READ_RESERVE: usize = 64 * 1024;
+
 async fn reader_loop<R: AsyncRead + Unpin>(mut rd: R, mut dec: FrameDecoder, inner: Arc<Inner>) {
-    let mut buf = vec![0u8; 64 * 1024];
     let reason = 'outer: loop {
         loop {
-            match dec.next_frame() {
+            // The frame shares the decoder's buffer: a message part of a megabyte is not
+            // copied on its way to the decoder.
+            match dec.next_frame_bytes() {
                 Ok(Some(frame)) => inner.dispatch(&frame).await,
                 Ok(None) => break,
                 Err(e) => break 'outer format!("{e}"),
             }
         }
-        match rd.read(&mut buf).await {
+        // Read straight into the decoder's buffer (no staging buffer to copy from).
+        let buf = dec.buffer_mut();
+        buf.reserve(READ_RESERVE);
+        match rd.read_buf(buf).await {
             Ok(0) => break "peerixd closed the connection".to_string(),
-            Ok(n) => dec.push(&buf[..n]),
+            Ok(_) => {}
             Err(e) => break format!("read failed: {e}"),
         }
     };
@@ -867,7 +944,11 @@ async fn open_local_socket(
     use interprocess::local_socket::tokio::prelude::*;
     use interprocess::local_socket::GenericFilePath;
     let name = path.to_fs_name::<GenericFilePath>()?;
-    interprocess::local_socket::tokio::Stream::connect(name).await
+    let stream = interprocess::local_socket::tokio::Stream::connect(name).await?;
+    // The only kind of local socket on Unix. A refusal only costs speed.
+    let interprocess::local_socket::tokio::Stream::UdSocket(s) = &stream;
+    let _ = socket2::SockRef::from(s).set_send_buffer_size(SEND_BUFFER);
+    Ok(stream)
 }
 
 #[cfg(windows)]

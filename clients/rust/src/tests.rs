@@ -322,6 +322,9 @@ async fn send_stream_chunks_and_reports_progress() {
         Op::Send(SendArgs::Start(s)) => {
             assert!(s.more && s.progress);
             assert_eq!(s.to.as_deref(), Some("peerB"));
+            // The first chunk rides in the start request.
+            assert_eq!(s.payload.len(), STREAM_CHUNK);
+            received += s.payload.len();
             start_id = r.id;
             vec![reply(r.id, map(vec![("transfer", Value::from(77))]))]
         }
@@ -341,8 +344,7 @@ async fn send_stream_chunks_and_reports_progress() {
             if c.more {
                 out.push(reply(r.id, map(vec![("transfer", Value::from(77))])));
             } else {
-                assert_eq!(chunks.len(), 3);
-                assert_eq!(chunks[2], (10, false));
+                assert_eq!(chunks, vec![(STREAM_CHUNK, true), (10, false)]);
                 out.push(DaemonMessage::Reply(
                     Reply::ok_with(
                         r.id,
@@ -382,9 +384,65 @@ async fn send_stream_chunks_and_reports_progress() {
         .expect("send");
     assert_eq!(res.transfer, 77);
     assert!(res.peers.expect("peers")[0].ok);
-    assert_eq!(buffered.last().copied(), Some(total_len as u64));
-    assert_eq!(buffered.len(), 3);
-    assert_eq!(delivered, 3);
+    assert_eq!(
+        buffered,
+        vec![
+            STREAM_CHUNK as u64,
+            2 * STREAM_CHUNK as u64,
+            total_len as u64
+        ]
+    );
+    assert_eq!(delivered, 2);
+}
+
+/// A streamed send writes the next chunk before the reply to the previous one is back (up to
+/// `STREAM_WINDOW` unanswered), so the daemon's socket is not idle for a round trip per chunk.
+/// The fake daemon answers a chunk only once the next one arrived: a client that waited for
+/// each reply would never finish.
+#[tokio::test]
+async fn streamed_chunks_are_written_ahead_of_their_replies() {
+    let mut held: Option<u64> = None;
+    let mut chunks = Vec::new();
+    let client = client_with(move |r| match r.parse_op().expect("op") {
+        Op::Send(SendArgs::Start(_)) => vec![reply(r.id, map(vec![("transfer", Value::from(9))]))],
+        Op::Send(SendArgs::Chunk(c)) => {
+            chunks.push(c.data.len());
+            let mut out: Vec<DaemonMessage> = held
+                .take()
+                .map(|id| reply(id, map(vec![("transfer", Value::from(9))])))
+                .into_iter()
+                .collect();
+            if c.more {
+                held = Some(r.id);
+            } else {
+                assert_eq!(chunks, vec![BYTES_STREAM_CHUNK; 3]);
+                out.push(DaemonMessage::Reply(
+                    Reply::ok_with(
+                        r.id,
+                        &SendResult {
+                            transfer: 9,
+                            peers: Some(vec![]),
+                        },
+                    )
+                    .expect("reply"),
+                ));
+            }
+            out
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    let send = client.send_bytes(
+        "lobby",
+        "files",
+        vec![3u8; 4 * BYTES_STREAM_CHUNK],
+        SendOptions::default(),
+    );
+    let res = tokio::time::timeout(Duration::from_secs(5), send)
+        .await
+        .expect("the client waited for each chunk's reply before writing the next")
+        .expect("send");
+    assert_eq!(res.transfer, 9);
 }
 
 /// A large `send_bytes` is streamed (the daemon can transmit while the rest uploads); a
@@ -394,10 +452,11 @@ async fn large_send_bytes_is_streamed_small_is_one_request() {
     let mut chunks = Vec::new();
     let client = client_with(move |r| match r.parse_op().expect("op") {
         Op::Send(SendArgs::Start(s)) if s.more => {
+            assert_eq!(s.payload.len(), BYTES_STREAM_CHUNK);
             vec![reply(r.id, map(vec![("transfer", Value::from(5))]))]
         }
         Op::Send(SendArgs::Start(s)) => {
-            assert_eq!(s.payload.len(), STREAM_CHUNK);
+            assert_eq!(s.payload.len(), BYTES_STREAM_CHUNK);
             vec![DaemonMessage::Reply(
                 Reply::ok_with(
                     r.id,
@@ -414,7 +473,7 @@ async fn large_send_bytes_is_streamed_small_is_one_request() {
             if c.more {
                 vec![reply(r.id, map(vec![("transfer", Value::from(5))]))]
             } else {
-                assert_eq!(chunks, vec![STREAM_CHUNK, 1]);
+                assert_eq!(chunks, vec![1]);
                 vec![DaemonMessage::Reply(
                     Reply::ok_with(
                         r.id,
@@ -434,27 +493,27 @@ async fn large_send_bytes_is_streamed_small_is_one_request() {
         .send_bytes(
             "lobby",
             "files",
-            vec![1u8; STREAM_CHUNK + 1],
+            vec![1u8; BYTES_STREAM_CHUNK + 1],
             SendOptions::default(),
         )
         .await
         .expect("big send");
     assert_eq!(
         big.transfer, 5,
-        "a message over STREAM_CHUNK must be streamed"
+        "a message over BYTES_STREAM_CHUNK must be streamed"
     );
     let small = client
         .send_bytes(
             "lobby",
             "files",
-            vec![1u8; STREAM_CHUNK],
+            vec![1u8; BYTES_STREAM_CHUNK],
             SendOptions::default(),
         )
         .await
         .expect("small send");
     assert_eq!(
         small.transfer, 6,
-        "a message of STREAM_CHUNK bytes goes in one request"
+        "a message of BYTES_STREAM_CHUNK bytes goes in one request"
     );
 }
 
