@@ -146,3 +146,18 @@ fn a_control_channel_flood_keeps_the_operation_queue_bounded() {
     assert!(reports >= 1, "the flood is reported");
     assert!(reports < 20, "at a bounded rate: {reports} reports");
 }
+
+#[test]
+fn a_drained_room_holds_no_action_buffer_and_queues_again() {
+    let t0 = Instant::now();
+    let mut r = room(4);
+    r.announce();
+    r.handle_signal(t0, true, "remote", SignalType::Announce, vec![]);
+    assert!(r.out.capacity() > 0);
+    assert!(!drain(&mut r).is_empty());
+    // Idle between bursts: the buffer of the last one is handed back.
+    assert_eq!(r.out.capacity(), 0);
+    // The next burst queues as before.
+    r.announce();
+    assert!(matches!(drain(&mut r).as_slice(), [Action::Publish { .. }]));
+}

@@ -57,7 +57,7 @@ pub use local_media::{
     spawn_rtp_ingest, LocalSource, SourceCodec, SourceReport, SourceStats, UnknownCodec,
 };
 pub use media::{ForwardError, ForwardStats, MediaKind, RemoteTrackInfo};
-pub use peer::RtcPeer;
+pub use peer::{EventSink, RtcPeer};
 
 /// Starts the threads that drive the connections now instead of at the first connection
 /// (`threads` as [`RtcConfig::reactor_threads`]; the first call of this or of

@@ -99,6 +99,25 @@ impl RtcPeer {
     }
 }
 
+/// Where a connection's events go, in order ([`RtcPeer::new`]); called on the connection's
+/// driver thread. Dropped when the connection is gone, after its last event.
+///
+/// A tokio channel is one; an owner that has a mailbox already (peerixd's `PeerActor`) can
+/// post into it instead: a tokio unbounded channel allocates a block of 32 events (~3.3 KB
+/// with its state) when it is made and keeps it for the connection's life, though it is
+/// empty nearly all of that time.
+pub trait EventSink: Send + Sync + 'static {
+    /// One event. An owner that is gone discards it.
+    fn emit(&self, event: RtcEvent);
+}
+
+impl EventSink for UnboundedSender<RtcEvent> {
+    fn emit(&self, event: RtcEvent) {
+        // A dropped receiver means the owner is gone; nothing to do but discard.
+        let _ = self.send(event);
+    }
+}
+
 struct PeerInner {
     pc: Arc<dyn PeerConnection>,
     control: Arc<dyn DataChannel>,
@@ -113,7 +132,7 @@ struct PeerInner {
 /// State shared with the event handler. Holds no strong reference to the connection or its
 /// channels, so the handler (owned by the connection) forms no `Arc` cycle (notes §9).
 struct Shared {
-    events: UnboundedSender<RtcEvent>,
+    events: Box<dyn EventSink>,
     /// Our ICE ufrag and first mid, read from the local SDP: the stack's `to_json` leaves
     /// them null/"" and Peerix drops such candidates (§5.6).
     local_ufrag: Mutex<Option<String>>,
@@ -142,8 +161,7 @@ struct Shared {
 
 impl Shared {
     fn emit(&self, event: RtcEvent) {
-        // A dropped receiver means the owner is gone; nothing to do but discard.
-        let _ = self.events.send(event);
+        self.events.emit(event);
     }
 
     fn emit_control_closed(&self) {
@@ -464,9 +482,9 @@ impl RtcPeer {
     /// Creates the connection and, immediately, the negotiated control channel (id 0)
     /// before any SDP (spec §12.12). Events start flowing into `events` at once
     /// (`NegotiationNeeded` first).
-    pub async fn new(cfg: &RtcConfig, events: UnboundedSender<RtcEvent>) -> Result<Self, RtcError> {
+    pub async fn new(cfg: &RtcConfig, events: impl EventSink) -> Result<Self, RtcError> {
         let shared = Arc::new(Shared {
-            events,
+            events: Box::new(events),
             local_ufrag: Mutex::new(None),
             local_mid: Mutex::new(None),
             signaling: AtomicU8::new(SIG_STABLE),

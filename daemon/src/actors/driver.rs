@@ -245,7 +245,9 @@ impl Handler<Sub> for DriverActor {
         let first = !self.subs.contains_key(&m.namespace);
         self.subs
             .entry(m.namespace.clone())
-            .or_default()
+            // One subscriber per namespace is the rule (a room's two namespaces are its own):
+            // a `Vec`'s first allocation would have room for four (~480 bytes per room).
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(Subscription {
                 owner: m.owner,
                 incoming: m.incoming,
@@ -330,27 +332,11 @@ impl Handler<InjectDriverPanic> for DriverActor {
     }
 }
 
-/// A tiny adapter from a tokio receiver to a `Stream`, so actors can `add_stream` it without
+/// A tiny adapter from a tokio bounded receiver to a `Stream`, so actors can `add_stream` it without
 /// pulling in tokio-stream.
 pub(crate) mod tokio_stream_shim {
     use std::pin::Pin;
     use std::task::{Context, Poll};
-    use tokio::sync::mpsc::UnboundedReceiver;
-
-    /// Wraps an unbounded receiver as a stream.
-    pub struct ReceiverStream<T>(UnboundedReceiver<T>);
-    impl<T> ReceiverStream<T> {
-        /// Wraps `rx`.
-        pub fn new(rx: UnboundedReceiver<T>) -> Self {
-            Self(rx)
-        }
-    }
-    impl<T> futures::Stream for ReceiverStream<T> {
-        type Item = T;
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-            self.0.poll_recv(cx)
-        }
-    }
 
     /// Wraps a bounded receiver as a stream: its sender waits while the actor is behind.
     pub struct BoundedStream<T>(tokio::sync::mpsc::Receiver<T>);

@@ -15,6 +15,7 @@ mod operator;
 pub mod options;
 pub mod outgoing;
 pub mod peer;
+mod peer_events;
 pub mod peer_ice;
 pub mod peer_media;
 pub mod reconfigure;
@@ -33,7 +34,7 @@ pub mod verifier;
 
 use rmpv::Value;
 
-pub(crate) use driver::tokio_stream_shim::{BoundedStream, ReceiverStream};
+pub(crate) use driver::tokio_stream_shim::BoundedStream;
 
 /// `{code, message}` as used in `error` and `channel:error` events.
 pub fn error_value(code: &str, message: &str) -> Value {

@@ -14,15 +14,15 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use peerix_proto::{Admit, ChannelCap, ConnEvent, ConnId, Op};
-use peerix_rtc::{ChannelInit, IceState, RtcConfig, RtcEvent, RtcPeer, SignalingState};
+use peerix_rtc::{ChannelInit, RtcConfig, RtcPeer, SignalingState};
 use peerix_wire::control::ChannelOptions;
 use rmpv::Value;
 
 use super::channel::{ChannelActor, ChannelContext, ChannelGone, CloseChannel};
+use super::error_value;
 use super::event_bus::{Emit, EventBus, EventRecord};
 use super::outgoing::RemoteOpenGrace;
 use super::send_path::{PeerLanes, Slot};
-use super::{error_value, ReceiverStream};
 
 pub use peerix_proto::PeerState;
 
@@ -159,28 +159,6 @@ fn to_rtc_cand(c: peerix_proto::IceCandidateInit) -> peerix_rtc::IceCandidateIni
         sdp_mid: c.sdp_mid,
         sdp_m_line_index: c.sdp_m_line_index,
         username_fragment: c.username_fragment,
-    }
-}
-
-fn from_rtc_cand(c: peerix_rtc::IceCandidateInit) -> peerix_proto::IceCandidateInit {
-    peerix_proto::IceCandidateInit {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_m_line_index: c.sdp_m_line_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
-fn ice_state(s: IceState) -> peerix_proto::IceState {
-    use peerix_proto::IceState as P;
-    match s {
-        IceState::New => P::New,
-        IceState::Checking => P::Checking,
-        IceState::Connected => P::Connected,
-        IceState::Completed => P::Completed,
-        IceState::Disconnected => P::Disconnected,
-        IceState::Failed => P::Failed,
-        IceState::Closed => P::Closed,
     }
 }
 
@@ -402,7 +380,12 @@ impl PeerActor {
     }
 
     /// Starts the actor of a channel we created or the remote did (`remote`).
-    fn adopt_channel(&mut self, ch: peerix_rtc::RtcChannel, remote: bool, ctx: &mut Context<Self>) {
+    pub(super) fn adopt_channel(
+        &mut self,
+        ch: peerix_rtc::RtcChannel,
+        remote: bool,
+        ctx: &mut Context<Self>,
+    ) {
         if self.closing {
             let c = ch.clone();
             actix::spawn(async move { c.close().await });
@@ -439,8 +422,7 @@ impl Actor for PeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        ctx.add_stream(ReceiverStream::new(rx));
+        let tx = super::peer_events::ToPeerActor(ctx.address());
         let cfg = self.s.rtc.clone();
         // The stack's tasks inherit this span (`TunedRuntime::spawn`): journald lines from
         // deep inside WebRTC carry the room and the peer.
@@ -471,42 +453,6 @@ impl Actor for PeerActor {
         // actix runs `stopped` while a panic unwinds the actor: tell the machine it crashed.
         let crashed = std::thread::panicking();
         self.report(ConnEvent::Closed { crashed });
-    }
-}
-
-impl StreamHandler<RtcEvent> for PeerActor {
-    fn handle(&mut self, ev: RtcEvent, ctx: &mut Self::Context) {
-        let event = match ev {
-            RtcEvent::LocalCandidate(c) => ConnEvent::LocalCandidate(from_rtc_cand(c)),
-            RtcEvent::GatheringComplete => {
-                self.turn_gathering_complete(ctx);
-                ConnEvent::GatheringComplete
-            }
-            RtcEvent::GatheringStarted => return self.turn_gathering_started(ctx),
-            RtcEvent::TurnServer { url, outcome } => return self.turn_news(&url, outcome, ctx),
-            RtcEvent::IceState(s) => ConnEvent::Ice(ice_state(s)),
-            // Offers are made by Peerix's rules (the invoke receiver offers), not on every
-            // negotiation-needed: the stack also fires it for the negotiated control channel.
-            RtcEvent::NegotiationNeeded => return,
-            RtcEvent::ControlOpen => ConnEvent::ControlOpen,
-            RtcEvent::ControlMessage(data) => ConnEvent::ControlMessage(data.to_vec()),
-            RtcEvent::ControlClosed | RtcEvent::Closed => {
-                tracing::info!(room = %self.s.room, peer = %self.s.remote, "remote left (control channel closed)");
-                ConnEvent::ControlClosed
-            }
-            RtcEvent::RemoteChannel(ch) => return self.adopt_channel(ch, true, ctx),
-            RtcEvent::Track(info) => return self.remote_track(info, ctx),
-            RtcEvent::TrackEnded(track) => return self.remote_track_ended(track),
-            RtcEvent::TrackFrame(frame) => return self.remote_frame(frame),
-            RtcEvent::ForwardRefused { track, error } => {
-                return self.forward_refused(&track, &error)
-            }
-        };
-        self.report(event);
-    }
-
-    fn finished(&mut self, _: &mut Self::Context) {
-        self.report(ConnEvent::ControlClosed);
     }
 }
 

@@ -636,6 +636,31 @@ impl Association {
         self.stats
     }
 
+    /// peerixd patch 35: hands back the buffers of the association's empty queues.
+    ///
+    /// Each queue keeps the capacity of its busiest moment (the handshake, the channel opens,
+    /// the last transfer): ~2 KB per idle association in chunk maps, TSN lists and message
+    /// queues. Only empty queues are touched, so nothing queued changes; a queue that fills
+    /// again grows again. For a caller that knows the association is idle (`rtc` calls it on a
+    /// timeout with no datagram or write since the previous one).
+    pub fn release_idle_buffers(&mut self) {
+        self.payload_queue.release_if_empty();
+        self.inflight_queue.release_if_empty();
+        self.pending_queue.release_if_empty();
+        fn release<T>(q: &mut VecDeque<T>) {
+            if q.is_empty() && q.capacity() > 0 {
+                *q = VecDeque::new();
+            }
+        }
+        release(&mut self.control_queue);
+        release(&mut self.stream_queue);
+        release(&mut self.events);
+        release(&mut self.endpoint_events);
+        for stream in self.streams.values_mut() {
+            stream.reassembly_queue.release_if_empty();
+        }
+    }
+
     /// Whether the Association is in the process of being established
     ///
     /// If this returns `false`, the Association may be either established or closed, signaled by the

@@ -280,6 +280,22 @@ impl PayloadQueue {
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// peerixd patch: hands back the buffers of an empty queue (`Association::release_idle_buffers`).
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.chunk_map.is_empty() {
+            self.chunk_map = FxHashMap::default();
+        }
+        if self.sorted.is_empty() {
+            self.sorted = VecDeque::new();
+        }
+        if self.message_tsns.is_empty() {
+            self.message_tsns = FxHashMap::default();
+        }
+        if self.dup_tsn.is_empty() {
+            self.dup_tsn = Vec::new();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -343,6 +343,16 @@ impl PendingQueue {
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// peerixd patch: hands back the buffers of empty queues (`Association::release_idle_buffers`).
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.unordered_queue.is_empty() {
+            self.unordered_queue = VecDeque::new();
+        }
+        if self.ordered_queue.is_empty() {
+            self.ordered_queue = VecDeque::new();
+        }
+    }
 }
 
 #[cfg(test)]

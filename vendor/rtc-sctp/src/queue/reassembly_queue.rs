@@ -211,6 +211,19 @@ pub(crate) struct ReassemblyQueue {
 }
 
 impl ReassemblyQueue {
+    /// peerixd patch: hands back the buffers of empty queues (`Association::release_idle_buffers`).
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.ordered.is_empty() {
+            self.ordered = VecDeque::new();
+        }
+        if self.unordered.is_empty() {
+            self.unordered = VecDeque::new();
+        }
+        if self.unordered_chunks.is_empty() {
+            self.unordered_chunks = Vec::new();
+        }
+    }
+
     /// From RFC 4960 Sec 6.5:
     ///   The Stream Sequence Number in all the streams MUST start from 0 when
     ///   the association is Established.  Also, when the Stream Sequence

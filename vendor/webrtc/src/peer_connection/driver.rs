@@ -13,7 +13,7 @@ use crate::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use crate::peer_connection::PeerConnectionRef;
 use crate::peer_connection::transport::tcp_transport::RTCTcpTransport;
 use crate::peer_connection::transport::{
-    MAX_GSO_BATCH_BYTES, MAX_GSO_SEGMENTS, MIN_GSO_RUN, SocketRecvResult, UDP_RECV_BUF_LEN,
+    MAX_GSO_BATCH_BYTES, MAX_GSO_SEGMENTS, MIN_GSO_RUN, SocketRecvResult,
     gro_recv_buf_len, is_retryable_socket_recv_error,
 };
 use crate::rtp_transceiver::rtp_receiver::RtpReceiverImpl;
@@ -839,14 +839,9 @@ where
         // amortizes the per-iteration cost (poll_writes/events/reads core locks,
         // timeout recompute, select setup).
         const MAX_UDP_RECV_BURST: usize = 64;
-        // The burst buffer is shared across sockets, so size it for the largest GRO
-        // capacity among them (falls back to the plain size when none support GRO).
-        let burst_buf_len = udp_socket_list
-            .iter()
-            .map(|(_, socket)| gro_recv_buf_len(socket.max_gro_segments()))
-            .max()
-            .unwrap_or(UDP_RECV_BUF_LEN);
-        let mut burst_buf = vec![0u8; burst_buf_len];
+        // peerixd patch 34: the burst is read into the buffer of the socket it drains (its
+        // datagram was just delivered, and its next receive is armed only after the burst),
+        // not into a second buffer of the same size that every connection kept for life.
 
         loop {
             // Shutdown safety-net. `close()`/`Drop` set this flag and best-effort
@@ -1088,13 +1083,10 @@ where
                                 // datagrams by `stride` and deliver each.
                                 self.deliver_udp_batch(&buf, n, stride, local_addr, peer_addr).await;
 
-                                // Immediately create a new future for this socket and reuse the buffer
                                 let (socket_local_addr, socket) = &udp_socket_list[idx];
                                 let socket_local_addr = *socket_local_addr;
                                 let socket = socket.clone();
-                                udp_recv_futures.push(
-                                    create_udp_recv_future(idx, socket_local_addr, socket.clone(), buf).boxed()
-                                );
+                                let mut buf = buf;
 
                                 // Batch-drain: drain a bounded burst of additional
                                 // ready datagrams from this socket without blocking.
@@ -1111,18 +1103,23 @@ where
                                 let mut burst_meta = [RecvMeta::default(); 1];
                                 while burst < MAX_UDP_RECV_BURST {
                                     let probe = crate::runtime::poll_once(|cx| {
-                                        let mut bufs = [IoSliceMut::new(&mut burst_buf)];
+                                        let mut bufs = [IoSliceMut::new(&mut buf)];
                                         socket.poll_recv(cx, &mut bufs, &mut burst_meta)
                                     });
                                     match probe {
                                         Some(Ok(_)) => {
                                             let m = burst_meta[0];
-                                            self.deliver_udp_batch(&burst_buf, m.len, m.stride, socket_local_addr, m.addr).await;
+                                            self.deliver_udp_batch(&buf, m.len, m.stride, socket_local_addr, m.addr).await;
                                             burst += 1;
                                         }
                                         _ => break, // would-block (pending) or error
                                     }
                                 }
+
+                                // Then a new receive on this socket, reusing its buffer.
+                                udp_recv_futures.push(
+                                    create_udp_recv_future(idx, socket_local_addr, socket, buf).boxed()
+                                );
                             }
                             Some(SocketRecvResult::Error { err, local_addr, idx, buf }) => {
                                 if is_retryable_socket_recv_error(&err) {

@@ -181,6 +181,10 @@ impl PipelineContext {
         release(&mut self.data_read_outs);
         release(&mut self.write_outs);
         release(&mut self.event_outs);
+        // The SCTP association's own queues, as idle as the pipeline's (peerixd patch 35).
+        for association in self.sctp_handler_context.sctp_transport.sctp_associations.values_mut() {
+            association.release_idle_buffers();
+        }
     }
 }
 
