@@ -581,6 +581,8 @@ pub async fn debug(client: &Client, args: &[(&str, &str)]) -> Result<rmpv::Value
 pub struct Steady {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Why the stream stopped, once it has (read by `advance` without consuming the task).
+    why: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<Result<usize>>,
 }
 
@@ -598,11 +600,13 @@ impl Steady {
         label: &str,
         to: Option<&str>,
     ) -> Result<Self> {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
         let to = to.map(str::to_string);
         let client = d.client().await?;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let acked = std::sync::Arc::new(AtomicUsize::new(0));
+        let why = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let reason = why.clone();
         let (room, label, flag, count) = (
             room.to_string(),
             label.to_string(),
@@ -610,34 +614,56 @@ impl Steady {
             acked.clone(),
         );
         let task = tokio::spawn(async move {
-            let mut n = 0usize;
-            while !flag.load(Ordering::Relaxed) {
-                let text = format!("tick {n}");
-                let r = client
-                    .send_text(
-                        &room,
-                        &label,
-                        &text,
-                        peerix_client::SendOptions {
-                            to: to.clone(),
-                            info: None,
-                        },
-                    )
-                    .await
-                    .with_context(|| format!("steady send {n} on {room}/{label}"))?;
-                let peers = r.peers.unwrap_or_default();
-                if peers.is_empty() || !peers.iter().all(|p| p.ok) {
-                    bail!("steady send {n} on {room}/{label} was not delivered: {peers:?}");
-                }
-                n += 1;
-                count.store(n, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let r = Self::run(client, room, label, to, flag, count).await;
+            if let (Err(e), Ok(mut w)) = (&r, reason.lock()) {
+                *w = Some(format!("{e:#}"));
             }
-            Ok(n)
+            r
         });
-        let s = Self { stop, acked, task };
+        let s = Self {
+            stop,
+            acked,
+            why,
+            task,
+        };
         s.advance(3).await?;
         Ok(s)
+    }
+
+    /// The stream itself: one acknowledged send every 20 ms until `flag` is set.
+    async fn run(
+        client: Client,
+        room: String,
+        label: String,
+        to: Option<String>,
+        flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Result<usize> {
+        use std::sync::atomic::Ordering;
+        let mut n = 0usize;
+        while !flag.load(Ordering::Relaxed) {
+            let text = format!("tick {n}");
+            let r = client
+                .send_text(
+                    &room,
+                    &label,
+                    &text,
+                    peerix_client::SendOptions {
+                        to: to.clone(),
+                        info: None,
+                    },
+                )
+                .await
+                .with_context(|| format!("steady send {n} on {room}/{label}"))?;
+            let peers = r.peers.unwrap_or_default();
+            if peers.is_empty() || !peers.iter().all(|p| p.ok) {
+                bail!("steady send {n} on {room}/{label} was not delivered: {peers:?}");
+            }
+            n += 1;
+            count.store(n, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(n)
     }
 
     /// Waits until `n` more messages were acknowledged (at most 20 s); fails if the stream failed.
@@ -647,7 +673,11 @@ impl Steady {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.acked.load(Ordering::Relaxed) < target {
             if self.task.is_finished() {
-                bail!("the steady stream stopped early (see finish() for why)");
+                let why = self.why.lock().ok().and_then(|w| w.clone());
+                bail!(
+                    "the steady stream stopped early: {}",
+                    why.unwrap_or_else(|| "no reason recorded".into())
+                );
             }
             if Instant::now() > deadline {
                 bail!("the steady stream stalled");

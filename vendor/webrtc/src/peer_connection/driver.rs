@@ -278,6 +278,12 @@ fn stage_data_channel_event(
     }
 }
 
+/// peerixd patch: how many events are retained in `pending`. The driver goes round again
+/// after a flush only when this fell, i.e. when the flush made progress.
+fn retained_event_count(pending: &HashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>) -> usize {
+    pending.values().map(VecDeque::len).sum()
+}
+
 /// Retry everything retained in `pending`, and report whether a *registered* consumer is
 /// still behind. See [`Driver::flush_pending_data_channel_events`] for why only a
 /// registered consumer may report back-pressure.
@@ -932,17 +938,26 @@ where
                 .then(|| self.inner.data_channel_consumed.listen());
             let delivery_blocked = match consumed_listener {
                 Some(listener) => {
+                    let retained = retained_event_count(&self.pending_data_channel_events);
                     if self.flush_pending_data_channel_events().await {
                         Some(listener)
-                    } else {
+                    } else if retained_event_count(&self.pending_data_channel_events) < retained
+                    {
                         // peerixd patch: the application took what was retained in the
                         // meantime. Waiting in `select!` now would leave the data parked in
                         // the core (and SCTP's window closed) until some timer or packet
                         // woke the loop: under back-pressure the sender is stopped, so that
                         // was its retransmission timer, 0.2-2.4 s with 1 KiB messages. Go
                         // round again and drain it.
+                        // Only when this flush delivered something: events kept for a
+                        // channel with no registered receiver (one the application closed,
+                        // as a daemon does with a flood of channels) never block and never
+                        // leave, and going round for them spun this loop without ever
+                        // reaching `select!`, starving every other connection's driver.
                         self.drain_resumed = true;
                         continue;
+                    } else {
+                        None
                     }
                 }
                 None => None,
@@ -2521,6 +2536,33 @@ mod tests {
         assert_eq!(2, pending.get(&0).map(|q| q.len()).unwrap_or(0));
         // ... but repeated flushes keep reporting "not blocked", so the drain runs on.
         assert!(!flush_staged_data_channel_events(&senders, &mut pending));
+    }
+
+    /// peerixd patch: events kept for a channel nobody will register again are not progress.
+    /// The driver goes round again after a flush only when the retained count fell; with
+    /// only such events left it must wait in `select!`, or it spins (the stall of a daemon
+    /// whose peer opened 300 channels past its cap, `hostile_peer::a_channel_flood_*`).
+    #[test]
+    fn a_flush_that_delivers_nothing_is_not_progress() {
+        let mut pending = HashMap::new();
+        pending.insert(0, VecDeque::from(vec![DataChannelEvent::OnClose]));
+        let (tx, mut rx) =
+            channel::<DataChannelEvent>(DRIVER_TO_DATA_CHANNEL_EVENT_CHANNEL_CAPACITY);
+        pending.insert(1, VecDeque::from(vec![test_message(1)]));
+        let mut senders = HashMap::new();
+        senders.insert(1, tx);
+
+        // The registered channel takes its message: progress.
+        let before = retained_event_count(&pending);
+        assert!(!flush_staged_data_channel_events(&senders, &mut pending));
+        assert!(retained_event_count(&pending) < before);
+        assert!(rx.try_recv().is_ok());
+
+        // Only the unregistered channel's event is left: not blocked, and no progress.
+        let before = retained_event_count(&pending);
+        assert_eq!(1, before);
+        assert!(!flush_staged_data_channel_events(&senders, &mut pending));
+        assert_eq!(before, retained_event_count(&pending));
     }
 
     /// A registered consumer that is genuinely full still holds the drain — the
