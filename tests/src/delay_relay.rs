@@ -226,8 +226,19 @@ mod tests {
                 }
             }
         }
-        assert_eq!(relay.x_to_y.forwarded.load(Ordering::Relaxed), 20);
-        assert_eq!(relay.y_to_x.forwarded.load(Ordering::Relaxed), 20);
+        // The forwarder counts after `send_to` returns, so the receiver can see the last
+        // datagram before its count lands (a loaded CI machine preempted it there).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let counts = || {
+            (
+                relay.x_to_y.forwarded.load(Ordering::Relaxed),
+                relay.y_to_x.forwarded.load(Ordering::Relaxed),
+            )
+        };
+        while counts() != (20, 20) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(counts(), (20, 20));
     }
 
     /// A burst larger than the queue loses the excess (counted), not the relay.
