@@ -177,12 +177,64 @@ struct Inner {
     /// The `seq` of the last event received (0: none yet), for resuming after a reconnect.
     last_seq: AtomicU64,
     writer: tokio::sync::Mutex<BoxedWriter>,
+    /// Encoded frames waiting for the writer, in request order (see [`Inner::write`]).
+    outbox: Mutex<Outbox>,
     state: Mutex<State>,
     next_id: AtomicU64,
     max_frame: usize,
 }
 
+/// Frames encoded by requests and not yet taken by a writer; each gets a ticket in order.
+#[derive(Default)]
+struct Outbox {
+    frames: std::collections::VecDeque<Vec<u8>>,
+    /// The ticket of the next frame pushed.
+    next: u64,
+    /// Frames with a ticket below this were taken by a writer.
+    taken: u64,
+    /// Frames with a ticket below this are on the socket.
+    written: u64,
+}
+
+/// Frames shorter than this are written together with the frames queued behind them.
+const COALESCE_FRAME: usize = 16 * 1024;
+/// At most this many bytes of small frames go out in one write.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+impl Outbox {
+    /// The next bytes to write: the first frame, with the small frames behind it when it is
+    /// small itself. `None` when empty.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let first = self.frames.pop_front()?;
+        self.taken += 1;
+        if first.len() >= COALESCE_FRAME
+            || self
+                .frames
+                .front()
+                .is_none_or(|f| f.len() >= COALESCE_FRAME)
+        {
+            return Some(first);
+        }
+        let mut out = first;
+        while out.len() < COALESCE_BYTES {
+            match self.frames.front() {
+                Some(f) if f.len() < COALESCE_FRAME => {
+                    out.extend_from_slice(f);
+                    self.frames.pop_front();
+                    self.taken += 1;
+                }
+                _ => break,
+            }
+        }
+        Some(out)
+    }
+}
+
 impl Inner {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means another thread panicked while holding
         // it; the state itself stays consistent, so keep going.
@@ -209,19 +261,45 @@ impl Inner {
         )
     }
 
+    /// Puts `msg` on the socket. Whoever holds the writer writes the frames queued before its
+    /// own as well, small ones together: a client with many requests in flight then makes one
+    /// write system call (and wakes the daemon's reader once) for many of them instead of one
+    /// each. Returns once this frame was written, by this call or an earlier one.
     async fn write(&self, msg: &ClientMessage) -> Result<()> {
         let frame = encode_frame_limited(msg, self.max_frame)?;
+        let ticket = {
+            let mut o = self.outbox();
+            o.frames.push_back(frame);
+            o.next += 1;
+            o.next - 1
+        };
         let mut w = self.writer.lock().await;
-        let res = async {
-            w.write_all(&frame).await?;
-            w.flush().await
+        loop {
+            let (bytes, upto) = {
+                let mut o = self.outbox();
+                if o.taken > ticket {
+                    break;
+                }
+                let bytes = o.take();
+                (bytes, o.taken)
+            };
+            let Some(bytes) = bytes else { break };
+            let res = async {
+                w.write_all(&bytes).await?;
+                w.flush().await
+            }
+            .await;
+            if let Err(e) = res {
+                self.shutdown(format!("write failed: {e}"));
+                return Err(ClientError::Io(e));
+            }
+            self.outbox().written = upto;
         }
-        .await;
-        if let Err(e) = res {
-            self.shutdown(format!("write failed: {e}"));
-            return Err(ClientError::Io(e));
+        if self.outbox().written > ticket {
+            return Ok(());
         }
-        Ok(())
+        // The earlier holder that took this frame failed to write it (and closed the client).
+        Err(self.closed_error())
     }
 
     async fn dispatch(&self, body: &[u8]) {
@@ -380,6 +458,7 @@ impl Client {
         let inner = Arc::new(Inner {
             last_seq: AtomicU64::new(0),
             writer: tokio::sync::Mutex::new(writer),
+            outbox: Mutex::new(Outbox::default()),
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
             max_frame,

@@ -682,3 +682,96 @@ async fn subscribe_since_sends_the_position_and_surfaces_lagged_before_the_reply
     assert_eq!((l.from, l.to, l.count), (42, 60, 3));
     assert_eq!(client.last_seq(), 60);
 }
+
+/// A stream whose every write first yields once (as a socket write that would block does), and
+/// which counts the writes that went through.
+struct Stutter {
+    inner: tokio::io::DuplexStream,
+    writes: Arc<AtomicU64>,
+    yielded: bool,
+}
+
+impl AsyncRead for Stutter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stutter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        self.yielded = false;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Requests issued together while a write is in progress go out in one write, in order, and
+/// each still gets its own reply.
+#[tokio::test]
+async fn requests_queued_behind_a_write_share_the_next_write() {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(fake_daemon(b, welcome(), |r| {
+        vec![reply(r.id, Value::from(r.args["n"].as_u64().unwrap_or(0)))]
+    }));
+    let writes = Arc::new(AtomicU64::new(0));
+    let stream = Stutter {
+        inner: a,
+        writes: writes.clone(),
+        yielded: false,
+    };
+    let client = Client::handshake(stream, "test").await.expect("handshake");
+    let after_hello = writes.load(Ordering::Relaxed);
+    let client = std::rc::Rc::new(client);
+    let local = tokio::task::LocalSet::new();
+    let got = local
+        .run_until(async {
+            let tasks: Vec<_> = (0..50u64)
+                .map(|n| {
+                    let client = client.clone();
+                    tokio::task::spawn_local(async move {
+                        let id = client.next_id();
+                        let rx = client
+                            .start_request(id, "echo", map(vec![("n", Value::from(n))]))
+                            .await?;
+                        client.finish(rx).await
+                    })
+                })
+                .collect();
+            let mut got = Vec::new();
+            for t in tasks {
+                got.push(t.await.expect("task").expect("reply"));
+            }
+            got
+        })
+        .await;
+    assert_eq!(got, (0..50u64).map(Value::from).collect::<Vec<_>>());
+    let used = writes.load(Ordering::Relaxed) - after_hello;
+    // The first request's write, then the 49 queued behind it together (one frame at a time
+    // took 50 writes).
+    assert!(used <= 3, "{used} writes for 50 requests");
+}
