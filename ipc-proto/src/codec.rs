@@ -154,6 +154,39 @@ impl Default for FrameDecoder {
     }
 }
 
+/// Frames shorter than this are written together with the small frames queued behind them.
+pub const COALESCE_FRAME: usize = 16 * 1024;
+/// At most this many bytes of small frames go out in one coalesced write.
+pub const COALESCE_BYTES: usize = 64 * 1024;
+
+/// `first` and the small frames queued right behind it (taken with `next_small(COALESCE_FRAME)`,
+/// which returns the next frame only if it is shorter than that) as one buffer, for one write.
+///
+/// Both ends of the socket use it: a client sending many small messages gets a reply or an event
+/// per message, and a write per frame cost a system call and a wake-up of the other side's reader
+/// each, more than copying a few KiB. A large `first` is returned as it is, uncopied.
+pub fn coalesce_frames(
+    first: Vec<u8>,
+    mut next_small: impl FnMut(usize) -> Option<Vec<u8>>,
+) -> Vec<u8> {
+    if first.len() >= COALESCE_FRAME {
+        return first;
+    }
+    let Some(second) = next_small(COALESCE_FRAME) else {
+        return first;
+    };
+    let mut out = Vec::with_capacity(COALESCE_BYTES.min(4 * (first.len() + second.len())));
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
+    while out.len() < COALESCE_BYTES {
+        match next_small(COALESCE_FRAME) {
+            Some(f) => out.extend_from_slice(&f),
+            None => break,
+        }
+    }
+    out
+}
+
 /// Decodes exactly one MessagePack value of type `T` from `body`, rejecting
 /// trailing bytes.
 fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {

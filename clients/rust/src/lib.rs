@@ -196,37 +196,18 @@ struct Outbox {
     written: u64,
 }
 
-/// Frames shorter than this are written together with the frames queued behind them.
-const COALESCE_FRAME: usize = 16 * 1024;
-/// At most this many bytes of small frames go out in one write.
-const COALESCE_BYTES: usize = 64 * 1024;
-
 impl Outbox {
     /// The next bytes to write: the first frame, with the small frames behind it when it is
     /// small itself. `None` when empty.
     fn take(&mut self) -> Option<Vec<u8>> {
         let first = self.frames.pop_front()?;
         self.taken += 1;
-        if first.len() >= COALESCE_FRAME
-            || self
-                .frames
-                .front()
-                .is_none_or(|f| f.len() >= COALESCE_FRAME)
-        {
-            return Some(first);
-        }
-        let mut out = first;
-        while out.len() < COALESCE_BYTES {
-            match self.frames.front() {
-                Some(f) if f.len() < COALESCE_FRAME => {
-                    out.extend_from_slice(f);
-                    self.frames.pop_front();
-                    self.taken += 1;
-                }
-                _ => break,
-            }
-        }
-        Some(out)
+        let (frames, taken) = (&mut self.frames, &mut self.taken);
+        Some(peerix_ipc_proto::coalesce_frames(first, |max| {
+            let f = frames.pop_front_if(|f| f.len() < max)?;
+            *taken += 1;
+            Some(f)
+        }))
     }
 }
 

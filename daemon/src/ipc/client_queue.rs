@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use peerix_ipc_proto::{encode_frame, DaemonMessage, ErrorBody, ErrorCode};
+use peerix_ipc_proto::{coalesce_frames, encode_frame, DaemonMessage, ErrorBody, ErrorCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -250,11 +250,7 @@ impl ClientQueue {
 
     /// The next frame if one is queued and shorter than `max_len` bytes, without waiting.
     fn try_next_small(&self, max_len: usize) -> Option<Vec<u8>> {
-        let mut s = self.state();
-        if s.frames.front()?.len() >= max_len {
-            return None;
-        }
-        s.frames.pop_front()
+        self.state().frames.pop_front_if(|f| f.len() < max_len)
     }
 
     /// Resolves when the client is cut (at once if it already was).
@@ -354,12 +350,12 @@ impl PushError {
 }
 
 /// Writes the queue's frames to the client until the queue is closed and empty, or the client
-/// is cut: then the write in flight (one frame, or small frames coalesced, see [`coalesce`]) is
+/// is cut: then the write in flight (one frame, or small frames coalesced, see [`coalesce_frames`]) is
 /// finished and the `error` frame written within [`CUT_GRACE`], or abandoned. Gives every byte back to the budget when it ends.
 pub async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, q: &ClientQueue) {
     let mut deadline: Option<Instant> = None;
     'frames: while let Some(first) = q.next().await {
-        let frame = coalesce(first, q);
+        let frame = coalesce_frames(first, |max| q.try_next_small(max));
         let mut pos = 0;
         while pos < frame.len() {
             let step = match deadline {
@@ -391,37 +387,10 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, q: &ClientQueue) {
     q.finish();
 }
 
-/// Frames shorter than this are written together with the small frames queued behind them.
-const COALESCE_FRAME: usize = 16 * 1024;
-/// At most this many bytes go out in one coalesced write.
-const COALESCE_BYTES: usize = 64 * 1024;
-
-/// `first` and the small frames queued right behind it, as one buffer: a client sending many
-/// small messages gets a reply (or an event) per message, and one `write` per frame cost a
-/// system call and a wake-up of the client's reader each. Copying a few KiB is cheaper than
-/// either. Large frames go out on their own, uncopied.
-fn coalesce(first: Vec<u8>, q: &ClientQueue) -> Vec<u8> {
-    if first.len() >= COALESCE_FRAME {
-        return first;
-    }
-    let Some(second) = q.try_next_small(COALESCE_FRAME) else {
-        return first;
-    };
-    let mut out = Vec::with_capacity(COALESCE_BYTES.min(4 * (first.len() + second.len())));
-    out.extend_from_slice(&first);
-    out.extend_from_slice(&second);
-    while out.len() < COALESCE_BYTES {
-        match q.try_next_small(COALESCE_FRAME) {
-            Some(f) => out.extend_from_slice(&f),
-            None => break,
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peerix_ipc_proto::{COALESCE_BYTES, COALESCE_FRAME};
 
     /// Records each `write` call, so that a test can count the system calls a writer makes.
     #[derive(Default)]
