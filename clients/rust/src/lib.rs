@@ -188,8 +188,6 @@ struct Inner {
 #[derive(Default)]
 struct Outbox {
     frames: std::collections::VecDeque<Vec<u8>>,
-    /// The ticket of the next frame pushed.
-    next: u64,
     /// Frames with a ticket below this were taken by a writer.
     taken: u64,
     /// Frames with a ticket below this are on the socket.
@@ -251,8 +249,8 @@ impl Inner {
         let ticket = {
             let mut o = self.outbox();
             o.frames.push_back(frame);
-            o.next += 1;
-            o.next - 1
+            // Tickets are consecutive: those below `taken` were taken, the rest are queued.
+            o.taken + o.frames.len() as u64 - 1
         };
         let mut w = self.writer.lock().await;
         loop {

@@ -350,8 +350,9 @@ impl PushError {
 }
 
 /// Writes the queue's frames to the client until the queue is closed and empty, or the client
-/// is cut: then the write in flight (one frame, or small frames coalesced, see [`coalesce_frames`]) is
-/// finished and the `error` frame written within [`CUT_GRACE`], or abandoned. Gives every byte back to the budget when it ends.
+/// is cut: then the write in flight (one frame, or small frames coalesced, see
+/// [`coalesce_frames`]) is finished and the `error` frame written within [`CUT_GRACE`], or
+/// abandoned. Gives every byte back to the budget when it ends.
 pub async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, q: &ClientQueue) {
     let mut deadline: Option<Instant> = None;
     'frames: while let Some(first) = q.next().await {
