@@ -4,16 +4,21 @@
 
 use rmpv::Value;
 
-/// Checks, without decoding it, that a frame body's top-level map has only `str` keys.
+/// The `type` of a message map (its str value), scanning the top-level map without building
+/// anything; `Ok(None)` when the map has no `type` (or its value is not a str). With
+/// `string_keys`, a non-string key is refused (PROTOCOL.md §2: a struct would take an integer
+/// key as a field position); without, it is skipped.
 ///
-/// Why on the raw bytes: the message structs would otherwise take an integer key as a field
-/// position, and decoding the whole value first would copy every `bin` of the frame once more.
-/// Anything that is not a map is left to the decoder to report.
-pub(crate) fn top_level_string_keys(body: &[u8]) -> Result<(), String> {
+/// Why: serde's internally tagged enums buffer the whole message into its `Content` tree to
+/// find the tag, which was the largest single cost of decoding a small message (its data copied
+/// once more, an allocation per field). Knowing the type first, the body decodes straight into
+/// its struct.
+pub(crate) fn message_type(body: &[u8], string_keys: bool) -> Result<Option<&str>, String> {
     let mut r = Reader { buf: body, pos: 0 };
     let Some(n) = r.map_len()? else {
-        return Ok(());
+        return Err("a message must be a map".to_string());
     };
+    let mut found = None;
     for i in 0..n {
         let m = r.byte()?;
         let len = match m {
@@ -21,17 +26,30 @@ pub(crate) fn top_level_string_keys(body: &[u8]) -> Result<(), String> {
             0xd9 => r.uint(1)?,
             0xda => r.uint(2)?,
             0xdb => r.uint(4)?,
-            _ => {
+            _ if string_keys => {
                 return Err(format!(
                     "key {i} of the message map is not a string (maps use string keys, \
                      PROTOCOL.md §2)"
                 ))
             }
+            _ => {
+                r.pos -= 1;
+                r.skip_values(2)?;
+                continue;
+            }
         };
+        let start = r.pos;
         r.advance(len)?;
+        if &body[start..r.pos] == b"type" && found.is_none() {
+            found = r.str_value()?;
+            if found.is_some() && !string_keys {
+                return Ok(found);
+            }
+            continue;
+        }
         r.skip_values(1)?;
     }
-    Ok(())
+    Ok(found)
 }
 
 /// A cursor over MessagePack bytes that skips values without building them (and without
@@ -41,7 +59,7 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn truncated() -> String {
         "truncated MessagePack value".to_string()
     }
@@ -67,6 +85,28 @@ impl Reader<'_> {
         }
         self.pos += n as usize;
         Ok(())
+    }
+
+    /// The next value if it is a str (consumed), else `None` (the value is skipped).
+    fn str_value(&mut self) -> Result<Option<&'a str>, String> {
+        let m = *self.buf.get(self.pos).ok_or_else(Self::truncated)?;
+        let len = match m {
+            0xa0..=0xbf => {
+                self.pos += 1;
+                u64::from(m & 0x1f)
+            }
+            0xd9..=0xdb => {
+                self.pos += 1;
+                self.uint(1 << (m - 0xd9))?
+            }
+            _ => {
+                self.skip_values(1)?;
+                return Ok(None);
+            }
+        };
+        let start = self.pos;
+        self.advance(len)?;
+        Ok(std::str::from_utf8(&self.buf[start..self.pos]).ok())
     }
 
     /// The entry count if the next value is a map (consuming its header), else `None`.
@@ -217,23 +257,32 @@ mod tests {
     #[test]
     fn top_level_integer_keys_are_found_and_nested_data_is_skipped() {
         let ok = Value::Map(vec![
-            ("type".into(), "request".into()),
             (
                 "args".into(),
                 Value::Map(vec![(Value::from(1), Value::Binary(vec![0; 300]))]),
             ),
             ("x".into(), Value::Array(vec![Value::from(1.5), Value::Nil])),
+            ("type".into(), "request".into()),
         ]);
-        assert_eq!(top_level_string_keys(&enc(&ok)), Ok(()));
+        assert_eq!(message_type(&enc(&ok), true), Ok(Some("request")));
         let bad = Value::Map(vec![
             ("type".into(), "hello".into()),
             (Value::from(0), Value::from(1)),
         ]);
-        let e = top_level_string_keys(&enc(&bad)).expect_err("integer key");
+        let e = message_type(&enc(&bad), true).expect_err("integer key");
         assert!(e.contains("not a string"), "{e}");
-        assert!(top_level_string_keys(&[0x81, 0xa1]).is_err());
-        assert!(top_level_string_keys(&[0xdf, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert_eq!(top_level_string_keys(&[0x01]), Ok(()));
+        // Without the key check the type is found and the integer key skipped.
+        assert_eq!(message_type(&enc(&bad), false), Ok(Some("hello")));
+        assert!(message_type(&[0x81, 0xa1], true).is_err());
+        assert!(message_type(&[0xdf, 0xff, 0xff, 0xff, 0xff], true).is_err());
+        assert!(message_type(&[0x01], true).is_err());
+        let untyped = Value::Map(vec![("type".into(), Value::from(3))]);
+        assert_eq!(message_type(&enc(&untyped), true), Ok(None));
+        let long = Value::Map(vec![("type".into(), "e".repeat(300).into())]);
+        assert_eq!(
+            message_type(&enc(&long), false),
+            Ok(Some("e".repeat(300).as_str()))
+        );
     }
 
     #[test]

@@ -208,8 +208,21 @@ fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
 /// with a non-string key, or [`ProtoError::Hello`] for a `hello` whose fields are wrong (so that
 /// the client learns what is wrong instead of `HANDSHAKE_REQUIRED`).
 pub fn decode_client(body: &[u8]) -> Result<ClientMessage, ProtoError> {
-    crate::checks::top_level_string_keys(body).map_err(ProtoError::Malformed)?;
-    decode_exact(body).map_err(|e| explain_hello(body).unwrap_or(e))
+    let ty = crate::checks::message_type(body, true).map_err(ProtoError::Malformed)?;
+    let msg = match ty {
+        Some("hello") => decode_exact(body).map(ClientMessage::Hello),
+        Some("request") => decode_exact(body).map(ClientMessage::Request),
+        other => Err(unknown_type(other, "`hello` or `request`")),
+    };
+    msg.map_err(|e| explain_hello(body).unwrap_or(e))
+}
+
+/// The error for a message map whose `type` is missing or not one of `expected`.
+fn unknown_type(ty: Option<&str>, expected: &str) -> ProtoError {
+    ProtoError::Malformed(match ty {
+        Some(t) => format!("unknown message type `{t}`, expected {expected}"),
+        None => format!("missing field `type` (a str: {expected})"),
+    })
 }
 
 /// Why a frame that failed to decode is a bad `hello`, if it is one: `VERSION_MISMATCH` for a
@@ -275,7 +288,18 @@ fn explain_hello(body: &[u8]) -> Option<ProtoError> {
 ///
 /// Errors are [`ProtoError::Malformed`] (wire code `MALFORMED_FRAME`).
 pub fn decode_daemon(body: &[u8]) -> Result<DaemonMessage, ProtoError> {
-    decode_exact(body)
+    let ty = crate::checks::message_type(body, false).map_err(ProtoError::Malformed)?;
+    match ty {
+        Some("event") => decode_exact(body).map(DaemonMessage::Event),
+        Some("reply") => decode_exact(body).map(DaemonMessage::Reply),
+        Some("progress") => decode_exact(body).map(DaemonMessage::Progress),
+        Some("welcome") => decode_exact(body).map(DaemonMessage::Welcome),
+        Some("error") => decode_exact(body).map(DaemonMessage::Error),
+        other => Err(unknown_type(
+            other,
+            "`welcome`, `reply`, `event`, `progress` or `error`",
+        )),
+    }
 }
 
 /// Serialises any value into an [`rmpv::Value`] (structs become maps with
