@@ -70,6 +70,11 @@ export interface Progress {
 
 export interface PeerResult { id: string; ok: boolean; error?: ErrorBody }
 export interface SendResult { transfer: number; peers: PeerResult[] }
+export interface BatchResult {
+  transfer: number;
+  count: number;
+  peers: Array<{ id: string; ok: boolean; delivered: number; failed?: Array<{ index: number; error: { code: string; message: string } }> }>;
+}
 
 export interface JoinResult { room: string; id: string; metadata: Value; holders: number; persist: boolean }
 export interface LeaveResult { left: boolean; holders: number }
@@ -187,6 +192,7 @@ export class Client {
   sendText(room: string, text: string, opts?: SendOptions): Promise<SendResult>;
   sendJson(room: string, value: Value, opts?: SendOptions): Promise<SendResult>;
   sendBytes(room: string, data: Uint8Array | number[], opts?: SendBytesOptions): Promise<SendResult>;
+  sendBatch(room: string, messages: Array<string | Uint8Array | number[] | Value>, opts?: SendOptions & { type?: 'text' | 'bytes' | 'json' }): Promise<BatchResult>;
   subscribe(events: string[], opts?: string | SubscribeOptions): Promise<EventStream>;
   resume(events: string[], position: Position, opts?: { room?: string }): Promise<EventStream>;
   unsubscribe(): Promise<void>;
@@ -208,5 +214,6 @@ export class FrameDecoder {
 export function helloMessage(client?: string, capabilities?: string[]): Record<string, any>;
 export function requestMessage(id: number, op: string, args?: Record<string, any>): Record<string, any>;
 export function sendArgs(room: string, data: Value, type: 'text' | 'bytes' | 'json', opts?: SendOptions & { more?: boolean; progress?: boolean }): Record<string, any>;
+export function batchArgs(room: string, messages: Value[], type: 'text' | 'bytes' | 'json', opts?: SendOptions): Record<string, any>;
 export function chunkArgs(transfer: number, data: string | Uint8Array, more: boolean): Record<string, any>;
 export function subscribeArgs(events: string[], opts?: SubscribeOptions): Record<string, any>;

@@ -103,6 +103,16 @@ function sendArgs(room, data, type, { label = 'default', to, info, more = false,
   return args;
 }
 
+/** Arguments of a `send` with `batch`: several whole messages of one type. */
+function batchArgs(room, messages, type, { label = 'default', to, info } = {}) {
+  const args = { room, label };
+  if (to !== undefined) args.to = to;
+  args.type = type;
+  args.batch = messages;
+  if (info !== undefined) args.info = info;
+  return args;
+}
+
 /** Arguments of a `send` chunk of a streamed transfer. */
 function chunkArgs(transfer, data, more) {
   return { transfer, data, more };
@@ -343,6 +353,15 @@ class Client {
   }
   sendText(room, text, opts = {}) { return this.request('send', sendArgs(room, text, 'text', opts)); }
   sendJson(room, value, opts = {}) { return this.request('send', sendArgs(room, value, 'json', opts)); }
+  /**
+   * Several whole messages of one type ('text' | 'bytes' | 'json', default 'bytes') in one
+   * request; each arrives as a message of its own, in order. Resolves to
+   * `{transfer, count, peers: [{id, ok, delivered, failed?: [{index, error}]}]}`.
+   */
+  sendBatch(room, messages, { type = 'bytes', ...opts } = {}) {
+    const batch = messages.map((m) => (type === 'bytes' && !(m instanceof Uint8Array) ? Uint8Array.from(m) : m));
+    return this.request('send', batchArgs(room, batch, type, opts));
+  }
 
   /**
    * Sends bytes (Uint8Array/Buffer); payloads larger than `chunk` (1 MiB) are streamed.
@@ -490,6 +509,7 @@ module.exports = {
   helloMessage,
   requestMessage,
   sendArgs,
+  batchArgs,
   chunkArgs,
   subscribeArgs,
   UNSOLICITED,

@@ -49,11 +49,11 @@ pub use media::{
 pub use message::{ClientMessage, DaemonMessage, Event, Hello, Progress, Reply, Request, Welcome};
 pub use ops::LeaveResult;
 pub use ops::{
-    op_names, CloseArgs, DeliveryReport, DriverInfo, IceServer, IceTransportPolicy, JoinArgs,
-    JoinOptions, JoinResult, LeaveArgs, Op, OpenArgs, OptionFlag, Payload, PayloadType, PeerInfo,
-    PeerStats, PeersArgs, PeersResult, RoomInfo, SendArgs, SendChunk, SendResult, SendStart,
-    StatusResult, SubscribeArgs, VerifierArgs, VerifyArgs, VerifyFallback, VerifyMode,
-    VerifyOptions, DEFAULT_LABEL,
+    op_names, BatchFailure, BatchPeerReport, BatchResult, CloseArgs, DeliveryReport, DriverInfo,
+    IceServer, IceTransportPolicy, JoinArgs, JoinOptions, JoinResult, LeaveArgs, Op, OpenArgs,
+    OptionFlag, Payload, PayloadType, PeerInfo, PeerStats, PeersArgs, PeersResult, RoomInfo,
+    SendArgs, SendBatch, SendChunk, SendResult, SendStart, StatusResult, SubscribeArgs,
+    VerifierArgs, VerifyArgs, VerifyFallback, VerifyMode, VerifyOptions, DEFAULT_LABEL, MAX_BATCH,
 };
 
 /// Re-export of the `rmpv` crate whose [`rmpv::Value`] is used for free-form data.
@@ -64,13 +64,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The capabilities the daemon announces in `welcome.capabilities`, each defined in
 /// PROTOCOL.md §4.
-pub const CAPABILITIES: [&str; 6] = [
+pub const CAPABILITIES: [&str; 7] = [
     "events",
     "progress",
     "streamed-send",
     "holds",
     "resume",
     "inbox",
+    "batch",
 ];
 
 /// Default maximum frame payload length in bytes (16 MiB).

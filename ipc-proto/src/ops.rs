@@ -502,14 +502,37 @@ pub struct SendChunk {
     pub more: bool,
 }
 
-/// Arguments of `send`: a start request or a chunk of a streamed transfer
-/// (distinguished by the presence of `transfer`).
+/// Several whole messages in one `send` request (`batch` instead of `data`): each is its own
+/// Peerix message (own transfer, ack and `channel:message` at the receiver), sent in order,
+/// one after the other, at the request's place in the client's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendBatch {
+    /// Room name.
+    pub room: String,
+    /// Channel label (default [`DEFAULT_LABEL`]).
+    pub label: String,
+    /// Only send to this peer (all connected peers if absent).
+    pub to: Option<String>,
+    /// The messages, all of one type.
+    pub payloads: Vec<Payload>,
+    /// Optional metadata map delivered with every message.
+    pub info: Option<Value>,
+}
+
+/// Most messages one `batch` may carry: a reply reports every failed one, and a batch holds
+/// its label until its last message is out.
+pub const MAX_BATCH: usize = 4096;
+
+/// Arguments of `send`: a start request, a chunk of a streamed transfer (distinguished by the
+/// presence of `transfer`), or a batch of whole messages (`batch`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendArgs {
     /// First (or only) request.
     Start(SendStart),
     /// Follow-up chunk.
     Chunk(SendChunk),
+    /// Several whole messages.
+    Batch(SendBatch),
 }
 
 /// Result of `status`.
@@ -700,6 +723,40 @@ pub struct SendResult {
     /// Per-peer delivery results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<DeliveryReport>>,
+}
+
+/// Result of a `send` with `batch`: what reached each target peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// The first message's transfer id; the batch's messages have `transfer .. transfer + count`.
+    pub transfer: u64,
+    /// Messages in the batch.
+    pub count: u64,
+    /// Per-peer results.
+    pub peers: Vec<BatchPeerReport>,
+}
+
+/// What of a batch reached one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPeerReport {
+    /// Peer id.
+    pub id: String,
+    /// Whether the peer acknowledged every message of the batch.
+    pub ok: bool,
+    /// How many messages the peer acknowledged.
+    pub delivered: u64,
+    /// The messages that did not reach it, by index in the batch, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<BatchFailure>,
+}
+
+/// One message of a batch that did not reach a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchFailure {
+    /// Its index in the batch.
+    pub index: u64,
+    /// Why (`SEND_FAILED`, as for a single message).
+    pub error: ErrorBody,
 }
 
 /// Delivery result for one peer.
@@ -973,8 +1030,95 @@ fn send_to_value(a: &SendArgs) -> Value {
             put("data", c.data.to_value());
             put("more", Value::Boolean(c.more));
         }
+        SendArgs::Batch(b) => {
+            put("room", Value::from(b.room.as_str()));
+            put("label", Value::from(b.label.as_str()));
+            if let Some(to) = &b.to {
+                put("to", Value::from(to.as_str()));
+            }
+            let kind = b.payloads.first().map_or(PayloadType::Bytes, Payload::kind);
+            put("type", Value::from(kind.as_str()));
+            put(
+                "batch",
+                Value::Array(b.payloads.iter().map(Payload::to_value).collect()),
+            );
+            if let Some(info) = &b.info {
+                put("info", info.clone());
+            }
+        }
     }
     Value::Map(m)
+}
+
+/// One message of a `batch`, checked like a `send`'s `data`.
+fn batch_payload(f: &Fields, kind: PayloadType, i: usize, v: Value) -> Result<Payload, ProtoError> {
+    let path = format!("batch[{i}]");
+    Ok(match (kind, v) {
+        (PayloadType::Json, v) => {
+            crate::checks::json_compatible(&v, &path).map_err(|e| f.bad(e))?;
+            Payload::Json(v)
+        }
+        (PayloadType::Text, Value::String(s)) => match s.into_str() {
+            Some(s) => Payload::Text(s),
+            None => return Err(f.bad(format!("invalid field `{path}`: invalid UTF-8"))),
+        },
+        (PayloadType::Bytes, Value::Binary(b)) => Payload::Bytes(b),
+        (PayloadType::Text, _) => {
+            return Err(f.bad(format!(
+                "invalid field `{path}`: expected str for type `text`"
+            )))
+        }
+        (PayloadType::Bytes, _) => {
+            return Err(f.bad(format!(
+                "invalid field `{path}`: expected bin for type `bytes`"
+            )))
+        }
+    })
+}
+
+fn parse_batch(
+    mut f: Fields,
+    room: String,
+    label: String,
+    to: Option<String>,
+    kind: PayloadType,
+    batch: Value,
+) -> Result<SendArgs, ProtoError> {
+    let Value::Array(items) = batch else {
+        return Err(f.bad("invalid field `batch`: expected an array of messages".into()));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(f.bad(format!(
+            "invalid field `batch`: {} messages; a batch carries 1 to {MAX_BATCH}",
+            items.len()
+        )));
+    }
+    if f.take("data").is_some_and(|v| !v.is_nil()) {
+        return Err(f.bad("`data` cannot go with `batch` (put every message in `batch`)".into()));
+    }
+    if f.take("progress")
+        .is_some_and(|v| v != Value::Boolean(false) && !v.is_nil())
+    {
+        return Err(f.bad(
+            "`progress` cannot go with `batch` (its reply says what reached each peer)".into(),
+        ));
+    }
+    let payloads = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| batch_payload(&f, kind, i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let info = f.opt_map("info")?;
+    if let Some(i) = &info {
+        crate::checks::json_compatible(i, "info").map_err(|e| f.bad(e))?;
+    }
+    Ok(SendArgs::Batch(SendBatch {
+        room,
+        label,
+        to,
+        payloads,
+        info,
+    }))
 }
 
 fn parse_send(mut f: Fields) -> Result<SendArgs, ProtoError> {
@@ -1000,6 +1144,16 @@ fn parse_send(mut f: Fields) -> Result<SendArgs, ProtoError> {
     let label: String = f.opt("label")?.unwrap_or_else(|| DEFAULT_LABEL.to_owned());
     let to: Option<String> = f.opt("to")?;
     let kind: PayloadType = f.req("type")?;
+    if let Some(batch) = f.take("batch").filter(|b| !b.is_nil()) {
+        if more {
+            return Err(f.bad(
+                "`more` cannot go with `batch` (a batch is whole messages; stream one message \
+                 at a time)"
+                    .into(),
+            ));
+        }
+        return parse_batch(f, room, label, to, kind, batch);
+    }
     let data = f.take("data");
     let payload = match (kind, data) {
         (PayloadType::Json, _) if more => {

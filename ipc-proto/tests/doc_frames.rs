@@ -121,6 +121,44 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             )),
         ),
         (
+            "request-send-batch",
+            enc_c(req(
+                7,
+                Op::Send(SendArgs::Batch(SendBatch {
+                    room: "lobby".into(),
+                    label: DEFAULT_LABEL.into(),
+                    to: None,
+                    payloads: vec![Payload::Text("a".into()), Payload::Text("b".into())],
+                    info: None,
+                })),
+            )),
+        ),
+        (
+            "reply-send-batch",
+            enc_d(DaemonMessage::Reply(
+                Reply::ok_with(
+                    7,
+                    &BatchResult {
+                        transfer: 3,
+                        count: 2,
+                        peers: vec![BatchPeerReport {
+                            id: "peerB".into(),
+                            ok: false,
+                            delivered: 1,
+                            failed: vec![BatchFailure {
+                                index: 1,
+                                error: ErrorBody::new(
+                                    ErrorCode::SendFailed,
+                                    "peer connection closed",
+                                ),
+                            }],
+                        }],
+                    },
+                )
+                .expect("reply"),
+            )),
+        ),
+        (
             "request-send-stream-start",
             enc_c(req(
                 6,

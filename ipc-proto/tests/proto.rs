@@ -439,6 +439,73 @@ fn send_defaults() {
 }
 
 #[test]
+fn a_batch_round_trips_and_keeps_its_order() {
+    let batch = SendBatch {
+        room: "r".into(),
+        label: "l".into(),
+        to: Some("p".into()),
+        payloads: (0..5u8)
+            .map(|i| Payload::Bytes(vec![i; i as usize]))
+            .collect(),
+        info: Some(map(vec![("k", Value::from(1))])),
+    };
+    let op = Op::Send(SendArgs::Batch(batch.clone()));
+    let back = Op::parse("send", op.to_args().expect("args")).expect("parse");
+    assert_eq!(back, op);
+    let text = Op::parse(
+        "send",
+        map(vec![
+            ("room", Value::from("r")),
+            ("type", Value::from("text")),
+            ("batch", Value::Array(vec!["a".into(), "b".into()])),
+        ]),
+    )
+    .expect("parse");
+    match text {
+        Op::Send(SendArgs::Batch(b)) => {
+            assert_eq!(b.label, DEFAULT_LABEL);
+            assert_eq!(
+                b.payloads,
+                vec![Payload::Text("a".into()), Payload::Text("b".into())]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_batch_is_refused_naming_what_is_wrong() {
+    let with = |kind: &str, batch: Value, extra: Vec<(&str, Value)>| {
+        let mut e = vec![
+            ("room", Value::from("r")),
+            ("type", Value::from(kind)),
+            ("batch", batch),
+        ];
+        e.extend(extra);
+        bad_request("send", map(e))
+    };
+    let bins = |n: usize| Value::Array(vec![Value::Binary(vec![1]); n]);
+    assert!(with("bytes", bins(0), vec![]).contains("1 to"));
+    assert!(with("bytes", bins(MAX_BATCH + 1), vec![]).contains("1 to"));
+    assert!(with("bytes", Value::from("x"), vec![]).contains("array"));
+    let mixed = Value::Array(vec![
+        Value::Binary(vec![1]),
+        Value::Binary(vec![]),
+        "s".into(),
+    ]);
+    assert!(with("bytes", mixed, vec![]).contains("`batch[2]`"));
+    assert!(with("text", bins(1), vec![]).contains("`batch[0]`"));
+    let nan = Value::Array(vec![Value::from(1), Value::F64(f64::NAN)]);
+    assert!(with("json", nan, vec![]).contains("batch[1]"));
+    assert!(with("bytes", bins(2), vec![("more", Value::Boolean(true))]).contains("`more`"));
+    assert!(
+        with("bytes", bins(2), vec![("progress", Value::Boolean(true))]).contains("`progress`")
+    );
+    assert!(with("bytes", bins(2), vec![("data", Value::Binary(vec![]))]).contains("`data`"));
+    assert!(with("bytes", bins(2), vec![("info", Value::from(3))]).contains("`info`"));
+}
+
+#[test]
 fn frame_decoder_splits_and_resyncs() {
     let a = encode_frame(&DaemonMessage::Error(ErrorBody::new(
         ErrorCode::Timeout,

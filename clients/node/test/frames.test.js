@@ -35,6 +35,7 @@ const CLIENT_EXAMPLES = {
     }),
   ),
   'request-send-chunk': pc.requestMessage(7, 'send', pc.chunkArgs(2, Uint8Array.from([1, 2, 3]), false)),
+  'request-send-batch': pc.requestMessage(7, 'send', pc.batchArgs('lobby', ['a', 'b'], 'text')),
 };
 
 test('doc has the examples', () => {

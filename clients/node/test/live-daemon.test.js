@@ -35,6 +35,13 @@ test('two real daemons exchange text and bytes through the Node client', async (
       if (ev.data.final) break;
     }
     assert.ok(Buffer.concat(parts).equals(Buffer.from(payload)));
+    const batch = await ca.sendBatch('node', ['b0', 'b1', 'b2'], { type: 'text', label: 'chat' });
+    assert.ok(batch.count === 3 && batch.peers.every((p) => p.ok && p.delivered === 3), JSON.stringify(batch));
+    for (let k = 0; k < 3; k++) {
+      const ev = await nextEvent(events, 'channel:message');
+      assert.strictEqual(ev.data.data, `b${k}`);
+    }
+    await assert.rejects(ca.sendBatch('node', [], { label: 'chat' }), (e) => e.code === 'BAD_REQUEST');
     await assert.rejects(ca.request('no-such-op'), (e) => e.code === 'UNKNOWN_OP');
     ca.close();
     cb.close();

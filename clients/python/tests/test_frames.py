@@ -33,6 +33,7 @@ CLIENT_EXAMPLES = {
         6, "send", pc.send_args("lobby", b"", "bytes", "files", "peerB", {"name": "a.bin"}, more=True, progress=True)
     ),
     "request-send-chunk": pc.request_message(7, "send", pc.chunk_args(2, b"\x01\x02\x03", False)),
+    "request-send-batch": pc.request_message(7, "send", pc.batch_args("lobby", ["a", "b"], "text")),
 }
 
 

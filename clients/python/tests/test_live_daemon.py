@@ -38,6 +38,16 @@ def test_two_daemons_exchange_text_and_bytes(daemons):
             if ev["data"]["final"]:
                 break
         assert got == payload
+        res = await a.send_batch("py", ["b0", "b1", "b2"], type="text", label="chat")
+        assert res["count"] == 3 and all(p["ok"] and p["delivered"] == 3 for p in res["peers"]), res
+        for k in range(3):
+            ev = await next_event(b_events, "channel:message")
+            assert ev["data"]["data"] == f"b{k}", ev
+        try:
+            await a.send_batch("py", [], label="chat")
+            raise AssertionError("empty batch accepted")
+        except peerix_client.PeerixError as e:
+            assert e.code == "BAD_REQUEST", e
         try:
             await a.request("no-such-op")
             raise AssertionError("unknown op accepted")

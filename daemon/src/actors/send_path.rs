@@ -99,31 +99,54 @@ impl Routes {
         progress: Option<ProgressTo>,
     ) -> Result<impl std::future::Future<Output = Vec<(String, SendOutcome)>> + 'static, DaemonError>
     {
+        let batch = self.send_batch(room, label, to, vec![message], progress)?;
+        Ok(async move {
+            let peers = batch.await;
+            peers
+                .into_iter()
+                .map(|(peer, mut r)| (peer, r.pop().unwrap_or_else(|| Err(lost()))))
+                .collect()
+        })
+    }
+
+    /// Like [`Routes::send`] for several messages, queued one after the other on each target's
+    /// lane (so nothing of another request comes between them); the future resolves to each
+    /// target's outcome of every message, in order.
+    pub fn send_batch(
+        &self,
+        room: &str,
+        label: &str,
+        to: Option<&str>,
+        messages: Vec<OutgoingMessage>,
+        progress: Option<ProgressTo>,
+    ) -> Result<
+        impl std::future::Future<Output = Vec<(String, Vec<SendOutcome>)>> + 'static,
+        DaemonError,
+    > {
         let outcomes: Vec<_> = self
             .send_targets(room, label, to)?
             .into_iter()
             .map(|(peer, lanes)| {
-                let (result, rx) = oneshot::channel();
-                let item = LaneItem::Message {
-                    message: message.clone(),
-                    progress: progress.clone(),
-                    result,
-                };
-                lanes.enqueue(&peer, label, item);
-                (peer, rx)
+                let results = lanes.enqueue_all(&peer, label, &messages, &progress);
+                (peer, results)
             })
             .collect();
         Ok(async move {
             let mut peers = Vec::with_capacity(outcomes.len());
-            for (peer, rx) in outcomes {
-                let r = rx
-                    .await
-                    .unwrap_or_else(|_| Err("peer connection closed".into()));
+            for (peer, results) in outcomes {
+                let mut r = Vec::with_capacity(results.len());
+                for rx in results {
+                    r.push(rx.await.unwrap_or_else(|_| Err(lost())));
+                }
                 peers.push((peer, r));
             }
             peers
         })
     }
+}
+
+fn lost() -> String {
+    "peer connection closed".to_string()
 }
 
 /// One connection in a [`RoomDirectory`].
@@ -543,6 +566,30 @@ impl PeerLanes {
             lane.slot.send_replace(Slot::Closed);
             lane.items = None;
         }
+    }
+
+    /// Queues every message of `messages` on `label`'s lane, in order, behind everything queued
+    /// there before; returns where each one's outcome comes.
+    fn enqueue_all(
+        &self,
+        peer: &str,
+        label: &str,
+        messages: &[OutgoingMessage],
+        progress: &Option<ProgressTo>,
+    ) -> Vec<oneshot::Receiver<SendOutcome>> {
+        messages
+            .iter()
+            .map(|m| {
+                let (result, rx) = oneshot::channel();
+                let item = LaneItem::Message {
+                    message: m.clone(),
+                    progress: progress.clone(),
+                    result,
+                };
+                self.enqueue(peer, label, item);
+                rx
+            })
+            .collect()
     }
 
     /// Queues `item` on `label`'s lane, behind everything queued there before.

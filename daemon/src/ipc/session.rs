@@ -12,7 +12,7 @@ use interprocess::local_socket::tokio::Stream;
 use peerix_ipc_proto::{
     decode_client, encode_frame, encode_frame_sized, Access, ClientMessage, DaemonMessage,
     ErrorBody, ErrorCode, FrameDecoder, Op, Payload, Progress, ProtoError, Reply, Request,
-    SendArgs, Welcome, CAPABILITIES, PROTOCOL_VERSION,
+    SendArgs, SendBatch, Welcome, CAPABILITIES, PROTOCOL_VERSION,
 };
 use peerix_wire::transfer::PayloadType;
 use rmpv::Value;

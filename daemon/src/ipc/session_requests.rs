@@ -141,7 +141,8 @@ impl ClientSession {
             Op::Frame(a) => self.exec(id, Exec::Frame(a), ctx),
             Op::Send(SendArgs::Start(s)) => {
                 if let Payload::Json(v) = &s.payload {
-                    if let Err(e) = self.check_json_event(v, &s) {
+                    let (room, label, info) = (&s.room, &s.label, s.info.as_ref());
+                    if let Err(e) = self.check_json_event(v, info, room, label) {
                         return self.reply(id, Err(e), ctx);
                     }
                 }
@@ -149,30 +150,10 @@ impl ClientSession {
                     Ok(v) => v,
                     Err(e) => return self.reply(id, Err(e), ctx),
                 };
-                let info = match s
-                    .info
-                    .as_ref()
-                    .map(|i| serde_json::to_vec(&msgpack_to_json(i)))
-                    .transpose()
-                {
+                let info = match send::info_json(s.info.as_ref()) {
                     Ok(i) => i,
-                    Err(e) => {
-                        return self.reply(
-                            id,
-                            Err(DaemonError::BadRequest(format!("send: info: {e}"))),
-                            ctx,
-                        )
-                    }
+                    Err(e) => return self.reply(id, Err(e), ctx),
                 };
-                if info.as_ref().is_some_and(|i| i.len() >= 16_320) {
-                    return self.reply(
-                        id,
-                        Err(DaemonError::BadRequest(
-                            "send: `info` must be shorter than 16320 bytes of JSON".into(),
-                        )),
-                        ctx,
-                    );
-                }
                 let transfer = self.next_transfer;
                 self.next_transfer += 1;
                 let pending = StreamedSend {
@@ -199,6 +180,7 @@ impl ClientSession {
                     self.finish_send(id, transfer, pending, ctx);
                 }
             }
+            Op::Send(SendArgs::Batch(b)) => self.send_batch(id, b, ctx),
             Op::Send(SendArgs::Chunk(c)) => {
                 let (kind, data) = match payload_bytes(c.data) {
                     Ok(v) => v,
@@ -381,13 +363,15 @@ impl ClientSession {
     /// A JSON message is never split, so its `channel:message` event must fit one frame: one
     /// that would not fit this daemon's `ipc.max_frame` is refused here rather than accepted and
     /// replaced by an error at the receiver.
-    fn check_json_event(
+    pub(super) fn check_json_event(
         &self,
         v: &Value,
-        s: &peerix_ipc_proto::SendStart,
+        info: Option<&Value>,
+        room: &str,
+        label: &str,
     ) -> Result<(), DaemonError> {
-        let info = s.info.as_ref().map_or(0, event_size);
-        let need = event_size(v) + info + EVENT_OVERHEAD + (s.room.len() + s.label.len()) as u64;
+        let info = info.map_or(0, event_size);
+        let need = event_size(v) + info + EVENT_OVERHEAD + (room.len() + label.len()) as u64;
         let max = self.cfg.ipc.max_frame;
         if need <= max {
             return Ok(());

@@ -15,6 +15,7 @@ from .protocol import (
     Message,
     NotRunningError,
     PeerixError,
+    batch_args,
     chunk_args,
     decode_body,
     default_socket_path,
@@ -300,6 +301,13 @@ class Client:
                         info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Send a JSON value."""
         return await self._map("send", send_args(room, value, "json", label, to, info))
+
+    async def send_batch(self, room: str, messages: List[Any], type: str = "bytes", label: str = "default",
+                         to: Optional[str] = None, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Send several whole messages of one ``type`` (text | bytes | json) in one request; each
+        arrives as a message of its own, in order. The result reports each peer:
+        ``{transfer, count, peers: [{id, ok, delivered, failed?: [{index, error}]}]}``."""
+        return await self._map("send", batch_args(room, messages, type, label, to, info))
 
     async def send_bytes(self, room: str, data: bytes, label: str = "default", to: Optional[str] = None,
                          info: Optional[Dict[str, Any]] = None, chunk: int = 1024 * 1024,

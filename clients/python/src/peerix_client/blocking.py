@@ -113,6 +113,10 @@ class BlockingClient:
                   info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         return self._run(self._client.send_json(room, value, label, to, info))
 
+    def send_batch(self, room: str, messages: List[Any], type: str = "bytes", label: str = "default",
+                   to: Optional[str] = None, info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return self._run(self._client.send_batch(room, messages, type, label, to, info))
+
     def send_bytes(self, room: str, data: bytes, label: str = "default", to: Optional[str] = None,
                    info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         return self._run(self._client.send_bytes(room, data, label, to, info))

@@ -125,6 +125,19 @@ def send_args(room: str, data: Any, type: str, label: str = "default", to: Optio
     return args
 
 
+def batch_args(room: str, messages: List[Any], type: str, label: str = "default", to: Optional[str] = None,
+               info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Arguments of a ``send`` with ``batch``: several whole messages of one ``type``."""
+    args: Dict[str, Any] = {"room": room, "label": label}
+    if to is not None:
+        args["to"] = to
+    args["type"] = type
+    args["batch"] = list(messages)
+    if info is not None:
+        args["info"] = info
+    return args
+
+
 def chunk_args(transfer: int, data: Any, more: bool) -> Dict[str, Any]:
     """Arguments of a ``send`` chunk request of a streamed transfer."""
     return {"transfer": transfer, "data": data, "more": more}
