@@ -93,6 +93,23 @@ pub struct ChannelActor {
     open: bool,
     /// The timer following `Delivery::poll_timeout`, and when it fires.
     idle_timer: Option<(Instant, SpawnHandle)>,
+    /// Acks and aborts on their way out, in order, written by one task (`write_replies`);
+    /// set when the actor starts.
+    replies: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+}
+
+/// Acks and aborts queued for the channel's reply writer before a reply waits for room. A
+/// remote pipelining small messages gets an ack for each; written by one task, those queued
+/// while it wrote go out together (one wake of the connection's driver, often one packet).
+const REPLIES_QUEUED: usize = 1024;
+
+/// Writes `rx`'s frames on `ch`, in order, until the actor drops its end.
+async fn write_replies(ch: RtcChannel, mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    while let Some(frame) = rx.recv().await {
+        if let Err(e) = ch.send(Bytes::from(frame)).await {
+            tracing::debug!(error = %e, "sending an ack or abort failed");
+        }
+    }
 }
 
 impl ChannelActor {
@@ -131,6 +148,7 @@ impl ChannelActor {
             delivery,
             open: false,
             idle_timer: None,
+            replies: None,
         }
     }
 
@@ -245,12 +263,30 @@ impl ChannelActor {
         self.idle_timer = Some((at, h));
     }
 
+    /// Queues an ack or abort for the reply writer. Not a future of this actor's context per
+    /// frame: actix polls all of a context's futures whenever the actor wakes, and with one per
+    /// ack of a pipelining remote that cost more than the messages.
     fn send_raw(&self, ctx: &mut Context<Self>, frame: Vec<u8>) {
-        let ch = self.channel.clone();
+        use tokio::sync::mpsc::error::TrySendError;
+        let frame = match &self.replies {
+            Some(tx) => match tx.try_send(frame) {
+                Ok(()) => return,
+                Err(TrySendError::Full(f) | TrySendError::Closed(f)) => f,
+            },
+            None => frame,
+        };
+        // The writer is behind (or not started): this one waits for room, in order behind it.
+        let (tx, ch) = (self.replies.clone(), self.channel.clone());
         ctx.spawn(
             async move {
-                if let Err(e) = ch.send(Bytes::from(frame)).await {
-                    tracing::debug!(error = %e, "sending control frame failed");
+                let queued = match &tx {
+                    Some(tx) => tx.send(frame).await.map_err(|e| e.0),
+                    None => Err(frame),
+                };
+                if let Err(frame) = queued {
+                    if let Err(e) = ch.send(Bytes::from(frame)).await {
+                        tracing::debug!(error = %e, "sending an ack or abort failed");
+                    }
                 }
             }
             .into_actor(self),
@@ -271,6 +307,9 @@ impl Actor for ChannelActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.channel.set_buffered_amount_low_threshold(LOW_WATER);
+        let (tx, rx) = tokio::sync::mpsc::channel(REPLIES_QUEUED);
+        actix::spawn(write_replies(self.channel.clone(), rx));
+        self.replies = Some(tx);
         if let Some(rx) = self.channel.take_events() {
             ctx.add_stream(BoundedStream::new(rx));
         }
