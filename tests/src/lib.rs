@@ -393,6 +393,30 @@ impl Member {
         Ok(())
     }
 
+    /// The next `n` whole messages on `label` (from any peer, their pieces assembled), waiting
+    /// up to `timeout` for each.
+    pub async fn receive_messages(
+        &mut self,
+        label: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<peerix_client::AssembledMessage>> {
+        let mut asm = peerix_client::MessageAssembler::new();
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let what = format!("message {} of {n} on {label:?}", got.len());
+            let ev = self
+                .wait_for(&what, timeout, |e| {
+                    e.name == "channel:message" && field(e, "label") == Some(label)
+                })
+                .await?;
+            if let Some(m) = asm.push(&ev)? {
+                got.push(m);
+            }
+        }
+        Ok(got)
+    }
+
     /// Collects events for `dur` (after the backlog).
     pub async fn drain_for(&mut self, dur: Duration) -> Vec<Event> {
         let deadline = tokio::time::Instant::now() + dur;
@@ -402,6 +426,33 @@ impl Member {
         }
         out
     }
+}
+
+/// Two daemons ("a", "b") of `env` in `room`, connected, with `label` opened by a and open at
+/// both ends.
+pub async fn pair_with_channel(
+    env: &TestEnv,
+    room: &str,
+    label: &str,
+) -> Result<(DaemonProc, DaemonProc, Member, Member)> {
+    const CONNECT: Duration = Duration::from_secs(10);
+    let da = env.daemon("a", &[]).await?;
+    let db = env.daemon("b", &[]).await?;
+    let mut a = Member::join(&da, room, |_| {}).await?;
+    let mut b = Member::join(&db, room, |_| {}).await?;
+    let (a_id, b_id) = (a.id.clone(), b.id.clone());
+    a.wait_for("a sees b connected", CONNECT, |e| {
+        is(e, "connection:connected", &b_id)
+    })
+    .await?;
+    a.open(label).await?;
+    for (m, peer) in [(&mut a, &b_id), (&mut b, &a_id)] {
+        m.wait_for("the channel open", CONNECT, |e| {
+            is(e, "channel:open", peer) && field(e, "label") == Some(label)
+        })
+        .await?;
+    }
+    Ok((da, db, a, b))
 }
 
 /// Waits until every member saw every other one connected, except pairs among the first

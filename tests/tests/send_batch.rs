@@ -5,51 +5,23 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use peerix_client::proto::{ErrorCode, Op, Payload, SendArgs, SendBatch, SendStart};
-use peerix_client::{BatchResult, ClientError, MessageAssembler, MessageData, SendOptions};
+use peerix_client::{BatchResult, ClientError, MessageData, SendOptions};
 use peerix_system_tests::*;
 
-const CONNECT: Duration = Duration::from_secs(10);
 const ROOM: &str = "batch";
 const LABEL: &str = "b";
 
 /// Two daemons in `ROOM` with `LABEL` open between them.
 async fn pair(env: &TestEnv) -> Result<(DaemonProc, DaemonProc, Member, Member)> {
-    let da = env.daemon("a", &[]).await?;
-    let db = env.daemon("b", &[]).await?;
-    let mut a = Member::join(&da, ROOM, |_| {}).await?;
-    let mut b = Member::join(&db, ROOM, |_| {}).await?;
-    let (a_id, b_id) = (a.id.clone(), b.id.clone());
-    a.wait_for("a sees b connected", CONNECT, |e| {
-        is(e, "connection:connected", &b_id)
-    })
-    .await?;
-    a.open(LABEL).await?;
-    for (m, peer) in [(&mut a, &b_id), (&mut b, &a_id)] {
-        m.wait_for("the channel open", CONNECT, |e| {
-            is(e, "channel:open", peer) && field(e, "label") == Some(LABEL)
-        })
-        .await?;
-    }
-    Ok((da, db, a, b))
+    pair_with_channel(env, ROOM, LABEL).await
 }
 
 /// The next `n` messages on `LABEL` at `m`, whole.
 async fn receive(m: &mut Member, n: usize) -> Result<Vec<MessageData>> {
-    let mut asm = MessageAssembler::new();
-    let mut got = Vec::with_capacity(n);
-    while got.len() < n {
-        let ev = m
-            .wait_for(
-                &format!("message {} of {n}", got.len()),
-                Duration::from_secs(30),
-                |e| e.name == "channel:message" && field(e, "label") == Some(LABEL),
-            )
-            .await?;
-        if let Some(msg) = asm.push(&ev)? {
-            got.push(msg.data);
-        }
-    }
-    Ok(got)
+    let got = m
+        .receive_messages(LABEL, n, Duration::from_secs(30))
+        .await?;
+    Ok(got.into_iter().map(|m| m.data).collect())
 }
 
 fn single(text: &str) -> Op {
@@ -80,7 +52,7 @@ fn batch(payloads: Vec<Payload>) -> Op {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_keep_their_place_among_single_sends() -> Result<()> {
     let env = TestEnv::new()?;
-    let (_da, _db, a, mut b) = pair(&env).await?;
+    let (da, db, a, mut b) = pair(&env).await?;
     let bytes: Vec<Payload> = (0..300u32)
         .map(|k| Payload::Bytes(k.to_be_bytes().repeat(1 + k as usize % 50)))
         .collect();
@@ -136,6 +108,8 @@ async fn batches_keep_their_place_among_single_sends() -> Result<()> {
         "{r:?}"
     );
     ensure!(receive(&mut b, 3).await? == vec![MessageData::Bytes(vec![7]); 3]);
+    da.assert_quiet_log()?;
+    db.assert_quiet_log()?;
     Ok(())
 }
 
@@ -144,7 +118,7 @@ async fn batches_keep_their_place_among_single_sends() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_batch_is_refused_whole() -> Result<()> {
     let env = TestEnv::new()?;
-    let (_da, _db, a, mut b) = pair(&env).await?;
+    let (da, db, a, mut b) = pair(&env).await?;
     let refused = |why: &str, r: Result<BatchResult, ClientError>| -> Result<()> {
         match r {
             Err(ClientError::Daemon(e)) if e.code == ErrorCode::BadRequest => {
@@ -197,6 +171,8 @@ async fn a_bad_batch_is_refused_whole() -> Result<()> {
         .await?;
     let got = receive(&mut b, 1).await?;
     ensure!(got == vec![MessageData::Text("after".into())], "{got:?}");
+    da.assert_quiet_log()?;
+    db.assert_quiet_log()?;
     Ok(())
 }
 

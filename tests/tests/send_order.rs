@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
 use peerix_client::proto::{Op, Payload, SendArgs, SendChunk, SendStart};
-use peerix_client::{MessageAssembler, MessageData, PendingReply, SendResult, STREAM_CHUNK};
+use peerix_client::{MessageData, PendingReply, SendResult, STREAM_CHUNK};
 use peerix_system_tests::*;
 
-const CONNECT: Duration = Duration::from_secs(10);
 const ROOM: &str = "order";
 const LABEL: &str = "seq";
 
@@ -48,44 +47,15 @@ fn send(op: SendArgs) -> Op {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_sends_and_streams_arrive_in_issue_order() -> Result<()> {
     let env = TestEnv::new()?;
-    let da = env.daemon("a", &[]).await?;
-    let db = env.daemon("b", &[]).await?;
-    let mut a = Member::join(&da, ROOM, |_| {}).await?;
-    let mut b = Member::join(&db, ROOM, |_| {}).await?;
-    let (a_id, b_id) = (a.id.clone(), b.id.clone());
-    a.wait_for("a sees b connected", CONNECT, |e| {
-        is(e, "connection:connected", &b_id)
-    })
-    .await?;
-    a.open(LABEL).await?;
-    a.wait_for("channel open at a", CONNECT, |e| {
-        is(e, "channel:open", &b_id) && field(e, "label") == Some(LABEL)
-    })
-    .await?;
-    b.wait_for("channel open at b", CONNECT, |e| {
-        is(e, "channel:open", &a_id) && field(e, "label") == Some(LABEL)
-    })
-    .await?;
+    let (da, db, a, mut b) = pair_with_channel(&env, ROOM, LABEL).await?;
+    let a_id = a.id.clone();
 
     let total = SMALL + STREAMS.len();
     // The receiver drains its events while the sender is busy (a full event queue would stall
     // b's daemon towards its client).
     let receiver = tokio::spawn(async move {
-        let mut asm = MessageAssembler::new();
-        let mut got = Vec::with_capacity(total);
-        while got.len() < total {
-            let ev = b
-                .wait_for(
-                    &format!("message {} of {total} at b", got.len()),
-                    Duration::from_secs(60),
-                    |e| e.name == "channel:message" && field(e, "label") == Some(LABEL),
-                )
-                .await?;
-            if let Some(m) = asm.push(&ev)? {
-                got.push(m);
-            }
-        }
-        anyhow::Ok(got)
+        b.receive_messages(LABEL, total, Duration::from_secs(60))
+            .await
     });
 
     let mut replies: Vec<(usize, PendingReply)> = Vec::with_capacity(total);

@@ -139,22 +139,32 @@ impl ClientSession {
             Ok(f) => f,
             Err(e) => return self.reply(id, Err(e), ctx),
         };
-        // A task of its own, not a future of this actor's context: actix polls every future of
-        // a context whenever the actor wakes, so with a few hundred sends awaiting their acks
-        // each request or reply polled them all (a client keeping 4,096 in flight got fewer
-        // messages through than one keeping 256).
-        let session = ctx.address();
-        actix::spawn(async move {
-            let peers = outcomes.await;
-            session.do_send(SendDone {
-                id,
-                transfer,
-                label,
-                total,
-                progress: progress_id,
-                peers,
-            });
+        self.when_done(ctx, outcomes, move |peers| SendDone {
+            id,
+            transfer,
+            label,
+            total,
+            progress: progress_id,
+            peers,
         });
+    }
+
+    /// Awaits `outcomes` in a task of its own and hands the session the message `done` makes
+    /// of them. Not a future of this actor's context: actix polls every future of a context
+    /// whenever the actor wakes, so with a few hundred sends awaiting their acks each request
+    /// or reply polled them all (a client keeping 4,096 in flight got fewer messages through
+    /// than one keeping 256).
+    fn when_done<T: 'static, M>(
+        &self,
+        ctx: &Context<Self>,
+        outcomes: impl std::future::Future<Output = T> + 'static,
+        done: impl FnOnce(T) -> M + 'static,
+    ) where
+        M: Message<Result = ()> + Send + 'static,
+        Self: Handler<M>,
+    {
+        let session = ctx.address();
+        actix::spawn(async move { session.do_send(done(outcomes.await)) });
     }
 }
 
@@ -231,15 +241,11 @@ impl ClientSession {
             };
         let transfer = self.next_transfer;
         self.next_transfer += count;
-        let session = ctx.address();
-        actix::spawn(async move {
-            let peers = outcomes.await;
-            session.do_send(BatchDone {
-                id,
-                transfer,
-                count,
-                peers,
-            });
+        self.when_done(ctx, outcomes, move |peers| BatchDone {
+            id,
+            transfer,
+            count,
+            peers,
         });
     }
 }
