@@ -215,3 +215,57 @@ async fn a_batch_cut_short_says_what_did_not_arrive() -> Result<()> {
     );
     Ok(())
 }
+
+/// `peerix send --lines`: every line of standard input arrives as a text message of its own, in
+/// order, and the CLI says how many went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sends_standard_input_line_by_line() -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let env = TestEnv::new()?;
+    let (da, db, a, mut b) = pair(&env).await?;
+    const LINES: usize = 3000;
+    let mut cli = tokio::process::Command::new(bin("peerix")?)
+        .arg("--socket")
+        .arg(&da.socket)
+        .args(["send", ROOM, LABEL, "--lines", "--to", &b.id])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting peerix send --lines")?;
+    let mut stdin = cli.stdin.take().context("stdin")?;
+    let feed = tokio::spawn(async move {
+        // In pieces, with pauses: batches are what has arrived, not a fixed size.
+        for chunk in (0..LINES).collect::<Vec<_>>().chunks(700) {
+            let text: String = chunk.iter().map(|k| format!("line {k}\n")).collect();
+            stdin.write_all(text.as_bytes()).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    });
+    let got = receive(&mut b, LINES).await?;
+    feed.await??;
+    let out = cli.wait_with_output().await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{}: {stdout} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.contains(&format!("{LINES} lines sent, 0 not delivered")),
+        "{stdout}"
+    );
+    for (k, m) in got.iter().enumerate() {
+        ensure!(
+            *m == MessageData::Text(format!("line {k}")),
+            "message {k}: {m:?}"
+        );
+    }
+    drop(a);
+    da.assert_quiet_log()?;
+    db.assert_quiet_log()?;
+    Ok(())
+}

@@ -81,8 +81,11 @@ enum Cmd {
         /// Channel label.
         label: String,
     },
-    /// Send a message (text, a file or a JSON value) and print the delivery result.
-    #[command(group(ArgGroup::new("payload").required(true).args(["text", "file", "json_value"])))]
+    /// Send a message (text, a file or a JSON value), or standard input line by line, and print
+    /// the delivery result.
+    #[command(group(
+        ArgGroup::new("payload").required(true).args(["text", "file", "json_value", "lines"])
+    ))]
     Send {
         /// Room name.
         room: String,
@@ -96,6 +99,11 @@ enum Cmd {
         /// Send this JSON value (json message type).
         #[arg(long, value_name = "JSON")]
         json_value: Option<String>,
+        /// Send each line of standard input as a text message of its own (a pipe of log lines
+        /// or telemetry): the lines that arrived while the previous batch was out go in one
+        /// request. Ends at the end of input.
+        #[arg(long)]
+        lines: bool,
         /// Send to this peer only.
         #[arg(long, value_name = "PEER")]
         to: Option<String>,
@@ -248,9 +256,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             text,
             file,
             json_value,
+            lines,
             to,
         } => {
             let opts = SendOptions { to, info: None };
+            if lines {
+                return send_lines(&client, &room, &label, opts, json).await;
+            }
             let res = if let Some(text) = text {
                 client.send_text(&room, &label, &text, opts).await
             } else if let Some(v) = json_value {
@@ -358,6 +370,77 @@ fn to_json(v: &Value) -> Json {
         ),
         Value::Ext(_, b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
     }
+}
+
+/// `send --lines`: standard input's lines as text messages, in batches of what has arrived.
+/// Prints each line that did not reach a peer, then a summary; exit code 2 if any did not.
+async fn send_lines(
+    client: &Client,
+    room: &str,
+    label: &str,
+    opts: SendOptions,
+    json: bool,
+) -> Result<ExitCode> {
+    /// Lines read ahead of the batch being sent.
+    const AHEAD: usize = 4096;
+    /// At most this many bytes of lines per batch (well below any daemon's `max_frame`).
+    const BATCH_BYTES: usize = 1 << 20;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(AHEAD);
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .context("reading standard input (lines must be UTF-8 text)")?
+        {
+            if tx.send(line).await.is_err() {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    });
+    let (mut sent, mut failed) = (0u64, 0u64);
+    while let Some(first) = rx.recv().await {
+        let mut bytes = first.len();
+        let mut batch = vec![first];
+        while batch.len() < peerix_client::MAX_BATCH && bytes < BATCH_BYTES {
+            let Ok(line) = rx.try_recv() else { break };
+            bytes += line.len();
+            batch.push(line);
+        }
+        let n = batch.len() as u64;
+        let r = client
+            .send_batch_text(room, label, batch, opts.clone())
+            .await
+            .with_context(|| format!("sending lines {}-{}", sent + 1, sent + n))?;
+        for p in &r.peers {
+            for f in &p.failed {
+                failed += 1;
+                let line = sent + f.index + 1;
+                if json {
+                    print_json(&json!({"line": line, "peer": p.id, "error": {
+                        "code": f.error.code.as_str(), "message": f.error.message}}));
+                } else {
+                    println!("line {line}: FAILED for {}: {}", p.id, f.error);
+                }
+            }
+        }
+        sent += n;
+    }
+    reader
+        .await
+        .context("the standard input reader stopped")??;
+    if json {
+        print_json(&json!({"lines": sent, "failed": failed}));
+    } else {
+        println!("{sent} lines sent, {failed} not delivered");
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_send_result(res: &SendResult, json: bool) -> ExitCode {
