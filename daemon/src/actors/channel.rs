@@ -93,9 +93,10 @@ pub struct ChannelActor {
     open: bool,
     /// The timer following `Delivery::poll_timeout`, and when it fires.
     idle_timer: Option<(Instant, SpawnHandle)>,
-    /// Acks and aborts on their way out, in order, written by one task (`write_replies`);
-    /// set when the actor starts.
-    replies: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// Acks and aborts on their way out, in order, written by one task (`write_replies`).
+    replies: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// The writer's end of `replies`, until the actor starts and hands it to the writer.
+    replies_rx: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 /// Acks and aborts queued for the channel's reply writer before a reply waits for room. A
@@ -137,6 +138,7 @@ impl ChannelActor {
             &cx.peer,
         )
         .with_grace(grace);
+        let (replies, replies_rx) = tokio::sync::mpsc::channel(REPLIES_QUEUED);
         Self {
             cx,
             channel,
@@ -148,7 +150,8 @@ impl ChannelActor {
             delivery,
             open: false,
             idle_timer: None,
-            replies: None,
+            replies,
+            replies_rx: Some(replies_rx),
         }
     }
 
@@ -268,22 +271,17 @@ impl ChannelActor {
     /// ack of a pipelining remote that cost more than the messages.
     fn send_raw(&self, ctx: &mut Context<Self>, frame: Vec<u8>) {
         use tokio::sync::mpsc::error::TrySendError;
-        let frame = match &self.replies {
-            Some(tx) => match tx.try_send(frame) {
-                Ok(()) => return,
-                Err(TrySendError::Full(f) | TrySendError::Closed(f)) => f,
-            },
-            None => frame,
+        let frame = match self.replies.try_send(frame) {
+            Ok(()) => return,
+            Err(TrySendError::Full(f) | TrySendError::Closed(f)) => f,
         };
-        // The writer is behind (or not started): this one waits for room, in order behind it.
+        // The writer is behind: this one waits for room, in order behind it (or, should the
+        // writer be gone, goes out directly).
         let (tx, ch) = (self.replies.clone(), self.channel.clone());
         ctx.spawn(
             async move {
-                let queued = match &tx {
-                    Some(tx) => tx.send(frame).await.map_err(|e| e.0),
-                    None => Err(frame),
-                };
-                if let Err(frame) = queued {
+                if let Err(e) = tx.send(frame).await {
+                    let frame = e.0;
                     if let Err(e) = ch.send(Bytes::from(frame)).await {
                         tracing::debug!(error = %e, "sending an ack or abort failed");
                     }
@@ -307,9 +305,9 @@ impl Actor for ChannelActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.channel.set_buffered_amount_low_threshold(LOW_WATER);
-        let (tx, rx) = tokio::sync::mpsc::channel(REPLIES_QUEUED);
-        actix::spawn(write_replies(self.channel.clone(), rx));
-        self.replies = Some(tx);
+        if let Some(rx) = self.replies_rx.take() {
+            actix::spawn(write_replies(self.channel.clone(), rx));
+        }
         if let Some(rx) = self.channel.take_events() {
             ctx.add_stream(BoundedStream::new(rx));
         }

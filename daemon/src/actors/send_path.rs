@@ -145,7 +145,8 @@ impl Routes {
     }
 }
 
-fn lost() -> String {
+/// Why a send failed whose outcome never came: its lane, or its peer's connection, went away.
+pub(crate) fn lost() -> String {
     "peer connection closed".to_string()
 }
 

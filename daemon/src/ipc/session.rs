@@ -23,7 +23,7 @@ use crate::actors::channel::{ProgressTo, SendProgress};
 use crate::actors::daemon::{Daemon, Exec, VERSION};
 use crate::actors::event_bus::{obj, Deliver, EventBus, Subscribe, Unsubscribe};
 use crate::actors::outgoing::{OutgoingMessage, OutgoingStream, SendOutcome, StreamPiece};
-use crate::actors::send_path::{LaneItem, Routes};
+use crate::actors::send_path::{lost, LaneItem, Routes};
 use crate::actors::{msgpack_to_json, BoundedStream};
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;

@@ -304,10 +304,6 @@ fn batch_report(transfer: u64, count: u64, peers: Vec<(String, Vec<SendOutcome>)
     ])
 }
 
-fn lost() -> String {
-    "peer connection closed".to_string()
-}
-
 impl ClientSession {
     /// Ends streamed transfer `transfer` early (a refused chunk): dropping its feed aborts it at
     /// every receiver; a client that asked for progress gets each target's last frame.
