@@ -4,8 +4,9 @@
 //! Hand-written rather than a metrics crate: every figure is already computed on demand by
 //! the actors (a scrape is one `status` plus one `peers` per room), so a registry of
 //! counters kept in step on the data path would add work and a dependency for nothing; the
-//! text format is a few lines of `format!`. Scrapes are served one at a time, so the
-//! endpoint's cost is bounded whatever scrapes it.
+//! text format is a few lines of `format!`. (The exception is the process's UDP send counts,
+//! two relaxed atomic adds per `sendmsg` in `peerix-rtc`: no actor sees the sockets.) Scrapes
+//! are served one at a time, so the endpoint's cost is bounded whatever scrapes it.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -112,6 +113,19 @@ async fn render(daemon: &Addr<Daemon>) -> String {
         out,
         "# HELP peerix_uptime_seconds Seconds since the daemon started.\n# TYPE peerix_uptime_seconds gauge\npeerix_uptime_seconds {}",
         st.uptime
+    );
+    // Process-wide, not per peer: single-port mode's shared socket and TURN over TCP/TLS are
+    // not in it. Datagrams per call says how well bulk sends are batched (UDP GSO).
+    let udp = peerix_rtc::udp_send_counts();
+    let _ = writeln!(
+        out,
+        "# HELP peerix_udp_send_calls_total UDP sendmsg calls of the peer connections' own sockets.\n# TYPE peerix_udp_send_calls_total counter\npeerix_udp_send_calls_total {}",
+        udp.calls
+    );
+    let _ = writeln!(
+        out,
+        "# HELP peerix_udp_datagrams_sent_total Datagrams those calls carried (several per call with UDP GSO).\n# TYPE peerix_udp_datagrams_sent_total counter\npeerix_udp_datagrams_sent_total {}",
+        udp.datagrams
     );
     out.push_str("# HELP peerix_driver_up Whether a signaling driver is connected.\n# TYPE peerix_driver_up gauge\n");
     for d in &st.drivers {

@@ -246,6 +246,21 @@ async fn prometheus_metrics_on_loopback() -> Result<()> {
     assert!(body.starts_with("HTTP/1.0 200"), "{body}");
     assert!(body.contains("peerix_up 1"), "{body}");
     assert!(body.contains("peerix_uptime_seconds "), "{body}");
+    let counter = |name: &str| -> Result<u64> {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .with_context(|| format!("{name} in {body}"))?;
+        Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
+    };
+    let (calls, datagrams) = (
+        counter("peerix_udp_send_calls_total")?,
+        counter("peerix_udp_datagrams_sent_total")?,
+    );
+    assert!(
+        calls > 0 && datagrams >= calls,
+        "{calls} calls, {datagrams} datagrams"
+    );
     assert!(body.contains("peerix_room_peers{room=\"demo\""), "{body}");
     let sent = body
         .lines()

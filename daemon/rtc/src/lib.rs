@@ -46,6 +46,7 @@ mod timer_grid;
 mod turn_frame;
 mod turn_stream;
 mod udp_mux;
+pub use runtime::{udp_send_counts, UdpSendCounts};
 pub use stats::PeerStats;
 pub use turn_stream::{configure_tls as configure_turn_tls, TurnOutcome, TurnTlsError};
 

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -292,6 +293,7 @@ impl AsyncUdpSocket for NoGro {
         let sent = self.0.poll_send(cx, transmit);
         if matches!(sent, std::task::Poll::Ready(Ok(_))) {
             self.1.saw(transmit.contents);
+            UDP_SENDS.count(transmit);
         }
         sent
     }
@@ -313,6 +315,49 @@ impl AsyncUdpSocket for NoGro {
 
     fn max_gso_segments(&self) -> usize {
         self.0.max_gso_segments()
+    }
+}
+
+/// Datagrams the connections of this process sent on their own UDP sockets, and the
+/// `sendmsg` calls that carried them (see [`udp_send_counts`]).
+static UDP_SENDS: SendCounter = SendCounter {
+    calls: AtomicU64::new(0),
+    datagrams: AtomicU64::new(0),
+};
+
+struct SendCounter {
+    calls: AtomicU64,
+    datagrams: AtomicU64,
+}
+
+impl SendCounter {
+    fn count(&self, transmit: &webrtc::runtime::Transmit<'_>) {
+        let datagrams = match transmit.segment_size {
+            Some(seg) if seg > 0 => transmit.contents.len().div_ceil(seg).max(1),
+            _ => 1,
+        };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.datagrams
+            .fetch_add(datagrams as u64, Ordering::Relaxed);
+    }
+}
+
+/// UDP sends of this process's connections so far, on the sockets each connection owns
+/// (single-port mode's shared socket and TURN over TCP/TLS are not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UdpSendCounts {
+    /// `sendmsg` calls.
+    pub calls: u64,
+    /// Datagrams they carried: more than `calls` when runs of datagrams to one address went
+    /// out as one UDP GSO call (vendor patch 39).
+    pub datagrams: u64,
+}
+
+/// How many datagrams this process's connections sent, and in how many calls.
+pub fn udp_send_counts() -> UdpSendCounts {
+    UdpSendCounts {
+        calls: UDP_SENDS.calls.load(Ordering::Relaxed),
+        datagrams: UDP_SENDS.datagrams.load(Ordering::Relaxed),
     }
 }
 

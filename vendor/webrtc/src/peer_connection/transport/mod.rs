@@ -81,7 +81,14 @@ pub(crate) const MAX_GSO_BATCH_BYTES: usize = 65535;
 /// win). Throughput-bound bursts (bulk/flood/many-connection) run far larger (50+),
 /// so 16 keeps their full win (N=10 wall −34%, flood +77%) while erasing the
 /// single-connection regression.
-pub(crate) const MIN_GSO_RUN: usize = 16;
+///
+/// peerixd patch: 2. An ack-clocked sender (Max.Burst, rtc-sctp patch 3) sends what each SACK
+/// licensed, and a receiver SACKs about every 11 datagrams, so a bulk transfer's runs are
+/// 11-15 datagrams: with 16 not one of them used GSO (one `sendmsg` per datagram, the
+/// kernel's per-packet path the largest cost of a transfer). With 2 on sockets without GRO
+/// on the receiving side (`peerix-rtc`'s `runtime.rs`) one 32 MiB message between two
+/// daemons went from ~130 to ~170-220 MB/s on loopback (BENCHMARKS.md, session 15).
+pub(crate) const MIN_GSO_RUN: usize = 2;
 
 /// Per-datagram size assumed when sizing a GRO receive buffer, at the standard
 /// Ethernet MTU. GRO coalesces up to `max_gro_segments()` datagrams into one buffer,

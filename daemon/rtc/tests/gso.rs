@@ -1,0 +1,71 @@
+//! A bulk transfer sends its datagrams in UDP GSO batches (vendor patch 39).
+//!
+//! The sender is ack-clocked: each SACK licenses about the datagrams it acknowledged, 11-15
+//! at a time on loopback. The stack used GSO only for runs of 16 or more, so a transfer went
+//! out one `sendmsg` per datagram; now runs of two or more go out in one call. Its own test
+//! binary, because the counts are per process.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use peerix_rtc::{udp_send_counts, ChannelEvent, ChannelInit, RtcEvent};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_transfer_goes_out_in_gso_batches() {
+    init_tracing();
+    let (a, mut b, _) = connect_with(&config()).await;
+    let a_chat = a
+        .peer
+        .create_channel("bulk", ChannelInit::default())
+        .await
+        .expect("create bulk");
+    let b_chat = wait_for(&mut b.events, "RemoteChannel(bulk)", |e| match e {
+        RtcEvent::RemoteChannel(c) => Some(c),
+        _ => None,
+    })
+    .await;
+    let mut b_ev = b_chat.take_events().expect("events of bulk");
+
+    // 512 × 16 KiB = 8 MiB: about 7,300 datagrams of data.
+    const N: usize = 512;
+    let chunk = Bytes::from(vec![3u8; 16 * 1024]);
+    let before = udp_send_counts();
+    let sender = tokio::spawn(async move {
+        for _ in 0..N {
+            a_chat.send(chunk.clone()).await.expect("send");
+        }
+        a_chat
+    });
+    let mut got = 0;
+    while got < N {
+        match tokio::time::timeout(Duration::from_secs(20), b_ev.recv()).await {
+            Ok(Some(ChannelEvent::Message { data, .. })) => {
+                assert_eq!(data.len(), 16 * 1024);
+                got += 1;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("after {got} of {N} messages: {other:?}"),
+        }
+    }
+    let _a_chat = sender.await.expect("sender task");
+    let after = udp_send_counts();
+    let calls = after.calls - before.calls;
+    let datagrams = after.datagrams - before.datagrams;
+    eprintln!("{datagrams} datagrams in {calls} sendmsg calls");
+    assert!(
+        datagrams > 7_000,
+        "8 MiB went out in only {datagrams} datagrams: the counter misses sends"
+    );
+    // Both directions are counted: B's SACKs (about one per 11 datagrams) go one per call.
+    // One call per datagram is about 1.0; batches of ~11 with the SACKs about 5.
+    assert!(
+        datagrams >= 3 * calls,
+        "{datagrams} datagrams took {calls} sendmsg calls: the transfer was not batched \
+         with UDP GSO"
+    );
+    a.peer.close().await;
+    b.peer.close().await;
+}
