@@ -342,8 +342,8 @@ impl SendCounter {
     }
 }
 
-/// UDP sends of this process's connections so far, on the sockets each connection owns
-/// (single-port mode's shared socket and TURN over TCP/TLS are not counted).
+/// UDP sends of this process's connections so far, on their own sockets or single-port mode's
+/// shared one (datagrams framed onto a TURN server's TCP or TLS stream are not counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UdpSendCounts {
     /// `sendmsg` calls.
@@ -365,7 +365,7 @@ pub fn udp_send_counts() -> UdpSendCounts {
 /// coalesce datagrams into one read larger than the 2 KB buffer a [`NoGro`] socket gets, and
 /// silently drop the tail.
 #[cfg(target_os = "linux")]
-fn disable_gro(fd: std::os::fd::RawFd) {
+pub(crate) fn disable_gro(fd: std::os::fd::RawFd) {
     let off: libc::c_int = 0;
     // SAFETY: `fd` is the live socket just wrapped (the wrapper owns it and outlives this
     // call), and `off` is a c_int whose address and exact size are passed.

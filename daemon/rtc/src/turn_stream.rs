@@ -402,8 +402,16 @@ impl AsyncUdpSocket for StreamTurnSocket {
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         if let Some(kind) = self.streams.kind(transmit.destination) {
-            if transmit.segment_size.is_none() && belongs_on_stream(transmit.contents) {
-                self.send_on_stream(transmit.destination, kind, transmit.contents);
+            if belongs_on_stream(transmit.contents) {
+                // A GSO batch (vendor patch 39) is several datagrams: each is framed on its own.
+                match transmit.segment_size {
+                    Some(seg) if seg > 0 => {
+                        for datagram in transmit.contents.chunks(seg) {
+                            self.send_on_stream(transmit.destination, kind.clone(), datagram);
+                        }
+                    }
+                    _ => self.send_on_stream(transmit.destination, kind, transmit.contents),
+                }
                 return Poll::Ready(Ok(transmit.contents.len()));
             }
         }

@@ -8,7 +8,8 @@
 //! shared socket's, its sends go out through the shared socket, and its receive queue is fed
 //! by the mux's one receive task per shared socket, which routes each datagram with
 //! [`Router`] (see `mux_route.rs` for the rules). The receive tasks run on one thread of
-//! their own, so no connection's driver is needed to drain the shared socket.
+//! their own, so no connection's driver is needed to drain the shared socket. Sends use UDP
+//! GSO like a connection's own socket (vendor patch 39), so the mode keeps bulk throughput.
 //!
 //! TURN: an allocation is keyed by its 5-tuple on the server, so connections cannot share
 //! one; single-port mode is for host and server-reflexive candidates (the same choice as
@@ -23,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
-use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 use crate::mux_route::{parse_stun, ConnId, Router, StunClass};
 use crate::runtime::{raise_buffer, Direction};
@@ -59,7 +60,7 @@ struct Datagram {
 pub(crate) struct UdpMux {
     router: Mutex<Router>,
     /// One shared socket per local IP, all on `port`.
-    sockets: Mutex<HashMap<IpAddr, Arc<tokio::net::UdpSocket>>>,
+    sockets: Mutex<HashMap<IpAddr, Arc<SharedSocket>>>,
     queues: Mutex<HashMap<(ConnId, SocketAddr), mpsc::Sender<Datagram>>>,
     /// The shared port: the configured one, or the first one the kernel chose for port 0.
     port: Mutex<u16>,
@@ -111,13 +112,10 @@ impl UdpMux {
     }
 
     /// The shared socket on `ip`, bound on first use.
-    fn shared_socket(
-        self: &Arc<Self>,
-        ip: IpAddr,
-    ) -> io::Result<(SocketAddr, Arc<tokio::net::UdpSocket>)> {
+    fn shared_socket(self: &Arc<Self>, ip: IpAddr) -> io::Result<(SocketAddr, Arc<SharedSocket>)> {
         let mut sockets = lock(&self.sockets);
         if let Some(s) = sockets.get(&ip) {
-            return Ok((s.local_addr()?, Arc::clone(s)));
+            return Ok((s.io.local_addr()?, Arc::clone(s)));
         }
         let mut port = lock(&self.port);
         let std = std::net::UdpSocket::bind(SocketAddr::new(ip, *port)).map_err(|err| {
@@ -136,9 +134,17 @@ impl UdpMux {
         raise_buffer(&sock_ref, self.send_buffer, Direction::Send);
         let local = std.local_addr()?;
         *port = local.port();
+        // quinn-udp probes UDP GSO (and turns GRO on, which the receive loop does not expect:
+        // one read would return several datagrams as one).
+        let batch = UdpSocketState::new(UdpSockRef::from(&std))?;
+        #[cfg(target_os = "linux")]
+        crate::runtime::disable_gro(std::os::fd::AsRawFd::as_raw_fd(&std));
         let socket = {
             let _enter = self.handle.enter();
-            Arc::new(tokio::net::UdpSocket::from_std(std)?)
+            Arc::new(SharedSocket {
+                io: tokio::net::UdpSocket::from_std(std)?,
+                batch,
+            })
         };
         tracing::info!("single-port mode: sharing UDP {local} among all peer connections");
         sockets.insert(ip, Arc::clone(&socket));
@@ -204,10 +210,10 @@ fn spawn_thread() -> io::Result<tokio::runtime::Handle> {
     Ok(handle)
 }
 
-async fn receive_loop(mux: Arc<UdpMux>, local: SocketAddr, socket: Arc<tokio::net::UdpSocket>) {
+async fn receive_loop(mux: Arc<UdpMux>, local: SocketAddr, socket: Arc<SharedSocket>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        match socket.recv_from(&mut buf).await {
+        match socket.io.recv_from(&mut buf).await {
             Ok((n, from)) => mux.deliver(local, from, &buf[..n]),
             // ICMP errors (port unreachable from a peer that left) surface here on Linux;
             // they concern one remote, never the shared socket.
@@ -263,12 +269,42 @@ impl Drop for MuxConn {
     }
 }
 
+/// One shared socket, and its UDP GSO state.
+#[derive(Debug)]
+pub(crate) struct SharedSocket {
+    io: tokio::net::UdpSocket,
+    batch: UdpSocketState,
+}
+
+impl SharedSocket {
+    /// Sends one datagram, or a GSO batch of them, as webrtc's own tokio socket does.
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            match self.io.poll_send_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            // Through `try_io`, so that tokio learns when the socket stops being writable
+            // (otherwise `poll_send_ready` keeps answering ready and this loop spins).
+            match self.io.try_io(tokio::io::Interest::WRITABLE, || {
+                self.batch
+                    .try_send(UdpSockRef::from(&self.io), transmit)
+                    .map(|()| transmit.contents.len())
+            }) {
+                Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
 /// A connection's view of a shared socket (see the module docs).
 #[derive(Debug)]
 struct VirtualSocket {
     conn: ConnId,
     local: SocketAddr,
-    shared: Arc<tokio::net::UdpSocket>,
+    shared: Arc<SharedSocket>,
     /// Our entry in the mux's queue table, to recognise it on drop.
     tx: mpsc::Sender<Datagram>,
     rx: Mutex<mpsc::Receiver<Datagram>>,
@@ -283,11 +319,20 @@ impl AsyncUdpSocket for VirtualSocket {
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         // Only requests are remembered; checking the class first keeps the router's lock
         // off the data path.
-        if parse_stun(transmit.contents).is_some_and(|i| i.class == StunClass::Request) {
-            lock(&self.mux.router).on_send(self.conn, transmit.contents);
+        let datagrams = match transmit.segment_size {
+            Some(seg) if seg > 0 => transmit.contents.chunks(seg),
+            _ => transmit.contents.chunks(transmit.contents.len().max(1)),
+        };
+        for datagram in datagrams {
+            if parse_stun(datagram).is_some_and(|i| i.class == StunClass::Request) {
+                lock(&self.mux.router).on_send(self.conn, datagram);
+            }
         }
-        self.shared
-            .poll_send_to(cx, transmit.contents, transmit.destination)
+        self.shared.poll_send(cx, transmit)
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.shared.batch.max_gso_segments()
     }
 
     fn poll_recv(

@@ -2,8 +2,9 @@
 //!
 //! The sender is ack-clocked: each SACK licenses about the datagrams it acknowledged, 11-15
 //! at a time on loopback. The stack used GSO only for runs of 16 or more, so a transfer went
-//! out one `sendmsg` per datagram; now runs of two or more go out in one call. Its own test
-//! binary, because the counts are per process.
+//! out one `sendmsg` per datagram; now runs of two or more go out in one call, also through
+//! single-port mode's shared socket. Its own test binary, because the counts are per process
+//! (and the tests take turns for the same reason).
 
 mod common;
 
@@ -11,12 +12,32 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use peerix_rtc::{udp_send_counts, ChannelEvent, ChannelInit, RtcEvent};
+use peerix_rtc::{udp_send_counts, ChannelEvent, ChannelInit, RtcConfig, RtcEvent};
+
+/// The counts are the process's: one transfer at a time.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_transfer_goes_out_in_gso_batches() {
+    let _turn = TURN.lock().await;
+    bulk_transfer_is_batched(&config(), &config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_port_mode_batches_too() {
+    let _turn = TURN.lock().await;
+    // The sender on the shared socket; two ends on one shared socket would route to each
+    // other's connection, which single-port mode leaves to separate processes.
+    let one_port = RtcConfig {
+        udp_port: Some(0),
+        ..config()
+    };
+    bulk_transfer_is_batched(&one_port, &config()).await;
+}
+
+async fn bulk_transfer_is_batched(a_cfg: &RtcConfig, b_cfg: &RtcConfig) {
     init_tracing();
-    let (a, mut b, _) = connect_with(&config()).await;
+    let (a, mut b, _) = connect_with_each(a_cfg, b_cfg).await;
     let a_chat = a
         .peer
         .create_channel("bulk", ChannelInit::default())

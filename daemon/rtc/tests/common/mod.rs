@@ -53,11 +53,18 @@ pub async fn pair() -> (Side, Side, watch::Sender<bool>, watch::Sender<bool>) {
 
 /// [`pair`] with the given settings on both sides.
 pub async fn pair_with(cfg: &RtcConfig) -> (Side, Side, watch::Sender<bool>, watch::Sender<bool>) {
-    let cfg = cfg.clone();
+    pair_with_each(cfg, cfg).await
+}
+
+/// [`pair`] with settings of its own for each side.
+pub async fn pair_with_each(
+    a_cfg: &RtcConfig,
+    b_cfg: &RtcConfig,
+) -> (Side, Side, watch::Sender<bool>, watch::Sender<bool>) {
     let (atx, arx) = mpsc::unbounded_channel();
     let (btx, brx) = mpsc::unbounded_channel();
-    let a = RtcPeer::new(&cfg, atx).await.expect("peer a");
-    let b = RtcPeer::new(&cfg, btx).await.expect("peer b");
+    let a = RtcPeer::new(a_cfg, atx).await.expect("peer a");
+    let b = RtcPeer::new(b_cfg, btx).await.expect("peer b");
     let (a_ready_tx, a_ready_rx) = watch::channel(false);
     let (b_ready_tx, b_ready_rx) = watch::channel(false);
     let a_events = route(arx, a.clone(), b.clone(), b_ready_rx);
@@ -156,7 +163,12 @@ pub async fn connect() -> (Side, Side) {
 
 /// [`connect`] with the given settings on both sides; also returns the offer's SDP.
 pub async fn connect_with(cfg: &RtcConfig) -> (Side, Side, String) {
-    let (mut a, mut b, a_ready, b_ready) = pair_with(cfg).await;
+    connect_with_each(cfg, cfg).await
+}
+
+/// [`connect`] with settings of its own for each side; also returns the offer's SDP.
+pub async fn connect_with_each(a_cfg: &RtcConfig, b_cfg: &RtcConfig) -> (Side, Side, String) {
+    let (mut a, mut b, a_ready, b_ready) = pair_with_each(a_cfg, b_cfg).await;
     let offer = a.peer.create_offer().await.expect("offer");
     assert_eq!(offer.r#type, "offer");
     assert_eq!(sdp_ufrag(&offer.sdp), a.peer.local_ufrag());
