@@ -152,7 +152,7 @@ async fn send_all(a: &Member, bs: &mut [Member], data: &[u8]) -> Result<Duration
                         && field(e, "peer") == Some(a_id.as_str())
                 })
                 .await?;
-                if let Some(msg) = asm.push(&ev).context("assembling")? {
+                if let Some(msg) = asm.push_owned(ev).context("assembling")? {
                     let len = match msg.data {
                         peerix_client::MessageData::Bytes(b) => b.len(),
                         other => bail!("expected bytes, got {other:?}"),

@@ -239,7 +239,7 @@ impl Pair {
                         && field(e, "peer") == Some(a_id.as_str())
                 })
                 .await?;
-                if let Some(msg) = asm.push(&ev).context("assembling the message")? {
+                if let Some(msg) = asm.push_owned(ev).context("assembling the message")? {
                     return anyhow::Ok((Instant::now(), msg));
                 }
             }

@@ -198,7 +198,11 @@ async fn pipelined(
                     && field(e, "peer") == Some(a_id.as_str())
             })
             .await?;
-            if asm.push(&ev).context("assembling a message")?.is_some() {
+            if asm
+                .push_owned(ev)
+                .context("assembling a message")?
+                .is_some()
+            {
                 got += 1;
             }
         }

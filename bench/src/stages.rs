@@ -142,7 +142,11 @@ async fn timed_transfer(pair: &mut Pair, label: &str, data: &[u8]) -> Result<Tim
             .await?;
             first.get_or_insert(ms());
             parts += 1;
-            if asm.push(&ev).context("assembling the message")?.is_some() {
+            if asm
+                .push_owned(ev)
+                .context("assembling the message")?
+                .is_some()
+            {
                 return anyhow::Ok((first.unwrap_or_default(), ms(), parts));
             }
         }

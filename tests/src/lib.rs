@@ -376,7 +376,7 @@ impl Member {
                     is(e, "channel:message", from) && field(e, "label") == Some(label)
                 })
                 .await?;
-            if let Some(msg) = asm.push(&ev)? {
+            if let Some(msg) = asm.push_owned(ev)? {
                 break msg;
             }
         };
@@ -410,7 +410,7 @@ impl Member {
                     e.name == "channel:message" && field(e, "label") == Some(label)
                 })
                 .await?;
-            if let Some(m) = asm.push(&ev)? {
+            if let Some(m) = asm.push_owned(ev)? {
                 got.push(m);
             }
         }

@@ -98,13 +98,39 @@ impl MessageAssembler {
     /// `Ok(None)` for non-final parts and for events that are not
     /// `channel:message`. Inconsistent parts (offset gap, type change,
     /// oversize, bad data) yield an error and discard that message.
+    ///
+    /// The part's bytes are copied once, into the message being assembled;
+    /// [`push_owned`](Self::push_owned) saves that copy for a message's first part.
     pub fn push(&mut self, event: &Event) -> Result<Option<AssembledMessage>> {
         if event.name != event_names::CHANNEL_MESSAGE {
             return Ok(None);
         }
-        let mut msg: ChannelMessageData = event
-            .data_as()
-            .map_err(|e| ClientError::Assemble(format!("bad channel:message data: {e}")))?;
+        let (msg, data) = part_of(event)?;
+        self.feed(event, msg, PartData::Borrowed(data))
+    }
+
+    /// [`push`](Self::push) for an event the caller is done with: the first part's bytes
+    /// become the message's buffer instead of being copied into one, so a message that
+    /// arrives in one part (up to the daemon's `ipc.inline_message_limit`) is not copied at
+    /// all.
+    pub fn push_owned(&mut self, mut event: Event) -> Result<Option<AssembledMessage>> {
+        if event.name != event_names::CHANNEL_MESSAGE {
+            return Ok(None);
+        }
+        let data = match data_entry(&mut event.data) {
+            Some(v) => std::mem::replace(v, Value::Nil),
+            None => Value::Nil,
+        };
+        let (msg, _) = part_of(&event)?;
+        self.feed(&event, msg, PartData::Owned(data))
+    }
+
+    fn feed(
+        &mut self,
+        event: &Event,
+        mut msg: ChannelMessageData,
+        data: PartData<'_>,
+    ) -> Result<Option<AssembledMessage>> {
         let key: Key = (
             event.room.clone(),
             msg.peer.clone(),
@@ -113,27 +139,30 @@ impl MessageAssembler {
         );
         if msg.kind == MessageType::Json {
             self.partial.remove(&key);
+            msg.data = data.into_value();
             return Ok(Some(finish(event, msg, MessageData::Json, 1)));
         }
-        // The part's bytes are moved out of the event's data, not copied (a streamed file
-        // arrives in parts of the daemon's `ipc.inline_message_limit`, 256 KiB by default).
-        let part: Vec<u8> = match (&msg.kind, &mut msg.data) {
-            (MessageType::Text, Value::String(s)) => s.as_bytes().to_vec(),
-            (MessageType::Bytes | MessageType::Blob, Value::Binary(b)) => std::mem::take(b),
-            (kind, _) => {
-                self.partial.remove(&key);
-                return Err(ClientError::Assemble(format!(
-                    "{kind:?} part from {} has data of the wrong type",
-                    msg.peer
-                )));
-            }
+        let fits = matches!(
+            (&msg.kind, data.value()),
+            (MessageType::Text, Value::String(_))
+                | (MessageType::Bytes | MessageType::Blob, Value::Binary(_))
+        );
+        if !fits {
+            self.partial.remove(&key);
+            return Err(ClientError::Assemble(format!(
+                "{:?} part from {} has data of the wrong type",
+                msg.kind, msg.peer
+            )));
+        }
+        let mut p = match self.partial.remove(&key) {
+            Some(p) => p,
+            None => Partial {
+                kind: msg.kind,
+                info: None,
+                bytes: Vec::new(),
+                parts: 0,
+            },
         };
-        let mut p = self.partial.remove(&key).unwrap_or_else(|| Partial {
-            kind: msg.kind,
-            info: None,
-            bytes: Vec::with_capacity(first_capacity(msg.total, self.limit, msg.is_final)),
-            parts: 0,
-        });
         if p.kind != msg.kind {
             return Err(ClientError::Assemble(format!(
                 "transfer {} from {} changed type",
@@ -149,13 +178,36 @@ impl MessageAssembler {
                 msg.offset
             )));
         }
-        if p.bytes.len() as u64 + part.len() as u64 > self.limit {
+        let part_len = data.bytes().map_or(0, <[u8]>::len);
+        if p.bytes.len() as u64 + part_len as u64 > self.limit {
             return Err(ClientError::Assemble(format!(
                 "transfer {} from {} exceeds the limit of {} bytes",
                 msg.transfer, msg.peer, self.limit
             )));
         }
-        p.bytes.extend_from_slice(&part);
+        if p.parts == 0 {
+            // The first part: its own bytes when they are ours to keep, with room for the
+            // announced rest, so that a 32 MiB message is not assembled in buffers that
+            // double (six of them, 63 MiB of fresh memory, each copied into the next).
+            let room = first_capacity(msg.total, self.limit, msg.is_final);
+            p.bytes = match data {
+                PartData::Owned(v) => match v {
+                    Value::Binary(b) => b,
+                    Value::String(s) => s.into_bytes(),
+                    _ => Vec::new(),
+                },
+                PartData::Borrowed(v) => {
+                    let mut b = Vec::with_capacity(room.max(part_len));
+                    b.extend_from_slice(PartData::Borrowed(v).bytes().unwrap_or_default());
+                    b
+                }
+            };
+            if room > p.bytes.len() {
+                p.bytes.reserve_exact(room - p.bytes.len());
+            }
+        } else if let Some(part) = data.bytes() {
+            p.bytes.extend_from_slice(part);
+        }
         p.parts += 1;
         if p.info.is_none() {
             p.info = msg.info.clone();
@@ -182,6 +234,74 @@ impl MessageAssembler {
         out.info = info;
         Ok(Some(out))
     }
+}
+
+/// A part's `data`: borrowed from an event the caller keeps, or taken out of one.
+enum PartData<'a> {
+    Borrowed(&'a Value),
+    Owned(Value),
+}
+
+impl PartData<'_> {
+    fn value(&self) -> &Value {
+        match self {
+            PartData::Borrowed(v) => v,
+            PartData::Owned(v) => v,
+        }
+    }
+
+    /// The bytes of a text or bytes part.
+    fn bytes(&self) -> Option<&[u8]> {
+        match self.value() {
+            Value::Binary(b) => Some(b),
+            Value::String(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            PartData::Borrowed(v) => v.clone(),
+            PartData::Owned(v) => v,
+        }
+    }
+}
+
+/// The `data` entry of an event's map.
+fn data_entry(data: &mut Value) -> Option<&mut Value> {
+    match data {
+        Value::Map(entries) => entries
+            .iter_mut()
+            .find(|(k, _)| k.as_str() == Some("data"))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// A `channel:message` event's fields, with `data` left `Nil` (it is not copied: a part is up
+/// to 256 KiB by default), and the `data` itself.
+fn part_of(event: &Event) -> Result<(ChannelMessageData, &Value)> {
+    static NIL: Value = Value::Nil;
+    let Value::Map(entries) = &event.data else {
+        return Err(ClientError::Assemble(
+            "bad channel:message data: not a map".into(),
+        ));
+    };
+    let mut data = &NIL;
+    let rest = entries
+        .iter()
+        .map(|(k, v)| {
+            if k.as_str() == Some("data") {
+                data = v;
+                (k.clone(), Value::Nil)
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    let msg: ChannelMessageData = peerix_ipc_proto::from_value(Value::Map(rest))
+        .map_err(|e| ClientError::Assemble(format!("bad channel:message data: {e}")))?;
+    Ok((msg, data))
 }
 
 /// Room for a message whose first part just arrived: its announced `total` when it has more

@@ -312,6 +312,106 @@ fn assembler_sizes_the_buffer_from_the_total_and_keeps_the_limit() {
     assert_eq!(small.pending(), 0);
 }
 
+/// `push_owned` assembles what `push` does, and keeps a first part's own buffer: a message
+/// in one part is not copied at all, and a longer one grows from its first part's buffer.
+#[test]
+fn push_owned_keeps_the_first_parts_buffer() {
+    let ev = |m: DaemonMessage| match m {
+        DaemonMessage::Event(e) => e,
+        _ => unreachable!(),
+    };
+    let whole = ev(message_event_of(
+        1,
+        Value::Binary(vec![9; 4096]),
+        MessageType::Bytes,
+        0,
+        None,
+        true,
+    ));
+    let sent_at = match &whole.data {
+        Value::Map(m) => m
+            .iter()
+            .find_map(|(k, v)| match (k.as_str(), v) {
+                (Some("data"), Value::Binary(b)) => Some(b.as_ptr()),
+                _ => None,
+            })
+            .expect("data"),
+        _ => panic!("map expected"),
+    };
+    let by_ref = MessageAssembler::new()
+        .push(&whole)
+        .expect("push")
+        .expect("whole");
+    let owned = MessageAssembler::new()
+        .push_owned(whole)
+        .expect("push_owned")
+        .expect("whole");
+    assert_eq!(by_ref, owned);
+    let MessageData::Bytes(bytes) = owned.data else {
+        panic!("bytes expected")
+    };
+    assert_eq!(
+        bytes.as_ptr(),
+        sent_at,
+        "the part's buffer became the message's"
+    );
+
+    let part = |seq, offset, fin| {
+        ev(message_event_of(
+            seq,
+            Value::Binary(vec![seq as u8; 1000]),
+            MessageType::Bytes,
+            offset,
+            Some(3000),
+            fin,
+        ))
+    };
+    let (mut a, mut b) = (MessageAssembler::new(), MessageAssembler::new());
+    for (seq, offset, fin) in [(1, 0, false), (2, 1000, false)] {
+        assert!(a.push(&part(seq, offset, fin)).expect("push").is_none());
+        assert!(b
+            .push_owned(part(seq, offset, fin))
+            .expect("owned")
+            .is_none());
+    }
+    let by_ref = a.push(&part(3, 2000, true)).expect("push").expect("whole");
+    let owned = b
+        .push_owned(part(3, 2000, true))
+        .expect("owned")
+        .expect("whole");
+    assert_eq!(by_ref, owned);
+    assert_eq!(by_ref.parts, 3);
+    let MessageData::Bytes(bytes) = owned.data else {
+        panic!("bytes expected")
+    };
+    assert_eq!(bytes.capacity(), 3000, "room for the announced total");
+
+    // Wrong data for the type is refused either way, and text arrives as text.
+    let wrong = || {
+        ev(message_event(
+            1,
+            Value::from("x"),
+            MessageType::Bytes,
+            0,
+            true,
+        ))
+    };
+    assert!(MessageAssembler::new().push(&wrong()).is_err());
+    assert!(MessageAssembler::new().push_owned(wrong()).is_err());
+    let text = ev(message_event(
+        1,
+        Value::from("hé"),
+        MessageType::Text,
+        0,
+        true,
+    ));
+    let got = MessageAssembler::new()
+        .push_owned(text)
+        .expect("text")
+        .expect("whole");
+    assert_eq!(got.data, MessageData::Text("hé".into()));
+}
+
 #[tokio::test]
 async fn send_stream_chunks_and_reports_progress() {
     let total_len = 2 * STREAM_CHUNK + 10;

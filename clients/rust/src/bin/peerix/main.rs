@@ -569,7 +569,7 @@ async fn events(
             bail!("connection to peerixd closed");
         };
         if ev.name == event_names::CHANNEL_MESSAGE {
-            match asm.push(&ev) {
+            match asm.push_owned(ev) {
                 Ok(Some(msg)) => print_message(&msg, save_dir.as_deref(), json)?,
                 Ok(None) => {}
                 Err(e) => eprintln!("peerix: warning: {e}"),
