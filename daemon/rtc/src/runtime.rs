@@ -1,7 +1,7 @@
 //! A thin [`Runtime`] wrapper over webrtc's `TokioRuntime`: the one place, short of forking
 //! the crate, where we reach the driver's sockets, timers and threads.
 //!
-//! * Sockets: larger kernel buffers, and UDP GRO off (see [`NoGro`]).
+//! * Sockets: larger kernel buffers, activity and send counts (see [`ConnSocket`]).
 //! * Timers: handshakes are expedited ([`TunedRuntime::expedite`]); housekeeping sleeps are
 //!   aligned to a host-wide grid ([`coalesced`]) so that idle connections wake together.
 //! * Threads: drivers run on our own reactor threads (`reactor.rs`).
@@ -162,7 +162,7 @@ impl Runtime for TunedRuntime {
             // The mDNS socket (fixed port 5353, multicast) is not an ICE socket.
             if socket.local_addr()?.port() != MDNS_PORT {
                 // Wrapped like any other socket, so SCTP data activity is still noted.
-                return Ok(Arc::new(NoGro(
+                return Ok(Arc::new(ConnSocket(
                     self.turn_stream_socket(mux.socket_for(socket)?)?,
                     Arc::clone(&self.activity),
                 )));
@@ -171,8 +171,6 @@ impl Runtime for TunedRuntime {
         let sock_ref = socket2::SockRef::from(&socket);
         raise_buffer(&sock_ref, self.recv_buffer, Direction::Recv);
         raise_buffer(&sock_ref, self.send_buffer, Direction::Send);
-        #[cfg(target_os = "linux")]
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
         let mdns = socket.local_addr()?.port() == MDNS_PORT;
         let plain = self.inner.wrap_udp_socket(socket)?;
         // The mDNS socket only sends and answers multicast queries: it never talks to a TURN
@@ -182,9 +180,7 @@ impl Runtime for TunedRuntime {
         } else {
             self.turn_stream_socket(plain)?
         };
-        #[cfg(target_os = "linux")]
-        disable_gro(fd);
-        Ok(Arc::new(NoGro(wrapped, Arc::clone(&self.activity))))
+        Ok(Arc::new(ConnSocket(wrapped, Arc::clone(&self.activity))))
     }
 
     fn wrap_tcp_listener(
@@ -274,13 +270,15 @@ impl TunedRuntime {
     }
 }
 
-/// A socket that reports no UDP GRO, so the driver gives it 2 KB receive buffers instead of
-/// three 96 KB ones per connection (see [`disable_gro`]), and that notes SCTP data going
-/// through it ([`DataActivity`]).
+/// A connection's socket: notes SCTP data going through it ([`DataActivity`]) and counts its
+/// sends ([`udp_send_counts`]). UDP GRO stays on (quinn-udp turns it on): the driver reads
+/// every socket into one buffer per thread (vendor patch 40), so GRO no longer costs a 96 KB
+/// buffer per socket, and a sender's GSO batch arrives in one read instead of being split by
+/// the receiving kernel.
 #[derive(Debug)]
-struct NoGro(Arc<dyn AsyncUdpSocket>, Arc<DataActivity>);
+struct ConnSocket(Arc<dyn AsyncUdpSocket>, Arc<DataActivity>);
 
-impl AsyncUdpSocket for NoGro {
+impl AsyncUdpSocket for ConnSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
     }
@@ -315,6 +313,10 @@ impl AsyncUdpSocket for NoGro {
 
     fn max_gso_segments(&self) -> usize {
         self.0.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.0.max_gro_segments()
     }
 }
 
@@ -361,9 +363,9 @@ pub fn udp_send_counts() -> UdpSendCounts {
     }
 }
 
-/// Turns UDP GRO back off on a socket quinn-udp enabled it on: with GRO on, the kernel may
-/// coalesce datagrams into one read larger than the 2 KB buffer a [`NoGro`] socket gets, and
-/// silently drop the tail.
+/// Turns UDP GRO back off on a socket quinn-udp enabled it on, for a reader that takes one
+/// datagram per read (single-port mode's receive loop): with GRO on, one read may return
+/// several datagrams as one.
 #[cfg(target_os = "linux")]
 pub(crate) fn disable_gro(fd: std::os::fd::RawFd) {
     let off: libc::c_int = 0;
@@ -465,8 +467,10 @@ pub(crate) fn probe_recv_buffer(requested: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// GRO stays on: the driver reads into one buffer per thread (vendor patch 40), so it
+    /// costs no buffer per socket, and a sender's GSO batch arrives in one read.
     #[test]
-    fn wrapped_sockets_report_and_use_no_gro() {
+    fn wrapped_sockets_keep_gro_on() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -478,7 +482,7 @@ mod tests {
             #[cfg(target_os = "linux")]
             let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
             let wrapped = tuned.wrap_udp_socket(socket).expect("wrap");
-            assert_eq!(wrapped.max_gro_segments(), 1);
+            assert!(wrapped.max_gro_segments() > 1, "GRO not reported");
             #[cfg(target_os = "linux")]
             {
                 let mut value: libc::c_int = -1;
@@ -494,7 +498,7 @@ mod tests {
                     )
                 };
                 assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
-                assert_eq!(value, 0, "UDP_GRO is still on");
+                assert_eq!(value, 1, "UDP_GRO is off");
             }
         });
     }

@@ -442,6 +442,10 @@ impl AsyncUdpSocket for StreamTurnSocket {
     fn max_gso_segments(&self) -> usize {
         self.inner.max_gso_segments()
     }
+
+    fn max_gro_segments(&self) -> usize {
+        self.inner.max_gro_segments()
+    }
 }
 
 /// A byte stream to a TURN server, TCP or TLS.

@@ -1,7 +1,7 @@
-//! A connection's driver keeps one receive buffer per UDP socket and no other (vendor patch
-//! 34): the burst of datagrams read after a wake-up goes into the buffer of the socket it
-//! drains. Before, every connection also kept a second buffer of the same size for bursts,
-//! 2 KB of every idle connection's memory.
+//! No connection keeps a receive buffer of its own (vendor patch 40): every driver on a thread
+//! reads into that thread's one buffer, sized for a UDP GRO read, and copies out what arrived.
+//! Before, each UDP socket kept a buffer for its pending receive (2 KB without GRO, which is
+//! why GRO was off: 96 KB with it), and before patch 34 a second one for bursts.
 
 mod common;
 
@@ -13,27 +13,33 @@ use bytes::Bytes;
 use common::*;
 use peerix_rtc::RtcEvent;
 
-/// The stack's receive buffer for a socket without GRO (`UDP_RECV_BUF_LEN`; our sockets
-/// report one segment, `runtime.rs`).
+/// The stack's receive buffer for a socket without GRO (`UDP_RECV_BUF_LEN`).
 const RECV_BUF: usize = 2000;
+/// The thread's receive buffer: 64 GRO segments of 1,500 bytes.
+const THREAD_BUF: usize = 64 * 1500;
 
-/// Counts the live allocations of exactly `RECV_BUF` bytes, on every thread.
+/// Counts the live allocations of exactly `RECV_BUF` and `THREAD_BUF` bytes, on every thread.
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static LIVE_THREAD: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() == RECV_BUF {
-            LIVE.fetch_add(1, Ordering::Relaxed);
-        }
+        match layout.size() {
+            RECV_BUF => LIVE.fetch_add(1, Ordering::Relaxed),
+            THREAD_BUF => LIVE_THREAD.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() == RECV_BUF {
-            LIVE.fetch_sub(1, Ordering::Relaxed);
-        }
+        match layout.size() {
+            RECV_BUF => LIVE.fetch_sub(1, Ordering::Relaxed),
+            THREAD_BUF => LIVE_THREAD.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
         unsafe { System.dealloc(ptr, layout) }
     }
 }
@@ -65,34 +71,47 @@ fn udp_sockets() -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_socket_has_one_receive_buffer_and_bursts_need_no_other() {
+async fn connections_share_their_threads_receive_buffer() {
     init_tracing();
-    let (mut a, mut b) = connect().await;
-    // Traffic both ways, so every driver has received (and drained bursts) by now.
-    for i in 0..20u8 {
-        a.peer
-            .send_control(Bytes::from(vec![i; 600]))
-            .await
-            .expect("a sends");
-        b.peer
-            .send_control(Bytes::from(vec![i; 600]))
-            .await
-            .expect("b sends");
+    let mut pairs = Vec::new();
+    for _ in 0..3 {
+        pairs.push(connect().await);
     }
-    for side in [&mut a, &mut b] {
-        for _ in 0..20 {
-            wait_for(&mut side.events, "a control message", |e| match e {
-                RtcEvent::ControlMessage(m) => Some(m),
-                _ => None,
-            })
-            .await;
+    // Traffic both ways, so every driver has received (and drained bursts) by now.
+    for (a, b) in &mut pairs {
+        for i in 0..20u8 {
+            a.peer
+                .send_control(Bytes::from(vec![i; 600]))
+                .await
+                .expect("a sends");
+            b.peer
+                .send_control(Bytes::from(vec![i; 600]))
+                .await
+                .expect("b sends");
+        }
+        for side in [a, b] {
+            for _ in 0..20 {
+                wait_for(&mut side.events, "a control message", |e| match e {
+                    RtcEvent::ControlMessage(m) => Some(m),
+                    _ => None,
+                })
+                .await;
+            }
         }
     }
     let sockets = udp_sockets();
-    let buffers = LIVE.load(Ordering::Relaxed);
-    assert!(sockets >= 2, "{sockets} UDP sockets for two connections");
+    let per_socket = LIVE.load(Ordering::Relaxed);
+    let per_thread = LIVE_THREAD.load(Ordering::Relaxed);
+    assert!(sockets >= 6, "{sockets} UDP sockets for six connections");
     assert_eq!(
-        buffers, sockets as isize,
-        "{buffers} receive buffers of {RECV_BUF} bytes for {sockets} UDP sockets"
+        per_socket, 0,
+        "{per_socket} receive buffers of {RECV_BUF} bytes for {sockets} UDP sockets"
+    );
+    // The reactor threads that drive connections (one per two cores by default), not one
+    // per socket.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        (1..=threads as isize).contains(&per_thread),
+        "{per_thread} buffers of {THREAD_BUF} bytes for {sockets} UDP sockets"
     );
 }

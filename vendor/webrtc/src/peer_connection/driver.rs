@@ -13,7 +13,7 @@ use crate::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use crate::peer_connection::PeerConnectionRef;
 use crate::peer_connection::transport::tcp_transport::RTCTcpTransport;
 use crate::peer_connection::transport::{
-    MAX_GSO_BATCH_BYTES, MAX_GSO_SEGMENTS, MIN_GSO_RUN, SocketRecvResult,
+    MAX_GRO_SEGMENTS, MAX_GSO_BATCH_BYTES, MAX_GSO_SEGMENTS, MIN_GSO_RUN, SocketRecvResult,
     gro_recv_buf_len, is_retryable_socket_recv_error,
 };
 use crate::rtp_transceiver::rtp_receiver::RtpReceiverImpl;
@@ -367,6 +367,48 @@ async fn send_datagrams(
     futures::future::poll_fn(|cx| socket.poll_send(cx, &transmit))
         .await
         .map_err(Error::from)
+}
+
+thread_local! {
+    /// peerixd patch 40: the receive buffer of every connection driven on this thread.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Receives one message from `socket` (a datagram, or several coalesced by UDP GRO) into this
+/// thread's receive buffer and copies out what arrived.
+///
+/// peerixd patch 40: each socket used to own a buffer for its pending receive, sized for the
+/// largest GRO read (96 KB) when the socket reported GRO, so that a connection with GRO cost
+/// ~200-300 KB. The buffer is borrowed only within this synchronous poll, never across an
+/// `.await`, so every driver on the thread can share it.
+fn poll_recv_owned(
+    socket: &dyn AsyncUdpSocket,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<(BytesMut, RecvMeta)>> {
+    RECV_BUF.with(|cell| {
+        let mut own = Vec::new();
+        let mut shared = cell.try_borrow_mut();
+        let buf: &mut Vec<u8> = match shared.as_mut() {
+            Ok(b) => b,
+            // Not reachable (nothing polls a receive from inside a receive); a buffer of
+            // its own keeps it correct if it ever is.
+            Err(_) => &mut own,
+        };
+        let size = gro_recv_buf_len(MAX_GRO_SEGMENTS);
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        let mut meta = [RecvMeta::default(); 1];
+        let mut bufs = [IoSliceMut::new(&mut buf[..])];
+        match socket.poll_recv(cx, &mut bufs, &mut meta) {
+            std::task::Poll::Ready(Ok(_)) => {
+                let n = meta[0].len.min(buf.len());
+                std::task::Poll::Ready(Ok((BytesMut::from(&buf[..n]), meta[0])))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
 }
 
 /// One address to bind, as produced by [`resolve_bind_addrs`].
@@ -778,13 +820,9 @@ where
             }))
             .collect();
 
-        // Pre-allocate buffers once - one per socket, these will be reused forever.
-        // Sized for the socket's GRO coalescing capacity so a single `poll_recv` can
-        // hold up to `max_gro_segments()` datagrams without truncation.
-        let mut udp_socket_buffers: Vec<Vec<u8>> = udp_socket_list
-            .iter()
-            .map(|(_, socket)| vec![0u8; gro_recv_buf_len(socket.max_gro_segments())])
-            .collect();
+        // peerixd patch 40: no receive buffer per socket. Every receive reads into its
+        // thread's buffer (`poll_recv_owned`), sized for the largest GRO-coalesced read, and
+        // hands out the bytes it got.
 
         // Helper function to create a recv future for a specific socket. Polls
         // `poll_recv` directly rather than boxing a future per receive; one message may
@@ -797,28 +835,20 @@ where
         // syscall; the buffer bookkeeping is the only reason it is staged separately.
         let create_udp_recv_future = |idx: usize,
                                       local_addr: SocketAddr,
-                                      socket: Arc<dyn AsyncUdpSocket>,
-                                      mut buf: Vec<u8>| async move {
-            let mut meta = [RecvMeta::default(); 1];
-            let recv = futures::future::poll_fn(|cx| {
-                let mut bufs = [IoSliceMut::new(&mut buf)];
-                socket.poll_recv(cx, &mut bufs, &mut meta)
-            })
-            .await;
+                                      socket: Arc<dyn AsyncUdpSocket>| async move {
+            let recv = futures::future::poll_fn(|cx| poll_recv_owned(&*socket, cx)).await;
             match recv {
-                Ok(_) => SocketRecvResult::Packet {
-                    n: meta[0].len,
-                    stride: meta[0].stride,
+                Ok((data, meta)) => SocketRecvResult::Packet {
+                    stride: meta.stride,
                     local_addr,
-                    peer_addr: meta[0].addr,
+                    peer_addr: meta.addr,
                     idx,
-                    buf,
+                    data,
                 },
                 Err(err) => SocketRecvResult::Error {
                     err,
                     local_addr,
                     idx,
-                    buf,
                 },
             }
         };
@@ -828,8 +858,7 @@ where
             .iter()
             .enumerate()
             .map(|(idx, (local_addr, socket))| {
-                let buf = std::mem::take(&mut udp_socket_buffers[idx]);
-                create_udp_recv_future(idx, *local_addr, socket.clone(), buf).boxed()
+                create_udp_recv_future(idx, *local_addr, socket.clone()).boxed()
             })
             .collect();
         let mut active_socket_count = udp_socket_list.len();
@@ -1027,7 +1056,6 @@ where
                             // the connection down with it.
                             udp_recv_futures.clear();
                             udp_socket_list.clear();
-                            udp_socket_buffers.clear();
 
                             match self.bind_transports().await {
                                 Ok(()) => {
@@ -1052,18 +1080,11 @@ where
                                                 .map(|local_addr| (local_addr, socket.clone()))
                                         }))
                                         .collect();
-                                    udp_socket_buffers = udp_socket_list
-                                        .iter()
-                                        .map(|(_, socket)| {
-                                            vec![0u8; gro_recv_buf_len(socket.max_gro_segments())]
-                                        })
-                                        .collect();
                                     udp_recv_futures = udp_socket_list
                                         .iter()
                                         .enumerate()
                                         .map(|(idx, (local_addr, socket))| {
-                                            let buf = std::mem::take(&mut udp_socket_buffers[idx]);
-                                            create_udp_recv_future(idx, *local_addr, socket.clone(), buf).boxed()
+                                            create_udp_recv_future(idx, *local_addr, socket.clone()).boxed()
                                         })
                                         .collect();
                                     active_socket_count = udp_socket_list.len();
@@ -1090,18 +1111,17 @@ where
                 udp_recv_result = udp_recv_future => {
                     if let Some(res) = udp_recv_result {
                         match res {
-                            Some(SocketRecvResult::Packet { n, stride, local_addr, peer_addr, idx, buf }) => {
-                                trace!("Received {} bytes from {} to {}", n, peer_addr, local_addr);
+                            Some(SocketRecvResult::Packet { stride, local_addr, peer_addr, idx, data }) => {
+                                trace!("Received {} bytes from {} to {}", data.len(), peer_addr, local_addr);
 
                                 // A single recv may return several GRO-coalesced
-                                // datagrams; split `buf[..n]` back into individual
+                                // datagrams; split them back into individual
                                 // datagrams by `stride` and deliver each.
-                                self.deliver_udp_batch(&buf, n, stride, local_addr, peer_addr).await;
+                                self.deliver_udp_batch(data, stride, local_addr, peer_addr).await;
 
                                 let (socket_local_addr, socket) = &udp_socket_list[idx];
                                 let socket_local_addr = *socket_local_addr;
                                 let socket = socket.clone();
-                                let mut buf = buf;
 
                                 // Batch-drain: drain a bounded burst of additional
                                 // ready datagrams from this socket without blocking.
@@ -1115,34 +1135,31 @@ where
                                 // On `recvmmsg` platforms a slab of `BATCH_SIZE` buffers
                                 // would drain the same burst in a single call.
                                 let mut burst = 0;
-                                let mut burst_meta = [RecvMeta::default(); 1];
                                 while burst < MAX_UDP_RECV_BURST {
                                     let probe = crate::runtime::poll_once(|cx| {
-                                        let mut bufs = [IoSliceMut::new(&mut buf)];
-                                        socket.poll_recv(cx, &mut bufs, &mut burst_meta)
+                                        poll_recv_owned(&*socket, cx)
                                     });
                                     match probe {
-                                        Some(Ok(_)) => {
-                                            let m = burst_meta[0];
-                                            self.deliver_udp_batch(&buf, m.len, m.stride, socket_local_addr, m.addr).await;
+                                        Some(Ok((data, m))) => {
+                                            self.deliver_udp_batch(data, m.stride, socket_local_addr, m.addr).await;
                                             burst += 1;
                                         }
                                         _ => break, // would-block (pending) or error
                                     }
                                 }
 
-                                // Then a new receive on this socket, reusing its buffer.
+                                // Then a new receive on this socket.
                                 udp_recv_futures.push(
-                                    create_udp_recv_future(idx, socket_local_addr, socket, buf).boxed()
+                                    create_udp_recv_future(idx, socket_local_addr, socket).boxed()
                                 );
                             }
-                            Some(SocketRecvResult::Error { err, local_addr, idx, buf }) => {
+                            Some(SocketRecvResult::Error { err, local_addr, idx }) => {
                                 if is_retryable_socket_recv_error(&err) {
                                     trace!("Transient socket recv error on {}: {}", local_addr, err);
 
                                     let (socket_local_addr, socket) = &udp_socket_list[idx];
                                     udp_recv_futures.push(
-                                        create_udp_recv_future(idx, *socket_local_addr, socket.clone(), buf).boxed()
+                                        create_udp_recv_future(idx, *socket_local_addr, socket.clone()).boxed()
                                     );
                                     continue;
                                 }
@@ -1231,16 +1248,16 @@ where
     /// STUN/DTLS/SCTP payload, so this is harmless.
     async fn deliver_udp_batch(
         &mut self,
-        buf: &[u8],
-        n: usize,
+        mut data: BytesMut,
         stride: usize,
         local_addr: SocketAddr,
         peer_addr: SocketAddr,
     ) {
         let step = stride.max(1);
-        let mut off = 0;
-        while off < n {
-            let end = (off + step).min(n);
+        while !data.is_empty() {
+            // Shares `data`'s allocation: the datagrams were copied out of the thread's
+            // receive buffer once, together (patch 40).
+            let datagram = data.split_to(step.min(data.len()));
             if let Err(err) = self
                 .handle_read(TaggedBytesMut {
                     now: self.inner.runtime.now(),
@@ -1250,13 +1267,12 @@ where
                         ecn: None,
                         transport_protocol: TransportProtocol::UDP,
                     },
-                    message: BytesMut::from(&buf[off..end]),
+                    message: datagram,
                 })
                 .await
             {
                 error!("handle_read error: {}", err);
             }
-            off = end;
         }
     }
 

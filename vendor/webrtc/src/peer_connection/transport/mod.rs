@@ -119,22 +119,21 @@ pub(crate) fn gro_recv_buf_len(max_gro: usize) -> usize {
 
 pub(crate) enum SocketRecvResult {
     Packet {
-        /// Total bytes received into `buf` across all GRO-coalesced datagrams.
-        n: usize,
-        /// Per-datagram size for GRO de-segmentation; `buf[..n]` is walked in
-        /// `stride`-sized steps (the last datagram may be shorter). Equals `n`
+        /// Per-datagram size for GRO de-segmentation; `data` is walked in
+        /// `stride`-sized steps (the last datagram may be shorter). Equals its length
         /// when a single datagram was received.
         stride: usize,
         local_addr: SocketAddr,
         peer_addr: SocketAddr,
         idx: usize,
-        buf: Vec<u8>,
+        /// What one receive returned (peerixd patch 40: copied out of the thread's
+        /// receive buffer).
+        data: bytes::BytesMut,
     },
     Error {
         err: io::Error,
         local_addr: SocketAddr,
         idx: usize,
-        buf: Vec<u8>,
     },
 }
 
