@@ -279,7 +279,7 @@ fn data_entry(data: &mut Value) -> Option<&mut Value> {
 }
 
 /// A `channel:message` event's fields, with `data` left `Nil` (it is not copied: a part is up
-/// to 256 KiB by default), and the `data` itself.
+/// to 64 KiB by default), and the `data` itself.
 fn part_of(event: &Event) -> Result<(ChannelMessageData, &Value)> {
     static NIL: Value = Value::Nil;
     let Value::Map(entries) = &event.data else {
