@@ -157,6 +157,21 @@ fn message_event(
     message_event_of(seq, data, kind, offset, None, fin)
 }
 
+/// Part `seq` (1000 bytes of `seq`) at `offset` of a 3000-byte message.
+fn thousand_byte_part(seq: u64, offset: u64, fin: bool) -> Event {
+    match message_event_of(
+        seq,
+        Value::Binary(vec![seq as u8; 1000]),
+        MessageType::Bytes,
+        offset,
+        Some(3000),
+        fin,
+    ) {
+        DaemonMessage::Event(e) => e,
+        _ => unreachable!(),
+    }
+}
+
 fn message_event_of(
     seq: u64,
     data: Value,
@@ -266,16 +281,7 @@ fn assembler_sizes_the_buffer_from_the_total_and_keeps_the_limit() {
         DaemonMessage::Event(e) => e,
         _ => unreachable!(),
     };
-    let part = |seq, offset, fin| {
-        ev(message_event_of(
-            seq,
-            Value::Binary(vec![seq as u8; 1000]),
-            MessageType::Bytes,
-            offset,
-            Some(3000),
-            fin,
-        ))
-    };
+    let part = thousand_byte_part;
     let mut asm = MessageAssembler::new();
     assert!(asm.push(&part(1, 0, false)).expect("part 1").is_none());
     assert!(asm.push(&part(2, 1000, false)).expect("part 2").is_none());
@@ -356,16 +362,7 @@ fn push_owned_keeps_the_first_parts_buffer() {
         "the part's buffer became the message's"
     );
 
-    let part = |seq, offset, fin| {
-        ev(message_event_of(
-            seq,
-            Value::Binary(vec![seq as u8; 1000]),
-            MessageType::Bytes,
-            offset,
-            Some(3000),
-            fin,
-        ))
-    };
+    let part = thousand_byte_part;
     let (mut a, mut b) = (MessageAssembler::new(), MessageAssembler::new());
     for (seq, offset, fin) in [(1, 0, false), (2, 1000, false)] {
         assert!(a.push(&part(seq, offset, fin)).expect("push").is_none());
