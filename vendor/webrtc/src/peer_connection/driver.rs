@@ -1241,11 +1241,11 @@ where
     /// Split a (possibly GRO-coalesced) UDP receive buffer into individual datagrams
     /// and feed each to [`handle_read`](Self::handle_read).
     ///
-    /// `buf[..n]` holds one or more datagrams of `stride` bytes each (the last may be
-    /// shorter). When `stride == n` (no GRO, or a lone datagram) this delivers exactly
-    /// one datagram — identical to the pre-GRO behavior. A zero-length datagram
-    /// (`n == 0`) is dropped (the loop never runs); empty UDP datagrams carry no
-    /// STUN/DTLS/SCTP payload, so this is harmless.
+    /// `data` holds one or more datagrams of `stride` bytes each (the last may be
+    /// shorter). When `stride` is its length (no GRO, or a lone datagram) this delivers
+    /// exactly one datagram — identical to the pre-GRO behavior. A zero-length datagram
+    /// is dropped (the loop never runs); empty UDP datagrams carry no STUN/DTLS/SCTP
+    /// payload, so this is harmless.
     async fn deliver_udp_batch(
         &mut self,
         mut data: BytesMut,
