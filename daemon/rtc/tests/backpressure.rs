@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use peerix_rtc::{ChannelEvent, ChannelInit, RtcConfig, RtcEvent};
+use peerix_rtc::{ChannelEvent, RtcConfig, RtcEvent};
 
 const QUEUE: usize = 4;
 
@@ -168,34 +168,4 @@ async fn a_reader_that_caught_up_is_not_left_waiting_for_a_retransmission() {
     }
     a.peer.close().await;
     b.peer.close().await;
-}
-
-/// Opens "chat" from `a`; returns `a`'s channel, open, and `b`'s event stream of it.
-async fn open_chat(
-    a: &Side,
-    b: &mut Side,
-) -> (
-    peerix_rtc::RtcChannel,
-    tokio::sync::mpsc::Receiver<ChannelEvent>,
-) {
-    let a_chat = a
-        .peer
-        .create_channel("chat", ChannelInit::default())
-        .await
-        .expect("create chat");
-    let b_chat = wait_for(&mut b.events, "RemoteChannel(chat)", |e| match e {
-        RtcEvent::RemoteChannel(c) => Some(c),
-        _ => None,
-    })
-    .await;
-    let mut a_ev = a_chat.take_events().expect("a events");
-    let b_ev = b_chat.take_events().expect("b events");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), a_ev.recv()).await {
-            Ok(Some(ChannelEvent::Open)) => break,
-            Ok(Some(_)) => continue,
-            other => panic!("a chat did not open: {other:?}"),
-        }
-    }
-    (a_chat, b_ev)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use peerix_rtc::{udp_send_counts, ChannelEvent, ChannelInit, RtcConfig, RtcEvent};
+use peerix_rtc::{udp_send_counts, ChannelEvent, RtcConfig};
 
 /// The counts are the process's: one transfer at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -38,17 +38,7 @@ async fn single_port_mode_batches_too() {
 async fn bulk_transfer_is_batched(a_cfg: &RtcConfig, b_cfg: &RtcConfig) {
     init_tracing();
     let (a, mut b, _) = connect_with_each(a_cfg, b_cfg).await;
-    let a_chat = a
-        .peer
-        .create_channel("bulk", ChannelInit::default())
-        .await
-        .expect("create bulk");
-    let b_chat = wait_for(&mut b.events, "RemoteChannel(bulk)", |e| match e {
-        RtcEvent::RemoteChannel(c) => Some(c),
-        _ => None,
-    })
-    .await;
-    let mut b_ev = b_chat.take_events().expect("events of bulk");
+    let (a_chat, mut b_ev) = open_chat(&a, &mut b).await;
 
     // 512 × 16 KiB = 8 MiB: about 7,300 datagrams of data.
     const N: usize = 512;

@@ -197,3 +197,33 @@ pub async fn connect_with_each(a_cfg: &RtcConfig, b_cfg: &RtcConfig) -> (Side, S
     b.remote_ready_of_other = Some(b_ready);
     (a, b, offer.sdp)
 }
+
+/// Opens "chat" from `a`; returns `a`'s channel, open, and `b`'s event stream of it.
+pub async fn open_chat(
+    a: &Side,
+    b: &mut Side,
+) -> (
+    peerix_rtc::RtcChannel,
+    mpsc::Receiver<peerix_rtc::ChannelEvent>,
+) {
+    let a_chat = a
+        .peer
+        .create_channel("chat", peerix_rtc::ChannelInit::default())
+        .await
+        .expect("create chat");
+    let b_chat = wait_for(&mut b.events, "RemoteChannel(chat)", |e| match e {
+        RtcEvent::RemoteChannel(c) => Some(c),
+        _ => None,
+    })
+    .await;
+    let mut a_ev = a_chat.take_events().expect("a events");
+    let b_ev = b_chat.take_events().expect("b events");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), a_ev.recv()).await {
+            Ok(Some(peerix_rtc::ChannelEvent::Open)) => break,
+            Ok(Some(_)) => continue,
+            other => panic!("a chat did not open: {other:?}"),
+        }
+    }
+    (a_chat, b_ev)
+}
