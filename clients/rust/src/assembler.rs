@@ -198,7 +198,7 @@ impl MessageAssembler {
                 },
                 PartData::Borrowed(v) => {
                     let mut b = Vec::with_capacity(room.max(part_len));
-                    b.extend_from_slice(PartData::Borrowed(v).bytes().unwrap_or_default());
+                    b.extend_from_slice(bytes_of(v).unwrap_or_default());
                     b
                 }
             };
@@ -252,11 +252,7 @@ impl PartData<'_> {
 
     /// The bytes of a text or bytes part.
     fn bytes(&self) -> Option<&[u8]> {
-        match self.value() {
-            Value::Binary(b) => Some(b),
-            Value::String(s) => Some(s.as_bytes()),
-            _ => None,
-        }
+        bytes_of(self.value())
     }
 
     fn into_value(self) -> Value {
@@ -264,6 +260,15 @@ impl PartData<'_> {
             PartData::Borrowed(v) => v.clone(),
             PartData::Owned(v) => v,
         }
+    }
+}
+
+/// The bytes of a text or bytes part's `data`.
+fn bytes_of(data: &Value) -> Option<&[u8]> {
+    match data {
+        Value::Binary(b) => Some(b),
+        Value::String(s) => Some(s.as_bytes()),
+        _ => None,
     }
 }
 

@@ -332,12 +332,22 @@ struct SendCounter {
     datagrams: AtomicU64,
 }
 
+/// The datagrams of `transmit`: one, or the segments of a UDP GSO batch (vendor patch 39).
+/// Empty contents have none.
+pub(crate) fn datagrams<'a>(
+    transmit: &webrtc::runtime::Transmit<'a>,
+) -> std::slice::Chunks<'a, u8> {
+    let contents = transmit.contents;
+    match transmit.segment_size {
+        Some(seg) if seg > 0 => contents.chunks(seg),
+        _ => contents.chunks(contents.len().max(1)),
+    }
+}
+
 impl SendCounter {
     fn count(&self, transmit: &webrtc::runtime::Transmit<'_>) {
-        let datagrams = match transmit.segment_size {
-            Some(seg) if seg > 0 => transmit.contents.len().div_ceil(seg).max(1),
-            _ => 1,
-        };
+        // An empty datagram is still one sent.
+        let datagrams = datagrams(transmit).len().max(1);
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.datagrams
             .fetch_add(datagrams as u64, Ordering::Relaxed);

@@ -404,13 +404,8 @@ impl AsyncUdpSocket for StreamTurnSocket {
         if let Some(kind) = self.streams.kind(transmit.destination) {
             if belongs_on_stream(transmit.contents) {
                 // A GSO batch (vendor patch 39) is several datagrams: each is framed on its own.
-                match transmit.segment_size {
-                    Some(seg) if seg > 0 => {
-                        for datagram in transmit.contents.chunks(seg) {
-                            self.send_on_stream(transmit.destination, kind.clone(), datagram);
-                        }
-                    }
-                    _ => self.send_on_stream(transmit.destination, kind, transmit.contents),
+                for datagram in crate::runtime::datagrams(transmit) {
+                    self.send_on_stream(transmit.destination, kind.clone(), datagram);
                 }
                 return Poll::Ready(Ok(transmit.contents.len()));
             }

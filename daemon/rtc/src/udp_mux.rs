@@ -319,11 +319,7 @@ impl AsyncUdpSocket for VirtualSocket {
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         // Only requests are remembered; checking the class first keeps the router's lock
         // off the data path.
-        let datagrams = match transmit.segment_size {
-            Some(seg) if seg > 0 => transmit.contents.chunks(seg),
-            _ => transmit.contents.chunks(transmit.contents.len().max(1)),
-        };
-        for datagram in datagrams {
+        for datagram in crate::runtime::datagrams(transmit) {
             if parse_stun(datagram).is_some_and(|i| i.class == StunClass::Request) {
                 lock(&self.mux.router).on_send(self.conn, datagram);
             }
