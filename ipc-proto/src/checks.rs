@@ -52,6 +52,13 @@ pub(crate) fn message_type(body: &[u8], string_keys: bool) -> Result<Option<&str
     Ok(found)
 }
 
+/// The length in bytes of the first MessagePack value in `body`, found without building it.
+pub(crate) fn value_len(body: &[u8]) -> Result<usize, String> {
+    let mut r = Reader { buf: body, pos: 0 };
+    r.skip_values(1)?;
+    Ok(r.pos)
+}
+
 /// A cursor over MessagePack bytes that skips values without building them (and without
 /// recursion, so nesting cannot overflow the stack).
 struct Reader<'a> {
@@ -283,6 +290,21 @@ mod tests {
             message_type(&enc(&long), false),
             Ok(Some("e".repeat(300).as_str()))
         );
+    }
+
+    #[test]
+    fn value_len_is_the_first_values_extent() {
+        let v = Value::Map(vec![
+            ("data".into(), Value::Binary(vec![7; 70_000])),
+            ("n".into(), Value::Array(vec![Value::from(1u64 << 40), Value::Nil])),
+        ]);
+        let mut b = enc(&v);
+        let len = b.len();
+        assert_eq!(value_len(&b), Ok(len));
+        b.extend_from_slice(&[0xc0, 0x01]);
+        assert_eq!(value_len(&b), Ok(len));
+        assert!(value_len(&b[..len - 1]).is_err());
+        assert!(value_len(&[]).is_err());
     }
 
     #[test]

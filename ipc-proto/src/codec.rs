@@ -189,11 +189,18 @@ pub fn coalesce_frames(
 
 /// Decodes exactly one MessagePack value of type `T` from `body`, rejecting
 /// trailing bytes.
+///
+/// Why the borrowing deserializer: rmp_serde's `Read`-based one copies every str and bin into a
+/// scratch buffer (grown by `read_to_end`) before the visitor copies it again, so each payload
+/// byte was copied twice on its way into a `Value`, and each field paid a buffer refill. The
+/// borrowing one hands the visitor slices of `body`; since it cannot say where it stopped, the
+/// value's extent comes from [`crate::checks::value_len`], a scan that builds nothing.
 fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MAX_DEPTH);
     let value = T::deserialize(&mut de).map_err(|e| ProtoError::Malformed(e.to_string()))?;
-    let rest = (body.len() as u64).saturating_sub(de.position());
+    let len = crate::checks::value_len(body).map_err(ProtoError::Malformed)?;
+    let rest = body.len() - len;
     if rest != 0 {
         return Err(ProtoError::Malformed(format!(
             "{rest} trailing bytes after the message"
@@ -316,7 +323,8 @@ pub fn from_value<T: DeserializeOwned>(v: rmpv::Value) -> Result<T, ProtoError> 
     crate::checks::string_keys(&v, "").map_err(ProtoError::BadRequest)?;
     let mut buf = Vec::new();
     rmpv::encode::write_value(&mut buf, &v).map_err(|e| ProtoError::Encode(e.to_string()))?;
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(&buf[..]));
+    // Borrowing, for the reason given at `decode_exact`.
+    let mut de = rmp_serde::Deserializer::from_read_ref(&buf[..]);
     de.set_max_depth(MAX_DEPTH);
     T::deserialize(&mut de).map_err(|e| ProtoError::BadRequest(e.to_string()))
 }

@@ -464,10 +464,15 @@ impl Payload {
 
     /// The wire value of `data`.
     pub fn to_value(&self) -> Value {
+        self.clone().into_value()
+    }
+
+    /// Like [`Payload::to_value`], moving the data instead of copying it.
+    pub fn into_value(self) -> Value {
         match self {
-            Payload::Text(s) => Value::from(s.as_str()),
-            Payload::Bytes(b) => Value::Binary(b.clone()),
-            Payload::Json(v) => v.clone(),
+            Payload::Text(s) => Value::from(s),
+            Payload::Bytes(b) => Value::Binary(b),
+            Payload::Json(v) => v,
         }
     }
 }
@@ -980,6 +985,16 @@ impl Op {
         }
     }
 
+    /// Like [`Op::to_args`], consuming the op: a `send`'s data moves into the map instead of
+    /// being copied (a client sending a 256 KiB chunk copied it once here and once more into
+    /// the frame).
+    pub fn into_args(self) -> Result<Value, ProtoError> {
+        match self {
+            Op::Send(a) => Ok(send_into_value(a)),
+            op => op.to_args(),
+        }
+    }
+
     /// Serialises the arguments into the wire `args` map.
     pub fn to_args(&self) -> Result<Value, ProtoError> {
         match self {
@@ -990,7 +1005,7 @@ impl Op {
             Op::Open(a) => to_value(a),
             Op::Close(a) => to_value(a),
             Op::Subscribe(a) => to_value(a),
-            Op::Send(a) => Ok(send_to_value(a)),
+            Op::Send(a) => Ok(send_into_value(a.clone())),
             Op::Debug(v) => Ok(v.clone()),
             Op::Share(a) => to_value(a),
             Op::Unshare(a) => to_value(a),
@@ -1003,20 +1018,20 @@ impl Op {
     }
 }
 
-fn send_to_value(a: &SendArgs) -> Value {
+fn send_into_value(a: SendArgs) -> Value {
     let mut m: Vec<(Value, Value)> = Vec::new();
     let mut put = |k: &str, v: Value| m.push((Value::from(k), v));
     match a {
         SendArgs::Start(s) => {
-            put("room", Value::from(s.room.as_str()));
-            put("label", Value::from(s.label.as_str()));
-            if let Some(to) = &s.to {
-                put("to", Value::from(to.as_str()));
+            put("room", Value::from(s.room));
+            put("label", Value::from(s.label));
+            if let Some(to) = s.to {
+                put("to", Value::from(to));
             }
             put("type", Value::from(s.payload.kind().as_str()));
-            put("data", s.payload.to_value());
-            if let Some(info) = &s.info {
-                put("info", info.clone());
+            put("data", s.payload.into_value());
+            if let Some(info) = s.info {
+                put("info", info);
             }
             if s.more {
                 put("more", Value::Boolean(true));
@@ -1027,23 +1042,23 @@ fn send_to_value(a: &SendArgs) -> Value {
         }
         SendArgs::Chunk(c) => {
             put("transfer", Value::from(c.transfer));
-            put("data", c.data.to_value());
+            put("data", c.data.into_value());
             put("more", Value::Boolean(c.more));
         }
         SendArgs::Batch(b) => {
-            put("room", Value::from(b.room.as_str()));
-            put("label", Value::from(b.label.as_str()));
-            if let Some(to) = &b.to {
-                put("to", Value::from(to.as_str()));
+            put("room", Value::from(b.room));
+            put("label", Value::from(b.label));
+            if let Some(to) = b.to {
+                put("to", Value::from(to));
             }
             let kind = b.payloads.first().map_or(PayloadType::Bytes, Payload::kind);
             put("type", Value::from(kind.as_str()));
             put(
                 "batch",
-                Value::Array(b.payloads.iter().map(Payload::to_value).collect()),
+                Value::Array(b.payloads.into_iter().map(Payload::into_value).collect()),
             );
-            if let Some(info) = &b.info {
-                put("info", info.clone());
+            if let Some(info) = b.info {
+                put("info", info);
             }
         }
     }

@@ -439,6 +439,48 @@ fn send_defaults() {
 }
 
 #[test]
+fn into_args_writes_the_same_map_as_to_args() {
+    let start = SendStart {
+        room: "r".into(),
+        label: "l".into(),
+        to: Some("p".into()),
+        payload: Payload::Text("hi".into()),
+        info: Some(map(vec![("k", Value::from(1))])),
+        more: true,
+        progress: true,
+    };
+    let ops = [
+        Op::Send(SendArgs::Start(start.clone())),
+        Op::Send(SendArgs::Start(SendStart {
+            to: None,
+            info: None,
+            more: false,
+            progress: false,
+            payload: Payload::Bytes(vec![1, 2, 3]),
+            ..start
+        })),
+        Op::Send(SendArgs::Chunk(SendChunk {
+            transfer: 7,
+            data: Payload::Bytes(vec![9; 10]),
+            more: false,
+        })),
+        Op::Send(SendArgs::Batch(SendBatch {
+            room: "r".into(),
+            label: "l".into(),
+            to: None,
+            payloads: vec![Payload::Text("a".into()), Payload::Text("b".into())],
+            info: None,
+        })),
+        Op::Leave(LeaveArgs::new("r")),
+    ];
+    for op in ops {
+        let by_ref = op.to_args().expect("to_args");
+        assert_eq!(op.clone().into_args().expect("into_args"), by_ref, "{op:?}");
+        assert_eq!(Op::parse(op.name(), by_ref).expect("parse"), op);
+    }
+}
+
+#[test]
 fn a_batch_round_trips_and_keeps_its_order() {
     let batch = SendBatch {
         room: "r".into(),

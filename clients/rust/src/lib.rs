@@ -525,34 +525,35 @@ impl Client {
         self.request_raw(op.name(), op.to_args()?).await
     }
 
-    async fn request_typed<T: DeserializeOwned>(&self, op: &Op) -> Result<T> {
-        let v = self.request(op).await?;
+    /// Takes the op by value so that a `send`'s data moves into the request (`Op::into_args`).
+    async fn request_typed<T: DeserializeOwned>(&self, op: Op) -> Result<T> {
+        let v = self.request_raw(op.name(), op.into_args()?).await?;
         peerix_ipc_proto::from_value(v).map_err(|e| ClientError::UnexpectedResult(e.to_string()))
     }
 
     /// `status`: daemon version, drivers and rooms.
     pub async fn status(&self) -> Result<StatusResult> {
-        self.request_typed(&Op::Status).await
+        self.request_typed(Op::Status).await
     }
 
     /// `join`: joins a room, or holds one that is joined already (one hold per connection,
     /// so joining twice is a no-op). The room stays joined while this connection is open, or
     /// for good with `args.persist` (until a `leave` releases that persistent hold).
     pub async fn join(&self, args: JoinArgs) -> Result<JoinResult> {
-        self.request_typed(&Op::Join(args)).await
+        self.request_typed(Op::Join(args)).await
     }
 
     /// `leave`: releases this connection's hold on a room (or, if it holds none, the
     /// persistent hold); the room is left when no hold remains (`left` in the result).
     /// Fails with `NOT_HELD` when only other connections hold it.
     pub async fn leave(&self, room: &str) -> Result<LeaveResult> {
-        self.request_typed(&Op::Leave(LeaveArgs::new(room))).await
+        self.request_typed(Op::Leave(LeaveArgs::new(room))).await
     }
 
     /// `leave` with `all`: releases every hold on a room and leaves it; the other holding
     /// connections get `room:left`.
     pub async fn leave_all(&self, room: &str) -> Result<LeaveResult> {
-        self.request_typed(&Op::Leave(LeaveArgs {
+        self.request_typed(Op::Leave(LeaveArgs {
             room: room.into(),
             all: true,
         }))
@@ -562,7 +563,7 @@ impl Client {
     /// `peers`: lists the peers of a room.
     pub async fn peers(&self, room: &str) -> Result<Vec<PeerInfo>> {
         let r: peerix_ipc_proto::PeersResult = self
-            .request_typed(&Op::Peers(PeersArgs { room: room.into() }))
+            .request_typed(Op::Peers(PeersArgs { room: room.into() }))
             .await?;
         Ok(r.peers)
     }
@@ -590,7 +591,7 @@ impl Client {
         payload: Payload,
         opts: SendOptions,
     ) -> Result<SendResult> {
-        self.request_typed(&Op::Send(SendArgs::Start(SendStart {
+        self.request_typed(Op::Send(SendArgs::Start(SendStart {
             room: room.into(),
             label: label.into(),
             to: opts.to,
@@ -647,7 +648,7 @@ impl Client {
         payloads: Vec<Payload>,
         opts: SendOptions,
     ) -> Result<BatchResult> {
-        self.request_typed(&Op::Send(SendArgs::Batch(SendBatch {
+        self.request_typed(Op::Send(SendArgs::Batch(SendBatch {
             room: room.into(),
             label: label.into(),
             to: opts.to,
@@ -773,7 +774,7 @@ impl Client {
                 progress: true,
             }));
             let rx = self
-                .start_request(start_id, start.name(), start.to_args()?)
+                .start_request(start_id, start.name(), start.into_args()?)
                 .await?;
             // The next chunk is read while the start travels.
             if first_full {
@@ -800,7 +801,7 @@ impl Client {
                     more,
                 }));
                 let rx = self
-                    .start_request(self.next_id(), op.name(), op.to_args()?)
+                    .start_request(self.next_id(), op.name(), op.into_args()?)
                     .await?;
                 unanswered.push_back((rx, len));
                 // At most `STREAM_WINDOW` chunks unanswered; after the final one, all of them.
