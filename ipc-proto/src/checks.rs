@@ -296,7 +296,10 @@ mod tests {
     fn value_len_is_the_first_values_extent() {
         let v = Value::Map(vec![
             ("data".into(), Value::Binary(vec![7; 70_000])),
-            ("n".into(), Value::Array(vec![Value::from(1u64 << 40), Value::Nil])),
+            (
+                "n".into(),
+                Value::Array(vec![Value::from(1u64 << 40), Value::Nil]),
+            ),
         ]);
         let mut b = enc(&v);
         let len = b.len();

@@ -13,7 +13,7 @@ use peerix_rtc::{ChannelEvent, RtcChannel};
 use rmpv::Value;
 use tokio::sync::Notify;
 
-use super::event_bus::{Emit, EventBus, EventRecord};
+use super::event_bus::{Emit, EventBus, EventRecord, MessagePart};
 use super::outgoing::{AckMap, ChannelSender, RemoteOpenGrace, LOW_WATER};
 use super::{error_value, json_to_msgpack, BoundedStream};
 
@@ -97,6 +97,9 @@ pub struct ChannelActor {
     replies: tokio::sync::mpsc::Sender<Vec<u8>>,
     /// The writer's end of `replies`, until the actor starts and hands it to the writer.
     replies_rx: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+    /// The remote peer's id and the label, shared by every `channel:message` event.
+    peer: Arc<str>,
+    label: Arc<str>,
 }
 
 /// Acks and aborts queued for the channel's reply writer before a reply waits for room. A
@@ -139,6 +142,7 @@ impl ChannelActor {
         )
         .with_grace(grace);
         let (replies, replies_rx) = tokio::sync::mpsc::channel(REPLIES_QUEUED);
+        let (peer, label) = (Arc::from(cx.peer.as_str()), Arc::from(channel.label()));
         Self {
             cx,
             channel,
@@ -152,6 +156,8 @@ impl ChannelActor {
             idle_timer: None,
             replies,
             replies_rx: Some(replies_rx),
+            peer,
+            label,
         }
     }
 
@@ -174,6 +180,7 @@ impl ChannelActor {
 
     /// One `channel:message` event. Text and bytes move into the event; JSON is parsed.
     fn emit_part(&self, p: Part) {
+        let kind = p.kind.as_str();
         let value = match p.kind {
             Kind::Json => match serde_json::from_slice::<serde_json::Value>(&p.data) {
                 Ok(v) => json_to_msgpack(&v),
@@ -186,21 +193,20 @@ impl ChannelActor {
             ),
             Kind::Blob | Kind::Bytes => Value::Binary(p.data),
         };
-        self.emit(
-            "channel:message",
-            vec![
-                ("type", Value::from(p.kind.as_str())),
-                ("data", value),
-                (
-                    "info",
-                    p.info.as_ref().map(json_to_msgpack).unwrap_or(Value::Nil),
-                ),
-                ("transfer", Value::from(p.transfer)),
-                ("offset", Value::from(p.offset)),
-                ("total", p.total.map(Value::from).unwrap_or(Value::Nil)),
-                ("final", Value::Boolean(p.last)),
-            ],
-        );
+        let part = MessagePart {
+            peer: self.peer.clone(),
+            label: self.label.clone(),
+            kind,
+            data: value,
+            info: p.info.as_ref().map(json_to_msgpack).unwrap_or(Value::Nil),
+            transfer: u64::from(p.transfer),
+            offset: p.offset,
+            total: p.total,
+            last: p.last,
+        };
+        self.cx
+            .bus
+            .do_send(Emit(EventRecord::part(&self.cx.room, part)));
     }
 
     /// Carries out what the delivery machine decided.

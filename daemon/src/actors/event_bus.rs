@@ -11,6 +11,7 @@ use rmpv::Value;
 
 use super::bus_core::{BusCore, CatchUp};
 pub use super::bus_core::{BusLimits, Lagged, SinceError};
+pub use super::event_body::{Body, MessagePart};
 
 /// One event as produced inside the daemon, before it is numbered.
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ pub struct EventRecord {
     /// Room the event belongs to, if any.
     pub room: Option<String>,
     /// Event payload (a map).
-    pub data: Value,
+    pub data: Body,
 }
 
 impl EventRecord {
@@ -29,7 +30,16 @@ impl EventRecord {
         Self {
             name: name.into(),
             room: room.map(str::to_owned),
-            data: obj(fields),
+            data: Body::Map(obj(fields)),
+        }
+    }
+
+    /// A `channel:message` part, kept typed ([`Body::Part`]).
+    pub fn part(room: &str, part: MessagePart) -> Self {
+        Self {
+            name: "channel:message".to_string(),
+            room: Some(room.to_string()),
+            data: Body::Part(Box::new(part)),
         }
     }
 }
@@ -420,17 +430,9 @@ impl Handler<InboxCounts> for EventBus {
 /// An event's encoded size, estimated from its strings and binaries (the bulk of a message)
 /// plus a few bytes per other value, for the replay and inbox byte bounds.
 pub fn size_estimate(ev: &EventRecord) -> u64 {
-    fn walk(v: &Value) -> u64 {
-        match v {
-            Value::String(s) => s.as_bytes().len() as u64 + 5,
-            Value::Binary(b) => b.len() as u64 + 5,
-            Value::Array(a) => 5 + a.iter().map(walk).sum::<u64>(),
-            Value::Map(m) => 5 + m.iter().map(|(k, v)| walk(k) + walk(v)).sum::<u64>(),
-            Value::Ext(_, b) => b.len() as u64 + 6,
-            _ => 9,
-        }
-    }
-    64 + ev.name.len() as u64 + ev.room.as_ref().map_or(0, |r| r.len() as u64) + walk(&ev.data)
+    64 + ev.name.len() as u64
+        + ev.room.as_ref().map_or(0, |r| r.len() as u64)
+        + ev.data.size_estimate()
 }
 
 impl BusLimits {

@@ -42,10 +42,7 @@ impl Inbox {
     pub fn keeps(ev: &EventRecord) -> bool {
         match ev.name.as_str() {
             "channel:message" => true,
-            "channel:error" => match &ev.data {
-                rmpv::Value::Map(m) => m.iter().any(|(k, _)| k.as_str() == Some("transfer")),
-                _ => false,
-            },
+            "channel:error" => ev.data.get("transfer").is_some(),
             _ => false,
         }
     }

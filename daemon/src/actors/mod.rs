@@ -8,6 +8,7 @@ pub mod channel;
 pub mod daemon;
 pub mod driver;
 mod driver_status;
+pub mod event_body;
 pub mod event_bus;
 pub mod holds;
 pub mod inbox;

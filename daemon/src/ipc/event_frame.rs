@@ -13,18 +13,7 @@ pub(super) struct EventFrame<'a> {
     pub(super) name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) room: Option<&'a str>,
-    pub(super) data: &'a Value,
-}
-
-/// Bytes of string and binary data in an event, to size the frame buffer once.
-pub(super) fn bulk_len(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.as_bytes().len(),
-        Value::Binary(b) => b.len(),
-        Value::Array(a) => a.iter().map(bulk_len).sum(),
-        Value::Map(m) => m.iter().map(|(k, v)| bulk_len(k) + bulk_len(v)).sum(),
-        _ => 0,
-    }
+    pub(super) data: &'a crate::actors::event_bus::Body,
 }
 
 /// The `event` frame of `d` for a client, or a stand-in when it would exceed `max_frame` (a
@@ -42,7 +31,7 @@ pub(super) fn encode_event(
         data: &d.event.data,
     };
     // Event header and field names are a few hundred bytes; the bulk is message data.
-    let hint = bulk_len(&d.event.data) + 256;
+    let hint = d.event.data.bulk_len() + 256;
     let bytes = encode_frame_sized(&frame, u32::MAX as usize, hint)?;
     let body = bytes.len().saturating_sub(4);
     if body <= usize::try_from(max_frame).unwrap_or(usize::MAX) {
@@ -68,13 +57,7 @@ pub(super) fn oversized_event(
     max_frame: u64,
 ) -> crate::actors::event_bus::EventRecord {
     use crate::actors::event_bus::EventRecord;
-    let field = |k: &str| match &d.event.data {
-        Value::Map(m) => m
-            .iter()
-            .find(|(key, _)| key.as_str() == Some(k))
-            .map(|(_, v)| v.clone()),
-        _ => None,
-    };
+    let field = |k: &str| d.event.data.get(k);
     let message = format!(
         "{} event of {size} bytes does not fit one frame (ipc.max_frame = {max_frame}); it was \
          dropped for this client (raise ipc.max_frame, or send large JSON as text or bytes, \
@@ -121,7 +104,7 @@ mod tests {
                 seq: 7,
                 name: "channel:message",
                 room,
-                data: &data,
+                data: &crate::actors::event_bus::Body::Map(data.clone()),
             })
             .expect("encode");
             let owned = encode_frame(&DaemonMessage::Event(Event {

@@ -330,7 +330,7 @@ impl ClientSession {
                             "room",
                             d.event.room.as_deref().map_or(Value::Nil, Value::from),
                         ),
-                        ("data", d.event.data.clone()),
+                        ("data", d.event.data.to_value()),
                     ])
                 })
                 .collect();
