@@ -823,6 +823,24 @@ impl Fields {
         }
     }
 
+    /// Like [`Fields::opt`], taking the value as it is when `fast` reads it; anything else goes
+    /// through serde, so errors read the same. Why: `opt` converts through an encode and a
+    /// decode, which for a `send`'s half-dozen scalar fields cost about as much as decoding the
+    /// whole request.
+    fn opt_fast<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        fast: impl FnOnce(&mut Value) -> Option<T>,
+    ) -> Result<Option<T>, ProtoError> {
+        match self.take(key) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(mut v) => match fast(&mut v) {
+                Some(t) => Ok(Some(t)),
+                None => self.conv(key, v).map(Some),
+            },
+        }
+    }
+
     pub(crate) fn req<T: DeserializeOwned>(&mut self, key: &str) -> Result<T, ProtoError> {
         match self.take(key) {
             None | Some(Value::Nil) => Err(self.bad(format!("missing field `{key}`"))),
@@ -1065,27 +1083,41 @@ fn send_into_value(a: SendArgs) -> Value {
     Value::Map(m)
 }
 
+/// A str field's string, moved out of the value (`None` leaves anything else as it is).
+fn fast_string(v: &mut Value) -> Option<String> {
+    match v {
+        Value::String(s) if s.is_str() => match std::mem::replace(v, Value::Nil) {
+            Value::String(s) => s.into_str(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// One message of a `batch`, checked like a `send`'s `data`.
 fn batch_payload(f: &Fields, kind: PayloadType, i: usize, v: Value) -> Result<Payload, ProtoError> {
-    let path = format!("batch[{i}]");
+    // Formatted only when needed: a batch of small messages paid a `format!` per message.
+    let path = || format!("batch[{i}]");
     Ok(match (kind, v) {
         (PayloadType::Json, v) => {
-            crate::checks::json_compatible(&v, &path).map_err(|e| f.bad(e))?;
+            crate::checks::json_compatible(&v, &path()).map_err(|e| f.bad(e))?;
             Payload::Json(v)
         }
         (PayloadType::Text, Value::String(s)) => match s.into_str() {
             Some(s) => Payload::Text(s),
-            None => return Err(f.bad(format!("invalid field `{path}`: invalid UTF-8"))),
+            None => return Err(f.bad(format!("invalid field `{}`: invalid UTF-8", path()))),
         },
         (PayloadType::Bytes, Value::Binary(b)) => Payload::Bytes(b),
         (PayloadType::Text, _) => {
             return Err(f.bad(format!(
-                "invalid field `{path}`: expected str for type `text`"
+                "invalid field `{}`: expected str for type `text`",
+                path()
             )))
         }
         (PayloadType::Bytes, _) => {
             return Err(f.bad(format!(
-                "invalid field `{path}`: expected bin for type `bytes`"
+                "invalid field `{}`: expected bin for type `bytes`",
+                path()
             )))
         }
     })
@@ -1137,8 +1169,8 @@ fn parse_batch(
 }
 
 fn parse_send(mut f: Fields) -> Result<SendArgs, ProtoError> {
-    let transfer: Option<u64> = f.opt("transfer")?;
-    let more: bool = f.opt("more")?.unwrap_or(false);
+    let transfer: Option<u64> = f.opt_fast("transfer", |v| v.as_u64())?;
+    let more: bool = f.opt_fast("more", |v| v.as_bool())?.unwrap_or(false);
     if let Some(transfer) = transfer {
         let data = match f.take("data") {
             Some(Value::String(s)) => match s.into_str() {
@@ -1155,10 +1187,21 @@ fn parse_send(mut f: Fields) -> Result<SendArgs, ProtoError> {
             more,
         }));
     }
-    let room: String = f.req("room")?;
-    let label: String = f.opt("label")?.unwrap_or_else(|| DEFAULT_LABEL.to_owned());
-    let to: Option<String> = f.opt("to")?;
-    let kind: PayloadType = f.req("type")?;
+    let room: String = f
+        .opt_fast("room", fast_string)?
+        .ok_or_else(|| f.bad("missing field `room`".into()))?;
+    let label: String = f
+        .opt_fast("label", fast_string)?
+        .unwrap_or_else(|| DEFAULT_LABEL.to_owned());
+    let to: Option<String> = f.opt_fast("to", fast_string)?;
+    let kind: PayloadType = f
+        .opt_fast("type", |v| match v.as_str() {
+            Some("text") => Some(PayloadType::Text),
+            Some("bytes") => Some(PayloadType::Bytes),
+            Some("json") => Some(PayloadType::Json),
+            _ => None,
+        })?
+        .ok_or_else(|| f.bad("missing field `type`".into()))?;
     if let Some(batch) = f.take("batch").filter(|b| !b.is_nil()) {
         if more {
             return Err(f.bad(
@@ -1200,7 +1243,7 @@ fn parse_send(mut f: Fields) -> Result<SendArgs, ProtoError> {
     if let Some(i) = &info {
         crate::checks::json_compatible(i, "info").map_err(|e| f.bad(e))?;
     }
-    let progress: bool = f.opt("progress")?.unwrap_or(false);
+    let progress: bool = f.opt_fast("progress", |v| v.as_bool())?.unwrap_or(false);
     Ok(SendArgs::Start(SendStart {
         room,
         label,

@@ -439,6 +439,54 @@ fn send_defaults() {
 }
 
 #[test]
+fn send_fields_of_the_wrong_type_are_named() {
+    let base = || {
+        vec![
+            ("room", Value::from("r")),
+            ("label", Value::from("l")),
+            ("to", Value::from("p")),
+            ("type", Value::from("text")),
+            ("data", Value::from("hi")),
+            ("more", Value::Boolean(false)),
+            ("progress", Value::Boolean(true)),
+        ]
+    };
+    match Op::parse("send", map(base())).expect("parse") {
+        Op::Send(SendArgs::Start(s)) => {
+            assert_eq!((s.room.as_str(), s.label.as_str()), ("r", "l"));
+            assert_eq!(s.to.as_deref(), Some("p"));
+            assert!(s.progress && !s.more);
+        }
+        other => panic!("{other:?}"),
+    }
+    for (key, bad) in [
+        ("room", Value::from(1)),
+        ("label", Value::Boolean(true)),
+        ("to", Value::Array(vec![])),
+        ("type", Value::from("video")),
+        ("more", Value::from("yes")),
+        ("progress", Value::from(1)),
+        ("transfer", Value::from(-1)),
+    ] {
+        let mut m = base();
+        m.retain(|(k, _)| *k != key);
+        m.push((key, bad));
+        match Op::parse("send", map(m)) {
+            Err(ProtoError::BadRequest(e)) => {
+                assert!(e.contains(&format!("invalid field `{key}`")), "{key}: {e}")
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    let mut m = base();
+    m.retain(|(k, _)| *k != "room");
+    match Op::parse("send", map(m)) {
+        Err(ProtoError::BadRequest(e)) => assert!(e.contains("missing field `room`"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn into_args_writes_the_same_map_as_to_args() {
     let start = SendStart {
         room: "r".into(),
