@@ -49,6 +49,7 @@ mod udp_mux;
 pub use runtime::{udp_send_counts, UdpSendCounts};
 pub use stats::PeerStats;
 pub use turn_stream::{configure_tls as configure_turn_tls, TurnOutcome, TurnTlsError};
+pub use udp_mux::{mux_recv_counts, MuxRecvCounts};
 
 use serde::{Deserialize, Serialize};
 

@@ -41,6 +41,36 @@ const MAX_DATAGRAM: usize = 65_536;
 const POOL_BUFFERS: usize = 1024;
 const POOL_BUFFER_SIZE: usize = 2048;
 
+/// Reads of the shared sockets and of the connections' virtual sockets, and the datagrams
+/// they returned, process-wide (see [`mux_recv_counts`]).
+static SOCKET_READS: AtomicU64 = AtomicU64::new(0);
+static SOCKET_DATAGRAMS: AtomicU64 = AtomicU64::new(0);
+static DRIVER_READS: AtomicU64 = AtomicU64::new(0);
+static DRIVER_DATAGRAMS: AtomicU64 = AtomicU64::new(0);
+
+/// How single-port mode's receive path batched datagrams since the process started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MuxRecvCounts {
+    /// Reads (`recvmmsg` calls that returned data) of the shared sockets.
+    pub socket_reads: u64,
+    /// Datagrams those reads returned.
+    pub socket_datagrams: u64,
+    /// Reads of the connections' virtual sockets by their drivers.
+    pub driver_reads: u64,
+    /// Datagrams those reads returned.
+    pub driver_datagrams: u64,
+}
+
+/// The process's [`MuxRecvCounts`].
+pub fn mux_recv_counts() -> MuxRecvCounts {
+    MuxRecvCounts {
+        socket_reads: SOCKET_READS.load(Ordering::Relaxed),
+        socket_datagrams: SOCKET_DATAGRAMS.load(Ordering::Relaxed),
+        driver_reads: DRIVER_READS.load(Ordering::Relaxed),
+        driver_datagrams: DRIVER_DATAGRAMS.load(Ordering::Relaxed),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -210,11 +240,42 @@ fn spawn_thread() -> io::Result<tokio::runtime::Handle> {
     Ok(handle)
 }
 
+/// Datagrams one read of a shared socket may return (`recvmmsg`). Each has a slot of
+/// [`MAX_DATAGRAM`] bytes; only the pages a datagram lands on are ever touched.
+const RECV_BATCH: usize = 16;
+
 async fn receive_loop(mux: Arc<UdpMux>, local: SocketAddr, socket: Arc<SharedSocket>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Why batches: the mux thread read one datagram per system call, and a bulk transfer in
+    // single-port mode ran at ~0.8x the default mode's rate (BENCHMARKS.md, session 16).
+    let mut storage = vec![0u8; RECV_BATCH * MAX_DATAGRAM];
+    let mut meta = [RecvMeta::default(); RECV_BATCH];
     loop {
-        match socket.io.recv_from(&mut buf).await {
-            Ok((n, from)) => mux.deliver(local, from, &buf[..n]),
+        let got = {
+            let mut bufs: Vec<io::IoSliceMut<'_>> = storage
+                .chunks_mut(MAX_DATAGRAM)
+                .map(io::IoSliceMut::new)
+                .collect();
+            socket
+                .io
+                .async_io(tokio::io::Interest::READABLE, || {
+                    socket
+                        .batch
+                        .recv(UdpSockRef::from(&socket.io), &mut bufs, &mut meta)
+                })
+                .await
+        };
+        match got {
+            Ok(n) => {
+                SOCKET_READS.fetch_add(1, Ordering::Relaxed);
+                SOCKET_DATAGRAMS.fetch_add(n as u64, Ordering::Relaxed);
+                for (m, slot) in meta.iter().zip(storage.chunks(MAX_DATAGRAM)).take(n) {
+                    let data = &slot[..m.len.min(slot.len())];
+                    // GRO is off on shared sockets, so this is one datagram; split anyway.
+                    for datagram in data.chunks(m.stride.max(1)) {
+                        mux.deliver(local, m.addr, datagram);
+                    }
+                }
+            }
             // ICMP errors (port unreachable from a peer that left) surface here on Linux;
             // they concern one remote, never the shared socket.
             Err(err) => tracing::trace!("single-port mode: receive on {local}: {err}"),
@@ -258,6 +319,7 @@ impl MuxConn {
             shared,
             tx,
             rx: Mutex::new(rx),
+            held: Mutex::new(None),
             mux: Arc::clone(&self.mux),
         }))
     }
@@ -308,6 +370,8 @@ struct VirtualSocket {
     /// Our entry in the mux's queue table, to recognise it on drop.
     tx: mpsc::Sender<Datagram>,
     rx: Mutex<mpsc::Receiver<Datagram>>,
+    /// A datagram taken from `rx` that did not fit the previous read's batch.
+    held: Mutex<Option<Datagram>>,
     mux: Arc<UdpMux>,
 }
 
@@ -340,22 +404,49 @@ impl AsyncUdpSocket for VirtualSocket {
         let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) else {
             return Poll::Ready(Ok(0));
         };
-        match lock(&self.rx).poll_recv(cx) {
-            Poll::Ready(Some(d)) => {
-                let n = d.data.len().min(buf.len());
-                buf[..n].copy_from_slice(&d.data[..n]);
-                *m = RecvMeta::default();
-                m.addr = d.from;
-                m.len = n;
-                m.stride = n;
-                m.dst_ip = Some(self.local.ip());
-                self.mux.recycle(d.data);
-                Poll::Ready(Ok(1))
+        let mut rx = lock(&self.rx);
+        let mut held = lock(&self.held);
+        let first = match held.take() {
+            Some(d) => d,
+            None => match rx.poll_recv(cx) {
+                Poll::Ready(Some(d)) => d,
+                // The sender lives in the mux's table until this socket is dropped.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            },
+        };
+        let stride = first.data.len().min(buf.len());
+        buf[..stride].copy_from_slice(&first.data[..stride]);
+        let (from, mut len, mut count) = (first.from, stride, 1);
+        self.mux.recycle(first.data);
+        // Datagrams of the same size from the same sender that are queued already join this
+        // read as one GRO-style batch, which the driver splits by `stride`: one buffer and
+        // one pass through the driver for a burst, as a socket of its own with GRO gives.
+        while stride > 0 && len + stride <= buf.len() {
+            let Ok(d) = rx.try_recv() else { break };
+            if d.from != from || d.data.len() > stride {
+                *held = Some(d);
+                // Read at once on the next poll, which nothing else would wake.
+                cx.waker().wake_by_ref();
+                break;
             }
-            // The sender lives in the mux's table until this socket is dropped.
-            Poll::Ready(None) => Poll::Pending,
-            Poll::Pending => Poll::Pending,
+            let n = d.data.len();
+            buf[len..len + n].copy_from_slice(&d.data);
+            len += n;
+            count += 1;
+            self.mux.recycle(d.data);
+            // Only the last datagram of a batch may be shorter.
+            if n < stride {
+                break;
+            }
         }
+        *m = RecvMeta::default();
+        m.addr = from;
+        m.len = len;
+        m.stride = stride;
+        m.dst_ip = Some(self.local.ip());
+        DRIVER_READS.fetch_add(1, Ordering::Relaxed);
+        DRIVER_DATAGRAMS.fetch_add(count, Ordering::Relaxed);
+        Poll::Ready(Ok(1))
     }
 }
 

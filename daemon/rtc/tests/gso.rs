@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use peerix_rtc::{udp_send_counts, ChannelEvent, RtcConfig};
+use peerix_rtc::{mux_recv_counts, udp_send_counts, ChannelEvent, RtcConfig};
 
 /// The counts are the process's: one transfer at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -33,6 +33,42 @@ async fn single_port_mode_batches_too() {
         ..config()
     };
     bulk_transfer_is_batched(&one_port, &config()).await;
+}
+
+/// The receiving side in single-port mode reads the shared socket with `recvmmsg`, and its
+/// connection's driver takes what is queued for it in GRO-style batches: before, both read
+/// one datagram at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_port_mode_receives_in_batches() {
+    let _turn = TURN.lock().await;
+    let one_port = RtcConfig {
+        udp_port: Some(0),
+        ..config()
+    };
+    let before = mux_recv_counts();
+    bulk_transfer_is_batched(&config(), &one_port).await;
+    let after = mux_recv_counts();
+    let reads = after.socket_reads - before.socket_reads;
+    let datagrams = after.socket_datagrams - before.socket_datagrams;
+    let driver_reads = after.driver_reads - before.driver_reads;
+    let driver_datagrams = after.driver_datagrams - before.driver_datagrams;
+    eprintln!(
+        "shared socket: {datagrams} datagrams in {reads} reads; driver: {driver_datagrams} in \
+         {driver_reads} reads"
+    );
+    assert!(
+        datagrams > 7_000,
+        "only {datagrams} datagrams came through the mux"
+    );
+    // A sender's GSO batch (about 11 datagrams) lands at once; one read per datagram is 1.0.
+    assert!(
+        datagrams >= 2 * reads,
+        "{datagrams} datagrams took {reads} reads of the shared socket"
+    );
+    assert!(
+        driver_datagrams >= 2 * driver_reads,
+        "{driver_datagrams} datagrams took {driver_reads} reads by the connection's driver"
+    );
 }
 
 async fn bulk_transfer_is_batched(a_cfg: &RtcConfig, b_cfg: &RtcConfig) {
