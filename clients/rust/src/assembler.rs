@@ -292,6 +292,10 @@ fn part_of(event: &Event) -> Result<(ChannelMessageData, &Value)> {
             "bad channel:message data: not a map".into(),
         ));
     };
+    if let Some(found) = read_part(entries) {
+        return Ok(found);
+    }
+    // Something is missing or of another type: serde says what.
     let mut data = &NIL;
     let rest = entries
         .iter()
@@ -307,6 +311,59 @@ fn part_of(event: &Event) -> Result<(ChannelMessageData, &Value)> {
     let msg: ChannelMessageData = peerix_ipc_proto::from_value(Value::Map(rest))
         .map_err(|e| ClientError::Assemble(format!("bad channel:message data: {e}")))?;
     Ok((msg, data))
+}
+
+/// A part's fields read straight from its map, or `None` when one is missing, repeated or of
+/// another type (then [`part_of`] lets serde name the problem).
+///
+/// Why: copying the map without `data` and converting it with serde (an encode and a decode)
+/// was most of what assembling a small message cost a client (BENCHMARKS.md, session 16).
+fn read_part(entries: &[(Value, Value)]) -> Option<(ChannelMessageData, &Value)> {
+    fn set<T>(slot: &mut Option<T>, v: T) -> Option<()> {
+        slot.replace(v).is_none().then_some(())
+    }
+    let (mut peer, mut id, mut label, mut kind, mut data) = (None, None, None, None, None);
+    let (mut info, mut transfer, mut offset, mut total, mut last) = (None, None, None, None, None);
+    for (k, v) in entries {
+        match k.as_str()? {
+            "peer" => set(&mut peer, v.as_str()?)?,
+            "id" => set(&mut id, v.as_str()?)?,
+            "label" => set(&mut label, v.as_str()?)?,
+            "type" => set(
+                &mut kind,
+                match v.as_str()? {
+                    "text" => MessageType::Text,
+                    "json" => MessageType::Json,
+                    "blob" => MessageType::Blob,
+                    "bytes" => MessageType::Bytes,
+                    _ => return None,
+                },
+            )?,
+            "data" => set(&mut data, v)?,
+            "info" => set(&mut info, (!v.is_nil()).then(|| v.clone()))?,
+            "transfer" => set(&mut transfer, u32::try_from(v.as_u64()?).ok()?)?,
+            "offset" => set(&mut offset, v.as_u64()?)?,
+            "total" => set(
+                &mut total,
+                if v.is_nil() { None } else { Some(v.as_u64()?) },
+            )?,
+            "final" => set(&mut last, v.as_bool()?)?,
+            _ => {}
+        }
+    }
+    let msg = ChannelMessageData {
+        peer: peer?.to_owned(),
+        id: id?.to_owned(),
+        label: label?.to_owned(),
+        kind: kind?,
+        data: Value::Nil,
+        info: info.flatten(),
+        transfer: transfer?,
+        offset: offset?,
+        total: total.flatten(),
+        is_final: last?,
+    };
+    Some((msg, data?))
 }
 
 /// Room for a message whose first part just arrived: its announced `total` when it has more
@@ -340,5 +397,87 @@ fn finish(
         transfer: msg.transfer,
         parts,
         data: data(msg.data),
+    }
+}
+
+#[cfg(test)]
+mod read_part_tests {
+    use super::*;
+
+    fn map(entries: Vec<(&str, Value)>) -> Vec<(Value, Value)> {
+        entries.into_iter().map(|(k, v)| (k.into(), v)).collect()
+    }
+
+    /// What serde makes of the same map, `data` aside.
+    fn by_serde(entries: &[(Value, Value)]) -> Option<ChannelMessageData> {
+        let rest = entries
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                Some("data") => (k.clone(), Value::Nil),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        peerix_ipc_proto::from_value(Value::Map(rest)).ok()
+    }
+
+    #[test]
+    fn reading_a_part_directly_agrees_with_serde() {
+        let full = || {
+            vec![
+                ("peer", Value::from("p")),
+                ("id", Value::from("p")),
+                ("label", Value::from("chat")),
+                ("type", Value::from("bytes")),
+                ("data", Value::Binary(vec![1, 2])),
+                ("info", Value::Map(vec![("k".into(), Value::from(1))])),
+                ("transfer", Value::from(9)),
+                ("offset", Value::from(65_536)),
+                ("total", Value::from(70_000)),
+                ("final", Value::Boolean(false)),
+                ("extra", Value::from("ignored")),
+            ]
+        };
+        let mut cases = vec![full()];
+        for (k, v) in [("info", Value::Nil), ("total", Value::Nil)] {
+            let mut m = full();
+            m.retain(|(key, _)| *key != k);
+            cases.push(m.clone());
+            m.push((k, v));
+            cases.push(m);
+        }
+        for entries in cases {
+            let entries = map(entries);
+            let (msg, data) = read_part(&entries).expect("read directly");
+            assert_eq!(Some(msg), by_serde(&entries));
+            assert_eq!(data, &Value::Binary(vec![1, 2]));
+        }
+        // Anything missing, repeated or mistyped is left to serde (which refuses it).
+        let mut bad = vec![];
+        for k in [
+            "peer", "id", "label", "type", "data", "transfer", "offset", "final",
+        ] {
+            let mut m = full();
+            m.retain(|(key, _)| *key != k);
+            bad.push(m);
+        }
+        for (k, v) in [
+            ("type", Value::from("video")),
+            ("transfer", Value::from(1u64 << 33)),
+            ("offset", Value::from(-1)),
+            ("final", Value::from(1)),
+            ("peer", Value::from(1)),
+        ] {
+            let mut m = full();
+            m.retain(|(key, _)| *key != k);
+            m.push((k, v));
+            bad.push(m);
+        }
+        let mut twice = full();
+        twice.push(("label", Value::from("other")));
+        bad.push(twice);
+        for entries in bad {
+            let entries = map(entries);
+            assert!(read_part(&entries).is_none(), "{entries:?}");
+        }
     }
 }
