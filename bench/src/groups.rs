@@ -147,14 +147,14 @@ pub async fn throughput(run: &mut Run) -> Result<()> {
 /// Messages in flight when a client pipelines one `send` per message; a `batch` client keeps
 /// as many in flight, in requests of [`PIPE_BATCH`]. 256, not 64: with 64 unanswered the client
 /// waited on acks (BENCHMARKS.md, session 14: 64 → 256 gained a third; more gained nothing).
-const PIPE_WINDOW: usize = 256;
+pub(crate) const PIPE_WINDOW: usize = 256;
 /// Messages per `send_batch` request in the batched row.
 const PIPE_BATCH: usize = 32;
 
 /// `n` messages of `size` bytes A→B, `batch` per request (`send_bytes` when 1, else
 /// `send_batch`), with up to `window` requests in flight; the time until B's client had all of
 /// them.
-async fn pipelined(
+pub(crate) async fn pipelined(
     pair: &mut full::Pair,
     label: &str,
     size: usize,

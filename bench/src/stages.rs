@@ -7,7 +7,8 @@
 //! `progress` frames), when B's client got the first and the last part, and when A's send
 //! resolved (B's Peerix ack). Per size: each thread's run time, run-queue wait and
 //! voluntary switches (`/proc/PID/task/*/schedstat`, `status`) over all its transfers,
-//! divided by the transfers, for both daemons and this process (both clients).
+//! divided by the transfers, for both daemons and this process (both clients); and the same
+//! per message for pipelined 1 KiB messages.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -229,40 +230,81 @@ pub async fn stages(run: &mut Run) -> Result<()> {
             "raw_mb_s": len as f64 / 1e3 / raw_med,
         });
         eprintln!("  stages {}: {row}", size_name(len));
-        let mut procs = serde_json::Map::new();
-        for (i, (name, _)) in pids.iter().enumerate() {
-            let raw_side = name.starts_with("raw");
-            let (d, wall_ms) = if raw_side {
-                (delta(&raw_before[i], &raw_after[i]), raw_wall_ms)
-            } else {
-                (delta(&before[i], &mid[i]), wall_ms)
-            };
-            let per = |ns: u64| ns as f64 / 1e6 / trials as f64;
-            let mut th = serde_json::Map::new();
-            for (tname, [run_ns, wait_ns, vol, invol]) in d {
-                if run_ns == 0 {
-                    continue;
-                }
-                eprintln!(
-                    "    {name:<22} {tname:<16} run {:>7.3} ms  rq-wait {:>7.3} ms  wake-ups {:>7.1}  preempted {:>6.1}  (per transfer; {:.0} % of the wall time)",
-                    per(run_ns),
-                    per(wait_ns),
-                    vol as f64 / trials as f64,
-                    invol as f64 / trials as f64,
-                    per(run_ns) / wall_ms * 100.0
-                );
-                th.insert(
-                    tname,
-                    json!({"run_ms": per(run_ns), "runqueue_wait_ms": per(wait_ns),
-                           "wakeups": vol as f64 / trials as f64,
-                           "preempted": invol as f64 / trials as f64}),
-                );
-            }
-            procs.insert(name.to_string(), serde_json::Value::Object(th));
-        }
+        let procs = per_thread(
+            &pids,
+            [
+                (&before, &mid, wall_ms),
+                (&raw_before, &raw_after, raw_wall_ms),
+            ],
+            trials,
+            "transfer",
+        );
         detail.push(json!({"timeline": row, "threads": procs}));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Pipelined 1 KiB messages, as the throughput group sends them: what one small message
+    // costs each thread (BENCHMARKS.md, session 16, took this from a profile by hand).
+    let n = run.pick(20_000, 5_000);
+    crate::groups::pipelined(&mut pair, "bench", 1024, 100, 1, crate::groups::PIPE_WINDOW).await?;
+    let before: Vec<Threads> = pids.iter().map(|(_, p)| threads(*p)).collect();
+    let full = crate::groups::pipelined(&mut pair, "bench", 1024, n, 1, crate::groups::PIPE_WINDOW)
+        .await?
+        .as_secs_f64()
+        * 1e3;
+    let mid: Vec<Threads> = pids.iter().map(|(_, p)| threads(*p)).collect();
+    let raw_ms = raw.transfer(0, "bench", 1024, n).await?.as_secs_f64() * 1e3;
+    let raw_after: Vec<Threads> = pids.iter().map(|(_, p)| threads(*p)).collect();
+    eprintln!(
+        "  stages {n} × 1 KiB pipelined: full path {:.0} msg/s, raw pair {:.0} msg/s",
+        n as f64 / full * 1e3,
+        n as f64 / raw_ms * 1e3
+    );
+    let procs = per_thread(
+        &pids,
+        [(&before, &mid, full), (&mid, &raw_after, raw_ms)],
+        n,
+        "message",
+    );
+    detail.push(json!({"pipelined_1k": n, "full_ms": full, "raw_ms": raw_ms, "threads": procs}));
     run.details.insert("stages".into(), json!(detail));
     Ok(())
+}
+
+/// Prints and returns each process's threads' work between two snapshots, per `unit` (`n` of
+/// them): the full path's processes over `full`'s snapshots, the raw pair's over `raw`'s, each
+/// with its wall time in ms.
+fn per_thread(
+    pids: &[(&str, u32)],
+    [full, raw]: [(&[Threads], &[Threads], f64); 2],
+    n: usize,
+    unit: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut procs = serde_json::Map::new();
+    for (i, (name, _)) in pids.iter().enumerate() {
+        let (before, after, wall_ms) = if name.starts_with("raw") { raw } else { full };
+        let d = delta(&before[i], &after[i]);
+        let per = |ns: u64| ns as f64 / 1e6 / n as f64;
+        let mut th = serde_json::Map::new();
+        for (tname, [run_ns, wait_ns, vol, invol]) in d {
+            if run_ns == 0 {
+                continue;
+            }
+            eprintln!(
+                "    {name:<22} {tname:<16} run {:>9.4} ms  rq-wait {:>9.4} ms  wake-ups {:>7.2}  preempted {:>6.2}  (per {unit}; {:.0} % of the wall time)",
+                per(run_ns),
+                per(wait_ns),
+                vol as f64 / n as f64,
+                invol as f64 / n as f64,
+                per(run_ns) * n as f64 / wall_ms * 100.0
+            );
+            th.insert(
+                tname,
+                json!({"run_ms": per(run_ns), "runqueue_wait_ms": per(wait_ns),
+                       "wakeups": vol as f64 / n as f64,
+                       "preempted": invol as f64 / n as f64}),
+            );
+        }
+        procs.insert(name.to_string(), serde_json::Value::Object(th));
+    }
+    procs
 }
