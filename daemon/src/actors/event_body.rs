@@ -55,19 +55,21 @@ fn keys_len() -> usize {
 }
 
 impl MessagePart {
-    fn fields(&self) -> [(&'static str, Value); 10] {
-        [
-            ("peer", Value::from(&*self.peer)),
-            ("id", Value::from(&*self.peer)),
-            ("label", Value::from(&*self.label)),
-            ("type", Value::from(self.kind)),
-            ("data", self.data.clone()),
-            ("info", self.info.clone()),
-            ("transfer", Value::from(self.transfer)),
-            ("offset", Value::from(self.offset)),
-            ("total", self.total.map(Value::from).unwrap_or(Value::Nil)),
-            ("final", Value::Boolean(self.last)),
-        ]
+    /// The fields as values, under [`KEYS`] (copies: for the rare readers of a `Value`).
+    fn fields(&self) -> impl Iterator<Item = (&'static str, Value)> {
+        let values = [
+            Value::from(&*self.peer),
+            Value::from(&*self.peer),
+            Value::from(&*self.label),
+            Value::from(self.kind),
+            self.data.clone(),
+            self.info.clone(),
+            Value::from(self.transfer),
+            Value::from(self.offset),
+            self.total.map(Value::from).unwrap_or(Value::Nil),
+            Value::Boolean(self.last),
+        ];
+        KEYS.into_iter().zip(values)
     }
 }
 
@@ -76,12 +78,7 @@ impl Body {
     pub fn to_value(&self) -> Value {
         match self {
             Body::Map(v) => v.clone(),
-            Body::Part(p) => Value::Map(
-                p.fields()
-                    .into_iter()
-                    .map(|(k, v)| (Value::from(k), v))
-                    .collect(),
-            ),
+            Body::Part(p) => Value::Map(p.fields().map(|(k, v)| (Value::from(k), v)).collect()),
         }
     }
 
@@ -93,11 +90,7 @@ impl Body {
                 .find(|(k, _)| k.as_str() == Some(key))
                 .map(|(_, v)| v.clone()),
             Body::Map(_) => None,
-            Body::Part(p) => p
-                .fields()
-                .into_iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v),
+            Body::Part(p) => p.fields().find(|(k, _)| *k == key).map(|(_, v)| v),
         }
     }
 
