@@ -245,8 +245,9 @@ fn spawn_thread() -> io::Result<tokio::runtime::Handle> {
 const RECV_BATCH: usize = 16;
 
 async fn receive_loop(mux: Arc<UdpMux>, local: SocketAddr, socket: Arc<SharedSocket>) {
-    // Why batches: the mux thread read one datagram per system call, and a bulk transfer in
-    // single-port mode ran at ~0.8x the default mode's rate (BENCHMARKS.md, session 16).
+    // Why batches: one system call and one wake-up per burst instead of per datagram. It
+    // halved the mux thread's wake-ups but not the mode's cost in throughput, which is the
+    // per-datagram routing and the hop to the connection's thread (BENCHMARKS.md, session 16).
     let mut storage = vec![0u8; RECV_BATCH * MAX_DATAGRAM];
     let mut meta = [RecvMeta::default(); RECV_BATCH];
     loop {
