@@ -40,6 +40,13 @@ pub async fn throughput(run: &mut Run) -> Result<()> {
         .await
         .context("the raw baseline does not run like the daemon")?;
     run.details.insert("fairness".into(), fairness);
+    run.details.insert(
+        "clients_runtime".into(),
+        json!(format!(
+            "{:?}",
+            tokio::runtime::Handle::current().runtime_flavor()
+        )),
+    );
     let mut full_pts = Vec::new();
     let mut raw_pts = Vec::new();
     let mut detail = Vec::new();
