@@ -102,6 +102,26 @@ pub fn raw_settings() -> Settings {
     }
 }
 
+/// The runtime the full path's clients run on: current-thread, as each raw peer's
+/// application. On a multi-thread runtime every reply and event crossed from the worker
+/// reading the client's socket to the thread awaiting it (`block_on` runs on the calling
+/// thread, not on a worker): one more wake-up per hop than the raw pair pays, which cost the
+/// full path ~0.05 ms per round trip (BENCHMARKS.md, session 17).
+pub fn clients_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// The flavour name of `handle`'s runtime, spelled like [`RUNTIME_CURRENT_THREAD`].
+pub fn flavor_name(handle: &tokio::runtime::Handle) -> &'static str {
+    match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => RUNTIME_CURRENT_THREAD,
+        tokio::runtime::RuntimeFlavor::MultiThread => "multi_thread",
+        _ => "other",
+    }
+}
+
 fn type_name_of<T>(_: &T) -> &'static str {
     std::any::type_name::<T>()
 }
@@ -161,5 +181,13 @@ mod tests {
             "this binary's heap is not served by the daemon's allocator ({})",
             daemon.allocator
         );
+    }
+
+    /// The full path's clients must not pay a thread hand-off per hop that the raw peers'
+    /// applications do not: both run on a current-thread runtime.
+    #[test]
+    fn clients_run_on_the_raw_peers_runtime_flavour() {
+        let rt = clients_runtime().expect("runtime");
+        assert_eq!(flavor_name(rt.handle()), raw_settings().runtime);
     }
 }

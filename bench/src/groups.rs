@@ -42,10 +42,7 @@ pub async fn throughput(run: &mut Run) -> Result<()> {
     run.details.insert("fairness".into(), fairness);
     run.details.insert(
         "clients_runtime".into(),
-        json!(format!(
-            "{:?}",
-            tokio::runtime::Handle::current().runtime_flavor()
-        )),
+        json!(crate::fair::flavor_name(&tokio::runtime::Handle::current())),
     );
     let mut full_pts = Vec::new();
     let mut raw_pts = Vec::new();

@@ -424,15 +424,8 @@ fn main() -> Result<()> {
     }
     peerix_system_tests::bin("peerixd")?;
 
-    // The clients of the full path run on one current-thread runtime: each raw peer's
-    // application runs on one too (`fair::RUNTIME_CURRENT_THREAD`), and it is what a
-    // latency-minded program picks. On a multi-thread runtime every event crossed from the
-    // worker reading the socket to the thread awaiting it (`block_on` runs on the main
-    // thread, not a worker), one more wake-up per hop; BENCHMARKS.md, session 17.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+    // Both clients on one current-thread runtime, like each raw peer's application.
+    let rt = fair::clients_runtime().context("building the tokio runtime")?;
     let before = machine();
     let run = rt.block_on(run_all(&args))?;
     let after = machine();
