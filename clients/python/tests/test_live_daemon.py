@@ -64,10 +64,14 @@ def test_blocking_wrapper(daemons):
     a_sock, b_sock = daemons.start("a"), daemons.start("b")
     with blocking_connect(a_sock) as a, blocking_connect(b_sock) as b:
         b.subscribe(["connection:connected", "channel:message"], room="blk")
+        # A room-wide send goes to the peers connected at the sender: wait for both sides
+        # (B's daemon may see the connection up before A's does).
+        a.subscribe(["connection:connected"], room="blk")
         a.join("blk")
         b.join("blk")
-        ev = b.next_event(timeout=15)
-        assert ev is not None and ev["name"] == "connection:connected", ev
+        for c in (b, a):
+            ev = c.next_event(timeout=15)
+            assert ev is not None and ev["name"] == "connection:connected", ev
         a.open("blk", "chat")
         res = a.send_json("blk", {"k": [1, 2]}, label="chat")  # waits for the channel to open
         assert res["peers"] and all(p["ok"] for p in res["peers"]), res
