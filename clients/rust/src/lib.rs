@@ -25,7 +25,8 @@
 //! the calling thread, not on a worker. A program that waits for one message at a time
 //! (request/response, chat, control) gets lower latency from a current-thread runtime
 //! (`#[tokio::main(flavor = "current_thread")]`): on a 2-core VM a 16 B round trip through
-//! two daemons took 0.26–0.33 ms instead of 0.33–0.36 ms (`BENCHMARKS.md`, session 17).
+//! two daemons took 0.287 ms instead of 0.341 ms (medians of seven runs; `BENCHMARKS.md`,
+//! session 17).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
