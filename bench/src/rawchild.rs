@@ -284,7 +284,7 @@ async fn handle(
             let _ = out.send(Ev::Closed { conn });
         }
         Cmd::Info => {
-            let flavor = format!("{:?}", tokio::runtime::Handle::current().runtime_flavor());
+            let flavor = fair::flavor_name(&tokio::runtime::Handle::current()).to_string();
             let _ = out.send(Ev::Info(ChildInfo {
                 settings: fair::raw_settings(),
                 heap_mimalloc: fair::heap_is_mimalloc(),

@@ -112,7 +112,7 @@ pub struct ChildInfo {
     pub heap_mimalloc: bool,
     /// `webrtc-rx*` threads running in it.
     pub reactor_threads: usize,
-    /// Its tokio runtime flavour.
+    /// Its tokio runtime flavour, named by [`crate::fair::flavor_name`].
     pub runtime_flavor: String,
 }
 
@@ -410,7 +410,7 @@ impl RawProcs {
                     i.reactor_threads
                 );
             }
-            if i.runtime_flavor != "CurrentThread" {
+            if i.runtime_flavor != crate::fair::RUNTIME_CURRENT_THREAD {
                 bail!("raw peer {side} runs a {} runtime", i.runtime_flavor);
             }
         }
