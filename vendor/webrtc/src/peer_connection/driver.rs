@@ -44,6 +44,8 @@ use rtc::shared::{FourTuple, TaggedBytesMut, TransportContext, TransportProtocol
 use rtc::{rtcp, rtp};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+// peerixd patch (41): maps looked up per message or datagram hash with FxHash, not SipHash.
+use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -199,7 +201,7 @@ impl Future for DriverTask {
 
 /// Insert `sender` for `channel_id`, returning `true` if the channel should be announced.
 pub(crate) fn insert_data_channel_event_sender(
-    data_channels: &mut HashMap<RTCDataChannelId, Sender<DataChannelEvent>>,
+    data_channels: &mut FxHashMap<RTCDataChannelId, Sender<DataChannelEvent>>,
     channel_id: RTCDataChannelId,
     sender: Sender<DataChannelEvent>,
 ) -> bool {
@@ -252,8 +254,8 @@ enum StageOutcome {
 /// overtake an earlier one — W3C queues `message` and `close` as tasks on the same
 /// event loop, so a close must never arrive before data that preceded it.
 fn stage_data_channel_event(
-    senders: &HashMap<RTCDataChannelId, Sender<DataChannelEvent>>,
-    pending: &mut HashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>,
+    senders: &FxHashMap<RTCDataChannelId, Sender<DataChannelEvent>>,
+    pending: &mut FxHashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>,
     channel_id: RTCDataChannelId,
     event: DataChannelEvent,
 ) -> StageOutcome {
@@ -280,7 +282,7 @@ fn stage_data_channel_event(
 
 /// peerixd patch: how many events are retained in `pending`. The driver goes round again
 /// after a flush only when this fell, i.e. when the flush made progress.
-fn retained_event_count(pending: &HashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>) -> usize {
+fn retained_event_count(pending: &FxHashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>) -> usize {
     pending.values().map(VecDeque::len).sum()
 }
 
@@ -288,8 +290,8 @@ fn retained_event_count(pending: &HashMap<RTCDataChannelId, VecDeque<DataChannel
 /// still behind. See [`Driver::flush_pending_data_channel_events`] for why only a
 /// registered consumer may report back-pressure.
 fn flush_staged_data_channel_events(
-    senders: &HashMap<RTCDataChannelId, Sender<DataChannelEvent>>,
-    pending: &mut HashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>,
+    senders: &FxHashMap<RTCDataChannelId, Sender<DataChannelEvent>>,
+    pending: &mut FxHashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>,
 ) -> bool {
     let mut blocked = false;
     for (channel_id, queued) in pending.iter_mut() {
@@ -334,7 +336,7 @@ fn flush_staged_data_channel_events(
 /// `OnOpen` delivery, whose own send may itself have been retained on a full queue —
 /// appending keeps arrival order either way.
 fn restage_retained_data_channel_events(
-    pending: &mut HashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>,
+    pending: &mut FxHashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>,
     channel_id: RTCDataChannelId,
     mut retained: VecDeque<DataChannelEvent>,
 ) {
@@ -552,7 +554,7 @@ pub(crate) struct PeerConnectionDriver<A = SocketAddr> {
     turn_relayer: RTCTurnRelayer,
     tcp_transport: RTCTcpTransport,
     mdns_socket: Option<Arc<dyn AsyncUdpSocket>>,
-    udp_sockets: HashMap<SocketAddr, Arc<dyn AsyncUdpSocket>>,
+    udp_sockets: FxHashMap<SocketAddr, Arc<dyn AsyncUdpSocket>>,
     /// Reused scratch buffer for concatenating a run of same-destination datagrams
     /// into one UDP GSO send (see [`flush_writes`](Self::flush_writes)).
     gso_scratch: Vec<u8>,
@@ -579,7 +581,7 @@ pub(crate) struct PeerConnectionDriver<A = SocketAddr> {
     ///
     /// Every variant goes in here, not just `OnMessage`: lifecycle events share the queue, so
     /// retaining uniformly is what preserves their order relative to the data around them.
-    pending_data_channel_events: HashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>,
+    pending_data_channel_events: FxHashMap<RTCDataChannelId, VecDeque<DataChannelEvent>>,
     /// The addresses as the application configured them, held **unresolved** and re-resolved on
     /// every bind by [`resolve_bind_addrs`].
     ///
@@ -641,7 +643,7 @@ where
                 Arc::clone(&crypto_provider),
             ),
             mdns_socket: None,
-            udp_sockets: HashMap::new(),
+            udp_sockets: FxHashMap::default(),
             gso_scratch: Vec::new(),
             relayed_read: false,
             drain_resumed: false,
@@ -650,7 +652,7 @@ where
             stun_gathering_complete: false,
             turn_gathering_complete: false,
             pending_ice_configuration: None,
-            pending_data_channel_events: HashMap::new(),
+            pending_data_channel_events: FxHashMap::default(),
             udp_addrs,
             tcp_addrs,
             mdns_mode,
@@ -1939,7 +1941,7 @@ where
             return false;
         }
 
-        let senders: HashMap<RTCDataChannelId, Sender<DataChannelEvent>> =
+        let senders: FxHashMap<RTCDataChannelId, Sender<DataChannelEvent>> =
             self.inner.data_channel_events_tx.lock().await.clone();
 
         let blocked =
@@ -2278,7 +2280,7 @@ mod tests {
 
     #[test]
     fn insert_data_channel_event_sender_replaces_closed_sender() {
-        let mut map: HashMap<RTCDataChannelId, Sender<DataChannelEvent>> = HashMap::new();
+        let mut map: FxHashMap<RTCDataChannelId, Sender<DataChannelEvent>> = FxHashMap::default();
         let channel_id = 0;
 
         let (old_tx, old_rx) = channel::<DataChannelEvent>(1);
@@ -2297,7 +2299,7 @@ mod tests {
 
     #[test]
     fn insert_data_channel_event_sender_skips_live_sender() {
-        let mut map: HashMap<RTCDataChannelId, Sender<DataChannelEvent>> = HashMap::new();
+        let mut map: FxHashMap<RTCDataChannelId, Sender<DataChannelEvent>> = FxHashMap::default();
         let channel_id = 0;
 
         let (live_tx, _live_rx) = channel::<DataChannelEvent>(1);
@@ -2429,8 +2431,8 @@ mod tests {
 
     #[test]
     fn stage_retains_event_for_unregistered_channel() {
-        let senders = HashMap::new();
-        let mut pending = HashMap::new();
+        let senders = FxHashMap::default();
+        let mut pending = FxHashMap::default();
 
         let outcome = stage_data_channel_event(&senders, &mut pending, 0, test_message(1));
 
@@ -2441,9 +2443,9 @@ mod tests {
     #[test]
     fn stage_appends_behind_already_retained_events() {
         let (tx, _rx) = channel::<DataChannelEvent>(4);
-        let mut senders = HashMap::new();
+        let mut senders = FxHashMap::default();
         senders.insert(0, tx);
-        let mut pending = HashMap::new();
+        let mut pending = FxHashMap::default();
         pending.insert(0, VecDeque::from([test_message(1)]));
 
         // A live sender does not matter: retained events must stay ahead.
@@ -2460,9 +2462,9 @@ mod tests {
     #[test]
     fn stage_retains_on_full_queue() {
         let (tx, _rx) = channel::<DataChannelEvent>(1);
-        let mut senders = HashMap::new();
+        let mut senders = FxHashMap::default();
         senders.insert(0, tx);
-        let mut pending = HashMap::new();
+        let mut pending = FxHashMap::default();
 
         assert_eq!(
             stage_data_channel_event(&senders, &mut pending, 0, test_message(1)),
@@ -2479,9 +2481,9 @@ mod tests {
     fn stage_drops_when_receiver_is_gone() {
         let (tx, rx) = channel::<DataChannelEvent>(1);
         drop(rx);
-        let mut senders = HashMap::new();
+        let mut senders = FxHashMap::default();
         senders.insert(0, tx);
-        let mut pending = HashMap::new();
+        let mut pending = FxHashMap::default();
 
         let outcome = stage_data_channel_event(&senders, &mut pending, 0, test_message(1));
 
@@ -2495,8 +2497,8 @@ mod tests {
     #[test]
     fn preregistration_message_is_delivered_after_on_open() {
         let channel_id = 0;
-        let mut senders = HashMap::new();
-        let mut pending = HashMap::new();
+        let mut senders = FxHashMap::default();
+        let mut pending = FxHashMap::default();
 
         // Message arrives first, no receiver yet: retained, not dropped.
         assert_eq!(
@@ -2539,13 +2541,13 @@ mod tests {
     /// every data channel on the connection.
     #[test]
     fn unregistered_channel_never_reports_back_pressure() {
-        let mut pending = HashMap::new();
+        let mut pending = FxHashMap::default();
         pending.insert(
             0,
             VecDeque::from(vec![test_message(1), DataChannelEvent::OnClose]),
         );
 
-        let senders = HashMap::new();
+        let senders = FxHashMap::default();
         assert!(!flush_staged_data_channel_events(&senders, &mut pending));
 
         // Retained for a registration that may still be in flight ...

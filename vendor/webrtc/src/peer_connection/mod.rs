@@ -55,6 +55,8 @@ pub mod transport;
 use crate::peer_connection::transport::{SctpTransport, SctpTransportImpl};
 use log::error;
 use std::collections::{HashMap, HashSet};
+// peerixd patch (41): the data channels' event senders hash with FxHash.
+use rustc_hash::FxHashMap;
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -792,7 +794,7 @@ pub(crate) struct PeerConnectionRef {
     /// never parks on it.
     pub(crate) data_channel_backpressure: crate::runtime::Notify,
     /// Channels for incoming data channel events
-    pub(crate) data_channel_events_tx: Mutex<HashMap<RTCDataChannelId, Sender<DataChannelEvent>>>,
+    pub(crate) data_channel_events_tx: Mutex<FxHashMap<RTCDataChannelId, Sender<DataChannelEvent>>>,
     /// Channels for incoming track remote events
     #[allow(clippy::type_complexity)]
     pub(crate) track_remote_events_tx:
@@ -1002,7 +1004,7 @@ impl PeerConnectionImpl {
             inner: Arc::new(PeerConnectionRef {
                 core: Mutex::new(core),
                 runtime: runtime.clone(),
-                data_channel_events_tx: Mutex::new(HashMap::new()),
+                data_channel_events_tx: Mutex::new(FxHashMap::default()),
                 track_remote_events_tx: Mutex::new(HashMap::new()),
                 track_local_events_tx: Mutex::new(HashMap::new()),
                 rtp_transceivers: Mutex::new(HashMap::new()),
@@ -1626,7 +1628,7 @@ mod tests {
             data_channel_backpressure: crate::runtime::Notify::new(),
             data_channel_delivery_blocked: AtomicBool::new(false),
             data_channel_consumed: crate::runtime::Notify::new(),
-            data_channel_events_tx: Mutex::new(HashMap::new()),
+            data_channel_events_tx: Mutex::new(FxHashMap::default()),
             track_remote_events_tx: Mutex::new(HashMap::new()),
             track_local_events_tx: Mutex::new(HashMap::new()),
             rtp_transceivers: Mutex::new(HashMap::new()),

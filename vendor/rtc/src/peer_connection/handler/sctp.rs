@@ -15,7 +15,9 @@ use sctp::{
 use shared::error::{Error, Result};
 use shared::marshal::Unmarshal;
 use shared::{TransportContext, TransportMessage};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+// peerixd patch (41): integer-keyed maps looked up per message hash with FxHash, not SipHash.
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Instant;
 
 pub(crate) struct SctpHandlerContext {
@@ -47,7 +49,7 @@ pub(crate) struct SctpHandlerContext {
     /// `Readable` fires: **the stream would deadlock exactly when the feature engages.**
     /// Remembering the stream here, and retrying from `handle_read`/`handle_timeout`, is the
     /// level-triggered re-arm that closes that hole.
-    pending_readable: HashSet<(AssociationHandle, StreamId)>,
+    pending_readable: FxHashSet<(AssociationHandle, StreamId)>,
 
     /// Transport context of the most recent inbound datagram, **per association**.
     ///
@@ -59,7 +61,7 @@ pub(crate) struct SctpHandlerContext {
     /// Keyed by association because the 5-tuple is a property of the association, not of the
     /// stream. An association with no entry has never received a datagram, so it cannot have
     /// parked data either.
-    association_transport: HashMap<AssociationHandle, TransportContext>,
+    association_transport: FxHashMap<AssociationHandle, TransportContext>,
 
     /// The newest instant a caller has supplied, seeded at construction.
     ///
@@ -81,8 +83,8 @@ impl SctpHandlerContext {
             event_outs: VecDeque::new(),
             flush_dirty: false,
             abort_requested: false,
-            pending_readable: HashSet::new(),
-            association_transport: HashMap::new(),
+            pending_readable: FxHashSet::default(),
+            association_transport: FxHashMap::default(),
             now,
         }
     }
@@ -151,7 +153,7 @@ impl<'a> SctpHandler<'a> {
     /// that call consumes a message: testing afterwards would mean having already taken the
     /// thing there was no room for.
     fn drain_stream(
-        ctx_pending: &mut HashSet<(AssociationHandle, StreamId)>,
+        ctx_pending: &mut FxHashSet<(AssociationHandle, StreamId)>,
         conn: &mut Association,
         ch: AssociationHandle,
         id: StreamId,
@@ -360,8 +362,8 @@ impl<'a>
                 &mut self.ctx.sctp_transport.sctp_associations,
             );
 
-            let mut sctp_events: HashMap<AssociationHandle, VecDeque<AssociationEvent>> =
-                HashMap::new();
+            let mut sctp_events: FxHashMap<AssociationHandle, VecDeque<AssociationEvent>> =
+                FxHashMap::default();
             if let Some((ch, event)) = sctp_endpoint.handle(
                 msg.now,
                 msg.transport.peer_addr,
@@ -893,6 +895,7 @@ mod tests {
     //! packet reaches `write_outs` instead of being lost.
 
     use super::*;
+    use std::collections::HashMap;
     use crate::data_channel::registry::DataChannelRegistry;
     use crate::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
     use crate::peer_connection::handler::datachannel::{

@@ -36,6 +36,8 @@ use crate::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 use ice::CandidatePairStats;
 use sctp::StreamId;
 use std::collections::HashMap;
+// peerixd patch (41): integer-keyed maps looked up per message hash with FxHash, not SipHash.
+use rustc_hash::FxHashMap;
 use std::time::Instant;
 
 /// Master statistics accumulator for a peer connection.
@@ -78,7 +80,7 @@ pub(crate) struct RTCStatsAccumulator {
     pub(crate) codecs: HashMap<String, CodecStatsAccumulator>,
 
     /// Data channel stats keyed by channel ID.
-    pub(crate) data_channels: HashMap<RTCDataChannelId, DataChannelStatsAccumulator>,
+    pub(crate) data_channels: FxHashMap<RTCDataChannelId, DataChannelStatsAccumulator>,
 
     /// Inbound RTP stream accumulators keyed by SSRC.
     pub(crate) inbound_rtp_streams: HashMap<SSRC, InboundRtpStreamAccumulator>,

@@ -6,7 +6,8 @@ use crate::peer_connection::transport::sctp::state::RTCSctpTransportState;
 use sctp::{Association, AssociationHandle};
 use shared::error::Result;
 use shared::{TransportContext, TransportProtocol};
-use std::collections::HashMap;
+// peerixd patch (41): integer-keyed maps looked up per message hash with FxHash, not SipHash.
+use rustc_hash::FxHashMap;
 
 pub(crate) mod capabilities;
 pub(crate) mod state;
@@ -31,7 +32,7 @@ pub(crate) struct SctpTransport {
     // peerixd patch: boxed. The map holds one association, but hashbrown allocates four
     // buckets for it, and an `Association` is about 1.4 KB inline: 4 KB per connection
     // that nothing used.
-    pub(crate) sctp_associations: HashMap<AssociationHandle, Box<Association>>,
+    pub(crate) sctp_associations: FxHashMap<AssociationHandle, Box<Association>>,
 
     // SCTPTransportState doesn't have an enum to distinguish between New/Connecting
     // so we need a dedicated field
@@ -73,7 +74,7 @@ impl SctpTransport {
             dtls_transport_id,
             sctp_endpoint: None,
             sctp_transport_config: None,
-            sctp_associations: HashMap::new(),
+            sctp_associations: FxHashMap::default(),
 
             is_started: false,
             max_message_size,
