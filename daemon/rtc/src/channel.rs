@@ -178,6 +178,15 @@ impl RtcChannel {
         Ok(())
     }
 
+    /// Sends several binary messages in order with one lock of the connection and one wake of
+    /// its driver (what [`send`](Self::send) takes for each). For many small messages that are
+    /// ready at once, such as a receiver's acks. Messages after a failing one are not sent.
+    pub async fn send_many(&self, data: impl IntoIterator<Item = Bytes>) -> Result<(), RtcError> {
+        let messages = data.into_iter().map(to_bytes_mut).collect();
+        self.inner.dc.send_many(messages).await?;
+        Ok(())
+    }
+
     /// Sends one text (string) message, as a browser's `send(string)` does.
     pub async fn send_text(&self, text: &str) -> Result<(), RtcError> {
         self.inner.dc.send_text(text).await?;
