@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::fair;
 use crate::rawproc::{
-    now_ms, payload, ChildInfo, Cmd, Ev, Mark, Sig, CHUNK, HIGH_WATER, LOW_WATER, STEP,
+    now_ms, payload, ChildInfo, Cmd, Ev, Mark, Sig, BATCH_BYTES, BATCH_MESSAGES, CHUNK, HIGH_WATER,
+    LOW_WATER, STEP,
 };
 
 struct Chan {
@@ -227,9 +228,7 @@ async fn handle(
                     let chan = find_chan(&chans, &label).await?;
                     let data = Bytes::from(payload(size));
                     let t_start_ms = now_ms();
-                    for _ in 0..count {
-                        send_paced(&chan, &data).await?;
-                    }
+                    send_all_paced(&chan, &data, count).await?;
                     let _ = out.send(Ev::Sent { conn, t_start_ms });
                     anyhow::Ok(())
                 };
@@ -327,6 +326,29 @@ async fn find_chan(chans: &Chans, label: &str) -> Result<Arc<Chan>> {
     Ok(chan)
 }
 
+/// Sends `count` copies of `data` as the daemon's lane sends messages queued together: small
+/// ones in batches (`BATCH_MESSAGES`, `BATCH_BYTES`), each batch after one wait for buffer
+/// room and in one `send_many`; larger ones one by one (`send_paced`).
+async fn send_all_paced(chan: &Chan, data: &Bytes, count: usize) -> Result<()> {
+    if data.len() > BATCH_BYTES {
+        for _ in 0..count {
+            send_paced(chan, data).await?;
+        }
+        return Ok(());
+    }
+    let per_batch = (BATCH_BYTES / data.len().max(1)).clamp(1, BATCH_MESSAGES);
+    let mut left = count;
+    while left > 0 {
+        let n = per_batch.min(left);
+        wait_for_room(chan, n * data.len()).await?;
+        chan.ch
+            .send_many(std::iter::repeat_n(data.clone(), n))
+            .await?;
+        left -= n;
+    }
+    Ok(())
+}
+
 /// Sends one message as the daemon's `ChannelActor` does: 16 320-byte frames, waiting while
 /// buffered + frame > 1 MiB, woken by `BufferedAmountLow` at 256 KiB or every 5 ms.
 async fn send_paced(chan: &Chan, data: &Bytes) -> Result<()> {
@@ -334,16 +356,22 @@ async fn send_paced(chan: &Chan, data: &Bytes) -> Result<()> {
     while off < data.len() {
         let end = (off + CHUNK).min(data.len());
         let frame = data.slice(off..end);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while chan.ch.buffered_amount().await + frame.len() > HIGH_WATER {
-            if Instant::now() > deadline {
-                bail!("raw send buffer did not drain within 10 s");
-            }
-            let wait = chan.low.notified();
-            tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
-        }
+        wait_for_room(chan, frame.len()).await?;
         chan.ch.send(frame).await?;
         off = end;
+    }
+    Ok(())
+}
+
+/// Waits while buffered + `bytes` > 1 MiB, woken by `BufferedAmountLow` or every 5 ms.
+async fn wait_for_room(chan: &Chan, bytes: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chan.ch.buffered_amount().await + bytes > HIGH_WATER {
+        if Instant::now() > deadline {
+            bail!("raw send buffer did not drain within 10 s");
+        }
+        let wait = chan.low.notified();
+        tokio::select! { _ = wait => {}, _ = tokio::time::sleep(Duration::from_millis(5)) => {} }
     }
     Ok(())
 }

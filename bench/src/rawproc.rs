@@ -23,6 +23,9 @@ use crate::fair;
 pub(crate) const CHUNK: usize = 16_320;
 /// The daemon's send-buffer high-water mark (`daemon/src/actors/channel.rs`).
 pub(crate) const HIGH_WATER: usize = 1 << 20;
+/// The daemon's batches of small messages queued together (`run_lane`): at most so many
+/// messages of at most so many bytes in all, per wait for buffer room and `send_many`.
+pub(crate) use peerixd::actors::send_path::{BATCH_BYTES, BATCH_MESSAGES};
 /// The daemon's low-water threshold (`BufferedAmountLow`).
 pub(crate) const LOW_WATER: usize = 256 << 10;
 /// Per-step timeout (generous: the machine is shared).

@@ -233,6 +233,76 @@ impl ChannelSender {
         Box::pin(async move { me.await_ack(id, ack).await })
     }
 
+    /// Writes several whole messages, in order, with one wait for buffer room and one
+    /// `send_many` for all their frames (one lock of the connection and one wake of its driver
+    /// instead of one each); returns each message's ack wait, in order. For small messages
+    /// that are queued together: their frames must fit the send buffer at once.
+    pub async fn send_messages(
+        &self,
+        batch: Vec<(OutgoingMessage, Option<ProgressTo>)>,
+    ) -> Vec<AckWait> {
+        if !self.framed || batch.len() == 1 {
+            let mut out = Vec::with_capacity(batch.len());
+            for (m, p) in batch {
+                out.push(self.send_message(m, p).await);
+            }
+            return out;
+        }
+        self.remote_open().await;
+        let mut frames = Vec::new();
+        let mut started = Vec::with_capacity(batch.len());
+        for (m, progress) in batch {
+            let (id, ack) = match self.begin_transfer() {
+                Ok(t) => t,
+                Err(e) => {
+                    started.push(Err(e));
+                    continue;
+                }
+            };
+            let total = m.data.len() as u64;
+            let mut chunker = match Chunker::new(id, m.kind, m.info, m.data) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.forget(id);
+                    started.push(Err(format!("cannot send: {e}")));
+                    continue;
+                }
+            };
+            while let Some(frame) = chunker.next_frame() {
+                frames.push(Bytes::from(frame));
+            }
+            started.push(Ok((id, ack, total, progress)));
+        }
+        let bytes: usize = frames.iter().map(Bytes::len).sum();
+        let sent = match wait_for_buffer(
+            &self.ch,
+            &self.drained,
+            HIGH_WATER - bytes.min(HIGH_WATER),
+        )
+        .await
+        {
+            Ok(()) => self
+                .ch
+                .send_many(frames)
+                .await
+                .map_err(|e| format!("channel send failed: {e}")),
+            Err(e) => Err(e),
+        };
+        let mut out = Vec::with_capacity(started.len());
+        for s in started {
+            out.push(match (s, &sent) {
+                (Err(e), _) => done(Err(e)),
+                (Ok((id, _, _, _)), Err(e)) => done(self.give_up(id, e.clone()).await),
+                (Ok((id, ack, total, progress)), Ok(())) => {
+                    self.report(&progress, total, Some(total));
+                    let me = self.clone();
+                    Box::pin(async move { me.await_ack(id, ack).await })
+                }
+            });
+        }
+        out
+    }
+
     /// Writes a streamed message as its pieces arrive; returns the wait for its ack once the
     /// last frame is out (or the failure).
     pub async fn send_stream(

@@ -619,15 +619,51 @@ impl PeerLanes {
     }
 }
 
+/// Small messages queued together go out together (`ChannelSender::send_messages`): at most
+/// this many (the benchmark's raw pair batches the same way),
+pub const BATCH_MESSAGES: usize = 64;
+/// of at most this many bytes in all (a message above it goes alone). Well below the send
+/// buffer's high-water mark, so a batch never waits for the buffer to empty.
+pub const BATCH_BYTES: usize = 64 << 10;
+
+/// A whole message that may share a batch, taken apart; anything else is handed back.
+fn batchable(item: LaneItem) -> Result<BatchPart, LaneItem> {
+    match item {
+        LaneItem::Message {
+            message,
+            progress,
+            result,
+        } if message.data.len() <= BATCH_BYTES => Ok(((message, progress), result)),
+        other => Err(other),
+    }
+}
+
+type BatchPart = (
+    (OutgoingMessage, Option<ProgressTo>),
+    oneshot::Sender<SendOutcome>,
+);
+
 /// Drains one lane: each item waits for the channel, then its frames go out before the next
-/// item's; the acks are awaited beside the lane so they overlap with later messages.
+/// item's; the acks are awaited beside the lane so they overlap with later messages. Small
+/// messages already queued behind the first go out with it, in one write to the stack: a
+/// client pipelining small messages otherwise made the daemon lock the connection and wake
+/// its driver once per message.
 async fn run_lane(
     peer: String,
     label: String,
     mut items: mpsc::UnboundedReceiver<Queued>,
     mut slot: watch::Receiver<Slot>,
 ) {
-    while let Some((item, since)) = items.recv().await {
+    // An item taken while filling a batch that could not join it goes next.
+    let mut carried: Option<Queued> = None;
+    loop {
+        let (item, since) = match carried.take() {
+            Some(q) => q,
+            None => match items.recv().await {
+                Some(q) => q,
+                None => break,
+            },
+        };
         let ch = match channel(&mut slot, &label, since + CHANNEL_WAIT, CHANNEL_WAIT).await {
             Ok(ch) => ch,
             Err(e) => {
@@ -635,21 +671,65 @@ async fn run_lane(
                 continue;
             }
         };
-        let (ack, result) = match item {
-            LaneItem::Message {
-                message,
-                progress,
-                result,
-            } => (ch.send_message(message, progress).await, result),
-            LaneItem::Stream {
+        let first = match batchable(item) {
+            Ok(part) => part,
+            Err(LaneItem::Stream {
                 stream,
                 progress,
                 result,
-            } => (ch.send_stream(stream, progress).await, result),
+            }) => {
+                let ack = ch.send_stream(stream, progress).await;
+                actix::spawn(async move {
+                    let _ = result.send(ack.await);
+                });
+                continue;
+            }
+            Err(LaneItem::Message {
+                message,
+                progress,
+                result,
+            }) => {
+                let ack = ch.send_message(message, progress).await;
+                actix::spawn(async move {
+                    let _ = result.send(ack.await);
+                });
+                continue;
+            }
         };
-        actix::spawn(async move {
-            let _ = result.send(ack.await);
-        });
+        let mut bytes = first.0 .0.data.len();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MESSAGES {
+            let Ok((next, at)) = items.try_recv() else {
+                break;
+            };
+            match batchable(next) {
+                Ok(part) if bytes + part.0 .0.data.len() <= BATCH_BYTES => {
+                    bytes += part.0 .0.data.len();
+                    batch.push(part);
+                }
+                Ok((message, result)) => {
+                    let (message, progress) = message;
+                    let item = LaneItem::Message {
+                        message,
+                        progress,
+                        result,
+                    };
+                    carried = Some((item, at));
+                    break;
+                }
+                Err(other) => {
+                    carried = Some((other, at));
+                    break;
+                }
+            }
+        }
+        let (messages, results): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let acks = ch.send_messages(messages).await;
+        for (ack, result) in acks.into_iter().zip(results) {
+            actix::spawn(async move {
+                let _ = result.send(ack.await);
+            });
+        }
     }
     tracing::trace!(%peer, %label, "lane closed");
 }
