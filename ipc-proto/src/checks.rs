@@ -133,39 +133,45 @@ impl<'a> Reader<'a> {
         Ok(Some(n))
     }
 
+    /// What follows marker `m` (already consumed): the bytes of its own payload to skip, the
+    /// values it contains, and whether it is a map (whose even values are keys).
+    fn marker(&mut self, m: u8) -> Result<(u64, u64, bool), String> {
+        Ok(match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, false),
+            0x80..=0x8f => (0, 2 * u64::from(m & 0x0f), true),
+            0x90..=0x9f => (0, u64::from(m & 0x0f), false),
+            0xa0..=0xbf => (u64::from(m & 0x1f), 0, false),
+            0xc4 | 0xd9 => (self.uint(1)?, 0, false),
+            0xc5 | 0xda => (self.uint(2)?, 0, false),
+            0xc6 | 0xdb => (self.uint(4)?, 0, false),
+            0xc7 => (self.uint(1)? + 1, 0, false),
+            0xc8 => (self.uint(2)? + 1, 0, false),
+            0xc9 => (self.uint(4)? + 1, 0, false),
+            0xca => (4, 0, false),
+            0xcb => (8, 0, false),
+            0xcc | 0xd0 => (1, 0, false),
+            0xcd | 0xd1 => (2, 0, false),
+            0xce | 0xd2 => (4, 0, false),
+            0xcf | 0xd3 => (8, 0, false),
+            0xd4 => (2, 0, false),
+            0xd5 => (3, 0, false),
+            0xd6 => (5, 0, false),
+            0xd7 => (9, 0, false),
+            0xd8 => (17, 0, false),
+            0xdc => (0, self.uint(2)?, false),
+            0xdd => (0, self.uint(4)?, false),
+            0xde => (0, 2 * self.uint(2)?, true),
+            0xdf => (0, 2 * self.uint(4)?, true),
+            _ => return Err(format!("invalid MessagePack marker 0x{m:02x}")),
+        })
+    }
+
     /// Skips `count` whole values.
     fn skip_values(&mut self, mut count: u64) -> Result<(), String> {
         while count > 0 {
             count -= 1;
             let m = self.byte()?;
-            let (skip, items) = match m {
-                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
-                0x80..=0x8f => (0, 2 * u64::from(m & 0x0f)),
-                0x90..=0x9f => (0, u64::from(m & 0x0f)),
-                0xa0..=0xbf => (u64::from(m & 0x1f), 0),
-                0xc4 | 0xd9 => (self.uint(1)?, 0),
-                0xc5 | 0xda => (self.uint(2)?, 0),
-                0xc6 | 0xdb => (self.uint(4)?, 0),
-                0xc7 => (self.uint(1)? + 1, 0),
-                0xc8 => (self.uint(2)? + 1, 0),
-                0xc9 => (self.uint(4)? + 1, 0),
-                0xca => (4, 0),
-                0xcb => (8, 0),
-                0xcc | 0xd0 => (1, 0),
-                0xcd | 0xd1 => (2, 0),
-                0xce | 0xd2 => (4, 0),
-                0xcf | 0xd3 => (8, 0),
-                0xd4 => (2, 0),
-                0xd5 => (3, 0),
-                0xd6 => (5, 0),
-                0xd7 => (9, 0),
-                0xd8 => (17, 0),
-                0xdc => (0, self.uint(2)?),
-                0xdd => (0, self.uint(4)?),
-                0xde => (0, 2 * self.uint(2)?),
-                0xdf => (0, 2 * self.uint(4)?),
-                _ => return Err(format!("invalid MessagePack marker 0x{m:02x}")),
-            };
+            let (skip, items, _) = self.marker(m)?;
             self.advance(skip)?;
             // Every value takes at least one byte: a count beyond what is left is a lie.
             count = count.saturating_add(items);
@@ -175,6 +181,77 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
+
+    /// The next value if it is an unsigned integer (consumed), else `None` (not consumed).
+    fn uint_value(&mut self) -> Result<Option<u64>, String> {
+        let m = *self.buf.get(self.pos).ok_or_else(Self::truncated)?;
+        let n = match m {
+            0x00..=0x7f => 0,
+            0xcc..=0xcf => 1 << (m - 0xcc),
+            _ => return Ok(None),
+        };
+        self.pos += 1;
+        if n == 0 {
+            return Ok(Some(u64::from(m)));
+        }
+        self.uint(n).map(Some)
+    }
+}
+
+/// The `id` of a `reply` message, read from the top-level map without building anything and
+/// without reading past its `type` and `id`; `None` for any other message, or for one whose
+/// `type` or `id` is not what a reply has (the caller then decodes it the ordinary way, which
+/// says what is wrong). The rest of the frame is left to the decoder to check.
+pub(crate) fn reply_id(body: &[u8]) -> Option<u64> {
+    let mut r = Reader { buf: body, pos: 0 };
+    let n = r.map_len().ok()??;
+    let (mut reply, mut id) = (false, None);
+    // Stops as soon as the answer is known: every frame a client reads comes here first, and
+    // an event's `data` (up to 64 KiB of a message) would otherwise be walked for nothing.
+    for _ in 0..n {
+        match r.str_value().ok()?? {
+            "type" if r.str_value().ok()? == Some("reply") => reply = true,
+            "type" => return None,
+            "id" => id = Some(r.uint_value().ok()??),
+            _ => r.skip_values(1).ok()?,
+        }
+        if reply && id.is_some() {
+            return id;
+        }
+    }
+    None
+}
+
+/// Checks that every map in the MessagePack value `body` has string keys, like
+/// [`string_keys`] but on the bytes, building nothing (and without recursion).
+pub(crate) fn raw_string_keys(body: &[u8]) -> Result<(), String> {
+    let mut r = Reader { buf: body, pos: 0 };
+    // The containers being read: values left in each, and whether it is a map.
+    let mut open: Vec<(u64, bool)> = vec![(1, false)];
+    while let Some(top) = open.last_mut() {
+        if top.0 == 0 {
+            open.pop();
+            continue;
+        }
+        // A map's values alternate key, value, starting with a key: an even count left.
+        let key = top.1 && top.0 % 2 == 0;
+        top.0 -= 1;
+        let m = r.byte()?;
+        if key && !matches!(m, 0xa0..=0xbf | 0xd9..=0xdb) {
+            return Err(
+                "a map has a non-string key; maps use string keys (PROTOCOL.md §2)".to_string(),
+            );
+        }
+        let (skip, items, map) = r.marker(m)?;
+        r.advance(skip)?;
+        if items > 0 {
+            if items > (r.buf.len() - r.pos) as u64 {
+                return Err(Reader::truncated());
+            }
+            open.push((items, map));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that every map in `v` has string keys; `Err` names the path of the first that does
@@ -290,6 +367,82 @@ mod tests {
             message_type(&enc(&long), false),
             Ok(Some("e".repeat(300).as_str()))
         );
+    }
+
+    #[test]
+    fn reply_ids_are_read_from_replies_only() {
+        let reply = |id: Value| {
+            enc(&Value::Map(vec![
+                ("type".into(), "reply".into()),
+                ("id".into(), id),
+                ("ok".into(), true.into()),
+                ("result".into(), Value::Map(vec![("x".into(), 1.into())])),
+            ]))
+        };
+        assert_eq!(reply_id(&reply(Value::from(7))), Some(7));
+        assert_eq!(reply_id(&reply(Value::from(300))), Some(300));
+        assert_eq!(reply_id(&reply(Value::from(u64::MAX))), Some(u64::MAX));
+        // Not an unsigned id, or not a reply: left to the ordinary decoder.
+        assert_eq!(reply_id(&reply(Value::from(-1))), None);
+        assert_eq!(reply_id(&reply(Value::from("7"))), None);
+        let event = Value::Map(vec![
+            ("type".into(), "event".into()),
+            ("id".into(), 7.into()),
+        ]);
+        assert_eq!(reply_id(&enc(&event)), None);
+        let no_id = Value::Map(vec![("type".into(), "reply".into())]);
+        assert_eq!(reply_id(&enc(&no_id)), None);
+        let int_key = Value::Map(vec![
+            ("type".into(), "reply".into()),
+            (Value::from(0), 7.into()),
+            ("id".into(), 7.into()),
+        ]);
+        assert_eq!(reply_id(&enc(&int_key)), None);
+        // Only the map header, `type` and `id` are read (1 + 5 + 6 + 3 + 1 bytes here): what
+        // follows is the decoder's to check, so a cut after the id still routes the frame.
+        let r = reply(Value::from(7));
+        for cut in 0..r.len() {
+            let routed = if cut >= 16 { Some(7) } else { None };
+            assert_eq!(reply_id(&r[..cut]), routed, "cut at {cut}");
+        }
+        // An event is recognised by its first key, whatever follows.
+        assert_eq!(
+            reply_id(&[0x82, 0xa4, b't', b'y', b'p', b'e', 0xa5, b'e', b'v', b'e', b'n', b't']),
+            None
+        );
+    }
+
+    #[test]
+    fn raw_string_keys_agrees_with_the_value_check() {
+        let nested = |key: Value| {
+            Value::Map(vec![
+                (
+                    "a".into(),
+                    Value::Array(vec![Value::Nil, Value::Map(vec![(key, 1.into())])]),
+                ),
+                ("b".into(), Value::Binary(vec![0x80; 40])),
+            ])
+        };
+        let good = nested("k".into());
+        assert!(raw_string_keys(&enc(&good)).is_ok());
+        assert!(string_keys(&good, "").is_ok());
+        for key in [Value::from(0), Value::Nil, Value::Binary(b"k".to_vec())] {
+            let bad = nested(key);
+            let e = raw_string_keys(&enc(&bad)).expect_err("non-string key");
+            assert!(e.contains("non-string key"), "{e}");
+            assert!(string_keys(&bad, "").is_err());
+        }
+        // Map values that look like maps or integers are values, not keys.
+        let values = Value::Map(vec![
+            ("m".into(), Value::Map(vec![])),
+            ("n".into(), 3.into()),
+        ]);
+        assert!(raw_string_keys(&enc(&values)).is_ok());
+        let b = enc(&good);
+        for cut in 0..b.len() {
+            assert!(raw_string_keys(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(raw_string_keys(&[0xdf, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]

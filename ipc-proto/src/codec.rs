@@ -309,6 +309,58 @@ pub fn decode_daemon(body: &[u8]) -> Result<DaemonMessage, ProtoError> {
     }
 }
 
+/// The request id of a `reply` frame, read without decoding the frame; `None` for any other
+/// message (and for a reply whose `type` or `id` is malformed: [`decode_daemon`] then says
+/// what is wrong). A client routes a reply to its waiter with this, and the waiter decodes it
+/// with [`decode_reply_as`] or [`decode_daemon`].
+pub fn reply_id(body: &[u8]) -> Option<u64> {
+    crate::checks::reply_id(body)
+}
+
+/// A `reply` frame's outcome with its result decoded straight into `T`: `Ok(Ok(result))`,
+/// `Ok(Err(error))` for a failed request, [`ProtoError::Malformed`] for a frame that is no
+/// reply, has a non-string key or whose result is not a `T`.
+///
+/// Why: through [`decode_daemon`] the result became an [`rmpv::Value`] tree (an allocation
+/// per field) that [`from_value`] then encoded and decoded again; for a small request (a
+/// `send` of 1 KiB) that was a quarter of what the client's reader thread spent on it
+/// (BENCHMARKS.md, session 19). Maps must still use string keys: the bytes are checked first.
+pub fn decode_reply_as<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<Result<T, crate::ErrorBody>, ProtoError> {
+    #[derive(serde::Deserialize)]
+    struct TypedReply<T> {
+        ok: bool,
+        #[serde(default = "none")]
+        result: Option<T>,
+        #[serde(default)]
+        error: Option<crate::ErrorBody>,
+    }
+    fn none<T>() -> Option<T> {
+        None
+    }
+    if crate::checks::reply_id(body).is_none() {
+        return Err(ProtoError::Malformed(
+            "not a `reply` with an unsigned integer `id`".to_string(),
+        ));
+    }
+    crate::checks::raw_string_keys(body).map_err(ProtoError::Malformed)?;
+    let reply: TypedReply<T> = decode_exact(body)?;
+    if !reply.ok {
+        return Ok(Err(reply.error.unwrap_or_else(|| {
+            crate::ErrorBody::new(
+                crate::ErrorCode::Internal,
+                "request failed without an error body",
+            )
+        })));
+    }
+    match reply.result {
+        Some(result) => Ok(Ok(result)),
+        // An absent or nil result is what the Value route read as `Nil`.
+        None => from_value(rmpv::Value::Nil).map(Ok),
+    }
+}
+
 /// Serialises any value into an [`rmpv::Value`] (structs become maps with
 /// string keys, byte buffers become `bin`).
 pub fn to_value<T: Serialize + ?Sized>(v: &T) -> Result<rmpv::Value, ProtoError> {

@@ -27,9 +27,9 @@ mod ops;
 pub use access::Access;
 pub use checks::json_compatible;
 pub use codec::{
-    coalesce_frames, decode_client, decode_daemon, encode_frame, encode_frame_limited,
-    encode_frame_sized, from_value, to_value, FrameDecoder, COALESCE_BYTES, COALESCE_FRAME,
-    FRAME_HEADER_LEN,
+    coalesce_frames, decode_client, decode_daemon, decode_reply_as, encode_frame,
+    encode_frame_limited, encode_frame_sized, from_value, reply_id, to_value, FrameDecoder,
+    COALESCE_BYTES, COALESCE_FRAME, FRAME_HEADER_LEN,
 };
 pub use delivery::{
     InboxArgs, InboxEvent, InboxResult, LaggedData, SubscribeResult, DEFAULT_INBOX_MAX,

@@ -1004,3 +1004,113 @@ proptest! {
         }
     }
 }
+
+fn reply_frame(entries: Vec<(Value, Value)>) -> Vec<u8> {
+    let mut all = vec![(Value::from("type"), Value::from("reply"))];
+    all.extend(entries);
+    rmp_serde_encode(&Value::Map(all))
+}
+
+#[test]
+fn typed_replies_decode_as_the_value_route_does() {
+    let result = Value::Map(vec![
+        ("transfer".into(), 9.into()),
+        (
+            "peers".into(),
+            Value::Array(vec![Value::Map(vec![
+                ("id".into(), "p1".into()),
+                ("ok".into(), true.into()),
+            ])]),
+        ),
+    ]);
+    let body = reply_frame(vec![
+        ("id".into(), 4.into()),
+        ("ok".into(), true.into()),
+        ("result".into(), result.clone()),
+    ]);
+    assert_eq!(reply_id(&body), Some(4));
+    let typed: SendResult = decode_reply_as(&body).expect("decodes").expect("ok");
+    let via_value: SendResult = from_value(result).expect("decodes");
+    assert_eq!(typed, via_value);
+
+    // A failed request: the daemon's error body.
+    let err = ErrorBody::new(ErrorCode::NotJoined, "not joined");
+    let body = reply_frame(vec![
+        ("id".into(), 5.into()),
+        ("ok".into(), false.into()),
+        ("error".into(), to_value(&err).expect("encodes")),
+    ]);
+    let failed = decode_reply_as::<SendResult>(&body).expect("decodes");
+    assert_eq!(failed.expect_err("failed").code, ErrorCode::NotJoined);
+
+    // No result: read as nil, as `Reply::into_result` does.
+    let body = reply_frame(vec![("id".into(), 6.into()), ("ok".into(), true.into())]);
+    assert_eq!(
+        decode_reply_as::<Option<u64>>(&body).expect("decodes"),
+        Ok(None)
+    );
+    assert!(decode_reply_as::<SendResult>(&body).is_err());
+}
+
+#[test]
+fn typed_replies_refuse_what_the_value_route_refuses() {
+    // An integer key would be taken as a field position by a struct (PROTOCOL.md §2).
+    let body = reply_frame(vec![
+        ("id".into(), 4.into()),
+        ("ok".into(), true.into()),
+        (
+            "result".into(),
+            Value::Map(vec![(Value::from(0), 9.into())]),
+        ),
+    ]);
+    assert!(decode_reply_as::<SendResult>(&body).is_err());
+    assert!(from_value::<SendResult>(Value::Map(vec![(Value::from(0), 9.into())])).is_err());
+    // A result of the wrong shape, an event, trailing bytes, truncation.
+    let body = reply_frame(vec![
+        ("id".into(), 4.into()),
+        ("ok".into(), true.into()),
+        ("result".into(), "nine".into()),
+    ]);
+    assert!(decode_reply_as::<SendResult>(&body).is_err());
+    let event = rmp_serde_encode(&map(vec![
+        ("type", "event".into()),
+        ("seq", 1.into()),
+        ("name", "x".into()),
+    ]));
+    assert!(decode_reply_as::<Value>(&event).is_err());
+    let mut body = reply_frame(vec![("id".into(), 4.into()), ("ok".into(), true.into())]);
+    body.push(0xc0);
+    assert!(decode_reply_as::<Option<u64>>(&body).is_err());
+    body.pop();
+    for cut in 0..body.len() {
+        assert!(
+            decode_reply_as::<Option<u64>>(&body[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+}
+
+proptest! {
+    /// Whatever the result, the typed route and the `Value` route agree on whether it is a
+    /// `SendResult` and on its value.
+    #[test]
+    fn typed_and_value_routes_agree(transfer in any::<i64>(), peers in proptest::option::of(
+        proptest::collection::vec(("[a-z]{1,8}", any::<bool>()), 0..4)),
+        extra in proptest::option::of(any::<i64>())) {
+        let mut result = vec![(Value::from("transfer"), Value::from(transfer))];
+        if let Some(peers) = peers {
+            let list = peers.into_iter().map(|(p, ok)| Value::Map(vec![
+                ("id".into(), p.into()), ("ok".into(), ok.into())])).collect();
+            result.push(("peers".into(), Value::Array(list)));
+        }
+        if let Some(x) = extra {
+            result.push(("extra".into(), x.into()));
+        }
+        let result = Value::Map(result);
+        let body = reply_frame(vec![
+            ("id".into(), 1.into()), ("ok".into(), true.into()), ("result".into(), result.clone())]);
+        let typed = decode_reply_as::<SendResult>(&body).ok().and_then(Result::ok);
+        let via_value = from_value::<SendResult>(result).ok();
+        prop_assert_eq!(typed, via_value);
+    }
+}

@@ -46,8 +46,8 @@ use peerix_ipc_proto::rmpv::Value;
 use peerix_ipc_proto::{
     decode_daemon, encode_frame_limited, ClientMessage, CloseArgs, DaemonMessage, EventData,
     ForwardArgs, ForwardResult, FrameDecoder, Hello, LeaveArgs, Op, OpenArgs, Payload, PeersArgs,
-    Progress, Reply, Request, SendArgs, SendBatch, SendChunk, SendStart, SubscribeArgs,
-    VerifierArgs, VerifyArgs, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Progress, Request, SendArgs, SendBatch, SendChunk, SendStart, SubscribeArgs, VerifierArgs,
+    VerifyArgs, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -175,7 +175,9 @@ type BoxedWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Each waiting request's reply, as the frame's bytes: the waiter decodes it into the
+    /// type it expects (see [`typed_reply`]).
+    pending: HashMap<u64, oneshot::Sender<Vec<u8>>>,
     progress: HashMap<u64, mpsc::UnboundedSender<Progress>>,
     events: Option<mpsc::Sender<Event>>,
     /// Where each verified room's `verify` events go (see [`Client::verifier`]).
@@ -293,6 +295,13 @@ impl Inner {
     }
 
     async fn dispatch(&self, body: &[u8]) {
+        if let Some(id) = peerix_ipc_proto::reply_id(body) {
+            let tx = self.state().pending.remove(&id);
+            if let Some(tx) = tx {
+                let _ = tx.send(body.to_vec());
+            }
+            return;
+        }
         let Ok(msg) = decode_daemon(body) else {
             // Malformed frames from the daemon are skipped; the stream stays
             // in sync thanks to the length prefix.
@@ -302,12 +311,9 @@ impl Inner {
             self.last_seq.fetch_max(e.seq, Ordering::Relaxed);
         }
         match msg {
-            DaemonMessage::Reply(reply) => {
-                let tx = self.state().pending.remove(&reply.id);
-                if let Some(tx) = tx {
-                    let _ = tx.send(reply);
-                }
-            }
+            // Routed above by `reply_id`; one that gets here has a malformed `id` (nobody
+            // waits for it).
+            DaemonMessage::Reply(_) => {}
             DaemonMessage::Event(event) if event.name == peerix_ipc_proto::event_names::VERIFY => {
                 let Ok(EventData::Verify(d)) = event.typed() else {
                     return;
@@ -482,7 +488,7 @@ impl Client {
         id: u64,
         op: &str,
         args: Value,
-    ) -> Result<oneshot::Receiver<Reply>> {
+    ) -> Result<oneshot::Receiver<Vec<u8>>> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.inner.state();
@@ -503,9 +509,9 @@ impl Client {
         Ok(rx)
     }
 
-    async fn finish(&self, rx: oneshot::Receiver<Reply>) -> Result<Value> {
+    async fn finish(&self, rx: oneshot::Receiver<Vec<u8>>) -> Result<Value> {
         let reply = rx.await.map_err(|_| self.inner.closed_error())?;
-        reply.into_result().map_err(ClientError::Daemon)
+        reply_value(&reply)
     }
 
     /// Writes a request and returns at once, without waiting for its reply: the returned
@@ -537,8 +543,11 @@ impl Client {
 
     /// Takes the op by value so that a `send`'s data moves into the request (`Op::into_args`).
     async fn request_typed<T: DeserializeOwned>(&self, op: Op) -> Result<T> {
-        let v = self.request_raw(op.name(), op.into_args()?).await?;
-        peerix_ipc_proto::from_value(v).map_err(|e| ClientError::UnexpectedResult(e.to_string()))
+        let rx = self
+            .start_request(self.next_id(), op.name(), op.into_args()?)
+            .await?;
+        let reply = rx.await.map_err(|_| self.inner.closed_error())?;
+        typed_reply(&reply)
     }
 
     /// `status`: daemon version, drivers and rooms.
@@ -790,13 +799,14 @@ impl Client {
             if first_full {
                 current = read_chunk(&mut reader, chunk_size).await?;
             }
-            let first: SendResult = decode_result(self.finish(rx).await?)?;
+            let reply = rx.await.map_err(|_| self.inner.closed_error())?;
+            let first: SendResult = typed_reply(&reply)?;
             let transfer = first.transfer;
             let mut sent = first_len;
             on_progress(&SendProgress::Buffered { sent, total });
             // Chunks written whose replies are still awaited, oldest first, with their lengths:
             // the next chunk is on the socket while the daemon answers the previous one.
-            let mut unanswered: VecDeque<(oneshot::Receiver<Reply>, u64)> = VecDeque::new();
+            let mut unanswered: VecDeque<(oneshot::Receiver<Vec<u8>>, u64)> = VecDeque::new();
             loop {
                 let next = if current.len() == chunk_size {
                     read_chunk(&mut reader, chunk_size).await?
@@ -974,7 +984,7 @@ impl Client {
 /// The reply of a request written by [`Client::issue`], still to come.
 #[must_use = "a pending reply does nothing unless awaited (dropping it ignores the reply)"]
 pub struct PendingReply {
-    rx: oneshot::Receiver<Reply>,
+    rx: oneshot::Receiver<Vec<u8>>,
     inner: Arc<Inner>,
 }
 
@@ -988,17 +998,41 @@ impl PendingReply {
     /// Waits for the reply and returns its raw result.
     pub async fn result(self) -> Result<Value> {
         let reply = self.rx.await.map_err(|_| self.inner.closed_error())?;
-        reply.into_result().map_err(ClientError::Daemon)
+        reply_value(&reply)
     }
 
     /// Waits for the reply and decodes its result as `T` (e.g. [`SendResult`]).
     pub async fn typed<T: DeserializeOwned>(self) -> Result<T> {
-        decode_result(self.result().await?)
+        let reply = self.rx.await.map_err(|_| self.inner.closed_error())?;
+        typed_reply(&reply)
     }
 }
 
+/// A reply frame's result as a MessagePack value (or the daemon's error).
+fn reply_value(body: &[u8]) -> Result<Value> {
+    match decode_daemon(body) {
+        Ok(DaemonMessage::Reply(reply)) => reply.into_result().map_err(ClientError::Daemon),
+        Ok(_) => Err(ClientError::UnexpectedResult(
+            "a frame routed as a reply is not one".into(),
+        )),
+        Err(e) => Err(ClientError::UnexpectedResult(e.to_string())),
+    }
+}
+
+/// A result converted into `T`.
 fn decode_result<T: DeserializeOwned>(v: Value) -> Result<T> {
     peerix_ipc_proto::from_value(v).map_err(|e| ClientError::UnexpectedResult(e.to_string()))
+}
+
+/// A reply frame's result decoded straight into `T` (or the daemon's error), without the
+/// `Value` tree that [`reply_value`] builds: for small requests that tree, encoded and decoded
+/// again into `T`, was most of what a reply cost the reader (BENCHMARKS.md, session 19).
+fn typed_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    match peerix_ipc_proto::decode_reply_as(body) {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(error)) => Err(ClientError::Daemon(error)),
+        Err(e) => Err(ClientError::UnexpectedResult(e.to_string())),
+    }
 }
 
 /// Reads until `size` bytes or EOF.

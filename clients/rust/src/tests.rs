@@ -7,7 +7,7 @@
 use super::*;
 use peerix_ipc_proto::{
     decode_client, encode_frame, ChannelMessageData, DeliveryReport, ErrorBody, ErrorCode,
-    MessageType,
+    MessageType, Reply,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -106,6 +106,34 @@ async fn handshake_and_status() {
     let st = client.status().await.expect("status");
     assert_eq!(st.drivers[0].name, "nats");
     assert!(st.rooms.is_empty());
+}
+
+#[tokio::test]
+async fn a_reply_that_is_no_result_of_its_type_fails_that_request_only() {
+    let mut n = 0;
+    let client = client_with(move |r| {
+        n += 1;
+        let result = match n {
+            // An integer key, which a struct would take as a field position (PROTOCOL.md §2).
+            1 => Value::Map(vec![(Value::from(0), Value::from("0.1.0"))]),
+            // A result of the wrong shape.
+            2 => Value::from("status"),
+            _ => map(vec![
+                ("version", Value::from("0.1.0")),
+                ("id", Value::from("fake-peer")),
+            ]),
+        };
+        vec![reply(r.id, result)]
+    })
+    .await;
+    for _ in 0..2 {
+        match client.status().await {
+            Err(ClientError::UnexpectedResult(_)) => {}
+            other => panic!("expected UnexpectedResult, got {other:?}"),
+        }
+    }
+    // The connection is fine: the next reply is read as usual.
+    assert_eq!(client.status().await.expect("status").id, "fake-peer");
 }
 
 #[tokio::test]
