@@ -1036,6 +1036,74 @@ impl Op {
     }
 }
 
+/// A `send` request of one whole message (or a stream's start), serialised straight from its
+/// [`SendStart`] into exactly the bytes the `Value` route gives (`Request::from_op`, whose args
+/// are [`Op::into_args`]), without building that `Value`.
+///
+/// Why: a client pipelining small messages writes one such request per message, and the
+/// `Value` (a map, a key string per field, the data moved in) and its serialisation were about
+/// 5 % of the Rust client's thread (BENCHMARKS.md, session 19).
+#[derive(Debug, Clone, Copy)]
+pub struct SendStartRequest<'a> {
+    /// The request id.
+    pub id: u64,
+    /// The send.
+    pub args: &'a SendStart,
+}
+
+impl Serialize for SendStartRequest<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("Request", 4)?;
+        m.serialize_field("type", "request")?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("op", op_names::SEND)?;
+        m.serialize_field("args", &StartArgs(self.args))?;
+        m.end()
+    }
+}
+
+/// The args map of a [`SendStartRequest`], in the order [`send_into_value`] builds it.
+struct StartArgs<'a>(&'a SendStart);
+
+impl Serialize for StartArgs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        /// A `bin` (a `&[u8]` alone would be an array of integers).
+        struct Bin<'a>(&'a [u8]);
+        impl Serialize for Bin<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        let a = self.0;
+        let optional = [a.to.is_some(), a.info.is_some(), a.more, a.progress];
+        let len = 4 + optional.iter().filter(|b| **b).count();
+        let mut m = s.serialize_map(Some(len))?;
+        m.serialize_entry("room", &a.room)?;
+        m.serialize_entry("label", &a.label)?;
+        if let Some(to) = &a.to {
+            m.serialize_entry("to", to)?;
+        }
+        m.serialize_entry("type", a.payload.kind().as_str())?;
+        match &a.payload {
+            Payload::Text(t) => m.serialize_entry("data", t)?,
+            Payload::Bytes(b) => m.serialize_entry("data", &Bin(b))?,
+            Payload::Json(v) => m.serialize_entry("data", v)?,
+        }
+        if let Some(info) = &a.info {
+            m.serialize_entry("info", info)?;
+        }
+        if a.more {
+            m.serialize_entry("more", &true)?;
+        }
+        if a.progress {
+            m.serialize_entry("progress", &true)?;
+        }
+        m.end()
+    }
+}
+
 fn send_into_value(a: SendArgs) -> Value {
     let mut m: Vec<(Value, Value)> = Vec::new();
     let mut put = |k: &str, v: Value| m.push((Value::from(k), v));

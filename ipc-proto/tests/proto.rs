@@ -1114,3 +1114,49 @@ proptest! {
         prop_assert_eq!(typed, via_value);
     }
 }
+
+fn payload() -> impl Strategy<Value = Payload> {
+    prop_oneof![
+        ".{0,40}".prop_map(Payload::Text),
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(Payload::Bytes),
+        any::<i64>().prop_map(|n| Payload::Json(Value::from(n))),
+    ]
+}
+
+proptest! {
+    /// The direct serialisation of a `send` writes exactly the bytes of the `Value` route, so a
+    /// daemon cannot tell them apart.
+    #[test]
+    fn send_start_requests_encode_as_the_value_route(
+        id in any::<u64>(),
+        room in "[a-z]{0,12}",
+        label in ".{0,12}",
+        to in proptest::option::of("[a-z0-9-]{1,20}"),
+        payload in payload(),
+        info in proptest::option::of(proptest::collection::vec(("[a-z]{1,6}", any::<i32>()), 0..4)),
+        more in any::<bool>(),
+        progress in any::<bool>(),
+        big in any::<bool>(),
+    ) {
+        let payload = match payload {
+            // Sizes across the str and bin length markers (8, 16 and 32 bits).
+            Payload::Bytes(b) if big => Payload::Bytes(b.repeat(300)),
+            p => p,
+        };
+        let start = SendStart {
+            room,
+            label,
+            to,
+            payload,
+            info: info.map(|kv| Value::Map(
+                kv.into_iter().map(|(k, v)| (Value::from(k), Value::from(v))).collect())),
+            more,
+            progress,
+        };
+        let via_value = encode_frame(&ClientMessage::Request(
+            Request::from_op(id, &Op::Send(SendArgs::Start(start.clone()))).expect("args"),
+        )).expect("encode");
+        let direct = encode_frame(&SendStartRequest { id, args: &start }).expect("encode");
+        prop_assert_eq!(direct, via_value);
+    }
+}

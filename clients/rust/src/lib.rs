@@ -44,10 +44,11 @@ use std::time::Duration;
 
 use peerix_ipc_proto::rmpv::Value;
 use peerix_ipc_proto::{
-    decode_daemon, encode_frame_limited, ClientMessage, CloseArgs, DaemonMessage, EventData,
-    ForwardArgs, ForwardResult, FrameDecoder, Hello, LeaveArgs, Op, OpenArgs, Payload, PeersArgs,
-    Progress, Request, SendArgs, SendBatch, SendChunk, SendStart, SubscribeArgs, VerifierArgs,
-    VerifyArgs, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    decode_daemon, encode_frame_limited, encode_frame_sized, ClientMessage, CloseArgs,
+    DaemonMessage, EventData, ForwardArgs, ForwardResult, FrameDecoder, Hello, LeaveArgs, Op,
+    OpenArgs, Payload, PeersArgs, Progress, Request, SendArgs, SendBatch, SendChunk, SendStart,
+    SendStartRequest, SubscribeArgs, VerifierArgs, VerifyArgs, Welcome, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -257,8 +258,8 @@ impl Inner {
     /// own as well, small ones together: a client with many requests in flight then makes one
     /// write system call (and wakes the daemon's reader once) for many of them instead of one
     /// each. Returns once this frame was written, by this call or an earlier one.
-    async fn write(&self, msg: &ClientMessage) -> Result<()> {
-        let frame = encode_frame_limited(msg, self.max_frame)?;
+    /// Writes an encoded frame, in order after those written before it.
+    async fn write_frame(&self, frame: Vec<u8>) -> Result<()> {
         let ticket = {
             let mut o = self.outbox();
             o.frames.push_back(frame);
@@ -489,6 +490,21 @@ impl Client {
         op: &str,
         args: Value,
     ) -> Result<oneshot::Receiver<Vec<u8>>> {
+        let msg = ClientMessage::Request(Request {
+            id,
+            op: op.to_owned(),
+            args,
+        });
+        let frame = encode_frame_limited(&msg, self.inner.max_frame)?;
+        self.start_request_frame(id, frame).await
+    }
+
+    /// Like [`Client::start_request`], with request `id` already encoded in `frame`.
+    async fn start_request_frame(
+        &self,
+        id: u64,
+        frame: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Vec<u8>>> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.inner.state();
@@ -497,12 +513,7 @@ impl Client {
             }
             st.pending.insert(id, tx);
         }
-        let msg = ClientMessage::Request(Request {
-            id,
-            op: op.to_owned(),
-            args,
-        });
-        if let Err(e) = self.inner.write(&msg).await {
+        if let Err(e) = self.inner.write_frame(frame).await {
             self.inner.state().pending.remove(&id);
             return Err(e);
         }
@@ -543,9 +554,19 @@ impl Client {
 
     /// Takes the op by value so that a `send`'s data moves into the request (`Op::into_args`).
     async fn request_typed<T: DeserializeOwned>(&self, op: Op) -> Result<T> {
-        let rx = self
-            .start_request(self.next_id(), op.name(), op.into_args()?)
-            .await?;
+        let id = self.next_id();
+        let rx = match &op {
+            // One per message for a client sending many small ones: written straight from
+            // the op, the same bytes without the args `Value` (`SendStartRequest`).
+            Op::Send(SendArgs::Start(args)) => {
+                let req = SendStartRequest { id, args };
+                // Room for the data up front, so the buffer is not grown by doubling.
+                let hint = args.payload.len() + 256;
+                let frame = encode_frame_sized(&req, self.inner.max_frame, hint)?;
+                self.start_request_frame(id, frame).await?
+            }
+            _ => self.start_request(id, op.name(), op.into_args()?).await?,
+        };
         let reply = rx.await.map_err(|_| self.inner.closed_error())?;
         typed_reply(&reply)
     }
