@@ -254,11 +254,11 @@ impl Inner {
         )
     }
 
-    /// Puts `msg` on the socket. Whoever holds the writer writes the frames queued before its
-    /// own as well, small ones together: a client with many requests in flight then makes one
-    /// write system call (and wakes the daemon's reader once) for many of them instead of one
-    /// each. Returns once this frame was written, by this call or an earlier one.
-    /// Writes an encoded frame, in order after those written before it.
+    /// Puts an encoded `frame` on the socket, after those queued before it. Whoever holds the
+    /// writer writes the frames queued before its own as well, small ones together: a client
+    /// with many requests in flight then makes one write system call (and wakes the daemon's
+    /// reader once) for many of them instead of one each. Returns once this frame was written,
+    /// by this call or an earlier one.
     async fn write_frame(&self, frame: Vec<u8>) -> Result<()> {
         let ticket = {
             let mut o = self.outbox();
@@ -552,7 +552,8 @@ impl Client {
         self.request_raw(op.name(), op.to_args()?).await
     }
 
-    /// Takes the op by value so that a `send`'s data moves into the request (`Op::into_args`).
+    /// Takes the op by value so that its data moves into the request's args (`Op::into_args`);
+    /// a `send` of one message is serialised from the op instead (`SendStartRequest`).
     async fn request_typed<T: DeserializeOwned>(&self, op: Op) -> Result<T> {
         let id = self.next_id();
         let rx = match &op {
