@@ -222,9 +222,10 @@ pub(crate) fn reply_id(body: &[u8]) -> Option<u64> {
     None
 }
 
-/// Checks that every map in the MessagePack value `body` has string keys, like
-/// [`string_keys`] but on the bytes, building nothing (and without recursion).
-pub(crate) fn raw_string_keys(body: &[u8]) -> Result<(), String> {
+/// Checks that every map in the first MessagePack value of `body` has string keys, like
+/// [`string_keys`] but on the bytes, building nothing (and without recursion); returns the
+/// value's length, as [`value_len`] would, since the walk has found it.
+pub(crate) fn raw_string_keys(body: &[u8]) -> Result<usize, String> {
     let mut r = Reader { buf: body, pos: 0 };
     // The containers being read: values left in each, and whether it is a map.
     let mut open: Vec<(u64, bool)> = vec![(1, false)];
@@ -251,7 +252,7 @@ pub(crate) fn raw_string_keys(body: &[u8]) -> Result<(), String> {
             open.push((items, map));
         }
     }
-    Ok(())
+    Ok(r.pos)
 }
 
 /// Checks that every map in `v` has string keys; `Err` names the path of the first that does
@@ -424,7 +425,11 @@ mod tests {
             ])
         };
         let good = nested("k".into());
-        assert!(raw_string_keys(&enc(&good)).is_ok());
+        let mut b = enc(&good);
+        let len = b.len();
+        b.push(0xc0);
+        assert_eq!(raw_string_keys(&b), Ok(len));
+        assert_eq!(value_len(&b), Ok(len));
         assert!(string_keys(&good, "").is_ok());
         for key in [Value::from(0), Value::Nil, Value::Binary(b"k".to_vec())] {
             let bad = nested(key);

@@ -196,10 +196,19 @@ pub fn coalesce_frames(
 /// borrowing one hands the visitor slices of `body`; since it cannot say where it stopped, the
 /// value's extent comes from [`crate::checks::value_len`], a scan that builds nothing.
 fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
+    decode_exact_with(body, || crate::checks::value_len(body))
+}
+
+/// [`decode_exact`], with the length of `body`'s first value from `len` (asked after the
+/// value decoded, so that a value serde refuses is reported as serde words it).
+fn decode_exact_with<T: DeserializeOwned>(
+    body: &[u8],
+    len: impl FnOnce() -> Result<usize, String>,
+) -> Result<T, ProtoError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MAX_DEPTH);
     let value = T::deserialize(&mut de).map_err(|e| ProtoError::Malformed(e.to_string()))?;
-    let len = crate::checks::value_len(body).map_err(ProtoError::Malformed)?;
+    let len = len().map_err(ProtoError::Malformed)?;
     let rest = body.len() - len;
     if rest != 0 {
         return Err(ProtoError::Malformed(format!(
@@ -319,7 +328,8 @@ pub fn reply_id(body: &[u8]) -> Option<u64> {
 
 /// A `reply` frame's outcome with its result decoded straight into `T`: `Ok(Ok(result))`,
 /// `Ok(Err(error))` for a failed request, [`ProtoError::Malformed`] for a frame that is no
-/// reply, has a non-string key or whose result is not a `T`.
+/// reply, has a non-string key or whose result is not a `T` ([`ProtoError::BadRequest`], as
+/// from [`from_value`], when the result is absent or nil and `T` cannot be nil).
 ///
 /// Why: through [`decode_daemon`] the result became an [`rmpv::Value`] tree (an allocation
 /// per field) that [`from_value`] then encoded and decoded again; for a small request (a
@@ -344,8 +354,9 @@ pub fn decode_reply_as<T: DeserializeOwned>(
             "not a `reply` with an unsigned integer `id`".to_string(),
         ));
     }
-    crate::checks::raw_string_keys(body).map_err(ProtoError::Malformed)?;
-    let reply: TypedReply<T> = decode_exact(body)?;
+    // One walk both checks the keys and finds where the value ends.
+    let len = crate::checks::raw_string_keys(body).map_err(ProtoError::Malformed)?;
+    let reply: TypedReply<T> = decode_exact_with(body, || Ok(len))?;
     if !reply.ok {
         return Ok(Err(reply.error.unwrap_or_else(|| {
             crate::ErrorBody::new(

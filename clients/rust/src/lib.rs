@@ -525,6 +525,12 @@ impl Client {
         reply_value(&reply)
     }
 
+    /// Like [`Client::finish`], decoding the result straight into `T` (see [`typed_reply`]).
+    async fn finish_typed<T: DeserializeOwned>(&self, rx: oneshot::Receiver<Vec<u8>>) -> Result<T> {
+        let reply = rx.await.map_err(|_| self.inner.closed_error())?;
+        typed_reply(&reply)
+    }
+
     /// Writes a request and returns at once, without waiting for its reply: the returned
     /// [`PendingReply`] resolves to the result later.
     ///
@@ -568,8 +574,7 @@ impl Client {
             }
             _ => self.start_request(id, op.name(), op.into_args()?).await?,
         };
-        let reply = rx.await.map_err(|_| self.inner.closed_error())?;
-        typed_reply(&reply)
+        self.finish_typed(rx).await
     }
 
     /// `status`: daemon version, drivers and rooms.
@@ -821,8 +826,7 @@ impl Client {
             if first_full {
                 current = read_chunk(&mut reader, chunk_size).await?;
             }
-            let reply = rx.await.map_err(|_| self.inner.closed_error())?;
-            let first: SendResult = typed_reply(&reply)?;
+            let first: SendResult = self.finish_typed(rx).await?;
             let transfer = first.transfer;
             let mut sent = first_len;
             on_progress(&SendProgress::Buffered { sent, total });
