@@ -548,6 +548,69 @@ impl Reassembler {
     /// Feeds one decoded frame; returns what happened (possibly nothing, for
     /// frames Peerix silently drops).
     pub fn feed(&mut self, frame: Frame) -> Vec<Outcome> {
+        match self.feed_whole(frame) {
+            Ok(out) => out,
+            Err(frame) => self.feed_general(frame),
+        }
+    }
+
+    /// A message in one frame (its first frame is also its last, as every message up to a
+    /// chunk is) under an id with no open transfer: the outcomes [`Reassembler::feed_general`]
+    /// gives, without opening a transfer and closing it again, and with the chunk moved into
+    /// the completion instead of copied. Small messages are nearly all like this, and the
+    /// entry's map insert and remove and the copy were most of a receiving daemon's framing
+    /// work per message (BENCHMARKS.md, session 20). Anything else comes back unchanged.
+    fn feed_whole(&mut self, frame: Frame) -> Result<Vec<Outcome>, Frame> {
+        let len = frame.chunk.as_ref().map_or(0, Vec::len);
+        let single = !frame.is_ask()
+            && frame.abort != Some(true)
+            && frame.payload_type.unwrap_or(0) != 0
+            && frame.index == Some(0)
+            && frame.done == Some(true)
+            && len <= self.max_message_size
+            && self.buffered.saturating_add(len) <= self.max_message_size
+            && self.incoming.len() < MAX_OPEN_TRANSFERS
+            && (self.incoming.is_empty() || !self.incoming.contains_key(&frame.id));
+        if !single {
+            return Err(frame);
+        }
+        let id = frame.id;
+        let payload_type = PayloadType::from_wire(frame.payload_type.unwrap_or(0));
+        let info = frame
+            .info
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+        let mut out = Vec::with_capacity(3);
+        out.push(Outcome::Started {
+            id,
+            payload_type,
+            info: info.clone(),
+        });
+        let data = match frame.chunk {
+            Some(chunk) => {
+                out.push(Outcome::Data {
+                    id,
+                    index: 0,
+                    len,
+                    received: len,
+                });
+                chunk
+            }
+            None => Vec::new(),
+        };
+        out.push(Outcome::Completed {
+            id,
+            payload_type,
+            info,
+            data,
+            truncated: false,
+            send_ack: Some(Frame::ack(id).encode()),
+        });
+        Ok(out)
+    }
+
+    /// [`Reassembler::feed`] for any frame, one transfer entry per message.
+    fn feed_general(&mut self, frame: Frame) -> Vec<Outcome> {
         let mut out = Vec::new();
         let id = frame.id;
         if frame.is_ask() {
@@ -679,6 +742,43 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small message takes the shortcut (so the property test above compares two paths),
+    /// and one under an id that is still open does not.
+    #[test]
+    fn a_message_in_one_frame_opens_no_transfer() {
+        let mut r = Reassembler::new(1 << 20);
+        let whole =
+            Frame::decode(&Frame::data_first(7, 4, None, b"hi", true).encode()).expect("frame");
+        assert!(r.feed_whole(whole.clone()).is_ok());
+        assert!(r.open_transfers().is_empty());
+        let first =
+            Frame::decode(&Frame::data_first(7, 4, None, b"hi", false).encode()).expect("frame");
+        assert!(r.feed_whole(first.clone()).is_err());
+        r.feed(first);
+        assert!(r.feed_whole(whole).is_err(), "transfer 7 is open");
+    }
+
+    /// With the cap on open transfers reached, a message in one frame is refused as the
+    /// general path refuses it.
+    #[test]
+    fn a_message_in_one_frame_past_the_cap_is_refused() {
+        let (mut fast, mut general) = (Reassembler::new(1 << 20), Reassembler::new(1 << 20));
+        for id in 1..=MAX_OPEN_TRANSFERS as u32 {
+            let first = Frame::data_first(id, 4, None, b"x", false);
+            assert_eq!(fast.feed(first.clone()), general.feed_general(first));
+        }
+        let whole = Frame::data_first(1000, 4, None, b"hi", true);
+        let out = fast.feed(whole.clone());
+        assert_eq!(out, general.feed_general(whole));
+        assert!(matches!(
+            out.last(),
+            Some(Outcome::Aborted {
+                reason: AbortReason::TooManyTransfers,
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn take_buffered_delivers_a_message_in_parts() {
@@ -1024,6 +1124,42 @@ mod tests {
                 let _ = r.feed(Frame { id, ask, index, payload_type, abort, done, info: None, chunk });
                 let total: usize = r.open_transfers().iter().filter_map(|i| r.progress(*i)).sum();
                 prop_assert!(total <= 120);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The one-frame shortcut (`feed_whole`) and the general path agree on every frame
+        /// sequence: the same outcomes, and the same open transfers and buffered bytes after.
+        /// Frames are drawn to be whole messages half the time, over few ids, with the size
+        /// limit within reach (the cap on open transfers has its own test). 4,096 cases: at 256, a shortcut that ignored
+        /// the bytes other transfers hold against the limit passed.
+        #[test]
+        fn whole_frames_give_what_the_general_path_gives(ops in proptest::collection::vec((
+            1u32..4,
+            proptest::option::of(any::<bool>()),
+            prop_oneof![Just(Some(0u32)), proptest::option::of(0u32..3)],
+            prop_oneof![Just(Some(4u32)), proptest::option::of(0u32..6)],
+            proptest::option::of(any::<bool>()),
+            prop_oneof![Just(Some(true)), proptest::option::of(any::<bool>())],
+            prop_oneof![Just(None), Just(Some(b"{\"a\":1}".to_vec())), Just(Some(b"not json".to_vec()))],
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..70)),
+        ), 0..60)) {
+            let (mut fast, mut general) = (Reassembler::new(100), Reassembler::new(100));
+            for (id, ask, index, payload_type, abort, done, info, chunk) in ops {
+                let frame = Frame { id, ask, index, payload_type, abort, done, info, chunk };
+                prop_assert_eq!(fast.feed(frame.clone()), general.feed_general(frame));
+                let (mut a, mut b) = (fast.open_transfers(), general.open_transfers());
+                a.sort_unstable();
+                b.sort_unstable();
+                prop_assert_eq!(&a, &b);
+                for id in a {
+                    prop_assert_eq!(fast.progress(id), general.progress(id));
+                    prop_assert_eq!(fast.buffered_len(id), general.buffered_len(id));
+                }
+                prop_assert_eq!(fast.buffered, general.buffered);
             }
         }
     }
