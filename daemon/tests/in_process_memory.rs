@@ -21,7 +21,7 @@ impl Handler<Deliver> for Collector {
     type Result = ();
     fn handle(&mut self, d: Deliver, _: &mut Self::Context) {
         if let Ok(mut v) = self.0.lock() {
-            v.push((d.event.name.clone(), d.event.data.to_value()));
+            v.push((d.event.name.to_string(), d.event.data.to_value()));
         }
     }
 }

@@ -118,7 +118,7 @@ pub struct BusCore {
     /// Every seq up to here is no longer (or was never) available for replay.
     evicted_upto: u64,
     subs: BTreeMap<u64, Sub>,
-    inboxes: HashMap<String, Inbox>,
+    inboxes: HashMap<Arc<str>, Inbox>,
 }
 
 impl BusCore {
@@ -334,7 +334,7 @@ impl BusCore {
     pub fn inbox_counts(&self) -> Vec<(String, u64)> {
         self.inboxes
             .iter()
-            .map(|(r, i)| (r.clone(), i.len() as u64))
+            .map(|(r, i)| (r.to_string(), i.len() as u64))
             .collect()
     }
 

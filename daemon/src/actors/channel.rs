@@ -97,7 +97,8 @@ pub struct ChannelActor {
     replies: tokio::sync::mpsc::Sender<Vec<u8>>,
     /// The writer's end of `replies`, until the actor starts and hands it to the writer.
     replies_rx: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
-    /// The remote peer's id and the label, shared by every `channel:message` event.
+    /// The room, the remote peer's id and the label, shared by every `channel:message` event.
+    room: Arc<str>,
     peer: Arc<str>,
     label: Arc<str>,
 }
@@ -148,7 +149,11 @@ impl ChannelActor {
         )
         .with_grace(grace);
         let (replies, replies_rx) = tokio::sync::mpsc::channel(REPLIES_QUEUED);
-        let (peer, label) = (Arc::from(cx.peer.as_str()), Arc::from(channel.label()));
+        let (room, peer, label) = (
+            Arc::from(cx.room.as_str()),
+            Arc::from(cx.peer.as_str()),
+            Arc::from(channel.label()),
+        );
         Self {
             cx,
             channel,
@@ -162,6 +167,7 @@ impl ChannelActor {
             idle_timer: None,
             replies,
             replies_rx: Some(replies_rx),
+            room,
             peer,
             label,
         }
@@ -172,7 +178,7 @@ impl ChannelActor {
         self.sender.clone()
     }
 
-    fn emit(&self, name: &str, mut fields: Vec<(&str, Value)>) {
+    fn emit(&self, name: &'static str, mut fields: Vec<(&str, Value)>) {
         let mut base = vec![
             ("peer", Value::from(self.cx.peer.as_str())),
             ("id", Value::from(self.cx.peer.as_str())),
@@ -212,7 +218,7 @@ impl ChannelActor {
         };
         self.cx
             .bus
-            .do_send(Emit(EventRecord::part(&self.cx.room, part)));
+            .do_send(Emit(EventRecord::part(&self.room, part)));
     }
 
     /// Carries out what the delivery machine decided.

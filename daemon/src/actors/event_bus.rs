@@ -2,7 +2,8 @@
 //! keeps the recent ones for replay (resume after reconnect, slow clients catching up) and the
 //! messages nobody subscribed to in their room's inbox. The decisions are `bus_core`'s.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -14,31 +15,41 @@ pub use super::bus_core::{BusLimits, Lagged, SinceError};
 pub use super::event_body::{Body, MessagePart};
 
 /// One event as produced inside the daemon, before it is numbered.
+///
+/// Name and room are not owned strings of their own: a receiving daemon makes one record per
+/// message part and frees it when the replay buffer lets it go, thousands of events later and
+/// out of cache, so each allocation a record holds costs a cache miss then (BENCHMARKS.md,
+/// session 20).
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     /// Peerix event name, e.g. `connection:connected`.
-    pub name: String,
+    pub name: Cow<'static, str>,
     /// Room the event belongs to, if any.
-    pub room: Option<String>,
+    pub room: Option<Arc<str>>,
     /// Event payload (a map).
     pub data: Body,
 }
 
 impl EventRecord {
     /// Builds an event from `(key, value)` pairs.
-    pub fn new(name: impl Into<String>, room: Option<&str>, fields: Vec<(&str, Value)>) -> Self {
+    pub fn new(
+        name: impl Into<Cow<'static, str>>,
+        room: Option<&str>,
+        fields: Vec<(&str, Value)>,
+    ) -> Self {
         Self {
             name: name.into(),
-            room: room.map(str::to_owned),
+            room: room.map(Arc::from),
             data: Body::Map(obj(fields)),
         }
     }
 
-    /// A `channel:message` part, kept typed ([`Body::Part`]).
-    pub fn part(room: &str, part: MessagePart) -> Self {
+    /// A `channel:message` part, kept typed ([`Body::Part`]), in `room` (shared by the
+    /// channel's every part).
+    pub fn part(room: &Arc<str>, part: MessagePart) -> Self {
         Self {
-            name: "channel:message".to_string(),
-            room: Some(room.to_string()),
+            name: Cow::Borrowed("channel:message"),
+            room: Some(room.clone()),
             data: Body::Part(Box::new(part)),
         }
     }
@@ -293,18 +304,22 @@ impl EventBus {
         &mut self,
         ev: EventRecord,
         ctx: &mut Context<Self>,
-    ) -> (u64, HashSet<u64>, Arc<EventRecord>) {
+    ) -> (u64, Vec<u64>, Arc<EventRecord>) {
         let room_left = ev.name == "room:left";
         let size = size_estimate(&ev);
         let ev = Arc::new(ev);
         let out = self.core.emit(ev.clone(), size);
         tracing::debug!(seq = out.seq, name = %ev.name, room = ?ev.room, kept = out.kept, "event");
-        let mut reached = HashSet::new();
-        for id in out.to {
+        // `out.to` keeps the sessions it reached (those still subscribed) in its first `n`.
+        let mut reached = out.to;
+        let mut n = 0;
+        for i in 0..reached.len() {
+            let id = reached[i];
             let Some(sub) = self.subscribers.get(&id) else {
                 continue;
             };
-            reached.insert(id);
+            reached[n] = id;
+            n += 1;
             // A client that does not read must not make the daemon hold its events twice
             // (they are in the replay buffer) nor slow anyone: skip it until it drained.
             if sub.behind(self.lag_limit) {
@@ -323,6 +338,7 @@ impl EventBus {
                 direct: false,
             });
         }
+        reached.truncate(n);
         if room_left {
             if let Some(room) = &ev.room {
                 self.core.drop_inbox(room);

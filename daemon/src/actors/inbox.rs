@@ -40,7 +40,7 @@ impl Inbox {
     /// Whether an event that matched nobody is kept: a message (or part of one), or the error
     /// that ends a transfer, which the reader of its parts needs.
     pub fn keeps(ev: &EventRecord) -> bool {
-        match ev.name.as_str() {
+        match &*ev.name {
             "channel:message" => true,
             "channel:error" => ev.data.get("transfer").is_some(),
             _ => false,

@@ -79,10 +79,7 @@ pub(super) fn oversized_event(
         EventRecord::new(
             "error",
             room,
-            vec![
-                ("event", Value::from(d.event.name.as_str())),
-                ("error", error),
-            ],
+            vec![("event", Value::from(&*d.event.name)), ("error", error)],
         )
     }
 }

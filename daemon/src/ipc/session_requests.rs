@@ -325,7 +325,7 @@ impl ClientSession {
                 .map(|d| {
                     obj(vec![
                         ("seq", Value::from(d.seq)),
-                        ("name", Value::from(d.event.name.as_str())),
+                        ("name", Value::from(&*d.event.name)),
                         (
                             "room",
                             d.event.room.as_deref().map_or(Value::Nil, Value::from),
