@@ -366,3 +366,90 @@ async fn a_transfer_that_never_finishes_is_cut_when_idle() -> Result<()> {
     assert!(!closed, "the channel stays open");
     s.carried_on().await
 }
+
+/// A remote that takes our messages and never acknowledges them (the wait is one watch per
+/// channel, `peerix_proto::AckWatch`): each such send fails once its data was taken and no ack
+/// came for 10 s ("Transfer timed out"), the remote is told to drop it (a sender abort, §7.5),
+/// a message beside them that the remote does acknowledge succeeds, and the daemon and its
+/// other peer carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_remote_never_acknowledges_fail_after_the_ack_timeout() -> Result<()> {
+    let mut s = scene("silent", &[]).await?;
+    let (ch, mut back) = s.hostile.open_channel("evil").await?;
+    let hostile = s.hostile.id.clone();
+    s.v.wait_for("the hostile channel open", T, |e| {
+        from_hostile(e, "channel:open", &hostile) && field(e, "label") == Some("evil")
+    })
+    .await?;
+    let started = std::time::Instant::now();
+    let client = &s.v.client;
+    let to = || peerix_client::SendOptions::to(hostile.clone());
+    let sends = async {
+        tokio::join!(
+            client.send_text("silent", "evil", "m0", to()),
+            client.send_text("silent", "evil", "m1", to()),
+            client.send_text("silent", "evil", "m2", to()),
+        )
+    };
+    // The remote acks only "m1", and collects the aborts of the others.
+    let remote = async {
+        let (mut acked, mut aborts) = (None, Vec::new());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while aborts.len() < 2 {
+            let Ok(Some(ev)) = tokio::time::timeout_at(deadline, back.recv()).await else {
+                bail!("the remote saw {aborts:?} aborted and {acked:?} acked by 30 s");
+            };
+            let ChannelEvent::Message { data, .. } = ev else {
+                continue;
+            };
+            let f = Frame::decode(&data)?;
+            if f.abort == Some(true) {
+                aborts.push(f.id);
+            } else if f.chunk.as_deref() == Some(b"m1".as_slice()) {
+                ch.send(bytes::Bytes::from(Frame::ack(f.id).encode()))
+                    .await?;
+                acked = Some(f.id);
+            }
+        }
+        anyhow::Ok((acked, aborts))
+    };
+    let both = tokio::time::timeout(Duration::from_secs(40), async {
+        tokio::join!(sends, remote)
+    });
+    let Ok(((m0, m1, m2), remote)) = both.await else {
+        bail!("the sends did not end within 40 s");
+    };
+    let (acked, mut aborts) = remote?;
+    let took = started.elapsed();
+    let outcome = |r: peerix_client::Result<peerix_client::SendResult>| -> Result<(bool, String)> {
+        let peers = r?.peers.unwrap_or_default();
+        let [p] = peers.as_slice() else {
+            bail!("one peer expected, got {peers:?}");
+        };
+        Ok((
+            p.ok,
+            p.error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+        ))
+    };
+    let (m0, m1, m2) = (outcome(m0)?, outcome(m1)?, outcome(m2)?);
+    assert_eq!(
+        m1,
+        (true, String::new()),
+        "the acknowledged message succeeds"
+    );
+    for (ok, why) in [&m0, &m2] {
+        assert!(!ok && why.starts_with("Transfer timed out"), "{why}");
+    }
+    assert!(
+        took >= Duration::from_secs(10),
+        "given up after {took:?}, before the ack timeout"
+    );
+    aborts.sort_unstable();
+    let acked = acked.expect("m1 was acked");
+    assert_eq!(aborts.len(), 2);
+    assert!(!aborts.contains(&acked), "{aborts:?} vs acked {acked}");
+    s.carried_on().await
+}

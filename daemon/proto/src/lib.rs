@@ -20,10 +20,13 @@
 //!   [`Room::poll_timeout`].
 //! - [`Delivery`]: per data channel, which parts of received messages go to clients and when,
 //!   and which partly delivered transfers must be reported failed.
+//! - [`AckWatch`]: per data channel, the wait for the receiver's acks of outgoing messages:
+//!   which are given up, and when to look again.
 //!
 //! `tests/` drives several rooms on a simulated clock over a lossy simulated bus; reading
 //! `tests/scenarios.rs` is the shortest way to learn how Peerix negotiation works.
 
+mod ack_watch;
 mod admission;
 #[cfg(test)]
 mod bounds_tests;
@@ -51,6 +54,7 @@ mod verify;
 // TURN server failures for ICE_SERVER_ERROR (issue 15 part 3).
 mod turn_watch;
 
+pub use ack_watch::{no_progress, AckWatch, GivenUp, ACK_CHECK, ACK_TIMEOUT, BUFFER_WAIT};
 pub use admission::MAX_INVITES;
 pub use delivery::{Delivered, Delivery, Kind, Part};
 pub use limits::{Admit, ChannelCap, ReportLimiter};

@@ -14,7 +14,7 @@ use rmpv::Value;
 use tokio::sync::Notify;
 
 use super::event_bus::{Emit, EventBus, EventRecord, MessagePart};
-use super::outgoing::{AckMap, ChannelSender, RemoteOpenGrace, LOW_WATER};
+use super::outgoing::{watch_acks, AckMap, ChannelSender, RemoteOpenGrace, LOW_WATER};
 use super::{error_value, json_to_msgpack, BoundedStream};
 
 /// Limits and identity shared by every channel of a room.
@@ -243,20 +243,13 @@ impl ChannelActor {
                 ),
                 Delivered::Reply(frame) => self.send_raw(ctx, frame),
                 Delivered::Acked(id) => {
-                    match self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
-                        Some(tx) => {
-                            let _ = tx.send(Ok(()));
-                        }
-                        None => {
-                            let stray = self.delivery.stray_reply(Instant::now(), id);
-                            self.deliver(stray, ctx);
-                        }
+                    if !self.acks.resolve(id, Ok(())) {
+                        let stray = self.delivery.stray_reply(Instant::now(), id);
+                        self.deliver(stray, ctx);
                     }
                 }
                 Delivered::RejectedByReceiver(id) => {
-                    if let Some(tx) = self.acks.lock().ok().and_then(|mut m| m.remove(&id)) {
-                        let _ = tx.send(Err("Aborted by receiver".into()));
-                    }
+                    self.acks.resolve(id, Err("Aborted by receiver".into()));
                 }
             }
         }
@@ -310,11 +303,7 @@ impl ChannelActor {
     }
 
     fn fail_pending(&mut self, why: &str) {
-        if let Ok(mut m) = self.acks.lock() {
-            for (_, tx) in m.drain() {
-                let _ = tx.send(Err(why.to_string()));
-            }
-        }
+        self.acks.close(why);
     }
 }
 
@@ -326,6 +315,7 @@ impl Actor for ChannelActor {
         if let Some(rx) = self.replies_rx.take() {
             actix::spawn(write_replies(self.channel.clone(), rx));
         }
+        actix::spawn(watch_acks(self.channel.clone(), self.acks.clone()));
         if let Some(rx) = self.channel.take_events() {
             ctx.add_stream(BoundedStream::new(rx));
         }

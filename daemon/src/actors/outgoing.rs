@@ -1,15 +1,17 @@
 //! Writing messages onto one data channel: Peerix framing (§7.3), the send-buffer back-pressure
 //! and the wait for the receiver's ack (§7.4). No actor: a [`ChannelSender`] is a handle on the
 //! channel that the label's lane (`send_path`) drives directly, one message at a time, so no
-//! mailbox sits between a client's request and the frames it becomes. The `ChannelActor` of the
-//! same channel reads the acks and buffer-low events and resolves them through the shared maps.
+//! mailbox sits between a client's request and the frames it becomes. Each message's outcome
+//! sender waits in the channel's [`Acks`]: the `ChannelActor` of the same channel resolves it when
+//! the ack arrives, and the channel's [`watch_acks`] task gives up on those never acknowledged
+//! (the decisions are `peerix_proto::AckWatch`'s).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use peerix_proto::{no_progress, AckWatch, BUFFER_WAIT};
 use peerix_rtc::RtcChannel;
 use peerix_wire::frame::Frame;
 use peerix_wire::transfer::{Chunker, PayloadType, StreamChunker, TransferIds};
@@ -17,12 +19,6 @@ use tokio::sync::{oneshot, Notify};
 
 use super::channel::{ProgressTo, SendProgress};
 
-/// How long Peerix waits for the receiver's ack after the last frame (§7.4).
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a frame may wait for room in the send buffer before the transfer fails (§7.4).
-const BUFFER_WAIT: Duration = Duration::from_secs(10);
-/// How often a message waiting for its ack looks whether the send buffer still moves.
-const ACK_CHECK: Duration = Duration::from_millis(500);
 /// Send-buffer high-water mark. Peerix uses 256 KiB; loopback and LAN links profit from more
 /// in flight, and the browser side does not observe the difference.
 const HIGH_WATER: usize = 1 << 20;
@@ -59,8 +55,87 @@ impl RemoteOpenGrace {
     }
 }
 
-/// Outstanding acks of a channel's outgoing transfers, by transfer id.
-pub type AckMap = Arc<std::sync::Mutex<HashMap<u32, oneshot::Sender<Result<(), String>>>>>;
+/// A channel's outgoing transfers waiting for their acks, shared by its sender (which registers
+/// them), its actor (which resolves them when the acks arrive) and its ack watch task
+/// ([`watch_acks`], which gives up on those the remote does not acknowledge).
+#[derive(Default)]
+pub struct Acks {
+    /// The decisions: which transfer waits for what, and when to give up.
+    watch: std::sync::Mutex<AckWatch<oneshot::Sender<SendOutcome>>>,
+    /// Wakes the watch task when it has something to time again.
+    armed: Notify,
+    /// The channel is gone: the watch task ends.
+    closed: AtomicBool,
+}
+
+/// Shared handle on a channel's [`Acks`].
+pub type AckMap = Arc<Acks>;
+
+impl Acks {
+    /// The receiver acknowledged (`Ok`) or refused (`Err`) transfer `id`. False when no such
+    /// transfer waits (a stray ack).
+    pub fn resolve(&self, id: u32, outcome: SendOutcome) -> bool {
+        let waiting = self.watch.lock().ok().and_then(|mut w| w.acked(id));
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(outcome);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The channel is gone: every waiting send fails with `why`, and the watch task ends.
+    pub fn close(&self, why: &str) {
+        self.closed.store(true, Ordering::Release);
+        let waiting = self.watch.lock().map(|mut w| w.drain()).unwrap_or_default();
+        for tx in waiting {
+            let _ = tx.send(Err(why.to_string()));
+        }
+        self.armed.notify_one();
+    }
+
+    fn forget(&self, id: u32) -> Option<oneshot::Sender<SendOutcome>> {
+        self.watch.lock().ok().and_then(|mut w| w.forget(id))
+    }
+}
+
+/// Gives up on the channel's transfers the remote does not acknowledge (the decisions are
+/// [`AckWatch`]'s): looks at the channel every `ACK_CHECK` while any wait, and sleeps on
+/// [`Acks::armed`] otherwise, so an idle channel has no timer. Ends when the channel closes.
+pub async fn watch_acks(ch: RtcChannel, acks: AckMap) {
+    loop {
+        if acks.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let next = match acks.watch.lock() {
+            Ok(w) => w.poll_timeout(),
+            Err(_) => return,
+        };
+        match next {
+            // `notify_one` keeps a permit when nobody waits, so an arm between the look above
+            // and this wait is not lost.
+            None => {
+                acks.armed.notified().await;
+                continue;
+            }
+            Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        }
+        let buffered = ch.buffered_amount().await;
+        let received = ch.messages_received();
+        let given_up = match acks.watch.lock() {
+            Ok(mut w) => w.handle_timeout(Instant::now(), buffered, received),
+            Err(_) => return,
+        };
+        for g in given_up {
+            // Tell the receiver to drop what it has (§7.5).
+            let _ = ch
+                .send(Bytes::from(Frame::sender_abort(g.id).encode()))
+                .await;
+            let _ = g.value.send(Err(g.reason));
+        }
+    }
+}
 
 /// The outcome of one send to one peer: `Ok` once the remote acknowledged the whole message.
 pub type SendOutcome = Result<(), String>;
@@ -104,19 +179,15 @@ pub struct ChannelSender {
     ids: Arc<std::sync::Mutex<TransferIds>>,
     acks: AckMap,
     drained: Arc<Notify>,
-    peer: String,
+    peer: Arc<str>,
     grace: Option<RemoteOpenGrace>,
 }
 
-/// Waits for the remote's ack of a message whose frames are all out; resolves to its outcome.
-pub type AckWait = std::pin::Pin<Box<dyn std::future::Future<Output = SendOutcome>>>;
-
-fn done(r: SendOutcome) -> AckWait {
-    Box::pin(std::future::ready(r))
-}
+/// Where a message's outcome goes: `Ok` once the remote acknowledged it, or why it failed.
+pub type OutcomeTo = oneshot::Sender<SendOutcome>;
 
 impl ChannelSender {
-    /// A sender on `ch`, sharing the ack map and drain notification with the channel's actor.
+    /// A sender on `ch`, sharing the acks and drain notification with the channel's actor.
     pub fn new(
         ch: RtcChannel,
         framed: bool,
@@ -130,7 +201,7 @@ impl ChannelSender {
             ids: Arc::new(std::sync::Mutex::new(TransferIds::default())),
             acks,
             drained,
-            peer: peer.to_string(),
+            peer: Arc::from(peer),
             grace: None,
         }
     }
@@ -161,23 +232,64 @@ impl ChannelSender {
         Arc::ptr_eq(&self.acks, &other.acks)
     }
 
-    /// Allocates a transfer id and registers for its ack.
-    fn begin_transfer(&self) -> Result<(u32, oneshot::Receiver<SendOutcome>), String> {
-        let id = self
-            .ids
-            .lock()
-            .map_err(|_| "transfer id counter poisoned".to_string())?
-            .next_id();
-        let (tx, ack) = oneshot::channel();
-        if let Ok(mut acks) = self.acks.lock() {
-            acks.insert(id, tx);
+    /// Allocates a transfer id and registers `to` for its ack (`None`: `to` got the failure).
+    fn begin_transfer(&self, to: OutcomeTo) -> Option<u32> {
+        let Ok(id) = self.ids.lock().map(|mut ids| ids.next_id()) else {
+            let _ = to.send(Err("transfer id counter poisoned".to_string()));
+            return None;
+        };
+        let replaced = match self.acks.watch.lock() {
+            // Checked under the lock that `Acks::close` drains under: a transfer registered
+            // after the close would wait for a watch that is gone.
+            Ok(_) if self.acks.closed.load(Ordering::Acquire) => {
+                let _ = to.send(Err("channel closed".to_string()));
+                return None;
+            }
+            Ok(mut w) => w.begin(id, to),
+            Err(_) => {
+                let _ = to.send(Err("ack registry poisoned".to_string()));
+                return None;
+            }
+        };
+        if let Some(old) = replaced {
+            let _ = old.send(Err(format!(
+                "no acknowledgement before transfer id {id} came round again"
+            )));
         }
-        Ok((id, ack))
+        Some(id)
     }
 
-    fn forget(&self, id: u32) {
-        if let Ok(mut a) = self.acks.lock() {
-            a.remove(&id);
+    /// All frames of transfer `id` are queued: its ack wait starts (and the watch task wakes
+    /// if it had nothing to time).
+    fn sent(&self, id: u32) {
+        let arm = self
+            .acks
+            .watch
+            .lock()
+            .map(|mut w| w.sent(id, Instant::now()))
+            .unwrap_or(false);
+        if arm {
+            self.acks.armed.notify_one();
+        }
+    }
+
+    /// Fails transfer `id` with `why` (unless it was already resolved) and tells the receiver
+    /// to drop what it has (§7.5).
+    async fn give_up(&self, id: u32, why: String) {
+        let to = self.acks.forget(id);
+        let _ = self
+            .ch
+            .send(Bytes::from(Frame::sender_abort(id).encode()))
+            .await;
+        if let Some(to) = to {
+            let _ = to.send(Err(why));
+        }
+    }
+
+    /// Fails transfer `id`, which sent nothing yet, with `why`.
+    fn fail_unsent(&self, id: u32, why: String) {
+        if let Some(to) = self.acks.forget(id) {
+            let _ = to.send(Err(why));
         }
     }
 
@@ -185,7 +297,7 @@ impl ChannelSender {
         if let Some(p) = p {
             p.to.do_send(SendProgress {
                 request: p.request,
-                peer: self.peer.clone(),
+                peer: self.peer.to_string(),
                 label: self.ch.label().to_string(),
                 current,
                 total,
@@ -193,10 +305,15 @@ impl ChannelSender {
         }
     }
 
-    /// Writes every frame of `m` (waiting for buffer room as needed) and returns the wait for
-    /// its ack. The caller sends the next message as soon as this returns: acks overlap with
-    /// later messages, frames never do.
-    pub async fn send_message(&self, m: OutgoingMessage, progress: Option<ProgressTo>) -> AckWait {
+    /// Writes every frame of `m` (waiting for buffer room as needed); its outcome goes to `to`
+    /// when the remote acknowledges it or the send fails. The caller sends the next message as
+    /// soon as this returns: acks overlap with later messages, frames never do.
+    pub async fn send_message(
+        &self,
+        m: OutgoingMessage,
+        progress: Option<ProgressTo>,
+        to: OutcomeTo,
+    ) {
         if !self.framed {
             // Unframed channels carry raw messages (unordered/partially reliable or with a
             // protocol); there is no Peerix ack to wait for.
@@ -206,72 +323,61 @@ impl ChannelSender {
                 (PayloadType::Text | PayloadType::Json, Ok(text)) => self.ch.send_text(text).await,
                 _ => self.ch.send(m.data).await,
             };
-            return done(sent.map_err(|e| e.to_string()));
+            let _ = to.send(sent.map_err(|e| e.to_string()));
+            return;
         }
         self.remote_open().await;
-        let (id, ack) = match self.begin_transfer() {
-            Ok(t) => t,
-            Err(e) => return done(Err(e)),
+        let Some(id) = self.begin_transfer(to) else {
+            return;
         };
         let total = m.data.len() as u64;
-        let chunker = match Chunker::new(id, m.kind, m.info, m.data) {
+        let mut chunker = match Chunker::new(id, m.kind, m.info, m.data) {
             Ok(c) => c,
-            Err(e) => {
-                self.forget(id);
-                return done(Err(format!("cannot send: {e}")));
-            }
+            Err(e) => return self.fail_unsent(id, format!("cannot send: {e}")),
         };
-        let mut chunker = chunker;
         while let Some(frame) = chunker.next_frame() {
             if let Err(e) = send_paced(&self.ch, &self.drained, frame).await {
-                return done(self.give_up(id, e).await);
+                return self.give_up(id, e).await;
             }
             let sent = chunker.bytes_sent() as u64;
             self.report(&progress, sent, Some(total));
         }
-        let me = self.clone();
-        Box::pin(async move { me.await_ack(id, ack).await })
+        self.sent(id);
     }
 
     /// Writes several whole messages, in order, with one wait for buffer room and one
     /// `send_many` for all their frames (one lock of the connection and one wake of its driver
-    /// instead of one each); returns each message's ack wait, in order. For small messages
+    /// instead of one each); each message's outcome goes to its own sender. For small messages
     /// that are queued together: their frames must fit the send buffer at once.
     pub async fn send_messages(
         &self,
-        batch: Vec<(OutgoingMessage, Option<ProgressTo>)>,
-    ) -> Vec<AckWait> {
+        batch: Vec<((OutgoingMessage, Option<ProgressTo>), OutcomeTo)>,
+    ) {
         if !self.framed || batch.len() == 1 {
-            let mut out = Vec::with_capacity(batch.len());
-            for (m, p) in batch {
-                out.push(self.send_message(m, p).await);
+            for ((m, p), to) in batch {
+                self.send_message(m, p, to).await;
             }
-            return out;
+            return;
         }
         self.remote_open().await;
         let mut frames = Vec::new();
         let mut started = Vec::with_capacity(batch.len());
-        for (m, progress) in batch {
-            let (id, ack) = match self.begin_transfer() {
-                Ok(t) => t,
-                Err(e) => {
-                    started.push(Err(e));
-                    continue;
-                }
+        for ((m, progress), to) in batch {
+            let Some(id) = self.begin_transfer(to) else {
+                continue;
             };
             let total = m.data.len() as u64;
             let mut chunker = match Chunker::new(id, m.kind, m.info, m.data) {
                 Ok(c) => c,
                 Err(e) => {
-                    self.forget(id);
-                    started.push(Err(format!("cannot send: {e}")));
+                    self.fail_unsent(id, format!("cannot send: {e}"));
                     continue;
                 }
             };
             while let Some(frame) = chunker.next_frame() {
                 frames.push(Bytes::from(frame));
             }
-            started.push(Ok((id, ack, total, progress)));
+            started.push((id, total, progress));
         }
         let bytes: usize = frames.iter().map(Bytes::len).sum();
         let sent = match wait_for_buffer(
@@ -288,66 +394,59 @@ impl ChannelSender {
                 .map_err(|e| format!("channel send failed: {e}")),
             Err(e) => Err(e),
         };
-        let mut out = Vec::with_capacity(started.len());
-        for s in started {
-            out.push(match (s, &sent) {
-                (Err(e), _) => done(Err(e)),
-                (Ok((id, _, _, _)), Err(e)) => done(self.give_up(id, e.clone()).await),
-                (Ok((id, ack, total, progress)), Ok(())) => {
+        for (id, total, progress) in started {
+            match &sent {
+                Err(e) => self.give_up(id, e.clone()).await,
+                Ok(()) => {
                     self.report(&progress, total, Some(total));
-                    let me = self.clone();
-                    Box::pin(async move { me.await_ack(id, ack).await })
+                    self.sent(id);
                 }
-            });
+            }
         }
-        out
     }
 
-    /// Writes a streamed message as its pieces arrive; returns the wait for its ack once the
-    /// last frame is out (or the failure).
+    /// Writes a streamed message as its pieces arrive; its outcome goes to `to` once the remote
+    /// acknowledged it, or when it fails.
     pub async fn send_stream(
         &self,
         mut m: OutgoingStream,
         progress: Option<ProgressTo>,
-    ) -> AckWait {
+        to: OutcomeTo,
+    ) {
         if !self.framed {
-            return done(Err(
+            let _ = to.send(Err(
                 "streamed sends need an ordered channel without a sub-protocol".into(),
             ));
+            return;
         }
         self.remote_open().await;
-        let (id, ack) = match self.begin_transfer() {
-            Ok(t) => t,
-            Err(e) => return done(Err(e)),
+        let Some(id) = self.begin_transfer(to) else {
+            return;
         };
         let mut chunker = match StreamChunker::new(id, m.kind, m.info.take(), None) {
             Ok(c) => c,
-            Err(e) => {
-                self.forget(id);
-                return done(Err(format!("cannot send: {e}")));
-            }
+            Err(e) => return self.fail_unsent(id, format!("cannot send: {e}")),
         };
         loop {
             let (frames, end) = match m.pieces.recv().await {
                 Some(StreamPiece::Data(b)) => (chunker.push(&b), false),
                 Some(StreamPiece::End) => (chunker.finish(), true),
                 None => {
-                    return done(
-                        self.give_up(
+                    return self
+                        .give_up(
                             id,
                             "the sending client went away before the message was complete".into(),
                         )
-                        .await,
-                    )
+                        .await
                 }
             };
             let frames = match frames {
                 Ok(f) => f,
-                Err(e) => return done(self.give_up(id, e.to_string()).await),
+                Err(e) => return self.give_up(id, e.to_string()).await,
             };
             for frame in frames {
                 if let Err(e) = send_paced(&self.ch, &self.drained, frame).await {
-                    return done(self.give_up(id, e).await);
+                    return self.give_up(id, e).await;
                 }
             }
             // The total of a streamed message is known only at its end (the `done` frame).
@@ -356,72 +455,7 @@ impl ChannelSender {
                 break;
             }
         }
-        let me = self.clone();
-        Box::pin(async move { me.await_ack(id, ack).await })
-    }
-
-    /// Stops waiting for transfer `id` and tells the receiver to drop what it has (§7.5).
-    async fn give_up(&self, id: u32, why: String) -> SendOutcome {
-        self.forget(id);
-        let _ = self
-            .ch
-            .send(Bytes::from(Frame::sender_abort(id).encode()))
-            .await;
-        Err(why)
-    }
-
-    /// Waits for the receiver's ack of transfer `id` (§7.4). Peerix's 10 s start when the last
-    /// frame is queued; ours start when the remote's SCTP has acknowledged every byte of the
-    /// channel, and start again whenever a message of the remote's arrives on the channel
-    /// (the ack travels in order behind the remote's own messages, so on a slow or lossy path
-    /// it may be queued behind them). So a message still crossing a slow path is never
-    /// reported lost while the receiver gets it intact. If the remote never takes the data,
-    /// or goes silent without acking it, the transfer is aborted at the receiver.
-    ///
-    /// Until the buffer is empty it is looked at every [`ACK_CHECK`], not at every drain of the
-    /// buffer: each message in flight has one of these waits, and with hundreds pipelined, each
-    /// waking to read the buffered amount (a lock shared with the connection's driver) on every
-    /// drain and every 5 ms cost more than sending the messages (a client keeping 4,096 in flight
-    /// got fewer through than one keeping 256). The ack usually comes first.
-    async fn await_ack(&self, id: u32, rx: oneshot::Receiver<SendOutcome>) -> SendOutcome {
-        tokio::pin!(rx);
-        let mut last = None;
-        let mut deadline = tokio::time::Instant::now() + BUFFER_WAIT;
-        loop {
-            if let Ok(r) = tokio::time::timeout(ACK_CHECK, &mut rx).await {
-                return ack_result(r);
-            }
-            let now = self.ch.buffered_amount().await;
-            if now == 0 {
-                break;
-            }
-            if last.is_none_or(|l| now < l) {
-                deadline = tokio::time::Instant::now() + BUFFER_WAIT;
-            } else if tokio::time::Instant::now() >= deadline {
-                return self.give_up(id, no_progress(now)).await;
-            }
-            last = Some(now);
-        }
-        let mut heard = self.ch.messages_received();
-        loop {
-            if let Ok(r) = tokio::time::timeout(ACK_TIMEOUT, &mut rx).await {
-                return ack_result(r);
-            }
-            let now = self.ch.messages_received();
-            if now == heard {
-                break;
-            }
-            heard = now;
-        }
-        self.give_up(
-            id,
-            format!(
-                "Transfer timed out (the remote received every frame but sent no \
-                 acknowledgement, nor anything else on the channel, within {} s)",
-                ACK_TIMEOUT.as_secs()
-            ),
-        )
-        .await
+        self.sent(id);
     }
 }
 
@@ -452,16 +486,4 @@ async fn wait_for_buffer(ch: &RtcChannel, drained: &Notify, limit: usize) -> Res
         last = now;
     }
     Ok(())
-}
-
-fn no_progress(buffered: usize) -> String {
-    format!(
-        "send buffer made no progress for {} s ({buffered} bytes unacknowledged by the remote); \
-         is the peer still reachable?",
-        BUFFER_WAIT.as_secs()
-    )
-}
-
-fn ack_result(r: Result<SendOutcome, oneshot::error::RecvError>) -> SendOutcome {
-    r.unwrap_or_else(|_| Err("channel closed before the remote acknowledged".to_string()))
 }

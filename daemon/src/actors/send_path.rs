@@ -678,10 +678,7 @@ async fn run_lane(
                 progress,
                 result,
             }) => {
-                let ack = ch.send_stream(stream, progress).await;
-                actix::spawn(async move {
-                    let _ = result.send(ack.await);
-                });
+                ch.send_stream(stream, progress, result).await;
                 continue;
             }
             Err(LaneItem::Message {
@@ -689,10 +686,7 @@ async fn run_lane(
                 progress,
                 result,
             }) => {
-                let ack = ch.send_message(message, progress).await;
-                actix::spawn(async move {
-                    let _ = result.send(ack.await);
-                });
+                ch.send_message(message, progress, result).await;
                 continue;
             }
         };
@@ -723,13 +717,7 @@ async fn run_lane(
                 }
             }
         }
-        let (messages, results): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let acks = ch.send_messages(messages).await;
-        for (ack, result) in acks.into_iter().zip(results) {
-            actix::spawn(async move {
-                let _ = result.send(ack.await);
-            });
-        }
+        ch.send_messages(batch).await;
     }
     tracing::trace!(%peer, %label, "lane closed");
 }
