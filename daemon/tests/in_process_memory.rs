@@ -96,7 +96,8 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
         for log in &logs {
             wait(log, "channel:open", 2).await;
         }
-        let res = daemons[0]
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        daemons[0]
             .routes
             .send(
                 "in-process-room-memory",
@@ -108,9 +109,12 @@ fn three_daemons_in_one_process_on_the_memory_driver() {
                     data: bytes::Bytes::from_static(b"hi all"),
                 },
                 None,
+                move |peers| {
+                    let _ = tx.send(peers);
+                },
             )
-            .expect("send")
-            .await;
+            .expect("send");
+        let res = rx.await.expect("every outcome");
         assert!(
             res.len() == 2 && res.iter().all(|(_, r)| r.is_ok()),
             "{res:?}"

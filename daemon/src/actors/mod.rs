@@ -14,6 +14,7 @@ pub mod holds;
 pub mod inbox;
 mod operator;
 pub mod options;
+pub mod outcome;
 pub mod outgoing;
 pub mod peer;
 mod peer_events;

@@ -15,9 +15,10 @@ use peerix_proto::{no_progress, AckWatch, BUFFER_WAIT};
 use peerix_rtc::RtcChannel;
 use peerix_wire::frame::Frame;
 use peerix_wire::transfer::{Chunker, PayloadType, StreamChunker, TransferIds};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use super::channel::{ProgressTo, SendProgress};
+use super::outcome::OutcomeTo;
 
 /// Send-buffer high-water mark. Peerix uses 256 KiB; loopback and LAN links profit from more
 /// in flight, and the browser side does not observe the difference.
@@ -61,7 +62,7 @@ impl RemoteOpenGrace {
 #[derive(Default)]
 pub struct Acks {
     /// The decisions: which transfer waits for what, and when to give up.
-    watch: std::sync::Mutex<AckWatch<oneshot::Sender<SendOutcome>>>,
+    watch: std::sync::Mutex<AckWatch<OutcomeTo>>,
     /// Wakes the watch task when it has something to time again.
     armed: Notify,
     /// The channel is gone: the watch task ends.
@@ -78,7 +79,7 @@ impl Acks {
         let waiting = self.watch.lock().ok().and_then(|mut w| w.acked(id));
         match waiting {
             Some(tx) => {
-                let _ = tx.send(outcome);
+                tx.send(outcome);
                 true
             }
             None => false,
@@ -90,12 +91,12 @@ impl Acks {
         self.closed.store(true, Ordering::Release);
         let waiting = self.watch.lock().map(|mut w| w.drain()).unwrap_or_default();
         for tx in waiting {
-            let _ = tx.send(Err(why.to_string()));
+            tx.send(Err(why.to_string()));
         }
         self.armed.notify_one();
     }
 
-    fn forget(&self, id: u32) -> Option<oneshot::Sender<SendOutcome>> {
+    fn forget(&self, id: u32) -> Option<OutcomeTo> {
         self.watch.lock().ok().and_then(|mut w| w.forget(id))
     }
 }
@@ -132,7 +133,7 @@ pub async fn watch_acks(ch: RtcChannel, acks: AckMap) {
             let _ = ch
                 .send(Bytes::from(Frame::sender_abort(g.id).encode()))
                 .await;
-            let _ = g.value.send(Err(g.reason));
+            g.value.send(Err(g.reason));
         }
     }
 }
@@ -183,9 +184,6 @@ pub struct ChannelSender {
     grace: Option<RemoteOpenGrace>,
 }
 
-/// Where a message's outcome goes: `Ok` once the remote acknowledged it, or why it failed.
-pub type OutcomeTo = oneshot::Sender<SendOutcome>;
-
 impl ChannelSender {
     /// A sender on `ch`, sharing the acks and drain notification with the channel's actor.
     pub fn new(
@@ -235,24 +233,24 @@ impl ChannelSender {
     /// Allocates a transfer id and registers `to` for its ack (`None`: `to` got the failure).
     fn begin_transfer(&self, to: OutcomeTo) -> Option<u32> {
         let Ok(id) = self.ids.lock().map(|mut ids| ids.next_id()) else {
-            let _ = to.send(Err("transfer id counter poisoned".to_string()));
+            to.send(Err("transfer id counter poisoned".to_string()));
             return None;
         };
         let replaced = match self.acks.watch.lock() {
             // Checked under the lock that `Acks::close` drains under: a transfer registered
             // after the close would wait for a watch that is gone.
             Ok(_) if self.acks.closed.load(Ordering::Acquire) => {
-                let _ = to.send(Err("channel closed".to_string()));
+                to.send(Err("channel closed".to_string()));
                 return None;
             }
             Ok(mut w) => w.begin(id, to),
             Err(_) => {
-                let _ = to.send(Err("ack registry poisoned".to_string()));
+                to.send(Err("ack registry poisoned".to_string()));
                 return None;
             }
         };
         if let Some(old) = replaced {
-            let _ = old.send(Err(format!(
+            old.send(Err(format!(
                 "no acknowledgement before transfer id {id} came round again"
             )));
         }
@@ -282,14 +280,14 @@ impl ChannelSender {
             .send(Bytes::from(Frame::sender_abort(id).encode()))
             .await;
         if let Some(to) = to {
-            let _ = to.send(Err(why));
+            to.send(Err(why));
         }
     }
 
     /// Fails transfer `id`, which sent nothing yet, with `why`.
     fn fail_unsent(&self, id: u32, why: String) {
         if let Some(to) = self.acks.forget(id) {
-            let _ = to.send(Err(why));
+            to.send(Err(why));
         }
     }
 
@@ -323,7 +321,7 @@ impl ChannelSender {
                 (PayloadType::Text | PayloadType::Json, Ok(text)) => self.ch.send_text(text).await,
                 _ => self.ch.send(m.data).await,
             };
-            let _ = to.send(sent.map_err(|e| e.to_string()));
+            to.send(sent.map_err(|e| e.to_string()));
             return;
         }
         self.remote_open().await;
@@ -414,7 +412,7 @@ impl ChannelSender {
         to: OutcomeTo,
     ) {
         if !self.framed {
-            let _ = to.send(Err(
+            to.send(Err(
                 "streamed sends need an ordered channel without a sub-protocol".into(),
             ));
             return;

@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use peerix_proto::ConnId;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::channel::ProgressTo;
+use super::outcome::{Gather, OutcomeTo, Outcomes};
 use super::outgoing::{ChannelSender, OutgoingMessage, OutgoingStream, SendOutcome};
 use super::peer::PeerState;
 use crate::error::DaemonError;
@@ -88,8 +89,9 @@ impl Routes {
     }
 
     /// Queues `message` on `label`'s lane of every target (see [`Routes::targets`]) before it
-    /// returns, so messages sent one after another keep their order; the future resolves to
-    /// every target's outcome once the remotes acknowledged (or the sends failed).
+    /// returns, so messages sent one after another keep their order; `done` gets every
+    /// target's outcome once the remotes acknowledged (or the sends failed), on the thread that
+    /// learns the last one.
     pub fn send(
         &self,
         room: &str,
@@ -97,21 +99,21 @@ impl Routes {
         to: Option<&str>,
         message: OutgoingMessage,
         progress: Option<ProgressTo>,
-    ) -> Result<impl std::future::Future<Output = Vec<(String, SendOutcome)>> + 'static, DaemonError>
-    {
-        let batch = self.send_batch(room, label, to, vec![message], progress)?;
-        Ok(async move {
-            let peers = batch.await;
-            peers
-                .into_iter()
-                .map(|(peer, mut r)| (peer, r.pop().unwrap_or_else(|| Err(lost()))))
-                .collect()
+        done: impl FnOnce(Vec<(String, SendOutcome)>) + Send + 'static,
+    ) -> Result<(), DaemonError> {
+        self.send_batch(room, label, to, vec![message], progress, move |peers| {
+            done(
+                peers
+                    .into_iter()
+                    .map(|(peer, mut r)| (peer, r.pop().unwrap_or_else(|| Err(lost()))))
+                    .collect(),
+            )
         })
     }
 
     /// Like [`Routes::send`] for several messages, queued one after the other on each target's
-    /// lane (so nothing of another request comes between them); the future resolves to each
-    /// target's outcome of every message, in order.
+    /// lane (so nothing of another request comes between them); `done` gets each target's
+    /// outcome of every message, in order.
     pub fn send_batch(
         &self,
         room: &str,
@@ -119,29 +121,15 @@ impl Routes {
         to: Option<&str>,
         messages: Vec<OutgoingMessage>,
         progress: Option<ProgressTo>,
-    ) -> Result<
-        impl std::future::Future<Output = Vec<(String, Vec<SendOutcome>)>> + 'static,
-        DaemonError,
-    > {
-        let outcomes: Vec<_> = self
-            .send_targets(room, label, to)?
-            .into_iter()
-            .map(|(peer, lanes)| {
-                let results = lanes.enqueue_all(&peer, label, &messages, &progress);
-                (peer, results)
-            })
-            .collect();
-        Ok(async move {
-            let mut peers = Vec::with_capacity(outcomes.len());
-            for (peer, results) in outcomes {
-                let mut r = Vec::with_capacity(results.len());
-                for rx in results {
-                    r.push(rx.await.unwrap_or_else(|_| Err(lost())));
-                }
-                peers.push((peer, r));
-            }
-            peers
-        })
+        done: impl FnOnce(Outcomes) + Send + 'static,
+    ) -> Result<(), DaemonError> {
+        let targets = self.send_targets(room, label, to)?;
+        let peers = targets.iter().map(|(peer, _)| peer.clone()).collect();
+        let places = Gather::start(peers, messages.len(), done);
+        for ((peer, lanes), places) in targets.into_iter().zip(places) {
+            lanes.enqueue_all(&peer, label, &messages, &progress, places);
+        }
+        Ok(())
     }
 }
 
@@ -383,7 +371,7 @@ pub enum LaneItem {
         /// Where progress goes.
         progress: Option<ProgressTo>,
         /// Resolved after the remote's ack (or the failure).
-        result: oneshot::Sender<SendOutcome>,
+        result: OutcomeTo,
     },
     /// A streamed message.
     Stream {
@@ -392,14 +380,14 @@ pub enum LaneItem {
         /// Where progress goes.
         progress: Option<ProgressTo>,
         /// Resolved after the remote's ack (or the failure).
-        result: oneshot::Sender<SendOutcome>,
+        result: OutcomeTo,
     },
 }
 
 impl LaneItem {
     fn fail(self, why: String) {
         let (LaneItem::Message { result, .. } | LaneItem::Stream { result, .. }) = self;
-        let _ = result.send(Err(why));
+        result.send(Err(why));
     }
 }
 
@@ -570,27 +558,23 @@ impl PeerLanes {
     }
 
     /// Queues every message of `messages` on `label`'s lane, in order, behind everything queued
-    /// there before; returns where each one's outcome comes.
+    /// there before; each one's outcome goes to its place in `places`.
     fn enqueue_all(
         &self,
         peer: &str,
         label: &str,
         messages: &[OutgoingMessage],
         progress: &Option<ProgressTo>,
-    ) -> Vec<oneshot::Receiver<SendOutcome>> {
-        messages
-            .iter()
-            .map(|m| {
-                let (result, rx) = oneshot::channel();
-                let item = LaneItem::Message {
-                    message: m.clone(),
-                    progress: progress.clone(),
-                    result,
-                };
-                self.enqueue(peer, label, item);
-                rx
-            })
-            .collect()
+        places: Vec<OutcomeTo>,
+    ) {
+        for (m, result) in messages.iter().zip(places) {
+            let item = LaneItem::Message {
+                message: m.clone(),
+                progress: progress.clone(),
+                result,
+            };
+            self.enqueue(peer, label, item);
+        }
     }
 
     /// Queues `item` on `label`'s lane, behind everything queued there before.
@@ -638,10 +622,7 @@ fn batchable(item: LaneItem) -> Result<BatchPart, LaneItem> {
     }
 }
 
-type BatchPart = (
-    (OutgoingMessage, Option<ProgressTo>),
-    oneshot::Sender<SendOutcome>,
-);
+type BatchPart = ((OutgoingMessage, Option<ProgressTo>), OutcomeTo);
 
 /// Drains one lane: each item waits for the channel, then its frames go out before the next
 /// item's; the acks are awaited beside the lane so they overlap with later messages. Small

@@ -22,6 +22,7 @@ use super::client_queue::{write_frames, ClientQueue, PushError, QueueBudget};
 use crate::actors::channel::{ProgressTo, SendProgress};
 use crate::actors::daemon::{Daemon, Exec, VERSION};
 use crate::actors::event_bus::{obj, Deliver, EventBus, Subscribe, Unsubscribe};
+use crate::actors::outcome::OutcomeTo;
 use crate::actors::outgoing::{OutgoingMessage, OutgoingStream, SendOutcome, StreamPiece};
 use crate::actors::send_path::{lost, LaneItem, Routes};
 use crate::actors::{msgpack_to_json, BoundedStream};

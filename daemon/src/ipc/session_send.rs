@@ -85,7 +85,7 @@ impl ClientSession {
                     LaneItem::Stream {
                         stream,
                         progress: progress.clone(),
-                        result: result_tx,
+                        result: OutcomeTo::task(result_tx),
                     },
                 );
                 StreamTarget {
@@ -132,39 +132,27 @@ impl ClientSession {
             info: p.info,
             data: p.buf,
         };
-        let outcomes = match self
-            .routes
-            .send(&p.room, &p.label, p.to.as_deref(), message, progress)
-        {
-            Ok(f) => f,
-            Err(e) => return self.reply(id, Err(e), ctx),
-        };
-        self.when_done(ctx, outcomes, move |peers| SendDone {
-            id,
-            transfer,
-            label,
-            total,
-            progress: progress_id,
-            peers,
-        });
-    }
-
-    /// Awaits `outcomes` in a task of its own and hands the session the message `done` makes
-    /// of them. Not a future of this actor's context: actix polls every future of a context
-    /// whenever the actor wakes, so with a few hundred sends awaiting their acks each request
-    /// or reply polled them all (a client keeping 4,096 in flight got fewer messages through
-    /// than one keeping 256).
-    fn when_done<T: 'static, M>(
-        &self,
-        ctx: &Context<Self>,
-        outcomes: impl std::future::Future<Output = T> + 'static,
-        done: impl FnOnce(T) -> M + 'static,
-    ) where
-        M: Message<Result = ()> + Send + 'static,
-        Self: Handler<M>,
-    {
         let session = ctx.address();
-        actix::spawn(async move { session.do_send(done(outcomes.await)) });
+        let sent = self.routes.send(
+            &p.room,
+            &p.label,
+            p.to.as_deref(),
+            message,
+            progress,
+            move |peers| {
+                session.do_send(SendDone {
+                    id,
+                    transfer,
+                    label,
+                    total,
+                    progress: progress_id,
+                    peers,
+                })
+            },
+        );
+        if let Err(e) = sent {
+            self.reply(id, Err(e), ctx);
+        }
     }
 }
 
@@ -231,22 +219,27 @@ impl ClientSession {
             });
         }
         let count = messages.len() as u64;
-        let outcomes =
-            match self
-                .routes
-                .send_batch(&b.room, &b.label, b.to.as_deref(), messages, None)
-            {
-                Ok(f) => f,
-                Err(e) => return self.reply(id, Err(e), ctx),
-            };
         let transfer = self.next_transfer;
-        self.next_transfer += count;
-        self.when_done(ctx, outcomes, move |peers| BatchDone {
-            id,
-            transfer,
-            count,
-            peers,
-        });
+        let session = ctx.address();
+        let sent = self.routes.send_batch(
+            &b.room,
+            &b.label,
+            b.to.as_deref(),
+            messages,
+            None,
+            move |peers| {
+                session.do_send(BatchDone {
+                    id,
+                    transfer,
+                    count,
+                    peers,
+                })
+            },
+        );
+        match sent {
+            Ok(()) => self.next_transfer += count,
+            Err(e) => self.reply(id, Err(e), ctx),
+        }
     }
 }
 
