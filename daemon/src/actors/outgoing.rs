@@ -129,13 +129,15 @@ pub async fn watch_acks(ch: RtcChannel, acks: AckMap) {
             Err(_) => return,
         };
         for g in given_up {
-            // Tell the receiver to drop what it has (§7.5).
-            let _ = ch
-                .send(Bytes::from(Frame::sender_abort(g.id).encode()))
-                .await;
+            abort_at_receiver(&ch, g.id).await;
             g.value.send(Err(g.reason));
         }
     }
+}
+
+/// Tells the receiver to drop what it has of transfer `id` (a sender abort, §7.5).
+async fn abort_at_receiver(ch: &RtcChannel, id: u32) {
+    let _ = ch.send(Bytes::from(Frame::sender_abort(id).encode())).await;
 }
 
 /// The outcome of one send to one peer: `Ok` once the remote acknowledged the whole message.
@@ -275,10 +277,7 @@ impl ChannelSender {
     /// to drop what it has (§7.5).
     async fn give_up(&self, id: u32, why: String) {
         let to = self.acks.forget(id);
-        let _ = self
-            .ch
-            .send(Bytes::from(Frame::sender_abort(id).encode()))
-            .await;
+        abort_at_receiver(&self.ch, id).await;
         if let Some(to) = to {
             to.send(Err(why));
         }
