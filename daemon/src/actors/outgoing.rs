@@ -234,39 +234,65 @@ impl ChannelSender {
 
     /// Allocates a transfer id and registers `to` for its ack (`None`: `to` got the failure).
     fn begin_transfer(&self, to: OutcomeTo) -> Option<u32> {
-        let Ok(id) = self.ids.lock().map(|mut ids| ids.next_id()) else {
-            to.send(Err("transfer id counter poisoned".to_string()));
-            return None;
+        self.begin_transfers(vec![to]).pop().flatten()
+    }
+
+    /// [`ChannelSender::begin_transfer`] for several messages, in order, under one lock of the
+    /// id counter and one of the acks (a batch of small messages took both once per message).
+    fn begin_transfers(&self, tos: Vec<OutcomeTo>) -> Vec<Option<u32>> {
+        let n = tos.len();
+        let fail_all = |tos: Vec<OutcomeTo>, why: &str| {
+            for to in tos {
+                to.send(Err(why.to_string()));
+            }
+            vec![None; n]
         };
-        let replaced = match self.acks.watch.lock() {
+        let ids: Vec<u32> = match self.ids.lock() {
+            Ok(mut ids) => (0..n).map(|_| ids.next_id()).collect(),
+            Err(_) => return fail_all(tos, "transfer id counter poisoned"),
+        };
+        let replaced: Vec<(u32, OutcomeTo)> = match self.acks.watch.lock() {
             // Checked under the lock that `Acks::close` drains under: a transfer registered
             // after the close would wait for a watch that is gone.
             Ok(_) if self.acks.closed.load(Ordering::Acquire) => {
-                to.send(Err("channel closed".to_string()));
-                return None;
+                return fail_all(tos, "channel closed")
             }
-            Ok(mut w) => w.begin(id, to),
-            Err(_) => {
-                to.send(Err("ack registry poisoned".to_string()));
-                return None;
-            }
+            Ok(mut w) => ids
+                .iter()
+                .zip(tos)
+                .filter_map(|(&id, to)| w.begin(id, to).map(|old| (id, old)))
+                .collect(),
+            Err(_) => return fail_all(tos, "ack registry poisoned"),
         };
-        if let Some(old) = replaced {
+        for (id, old) in replaced {
             old.send(Err(format!(
                 "no acknowledgement before transfer id {id} came round again"
             )));
         }
-        Some(id)
+        ids.into_iter().map(Some).collect()
     }
 
     /// All frames of transfer `id` are queued: its ack wait starts (and the watch task wakes
     /// if it had nothing to time).
     fn sent(&self, id: u32) {
+        self.sent_all(&[id]);
+    }
+
+    /// [`ChannelSender::sent`] for several transfers, under one lock.
+    fn sent_all(&self, ids: &[u32]) {
+        let now = Instant::now();
         let arm = self
             .acks
             .watch
             .lock()
-            .map(|mut w| w.sent(id, Instant::now()))
+            .map(|mut w| {
+                // Every id is marked: no short circuit.
+                let mut arm = false;
+                for &id in ids {
+                    arm |= w.sent(id, now);
+                }
+                arm
+            })
             .unwrap_or(false);
         if arm {
             self.acks.armed.notify_one();
@@ -357,10 +383,12 @@ impl ChannelSender {
             return;
         }
         self.remote_open().await;
+        let (messages, tos): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let ids = self.begin_transfers(tos);
         let mut frames = Vec::new();
-        let mut started = Vec::with_capacity(batch.len());
-        for ((m, progress), to) in batch {
-            let Some(id) = self.begin_transfer(to) else {
+        let mut started = Vec::with_capacity(messages.len());
+        for ((m, progress), id) in messages.into_iter().zip(ids) {
+            let Some(id) = id else {
                 continue;
             };
             let total = m.data.len() as u64;
@@ -391,13 +419,18 @@ impl ChannelSender {
                 .map_err(|e| format!("channel send failed: {e}")),
             Err(e) => Err(e),
         };
-        for (id, total, progress) in started {
-            match &sent {
-                Err(e) => self.give_up(id, e.clone()).await,
-                Ok(()) => {
-                    self.report(&progress, total, Some(total));
-                    self.sent(id);
+        match sent {
+            Err(e) => {
+                for (id, _, _) in started {
+                    self.give_up(id, e.clone()).await;
                 }
+            }
+            Ok(()) => {
+                for (_, total, progress) in &started {
+                    self.report(progress, *total, Some(*total));
+                }
+                let ids: Vec<u32> = started.iter().map(|(id, _, _)| *id).collect();
+                self.sent_all(&ids);
             }
         }
     }
