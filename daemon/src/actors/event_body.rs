@@ -17,8 +17,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 pub enum Body {
     /// Any event, as a map with string keys.
     Map(Value),
-    /// A `channel:message` part.
-    Part(Box<MessagePart>),
+    /// A `channel:message` part, inline: a record is freed when the replay buffer evicts it,
+    /// out of cache, and a box of its own was one more cold free per message.
+    Part(MessagePart),
 }
 
 /// One `channel:message` event's fields (PROTOCOL.md, events), in their wire order.
@@ -177,7 +178,7 @@ mod tests {
     use super::*;
 
     fn part(data: Value, info: Value, total: Option<u64>) -> Body {
-        Body::Part(Box::new(MessagePart {
+        Body::Part(MessagePart {
             peer: "abc".into(),
             label: "chat".into(),
             kind: "bytes",
@@ -187,7 +188,7 @@ mod tests {
             offset: 65_536,
             total,
             last: true,
-        }))
+        })
     }
 
     fn encode(v: &impl Serialize) -> Vec<u8> {

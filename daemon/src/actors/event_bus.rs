@@ -50,7 +50,7 @@ impl EventRecord {
         Self {
             name: Cow::Borrowed("channel:message"),
             room: Some(room.clone()),
-            data: Body::Part(Box::new(part)),
+            data: Body::Part(part),
         }
     }
 }
