@@ -101,7 +101,7 @@ impl Gather {
             }),
         });
         if total == 0 {
-            gather.finish_if_done();
+            gather.update(|_| {});
         }
         (0..targets)
             .map(|p| {
@@ -118,40 +118,51 @@ impl Gather {
     }
 
     fn put(&self, slot: usize, outcome: SendOutcome) {
-        if let Ok(mut s) = self.state.lock() {
+        self.update(|s| {
             if let Some(place @ None) = s.outcomes.get_mut(slot) {
                 *place = Some(outcome);
                 s.left -= 1;
             }
-        }
-        self.finish_if_done();
+        });
     }
 
-    /// Calls `done` once every outcome is in (outside the lock: it may send to an actor).
-    fn finish_if_done(&self) {
+    /// Applies `change` and, once every outcome is in, calls `done` with them all: one lock
+    /// per outcome, and `done` outside it (it may send to an actor).
+    fn update(&self, change: impl FnOnce(&mut State)) {
         let ready = match self.state.lock() {
-            Ok(mut s) if s.left == 0 => s.done.take().map(|done| {
-                let messages = s.messages.max(1);
-                let peers = std::mem::take(&mut s.peers);
-                let mut outcomes = std::mem::take(&mut s.outcomes).into_iter();
-                let all: Outcomes = peers
-                    .into_iter()
-                    .map(|peer| {
-                        let mine = outcomes
-                            .by_ref()
-                            .take(messages)
-                            .map(|o| o.unwrap_or_else(|| Err(lost())))
-                            .collect();
-                        (peer, mine)
-                    })
-                    .collect();
-                (done, all)
-            }),
-            _ => None,
+            Ok(mut s) => {
+                change(&mut s);
+                s.take_if_done()
+            }
+            Err(_) => None,
         };
         if let Some((done, all)) = ready {
             done(all);
         }
+    }
+}
+
+impl State {
+    /// `done` and every target's outcomes, once all are in (and only once).
+    fn take_if_done(&mut self) -> Option<(Done, Outcomes)> {
+        if self.left != 0 {
+            return None;
+        }
+        let done = self.done.take()?;
+        let messages = self.messages.max(1);
+        let mut outcomes = std::mem::take(&mut self.outcomes).into_iter();
+        let all = std::mem::take(&mut self.peers)
+            .into_iter()
+            .map(|peer| {
+                let mine = outcomes
+                    .by_ref()
+                    .take(messages)
+                    .map(|o| o.unwrap_or_else(|| Err(lost())))
+                    .collect();
+                (peer, mine)
+            })
+            .collect();
+        Some((done, all))
     }
 }
 
