@@ -147,11 +147,10 @@ impl Delivery {
 
     /// A binary message on a framed channel (without idle tracking; see [`Delivery::frame_at`]).
     pub fn frame(&mut self, data: &[u8]) -> Vec<Delivered> {
-        let frame = match Frame::decode(data) {
-            Ok(f) => f,
-            Err(e) => return self.undecodable(data, &e.to_string()),
+        let mut outcomes = match self.feed(data) {
+            Ok(o) => o,
+            Err(undecodable) => return undecodable,
         };
-        let mut outcomes = self.reassembler.feed(frame);
         let mut out = Vec::new();
         if let Some((id, kind, data, info, ack)) = Self::whole_in_one(&mut outcomes) {
             // Started and completed by this frame: what `outcome` would do for the three
@@ -172,15 +171,24 @@ impl Delivery {
     /// [`Delivery::frame`] without the one-frame shortcut: every outcome one by one.
     #[cfg(test)]
     fn frame_each(&mut self, data: &[u8]) -> Vec<Delivered> {
-        let frame = match Frame::decode(data) {
-            Ok(f) => f,
-            Err(e) => return self.undecodable(data, &e.to_string()),
+        let outcomes = match self.feed(data) {
+            Ok(o) => o,
+            Err(undecodable) => return undecodable,
         };
         let mut out = Vec::new();
-        for outcome in self.reassembler.feed(frame) {
+        for outcome in outcomes {
             self.outcome(outcome, &mut out);
         }
         out
+    }
+
+    /// Decodes `data` and feeds it to the reassembler; what to deliver instead when it does not
+    /// decode.
+    fn feed(&mut self, data: &[u8]) -> Result<Vec<Outcome>, Vec<Delivered>> {
+        match Frame::decode(data) {
+            Ok(frame) => Ok(self.reassembler.feed(frame)),
+            Err(e) => Err(self.undecodable(data, &e.to_string())),
+        }
     }
 
     /// The message of `outcomes` when they are exactly a start, its data and its completion

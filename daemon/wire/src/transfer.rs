@@ -575,11 +575,7 @@ impl Reassembler {
             return Err(frame);
         }
         let id = frame.id;
-        let payload_type = PayloadType::from_wire(frame.payload_type.unwrap_or(0));
-        let info = frame
-            .info
-            .as_deref()
-            .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+        let (payload_type, info) = started(&frame);
         let mut out = Vec::with_capacity(3);
         out.push(Outcome::Started {
             id,
@@ -657,11 +653,7 @@ impl Reassembler {
                 });
                 return out;
             }
-            let payload_type = PayloadType::from_wire(frame.payload_type.unwrap_or(0));
-            let info = frame
-                .info
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+            let (payload_type, info) = started(&frame);
             out.push(Outcome::Started {
                 id,
                 payload_type,
@@ -737,6 +729,16 @@ impl Reassembler {
         }
         out
     }
+}
+
+/// The payload type and decoded `info` of a transfer's first frame (bad JSON: no info).
+fn started(frame: &Frame) -> (PayloadType, Option<Value>) {
+    let payload_type = PayloadType::from_wire(frame.payload_type.unwrap_or(0));
+    let info = frame
+        .info
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+    (payload_type, info)
 }
 
 #[cfg(test)]
