@@ -1123,9 +1123,7 @@ async fn reader_loop<R: AsyncRead + Unpin>(mut rd: R, mut dec: FrameDecoder, inn
 }
 
 #[cfg(unix)]
-async fn open_local_socket(
-    path: &Path,
-) -> std::io::Result<interprocess::local_socket::tokio::Stream> {
+async fn open_local_socket(path: &Path) -> std::io::Result<peerix_ipc_socket::QuietStream> {
     use interprocess::local_socket::tokio::prelude::*;
     use interprocess::local_socket::GenericFilePath;
     let name = path.to_fs_name::<GenericFilePath>()?;
@@ -1133,7 +1131,8 @@ async fn open_local_socket(
     // The only kind of local socket on Unix. A refusal only costs speed.
     let interprocess::local_socket::tokio::Stream::UdSocket(s) = &stream;
     let _ = socket2::SockRef::from(s).set_send_buffer_size(SEND_BUFFER);
-    Ok(stream)
+    // Registered for reads only: the daemon reading a request does not wake this client.
+    peerix_ipc_socket::QuietStream::from_local_socket(stream)
 }
 
 #[cfg(windows)]

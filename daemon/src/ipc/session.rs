@@ -29,6 +29,23 @@ use crate::actors::{msgpack_to_json, BoundedStream};
 use crate::config::DaemonConfig;
 use crate::error::DaemonError;
 
+/// The socket a session reads and writes: on Unix registered for reads only, so that the
+/// client's reads do not wake the daemon (`peerix_ipc_socket`).
+#[cfg(unix)]
+type SessionStream = peerix_ipc_socket::QuietStream;
+#[cfg(not(unix))]
+type SessionStream = Stream;
+
+#[cfg(unix)]
+fn session_stream(s: Stream) -> std::io::Result<SessionStream> {
+    SessionStream::from_local_socket(s)
+}
+
+#[cfg(not(unix))]
+fn session_stream(s: Stream) -> std::io::Result<SessionStream> {
+    Ok(s)
+}
+
 /// What a session needs.
 pub struct SessionSetup {
     /// Session number (for logs and the event bus).
@@ -303,8 +320,16 @@ impl Actor for ClientSession {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        // `&Stream` is both AsyncRead and AsyncWrite; the socket closes when both tasks let go.
-        let stream = Arc::new(stream);
+        // `&SessionStream` is both AsyncRead and AsyncWrite; the socket closes when both tasks
+        // let go.
+        let stream = match session_stream(stream) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::warn!(session = self.id, error = %e, "taking over a client's socket failed; closing it");
+                ctx.stop();
+                return;
+            }
+        };
         let write_side = stream.clone();
         let queue = self.out.clone();
         let me = ctx.address();
@@ -312,7 +337,7 @@ impl Actor for ClientSession {
         // client is cut (also by another session making room in the budget) or stops taking
         // bytes; the session then ends too.
         self.writer = Some(actix::spawn(async move {
-            let tx_half: &Stream = &write_side;
+            let tx_half: &SessionStream = &write_side;
             write_frames(tx_half, &queue).await;
             me.do_send(WriterDone);
         }));
@@ -323,7 +348,7 @@ impl Actor for ClientSession {
             tokio::sync::mpsc::channel::<Inbound>(self.cfg.limits.session_inbound_queue);
         let max = self.cfg.ipc.max_frame as usize;
         self.reader = Some(actix::spawn(async move {
-            let mut rx_half: &Stream = &stream;
+            let mut rx_half: &SessionStream = &stream;
             let mut dec = FrameDecoder::new(max);
             loop {
                 // Straight into the decoder's buffer, whose frames are then handed on without
