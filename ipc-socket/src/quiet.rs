@@ -122,61 +122,42 @@ fn register(s: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>
     Ok(unsafe { AsyncFd::register_with_interest(s, interest) }?)
 }
 
-impl AsyncRead for &QuietStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.poll_read_into(cx, buf)
-    }
+/// The same reads and writes for the stream and for a shared reference to it (a reader task and
+/// a writer task each hold a `&QuietStream`; `tokio::io::split` takes the stream itself).
+macro_rules! reads_and_writes {
+    ($t:ty) => {
+        impl AsyncRead for $t {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.poll_read_into(cx, buf)
+            }
+        }
+
+        impl AsyncWrite for $t {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.poll_write_from(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(QuietStream::get_ref(&self).shutdown(std::net::Shutdown::Write))
+            }
+        }
+    };
 }
 
-impl AsyncWrite for &QuietStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_from(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(QuietStream::get_ref(&self).shutdown(std::net::Shutdown::Write))
-    }
-}
-
-impl AsyncRead for QuietStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.poll_read_into(cx, buf)
-    }
-}
-
-impl AsyncWrite for QuietStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_from(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(QuietStream::get_ref(&self).shutdown(std::net::Shutdown::Write))
-    }
-}
+reads_and_writes!(&QuietStream);
+reads_and_writes!(QuietStream);
 
 #[cfg(test)]
 mod tests {
