@@ -9,7 +9,7 @@
 //!
 //! [`QuietStream`] registers the socket for reads only and writes to it directly. Only a write
 //! that finds the socket's buffer full registers a second descriptor of the same socket for
-//! writability, and keeps it until a write goes through without waiting again.
+//! writability, until the next write goes through.
 
 #[cfg(unix)]
 mod quiet;

@@ -18,12 +18,14 @@ const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 const SEND_FLAGS: libc::c_int = 0;
 
 /// A connected Unix stream socket; `&QuietStream` reads and writes, so a reader task and a
-/// writer task can share one (as with tokio's own `&UnixStream`).
+/// writer task can share one (as with tokio's own `&UnixStream`). One writer at a time: a
+/// write that goes through ends the writability registration another one might wait on.
 #[derive(Debug)]
 pub struct QuietStream {
     /// Registered for reads only.
     read: AsyncFd<UnixStream>,
-    /// A duplicate descriptor registered for writability while writes find the buffer full.
+    /// A duplicate descriptor registered for writability from a write that found the buffer full
+    /// until the next write that goes through.
     waiting: Mutex<Option<AsyncFd<UnixStream>>>,
 }
 
@@ -78,15 +80,12 @@ impl QuietStream {
     }
 
     fn poll_write_from(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let mut waited = false;
         loop {
             match socket2::SockRef::from(self.read.get_ref()).send_with_flags(data, SEND_FLAGS) {
                 Ok(n) => {
-                    if !waited {
-                        // A write that needed no wait: the buffer has room again, so the
-                        // writability registration (and its wake-ups) can go.
-                        self.lock_waiting().take();
-                    }
+                    // The buffer has room again: a writability registration (and the wake-up
+                    // at every read of the peer that comes with it) can go.
+                    self.lock_waiting().take();
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -105,7 +104,6 @@ impl QuietStream {
             };
             let mut guard = ready!(fd.poll_write_ready(cx))?;
             guard.clear_ready();
-            waited = true;
         }
     }
 
