@@ -45,10 +45,12 @@ mod stats;
 mod timer_grid;
 mod turn_frame;
 mod turn_stream;
+mod turn_tls;
 mod udp_mux;
 pub use runtime::{udp_send_counts, UdpSendCounts};
 pub use stats::PeerStats;
-pub use turn_stream::{configure_tls as configure_turn_tls, TurnOutcome, TurnTlsError};
+pub use turn_stream::TurnOutcome;
+pub use turn_tls::{configure_tls as configure_turn_tls, TurnTlsError};
 pub use udp_mux::{mux_recv_counts, MuxRecvCounts};
 
 use serde::{Deserialize, Serialize};

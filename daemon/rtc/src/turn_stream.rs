@@ -21,9 +21,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -171,88 +170,6 @@ impl TurnStreams {
         let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
             tracing::debug!("TURN stream: {n} messages dropped ({why})");
-        }
-    }
-}
-
-/// The process's TLS client settings for `turns:` (see [`configure_tls`]).
-static TLS: RwLock<Option<Arc<rustls::ClientConfig>>> = RwLock::new(None);
-
-/// Why the TLS settings could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum TurnTlsError {
-    /// The CA file could not be read or holds no certificate.
-    #[error("cannot use {path} as the TURN servers' CA: {reason}; give a PEM file with the CA certificate (or the server's self-signed certificate)")]
-    CaFile {
-        /// The configured path.
-        path: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// rustls refused the settings.
-    #[error("TLS settings for TURN: {0}")]
-    Tls(#[from] rustls::Error),
-}
-
-/// Sets how `turns:` servers' certificates are verified: against the system's roots plus the
-/// certificates in `ca_file` (PEM), for every connection made from now on. Without a call,
-/// the system's roots alone.
-pub fn configure_tls(ca_file: Option<&Path>) -> Result<(), TurnTlsError> {
-    let config = build_tls(ca_file)?;
-    match TLS.write() {
-        Ok(mut g) => *g = Some(config),
-        Err(poisoned) => *poisoned.into_inner() = Some(config),
-    }
-    Ok(())
-}
-
-fn build_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TurnTlsError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable system stores are skipped: a private CA may be all this host needs.
-    let system = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(system.certs);
-    if let Some(path) = ca_file {
-        let err = |reason: String| TurnTlsError::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| err(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(err("no CERTIFICATE block in it".into()));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| err(format!("a certificate was refused: {e}")))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, TurnTlsError> {
-    let current = match TLS.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    match current {
-        Some(c) => Ok(c),
-        None => {
-            let c = build_tls(None)?;
-            if let Ok(mut g) = TLS.write() {
-                g.get_or_insert_with(|| Arc::clone(&c));
-            }
-            Ok(c)
         }
     }
 }
@@ -483,7 +400,9 @@ async fn connect(
     let StreamKind::Tls(name) = kind else {
         return Ok(Box::new(tcp));
     };
-    let config = tls_config().map_err(|e| e.to_string())?;
+    let config = crate::turn_tls::tls_config()
+        .await
+        .map_err(|e| e.to_string())?;
     let server_name = rustls::pki_types::ServerName::try_from(name.clone())
         .map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))?;
     let tls = tokio::time::timeout(

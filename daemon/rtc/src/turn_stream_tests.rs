@@ -139,15 +139,6 @@ fn a_refused_stream_is_told_to_the_owner() {
     });
 }
 
-#[test]
-fn a_ca_file_without_certificates_is_refused_with_what_to_do() {
-    let dir = std::env::temp_dir().join(format!("turn-ca-{}", std::process::id()));
-    std::fs::write(&dir, "not a certificate\n").expect("write");
-    let err = configure_tls(Some(&dir)).expect_err("no certificate");
-    let _ = std::fs::remove_file(&dir);
-    assert!(err.to_string().contains("PEM"), "{err}");
-}
-
 /// A socket makes its receive queue only when its first stream opens (a connection that never
 /// reaches a TURN server over a stream holds none), and a reader that was already waiting
 /// then still gets what the stream delivers: the queue's creation wakes it.
