@@ -103,6 +103,12 @@ fn main() -> anyhow::Result<()> {
     let (identity, identity_source, _key_lock) =
         peerixd::identity_store::load_or_create(&cfg.service).context("loading the identity")?;
     let cfg = Arc::new(cfg);
+    // The reactor threads and the actor thread's runtime (below) each wait for a boundary of
+    // the timer grid (up to 64 ms); started now, the reactors wait for the same boundary,
+    // and `run::start` finds them running.
+    if !cfg.webrtc.inline_drivers {
+        peerix_rtc::start_reactors_in_background(cfg.webrtc.reactor_threads);
+    }
     // With `webrtc.inline_drivers` the connections are driven on this thread, so its timer
     // wheel is aligned to the wake-up grid as the reactor threads' are (`peerix_rtc::
     // aligned_runtime`); otherwise an idle daemon would wake twice per grid sleep.

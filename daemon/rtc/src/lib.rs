@@ -74,6 +74,21 @@ pub fn start_reactors(threads: usize) {
     reactor::start_all(reactor::pool_size(threads));
 }
 
+/// Like [`start_reactors`], but returns at once: the threads wait for their grid boundary
+/// while the caller goes on (a daemon builds its own aligned runtime meanwhile, so that the
+/// two waits overlap instead of adding up). A later [`start_reactors`] or connection waits
+/// for the threads still starting.
+pub fn start_reactors_in_background(threads: usize) {
+    let size = reactor::pool_size(threads);
+    let started = std::thread::Builder::new()
+        .name("webrtc-start".into())
+        .spawn(move || reactor::start_all(size));
+    if let Err(err) = started {
+        // Not fatal: the threads then start at `start_reactors` or the first connection.
+        tracing::warn!("cannot start the WebRTC reactor threads early: {err}");
+    }
+}
+
 /// A current-thread tokio runtime (I/O and time enabled) created on a boundary of the timer
 /// grid like the reactor threads' (see `reactor.rs`), for the thread that creates the
 /// connections (the daemon's actor thread). With [`RtcConfig::inline_drivers`] the drivers
