@@ -25,6 +25,7 @@ mod rawchild;
 mod rawproc;
 mod report;
 mod stages;
+mod startup;
 mod stats;
 
 use std::path::PathBuf;
@@ -371,7 +372,10 @@ async fn run_all(args: &Args) -> Result<Run> {
             "fanout" => fanout::fanout(&mut run).await,
             "rtt" => groups::rtt(&mut run).await,
             "browser" => groups::browser(&mut run).await,
-            "setup" => groups::setup(&mut run).await,
+            "setup" => match groups::setup(&mut run).await {
+                Ok(()) => startup::startup(&mut run).await,
+                Err(e) => Err(e),
+            },
             "ipc" => ipc(&mut run).await,
             "mesh" => mesh(&mut run).await,
             "nats" => nats(&mut run).await,
