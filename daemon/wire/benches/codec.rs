@@ -61,6 +61,28 @@ fn transfer(c: &mut Criterion) {
         })
     });
     g.finish();
+    // The usual message of a bulk sender: 16 KiB, one full frame and a short one.
+    let small = vec![0x5au8; 16 << 10];
+    let frames: Vec<Vec<u8>> = Chunker::new(1, PayloadType::Bytes, None, small.clone())
+        .expect("chunker")
+        .collect();
+    let mut g = c.benchmark_group("transfer 16 KiB");
+    g.throughput(Throughput::Bytes(small.len() as u64));
+    g.bench_function("reassemble", |bench| {
+        bench.iter(|| {
+            let mut r = Reassembler::default();
+            let mut n = 0;
+            for f in &frames {
+                for o in r.feed_bytes(black_box(f)) {
+                    if let Outcome::Completed { data, .. } = o {
+                        n += data.len();
+                    }
+                }
+            }
+            assert_eq!(n, 16 << 10);
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, signaling, transfer);

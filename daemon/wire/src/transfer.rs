@@ -701,16 +701,25 @@ impl Reassembler {
                     });
                     return out;
                 }
-                if t.data.is_empty() && t.chunks == 0 && frame.done != Some(true) {
-                    t.data.reserve(chunk.len().saturating_mul(2).min(limit));
+                let len = chunk.len();
+                if t.data.capacity() == 0 {
+                    // A transfer's first chunk: the decoded chunk becomes its buffer, uncopied.
+                    t.data = chunk;
+                } else {
+                    if frame.done == Some(true) {
+                        // The size is known now. The buffer is kept until the replay buffer
+                        // evicts the event, and growing by doubling would hold up to twice
+                        // the bytes it counts (a 16 KiB message in two frames: 32 KiB).
+                        t.data.reserve_exact(len);
+                    }
+                    t.data.extend_from_slice(&chunk);
                 }
-                t.data.extend_from_slice(&chunk);
                 t.chunks = t.chunks.saturating_add(1);
-                self.buffered += chunk.len();
+                self.buffered += len;
                 out.push(Outcome::Data {
                     id,
                     index: t.chunks - 1,
-                    len: chunk.len(),
+                    len,
                     received: t.delivered + t.data.len(),
                 });
             }
@@ -759,6 +768,43 @@ mod tests {
         assert!(r.feed_whole(first.clone()).is_err());
         r.feed(first);
         assert!(r.feed_whole(whole).is_err(), "transfer 7 is open");
+    }
+
+    /// A completed message holds no more memory than its bytes need when it came in two
+    /// frames (the usual 16 KiB message), and never twice them: the buffer outlives the
+    /// transfer in the daemon's replay buffer, which counts bytes, not capacity.
+    #[test]
+    fn a_completed_message_buffer_fits_its_bytes() {
+        for len in [
+            CHUNK_SIZE + 1,
+            16 << 10,
+            2 * CHUNK_SIZE,
+            3 * CHUNK_SIZE + 5,
+            100_000,
+        ] {
+            let data = vec![7u8; len];
+            let frames: Vec<Vec<u8>> = Chunker::new(3, PayloadType::Bytes, None, data)
+                .expect("chunker")
+                .collect();
+            let mut r = Reassembler::new(1 << 20);
+            let completed = frames
+                .iter()
+                .flat_map(|f| r.feed_bytes(f))
+                .find_map(|o| match o {
+                    Outcome::Completed { data, .. } => Some(data),
+                    _ => None,
+                })
+                .expect("completed");
+            assert_eq!(completed.len(), len);
+            if frames.len() == 2 {
+                assert_eq!(completed.capacity(), len, "{len} bytes in two frames");
+            }
+            assert!(
+                completed.capacity() < 2 * len,
+                "{len}: {}",
+                completed.capacity()
+            );
+        }
     }
 
     /// With the cap on open transfers reached, a message in one frame is refused as the
