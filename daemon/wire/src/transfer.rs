@@ -708,7 +708,7 @@ impl Reassembler {
                 } else {
                     if frame.done == Some(true) {
                         // The size is known now. The buffer is kept until the replay buffer
-                        // evicts the event, and growing by doubling would hold up to twice
+                        // evicts the event, and growing by doubling would allocate up to twice
                         // the bytes it counts (a 16 KiB message in two frames: 32 KiB).
                         t.data.reserve_exact(len);
                     }
@@ -770,8 +770,8 @@ mod tests {
         assert!(r.feed_whole(whole).is_err(), "transfer 7 is open");
     }
 
-    /// A completed message holds no more memory than its bytes need when it came in two
-    /// frames (the usual 16 KiB message), and never twice them: the buffer outlives the
+    /// A completed message's buffer is allocated no larger than its bytes when it came in two
+    /// frames (the usual 16 KiB message), and never at twice them: the buffer outlives the
     /// transfer in the daemon's replay buffer, which counts bytes, not capacity.
     #[test]
     fn a_completed_message_buffer_fits_its_bytes() {
