@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use peerix_system_tests::{bin, TestEnv};
+use peerix_system_tests::TestEnv;
 use serde_json::json;
 
 use crate::report::Row;
@@ -24,7 +24,6 @@ const SLOT_MS: u64 = 64;
 pub async fn startup(run: &mut Run) -> Result<()> {
     let trials = run.pick(20, 8) as u64;
     let env = TestEnv::new()?;
-    let exe = bin("peerixd")?;
     let mut ms = Vec::new();
     for i in 0..trials {
         // Phases i·SLOT/trials of the slot (in a shuffled order).
@@ -32,19 +31,13 @@ pub async fn startup(run: &mut Run) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(phase)).await;
         let socket = env.dir.path().join(format!("start{i}.sock"));
         let start = Instant::now();
-        let mut child = tokio::process::Command::new(&exe)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--local-dir")
-            .arg(env.local_dir())
-            .arg("--no-system-config")
-            .env_remove("PEERIX_SOCKET")
+        let mut child = tokio::process::Command::from(env.peerixd_command(&socket)?)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
+            .context("starting peerixd")?;
         let welcomed = loop {
             if let Ok(client) = peerix_client::Client::connect(&socket).await {
                 drop(client);

@@ -76,6 +76,20 @@ impl TestEnv {
         DaemonProc::spawn(self, name, extra, &[]).await
     }
 
+    /// The command that starts `peerixd` on `socket` in this environment (its local driver's
+    /// rendezvous directory, no system configuration, no inherited `PEERIX_SOCKET`); callers
+    /// add arguments and standard I/O.
+    pub fn peerixd_command(&self, socket: &Path) -> Result<Command> {
+        let mut cmd = Command::new(bin("peerixd")?);
+        cmd.arg("--socket")
+            .arg(socket)
+            .arg("--local-dir")
+            .arg(self.local_dir())
+            .arg("--no-system-config")
+            .env_remove("PEERIX_SOCKET");
+        Ok(cmd)
+    }
+
     /// Starts a daemon with extra environment variables.
     pub async fn daemon_with_env(
         &self,
@@ -107,15 +121,8 @@ impl DaemonProc {
         envs: &[(&str, &str)],
     ) -> Result<Self> {
         let socket = env.dir.path().join(format!("{name}.sock"));
-        let mut cmd = Command::new(bin("peerixd")?);
-        cmd.arg("--socket")
-            .arg(&socket)
-            .arg("--local-dir")
-            .arg(env.local_dir())
-            .arg("--no-system-config")
-            .args(extra)
-            .env_remove("PEERIX_SOCKET")
-            .envs(envs.iter().copied());
+        let mut cmd = env.peerixd_command(&socket)?;
+        cmd.args(extra).envs(envs.iter().copied());
         Self::spawn_command(env, name, cmd, socket).await
     }
 

@@ -3,7 +3,7 @@
 //! exactly one running, with its socket intact.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -11,13 +11,7 @@ use peerix_client::Client;
 use peerix_system_tests::*;
 
 fn peerixd(env: &TestEnv, socket: &Path, log: &Path) -> Result<Child> {
-    Command::new(bin("peerixd")?)
-        .arg("--socket")
-        .arg(socket)
-        .arg("--local-dir")
-        .arg(env.local_dir())
-        .arg("--no-system-config")
-        .env_remove("PEERIX_SOCKET")
+    env.peerixd_command(socket)?
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?)

@@ -47,18 +47,7 @@ fn transfer(c: &mut Criterion) {
         .expect("chunker")
         .collect();
     g.bench_function("reassemble", |bench| {
-        bench.iter(|| {
-            let mut r = Reassembler::default();
-            let mut n = 0;
-            for f in &frames {
-                for o in r.feed_bytes(black_box(f)) {
-                    if let Outcome::Completed { data, .. } = o {
-                        n += data.len();
-                    }
-                }
-            }
-            assert_eq!(n, 1 << 20);
-        })
+        bench.iter(|| assert_eq!(reassemble(&frames), 1 << 20))
     });
     g.finish();
     // The usual message of a bulk sender: 16 KiB, one full frame and a short one.
@@ -69,20 +58,23 @@ fn transfer(c: &mut Criterion) {
     let mut g = c.benchmark_group("transfer 16 KiB");
     g.throughput(Throughput::Bytes(small.len() as u64));
     g.bench_function("reassemble", |bench| {
-        bench.iter(|| {
-            let mut r = Reassembler::default();
-            let mut n = 0;
-            for f in &frames {
-                for o in r.feed_bytes(black_box(f)) {
-                    if let Outcome::Completed { data, .. } = o {
-                        n += data.len();
-                    }
-                }
-            }
-            assert_eq!(n, 16 << 10);
-        })
+        bench.iter(|| assert_eq!(reassemble(&frames), 16 << 10))
     });
     g.finish();
+}
+
+/// Feeds `frames` to a new reassembler; the bytes of the messages completed.
+fn reassemble(frames: &[Vec<u8>]) -> usize {
+    let mut r = Reassembler::default();
+    let mut n = 0;
+    for f in frames {
+        for o in r.feed_bytes(black_box(f)) {
+            if let Outcome::Completed { data, .. } = o {
+                n += data.len();
+            }
+        }
+    }
+    n
 }
 
 criterion_group!(benches, signaling, transfer);
