@@ -2,7 +2,7 @@
 //! systemd start, a socket-activated first request or a test that starts daemons waits for.
 //!
 //! Each trial starts a fresh `peerixd` (no peers, no rooms) and retries `Client::connect`
-//! every 0.2 ms until the handshake succeeds. The daemon's runtimes are created on 64 ms
+//! every millisecond (tokio's timer granularity) until the handshake succeeds. The daemon's runtimes are created on 64 ms
 //! boundaries of its timer grid, so the trials start at phases spread evenly over one slot:
 //! trials started back to back would all land at the same phase, the one a previous daemon's
 //! readiness left them at.
@@ -46,7 +46,7 @@ pub async fn startup(run: &mut Run) -> Result<()> {
             if start.elapsed() > Duration::from_secs(10) {
                 bail!("peerixd did not welcome a client within 10 s of its start");
             }
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         };
         ms.push(welcomed.as_secs_f64() * 1000.0);
         let _ = child.kill().await;
