@@ -52,9 +52,9 @@ pub use ops::{
     op_names, BatchFailure, BatchPeerReport, BatchResult, CloseArgs, DeliveryReport, DriverInfo,
     IceServer, IceTransportPolicy, JoinArgs, JoinOptions, JoinResult, LeaveArgs, Op, OpenArgs,
     OptionFlag, Payload, PayloadType, PeerInfo, PeerStats, PeersArgs, PeersResult, RoomInfo,
-    SendArgs, SendBatch, SendChunk, SendResult, SendStart, SendStartRequest, StatusResult,
-    SubscribeArgs, VerifierArgs, VerifyArgs, VerifyFallback, VerifyMode, VerifyOptions,
-    DEFAULT_LABEL, MAX_BATCH,
+    SendArgs, SendBatch, SendChunk, SendChunkRequest, SendResult, SendStart, SendStartRequest,
+    StatusResult, SubscribeArgs, VerifierArgs, VerifyArgs, VerifyFallback, VerifyMode,
+    VerifyOptions, DEFAULT_LABEL, MAX_BATCH,
 };
 
 /// Re-export of the `rmpv` crate whose [`rmpv::Value`] is used for free-form data.

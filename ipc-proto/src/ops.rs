@@ -1063,19 +1063,64 @@ impl Serialize for SendStartRequest<'_> {
     }
 }
 
+/// A streamed `send`'s follow-up chunk of bytes, serialised from a borrowed slice into exactly
+/// the bytes the `Value` route gives for [`SendChunk`] with [`Payload::Bytes`].
+///
+/// Why: a client streaming a large message copied every 256 KiB chunk into a `Value` and then
+/// serialised it into a frame that grew by doubling on the way (BENCHMARKS.md, session 23).
+#[derive(Debug, Clone, Copy)]
+pub struct SendChunkRequest<'a> {
+    /// The request id.
+    pub id: u64,
+    /// The transfer id returned by the start's reply.
+    pub transfer: u64,
+    /// The chunk's bytes.
+    pub data: &'a [u8],
+    /// More chunks follow.
+    pub more: bool,
+}
+
+impl Serialize for SendChunkRequest<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("Request", 4)?;
+        m.serialize_field("type", "request")?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("op", op_names::SEND)?;
+        m.serialize_field("args", &ChunkArgs(self))?;
+        m.end()
+    }
+}
+
+/// The args map of a [`SendChunkRequest`], in the order [`send_into_value`] builds it.
+struct ChunkArgs<'a, 'b>(&'b SendChunkRequest<'a>);
+
+impl Serialize for ChunkArgs<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("transfer", &self.0.transfer)?;
+        m.serialize_entry("data", &Bin(self.0.data))?;
+        m.serialize_entry("more", &self.0.more)?;
+        m.end()
+    }
+}
+
+/// A `bin` (a `&[u8]` alone would be an array of integers).
+struct Bin<'a>(&'a [u8]);
+
+impl Serialize for Bin<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
 /// The args map of a [`SendStartRequest`], in the order [`send_into_value`] builds it.
 struct StartArgs<'a>(&'a SendStart);
 
 impl Serialize for StartArgs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        /// A `bin` (a `&[u8]` alone would be an array of integers).
-        struct Bin<'a>(&'a [u8]);
-        impl Serialize for Bin<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(self.0)
-            }
-        }
         let a = self.0;
         let optional = [a.to.is_some(), a.info.is_some(), a.more, a.progress];
         let len = 4 + optional.iter().filter(|b| **b).count();

@@ -1159,4 +1159,24 @@ proptest! {
         let direct = encode_frame(&SendStartRequest { id, args: &start }).expect("encode");
         prop_assert_eq!(direct, via_value);
     }
+
+    /// A chunk serialised from a borrowed slice is byte for byte the `Value` route's chunk, at
+    /// every bin length marker.
+    #[test]
+    fn send_chunk_requests_encode_as_the_value_route(
+        id in any::<u64>(),
+        transfer in any::<u64>(),
+        data in proptest::collection::vec(any::<u8>(), 0..64),
+        repeat in prop_oneof![Just(1usize), Just(5), Just(1100), Just(70_000)],
+        more in any::<bool>(),
+    ) {
+        let data = data.repeat(repeat);
+        let chunk = SendChunk { transfer, data: Payload::Bytes(data.clone()), more };
+        let via_value = encode_frame(&ClientMessage::Request(
+            Request::from_op(id, &Op::Send(SendArgs::Chunk(chunk))).expect("args"),
+        )).expect("encode");
+        let direct = encode_frame(&SendChunkRequest { id, transfer, data: &data, more })
+            .expect("encode");
+        prop_assert_eq!(direct, via_value);
+    }
 }

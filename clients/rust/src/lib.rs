@@ -36,6 +36,7 @@ mod delivery;
 mod error;
 mod media;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,9 +47,9 @@ use peerix_ipc_proto::rmpv::Value;
 use peerix_ipc_proto::{
     decode_daemon, encode_frame_limited, encode_frame_sized, ClientMessage, CloseArgs,
     DaemonMessage, EventData, ForwardArgs, ForwardResult, FrameDecoder, Hello, LeaveArgs, Op,
-    OpenArgs, Payload, PeersArgs, Progress, Request, SendArgs, SendBatch, SendChunk, SendStart,
-    SendStartRequest, SubscribeArgs, VerifierArgs, VerifyArgs, Welcome, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    OpenArgs, Payload, PeersArgs, Progress, Request, SendArgs, SendBatch, SendChunkRequest,
+    SendStart, SendStartRequest, SubscribeArgs, VerifierArgs, VerifyArgs, Welcome,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -731,11 +732,13 @@ impl Client {
     ) -> Result<SendResult> {
         if bytes.len() > BYTES_STREAM_CHUNK {
             let total = bytes.len() as u64;
+            // Chunks are encoded straight from `bytes`, not read into buffers of their own.
+            let source = ChunkSource::<tokio::io::Empty>::Slice(&bytes);
             return self
                 .send_stream_in(
                     room,
                     label,
-                    &bytes[..],
+                    source,
                     Some(total),
                     opts,
                     |_| {},
@@ -780,7 +783,8 @@ impl Client {
         R: AsyncRead + Unpin,
         F: FnMut(&SendProgress),
     {
-        self.send_stream_in(room, label, reader, total, opts, on_progress, STREAM_CHUNK)
+        let source = ChunkSource::Reader(reader);
+        self.send_stream_in(room, label, source, total, opts, on_progress, STREAM_CHUNK)
             .await
     }
 
@@ -788,11 +792,11 @@ impl Client {
     /// request (the daemon starts transmitting it before the start's reply is back), and up to
     /// [`STREAM_WINDOW`] chunks are written ahead of their replies.
     #[allow(clippy::too_many_arguments)]
-    async fn send_stream_in<R, F>(
+    async fn send_stream_in<'a, R, F>(
         &self,
         room: &str,
         label: &str,
-        mut reader: R,
+        mut source: ChunkSource<'a, R>,
         total: Option<u64>,
         opts: SendOptions,
         mut on_progress: F,
@@ -807,25 +811,35 @@ impl Client {
         let (ptx, mut prx) = mpsc::unbounded_channel();
         self.inner.state().progress.insert(start_id, ptx);
         let result = async {
-            let mut current = read_chunk(&mut reader, chunk_size).await?;
-            let first_len = current.len() as u64;
-            let first_full = current.len() == chunk_size;
-            let start = Op::Send(SendArgs::Start(SendStart {
+            let first = source.next(chunk_size).await?;
+            let first_len = first.len() as u64;
+            let first_full = first.len() == chunk_size;
+            let start = SendStart {
                 room: room.into(),
                 label: label.into(),
                 to: opts.to,
-                payload: Payload::Bytes(std::mem::take(&mut current)),
+                payload: Payload::Bytes(first.into_owned()),
                 info: opts.info,
                 more: true,
                 progress: true,
-            }));
-            let rx = self
-                .start_request(start_id, start.name(), start.into_args()?)
-                .await?;
+            };
+            // Room for the data up front, so the frame is not grown by doubling.
+            let frame = encode_frame_sized(
+                &SendStartRequest {
+                    id: start_id,
+                    args: &start,
+                },
+                self.inner.max_frame,
+                start.payload.len() + 256,
+            )?;
+            drop(start);
+            let rx = self.start_request_frame(start_id, frame).await?;
             // The next chunk is read while the start travels.
-            if first_full {
-                current = read_chunk(&mut reader, chunk_size).await?;
-            }
+            let mut current = if first_full {
+                source.next(chunk_size).await?
+            } else {
+                Cow::Borrowed(&[][..])
+            };
             let first: SendResult = self.finish_typed(rx).await?;
             let transfer = first.transfer;
             let mut sent = first_len;
@@ -835,20 +849,22 @@ impl Client {
             let mut unanswered: VecDeque<(oneshot::Receiver<Vec<u8>>, u64)> = VecDeque::new();
             loop {
                 let next = if current.len() == chunk_size {
-                    read_chunk(&mut reader, chunk_size).await?
+                    source.next(chunk_size).await?
                 } else {
-                    Vec::new()
+                    Cow::Borrowed(&[][..])
                 };
                 let more = !next.is_empty();
                 let len = current.len() as u64;
-                let op = Op::Send(SendArgs::Chunk(SendChunk {
+                let id = self.next_id();
+                let req = SendChunkRequest {
+                    id,
                     transfer,
-                    data: Payload::Bytes(std::mem::replace(&mut current, next)),
+                    data: &current,
                     more,
-                }));
-                let rx = self
-                    .start_request(self.next_id(), op.name(), op.into_args()?)
-                    .await?;
+                };
+                let frame = encode_frame_sized(&req, self.inner.max_frame, current.len() + 64)?;
+                current = next;
+                let rx = self.start_request_frame(id, frame).await?;
                 unanswered.push_back((rx, len));
                 // At most `STREAM_WINDOW` chunks unanswered; after the final one, all of them.
                 while unanswered.len() >= STREAM_WINDOW || (!more && !unanswered.is_empty()) {
@@ -1062,6 +1078,27 @@ fn typed_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 }
 
 /// Reads until `size` bytes or EOF.
+/// Where a streamed send's chunks come from: a reader, whose chunks are read into buffers of
+/// their own, or bytes the caller already holds, whose chunks are borrowed.
+enum ChunkSource<'a, R> {
+    Reader(R),
+    Slice(&'a [u8]),
+}
+
+impl<'a, R: AsyncRead + Unpin> ChunkSource<'a, R> {
+    /// The next chunk of at most `size` bytes; empty at the end.
+    async fn next(&mut self, size: usize) -> Result<Cow<'a, [u8]>> {
+        match self {
+            ChunkSource::Reader(r) => Ok(Cow::Owned(read_chunk(r, size).await?)),
+            ChunkSource::Slice(s) => {
+                let (chunk, rest) = s.split_at(size.min(s.len()));
+                *s = rest;
+                Ok(Cow::Borrowed(chunk))
+            }
+        }
+    }
+}
+
 async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; size];
     let mut filled = 0;
