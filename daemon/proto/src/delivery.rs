@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use peerix_wire::frame::{self, Frame};
+use peerix_wire::frame::{self, Frame, FrameRef};
 use peerix_wire::transfer::{Outcome, PayloadType, Reassembler};
 use serde_json::Value as Json;
 
@@ -185,8 +185,8 @@ impl Delivery {
     /// Decodes `data` and feeds it to the reassembler; what to deliver instead when it does not
     /// decode.
     fn feed(&mut self, data: &[u8]) -> Result<Vec<Outcome>, Vec<Delivered>> {
-        match Frame::decode(data) {
-            Ok(frame) => Ok(self.reassembler.feed(frame)),
+        match FrameRef::decode(data) {
+            Ok(frame) => Ok(self.reassembler.feed_ref(frame)),
             Err(e) => Err(self.undecodable(data, &e.to_string())),
         }
     }
