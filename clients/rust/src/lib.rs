@@ -824,13 +824,18 @@ impl Client {
                 progress: true,
             };
             // Room for the data up front, so the frame is not grown by doubling.
+            let hint = start.payload.len()
+                + start.room.len()
+                + start.label.len()
+                + start.to.as_ref().map_or(0, String::len)
+                + 256;
             let frame = encode_frame_sized(
                 &SendStartRequest {
                     id: start_id,
                     args: &start,
                 },
                 self.inner.max_frame,
-                start.payload.len() + 256,
+                hint,
             )?;
             drop(start);
             let rx = self.start_request_frame(start_id, frame).await?;
@@ -856,13 +861,7 @@ impl Client {
                 let more = !next.is_empty();
                 let len = current.len() as u64;
                 let id = self.next_id();
-                let req = SendChunkRequest {
-                    id,
-                    transfer,
-                    data: &current,
-                    more,
-                };
-                let frame = encode_frame_sized(&req, self.inner.max_frame, current.len() + 64)?;
+                let frame = chunk_frame(id, transfer, &current, more, self.inner.max_frame)?;
                 current = next;
                 let rx = self.start_request_frame(id, frame).await?;
                 unanswered.push_back((rx, len));
@@ -1078,6 +1077,25 @@ fn typed_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 }
 
 /// Reads until `size` bytes or EOF.
+/// The request frame of a streamed send's chunk, with room for all of it reserved up front (the
+/// header is under 100 bytes), so the chunk is copied into it once.
+fn chunk_frame(id: u64, transfer: u64, data: &[u8], more: bool, max: usize) -> Result<Vec<u8>> {
+    let req = SendChunkRequest {
+        id,
+        transfer,
+        data,
+        more,
+    };
+    Ok(encode_frame_sized(
+        &req,
+        max,
+        data.len() + CHUNK_HEADER_ROOM,
+    )?)
+}
+
+/// Bytes reserved for a chunk request's fields besides its data.
+const CHUNK_HEADER_ROOM: usize = 128;
+
 /// Where a streamed send's chunks come from: a reader, whose chunks are read into buffers of
 /// their own, or bytes the caller already holds, whose chunks are borrowed.
 enum ChunkSource<'a, R> {

@@ -900,3 +900,21 @@ async fn requests_queued_behind_a_write_share_the_next_write() {
     // took 50 writes).
     assert!(used <= 3, "{used} writes for 50 requests");
 }
+
+/// A chunk's request frame is allocated once, at its final size: the room reserved for the
+/// fields besides the data covers them at their largest (ids of 9 bytes, a 32-bit bin length),
+/// so the frame never grows by doubling and copies the chunk a second time.
+#[test]
+fn a_chunk_frame_is_allocated_once() {
+    let data = vec![7u8; BYTES_STREAM_CHUNK];
+    for more in [false, true] {
+        let frame = chunk_frame(u64::MAX, u64::MAX, &data, more, usize::MAX).expect("frame");
+        assert!(
+            frame.capacity() <= data.len() + CHUNK_HEADER_ROOM + 4,
+            "frame of {} bytes grew to a capacity of {}",
+            frame.len(),
+            frame.capacity()
+        );
+        assert!(frame.len() > data.len());
+    }
+}
