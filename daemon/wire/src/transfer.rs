@@ -1,5 +1,6 @@
 //! Sans-IO chunking (§7.4) and reassembly (§7.5) of data-channel messages.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -574,34 +575,11 @@ impl Reassembler {
         if frame.index != Some(t.chunks) || !fits {
             return None;
         }
-        if t.data.capacity() == 0 {
-            t.data = chunk.to_vec();
-        } else {
-            if frame.done == Some(true) {
-                // As in `feed_general`: the size is known now, so no doubling.
-                t.data.reserve_exact(len);
-            }
-            t.data.extend_from_slice(chunk);
-        }
-        t.chunks = t.chunks.saturating_add(1);
+        let done = frame.done == Some(true);
+        let mut out = vec![append(id, t, Cow::Borrowed(chunk), done)];
         self.buffered += len;
-        let mut out = vec![Outcome::Data {
-            id,
-            index: t.chunks - 1,
-            len,
-            received: t.delivered + t.data.len(),
-        }];
-        if frame.done == Some(true) {
-            if let Some(t) = self.remove(id) {
-                out.push(Outcome::Completed {
-                    id,
-                    payload_type: t.payload_type,
-                    info: t.info,
-                    data: t.data,
-                    truncated: false,
-                    send_ack: Some(Frame::ack(id).encode()),
-                });
-            }
+        if done {
+            self.complete(id, &mut out);
         }
         Some(out)
     }
@@ -664,6 +642,20 @@ impl Reassembler {
             send_ack: Some(Frame::ack(id).encode()),
         });
         Ok(out)
+    }
+
+    /// Ends transfer `id` with its last chunk in: its message and the ack to send.
+    fn complete(&mut self, id: u32, out: &mut Vec<Outcome>) {
+        if let Some(t) = self.remove(id) {
+            out.push(Outcome::Completed {
+                id,
+                payload_type: t.payload_type,
+                info: t.info,
+                data: t.data,
+                truncated: false,
+                send_ack: Some(Frame::ack(id).encode()),
+            });
+        }
     }
 
     /// [`Reassembler::feed`] for any frame, one transfer entry per message.
@@ -762,42 +754,37 @@ impl Reassembler {
                     });
                     return out;
                 }
-                let len = chunk.len();
-                if t.data.capacity() == 0 {
-                    // A transfer's first chunk: the decoded chunk becomes its buffer, uncopied.
-                    t.data = chunk;
-                } else {
-                    if frame.done == Some(true) {
-                        // The size is known now. The buffer is kept until the replay buffer
-                        // evicts the event, and growing by doubling would allocate up to twice
-                        // the bytes it counts (a 16 KiB message in two frames: 32 KiB).
-                        t.data.reserve_exact(len);
-                    }
-                    t.data.extend_from_slice(&chunk);
-                }
-                t.chunks = t.chunks.saturating_add(1);
-                self.buffered += len;
-                out.push(Outcome::Data {
-                    id,
-                    index: t.chunks - 1,
-                    len,
-                    received: t.delivered + t.data.len(),
-                });
+                self.buffered += chunk.len();
+                out.push(append(id, t, Cow::Owned(chunk), frame.done == Some(true)));
             }
         }
         if frame.done == Some(true) {
-            if let Some(t) = self.remove(id) {
-                out.push(Outcome::Completed {
-                    id,
-                    payload_type: t.payload_type,
-                    info: t.info,
-                    data: t.data,
-                    truncated: false,
-                    send_ack: Some(Frame::ack(id).encode()),
-                });
-            }
+            self.complete(id, &mut out);
         }
         out
+    }
+}
+
+/// Appends transfer `id`'s next chunk to its buffer; the `Data` outcome. The first chunk becomes
+/// the buffer (uncopied when it is owned), and the last grows it to exactly the message: the
+/// buffer is kept until the replay buffer evicts the event, and growing by doubling would
+/// allocate up to twice the bytes it counts (a 16 KiB message in two frames: 32 KiB).
+fn append(id: u32, t: &mut Incoming, chunk: Cow<'_, [u8]>, last: bool) -> Outcome {
+    let len = chunk.len();
+    if t.data.capacity() == 0 {
+        t.data = chunk.into_owned();
+    } else {
+        if last {
+            t.data.reserve_exact(len);
+        }
+        t.data.extend_from_slice(&chunk);
+    }
+    t.chunks = t.chunks.saturating_add(1);
+    Outcome::Data {
+        id,
+        index: t.chunks - 1,
+        len,
+        received: t.delivered + t.data.len(),
     }
 }
 
@@ -1237,6 +1224,20 @@ mod tests {
         }
     }
 
+    /// The two reassemblers hold the same open transfers with the same bytes.
+    fn same_state(fast: &Reassembler, general: &Reassembler) -> Result<(), TestCaseError> {
+        let (mut a, mut b) = (fast.open_transfers(), general.open_transfers());
+        a.sort_unstable();
+        b.sort_unstable();
+        prop_assert_eq!(&a, &b);
+        for id in a {
+            prop_assert_eq!(fast.progress(id), general.progress(id));
+            prop_assert_eq!(fast.buffered_len(id), general.buffered_len(id));
+        }
+        prop_assert_eq!(fast.buffered, general.buffered);
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4096))]
 
@@ -1260,15 +1261,7 @@ mod tests {
             for (id, ask, index, payload_type, abort, done, info, chunk) in ops {
                 let frame = Frame { id, ask, index, payload_type, abort, done, info, chunk };
                 prop_assert_eq!(fast.feed(frame.clone()), general.feed_general(frame));
-                let (mut a, mut b) = (fast.open_transfers(), general.open_transfers());
-                a.sort_unstable();
-                b.sort_unstable();
-                prop_assert_eq!(&a, &b);
-                for id in a {
-                    prop_assert_eq!(fast.progress(id), general.progress(id));
-                    prop_assert_eq!(fast.buffered_len(id), general.buffered_len(id));
-                }
-                prop_assert_eq!(fast.buffered, general.buffered);
+                same_state(&fast, &general)?;
             }
         }
 
@@ -1293,15 +1286,7 @@ mod tests {
                 let bytes = frame.encode();
                 let decoded = FrameRef::decode(&bytes).expect("a frame we encoded decodes");
                 prop_assert_eq!(fast.feed_ref(decoded), general.feed_general(frame));
-                let (mut a, mut b) = (fast.open_transfers(), general.open_transfers());
-                a.sort_unstable();
-                b.sort_unstable();
-                prop_assert_eq!(&a, &b);
-                for id in a {
-                    prop_assert_eq!(fast.progress(id), general.progress(id));
-                    prop_assert_eq!(fast.buffered_len(id), general.buffered_len(id));
-                }
-                prop_assert_eq!(fast.buffered, general.buffered);
+                same_state(&fast, &general)?;
             }
         }
     }
