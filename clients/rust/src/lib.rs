@@ -1076,7 +1076,6 @@ fn typed_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     }
 }
 
-/// Reads until `size` bytes or EOF.
 /// The request frame of a streamed send's chunk, with room for all of it reserved up front (the
 /// header is under 100 bytes), so the chunk is copied into it once.
 fn chunk_frame(id: u64, transfer: u64, data: &[u8], more: bool, max: usize) -> Result<Vec<u8>> {
@@ -1117,6 +1116,7 @@ impl<'a, R: AsyncRead + Unpin> ChunkSource<'a, R> {
     }
 }
 
+/// Reads until `size` bytes or EOF.
 async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; size];
     let mut filled = 0;
