@@ -1053,13 +1053,7 @@ pub struct SendStartRequest<'a> {
 
 impl Serialize for SendStartRequest<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut m = s.serialize_struct("Request", 4)?;
-        m.serialize_field("type", "request")?;
-        m.serialize_field("id", &self.id)?;
-        m.serialize_field("op", op_names::SEND)?;
-        m.serialize_field("args", &StartArgs(self.args))?;
-        m.end()
+        serialize_send(s, self.id, &StartArgs(self.args))
     }
 }
 
@@ -1082,14 +1076,23 @@ pub struct SendChunkRequest<'a> {
 
 impl Serialize for SendChunkRequest<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut m = s.serialize_struct("Request", 4)?;
-        m.serialize_field("type", "request")?;
-        m.serialize_field("id", &self.id)?;
-        m.serialize_field("op", op_names::SEND)?;
-        m.serialize_field("args", &ChunkArgs(self))?;
-        m.end()
+        serialize_send(s, self.id, &ChunkArgs(self))
     }
+}
+
+/// A `send` request with `args`, laid out as `Request::from_op` lays it out.
+fn serialize_send<S: serde::Serializer, A: Serialize>(
+    s: S,
+    id: u64,
+    args: &A,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut m = s.serialize_struct("Request", 4)?;
+    m.serialize_field("type", "request")?;
+    m.serialize_field("id", &id)?;
+    m.serialize_field("op", op_names::SEND)?;
+    m.serialize_field("args", args)?;
+    m.end()
 }
 
 /// The args map of a [`SendChunkRequest`], in the order [`send_into_value`] builds it.
