@@ -62,6 +62,17 @@ pub fn encode_frame_sized<T: Serialize + ?Sized>(
     Ok(out)
 }
 
+/// Writes `msg`'s MessagePack body (structs as maps with string keys, as every frame has it) to
+/// `w`, without a length prefix: for a caller that lays a frame out around a large value itself.
+pub fn encode_body_into<T: Serialize + ?Sized, W: std::io::Write>(
+    msg: &T,
+    w: W,
+) -> Result<(), ProtoError> {
+    let mut ser = rmp_serde::Serializer::new(w).with_struct_map();
+    msg.serialize(&mut ser)
+        .map_err(|e| ProtoError::Encode(e.to_string()))
+}
+
 /// Incremental frame splitter for a byte stream.
 ///
 /// Feed received bytes with [`FrameDecoder::push`] and drain complete frame

@@ -27,7 +27,7 @@ mod ops;
 pub use access::Access;
 pub use checks::json_compatible;
 pub use codec::{
-    coalesce_frames, decode_client, decode_daemon, decode_reply_as, encode_frame,
+    coalesce_frames, decode_client, decode_daemon, decode_reply_as, encode_body_into, encode_frame,
     encode_frame_limited, encode_frame_sized, from_value, reply_id, to_value, FrameDecoder,
     COALESCE_BYTES, COALESCE_FRAME, FRAME_HEADER_LEN,
 };

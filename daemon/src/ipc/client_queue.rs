@@ -22,6 +22,80 @@ use tokio::time::Instant;
 /// connection is closed under it.
 pub const CUT_GRACE: Duration = Duration::from_secs(1);
 
+/// Bytes shared with something that outlives the write (a message part inside its event record),
+/// written from where they are instead of being copied into a frame.
+pub trait SharedBytes: Send + Sync + std::fmt::Debug {
+    /// The bytes.
+    fn bytes(&self) -> &[u8];
+}
+
+/// A frame on its way to a client: one buffer, or a header, shared bytes and a tail written
+/// together with one vectored write (an `event` frame carrying a large message part: the part
+/// is not copied into the frame, `event_frame.rs`).
+#[derive(Debug)]
+pub struct OutFrame {
+    head: Vec<u8>,
+    shared: Option<(Arc<dyn SharedBytes>, Vec<u8>)>,
+}
+
+impl OutFrame {
+    /// A frame of `head`, then `shared`'s bytes, then `tail`.
+    pub fn split(head: Vec<u8>, shared: Arc<dyn SharedBytes>, tail: Vec<u8>) -> Self {
+        Self {
+            head,
+            shared: Some((shared, tail)),
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len()
+            + self
+                .shared
+                .as_ref()
+                .map_or(0, |(s, tail)| s.bytes().len() + tail.len())
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame as one buffer, when it is one.
+    pub(crate) fn into_whole(self) -> Result<Vec<u8>, Self> {
+        match self.shared {
+            None => Ok(self.head),
+            Some(_) => Err(self),
+        }
+    }
+
+    /// The buffers of its bytes from `pos` on, in order.
+    pub(crate) fn slices_from(&self, pos: usize) -> Vec<std::io::IoSlice<'_>> {
+        let mut parts: Vec<&[u8]> = vec![&self.head];
+        if let Some((shared, tail)) = &self.shared {
+            parts.push(shared.bytes());
+            parts.push(tail);
+        }
+        let mut skip = pos;
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            out.push(std::io::IoSlice::new(&p[skip..]));
+            skip = 0;
+        }
+        out
+    }
+}
+
+impl From<Vec<u8>> for OutFrame {
+    fn from(head: Vec<u8>) -> Self {
+        Self { head, shared: None }
+    }
+}
+
 /// The bytes queued for all clients, against the global budget.
 #[derive(Debug)]
 pub struct QueueBudget {
@@ -132,7 +206,7 @@ impl QueueBudget {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Vec<u8>>,
+    frames: VecDeque<OutFrame>,
     /// Bytes of `frames` plus the frame being written.
     bytes: u64,
     closed: bool,
@@ -165,7 +239,8 @@ impl ClientQueue {
     }
 
     /// Queues a frame, or says why not. On `ClientLimit`/`Budget` the caller cuts this client.
-    pub fn push(&self, frame: Vec<u8>) -> Result<(), PushError> {
+    pub fn push(&self, frame: impl Into<OutFrame>) -> Result<(), PushError> {
+        let frame = frame.into();
         let n = frame.len() as u64;
         let mine = {
             let s = self.state();
@@ -233,7 +308,7 @@ impl ClientQueue {
     }
 
     /// The next frame to write; `None` once the queue is closed and empty.
-    pub async fn next(&self) -> Option<Vec<u8>> {
+    pub async fn next(&self) -> Option<OutFrame> {
         loop {
             {
                 let mut s = self.state();
@@ -250,7 +325,11 @@ impl ClientQueue {
 
     /// The next frame if one is queued and shorter than `max_len` bytes, without waiting.
     fn try_next_small(&self, max_len: usize) -> Option<Vec<u8>> {
-        self.state().frames.pop_front_if(|f| f.len() < max_len)
+        let mut s = self.state();
+        let f = s
+            .frames
+            .pop_front_if(|f| f.shared.is_none() && f.len() < max_len)?;
+        f.into_whole().ok()
     }
 
     /// Resolves when the client is cut (at once if it already was).
@@ -356,19 +435,24 @@ impl PushError {
 pub async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, q: &ClientQueue) {
     let mut deadline: Option<Instant> = None;
     'frames: while let Some(first) = q.next().await {
-        let frame = coalesce_frames(first, |max| q.try_next_small(max));
+        let frame = match first.into_whole() {
+            Ok(first) => OutFrame::from(coalesce_frames(first, |max| q.try_next_small(max))),
+            Err(split) => split,
+        };
+        let len = frame.len();
         let mut pos = 0;
-        while pos < frame.len() {
+        while pos < len {
+            let bufs = frame.slices_from(pos);
             let step = match deadline {
                 None => tokio::select! {
-                    r = w.write(&frame[pos..]) => r,
+                    r = w.write_vectored(&bufs) => r,
                     // A write cancelled here wrote nothing; the rest of the frame goes out below.
                     _ = q.cut_signal() => {
                         deadline = Some(Instant::now() + CUT_GRACE);
                         continue;
                     }
                 },
-                Some(d) => match tokio::time::timeout_at(d, w.write(&frame[pos..])).await {
+                Some(d) => match tokio::time::timeout_at(d, w.write_vectored(&bufs)).await {
                     Ok(r) => r,
                     Err(_) => break 'frames,
                 },
@@ -378,7 +462,7 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, q: &ClientQueue) {
                 Ok(k) => pos += k,
             }
         }
-        q.written(frame.len() as u64);
+        q.written(len as u64);
     }
     if let Some(why) = q.cut_reason() {
         let d = deadline.unwrap_or_else(|| Instant::now() + CUT_GRACE);
@@ -418,6 +502,89 @@ mod tests {
         ) -> std::task::Poll<std::io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    /// Takes at most 1,000 bytes per write, across buffers: partial writes that end inside
+    /// any of a split frame's three parts.
+    #[derive(Default)]
+    struct Dribble(Vec<u8>);
+
+    impl AsyncWrite for Dribble {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(1000);
+            self.0.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let mut left = 1000;
+            for b in bufs {
+                let n = b.len().min(left);
+                self.0.extend_from_slice(&b[..n]);
+                left -= n;
+            }
+            std::task::Poll::Ready(Ok(1000 - left))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[derive(Debug)]
+    struct Shared(Vec<u8>);
+
+    impl SharedBytes for Shared {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    /// Split frames go out whole and in queue order among one-buffer frames, however the
+    /// writes cut them, and their bytes count against the queue until written.
+    #[tokio::test]
+    async fn split_frames_are_written_whole_and_in_order() {
+        let q = QueueBudget::new(1 << 20).queue(1, 1 << 20);
+        let part: Vec<u8> = (0..20_000).map(|i| (i % 241) as u8).collect();
+        let mut want = Vec::new();
+        for k in 0..3u8 {
+            let small = vec![k; 300];
+            want.extend_from_slice(&small);
+            q.push(small).expect("fits");
+            // Tails longer than a write, so that a write can end in any of the three parts.
+            let (head, tail) = (vec![0xf0 + k; 1234], vec![0xe0 + k; 9_000 + usize::from(k)]);
+            want.extend_from_slice(&head);
+            want.extend_from_slice(&part);
+            want.extend_from_slice(&tail);
+            let frame = OutFrame::split(head, Arc::new(Shared(part.clone())), tail);
+            assert_eq!(frame.len(), 1234 + part.len() + 9_000 + usize::from(k));
+            q.push(frame).expect("fits");
+        }
+        assert_eq!(q.queued(), want.len() as u64);
+        q.close();
+        let mut w = Dribble::default();
+        write_frames(&mut w, &q).await;
+        assert_eq!(w.0.len(), want.len());
+        assert!(w.0 == want, "bytes out of order or lost");
+        assert_eq!(q.queued(), 0);
     }
 
     #[tokio::test]

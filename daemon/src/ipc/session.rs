@@ -18,7 +18,7 @@ use peerix_wire::transfer::PayloadType;
 use rmpv::Value;
 use tokio::io::AsyncReadExt;
 
-use super::client_queue::{write_frames, ClientQueue, PushError, QueueBudget};
+use super::client_queue::{write_frames, ClientQueue, OutFrame, PushError, QueueBudget};
 use crate::actors::channel::{ProgressTo, SendProgress};
 use crate::actors::daemon::{Daemon, Exec, VERSION};
 use crate::actors::event_bus::{obj, Deliver, EventBus, Subscribe, Unsubscribe};
@@ -174,7 +174,7 @@ impl ClientSession {
         }
     }
 
-    fn write_frame(&mut self, frame: Vec<u8>, ctx: &mut Context<Self>) {
+    fn write_frame(&mut self, frame: impl Into<OutFrame>, ctx: &mut Context<Self>) {
         match self.out.push(frame) {
             Ok(()) => {}
             Err(PushError::Closed) => ctx.stop(),
