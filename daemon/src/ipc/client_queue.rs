@@ -69,24 +69,19 @@ impl OutFrame {
         }
     }
 
-    /// The buffers of its bytes from `pos` on, in order.
-    pub(crate) fn slices_from(&self, pos: usize) -> Vec<std::io::IoSlice<'_>> {
-        let mut parts: Vec<&[u8]> = vec![&self.head];
-        if let Some((shared, tail)) = &self.shared {
-            parts.push(shared.bytes());
-            parts.push(tail);
-        }
+    /// Its bytes from `pos` on, as head, shared bytes and tail (empty where there are none or
+    /// where `pos` is past them): no allocation per write.
+    pub(crate) fn slices_from(&self, pos: usize) -> [std::io::IoSlice<'_>; 3] {
+        let (shared, tail): (&[u8], &[u8]) = match &self.shared {
+            Some((s, tail)) => (s.bytes(), tail),
+            None => (&[], &[]),
+        };
         let mut skip = pos;
-        let mut out = Vec::with_capacity(parts.len());
-        for p in parts {
-            if skip >= p.len() {
-                skip -= p.len();
-                continue;
-            }
-            out.push(std::io::IoSlice::new(&p[skip..]));
-            skip = 0;
-        }
-        out
+        [&self.head[..], shared, tail].map(|p| {
+            let from = skip.min(p.len());
+            skip -= from;
+            std::io::IoSlice::new(&p[from..])
+        })
     }
 }
 
