@@ -35,6 +35,11 @@ pub const PEERIXD_DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// without an answer. Only then does its `connectionTimeout` start.
 pub const BROWSER_NOTICE: Duration = Duration::from_secs(5);
 
+/// How much later than [`BROWSER_NOTICE`] plus its `connectionTimeout` a browser may still
+/// drop its connection (the consent check's timing varies with the path and the load); it is
+/// invoked every second meanwhile, and sends to it are held that much longer.
+pub const BROWSER_NOTICE_SLACK: Duration = Duration::from_secs(5);
+
 /// Peerix's default `connectionTimeout` (§2.3), assumed for a browser when ours is disabled.
 const PEERIX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -657,7 +662,7 @@ impl Room {
             // come up within its own timeout.
             self.out.push_back(Action::HoldSends {
                 remote: c.remote.clone(),
-                hold: BROWSER_NOTICE + timeout * 2,
+                hold: BROWSER_NOTICE + BROWSER_NOTICE_SLACK + timeout * 2,
             });
         }
         // A browser whose path we saw die while it was connected still has its connection up:
