@@ -178,16 +178,8 @@ fn sends_are_held_for_a_browser_whose_connection_failed() {
 /// long enough for the new connection.
 #[test]
 fn a_browser_still_holding_its_connection_is_invoked_right_after_it_drops_it() {
-    let t0 = Instant::now();
     let timeout = Duration::from_secs(3);
-    let mut r = room(timeout);
-    let conn = invoked_by(&mut r, t0, "bb");
-    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Checking));
-    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Connected));
-    r.handle_conn_event(t0, conn, ConnEvent::ControlOpen);
-    drain(&mut r);
-    let failed_at = t0 + Duration::from_secs(1);
-    r.handle_conn_event(failed_at, conn, ConnEvent::Ice(IceState::Failed));
+    let (mut r, failed_at) = failed_while_connected(timeout);
     let held = drain(&mut r).into_iter().find_map(|a| match a {
         Action::HoldSends { hold, .. } => Some(hold),
         _ => None,
@@ -204,6 +196,21 @@ fn a_browser_still_holding_its_connection_is_invoked_right_after_it_drops_it() {
         invokes[1] > dropped && invokes[1] <= dropped + Duration::from_secs(1),
         "the second invoke should follow the browser's drop at {dropped:?}: {invokes:?}"
     );
+}
+
+/// A room whose connection to the browser `bb` was connected and has just failed here (a
+/// lost TURN stream), with the failure's actions not yet drained; and when it failed.
+fn failed_while_connected(timeout: Duration) -> (Room, Instant) {
+    let t0 = Instant::now();
+    let mut r = room(timeout);
+    let conn = invoked_by(&mut r, t0, "bb");
+    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Checking));
+    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Connected));
+    r.handle_conn_event(t0, conn, ConnEvent::ControlOpen);
+    drain(&mut r);
+    let failed_at = t0 + Duration::from_secs(1);
+    r.handle_conn_event(failed_at, conn, ConnEvent::Ice(IceState::Failed));
+    (r, failed_at)
 }
 
 /// Every invoke to `bb` while `r` runs on simulated time from `from` for `span`, with its
@@ -236,16 +243,8 @@ fn invokes_over(r: &mut Room, from: Instant, span: Duration) -> Vec<Duration> {
 /// invites (no `PEER_UNREACHABLE`).
 #[test]
 fn a_browser_dropping_its_connection_late_is_still_invoked_within_a_second() {
-    let t0 = Instant::now();
     let timeout = Duration::from_secs(3);
-    let mut r = room(timeout);
-    let conn = invoked_by(&mut r, t0, "bb");
-    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Checking));
-    r.handle_conn_event(t0, conn, ConnEvent::Ice(IceState::Connected));
-    r.handle_conn_event(t0, conn, ConnEvent::ControlOpen);
-    drain(&mut r);
-    let failed_at = t0 + Duration::from_secs(1);
-    r.handle_conn_event(failed_at, conn, ConnEvent::Ice(IceState::Failed));
+    let (mut r, failed_at) = failed_while_connected(timeout);
     drain(&mut r);
     let invokes = invokes_over(&mut r, failed_at, Duration::from_secs(30));
     let dropped = BROWSER_NOTICE + timeout;
