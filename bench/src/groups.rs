@@ -47,10 +47,7 @@ pub async fn throughput(run: &mut Run) -> Result<()> {
     let mut full_pts = Vec::new();
     let mut raw_pts = Vec::new();
     let mut detail = Vec::new();
-    // The daemons run on the defaults and the `PEERIX_*` variables they inherit from the bench.
-    let ipc = peerixd::config::load(None, &Default::default(), true)
-        .unwrap_or_default()
-        .ipc;
+    let ipc = daemon_ipc_config();
     for (i, (len, trials)) in sizes.into_iter().enumerate() {
         let data = payload(len);
         pair.transfer("bench", &data).await?;
@@ -174,6 +171,14 @@ pub async fn throughput(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
+/// The IPC settings of the daemons the bench starts: the defaults and the `PEERIX_*` variables
+/// they inherit from the bench.
+pub(crate) fn daemon_ipc_config() -> peerixd::config::IpcConfig {
+    peerixd::config::load(None, &Default::default(), true)
+        .unwrap_or_default()
+        .ipc
+}
+
 /// `trials` transfers of `data` on each path, full and raw interleaved so that background load
 /// hits both alike; MB/s of each.
 async fn interleaved(
@@ -203,7 +208,7 @@ async fn interleaved(
 /// message). With one warm-up transfer, the 16 KiB, 256 KiB and 1 MiB rows all ran in that
 /// phase; in 12 runs the 16 KiB row was 0.06 higher after this warm-up in every one, and no
 /// higher when the replay buffer was 256 KiB (BENCHMARKS.md, session 24).
-fn steady_warmup(len: usize, ipc: &peerixd::config::IpcConfig) -> usize {
+pub(crate) fn steady_warmup(len: usize, ipc: &peerixd::config::IpcConfig) -> usize {
     let len = len.max(1) as u64;
     let parts = len.div_ceil(ipc.inline_message_limit.max(1));
     let by_bytes = ipc.replay_bytes.div_ceil(len);

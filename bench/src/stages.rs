@@ -190,9 +190,15 @@ pub async fn stages(run: &mut Run) -> Result<()> {
         ("raw B", raw_b),
     ];
     let mut detail = Vec::new();
+    let ipc = crate::groups::daemon_ipc_config();
     for (len, trials) in sizes {
         let data = payload(len);
-        timed_transfer(&mut pair, "bench", &data).await?;
+        // Both paths warmed up as the throughput group warms them, so that the figures are
+        // those of a daemon past its replay buffer's first fill.
+        for _ in 0..crate::groups::steady_warmup(len, &ipc) {
+            timed_transfer(&mut pair, "bench", &data).await?;
+            raw.transfer(0, "bench", len, 1).await?;
+        }
         let before: Vec<Threads> = pids.iter().map(|(_, p)| threads(*p)).collect();
         let t = Instant::now();
         let mut tls = Vec::new();
@@ -203,7 +209,6 @@ pub async fn stages(run: &mut Run) -> Result<()> {
         let mid: Vec<Threads> = pids.iter().map(|(_, p)| threads(*p)).collect();
         // The raw pair's trials, after the full path's: its threads' work per message beside
         // the daemons'.
-        raw.transfer(0, "bench", len, 1).await?;
         let raw_before: Vec<Threads> = pids.iter().map(|(_, p)| threads(*p)).collect();
         let t = Instant::now();
         let mut raw_ms = Vec::new();
